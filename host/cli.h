@@ -1,0 +1,25 @@
+/* host/cli.h: the subcommands of the `wdmoe` binary and small helpers they share.
+ * Each subcommand lives in host/cmd_<name>.c and is listed in host/main.c. */
+#ifndef WD_CLI_H
+#define WD_CLI_H
+
+#include <stdio.h>
+
+typedef struct {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv); /* argv[0] is the subcommand name */
+} wd_command;
+
+int wd_cmd_generate(int argc, char **argv);
+
+/* Option parsing helpers: each prints "wdmoe CMD: bad value for --opt: 'x'"
+ * and returns non-zero when the value is not a number in [lo, hi]. */
+int wd_cli_int(const char *cmd, const char *opt, const char *val, long lo, long hi, int *out);
+int wd_cli_double(const char *cmd, const char *opt, const char *val, double lo, double hi,
+                  double *out);
+/* argv[*i] is an option taking a value: returns the value and advances *i, or
+ * prints "wdmoe CMD: OPT needs a value" and returns NULL. */
+const char *wd_cli_value(const char *cmd, int argc, char **argv, int *i);
+
+#endif

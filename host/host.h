@@ -1,0 +1,120 @@
+/* host: the inference runtime.
+ *
+ * A model (config + mapped tensors + tokenizer), a session (KV cache,
+ * scratch, position) and the forward pass, with the MoE layer split at the
+ * API: the base station (BS) part of each layer computes attention and the
+ * router; an expert selection hook decides, per token, which experts run
+ * and with which weights; experts are run through wd_expert_run ("run expert
+ * e of layer l on these n token vectors"), which the BS scheduler dispatches
+ * to emulated devices. */
+#ifndef WD_HOST_H
+#define WD_HOST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+#include "weights/weights.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- model ------------------------------------------------------------ */
+typedef struct {
+    const wd_tensor *attn_norm, *ffn_norm; /* [hidden] */
+    const wd_tensor *wq, *wk, *wv, *wo;    /* [nh*hd x H], [nkv*hd x H] x2, [H x nh*hd] */
+    const wd_tensor *gate;                 /* router [E x H] */
+    const wd_tensor **w1, **w2, **w3;      /* per expert: [F x H], [H x F], [F x H] */
+    float *attn_norm_f32, *ffn_norm_f32;   /* norms converted once */
+} wd_layer;
+
+typedef struct {
+    wd_config cfg;
+    wd_tensors *tensors;
+    wd_tokenizer *tok; /* may be NULL when the folder has no tokenizer.json */
+    const wd_tensor *embed, *norm, *lm_head; /* lm_head == embed when tied */
+    float *norm_f32;
+    wd_layer *layers;
+    char path[1024];
+} wd_model;
+
+/* path: a Hugging Face model folder or a .gguf file. */
+int wd_model_load(wd_model **out, const char *path, char *err, size_t errlen);
+void wd_model_free(wd_model *m);
+/* Bytes of weights one decode token reads with k experts per layer. */
+double wd_model_active_bytes(const wd_model *m, int k);
+
+/* ---- expert selection ------------------------------------------------- */
+/* Per-token expert choice for one layer: for token t, n[t] experts
+ * expert[t*E + j] with combine weights weight[t*E + j], j < n[t]. */
+typedef struct {
+    int n_tokens, n_experts;
+    int *n;
+    int *expert;
+    float *weight;
+} wd_selection;
+
+/* The model's own routing: top_k of probs (softmax over all experts, fp32),
+ * weights renormalised to sum to 1 over the chosen set. probs: [n_tokens][E]. */
+void wd_select_topk(wd_selection *sel, const float *probs, int top_k);
+
+/* Hook between router and experts. select() fills sel from probs (it may
+ * keep the default top-k that is already in sel). run_experts(), when set,
+ * replaces the default expert execution: it must add
+ * sum_j weight[t,j] * expert_j(u_t) into out[t] for every token (use
+ * wd_moe_run_selection for the computation itself). Return non-zero to abort. */
+typedef struct {
+    void *ctx;
+    int (*select)(void *ctx, int layer, int pos0, const float *probs, wd_selection *sel);
+    int (*run_experts)(void *ctx, int layer, const float *u, const wd_selection *sel,
+                       float *out);
+} wd_moe_hooks;
+
+/* ---- session ---------------------------------------------------------- */
+typedef struct wd_session wd_session;
+
+wd_session *wd_session_create(const wd_model *m, int max_ctx, wd_pool *pool);
+void wd_session_free(wd_session *s);
+void wd_session_reset(wd_session *s);                     /* pos = 0 */
+int wd_session_pos(const wd_session *s);
+void wd_session_set_pos(wd_session *s, int pos);          /* rewind (pos <= current) */
+void wd_session_set_hooks(wd_session *s, const wd_moe_hooks *hooks); /* NULL: top-k */
+wd_pool *wd_session_pool(const wd_session *s);
+const wd_model *wd_session_model(const wd_session *s);
+
+/* Run n tokens at positions pos..pos+n-1 (prefill when n > 1) and advance
+ * pos. logits: NULL, or [vocab] for the last token (all_logits = 0) or
+ * [n][vocab] (all_logits = 1). Returns 0, or non-zero with a message in err. */
+int wd_forward(wd_session *s, const int *tokens, int n, float *logits, int all_logits,
+               char *err, size_t errlen);
+
+/* Expert e of layer l on n token vectors x[n][H] -> y[n][H] (overwritten).
+ * scratch: 2*n*F floats. */
+void wd_expert_run(const wd_model *m, int layer, int expert, const float *x, int n, float *y,
+                   wd_pool *pool, float *scratch);
+
+/* Default expert execution for a selection: groups tokens by expert, runs
+ * each expert once over its tokens, adds weighted results into out[t][H]. */
+int wd_moe_run_selection(wd_session *s, int layer, const float *u, const wd_selection *sel,
+                         float *out);
+
+/* ---- sampling --------------------------------------------------------- */
+typedef struct { uint64_t state; } wd_rng;
+void wd_rng_seed(wd_rng *r, uint64_t seed);
+uint64_t wd_rng_next(wd_rng *r);
+double wd_rng_uniform(wd_rng *r); /* [0, 1) */
+/* temperature <= 0: argmax (ties to the lower id). Otherwise softmax(logits/T)
+ * restricted to the smallest set of top tokens with mass >= top_p. */
+int wd_sample(const float *logits, int vocab, float temperature, float top_p, wd_rng *rng,
+              int *scratch_idx);
+
+/* ---- results ---------------------------------------------------------- */
+/* Write data to path atomically (temporary file in the same folder, fsync, rename). */
+int wd_write_file_atomic(const char *path, const void *data, size_t len, char *err,
+                         size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

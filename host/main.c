@@ -1,0 +1,40 @@
+/* wdmoe: the command-line entry point. One table of subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "host/cli.h"
+
+static const wd_command commands[] = {
+    {"generate", "generate text from a prompt (optionally over an emulated wireless scenario)",
+     wd_cmd_generate},
+};
+static const int n_commands = (int)(sizeof(commands) / sizeof(commands[0]));
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "wdmoe: emulator of wireless distributed Mixture-of-Experts LLM inference\n\n"
+            "usage: wdmoe COMMAND [options]    (wdmoe COMMAND --help for its options)\n\n"
+            "commands:\n");
+    for (int i = 0; i < n_commands; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("wdmoe 0.1.0\n");
+        return 0;
+    }
+    for (int i = 0; i < n_commands; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "wdmoe: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,94 @@
+/* kernels: compute for the CPU backend (and the dtype vocabulary shared by all modules).
+ *
+ * Everything a model needs to run one layer lives here: dtype conversion,
+ * a thread pool, matmul over mapped weights of any supported dtype, RMSNorm,
+ * rotate-half RoPE, causal GQA attention over a KV cache, softmax, top-k and
+ * the SwiGLU expert FFN. Activations are fp32; weights are converted in the
+ * inner loop (never copied). */
+#ifndef WD_KERNELS_H
+#define WD_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- dtypes ---------------------------------------------------------- */
+typedef enum {
+    WD_DT_F32 = 0,
+    WD_DT_F16,
+    WD_DT_BF16,
+    WD_DT_Q8_0, /* llama.cpp Q8_0: blocks of 32 int8 with one f16 scale (34 bytes) */
+    WD_DT_COUNT
+} wd_dtype;
+
+const char *wd_dtype_name(wd_dtype dt);
+/* Bytes taken by n consecutive elements (n must be a multiple of 32 for Q8_0). */
+size_t wd_dtype_bytes(wd_dtype dt, int64_t n);
+
+float wd_bf16_to_f32(uint16_t h);
+uint16_t wd_f32_to_bf16(float f); /* round to nearest even, NaN kept NaN */
+float wd_f16_to_f32(uint16_t h);
+uint16_t wd_f32_to_f16(float f); /* round to nearest even, overflow -> inf */
+
+/* Row `row` of a row-major [rows x cols] matrix of dtype dt, converted to fp32. */
+void wd_row_to_f32(float *dst, const void *w, wd_dtype dt, int64_t row, int cols);
+
+/* ---- thread pool ----------------------------------------------------- */
+typedef struct wd_pool wd_pool;
+typedef void (*wd_task_fn)(void *ctx, int task, int n_tasks);
+
+wd_pool *wd_pool_create(int n_threads); /* n_threads <= 0: number of online CPUs */
+void wd_pool_destroy(wd_pool *pool);
+int wd_pool_size(const wd_pool *pool);
+/* Run fn(ctx, i, n_tasks) for i in [0, n_tasks) on the pool's threads (the
+ * caller is one of them) and return when all are done. pool may be NULL
+ * (runs serially). Not reentrant: do not call from inside a task. */
+void wd_pool_run(wd_pool *pool, wd_task_fn fn, void *ctx, int n_tasks);
+
+/* ---- ops ------------------------------------------------------------- */
+/* y[t*rows + r] = sum_c W[r*cols + c] * x[t*cols + c], for t < n, r < rows.
+ * W is row-major [rows x cols] of dtype dt (mapped weights). */
+void wd_matmul(wd_pool *pool, float *y, const float *x, const void *w, wd_dtype dt,
+               int n, int rows, int cols);
+
+/* y = x / sqrt(mean(x^2) + eps) * w, over dim elements (y may alias x). */
+void wd_rmsnorm(float *y, const float *x, const float *w, int dim, float eps);
+
+/* Rotate-half RoPE in place on n_heads vectors of head_dim at position pos:
+ * for i < head_dim/2, (v[i], v[i+half]) rotated by pos * theta^(-2i/head_dim). */
+void wd_rope(float *v, int n_heads, int head_dim, int pos, float theta);
+
+void wd_softmax(float *x, int n);
+
+/* Indices of the k largest values of x[0..n), largest first; ties go to the
+ * lower index. Returns k (clamped to n). */
+int wd_topk(const float *x, int n, int k, int *idx);
+
+/* Causal GQA attention for n query positions pos0..pos0+n-1.
+ *   q:   [n][n_heads*head_dim] (RoPE applied)
+ *   k,v: caches [ctx][n_kv_heads*head_dim], filled for positions 0..pos0+n-1
+ *   out: [n][n_heads*head_dim]
+ * Query head h reads KV head h / (n_heads/n_kv_heads); scores scaled by
+ * 1/sqrt(head_dim). scratch: at least wd_attention_scratch(n, n_heads, pos0+n) floats. */
+size_t wd_attention_scratch(int n, int n_heads, int ctx);
+void wd_attention(wd_pool *pool, float *out, const float *q, const float *k, const float *v,
+                  int n, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch);
+
+/* SwiGLU expert on n token vectors: y = w2( silu(w1 x) * (w3 x) ).
+ * w1, w3: [ffn x hidden]; w2: [hidden x ffn], all of dtype dt.
+ * scratch: at least 2*n*ffn floats. */
+void wd_expert_ffn(wd_pool *pool, float *y, const float *x, int n, const void *w1,
+                   const void *w3, const void *w2, wd_dtype dt, int hidden, int ffn,
+                   float *scratch);
+
+/* Measured memory read bandwidth in bytes/s (streams `bytes` of memory
+ * `reps` times with the pool's threads and keeps the best). */
+double wd_measure_read_bandwidth(wd_pool *pool, size_t bytes, int reps);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

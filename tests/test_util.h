@@ -1,0 +1,64 @@
+/* Tiny test harness shared by the ctest suites: CHECK macros that count and
+ * report, a skip exit code (77) that ctest shows as "Skipped". */
+#ifndef WD_TEST_UTIL_H
+#define WD_TEST_UTIL_H
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int wd_test_failures = 0;
+static int wd_test_checks = 0;
+
+#define CHECK(cond)                                                                    \
+    do {                                                                               \
+        wd_test_checks++;                                                              \
+        if (!(cond)) {                                                                 \
+            wd_test_failures++;                                                        \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);    \
+        }                                                                              \
+    } while (0)
+
+#define CHECKF(cond, ...)                                                              \
+    do {                                                                               \
+        wd_test_checks++;                                                              \
+        if (!(cond)) {                                                                 \
+            wd_test_failures++;                                                        \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);    \
+            fprintf(stderr, __VA_ARGS__);                                              \
+            fputc('\n', stderr);                                                       \
+        }                                                                              \
+    } while (0)
+
+#define CHECK_NEAR(a, b, tol) CHECKF(fabs((double)(a) - (double)(b)) <= (tol), \
+                                     "%.9g vs %.9g (tol %.3g)", (double)(a), (double)(b), (double)(tol))
+
+/* Exit with the summary; call at the end of main. */
+static inline int wd_test_finish(const char *name) {
+    printf("%s: %d checks, %d failed\n", name, wd_test_checks, wd_test_failures);
+    return wd_test_failures ? 1 : 0;
+}
+
+/* Skip visibly (ctest SKIP_RETURN_CODE 77). */
+#define WD_TEST_SKIP(...)                                                              \
+    do {                                                                               \
+        printf("SKIPPED: ");                                                           \
+        printf(__VA_ARGS__);                                                           \
+        printf("\n");                                                                  \
+        exit(77);                                                                      \
+    } while (0)
+
+static inline int wd_test_file_exists(const char *p) { return access(p, R_OK) == 0; }
+
+/* Max relative L2 error ||a-b|| / max(||b||, tiny). */
+static inline double wd_rel_l2(const float *a, const double *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += b[i] * b[i];
+    }
+    return sqrt(num) / (den > 1e-300 ? sqrt(den) : 1.0);
+}
+#endif

@@ -1,0 +1,119 @@
+/* weights: model file formats.
+ *
+ * - Tensor stores: Hugging Face safetensors (single file or sharded with
+ *   model.safetensors.index.json), memory-mapped; GGUF (llama.cpp).
+ *   Every store exposes tensors under Hugging Face Mixtral names.
+ * - config.json of a Hugging Face model folder.
+ * - Tokenizer: Hugging Face tokenizer.json (Llama/Mistral BPE with byte
+ *   fallback) and the SPM vocab inside GGUF files.
+ * - The synthetic-model writer: random Mixtral-layout HF folders.
+ *
+ * Errors: functions return 0 on success and non-zero on failure, after
+ * writing one line "FILE: what is wrong" into err (errlen bytes). */
+#ifndef WD_WEIGHTS_H
+#define WD_WEIGHTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define WD_MAX_DIMS 4
+
+typedef struct {
+    char *name;
+    wd_dtype dtype;
+    int ndim;
+    int64_t shape[WD_MAX_DIMS]; /* outermost first, as in safetensors */
+    const void *data;           /* mapped (or owned by the store) */
+    size_t nbytes;
+} wd_tensor;
+
+typedef struct wd_tensors wd_tensors;
+
+/* path: a model folder (model.safetensors or model.safetensors.index.json +
+ * shards) or a .safetensors file. Validates every header: dtype known, shape
+ * consistent with byte range, ranges inside the file and not overlapping. */
+int wd_safetensors_open(wd_tensors **out, const char *path, char *err, size_t errlen);
+const wd_tensor *wd_tensors_find(const wd_tensors *ts, const char *name);
+int wd_tensors_count(const wd_tensors *ts);
+const wd_tensor *wd_tensors_at(const wd_tensors *ts, int i);
+size_t wd_tensors_total_bytes(const wd_tensors *ts);
+void wd_tensors_free(wd_tensors *ts);
+
+/* ---- model configuration --------------------------------------------- */
+typedef struct {
+    char model_type[32];
+    int hidden;      /* hidden_size */
+    int n_layers;    /* num_hidden_layers */
+    int n_heads;     /* num_attention_heads */
+    int n_kv_heads;  /* num_key_value_heads (default n_heads) */
+    int head_dim;    /* head_dim (default hidden / n_heads) */
+    int ffn;         /* intermediate_size */
+    int n_experts;   /* num_local_experts */
+    int top_k;       /* num_experts_per_tok */
+    int vocab;       /* vocab_size */
+    int max_pos;     /* max_position_embeddings */
+    float rms_eps;   /* rms_norm_eps */
+    float rope_theta;
+    int tie_embeddings; /* tie_word_embeddings */
+    int bos_id, eos_id;
+} wd_config;
+
+/* path: config.json. model_type must be "mixtral". */
+int wd_config_load(wd_config *cfg, const char *path, char *err, size_t errlen);
+
+/* ---- tokenizer -------------------------------------------------------- */
+typedef struct wd_tokenizer wd_tokenizer;
+
+int wd_tokenizer_load_json(wd_tokenizer **out, const char *path, char *err, size_t errlen);
+void wd_tokenizer_free(wd_tokenizer *tok);
+int wd_tokenizer_vocab_size(const wd_tokenizer *tok);
+int wd_tokenizer_bos(const wd_tokenizer *tok);
+int wd_tokenizer_eos(const wd_tokenizer *tok);
+/* Encode UTF-8 text. *ids is malloc'd (caller frees); returns 0 on success. */
+int wd_tokenizer_encode(const wd_tokenizer *tok, const char *text, int add_bos, int **ids,
+                        int *n_ids);
+/* Bytes of one token when it follows token prev (prev < 0: first token of
+ * the text). Byte-fallback pieces <0xNN> yield the raw byte; the leading space
+ * of the first piece is stripped (SentencePiece decoding). Writes at most
+ * cap bytes to buf and returns the piece length (0 for special tokens). */
+int wd_tokenizer_piece(const wd_tokenizer *tok, int prev, int id, char *buf, int cap);
+/* Decode ids into a malloc'd NUL-terminated string (NULL on allocation failure). */
+char *wd_tokenizer_decode(const wd_tokenizer *tok, const int *ids, int n_ids);
+
+/* ---- GGUF (llama.cpp) ------------------------------------------------- */
+/* Opens a GGUF file of the llama/Mixtral architecture. Tensors appear under
+ * Hugging Face names (Q/K rows converted to rotate-half order, stacked
+ * experts split into per-expert views). cfg is filled from the metadata;
+ * tok (optional, may be NULL) from tokenizer.ggml.*. */
+int wd_gguf_open(wd_tensors **out, wd_config *cfg, wd_tokenizer **tok, const char *path,
+                 char *err, size_t errlen);
+/* A GGUF holding only a vocab (tokenizer.ggml.*). */
+int wd_gguf_load_tokenizer(wd_tokenizer **tok, const char *path, char *err, size_t errlen);
+
+/* ---- synthetic models ------------------------------------------------- */
+typedef struct {
+    int hidden, n_layers, n_heads, n_kv_heads, head_dim, ffn, n_experts, top_k, vocab;
+    int max_pos;
+    float rope_theta, rms_eps;
+    wd_dtype dtype; /* F32, F16 or BF16 */
+    int tied;       /* tie_word_embeddings */
+    uint64_t seed;
+    float init_std; /* weights ~ N(0, init_std^2) (0: 1/sqrt(fan_in)) */
+} wd_synth_spec;
+
+void wd_synth_default(wd_synth_spec *spec); /* a small valid shape */
+/* Writes dir/config.json, dir/model.safetensors and dir/tokenizer.json
+ * (a byte-level vocab of `vocab` tokens). Creates dir if needed; files are
+ * written to temporary names and renamed. */
+int wd_synth_write(const char *dir, const wd_synth_spec *spec, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
