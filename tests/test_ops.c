@@ -470,12 +470,12 @@ static void test_pool(void) {
         CHECK(wd_pool_size(pool) == nt);
         int bad = 0;
         pool_probe pr;
-        for (int run = 0; run < 3000; run++) {
+        for (int run = 0; run < 20000; run++) {
             int n = 1 + run % 50;
             for (int i = 0; i < 64; i++) atomic_init(&pr.count[i], 0);
             atomic_init(&pr.bad_n, 0);
             pr.expect_n = n;
-            if (run % 500 == 499) { /* let the workers fall asleep: the wake-up path */
+            if (run % 2000 == 1999) { /* let the workers fall asleep: the wake-up path */
                 struct timespec ts = {0, 2000000};
                 nanosleep(&ts, NULL);
             }

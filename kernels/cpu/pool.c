@@ -1,14 +1,20 @@
 /* A fixed thread pool built for many short runs (a decode step makes a few
  * hundred wd_pool_run calls of 20-500 us each).
  *
- * wd_pool_run publishes (fn, ctx, n_tasks), bumps a generation counter and
- * works on tasks itself; task indices are handed out with an atomic counter.
- * Workers spin on the generation counter for a while after each run (so the
- * next run starts them in well under a microsecond) and only then sleep on a
- * condition variable; the caller signals it only when some worker sleeps.
- * The sleep hand-off is a Dekker pair on seq_cst atomics: a worker bumps
- * `sleepers` and re-reads `gen` under the mutex before waiting; the caller
- * bumps `gen` and then reads `sleepers`, so one of them sees the other. */
+ * wd_pool_run moves a 64-bit state word (generation << 32 | next task
+ * index) to (new generation, SETUP), writes (fn, ctx, n_tasks), then opens
+ * the run with (new generation, 0); it works on tasks itself and returns
+ * once every task has completed. Threads claim a task with a compare-and-swap
+ * on the state word, so a worker that wakes late (or was preempted) can never
+ * claim a task of a later run with the function it read for an earlier one,
+ * and the caller never waits for a worker that took no task: on a busy
+ * machine a descheduled worker costs nothing but its share of the work.
+ * Idle workers spin on the state word for a while (the next run starts them
+ * in well under a microsecond) and then sleep on a condition variable; the
+ * caller signals it only when some worker sleeps. The sleep hand-off is a
+ * Dekker pair on seq_cst atomics: a worker bumps `sleepers` and re-reads the
+ * state under the mutex before waiting; the caller stores the state and then
+ * reads `sleepers`, so one of them sees the other. */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -24,14 +30,13 @@
 #define WD_POOL_SPIN_NS 300000L
 
 struct wd_pool {
-    _Alignas(64) atomic_uint gen;   /* bumped by each run */
-    _Alignas(64) atomic_int next;   /* next task index */
-    _Alignas(64) atomic_int done;   /* workers finished with this generation */
+    _Alignas(64) _Atomic uint64_t state; /* gen << 32 | next task */
+    _Atomic(wd_task_fn) fn;
+    _Atomic(void *) ctx;
+    atomic_int n_tasks;
+    _Alignas(64) atomic_int completed; /* tasks finished in this run */
     _Alignas(64) atomic_int sleepers;
     atomic_int stop;
-    wd_task_fn fn;
-    void *ctx;
-    int n_tasks;
     int n_threads; /* including the caller */
     pthread_t *threads;
     pthread_mutex_t mu;
@@ -44,27 +49,45 @@ static long now_ns(void) {
     return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-static void drain(wd_pool *p) {
-    wd_task_fn fn = p->fn;
-    void *ctx = p->ctx;
-    int n = p->n_tasks;
+#define WD_POOL_SETUP 0xffffffffu /* task field while the caller writes fn/ctx/n */
+
+/* Claim and run tasks of generation `gen` until none is left. fn/ctx/n use
+ * seq_cst so that, with the state word, they sit in one total order: a
+ * successful claim proves the state did not move since it was loaded, and
+ * the caller writes a new run's fn/ctx/n only after moving the state to
+ * (new gen, SETUP), so the values read are this run's. */
+static void drain(wd_pool *p, uint32_t gen) {
+    uint64_t st = atomic_load(&p->state);
     for (;;) {
-        int t = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-        if (t >= n) break;
-        fn(ctx, t, n);
+        if ((uint32_t)(st >> 32) != gen) return;
+        if ((uint32_t)st == WD_POOL_SETUP) { /* the caller is publishing this run */
+            WD_CPU_RELAX();
+            st = atomic_load(&p->state);
+            continue;
+        }
+        wd_task_fn fn = atomic_load(&p->fn);
+        void *ctx = atomic_load(&p->ctx);
+        int n = atomic_load(&p->n_tasks);
+        int t = (int)(uint32_t)st;
+        if (t >= n) return;
+        if (atomic_compare_exchange_weak(&p->state, &st, st + 1)) {
+            fn(ctx, t, n);
+            atomic_fetch_add_explicit(&p->completed, 1, memory_order_release);
+            st = atomic_load(&p->state);
+        }
     }
 }
 
 static void *worker(void *arg) {
     wd_pool *p = arg;
-    unsigned seen = 0; /* gen is 0 when the pool is created */
+    uint32_t seen = 0; /* generation 0 is the pool's creation: nothing to do */
     for (;;) {
-        unsigned g = atomic_load_explicit(&p->gen, memory_order_acquire);
+        uint32_t g = (uint32_t)(atomic_load_explicit(&p->state, memory_order_acquire) >> 32);
         if (g == seen) {
             long t0 = now_ns();
             for (int i = 1;; i++) {
                 WD_CPU_RELAX();
-                g = atomic_load_explicit(&p->gen, memory_order_acquire);
+                g = (uint32_t)(atomic_load_explicit(&p->state, memory_order_acquire) >> 32);
                 if (g != seen) break;
                 if ((i & 63) == 0 && now_ns() - t0 > WD_POOL_SPIN_NS) break;
             }
@@ -72,14 +95,14 @@ static void *worker(void *arg) {
         if (g == seen) {
             pthread_mutex_lock(&p->mu);
             atomic_fetch_add(&p->sleepers, 1);
-            while ((g = atomic_load(&p->gen)) == seen) pthread_cond_wait(&p->cv, &p->mu);
+            while ((g = (uint32_t)(atomic_load(&p->state) >> 32)) == seen)
+                pthread_cond_wait(&p->cv, &p->mu);
             atomic_fetch_sub(&p->sleepers, 1);
             pthread_mutex_unlock(&p->mu);
         }
         seen = g;
         if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
-        drain(p);
-        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        drain(p, g);
     }
     return NULL;
 }
@@ -93,9 +116,11 @@ wd_pool *wd_pool_create(int n_threads) {
     wd_pool *p = aligned_alloc(64, sz);
     if (!p) return NULL;
     memset(p, 0, sz);
-    atomic_init(&p->gen, 0);
-    atomic_init(&p->next, 0);
-    atomic_init(&p->done, 0);
+    atomic_init(&p->state, 0);
+    atomic_init(&p->fn, NULL);
+    atomic_init(&p->ctx, NULL);
+    atomic_init(&p->n_tasks, 0);
+    atomic_init(&p->completed, 0);
     atomic_init(&p->sleepers, 0);
     atomic_init(&p->stop, 0);
     p->n_threads = 1;
@@ -131,7 +156,7 @@ wd_pool *wd_pool_create(int n_threads) {
 void wd_pool_destroy(wd_pool *p) {
     if (!p) return;
     atomic_store(&p->stop, 1);
-    atomic_fetch_add(&p->gen, 1);
+    atomic_fetch_add(&p->state, (uint64_t)1 << 32);
     pthread_mutex_lock(&p->mu);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
@@ -150,21 +175,24 @@ void wd_pool_run(wd_pool *p, wd_task_fn fn, void *ctx, int n_tasks) {
         for (int t = 0; t < n_tasks; t++) fn(ctx, t, n_tasks);
         return;
     }
-    p->fn = fn;
-    p->ctx = ctx;
-    p->n_tasks = n_tasks;
-    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
-    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
-    atomic_fetch_add(&p->gen, 1); /* seq_cst: publishes the fields above */
+    /* close the previous run's state word first (see drain), then publish */
+    uint64_t st = atomic_load_explicit(&p->state, memory_order_relaxed);
+    uint32_t gen = (uint32_t)(st >> 32) + 1;
+    if (gen == 0) gen = 1; /* 0 means "created" to a new worker */
+    atomic_store(&p->state, ((uint64_t)gen << 32) | WD_POOL_SETUP);
+    atomic_store(&p->fn, fn);
+    atomic_store(&p->ctx, ctx);
+    atomic_store(&p->n_tasks, n_tasks);
+    atomic_store_explicit(&p->completed, 0, memory_order_relaxed);
+    atomic_store(&p->state, (uint64_t)gen << 32);
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
-    drain(p);
-    int want = p->n_threads - 1;
-    for (long i = 1; atomic_load_explicit(&p->done, memory_order_acquire) < want; i++) {
+    drain(p, gen);
+    for (long i = 1; atomic_load_explicit(&p->completed, memory_order_acquire) < n_tasks; i++) {
         WD_CPU_RELAX();
-        if ((i & 4095) == 0) sched_yield(); /* a worker was preempted: let it run */
+        if ((i & 4095) == 0) sched_yield(); /* a worker holding a task was preempted */
     }
 }
