@@ -305,6 +305,13 @@ int main(int argc, char **argv) {
             printf("  %-6s %-11s %9.1f %7.1f%%\n", wd_dtype_name(dt), shape, g,
                    peak > 0 ? 100 * g * 1e9 / peak : 0.0);
         }
+    if (!quick) {
+        double bw2 = wd_measure_read_bandwidth(pool, bw_bytes, 5);
+        printf("\nread bandwidth measured again at the end: %.1f GB/s (%s)\n", bw2 / 1e9,
+               bw2 > 1.1 * bw || bw2 < 0.9 * bw
+                   ? "differs by >10%: other load on this machine skews the percentages"
+                   : "stable");
+    }
     wd_pool_destroy(pool);
     return 0;
 }

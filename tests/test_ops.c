@@ -184,7 +184,7 @@ static void ref_matmul(double *y, const double *x, const double *w, int n, int r
 static void test_matmul(wd_pool *pool) {
     static const int shapes[][2] = {{43, 172}, {172, 43}, {64, 64}, {32, 96}, {96, 160},
                                     {512, 512}, {45, 512}, {1, 300}, {130, 1792}};
-    static const int ns[] = {1, 3, 7, 8, 37, 128};
+    static const int ns[] = {1, 3, 7, 8, 37, 128, 150}; /* 150: two packed token chunks */
     for (int dt = 0; dt < WD_DT_COUNT; dt++) {
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             int rows = shapes[s][0], cols = shapes[s][1];
