@@ -67,6 +67,27 @@ static void test_conversions(void) {
     CHECKF(bad16 == 0, "%d f16 patterns wrong", bad16);
     CHECKF(badb == 0, "%d bf16 patterns wrong", badb);
 
+    /* the vectorised row conversion, over all patterns as one row */
+    uint16_t *pat = malloc(65536 * sizeof(uint16_t));
+    float *row = malloc(65536 * sizeof(float));
+    if (pat && row) {
+        for (uint32_t h = 0; h < 65536; h++) pat[h] = (uint16_t)h;
+        for (int dt = WD_DT_F16; dt <= WD_DT_BF16; dt++) {
+            wd_row_to_f32(row, pat, (wd_dtype)dt, 0, 65536);
+            int bad = 0;
+            for (uint32_t h = 0; h < 65536; h++) {
+                double r = dt == WD_DT_F16 ? ref_f16((uint16_t)h) : ref_bf16((uint16_t)h);
+                if (isnan(r) ? !isnan(row[h]) : ((double)row[h] != r || !!signbit(row[h]) != !!signbit(r)))
+                    bad++;
+            }
+            CHECKF(bad == 0, "wd_row_to_f32 %s: %d of 65536 patterns wrong", wd_dtype_name(dt), bad);
+        }
+    } else {
+        CHECK(!"allocation");
+    }
+    free(pat);
+    free(row);
+
     /* f32 -> f16: every tie between neighbours (exact in float) rounds to the
      * even pattern; a hair above/below rounds away/towards. */
     int badt = 0;

@@ -2,6 +2,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 
 const char *wd_dtype_name(wd_dtype dt) {
@@ -85,22 +86,34 @@ void wd_row_to_f32(float *dst, const void *w, wd_dtype dt, int64_t row, int cols
     case WD_DT_F32: memcpy(dst, (const float *)w + row * cols, (size_t)cols * 4); break;
     case WD_DT_F16: {
         const uint16_t *p = (const uint16_t *)w + row * cols;
-        for (int i = 0; i < cols; i++) dst[i] = wd_f16_to_f32(p[i]);
+        int i = 0;
+#ifdef WD_AVX512
+        for (; i + 16 <= cols; i += 16) _mm512_storeu_ps(dst + i, wd_load_f16x16(p + i, 0xffff));
+#endif
+        for (; i < cols; i++) dst[i] = wd_f16_to_f32(p[i]);
         break;
     }
     case WD_DT_BF16: {
         const uint16_t *p = (const uint16_t *)w + row * cols;
-        for (int i = 0; i < cols; i++) dst[i] = wd_bf16_to_f32(p[i]);
+        int i = 0;
+#ifdef WD_AVX512
+        for (; i + 16 <= cols; i += 16) _mm512_storeu_ps(dst + i, wd_load_bf16x16(p + i, 0xffff));
+#endif
+        for (; i < cols; i++) dst[i] = wd_bf16_to_f32(p[i]);
         break;
     }
     case WD_DT_Q8_0: {
         const uint8_t *p = (const uint8_t *)w + (size_t)row * wd_dtype_bytes(WD_DT_Q8_0, cols);
         for (int b = 0; b < cols / 32; b++) {
-            uint16_t d16;
-            memcpy(&d16, p + 34 * b, 2);
-            float d = wd_f16_to_f32(d16);
+            float d = wd_q8_scale(p + 34 * b);
             const int8_t *q = (const int8_t *)(p + 34 * b + 2);
+#ifdef WD_AVX512
+            __m512 vd = _mm512_set1_ps(d);
+            _mm512_storeu_ps(dst + b * 32, _mm512_mul_ps(vd, wd_load_q8x16(q)));
+            _mm512_storeu_ps(dst + b * 32 + 16, _mm512_mul_ps(vd, wd_load_q8x16(q + 16)));
+#else
             for (int i = 0; i < 32; i++) dst[b * 32 + i] = d * q[i];
+#endif
         }
         break;
     }
