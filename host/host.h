@@ -78,6 +78,7 @@ wd_session *wd_session_create(const wd_model *m, int max_ctx, wd_pool *pool);
 void wd_session_free(wd_session *s);
 void wd_session_reset(wd_session *s);                     /* pos = 0 */
 int wd_session_pos(const wd_session *s);
+int wd_session_max_ctx(const wd_session *s);
 void wd_session_set_pos(wd_session *s, int pos);          /* rewind (pos <= current) */
 void wd_session_set_hooks(wd_session *s, const wd_moe_hooks *hooks); /* NULL: top-k */
 wd_pool *wd_session_pool(const wd_session *s);
