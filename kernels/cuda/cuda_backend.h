@@ -228,6 +228,11 @@ typedef struct {
  * staging buffer in chunks and converted on the GPU. */
 int wd_cuda_model_create(wd_cuda_model **out, const wd_model *m, const wd_cuda_model_spec *spec,
                          char *log, size_t loglen, char *err, size_t errlen);
+/* A model of configuration cfg with random weights generated on the GPU
+ * (benchmarks: a Mixtral-8x7B-shaped model without any download). */
+int wd_cuda_model_create_random(wd_cuda_model **out, const wd_config *cfg, uint64_t seed,
+                                const wd_cuda_model_spec *spec, char *log, size_t loglen,
+                                char *err, size_t errlen);
 void wd_cuda_model_free(wd_cuda_model *cm);
 size_t wd_cuda_model_weight_bytes(const wd_cuda_model *cm); /* on the GPU */
 void wd_cuda_model_reset(wd_cuda_model *cm);                /* pos = 0 */

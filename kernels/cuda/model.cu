@@ -173,9 +173,66 @@ extern "C" void wd_cuda_model_free(wd_cuda_model *cm) {
     free(cm);
 }
 
+/* Random weights generated on the GPU: uniform in offset +- scale, from a hash of
+ * (seed, index), so no host memory or transfer is involved. */
+template <typename T>
+__global__ void random_fill_kernel(T *p, size_t n, uint64_t seed, float scale, float offset) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        uint64_t z = seed + 0x9e3779b97f4a7c15ull * (i + 1);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        float u = (float)(z >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f;
+        wd_st(p + i, offset + scale * u);
+    }
+}
+
+static int random_tensor(wd_cuda_model *cm, void **out, int64_t n, wd_dtype dt, float scale,
+                         float offset, uint64_t seed, char *err, size_t errlen) {
+    size_t es = wd_dtype_bytes(dt, 1);
+    void *d = wd_cuda_malloc((size_t)n * es);
+    if (!d) {
+        snprintf(err, errlen, "kernels/cuda/model.cu: out of GPU memory (%.1f GB of weights so far)",
+                 cm->weight_bytes / 1e9);
+        return -1;
+    }
+    unsigned blocks = wd_blocks((size_t)n, 256);
+    if (blocks > 65536) blocks = 65536;
+    if (dt == WD_DT_F32)
+        random_fill_kernel<<<blocks, 256, 0, cm->bs>>>((float *)d, (size_t)n, seed, scale, offset);
+    else
+        random_fill_kernel<<<blocks, 256, 0, cm->bs>>>((__nv_bfloat16 *)d, (size_t)n, seed, scale,
+                                                       offset);
+    int rc = wd_launch_status();
+    if (rc) {
+        cudaFree(d);
+        return fail(err, errlen, "random fill failed", rc);
+    }
+    *out = d;
+    cm->weight_bytes += (size_t)n * es;
+    return 0;
+}
+
+static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_model *m,
+                        uint64_t seed, const wd_cuda_model_spec *spec_in, char *log,
+                        size_t loglen, char *err, size_t errlen);
+
 extern "C" int wd_cuda_model_create(wd_cuda_model **out, const wd_model *m,
                                     const wd_cuda_model_spec *spec_in, char *log, size_t loglen,
                                     char *err, size_t errlen) {
+    return model_create(out, &m->cfg, m, 0, spec_in, log, loglen, err, errlen);
+}
+
+extern "C" int wd_cuda_model_create_random(wd_cuda_model **out, const wd_config *cfg,
+                                           uint64_t seed, const wd_cuda_model_spec *spec,
+                                           char *log, size_t loglen, char *err, size_t errlen) {
+    return model_create(out, cfg, NULL, seed ? seed : 1, spec, log, loglen, err, errlen);
+}
+
+static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_model *m,
+                        uint64_t seed, const wd_cuda_model_spec *spec_in, char *log,
+                        size_t loglen, char *err, size_t errlen) {
     *out = NULL;
     if (wd_cuda_device_count() <= 0) return fail(err, errlen, "no CUDA device", 0);
     wd_cuda_model_spec spec;
@@ -185,7 +242,7 @@ extern "C" int wd_cuda_model_create(wd_cuda_model **out, const wd_model *m,
         wd_cuda_model_spec_default(&spec);
     if (spec.dtype != WD_DT_BF16 && spec.dtype != WD_DT_F32)
         return fail(err, errlen, "GPU weights must be BF16 or F32", 0);
-    const wd_config *c = &m->cfg;
+    const wd_config *c = cfg;
     if (c->hidden <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
         c->n_heads % c->n_kv_heads || c->head_dim <= 0 || c->head_dim % 2 || c->ffn <= 0 ||
         c->n_experts <= 0 || c->top_k <= 0 || c->top_k > c->n_experts || c->vocab <= 0)
@@ -228,31 +285,38 @@ extern "C" int wd_cuda_model_create(wd_cuda_model **out, const wd_model *m,
         wd_cuda_model_free(cm);
         return fail(err, errlen, "out of host memory", 0);
     }
-#define UP(dst, t, n, dty)                                                                    \
+    /* UP: upload a host tensor, or (m == NULL) generate it on the GPU with
+       uniform values of the given scale (norm weights: 1 +- 0.1) */
+    uint64_t seq = 0;
+#define UP(dst, t, n, dty, rscale, roff)                                                      \
     do {                                                                                      \
         void *p_ = NULL;                                                                      \
-        if (upload_tensor(cm, &p_, (t), (n), (dty), err, errlen)) {                           \
+        int rc_ = m ? upload_tensor(cm, &p_, m ? (t) : NULL, (n), (dty), err, errlen)         \
+                    : random_tensor(cm, &p_, (n), (dty), (rscale), (roff), seed + 7919 * ++seq, \
+                                    err, errlen);                                             \
+        if (rc_) {                                                                            \
             wd_cuda_model_free(cm);                                                           \
             return -1;                                                                        \
         }                                                                                     \
         dst = (decltype(dst))p_;                                                              \
     } while (0)
-    UP(cm->embed, m->embed, (int64_t)V * H, dt);
-    if (!m->lm_head || m->lm_head == m->embed)
+    float sH = 1.7f / sqrtf((float)H), sQ = 1.7f / sqrtf((float)qd), sF = 1.7f / sqrtf((float)F);
+    UP(cm->embed, m->embed, (int64_t)V * H, dt, 1.0f, 0.0f);
+    if (m ? (!m->lm_head || m->lm_head == m->embed) : c->tie_embeddings)
         cm->lm_head = cm->embed;
     else
-        UP(cm->lm_head, m->lm_head, (int64_t)V * H, dt);
-    UP(cm->norm, m->norm, H, WD_DT_F32);
+        UP(cm->lm_head, m->lm_head, (int64_t)V * H, dt, sH, 0.0f);
+    UP(cm->norm, m->norm, H, WD_DT_F32, 0.1f, 1.0f);
     for (int l = 0; l < c->n_layers; l++) {
-        const wd_layer *hl = &m->layers[l];
+        const wd_layer *hl = m ? &m->layers[l] : NULL;
         gpu_layer *L = &cm->layers[l];
-        UP(L->attn_norm, hl->attn_norm, H, WD_DT_F32);
-        UP(L->ffn_norm, hl->ffn_norm, H, WD_DT_F32);
-        UP(L->wq, hl->wq, (int64_t)qd * H, dt);
-        UP(L->wk, hl->wk, (int64_t)kvd * H, dt);
-        UP(L->wv, hl->wv, (int64_t)kvd * H, dt);
-        UP(L->wo, hl->wo, (int64_t)H * qd, dt);
-        UP(L->gate, hl->gate, (int64_t)E * H, dt);
+        UP(L->attn_norm, hl->attn_norm, H, WD_DT_F32, 0.1f, 1.0f);
+        UP(L->ffn_norm, hl->ffn_norm, H, WD_DT_F32, 0.1f, 1.0f);
+        UP(L->wq, hl->wq, (int64_t)qd * H, dt, sH, 0.0f);
+        UP(L->wk, hl->wk, (int64_t)kvd * H, dt, sH, 0.0f);
+        UP(L->wv, hl->wv, (int64_t)kvd * H, dt, sH, 0.0f);
+        UP(L->wo, hl->wo, (int64_t)H * qd, dt, sQ, 0.0f);
+        UP(L->gate, hl->gate, (int64_t)E * H, dt, 3 * sH, 0.0f);
         L->experts = (wd_cuda_expert *)calloc((size_t)E, sizeof(wd_cuda_expert));
         if (!L->experts) {
             wd_cuda_model_free(cm);
@@ -263,9 +327,9 @@ extern "C" int wd_cuda_model_create(wd_cuda_model **out, const wd_model *m,
             x->dt = dt;
             x->hidden = H;
             x->ffn = F;
-            UP(x->w1, hl->w1[e], (int64_t)F * H, dt);
-            UP(x->w3, hl->w3[e], (int64_t)F * H, dt);
-            UP(x->w2, hl->w2[e], (int64_t)H * F, dt);
+            UP(x->w1, hl->w1[e], (int64_t)F * H, dt, sH, 0.0f);
+            UP(x->w3, hl->w3[e], (int64_t)F * H, dt, sH, 0.0f);
+            UP(x->w2, hl->w2[e], (int64_t)H * F, dt, sF, 0.0f);
         }
         size_t cache = (size_t)spec.max_ctx * kvd * wd_dtype_bytes(dt, 1);
         L->kc = dalloc(cache, &ok);
