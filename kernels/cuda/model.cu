@@ -29,17 +29,21 @@ struct wd_cuda_model {
     float *norm;
     gpu_layer *layers;
     /* activations [max_batch][...] */
-    float *x, *xb, *q, *k, *v, *att, *h, *rlogits, *probs, *rweights, *logits;
-    int *ridx, *tokens, *rows;
-    float *scales;
+    float *x, *xb, *q, *k, *v, *att, *h, *rlogits, *logits;
+    float *rbuf; /* router output [n][E] probs, [n][K] ids, [n][K] weights (one download) */
+    int *tokens;
+    int *sbuf;   /* selection: [E][n] rows, [E][n] scales (one upload) */
     float **ybuf; /* per device [max_batch][H] */
     void *att_scratch;
     cudaStream_t bs;
+    cudaEvent_t ev_ready;  /* BS: inputs of the experts are ready */
+    cudaEvent_t *ev_done;  /* per device: its experts are done */
     wd_cuda_blas *blas;
     wd_cuda_devset *devs;
     /* host side */
-    float *h_probs, *h_rweights, *h_scales;
-    int *h_ridx, *h_rows, *h_sel_n, *h_sel_expert, *h_count, *h_dev_tokens;
+    float *h_rbuf; /* pinned mirrors of rbuf, sbuf */
+    int *h_sbuf;
+    int *h_sel_n, *h_sel_expert, *h_count, *h_dev_tokens;
     float *h_sel_weight;
     double *h_seconds;
     /* chunked upload */
@@ -152,18 +156,19 @@ extern "C" void wd_cuda_model_free(wd_cuda_model *cm) {
     cudaFree(cm->embed);
     cudaFree(cm->norm);
     void *bufs[] = {cm->x,     cm->xb,     cm->q,      cm->k,      cm->v,           cm->att,
-                    cm->h,     cm->rlogits, cm->probs, cm->rweights, cm->logits,    cm->ridx,
-                    cm->tokens, cm->rows,  cm->scales, cm->att_scratch, cm->stage_dev};
+                    cm->h,     cm->rlogits, cm->rbuf, cm->logits, cm->tokens, cm->sbuf,
+                    cm->att_scratch, cm->stage_dev};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     for (int d = 0; cm->ybuf && d < cm->spec.n_devices; d++) cudaFree(cm->ybuf[d]);
     free(cm->ybuf);
     if (cm->stage_host) cudaFreeHost(cm->stage_host);
     if (cm->bs) cudaStreamDestroy(cm->bs);
-    free(cm->h_probs);
-    free(cm->h_rweights);
-    free(cm->h_scales);
-    free(cm->h_ridx);
-    free(cm->h_rows);
+    if (cm->h_rbuf) cudaFreeHost(cm->h_rbuf);
+    if (cm->h_sbuf) cudaFreeHost(cm->h_sbuf);
+    if (cm->ev_ready) cudaEventDestroy(cm->ev_ready);
+    for (int d = 0; cm->ev_done && d < cm->spec.n_devices; d++)
+        if (cm->ev_done[d]) cudaEventDestroy(cm->ev_done[d]);
+    free(cm->ev_done);
     free(cm->h_sel_n);
     free(cm->h_sel_expert);
     free(cm->h_sel_weight);
@@ -355,13 +360,10 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
     cm->att = (float *)dalloc((size_t)B * qd * 4, &ok);
     cm->h = (float *)dalloc((size_t)B * wide * 4, &ok);
     cm->rlogits = (float *)dalloc((size_t)B * E * 4, &ok);
-    cm->probs = (float *)dalloc((size_t)B * E * 4, &ok);
-    cm->rweights = (float *)dalloc((size_t)B * E * 4, &ok);
-    cm->ridx = (int *)dalloc((size_t)B * E * 4, &ok);
+    cm->rbuf = (float *)dalloc((size_t)B * 3 * E * 4, &ok);
     cm->logits = (float *)dalloc((size_t)B * V * 4, &ok);
     cm->tokens = (int *)dalloc((size_t)B * 4, &ok);
-    cm->rows = (int *)dalloc((size_t)E * B * 4, &ok);
-    cm->scales = (float *)dalloc((size_t)E * B * 4, &ok);
+    cm->sbuf = (int *)dalloc((size_t)2 * E * B * 4, &ok);
     cm->att_scratch =
         dalloc(wd_cuda_attention_scratch_bytes(B, c->n_heads, spec.max_ctx, hd), &ok);
     int nd = spec.n_devices;
@@ -372,18 +374,19 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
         wd_cuda_model_free(cm);
         return fail(err, errlen, "out of GPU memory for activations", 0);
     }
-    cm->h_probs = (float *)malloc((size_t)B * E * 4);
-    cm->h_rweights = (float *)malloc((size_t)B * E * 4);
-    cm->h_ridx = (int *)malloc((size_t)B * E * 4);
-    cm->h_scales = (float *)malloc((size_t)E * B * 4);
-    cm->h_rows = (int *)malloc((size_t)E * B * 4);
+    if (cudaMallocHost(&cm->h_rbuf, (size_t)B * 3 * E * 4) != cudaSuccess) cm->h_rbuf = NULL;
+    if (cudaMallocHost(&cm->h_sbuf, (size_t)2 * E * B * 4) != cudaSuccess) cm->h_sbuf = NULL;
+    cm->ev_done = (cudaEvent_t *)calloc((size_t)nd, sizeof(cudaEvent_t));
+    int evok = cm->ev_done && cudaEventCreateWithFlags(&cm->ev_ready, cudaEventDisableTiming) == cudaSuccess;
+    for (int d = 0; evok && d < nd; d++)
+        evok = cudaEventCreateWithFlags(&cm->ev_done[d], cudaEventDisableTiming) == cudaSuccess;
     cm->h_sel_n = (int *)malloc((size_t)B * 4);
     cm->h_sel_expert = (int *)malloc((size_t)B * E * 4);
     cm->h_sel_weight = (float *)malloc((size_t)B * E * 4);
     cm->h_count = (int *)malloc((size_t)E * 4);
     cm->h_dev_tokens = (int *)malloc((size_t)nd * 4);
     cm->h_seconds = (double *)malloc((size_t)nd * sizeof(double));
-    if (!cm->h_probs || !cm->h_rweights || !cm->h_ridx || !cm->h_scales || !cm->h_rows ||
+    if (!evok || !cm->h_rbuf || !cm->h_sbuf ||
         !cm->h_sel_n || !cm->h_sel_expert || !cm->h_sel_weight || !cm->h_count ||
         !cm->h_dev_tokens || !cm->h_seconds) {
         wd_cuda_model_free(cm);
@@ -479,16 +482,17 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
         wd_cuda_nvtx_push(name);
         CK(wd_cuda_rmsnorm(cm->xb, cm->x, L->ffn_norm, n, H, c->rms_eps, bs), "rmsnorm");
         CK(wd_cuda_matmul(cm->blas, cm->rlogits, cm->xb, L->gate, dt, n, E, H), "router");
-        CK(wd_cuda_router(cm->probs, cm->ridx, cm->rweights, cm->rlogits, n, E, K, bs), "top-k");
-        CK((int)cudaMemcpyAsync(cm->h_probs, cm->probs, (size_t)n * E * 4, cudaMemcpyDeviceToHost,
-                                bs),
-           "router download");
-        CK((int)cudaMemcpyAsync(cm->h_ridx, cm->ridx, (size_t)n * K * 4, cudaMemcpyDeviceToHost,
-                                bs),
-           "router download");
-        CK((int)cudaMemcpyAsync(cm->h_rweights, cm->rweights, (size_t)n * K * 4,
+        CK(wd_cuda_router(cm->rbuf, (int *)(cm->rbuf + (size_t)n * E),
+                          cm->rbuf + (size_t)n * (E + K), cm->rlogits, n, E, K, bs),
+           "top-k");
+        CK((int)cudaMemcpyAsync(cm->h_rbuf, cm->rbuf, (size_t)n * (E + 2 * K) * 4,
                                 cudaMemcpyDeviceToHost, bs),
            "router download");
+        const float *h_probs = cm->h_rbuf;
+        const int *h_ridx = (const int *)(cm->h_rbuf + (size_t)n * E);
+        const float *h_rweights = cm->h_rbuf + (size_t)n * (E + K);
+        int *h_rows = cm->h_sbuf;
+        float *h_scales = (float *)(cm->h_sbuf + (size_t)E * n);
         CK((int)cudaStreamSynchronize(bs), "router");
         wd_cuda_nvtx_pop();
 
@@ -497,14 +501,13 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
         for (int t = 0; t < n; t++) {
             sel.n[t] = K;
             for (int j = 0; j < K; j++) {
-                sel.expert[t * E + j] = cm->h_ridx[t * K + j];
-                sel.weight[t * E + j] = cm->h_rweights[t * K + j];
+                sel.expert[t * E + j] = h_ridx[t * K + j];
+                sel.weight[t * E + j] = h_rweights[t * K + j];
             }
         }
-        if (hooks && hooks->select && hooks->select(hooks->ctx, l, pos0, cm->h_probs, &sel))
+        if (hooks && hooks->select && hooks->select(hooks->ctx, l, pos0, h_probs, &sel))
             return fail(err, errlen, "the selection hook aborted", 0);
-        /* group tokens by expert: rows/scales at [e*B ...] */
-        int B = cm->spec.max_batch;
+        /* group tokens by expert: rows/scales of expert e at [e*n ...] */
         memset(cm->h_count, 0, (size_t)E * 4);
         for (int t = 0; t < n; t++) {
             if (sel.n[t] < 0 || sel.n[t] > E)
@@ -515,16 +518,16 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
                     return fail(err, errlen, "the selection hook chose an invalid expert", 0);
                 int i = cm->h_count[e]++;
                 if (i >= n) return fail(err, errlen, "the selection hook repeated an expert", 0);
-                cm->h_rows[e * B + i] = t;
-                cm->h_scales[e * B + i] = sel.weight[t * E + j];
+                h_rows[e * n + i] = t;
+                h_scales[e * n + i] = sel.weight[t * E + j];
             }
         }
-        CK((int)cudaMemcpyAsync(cm->rows, cm->h_rows, (size_t)E * B * 4, cudaMemcpyHostToDevice,
-                                bs),
-           "selection upload");
-        CK((int)cudaMemcpyAsync(cm->scales, cm->h_scales, (size_t)E * B * 4,
+        CK((int)cudaMemcpyAsync(cm->sbuf, cm->h_sbuf, (size_t)2 * E * n * 4,
                                 cudaMemcpyHostToDevice, bs),
            "selection upload");
+        CK((int)cudaEventRecord(cm->ev_ready, bs), "event");
+        const int *d_rows = cm->sbuf;
+        const float *d_scales = (const float *)(cm->sbuf + (size_t)E * n);
         /* experts on the device streams */
         for (int d = 0; d < nd; d++) cm->h_dev_tokens[d] = 0;
         for (int e = 0; e < E; e++) cm->h_dev_tokens[e % nd] += cm->h_count[e];
@@ -534,7 +537,7 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
             cm->h_seconds[d] = -1.0;
             if (!cm->h_dev_tokens[d]) continue;
             cudaStream_t ds = (cudaStream_t)wd_cuda_devset_stream(cm->devs, d);
-            CK(wd_cuda_stream_wait(ds, bs), "stream wait");
+            CK((int)cudaStreamWaitEvent(ds, cm->ev_ready, 0), "stream wait");
             CK((int)cudaMemsetAsync(cm->ybuf[d], 0, (size_t)n * H * 4, ds), "memset");
             uint64_t dl = 0, ul = 0;
             if (cm->spec.realtime && timing && timing->link_delays)
@@ -544,14 +547,15 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
                 if (!cm->h_count[e]) continue;
                 remaining -= cm->h_count[e];
                 CK(wd_cuda_devset_expert_call(cm->devs, d, l, &L->experts[e], cm->ybuf[d], cm->xb,
-                                              cm->rows + (size_t)e * B,
-                                              cm->scales + (size_t)e * B, cm->h_count[e], 1,
+                                              d_rows + (size_t)e * n,
+                                              d_scales + (size_t)e * n, cm->h_count[e], 1,
                                               first ? dl : 0, remaining == 0 ? ul : 0),
                    "expert");
                 first = 0;
             }
             srcs[n_src++] = cm->ybuf[d];
-            CK(wd_cuda_stream_wait(bs, ds), "stream wait");
+            CK((int)cudaEventRecord(cm->ev_done[d], ds), "event");
+            CK((int)cudaStreamWaitEvent(bs, cm->ev_done[d], 0), "stream wait");
         }
         CK(wd_cuda_combine(cm->x, srcs, n_src, n, H, bs), "combine");
         if (timing && timing->expert_times) {
