@@ -348,6 +348,35 @@ int main(void) {
         free(b);
     }
 
+    /* 5b. random bytes (invalid UTF-8 included): byte fallback makes every string round-trip */
+    {
+        uint64_t rng = 42;
+        int rt = 0, tried = 0;
+        char text[301];
+        for (int it = 0; it < 300; it++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            int len = (int)((rng >> 33) % 300);
+            for (int i = 0; i < len; i++) {
+                rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                unsigned v = (unsigned)(rng >> 56);
+                /* mostly text-like, some high bytes */
+                text[i] = (char)(v < 128 ? "ab <s>/\xE2\x96\x81 \n"[v % 12] : v < 200 ? (int)('a' + v % 26) : (int)v);
+            }
+            text[len] = 0;
+            for (int i = 0; i < len; i++)
+                if (!text[i]) text[i] = 'x';
+            if (strstr(text, "<s>") || strstr(text, "</s>") || strstr(text, "\xE2\x96\x81")) continue;
+            tried++;
+            int *ids, n;
+            if (wd_tokenizer_encode(tok, text, it % 2, &ids, &n)) continue;
+            char *d = wd_tokenizer_decode(tok, ids, n);
+            rt += d && strcmp(d, text) == 0;
+            free(d);
+            free(ids);
+        }
+        CHECKF(rt == tried && tried > 100, "%d of %d random strings round-trip", rt, tried);
+    }
+
     /* 6. other tokenizer.json forms give the same tokenisation */
     char dir[] = "/tmp/wd_test_tokenizer_XXXXXX";
     CHECK(mkdtemp(dir) != NULL);

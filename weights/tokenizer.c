@@ -85,10 +85,17 @@ static uint64_t hash_u64(uint64_t x) { /* splitmix64 finaliser */
     return x ^ (x >> 31);
 }
 
-/* Bytes of the UTF-8 character starting with c (llama.cpp's unicode_len_utf8). */
-static int utf8_len(unsigned char c) {
+/* Bytes of the UTF-8 character at s (n bytes left): the length its lead byte
+ * announces (llama.cpp's unicode_len_utf8), or 1 when the continuation bytes
+ * are not there (invalid UTF-8 then falls back byte by byte and round-trips;
+ * llama.cpp would swallow the following bytes into the broken character). */
+static int utf8_len(const char *s, int n) {
     static const int lookup[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
-    return lookup[c >> 4];
+    int l = lookup[(unsigned char)s[0] >> 4];
+    if (l > n) return 1;
+    for (int i = 1; i < l; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80) return 1;
+    return l;
 }
 
 static int is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
@@ -855,8 +862,7 @@ static void bpe_word(const wd_tokenizer *t, enc_state *st, const char *w, int le
     int ns = 0;
     int unk_start = -1, unk_n = 0;
     for (int i = 0; i < len;) {
-        int cl = utf8_len((unsigned char)w[i]);
-        if (cl > len - i) cl = len - i;
+        int cl = utf8_len(w + i, len - i);
         int id = vocab_find(t, w + i, (size_t)cl);
         if (id >= 0) {
             if (unk_start >= 0) {
@@ -928,8 +934,7 @@ static void spm_text(const wd_tokenizer *t, enc_state *st, const char *w, int le
     if (len <= 0) return;
     int ns = 0;
     for (int i = 0; i < len;) {
-        int cl = utf8_len((unsigned char)w[i]);
-        if (cl > len - i) cl = len - i;
+        int cl = utf8_len(w + i, len - i);
         add_sym(st, &ns, i, cl, -1);
         i += cl;
     }
