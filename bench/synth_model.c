@@ -113,7 +113,7 @@ int main(int argc, char **argv) {
     }
     wd_synth_spec s;
     if (apply_preset(&s, preset)) return 2;
-    int head_dim_given = 0, shape_changed = 0;
+    int head_dim_given = 0, shape_changed = 0, kv_given = 0, topk_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--tied") == 0) {
@@ -172,11 +172,11 @@ int main(int argc, char **argv) {
             if (strcmp(a, "--hidden") == 0) s.hidden = (int)x, shape_changed = 1;
             else if (strcmp(a, "--layers") == 0) s.n_layers = (int)x;
             else if (strcmp(a, "--heads") == 0) s.n_heads = (int)x, shape_changed = 1;
-            else if (strcmp(a, "--kv-heads") == 0) s.n_kv_heads = (int)x;
+            else if (strcmp(a, "--kv-heads") == 0) s.n_kv_heads = (int)x, kv_given = 1;
             else if (strcmp(a, "--head-dim") == 0) s.head_dim = (int)x, head_dim_given = 1;
             else if (strcmp(a, "--ffn") == 0) s.ffn = (int)x;
             else if (strcmp(a, "--experts") == 0) s.n_experts = (int)x;
-            else if (strcmp(a, "--top-k") == 0) s.top_k = (int)x;
+            else if (strcmp(a, "--top-k") == 0) s.top_k = (int)x, topk_given = 1;
             else if (strcmp(a, "--vocab") == 0) s.vocab = (int)x;
             else if (strcmp(a, "--max-pos") == 0) s.max_pos = (int)x;
         }
@@ -194,8 +194,10 @@ int main(int argc, char **argv) {
         }
         s.head_dim = s.hidden / s.n_heads;
     }
-    if (s.n_kv_heads > s.n_heads) s.n_kv_heads = s.n_heads;
-    if (s.top_k > s.n_experts) s.top_k = s.n_experts;
+    /* a preset's kv-heads / top-k follow a smaller --heads / --experts */
+    if (!kv_given && s.n_kv_heads > s.n_heads) s.n_kv_heads = s.n_heads;
+    if (!kv_given && s.n_heads % s.n_kv_heads) s.n_kv_heads = s.n_heads;
+    if (!topk_given && s.top_k > s.n_experts) s.top_k = s.n_experts;
 
     char err[1024];
     struct timespec t0, t1;
