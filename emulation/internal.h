@@ -1,0 +1,99 @@
+/* Private to emulation/: the RNG, the synthetic channel generator and the
+ * link internals. Other modules include emulation/emulation.h only. */
+#ifndef WD_EMU_INTERNAL_H
+#define WD_EMU_INTERNAL_H
+
+#include <math.h>
+
+#include "emulation/emulation.h"
+
+#define WD_MTU_BITS 12000.0 /* one Mahimahi delivery opportunity: 1500 bytes */
+
+/* ---- rng: splitmix64, deterministic streams per (seed, device, purpose) ---- */
+typedef struct { uint64_t s; } wd_erng;
+static inline uint64_t wd_mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static inline uint64_t wd_erng_next(wd_erng *r) {
+    r->s += 0x9e3779b97f4a7c15ULL;
+    return wd_mix64(r->s);
+}
+static inline double wd_erng_uniform(wd_erng *r) { /* [0, 1) */
+    return (double)(wd_erng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+}
+static inline double wd_erng_gauss(wd_erng *r) { /* N(0, 1), Box-Muller */
+    double u = 1.0 - wd_erng_uniform(r), v = wd_erng_uniform(r);
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+static inline uint64_t wd_stream_seed(uint64_t seed, int device, int purpose) {
+    return wd_mix64(seed ^ wd_mix64(0x5eedULL + (uint64_t)device * 1315423911ULL +
+                                    (uint64_t)purpose * 0x632be59bd9b4e019ULL));
+}
+
+/* ---- synthetic channel of one device (both directions) ------------------- */
+typedef struct {
+    double ts;                 /* sample period */
+    double snr0[2];            /* mean SNR (linear) without shadowing and fading, full band */
+    double bw[2];              /* Hz */
+    double outage;             /* linear SNR threshold */
+    double sigma_db, rho;      /* shadowing std, AR(1) coefficient per sample */
+    double s0;                 /* the prediction share, cached rates below */
+    int shadowing;
+    wd_fading fad[2];
+    uint64_t seed;
+    /* generator state */
+    wd_erng rng;
+    double shadow_db;
+    long next_k;               /* next sample index to generate */
+    /* samples [k0, k0 + n): full-band rate, uplink SNR and the rate at share s0 */
+    long k0, n, cap;
+    double *rate[2], *rate_s0[2], *snr[2];
+} wd_synth;
+
+int wd_synth_init(wd_synth *s, const wd_radio *radio, double pl_db, double sigma_db,
+                  double decorr_m, double speed_mps, double s0, uint64_t seed);
+void wd_synth_free(wd_synth *s);
+/* Make sample k available; returns its offset in the buffers or -1 (no memory). */
+long wd_synth_at(wd_synth *s, long k);
+void wd_synth_forget(wd_synth *s, double t); /* samples before t are no longer needed */
+
+/* ---- links ---------------------------------------------------------------- */
+typedef struct { double a, b, s; } wd_window;
+
+struct wd_link {
+    wd_link_model model;
+    int dir, device;
+    double latency, scale, max_wait;
+    double rate;              /* constant */
+    /* csv: n samples, start times t[i] (t[0] = 0), rates r[i], loops with period */
+    long n;
+    double *t, *r, period, offset;
+    long cur;                 /* cursor: last segment used */
+    /* mahimahi: opportunity times in ms (sorted), loop period in ms */
+    double *ms, period_ms, window;
+    long bin;                 /* cached estimate bin and value */
+    double bin_rate;
+    /* synthetic */
+    wd_synth *syn;
+    /* fault windows */
+    int n_win;
+    wd_window *win;
+};
+
+wd_link *wd_link_new_synthetic(wd_synth *syn, int dir, int device, double latency,
+                               double scale, double max_wait);
+/* Rate (bit/s) at t with a share, windows and rate_scale included. */
+double wd_link_rate_share(wd_link *l, double t, double share);
+/* Least share (may exceed 1, INFINITY when none) with which bits sent from a
+ * finish by deadline (latency included). */
+double wd_link_share_needed(wd_link *l, double a, double bits, double deadline);
+int wd_link_fixed_se(const wd_link *l); /* rate proportional to the share */
+
+/* ---- trace files ------------------------------------------------------------ */
+int wd_trace_load_csv(wd_link *l, const char *path, const char *column, int device, char *err,
+                      size_t errlen);
+int wd_trace_load_mahimahi(wd_link *l, const char *path, char *err, size_t errlen);
+
+#endif
