@@ -114,8 +114,10 @@ void wd_fading_at(const wd_fading *f, double t, double *re, double *im) {
 }
 
 /* ---- synthetic channel generator -------------------------------------------- */
+static void synth_restart(wd_synth *s);
+
 int wd_synth_init(wd_synth *s, const wd_radio *rd, double pl_db, double sigma_db,
-                  double decorr_m, double speed, double s0, uint64_t seed) {
+                  double decorr_m, double speed, uint64_t seed) {
     memset(s, 0, sizeof *s);
     s->ts = rd->sample_period_s;
     double n0 = wd_dbm_to_watt(rd->noise_density_dbm_hz); /* W/Hz */
@@ -129,37 +131,121 @@ int wd_synth_init(wd_synth *s, const wd_radio *rd, double pl_db, double sigma_db
     s->outage = wd_db_to_linear(rd->outage_snr_db);
     s->shadowing = rd->shadowing;
     s->sigma_db = rd->shadowing ? sigma_db : 0.0;
-    s->rho = speed > 0.0 ? exp(-speed * s->ts / decorr_m) : 1.0;
-    s->s0 = s0;
+    /* the AR(1) runs on a grid of d_corr / 100 of travel (every sample when a
+     * sample moves further), linearly interpolated in between */
+    double step = speed * s->ts;
+    s->grid = step > 0.0 && step < decorr_m / 100.0 ? (long)(decorr_m / 100.0 / step) : 1;
+    s->rho = speed > 0.0 ? exp(-(double)s->grid * step / decorr_m) : 1.0;
     double fd = speed * rd->carrier_ghz * 1e9 / C_LIGHT;
-    wd_fading_init(&s->fad[WD_DL], rd->fading, fd, rd->rician_k_db, wd_stream_seed(seed, 0, 1));
-    wd_fading_init(&s->fad[WD_UL], rd->fading, fd, rd->rician_k_db, wd_stream_seed(seed, 0, 2));
     s->seed = seed;
-    s->rng.s = wd_stream_seed(seed, 0, 3);
-    s->shadow_db = s->sigma_db * wd_erng_gauss(&s->rng);
+    for (int d = 0; d < 2; d++) {
+        wd_fading *f = &s->fad[d];
+        wd_fading_init(f, rd->fading, fd, rd->rician_k_db, wd_stream_seed(seed, 0, 1 + d));
+        for (int n = 0; n <= WD_FADING_SINUSOIDS; n++) {
+            double w = n < WD_FADING_SINUSOIDS ? f->w[n] : 2.0 * PI * fd * cos(f->theta0);
+            s->rot_re[d][n] = cos(w * s->ts);
+            s->rot_im[d][n] = sin(w * s->ts);
+        }
+    }
+    synth_restart(s);
     return 0;
 }
 
 void wd_synth_free(wd_synth *s) {
-    for (int d = 0; d < 2; d++) free(s->rate[d]), free(s->rate_s0[d]), free(s->snr[d]);
+    free(s->snr[WD_DL]), free(s->snr[WD_UL]);
     memset(s, 0, sizeof *s);
 }
 
-/* Restart the generator (a query went before the kept samples). */
+_Static_assert(WD_FADING_SINUSOIDS == 16, "synth_fade_next sums 16 sinusoids as 8 pairs");
+
+static double synth_gauss(wd_synth *s) { /* both Box-Muller normals, in order */
+    if (s->has_spare) return s->has_spare = 0, s->spare;
+    double u = 1.0 - wd_erng_uniform(&s->rng), v = wd_erng_uniform(&s->rng), r = sqrt(-2.0 * log(u));
+    s->spare = r * sin(2.0 * PI * v), s->has_spare = 1;
+    return r * cos(2.0 * PI * v);
+}
+
+static double synth_ar(wd_synth *s, double prev) {
+    if (!s->shadowing || s->rho >= 1.0) return prev;
+    return s->rho * prev + sqrt(1.0 - s->rho * s->rho) * s->sigma_db * synth_gauss(s);
+}
+
+#define DB_TO_LN (-0.2302585092994046) /* loss in dB -> gain: exp(-S ln10 / 10) */
+
+/* Gains at a grid point: exact there, geometric (linear in dB) to the next. */
+static void synth_grid_gain(wd_synth *s) {
+    s->sh_g = exp(DB_TO_LN * s->sh_cur);
+    s->sh_r = exp(DB_TO_LN * (s->sh_next - s->sh_cur) / (double)s->grid);
+}
+
+/* Restart the generator at sample 0 (also: a query went before the kept samples). */
 static void synth_restart(wd_synth *s) {
     s->rng.s = wd_stream_seed(s->seed, 0, 3);
-    s->shadow_db = s->sigma_db * wd_erng_gauss(&s->rng);
+    s->has_spare = 0;
+    s->sh_cur = s->sigma_db * synth_gauss(s);
+    s->sh_next = synth_ar(s, s->sh_cur);
+    synth_grid_gain(s);
     s->next_k = 0;
 }
 
-/* Shadowing of the next sample (advances the AR(1) process). */
+/* Shadowing gain (linear) at sample next_k, then advance next_k. */
 static double synth_shadow_next(wd_synth *s) {
-    double v = s->shadow_db;
-    if (s->shadowing && s->rho < 1.0)
-        s->shadow_db = s->rho * s->shadow_db + sqrt(1.0 - s->rho * s->rho) * s->sigma_db *
-                                                   wd_erng_gauss(&s->rng);
-    s->next_k++;
-    return v;
+    double g = s->sh_g;
+    if (++s->next_k % s->grid == 0) {
+        s->sh_cur = s->sh_next;
+        s->sh_next = synth_ar(s, s->sh_cur);
+        synth_grid_gain(s);
+    } else {
+        s->sh_g *= s->sh_r;
+    }
+    return g;
+}
+
+/* Phasors exp(j (w_n t + phi_n)) at sample k from the anchor at or before k:
+ * exact at anchors, then one rotation per sample, so every sample's value
+ * depends on k only (not on which samples were generated or queried). */
+static void synth_anchor(wd_synth *s, long k) {
+    long ka = k - k % WD_SYNTH_ANCHOR;
+    double t = (double)ka * s->ts;
+    for (int d = 0; d < 2; d++) {
+        const wd_fading *f = &s->fad[d];
+        for (int n = 0; n <= WD_FADING_SINUSOIDS; n++) {
+            double ph = n < WD_FADING_SINUSOIDS ? f->w[n] * t + f->phase[n]
+                                                : 2.0 * PI * f->doppler_hz * t * cos(f->theta0) + f->phi0;
+            s->ph_re[d][n] = cos(ph), s->ph_im[d][n] = sin(ph);
+        }
+        for (long j = ka; j < k; j++)
+            for (int n = 0; n <= WD_FADING_SINUSOIDS; n++) {
+                double re = s->ph_re[d][n], im = s->ph_im[d][n];
+                s->ph_re[d][n] = re * s->rot_re[d][n] - im * s->rot_im[d][n];
+                s->ph_im[d][n] = re * s->rot_im[d][n] + im * s->rot_re[d][n];
+            }
+    }
+}
+
+/* |h|^2 of direction d from the current phasors, then rotate them one sample. */
+static double synth_fade_next(wd_synth *s, int d) {
+    const wd_fading *f = &s->fad[d];
+    double *pr = s->ph_re[d], *pi = s->ph_im[d];
+    const double *rr = s->rot_re[d], *ri = s->rot_im[d];
+    double xs[8], ys[8]; /* 16 terms as 8 pairs (vectorisable), then a fixed-order tree */
+    for (int n = 0; n < 8; n++) {
+        xs[n] = f->ci[n] * pr[n] + f->ci[n + 8] * pr[n + 8];
+        ys[n] = f->cq[n] * pr[n] + f->cq[n + 8] * pr[n + 8];
+    }
+    double x = ((xs[0] + xs[1]) + (xs[2] + xs[3])) + ((xs[4] + xs[5]) + (xs[6] + xs[7]));
+    double y = ((ys[0] + ys[1]) + (ys[2] + ys[3])) + ((ys[4] + ys[5]) + (ys[6] + ys[7]));
+    if (f->kind == WD_FADING_RICIAN) {
+        double K = f->k_linear, a = sqrt(1.0 / (K + 1.0)), b = sqrt(K / (K + 1.0));
+        x = a * x + b * pr[WD_FADING_SINUSOIDS];
+        y = a * y + b * pi[WD_FADING_SINUSOIDS];
+    }
+    for (int n = 0; n <= WD_FADING_SINUSOIDS; n++) {
+        double re = pr[n], im = pi[n];
+        pr[n] = re * rr[n] - im * ri[n];
+        pi[n] = re * ri[n] + im * rr[n];
+    }
+    return f->kind == WD_FADING_NONE ? 1.0 : x * x + y * y;
 }
 
 static int synth_reserve(wd_synth *s, long need) {
@@ -167,13 +253,7 @@ static int synth_reserve(wd_synth *s, long need) {
     long cap = s->cap ? s->cap : 4096;
     while (cap < need) cap *= 2;
     for (int d = 0; d < 2; d++) {
-        double *a = realloc(s->rate[d], cap * sizeof(double));
-        if (!a) return -1;
-        s->rate[d] = a;
-        a = realloc(s->rate_s0[d], cap * sizeof(double));
-        if (!a) return -1;
-        s->rate_s0[d] = a;
-        a = realloc(s->snr[d], cap * sizeof(double));
+        double *a = realloc(s->snr[d], cap * sizeof(double));
         if (!a) return -1;
         s->snr[d] = a;
     }
@@ -191,23 +271,16 @@ long wd_synth_at(wd_synth *s, long k) {
     if (s->n == 0) { /* empty buffer: skip ahead to k without storing */
         while (s->next_k < k) synth_shadow_next(s);
         s->k0 = s->next_k;
+        synth_anchor(s, s->k0);
     }
     long want = k - s->k0 + 1024; /* generate in chunks */
     if (synth_reserve(s, want)) return -1;
     while (s->n < want) {
-        double t = (double)(s->k0 + s->n) * s->ts;
-        double g = wd_db_to_linear(-synth_shadow_next(s));
+        if (s->next_k % WD_SYNTH_ANCHOR == 0) synth_anchor(s, s->next_k);
+        double g = synth_shadow_next(s);
         for (int d = 0; d < 2; d++) {
-            double re, im;
-            wd_fading_at(&s->fad[d], t, &re, &im);
-            double snr = s->snr0[d] * g * (re * re + im * im);
-            if (snr < s->outage) snr = 0.0;
-            s->snr[d][s->n] = snr;
-            s->rate[d][s->n] = s->bw[d] * log2(1.0 + snr);
-            /* downlink: BS power spreads over the band, SE does not depend on the
-             * share; uplink: the device's full power in its share */
-            s->rate_s0[d][s->n] = d == WD_DL ? s->s0 * s->rate[d][s->n]
-                                             : s->s0 * s->bw[d] * log2(1.0 + snr / s->s0);
+            double snr = s->snr0[d] * g * synth_fade_next(s, d);
+            s->snr[d][s->n] = snr < s->outage ? 0.0 : snr;
         }
         s->n++;
     }
@@ -220,11 +293,7 @@ void wd_synth_forget(wd_synth *s, double t) {
     if (drop < 8192 || drop < s->n / 2) return;
     if (drop > s->n) drop = s->n;
     long keep = s->n - drop;
-    for (int d = 0; d < 2; d++) {
-        memmove(s->rate[d], s->rate[d] + drop, keep * sizeof(double));
-        memmove(s->rate_s0[d], s->rate_s0[d] + drop, keep * sizeof(double));
-        memmove(s->snr[d], s->snr[d] + drop, keep * sizeof(double));
-    }
+    for (int d = 0; d < 2; d++) memmove(s->snr[d], s->snr[d] + drop, keep * sizeof(double));
     s->k0 += drop;
     s->n = keep;
 }

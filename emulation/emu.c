@@ -18,9 +18,11 @@ struct wd_emu {
     int *rep_off, *rep_dev; /* expert e on devices rep_dev[rep_off[e] .. rep_off[e+1]) */
     int *rep;           /* [E] replica in use now (-1: none reachable) */
     double rep_time;
-    double bits_tok, s0, bs_flops_tok, bs_bytes_step;
+    double bits_tok, s0, bs_flops_tok, bs_bytes_step, bs1;
+    int any_syn, rep_dirty; /* rep_dirty: recompute the best replicas */
     double *tc1;        /* [nd] compute time of one token through one expert */
-    double *tau_dev, *tau_e;
+    double *tau_dev, *tau_e, *tau_best;
+    double *tau_from, *tau_until; /* tau_dev[d] holds on [from, until) */
     unsigned char *avail_e, *mark;
     /* step scratch */
     long gen, tok;
@@ -53,14 +55,6 @@ static double bs_time(const wd_emu *emu, int n) {
                            emu->bs_bytes_step + n * 4.0 * emu->shape.hidden * 4.0);
 }
 
-static int dev_down(const wd_emu *emu, int d, double t) {
-    for (int i = 0; i < emu->sc.n_faults; i++) {
-        const wd_fault *f = &emu->sc.faults[i];
-        if (f->kind == WD_FAULT_DOWN && f->device == d && t >= f->from_s && t < f->to_s) return 1;
-    }
-    return 0;
-}
-
 static double slow_factor(const wd_emu *emu, int d, double t) {
     double s = 1.0;
     for (int i = 0; i < emu->sc.n_faults; i++) {
@@ -80,7 +74,7 @@ void wd_emu_free(wd_emu *emu) {
         for (int d = 0; d < emu->nd; d++) wd_synth_free(&emu->syn[d]);
     wd_scenario_free(&emu->sc);
     void *p[] = {emu->link, emu->syn, emu->has_syn, emu->los, emu->rep_off, emu->rep_dev,
-                 emu->rep, emu->tc1, emu->tau_dev, emu->tau_e, emu->avail_e, emu->mark,
+                 emu->rep, emu->tc1, emu->tau_dev, emu->tau_from, emu->tau_until, emu->tau_best, emu->tau_e, emu->avail_e, emu->mark,
                  emu->dev_gen, emu->dev_tok, emu->exp_gen, emu->cnt_e, emu->exp_dev,
                  emu->exp_list, emu->active, emu->slot, emu->dt, emu->ready, emu->bits,
                  emu->share, emu->pscratch, emu->lat};
@@ -122,9 +116,10 @@ static int build_links(wd_emu *emu, char *err, size_t errlen) {
             double pl = wd_pathloss_db(r->model, los, d2, r->carrier_ghz, r->bs_height_m,
                                        r->ue_height_m);
             wd_synth_init(&emu->syn[d], r, pl, wd_shadow_sigma_db(r->model, los),
-                          wd_shadow_decorrelation_m(r->model, los), dv->speed_mps, emu->s0,
+                          wd_shadow_decorrelation_m(r->model, los), dv->speed_mps,
                           wd_stream_seed(sc->seed, d, 20));
             emu->has_syn[d] = 1;
+            emu->any_syn = 1;
         }
         for (int k = 0; k < 2; k++) {
             const wd_link_spec *ls = &dv->link[k];
@@ -232,12 +227,15 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
     emu->k = shape ? shape->top_k : 1;
     emu->s0 = 1.0 / (emu->k < nd ? emu->k : nd);
     emu->rep_time = NAN;
+    emu->rep_dirty = 1;
     emu->link = calloc(2 * nd, sizeof *emu->link);
     emu->syn = calloc(nd, sizeof *emu->syn);
     emu->has_syn = calloc(nd, 1);
     emu->los = calloc(nd, sizeof(int));
     emu->tc1 = calloc(nd, sizeof(double));
     emu->tau_dev = calloc(nd, sizeof(double));
+    emu->tau_from = calloc(nd, sizeof(double));
+    emu->tau_until = calloc(nd, sizeof(double)); /* [0, 0): empty, nothing cached */
     emu->mark = calloc(nd, 1);
     emu->dev_gen = calloc(nd, sizeof(long));
     emu->dev_tok = calloc(nd, sizeof(long));
@@ -250,14 +248,15 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
     emu->rep_off = calloc(E + 1, sizeof(int));
     emu->rep = calloc(E, sizeof(int));
     emu->tau_e = calloc(E, sizeof(double));
+    emu->tau_best = calloc(E, sizeof(double));
     emu->avail_e = calloc(E, 1);
     emu->exp_gen = calloc(E, sizeof(long));
     emu->cnt_e = calloc(E, sizeof(int));
     emu->exp_dev = calloc(E, sizeof(int));
     emu->exp_list = calloc(E, sizeof(int));
-    if (!emu->link || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 || !emu->tau_dev ||
+    if (!emu->link || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 || !emu->tau_dev || !emu->tau_from || !emu->tau_until ||
         !emu->mark || !emu->dev_gen || !emu->dev_tok || !emu->active || !emu->slot || !emu->dt ||
-        !emu->ready || !emu->bits || !emu->share || !emu->rep_off || !emu->rep || !emu->tau_e ||
+        !emu->ready || !emu->bits || !emu->share || !emu->rep_off || !emu->rep || !emu->tau_e || !emu->tau_best ||
         !emu->avail_e || !emu->exp_gen || !emu->cnt_e || !emu->exp_dev || !emu->exp_list)
         goto oom;
     if (build_links(emu, err, errlen)) goto fail;
@@ -271,6 +270,7 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
                                                        : elems * shape->weight_bytes;
         emu->bits_tok = H * sc->activation_bits;
         for (int d = 0; d < nd; d++) emu->tc1[d] = expert_time(emu, d, 1);
+        emu->bs1 = bs_time(emu, 1);
     }
     *out = emu;
     return 0;
@@ -301,33 +301,58 @@ int wd_emu_set_policy(wd_emu *emu, const char *name, const wd_policy_params *p, 
 }
 
 /* ---- predict ---------------------------------------------------------------------- */
-/* One token through device d at time t with band shares (s_dl, s_ul). */
-static double device_tau(wd_emu *emu, int d, double t, double s_dl, double s_ul) {
-    if (emu->sc.n_faults && dev_down(emu, d, t)) return INFINITY;
+/* One token through device d at time t with band shares (s_dl, s_ul);
+ * *until: the value holds on [t, until) (rates and faults unchanged). */
+static double device_tau(wd_emu *emu, int d, double t, double s_dl, double s_ul, double *until) {
     wd_link *dl = emu->link[2 * d], *ul = emu->link[2 * d + 1];
-    double rd = wd_link_rate_share(dl, t, s_dl), ru = wd_link_rate_share(ul, t, s_ul);
+    double u1, u2, tc = emu->tc1[d];
+    *until = INFINITY;
+    for (int i = 0; i < emu->sc.n_faults; i++) { /* device faults: the next change */
+        const wd_fault *f = &emu->sc.faults[i];
+        if (f->device != d || f->kind == WD_FAULT_LINK) continue;
+        if (f->from_s > t && f->from_s < *until) *until = f->from_s;
+        if (f->to_s > t && f->to_s < *until) *until = f->to_s;
+        if (t >= f->from_s && t < f->to_s) {
+            if (f->kind == WD_FAULT_DOWN) return INFINITY;
+            tc *= f->value;
+        }
+    }
+    double rd = wd_link_rate_until(dl, t, s_dl, &u1), ru = wd_link_rate_until(ul, t, s_ul, &u2);
+    if (u1 < *until) *until = u1;
+    if (u2 < *until) *until = u2;
     if (!(rd > 0) || !(ru > 0)) return INFINITY;
-    double tc = emu->tc1[d];
-    if (emu->sc.n_faults) tc *= slow_factor(emu, d, t);
     return dl->latency + emu->bits_tok / rd + tc + ul->latency + emu->bits_tok / ru;
 }
 
 int wd_emu_predict(wd_emu *emu, double *tau, unsigned char *avail) {
-    int reach = 0;
-    for (int d = 0; d < emu->nd; d++) emu->tau_dev[d] = device_tau(emu, d, emu->t, emu->s0, emu->s0);
-    for (int e = 0; e < emu->E; e++) {
-        int best = -1;
-        double bt = INFINITY;
-        for (int i = emu->rep_off[e]; i < emu->rep_off[e + 1]; i++) {
-            int d = emu->rep_dev[i];
-            if (emu->tau_dev[d] < bt) bt = emu->tau_dev[d], best = d;
+    double t = emu->t;
+    int changed = emu->rep_dirty;
+    for (int d = 0; d < emu->nd; d++)
+        if (!(t >= emu->tau_from[d] && t < emu->tau_until[d])) {
+            double old = emu->tau_dev[d];
+            emu->tau_dev[d] = device_tau(emu, d, t, emu->s0, emu->s0, &emu->tau_until[d]);
+            emu->tau_from[d] = t;
+            changed |= emu->tau_dev[d] != old;
         }
-        emu->rep[e] = best;
-        if (tau) tau[e] = bt;
-        if (avail) avail[e] = best >= 0;
-        reach += best >= 0;
+    emu->rep_time = t;
+    emu->rep_dirty = 0;
+    if (changed) /* best replica of every expert */
+        for (int e = 0; e < emu->E; e++) {
+            int best = -1;
+            double bt = INFINITY;
+            for (int i = emu->rep_off[e]; i < emu->rep_off[e + 1]; i++) {
+                int d = emu->rep_dev[i];
+                if (emu->tau_dev[d] < bt) bt = emu->tau_dev[d], best = d;
+            }
+            emu->rep[e] = best;
+            emu->tau_best[e] = bt;
+        }
+    int reach = 0;
+    for (int e = 0; e < emu->E; e++) {
+        if (tau) tau[e] = emu->tau_best[e];
+        if (avail) avail[e] = emu->rep[e] >= 0;
+        reach += emu->rep[e] >= 0;
     }
-    emu->rep_time = emu->t;
     return reach;
 }
 
@@ -403,7 +428,7 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
     }
     for (int i = 0; i < emu->n_exp; i++) {
         int e = emu->exp_list[i], d = emu->exp_dev[e];
-        emu->dt[emu->slot[d]].t_c += expert_time(emu, d, emu->cnt_e[e]);
+        emu->dt[emu->slot[d]].t_c += emu->cnt_e[e] == 1 ? emu->tc1[d] : expert_time(emu, d, emu->cnt_e[e]);
     }
     int na = emu->n_active;
     for (int i = 0; i < na; i++) { /* downlink: all start at t1 */
@@ -475,10 +500,12 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
         int na = emu->n_active;
         for (int i = 0; i < na; i++) emu->mark[emu->active[i]] = 1;
         for (int d = 0; d < emu->nd; d++) {
-            double s = 1.0 / (na + 1);
+            double s = 1.0 / (na + 1), u;
             emu->tau_dev[d] = emu->mark[d] ? device_tau(emu, d, emu->t, emu->dt[emu->slot[d]].share[WD_DL],
-                                                        emu->dt[emu->slot[d]].share[WD_UL])
-                                           : device_tau(emu, d, emu->t, s, s);
+                                                        emu->dt[emu->slot[d]].share[WD_UL], &u)
+                                           : device_tau(emu, d, emu->t, s, s, &u);
+            emu->tau_until[d] = 0; /* not the predict shares: drop the cache */
+            emu->rep_dirty = 1;
         }
         for (int e = 0; e < emu->E; e++) {
             int d = emu->rep[e];
@@ -520,7 +547,7 @@ int wd_emu_step(wd_emu *emu, int layer, int n_tokens, const int *n, const int *e
     if (n_tokens < 1) return snprintf(err, errlen, "step: n_tokens %d < 1", n_tokens), 1;
     if (check_sel(emu, n_tokens, n, expert, err, errlen)) return 1;
     if (emu->rep_time != emu->t) wd_emu_predict(emu, NULL, NULL);
-    double t0 = emu->t, tbs = bs_time(emu, n_tokens), t1 = t0 + tbs;
+    double t0 = emu->t, tbs = n_tokens == 1 ? emu->bs1 : bs_time(emu, n_tokens), t1 = t0 + tbs;
     plan(emu, n_tokens, n, expert, t1, emu->sc.alloc != WD_ALLOC_EQUAL);
     double wait = 0, sum = 0;
     int crit = -1, na = emu->n_active;
@@ -536,8 +563,9 @@ int wd_emu_step(wd_emu *emu, int layer, int n_tokens, const int *n, const int *e
     }
     if (crit < 0 && na) crit = 0;
     emu->t = t1 + wait;
-    for (int d = 0; d < emu->nd; d++)
-        if (emu->has_syn[d]) wd_synth_forget(&emu->syn[d], emu->t);
+    if (emu->any_syn)
+        for (int d = 0; d < emu->nd; d++)
+            if (emu->has_syn[d]) wd_synth_forget(&emu->syn[d], emu->t);
     /* statistics */
     emu->steps++;
     for (int t = 0; t < n_tokens; t++) emu->s_experts += n[t];

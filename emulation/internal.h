@@ -33,27 +33,33 @@ static inline uint64_t wd_stream_seed(uint64_t seed, int device, int purpose) {
 }
 
 /* ---- synthetic channel of one device (both directions) ------------------- */
+#define WD_SYNTH_ANCHOR 256 /* fading phasors are recomputed exactly every this many samples */
 typedef struct {
     double ts;                 /* sample period */
     double snr0[2];            /* mean SNR (linear) without shadowing and fading, full band */
     double bw[2];              /* Hz */
     double outage;             /* linear SNR threshold */
-    double sigma_db, rho;      /* shadowing std, AR(1) coefficient per sample */
-    double s0;                 /* the prediction share, cached rates below */
+    double sigma_db, rho;      /* shadowing std, AR(1) coefficient per grid step */
+    long grid;                 /* samples per shadowing grid step (d_corr / 100 of travel) */
     int shadowing;
     wd_fading fad[2];
     uint64_t seed;
-    /* generator state */
+    /* generator state: sample next_k is generated next */
     wd_erng rng;
-    double shadow_db;
-    long next_k;               /* next sample index to generate */
-    /* samples [k0, k0 + n): full-band rate, uplink SNR and the rate at share s0 */
+    double sh_cur, sh_next;    /* AR(1) values at grid points j and j + 1 (dB) */
+    double sh_g, sh_r;         /* linear shadowing gain at next_k; per-sample ratio */
+    double spare;              /* second Box-Muller normal */
+    int has_spare;
+    long next_k;
+    double ph_re[2][WD_FADING_SINUSOIDS + 1], ph_im[2][WD_FADING_SINUSOIDS + 1]; /* phasors at next_k */
+    double rot_re[2][WD_FADING_SINUSOIDS + 1], rot_im[2][WD_FADING_SINUSOIDS + 1]; /* one-sample rotation */
+    /* samples [k0, k0 + n): full-band SNR (0 in outage) per direction */
     long k0, n, cap;
-    double *rate[2], *rate_s0[2], *snr[2];
+    double *snr[2];
 } wd_synth;
 
 int wd_synth_init(wd_synth *s, const wd_radio *radio, double pl_db, double sigma_db,
-                  double decorr_m, double speed_mps, double s0, uint64_t seed);
+                  double decorr_m, double speed_mps, uint64_t seed);
 void wd_synth_free(wd_synth *s);
 /* Make sample k available; returns its offset in the buffers or -1 (no memory). */
 long wd_synth_at(wd_synth *s, long k);
@@ -84,7 +90,9 @@ struct wd_link {
 
 wd_link *wd_link_new_synthetic(wd_synth *syn, int dir, int device, double latency,
                                double scale, double max_wait);
-/* Rate (bit/s) at t with a share, windows and rate_scale included. */
+/* Rate (bit/s) at t with a share, windows and rate_scale included; *until:
+ * the rate stays the same on [t, until). */
+double wd_link_rate_until(wd_link *l, double t, double share, double *until);
 double wd_link_rate_share(wd_link *l, double t, double share);
 /* Least share (may exceed 1, INFINITY when none) with which bits sent from a
  * finish by deadline (latency included). */

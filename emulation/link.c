@@ -105,11 +105,11 @@ static double piece_rate(wd_link *l, const piece *p, double share) {
     wd_synth *s = l->syn;
     long i = wd_synth_at(s, p->k);
     if (i < 0) return 0.0;
-    if (share == 1.0) return s->rate[l->dir][i];
-    if (share == s->s0) return s->rate_s0[l->dir][i];
-    if (l->dir == WD_DL) return share * s->rate[WD_DL][i];
-    double snr = s->snr[WD_UL][i];
-    return share * s->bw[WD_UL] * log2(1.0 + snr / share);
+    double snr = s->snr[l->dir][i], b = share * s->bw[l->dir];
+    /* downlink: the BS power spreads over the band, so the spectral
+     * efficiency does not depend on the share; uplink: the device's full
+     * power in its share */
+    return l->dir == WD_DL || share == 1.0 ? b * log2(1.0 + snr) : b * log2(1.0 + snr / share);
 }
 
 /* Locate the csv segment holding trace time x (cursor first, then binary search). */
@@ -269,6 +269,10 @@ static double mm_bits(const wd_link *l, double a, double b, int closed, int wind
 double wd_link_tx_time(wd_link *l, double t0, double bits, double share) {
     if (bits <= 0) return 0.0;
     if (!(share > 0)) return INFINITY;
+    if (l->model == WD_LINK_CONSTANT && !l->n_win) {
+        double r = share * l->rate * l->scale;
+        return r > 0 ? bits / r + l->latency : INFINITY;
+    }
     if (l->model == WD_LINK_MAHIMAHI) return mm_tx_time(l, t0, bits, share);
     piece p;
     piece_start(l, &p, t0);
@@ -310,8 +314,8 @@ double wd_link_mean_rate(wd_link *l, double a, double b) {
     return bits / (b - a);
 }
 
-double wd_link_rate_share(wd_link *l, double t, double share) {
-    double nx, w = l->n_win ? win_scale(l, t, &nx) : 1.0;
+double wd_link_rate_until(wd_link *l, double t, double share, double *until) {
+    double nx = INFINITY, w = l->n_win ? win_scale(l, t, &nx) : 1.0, r;
     if (l->model == WD_LINK_MAHIMAHI) {
         long q = (long)floor((t + l->offset) / l->window);
         if (q != l->bin) {
@@ -319,11 +323,21 @@ double wd_link_rate_share(wd_link *l, double t, double share) {
             l->bin_rate = mm_bits(l, a, a + l->window, 0, 0) / l->window;
             l->bin = q;
         }
+        double end = (double)(q + 1) * l->window - l->offset;
+        if (end <= t) end = nextafter(t, INFINITY);
+        *until = end < nx ? end : nx;
         return share * l->bin_rate * w;
     }
     piece p;
     piece_start(l, &p, t);
-    return piece_rate(l, &p, share) * l->scale * w;
+    r = piece_rate(l, &p, share) * l->scale * w;
+    *until = p.b < nx ? p.b : nx;
+    return r;
+}
+
+double wd_link_rate_share(wd_link *l, double t, double share) {
+    double until;
+    return wd_link_rate_until(l, t, share, &until);
 }
 
 double wd_link_rate(wd_link *l, double t) { return wd_link_rate_share(l, t, 1.0); }

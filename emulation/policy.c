@@ -35,9 +35,27 @@ void wd_policy_defaults(wd_policy_params *p) {
     p->alpha = 0.5, p->dtheta = 0.05, p->gamma = 1.05, p->theta = 0.3, p->m = 0;
 }
 
+/* m <= 2 (top-k of Mixtral-like models): one pass, no data-dependent branches. */
+static int top2(const float *p, const unsigned char *avail, int E, int m, int *ids) {
+    float v1 = -INFINITY, v2 = -INFINITY;
+    int i1 = -1, i2 = -1;
+    for (int e = 0; e < E; e++) {
+        float v = avail && !avail[e] ? -INFINITY : p[e];
+        int gt1 = v > v1, gt2 = v > v2; /* strict: equal p keeps the lower id first */
+        i2 = gt1 ? i1 : gt2 ? e : i2;
+        v2 = gt1 ? v1 : gt2 ? v : v2;
+        i1 = gt1 ? e : i1;
+        v1 = gt1 ? v : v1;
+    }
+    ids[0] = i1;
+    if (m == 2) ids[1] = i2;
+    return (i1 >= 0) + (m == 2 && i2 >= 0);
+}
+
 int wd_policy_top(const float *p, const unsigned char *avail, int E, int m, int *ids) {
-    int n = 0;
     if (m <= 0) return 0;
+    if (m <= 2) return top2(p, avail, E, m, ids);
+    int n = 0;
     for (int e = 0; e < E; e++) {
         if (avail && !avail[e]) continue;
         if (n == m && !(p[e] > p[ids[m - 1]])) continue; /* not better than the last kept */
@@ -69,5 +87,10 @@ void wd_policy_renorm(wd_policy_io *io, int t) {
     float *w = io->weight + (size_t)t * E;
     double s = 0;
     for (int j = 0; j < n; j++) s += p[ids[j]];
-    for (int j = 0; j < n; j++) w[j] = s > 0 ? (float)(p[ids[j]] / s) : 1.0f / (float)n;
+    if (!(s > 0)) {
+        for (int j = 0; j < n; j++) w[j] = 1.0f / (float)n;
+        return;
+    }
+    double inv = 1.0 / s;
+    for (int j = 0; j < n; j++) w[j] = (float)(p[ids[j]] * inv);
 }

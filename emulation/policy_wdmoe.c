@@ -11,8 +11,8 @@
 #include "emulation/emulation.h"
 
 int wd_policy_wdmoe(const wd_policy_params *p, wd_policy_io *io) {
-    int T = io->n_tokens, E = io->n_experts;
-    double *cosv = io->scratch, *full = cosv + T, *drop = full + T, w0 = 0;
+    int T = io->n_tokens, E = io->n_experts, droppable = 0;
+    double *cosv = io->scratch, *full = cosv + T, *drop = full + T, w0 = 0, cmin = INFINITY;
     for (int t = 0; t < T; t++) {
         int n = wd_policy_base(io, t, io->top_k);
         const int *ids = io->expert + (size_t)t * E;
@@ -27,18 +27,30 @@ int wd_policy_wdmoe(const wd_policy_params *p, wd_policy_io *io) {
         full[t] = n ? wl / n : 0.0;
         drop[t] = n >= 2 ? (wl - wl_last) / (n - 1) : full[t];
         cosv[t] = n >= 2 && pp > 0 ? dot / sqrt(pp * tt) : INFINITY; /* INFINITY: never drops */
+        if (cosv[t] < INFINITY) droppable++;
+        if (cosv[t] < cmin) cmin = cosv[t];
         w0 += full[t];
     }
-    w0 /= T;
-    for (int i = 0;; i++) {
+    /* batch WLRs are compared as sums over the tokens (the means times T) */
+    double target = p->gamma * w0;
+    int i = 0;
+    while (p->alpha + i * p->dtheta < cmin && p->alpha + i * p->dtheta <= 1.0 + 1e-9) i++;
+    if (i > 0 && w0 > target) droppable = 0; /* taken at theta = alpha with nothing dropped */
+    for (; droppable > 0; i++) {
         double th = p->alpha + i * p->dtheta, w = 0;
         if (th > 1.0 + 1e-9) break;
-        for (int t = 0; t < T; t++) w += cosv[t] <= th ? drop[t] : full[t];
-        if (w / T > p->gamma * w0) {
+        int crossed = 0;
+        for (int t = 0; t < T; t++) {
+            int d = cosv[t] <= th;
+            w += d ? drop[t] : full[t];
+            crossed += d;
+        }
+        if (w > target) {
             for (int t = 0; t < T; t++)
                 if (cosv[t] <= th) io->n[t]--;
             break;
         }
+        if (crossed == droppable) break; /* larger thresholds change nothing */
     }
     for (int t = 0; t < T; t++) wd_policy_renorm(io, t);
     return 0;
