@@ -208,11 +208,14 @@ static double mm_count_before(const wd_link *l, double x) {
     return L * (double)l->n + (double)mm_lower(l, x - L * l->period_ms);
 }
 
-/* Position of the first opportunity at or after time t (s): loop and index. */
+/* Position of the first opportunity at or after time t (s): loop and index.
+ * The last timestamp equals the period, so the end of loop L and the start
+ * of loop L + 1 coincide: locate the loop from x - eps. */
 static void mm_first(const wd_link *l, double t, double *L, long *i) {
-    double x = (t + l->offset) * 1000.0;
+    double x = (t + l->offset) * 1000.0 - MM_EPS;
     *L = floor(x / l->period_ms);
-    *i = mm_lower(l, x - *L * l->period_ms - MM_EPS);
+    if (*L < 0) *L = 0; /* the trace starts at 0: no loop before it */
+    *i = mm_lower(l, x - *L * l->period_ms);
     if (*i == l->n) *L += 1, *i = 0;
 }
 
@@ -220,49 +223,52 @@ static double mm_time(const wd_link *l, double L, long i) { /* s */
     return (L * l->period_ms + l->ms[i]) / 1000.0 - l->offset;
 }
 
-static double mm_tx_time(wd_link *l, double t0, double bits, double share) {
-    double per = WD_MTU_BITS * share * l->scale;
-    if (per <= 0) return INFINITY;
+/* Time (s) of the k-th (k >= 1) opportunity at or after t. */
+static double mm_nth(const wd_link *l, double t, double k) {
     double L;
     long i;
-    mm_first(l, t0, &L, &i);
-    if (!l->n_win) {
-        double k = ceil(bits / per - 1e-9);
-        if (k < 1) k = 1;
-        double j = (double)i + k - 1;
-        double loops = floor(j / (double)l->n);
-        long idx = (long)(j - loops * (double)l->n);
-        double done = mm_time(l, L + loops, idx);
-        return done - t0 + l->latency;
-    }
-    double rem = bits;
-    for (;;) {
-        double tk = mm_time(l, L, i), nx;
-        if (tk - t0 > l->max_wait) return INFINITY;
-        rem -= per * win_scale(l, tk, &nx);
-        if (rem <= 1e-9 * bits) return tk - t0 + l->latency;
-        if (++i == l->n) i = 0, L += 1;
+    mm_first(l, t, &L, &i);
+    double j = (double)i + k - 1;
+    double loops = floor(j / (double)l->n);
+    return mm_time(l, L + loops, (long)(j - loops * (double)l->n));
+}
+
+/* Opportunities in [a, b) (closed: [a, b]). */
+static double mm_count(const wd_link *l, double a, double b, int closed) {
+    if (b < a) return 0.0;
+    double xb = (b + l->offset) * 1000.0, xa = (a + l->offset) * 1000.0;
+    return mm_count_before(l, xb + (closed ? MM_EPS : -MM_EPS)) - mm_count_before(l, xa - MM_EPS);
+}
+
+static double mm_tx_time(wd_link *l, double t0, double bits, double share) {
+    double per = WD_MTU_BITS * share * l->scale, rem = bits;
+    if (per <= 0) return INFINITY;
+    /* walk the fault windows; inside each the scale is constant */
+    for (double t = t0;;) {
+        double nx = INFINITY, s = l->n_win ? win_scale(l, t, &nx) : 1.0;
+        if (s > 0) {
+            double k = ceil(rem / (per * s) - 1e-9);
+            double tk = mm_nth(l, t, k < 1 ? 1 : k);
+            if (tk < nx) return tk - t0 + l->latency;
+            rem -= per * s * mm_count(l, t, nx, 0);
+        }
+        if (nx == INFINITY || nx - t0 > l->max_wait) return INFINITY;
+        t = nx;
     }
 }
 
 /* Bits deliverable at share 1 in [a, b] (closed) or [a, b) (windows optional). */
 static double mm_bits(const wd_link *l, double a, double b, int closed, int windows) {
-    if (b < a) return 0.0;
     double per = WD_MTU_BITS * l->scale;
-    if (!windows || !l->n_win) {
-        double xb = (b + l->offset) * 1000.0, xa = (a + l->offset) * 1000.0;
-        return per * (mm_count_before(l, xb + (closed ? MM_EPS : -MM_EPS)) -
-                      mm_count_before(l, xa - MM_EPS));
+    if (!windows || !l->n_win) return per * mm_count(l, a, b, closed);
+    double bits = 0.0;
+    for (double t = a; t <= b;) {
+        double nx, s = win_scale(l, t, &nx);
+        if (nx > b) return bits + per * s * mm_count(l, t, b, closed);
+        bits += per * s * mm_count(l, t, nx, 0);
+        t = nx;
     }
-    double L, bits = 0.0;
-    long i;
-    mm_first(l, a, &L, &i);
-    for (;;) {
-        double tk = mm_time(l, L, i), nx;
-        if (closed ? tk > b : tk >= b) return bits;
-        bits += per * win_scale(l, tk, &nx);
-        if (++i == l->n) i = 0, L += 1;
-    }
+    return bits;
 }
 
 /* ---- public ------------------------------------------------------------------ */

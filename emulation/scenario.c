@@ -506,7 +506,7 @@ static int parse_root(pctx *c, json_object *root, wd_scenario *sc) {
     int alloc = sc->alloc;
     if (integer(c, root, "", "seed", 0, INT64_MAX, &seed) ||
         int32(c, root, "", "activation_bits", 1, 64, &sc->activation_bits) ||
-        num(c, root, "", "max_wait_s", 0, 1, 1e6, 1, &sc->max_wait_s) ||
+        num(c, root, "", "max_wait_s", 0, 1, 3600, 1, &sc->max_wait_s) ||
         choice(c, root, "", "bandwidth_allocation", alloc_names, &alloc))
         return 1;
     sc->seed = (uint64_t)seed, sc->alloc = (wd_alloc_mode)alloc;

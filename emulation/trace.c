@@ -134,9 +134,9 @@ int wd_trace_load_csv(wd_link *l, const char *path, const char *column, int devi
             }
             if ((int)d != device) continue;
         }
-        if (n && !(t > t_prev)) {
-            snprintf(err, errlen, "%s:%ld: time_s %g is not after the previous %g", path, lineno,
-                     t, t_prev);
+        if (n && !(t >= t_prev + 1e-6)) {
+            snprintf(err, errlen, "%s:%ld: time_s %.9g is not after the previous %.9g (by 1 us or "
+                     "more)", path, lineno, t, t_prev);
             goto out;
         }
         if (!n) t_first = t;

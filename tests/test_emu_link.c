@@ -66,6 +66,11 @@ static void test_mahimahi_one(void) {
     CHECK_NEAR(wd_link_tx_time(l, 0.0005, 12001, 1.0), 0.0015, 1e-12); /* two packets */
     CHECK_NEAR(wd_link_tx_time(l, 0, 65536, 1.0), 0.006, 1e-12);       /* ceil(5.46) = 6 */
     CHECK_NEAR(wd_link_tx_time(l, 0, 65536, 0.5), 0.011, 1e-12);       /* ceil(10.9) = 11 */
+    /* half rate in [5, 6): 100 full packets from 4.9 s, then 6000 bits each */
+    CHECK(wd_link_add_window(l, 5.0, 6.0, 0.5) == 0);
+    CHECK_NEAR(wd_link_tx_time(l, 4.9, 1.2e6 + 60001, 1.0), 0.110, 1e-9);
+    CHECK_NEAR(wd_link_tx_time(l, 4.9, 1.2e6 + 60000, 1.0), 0.109, 1e-9);
+    CHECK_NEAR(wd_link_rate(l, 5.5), 6e6, 1e-3);
     wd_link_free(l);
 }
 
@@ -110,6 +115,10 @@ static void test_shared_traces(void) {
                 }
         /* mean rate over a whole loop: opportunities x 12000 bits / period */
         double period = ms[n - 1] / 1000.0;
+        for (int b = 1; b <= 2; b++) /* exactly at a loop boundary: end of one loop, start of the next */
+            for (int j = 0; j < 4; j++)
+                CHECK_NEAR(wd_link_tx_time(l, b * period, bits[j], 1.0),
+                           direct_count(ms, n, b * period, bits[j], 1.0) + 0.004, 1e-9);
         CHECK_NEAR(wd_link_mean_rate(l, 0, period) / (n * 12000.0 / period), 1.0, 0.001);
         wd_link_free(l);
         /* an offset shifts the trace */
