@@ -399,7 +399,7 @@ static void allocate(wd_emu *emu, int dir, int minmax) {
 }
 
 static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, double t1,
-                 int minmax) {
+                 int minmax, const double *measured) {
     int E = emu->E;
     long gen = ++emu->gen;
     emu->n_active = emu->n_exp = 0;
@@ -431,6 +431,9 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
         emu->dt[emu->slot[d]].t_c += emu->cnt_e[e] == 1 ? emu->tc1[d] : expert_time(emu, d, emu->cnt_e[e]);
     }
     int na = emu->n_active;
+    if (measured)
+        for (int i = 0; i < na; i++)
+            if (!isnan(measured[emu->dt[i].device])) emu->dt[i].t_c = measured[emu->dt[i].device];
     for (int i = 0; i < na; i++) { /* downlink: all start at t1 */
         wd_emu_dev_time *x = &emu->dt[i];
         x->bits[WD_DL] = x->tokens * emu->bits_tok;
@@ -495,7 +498,7 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
      * until the set of devices stops changing */
     double t1 = emu->t + bs_time(emu, n_tokens);
     for (int it = 0; it < 8; it++) {
-        plan(emu, n_tokens, n, expert, t1, 1);
+        plan(emu, n_tokens, n, expert, t1, 1, NULL);
         memset(emu->mark, 0, emu->nd);
         int na = emu->n_active;
         for (int i = 0; i < na; i++) emu->mark[emu->active[i]] = 1;
@@ -541,6 +544,11 @@ static int push_lat(wd_emu *emu, double v) {
 
 int wd_emu_step(wd_emu *emu, int layer, int n_tokens, const int *n, const int *expert,
                 wd_emu_step_result *res, char *err, size_t errlen) {
+    return wd_emu_step_measured(emu, layer, n_tokens, n, expert, NULL, res, err, errlen);
+}
+
+int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, const int *expert,
+                         const double *t_c, wd_emu_step_result *res, char *err, size_t errlen) {
     if (!emu->has_shape) return snprintf(err, errlen, "emulator: no model shape"), 1;
     if (layer < 0 || layer >= emu->L)
         return snprintf(err, errlen, "step: layer %d out of range [0, %d)", layer, emu->L), 1;
@@ -548,7 +556,7 @@ int wd_emu_step(wd_emu *emu, int layer, int n_tokens, const int *n, const int *e
     if (check_sel(emu, n_tokens, n, expert, err, errlen)) return 1;
     if (emu->rep_time != emu->t) wd_emu_predict(emu, NULL, NULL);
     double t0 = emu->t, tbs = n_tokens == 1 ? emu->bs1 : bs_time(emu, n_tokens), t1 = t0 + tbs;
-    plan(emu, n_tokens, n, expert, t1, emu->sc.alloc != WD_ALLOC_EQUAL);
+    plan(emu, n_tokens, n, expert, t1, emu->sc.alloc != WD_ALLOC_EQUAL, t_c);
     double wait = 0, sum = 0;
     int crit = -1, na = emu->n_active;
     for (int i = 0; i < na; i++) {

@@ -333,6 +333,11 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
  * its tokens are recorded at the last layer). res may be NULL. */
 int wd_emu_step(wd_emu *emu, int layer, int n_tokens, const int *n, const int *expert,
                 wd_emu_step_result *res, char *err, size_t errlen);
+/* Measured mode (GPU backend): as wd_emu_step, with each active device's
+ * compute time taken from t_c [n_devices] (s, already calibrated; NAN: the
+ * modeled time). Slow faults still apply. */
+int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, const int *expert,
+                         const double *t_c, wd_emu_step_result *res, char *err, size_t errlen);
 
 void wd_emu_summarize(const wd_emu *emu, wd_emu_summary *s);
 void wd_emu_reset_stats(wd_emu *emu);

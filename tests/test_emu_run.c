@@ -89,6 +89,13 @@ static void test_step_formulas(void) {
     CHECK_NEAR(s.straggle_s, (tc1 - tc0) / 2, 1e-12);
     CHECK_NEAR(s.experts_per_token, 1.5, 0);
     CHECK_NEAR(s.dl_bits_per_token, 3 * bits, 0);
+    /* measured mode: device 0's compute time given, device 1's modeled */
+    double meas[2] = {0.125, NAN};
+    n[0] = 2, ex[0] = 0, ex[1] = 1;
+    CHECK(wd_emu_step_measured(emu, 0, 1, n, ex, meas, &r, err, sizeof err) == 0);
+    CHECK_NEAR(r.dev[0].t_c, 0.125, 0);
+    CHECK_NEAR(r.dev[1].t_c, tc1, 1e-15);
+    CHECK(r.critical == 0);
     /* bad selections are refused */
     ex[0] = 7;
     CHECK(wd_emu_step(emu, 0, 1, n, ex, NULL, err, sizeof err) != 0 && strstr(err, "expert id 7"));
