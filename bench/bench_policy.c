@@ -92,7 +92,8 @@ static double bench_policy_only(const char *policy, const float *probs, double s
     double t0 = now(), t1 = t0;
     while (t1 - t0 < seconds) {
         for (int i = 0; i < TOKENS * LAYERS; i++) {
-            wd_policy_io io = {1, EXPERTS, 2, probs + (size_t)i * EXPERTS, tau, av, n, ex, w, scratch};
+            wd_policy_io io = {1,  EXPERTS, 2,      probs + (size_t)i * EXPERTS, tau, av, n,
+                               ex, w,       scratch};
             pol->select(&par, &io);
             sink += n[0];
         }
@@ -108,8 +109,10 @@ int main(int argc, char **argv) {
     const char *files[16];
     int nf = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
-        else if (!strcmp(argv[i], "--scenario") && i + 1 < argc && nf < 16) files[nf++] = argv[++i];
+        if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+            seconds = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--scenario") && i + 1 < argc && nf < 16)
+            files[nf++] = argv[++i];
         else {
             fprintf(stderr, "usage: bench_policy [--scenario FILE ...] [--seconds S]\n");
             return 2;
@@ -137,14 +140,16 @@ int main(int argc, char **argv) {
     }
     printf("bench_policy: Mixtral-8x7B shape, %d layers, %d experts, top-2, one core\n\n", LAYERS,
            EXPERTS);
-    printf("%-22s %-9s %6s %16s %14s\n", "scenario", "policy", "batch", "decisions/s", "latency ms");
+    printf("%-22s %-9s %6s %16s %14s\n", "scenario", "policy", "batch", "decisions/s",
+           "latency ms");
     const char *pols[2] = {"topk", "wdmoe"};
     const int batches[2] = {1, 64};
     for (int i = 0; i < ns; i++)
         for (int b = 0; b < 2; b++)
             for (int p = 0; p < 2; p++) {
                 double lat, r = bench(&sc[i], pols[p], batches[b], probs, seconds, &lat);
-                printf("%-22.22s %-9s %6d %16.0f %14.3f\n", sc[i].name, pols[p], batches[b], r, lat);
+                printf("%-22.22s %-9s %6d %16.0f %14.3f\n", sc[i].name, pols[p], batches[b], r,
+                       lat);
             }
     printf("\npolicy function alone (no latency model):\n");
     for (int p = 0; p < wd_policy_count(); p++)

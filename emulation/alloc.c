@@ -8,8 +8,10 @@ double wd_alloc_minmax_solve(int n, double (*need)(void *ctx, int i, double T), 
     for (int it = 0; it < 200 && hi - lo > 1e-13 * fabs(hi); it++) {
         double mid = 0.5 * (lo + hi), s = 0;
         for (int i = 0; i < n && s <= 1.0; i++) s += need(ctx, i, mid);
-        if (s <= 1.0) hi = mid;
-        else lo = mid;
+        if (s <= 1.0)
+            hi = mid;
+        else
+            lo = mid;
     }
     double s = 0;
     for (int i = 0; i < n; i++) s += share[i] = need(ctx, i, hi);

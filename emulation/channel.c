@@ -116,8 +116,8 @@ void wd_fading_at(const wd_fading *f, double t, double *re, double *im) {
 /* ---- synthetic channel generator -------------------------------------------- */
 static void synth_restart(wd_synth *s);
 
-int wd_synth_init(wd_synth *s, const wd_radio *rd, double pl_db, double sigma_db,
-                  double decorr_m, double speed, uint64_t seed) {
+int wd_synth_init(wd_synth *s, const wd_radio *rd, double pl_db, double sigma_db, double decorr_m,
+                  double speed, uint64_t seed) {
     memset(s, 0, sizeof *s);
     s->ts = rd->sample_period_s;
     double n0 = wd_dbm_to_watt(rd->noise_density_dbm_hz); /* W/Hz */
@@ -160,7 +160,8 @@ _Static_assert(WD_FADING_SINUSOIDS == 16, "synth_fade_next sums 16 sinusoids as 
 
 static double synth_gauss(wd_synth *s) { /* both Box-Muller normals, in order */
     if (s->has_spare) return s->has_spare = 0, s->spare;
-    double u = 1.0 - wd_erng_uniform(&s->rng), v = wd_erng_uniform(&s->rng), r = sqrt(-2.0 * log(u));
+    double u = 1.0 - wd_erng_uniform(&s->rng), v = wd_erng_uniform(&s->rng),
+           r = sqrt(-2.0 * log(u));
     s->spare = r * sin(2.0 * PI * v), s->has_spare = 1;
     return r * cos(2.0 * PI * v);
 }
@@ -210,8 +211,9 @@ static void synth_anchor(wd_synth *s, long k) {
     for (int d = 0; d < 2; d++) {
         const wd_fading *f = &s->fad[d];
         for (int n = 0; n <= WD_FADING_SINUSOIDS; n++) {
-            double ph = n < WD_FADING_SINUSOIDS ? f->w[n] * t + f->phase[n]
-                                                : 2.0 * PI * f->doppler_hz * t * cos(f->theta0) + f->phi0;
+            double ph = n < WD_FADING_SINUSOIDS
+                            ? f->w[n] * t + f->phase[n]
+                            : 2.0 * PI * f->doppler_hz * t * cos(f->theta0) + f->phi0;
             s->ph_re[d][n] = cos(ph), s->ph_im[d][n] = sin(ph);
         }
         for (long j = ka; j < k; j++)

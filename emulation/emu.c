@@ -11,16 +11,16 @@ struct wd_emu {
     int has_shape, nd, E, L, k;
     const wd_policy *pol;
     wd_policy_params par;
-    wd_link **link;     /* [nd * 2] */
-    wd_synth *syn;      /* [nd] */
+    wd_link **link; /* [nd * 2] */
+    wd_synth *syn;  /* [nd] */
     unsigned char *has_syn;
     int *los;
     int *rep_off, *rep_dev; /* expert e on devices rep_dev[rep_off[e] .. rep_off[e+1]) */
-    int *rep;           /* [E] replica in use now (-1: none reachable) */
+    int *rep;               /* [E] replica in use now (-1: none reachable) */
     double rep_time;
     double bits_tok, s0, bs_flops_tok, bs_bytes_step, bs1;
     int any_syn, rep_dirty; /* rep_dirty: recompute the best replicas */
-    double *tc1;        /* [nd] compute time of one token through one expert */
+    double *tc1;            /* [nd] compute time of one token through one expert */
     double *tau_dev, *tau_e, *tau_best;
     double *tau_from, *tau_until; /* tau_dev[d] holds on [from, until) */
     unsigned char *avail_e, *mark;
@@ -73,11 +73,12 @@ void wd_emu_free(wd_emu *emu) {
     if (emu->syn)
         for (int d = 0; d < emu->nd; d++) wd_synth_free(&emu->syn[d]);
     wd_scenario_free(&emu->sc);
-    void *p[] = {emu->link, emu->syn, emu->has_syn, emu->los, emu->rep_off, emu->rep_dev,
-                 emu->rep, emu->tc1, emu->tau_dev, emu->tau_from, emu->tau_until, emu->tau_best, emu->tau_e, emu->avail_e, emu->mark,
-                 emu->dev_gen, emu->dev_tok, emu->exp_gen, emu->cnt_e, emu->exp_dev,
-                 emu->exp_list, emu->active, emu->slot, emu->dt, emu->ready, emu->bits,
-                 emu->share, emu->pscratch, emu->lat};
+    void *p[] = {emu->link,      emu->syn,      emu->has_syn,  emu->los,     emu->rep_off,
+                 emu->rep_dev,   emu->rep,      emu->tc1,      emu->tau_dev, emu->tau_from,
+                 emu->tau_until, emu->tau_best, emu->tau_e,    emu->avail_e, emu->mark,
+                 emu->dev_gen,   emu->dev_tok,  emu->exp_gen,  emu->cnt_e,   emu->exp_dev,
+                 emu->exp_list,  emu->active,   emu->slot,     emu->dt,      emu->ready,
+                 emu->bits,      emu->share,    emu->pscratch, emu->lat};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
     free(emu);
 }
@@ -105,7 +106,8 @@ static int build_links(wd_emu *emu, char *err, size_t errlen) {
     const char *file = sc->path[0] ? sc->path : "scenario";
     for (int d = 0; d < emu->nd; d++) {
         const wd_device_spec *dv = &sc->dev[d];
-        if (dv->link[WD_DL].model == WD_LINK_SYNTHETIC || dv->link[WD_UL].model == WD_LINK_SYNTHETIC) {
+        if (dv->link[WD_DL].model == WD_LINK_SYNTHETIC ||
+            dv->link[WD_UL].model == WD_LINK_SYNTHETIC) {
             double d2 = hypot(dv->x_m, dv->y_m);
             int los = dv->los == WD_LOS_ALWAYS;
             if (dv->los == WD_LOS_PROBABILITY) {
@@ -113,8 +115,8 @@ static int build_links(wd_emu *emu, char *err, size_t errlen) {
                 los = wd_erng_uniform(&g) < wd_los_probability(r->model, d2, r->ue_height_m);
             }
             emu->los[d] = los;
-            double pl = wd_pathloss_db(r->model, los, d2, r->carrier_ghz, r->bs_height_m,
-                                       r->ue_height_m);
+            double pl =
+                wd_pathloss_db(r->model, los, d2, r->carrier_ghz, r->bs_height_m, r->ue_height_m);
             wd_synth_init(&emu->syn[d], r, pl, wd_shadow_sigma_db(r->model, los),
                           wd_shadow_decorrelation_m(r->model, los), dv->speed_mps,
                           wd_stream_seed(sc->seed, d, 20));
@@ -127,12 +129,12 @@ static int build_links(wd_emu *emu, char *err, size_t errlen) {
             if (ls->model == WD_LINK_SYNTHETIC) {
                 *l = wd_link_new_synthetic(&emu->syn[d], k, d, ls->latency_s, ls->rate_scale,
                                            sc->max_wait_s);
-                if (!*l) return snprintf(err, errlen, "%s: out of memory", file), 1;
+                if (!*l) return wd_fail(err, errlen, "%s: out of memory", file);
             } else {
                 char e2[768];
                 if (wd_link_create(l, ls, k, d, sc->max_wait_s, e2, sizeof e2))
-                    return snprintf(err, errlen, "%s: devices[%d].%s: %s", file, d,
-                                    k == WD_DL ? "downlink" : "uplink", e2), 1;
+                    return wd_fail(err, errlen, "%s: devices[%d].%s: %s", file, d,
+                                   k == WD_DL ? "downlink" : "uplink", e2);
             }
         }
     }
@@ -143,7 +145,7 @@ static int build_links(wd_emu *emu, char *err, size_t errlen) {
             if (f->kind == WD_FAULT_LINK && !(f->dir_mask & (1 << k))) continue;
             if (wd_link_add_window(emu->link[2 * f->device + k], f->from_s, f->to_s,
                                    f->kind == WD_FAULT_DOWN ? 0.0 : f->value))
-                return snprintf(err, errlen, "%s: out of memory", file), 1;
+                return wd_fail(err, errlen, "%s: out of memory", file);
         }
     }
     return 0;
@@ -155,7 +157,7 @@ static int build_placement(wd_emu *emu, char *err, size_t errlen) {
     int E = emu->E, nd = emu->nd, listed = 0, total = 0;
     for (int d = 0; d < nd; d++) listed |= sc->dev[d].n_hosted > 0;
     int *cnt = calloc(E, sizeof(int));
-    if (!cnt) return snprintf(err, errlen, "%s: out of memory", file), 1;
+    if (!cnt) return wd_fail(err, errlen, "%s: out of memory", file);
     /* pass 0 counts, pass 1 fills */
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 1) {
@@ -163,7 +165,7 @@ static int build_placement(wd_emu *emu, char *err, size_t errlen) {
             for (int e = 0; e < E; e++) emu->rep_off[e + 1] = emu->rep_off[e] + cnt[e];
             if (!(emu->rep_dev = malloc((total ? total : 1) * sizeof(int)))) {
                 free(cnt);
-                return snprintf(err, errlen, "%s: out of memory", file), 1;
+                return wd_fail(err, errlen, "%s: out of memory", file);
             }
             memset(cnt, 0, E * sizeof(int));
         }
@@ -174,27 +176,33 @@ static int build_placement(wd_emu *emu, char *err, size_t errlen) {
                 int e = listed ? dv->hosted[j] : nd >= E ? d % E : d + j * nd;
                 if (e >= E) {
                     free(cnt);
-                    return snprintf(err, errlen, "%s: devices[%d].experts: expert %d is out of "
-                                    "range for a model with %d experts", file, d, e, E), 1;
+                    return wd_fail(err, errlen,
+                                   "%s: devices[%d].experts: expert %d is out of "
+                                   "range for a model with %d experts",
+                                   file, d, e, E);
                 }
-                if (pass == 0) total++;
-                else emu->rep_dev[emu->rep_off[e] + cnt[e]] = d;
+                if (pass == 0)
+                    total++;
+                else
+                    emu->rep_dev[emu->rep_off[e] + cnt[e]] = d;
                 cnt[e]++;
             }
             double need = nh * (double)emu->L * 3.0 * emu->shape.hidden * emu->shape.ffn *
                           emu->shape.weight_bytes;
             if (pass == 0 && dv->profile.mem_capacity > 0 && need > dv->profile.mem_capacity) {
                 free(cnt);
-                return snprintf(err, errlen, "%s: devices[%d] (%s): %d experts x %d layers need "
-                                "%.3g GB, more than its memory (%.3g GB)", file, d, dv->name, nh,
-                                emu->L, need / 1e9, dv->profile.mem_capacity / 1e9), 1;
+                return wd_fail(err, errlen,
+                               "%s: devices[%d] (%s): %d experts x %d layers need "
+                               "%.3g GB, more than its memory (%.3g GB)",
+                               file, d, dv->name, nh, emu->L, need / 1e9,
+                               dv->profile.mem_capacity / 1e9);
             }
         }
     }
     for (int e = 0; e < E; e++)
         if (!cnt[e]) {
             free(cnt);
-            return snprintf(err, errlen, "%s: expert %d is hosted by no device", file, e), 1;
+            return wd_fail(err, errlen, "%s: expert %d is hosted by no device", file, e);
         }
     free(cnt);
     return 0;
@@ -204,18 +212,19 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
                   size_t errlen) {
     *out = NULL;
     const char *file = sc->path[0] ? sc->path : "scenario";
-    if (sc->n_devices < 1 || !sc->dev)
-        return snprintf(err, errlen, "%s: no devices", file), 1;
-    if (shape && (shape->hidden < 1 || shape->ffn < 1 || shape->n_layers < 1 ||
-                  shape->n_experts < 1 || shape->top_k < 1 || shape->top_k > shape->n_experts ||
-                  !(shape->weight_bytes > 0)))
-        return snprintf(err, errlen, "%s: bad model shape (hidden %d, ffn %d, layers %d, experts "
-                        "%d, top_k %d, weight bytes %g)", file, shape->hidden, shape->ffn,
-                        shape->n_layers, shape->n_experts, shape->top_k, shape->weight_bytes), 1;
+    if (sc->n_devices < 1 || !sc->dev) return wd_fail(err, errlen, "%s: no devices", file);
+    if (shape &&
+        (shape->hidden < 1 || shape->ffn < 1 || shape->n_layers < 1 || shape->n_experts < 1 ||
+         shape->top_k < 1 || shape->top_k > shape->n_experts || !(shape->weight_bytes > 0)))
+        return wd_fail(err, errlen,
+                       "%s: bad model shape (hidden %d, ffn %d, layers %d, experts "
+                       "%d, top_k %d, weight bytes %g)",
+                       file, shape->hidden, shape->ffn, shape->n_layers, shape->n_experts,
+                       shape->top_k, shape->weight_bytes);
     const wd_policy *pol = wd_policy_find(sc->policy);
-    if (!pol) return snprintf(err, errlen, "%s: unknown policy '%s'", file, sc->policy), 1;
+    if (!pol) return wd_fail(err, errlen, "%s: unknown policy '%s'", file, sc->policy);
     wd_emu *emu = calloc(1, sizeof *emu);
-    if (!emu) return snprintf(err, errlen, "%s: out of memory", file), 1;
+    if (!emu) return wd_fail(err, errlen, "%s: out of memory", file);
     if (copy_scenario(&emu->sc, sc)) goto oom;
     int nd = emu->nd = sc->n_devices;
     emu->pol = pol;
@@ -254,20 +263,22 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
     emu->cnt_e = calloc(E, sizeof(int));
     emu->exp_dev = calloc(E, sizeof(int));
     emu->exp_list = calloc(E, sizeof(int));
-    if (!emu->link || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 || !emu->tau_dev || !emu->tau_from || !emu->tau_until ||
-        !emu->mark || !emu->dev_gen || !emu->dev_tok || !emu->active || !emu->slot || !emu->dt ||
-        !emu->ready || !emu->bits || !emu->share || !emu->rep_off || !emu->rep || !emu->tau_e || !emu->tau_best ||
-        !emu->avail_e || !emu->exp_gen || !emu->cnt_e || !emu->exp_dev || !emu->exp_list)
+    if (!emu->link || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 || !emu->tau_dev ||
+        !emu->tau_from || !emu->tau_until || !emu->mark || !emu->dev_gen || !emu->dev_tok ||
+        !emu->active || !emu->slot || !emu->dt || !emu->ready || !emu->bits || !emu->share ||
+        !emu->rep_off || !emu->rep || !emu->tau_e || !emu->tau_best || !emu->avail_e ||
+        !emu->exp_gen || !emu->cnt_e || !emu->exp_dev || !emu->exp_list)
         goto oom;
     if (build_links(emu, err, errlen)) goto fail;
     if (shape) {
         if (build_placement(emu, err, errlen)) goto fail;
-        double H = shape->hidden, q = shape->n_heads > 0 ? (double)shape->n_heads * shape->head_dim : H,
+        double H = shape->hidden,
+               q = shape->n_heads > 0 ? (double)shape->n_heads * shape->head_dim : H,
                kv = shape->n_kv_heads > 0 ? (double)shape->n_kv_heads * shape->head_dim : H;
         double elems = H * q + 2.0 * H * kv + q * H + (double)E * H; /* q, k, v, o, router */
         emu->bs_flops_tok = shape->bs_layer_flops > 0 ? shape->bs_layer_flops : 2.0 * elems;
-        emu->bs_bytes_step = shape->bs_layer_bytes > 0 ? shape->bs_layer_bytes
-                                                       : elems * shape->weight_bytes;
+        emu->bs_bytes_step =
+            shape->bs_layer_bytes > 0 ? shape->bs_layer_bytes : elems * shape->weight_bytes;
         emu->bits_tok = H * sc->activation_bits;
         for (int d = 0; d < nd; d++) emu->tc1[d] = expert_time(emu, d, 1);
         emu->bs1 = bs_time(emu, 1);
@@ -282,7 +293,9 @@ fail:
 }
 
 double wd_emu_time(const wd_emu *emu) { return emu->t; }
-void wd_emu_advance(wd_emu *emu, double s) { if (s > 0) emu->t += s; }
+void wd_emu_advance(wd_emu *emu, double s) {
+    if (s > 0) emu->t += s;
+}
 int wd_emu_n_devices(const wd_emu *emu) { return emu->nd; }
 int wd_emu_device_los(const wd_emu *emu, int d) { return d >= 0 && d < emu->nd ? emu->los[d] : 0; }
 const char *wd_emu_policy_name(const wd_emu *emu) { return emu->pol->name; }
@@ -294,7 +307,7 @@ wd_link *wd_emu_link(wd_emu *emu, int d, int dir) {
 int wd_emu_set_policy(wd_emu *emu, const char *name, const wd_policy_params *p, char *err,
                       size_t errlen) {
     const wd_policy *pol = wd_policy_find(name);
-    if (!pol) return snprintf(err, errlen, "unknown policy '%s'", name), 1;
+    if (!pol) return wd_fail(err, errlen, "unknown policy '%s'", name);
     emu->pol = pol;
     if (p) emu->par = *p;
     return 0;
@@ -365,8 +378,8 @@ typedef struct {
 static double need_fn(void *c, int i, double T) {
     need_ctx *k = c;
     wd_emu *emu = k->emu;
-    return wd_link_share_needed(emu->link[2 * emu->active[i] + k->dir], emu->ready[i],
-                                emu->bits[i], T);
+    return wd_link_share_needed(emu->link[2 * emu->active[i] + k->dir], emu->ready[i], emu->bits[i],
+                                T);
 }
 
 /* Shares of one direction for the active devices (ready[], bits[] set). */
@@ -379,7 +392,8 @@ static void allocate(wd_emu *emu, int dir, int minmax) {
     for (int i = 0; i < na; i++) {
         wd_link *l = emu->link[2 * emu->active[i] + dir];
         closed &= l->model == WD_LINK_CONSTANT && !l->n_win && l->rate * l->scale > 0 &&
-                  emu->ready[i] + l->latency == emu->ready[0] + emu->link[2 * emu->active[0] + dir]->latency;
+                  emu->ready[i] + l->latency ==
+                      emu->ready[0] + emu->link[2 * emu->active[0] + dir]->latency;
         if (closed) sum += emu->bits[i] / (l->rate * l->scale);
         double a = emu->ready[i] + l->latency;
         double f = emu->ready[i] + wd_link_tx_time(l, emu->ready[i], emu->bits[i], 1.0 / na);
@@ -398,8 +412,8 @@ static void allocate(wd_emu *emu, int dir, int minmax) {
     wd_alloc_minmax_solve(na, need_fn, &c, lo, hi, emu->share);
 }
 
-static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, double t1,
-                 int minmax, const double *measured) {
+static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, double t1, int minmax,
+                 const double *measured) {
     int E = emu->E;
     long gen = ++emu->gen;
     emu->n_active = emu->n_exp = 0;
@@ -428,7 +442,8 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
     }
     for (int i = 0; i < emu->n_exp; i++) {
         int e = emu->exp_list[i], d = emu->exp_dev[e];
-        emu->dt[emu->slot[d]].t_c += emu->cnt_e[e] == 1 ? emu->tc1[d] : expert_time(emu, d, emu->cnt_e[e]);
+        emu->dt[emu->slot[d]].t_c +=
+            emu->cnt_e[e] == 1 ? emu->tc1[d] : expert_time(emu, d, emu->cnt_e[e]);
     }
     int na = emu->n_active;
     if (measured)
@@ -455,8 +470,8 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
         wd_emu_dev_time *x = &emu->dt[i];
         x->share[WD_UL] = emu->share[i];
         x->t_ul = isfinite(emu->ready[i])
-                      ? wd_link_tx_time(emu->link[2 * x->device + 1], emu->ready[i],
-                                        x->bits[WD_UL], x->share[WD_UL])
+                      ? wd_link_tx_time(emu->link[2 * x->device + 1], emu->ready[i], x->bits[WD_UL],
+                                        x->share[WD_UL])
                       : INFINITY;
     }
 }
@@ -466,33 +481,32 @@ static int check_sel(const wd_emu *emu, int n_tokens, const int *n, const int *e
                      size_t errlen) {
     for (int t = 0; t < n_tokens; t++) {
         if (n[t] < 0 || n[t] > emu->E)
-            return snprintf(err, errlen, "selection: token %d has %d experts (max %d)", t, n[t],
-                            emu->E), 1;
+            return wd_fail(err, errlen, "selection: token %d has %d experts (max %d)", t, n[t],
+                           emu->E);
         for (int j = 0; j < n[t]; j++) {
             int e = expert[(size_t)t * emu->E + j];
             if (e < 0 || e >= emu->E)
-                return snprintf(err, errlen, "selection: token %d: expert id %d out of range", t,
-                                e), 1;
+                return wd_fail(err, errlen, "selection: token %d: expert id %d out of range", t, e);
         }
     }
     return 0;
 }
 
-int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *expert,
-                  float *weight, char *err, size_t errlen) {
-    if (!emu->has_shape) return snprintf(err, errlen, "emulator: no model shape"), 1;
-    if (n_tokens < 1) return snprintf(err, errlen, "select: n_tokens %d < 1", n_tokens), 1;
+int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *expert, float *weight,
+                  char *err, size_t errlen) {
+    if (!emu->has_shape) return wd_fail(err, errlen, "emulator: no model shape");
+    if (n_tokens < 1) return wd_fail(err, errlen, "select: n_tokens %d < 1", n_tokens);
     size_t need = WD_POLICY_SCRATCH(n_tokens, emu->E);
     if (need > emu->pscratch_n) {
         double *p = realloc(emu->pscratch, need * sizeof(double));
-        if (!p) return snprintf(err, errlen, "select: out of memory"), 1;
+        if (!p) return wd_fail(err, errlen, "select: out of memory");
         emu->pscratch = p, emu->pscratch_n = need;
     }
     wd_emu_predict(emu, emu->tau_e, emu->avail_e);
-    wd_policy_io io = {n_tokens, emu->E, emu->k, probs, emu->tau_e, emu->avail_e,
-                       n, expert, weight, emu->pscratch};
+    wd_policy_io io = {n_tokens,     emu->E, emu->k, probs,  emu->tau_e,
+                       emu->avail_e, n,      expert, weight, emu->pscratch};
     if (emu->pol->select(&emu->par, &io))
-        return snprintf(err, errlen, "policy %s failed", emu->pol->name), 1;
+        return wd_fail(err, errlen, "policy %s failed", emu->pol->name);
     if (emu->sc.alloc != WD_ALLOC_JOINT) return 0;
     /* joint: re-predict with the min-max shares of the chosen set, re-select,
      * until the set of devices stops changing */
@@ -504,9 +518,10 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
         for (int i = 0; i < na; i++) emu->mark[emu->active[i]] = 1;
         for (int d = 0; d < emu->nd; d++) {
             double s = 1.0 / (na + 1), u;
-            emu->tau_dev[d] = emu->mark[d] ? device_tau(emu, d, emu->t, emu->dt[emu->slot[d]].share[WD_DL],
-                                                        emu->dt[emu->slot[d]].share[WD_UL], &u)
-                                           : device_tau(emu, d, emu->t, s, s, &u);
+            emu->tau_dev[d] = emu->mark[d]
+                                  ? device_tau(emu, d, emu->t, emu->dt[emu->slot[d]].share[WD_DL],
+                                               emu->dt[emu->slot[d]].share[WD_UL], &u)
+                                  : device_tau(emu, d, emu->t, s, s, &u);
             emu->tau_until[d] = 0; /* not the predict shares: drop the cache */
             emu->rep_dirty = 1;
         }
@@ -516,7 +531,7 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
             emu->avail_e[e] = d >= 0 && isfinite(emu->tau_e[e]);
         }
         if (emu->pol->select(&emu->par, &io))
-            return snprintf(err, errlen, "policy %s failed", emu->pol->name), 1;
+            return wd_fail(err, errlen, "policy %s failed", emu->pol->name);
         int same = 1, cnt = 0;
         long gen = ++emu->gen; /* mark the new set with dev_gen */
         for (int t = 0; t < n_tokens; t++)
@@ -549,10 +564,10 @@ int wd_emu_step(wd_emu *emu, int layer, int n_tokens, const int *n, const int *e
 
 int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, const int *expert,
                          const double *t_c, wd_emu_step_result *res, char *err, size_t errlen) {
-    if (!emu->has_shape) return snprintf(err, errlen, "emulator: no model shape"), 1;
+    if (!emu->has_shape) return wd_fail(err, errlen, "emulator: no model shape");
     if (layer < 0 || layer >= emu->L)
-        return snprintf(err, errlen, "step: layer %d out of range [0, %d)", layer, emu->L), 1;
-    if (n_tokens < 1) return snprintf(err, errlen, "step: n_tokens %d < 1", n_tokens), 1;
+        return wd_fail(err, errlen, "step: layer %d out of range [0, %d)", layer, emu->L);
+    if (n_tokens < 1) return wd_fail(err, errlen, "step: n_tokens %d < 1", n_tokens);
     if (check_sel(emu, n_tokens, n, expert, err, errlen)) return 1;
     if (emu->rep_time != emu->t) wd_emu_predict(emu, NULL, NULL);
     double t0 = emu->t, tbs = n_tokens == 1 ? emu->bs1 : bs_time(emu, n_tokens), t1 = t0 + tbs;
@@ -563,9 +578,10 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
         const wd_emu_dev_time *x = &emu->dt[i];
         double f = x->t_dl + x->t_c + x->t_ul;
         if (!isfinite(f))
-            return snprintf(err, errlen, "layer %d: device %d (%s) never completes: its link "
-                            "stays down past max_wait_s", layer, x->device,
-                            emu->sc.dev[x->device].name), 1;
+            return wd_fail(err, errlen,
+                           "layer %d: device %d (%s) never completes: its link "
+                           "stays down past max_wait_s",
+                           layer, x->device, emu->sc.dev[x->device].name);
         if (f > wait) wait = f, crit = i;
         sum += f;
     }
@@ -578,7 +594,8 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
     emu->steps++;
     for (int t = 0; t < n_tokens; t++) emu->s_experts += n[t];
     emu->s_token_layers += n_tokens;
-    for (int i = 0; i < na; i++) emu->bits_dl += emu->dt[i].bits[WD_DL], emu->bits_ul += emu->dt[i].bits[WD_UL];
+    for (int i = 0; i < na; i++)
+        emu->bits_dl += emu->dt[i].bits[WD_DL], emu->bits_ul += emu->dt[i].bits[WD_UL];
     if (layer == 0) {
         emu->fwd_open = 1, emu->f_start = t0;
         emu->f_bs = emu->f_dl = emu->f_c = emu->f_ul = emu->f_str = 0;
@@ -592,7 +609,7 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
         if (layer == emu->L - 1) {
             double lat = emu->t - emu->f_start;
             for (int t = 0; t < n_tokens; t++)
-                if (push_lat(emu, lat)) return snprintf(err, errlen, "step: out of memory"), 1;
+                if (push_lat(emu, lat)) return wd_fail(err, errlen, "step: out of memory");
             emu->tokens += n_tokens, emu->forwards++;
             emu->s_bs += emu->f_bs * n_tokens, emu->s_dl += emu->f_dl * n_tokens;
             emu->s_c += emu->f_c * n_tokens, emu->s_ul += emu->f_ul * n_tokens;

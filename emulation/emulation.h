@@ -40,7 +40,11 @@ double wd_linear_to_db(double x);
 double wd_dbm_to_watt(double dbm);
 
 /* ---- channel model (3GPP TR 38.901 Table 7.4.1-1, 7.4.2-1) ------------ */
-typedef enum { WD_UMA = 0, WD_UMI = 1, WD_INH = 2 } wd_pathloss_model; /* UMi: street canyon; InH: office */
+typedef enum {
+    WD_UMA = 0,
+    WD_UMI = 1,
+    WD_INH = 2
+} wd_pathloss_model; /* UMi: street canyon; InH: office */
 
 /* Path loss in dB at 2D distance d2d_m (BS-device, ground plane), carrier
  * fc_ghz, antenna heights h_bs_m, h_ut_m; los = 1 LOS, 0 NLOS (NLOS is
@@ -60,8 +64,8 @@ typedef enum { WD_FADING_NONE = 0, WD_FADING_RAYLEIGH = 1, WD_FADING_RICIAN = 2 
 typedef struct {
     wd_fading_kind kind;
     double doppler_hz, k_linear, theta0, phi0;
-    double w[WD_FADING_SINUSOIDS];          /* 2 pi fD cos(alpha_n), rad/s */
-    double phase[WD_FADING_SINUSOIDS];      /* phi */
+    double w[WD_FADING_SINUSOIDS];                           /* 2 pi fD cos(alpha_n), rad/s */
+    double phase[WD_FADING_SINUSOIDS];                       /* phi */
     double ci[WD_FADING_SINUSOIDS], cq[WD_FADING_SINUSOIDS]; /* sqrt(2/M) cos psi_n, sin psi_n */
 } wd_fading;
 void wd_fading_init(wd_fading *f, wd_fading_kind kind, double doppler_hz, double k_db,
@@ -89,7 +93,12 @@ double wd_compute_time(const wd_compute_profile *p, double flops, double bytes);
 #define WD_UL 1 /* uplink: device -> BS (expert outputs) */
 #define WD_MAX_DEVICES 1024
 
-typedef enum { WD_LINK_SYNTHETIC = 0, WD_LINK_CONSTANT, WD_LINK_CSV, WD_LINK_MAHIMAHI } wd_link_model;
+typedef enum {
+    WD_LINK_SYNTHETIC = 0,
+    WD_LINK_CONSTANT,
+    WD_LINK_CSV,
+    WD_LINK_MAHIMAHI
+} wd_link_model;
 typedef enum { WD_LOS_PROBABILITY = 0, WD_LOS_ALWAYS, WD_LOS_NEVER } wd_los_mode;
 typedef enum { WD_ALLOC_EQUAL = 0, WD_ALLOC_MINMAX, WD_ALLOC_JOINT } wd_alloc_mode;
 typedef enum { WD_FAULT_DOWN = 0, WD_FAULT_LINK, WD_FAULT_SLOW } wd_fault_kind;
@@ -109,37 +118,37 @@ typedef struct {
 typedef struct {
     char name[64];
     wd_compute_profile profile;
-    double x_m, y_m;   /* position, BS at the origin (distance_m sets x_m) */
-    double speed_mps;  /* for Doppler and shadowing decorrelation (moves on a circle) */
-    wd_los_mode los;   /* per device, default: the radio's */
+    double x_m, y_m;      /* position, BS at the origin (distance_m sets x_m) */
+    double speed_mps;     /* for Doppler and shadowing decorrelation (moves on a circle) */
+    wd_los_mode los;      /* per device, default: the radio's */
     wd_link_spec link[2]; /* [WD_DL], [WD_UL] */
-    int n_hosted;      /* experts hosted (the same ids in every layer); 0 = default placement */
+    int n_hosted;         /* experts hosted (the same ids in every layer); 0 = default placement */
     int *hosted;
 } wd_device_spec;
 
 typedef struct {
     wd_pathloss_model model;
     double carrier_ghz;
-    double bandwidth_hz[2];      /* total band shared by the active devices, [WD_DL], [WD_UL] */
+    double bandwidth_hz[2]; /* total band shared by the active devices, [WD_DL], [WD_UL] */
     double bs_tx_power_dbm, ue_tx_power_dbm;
     double bs_antenna_gain_dbi, ue_antenna_gain_dbi;
     double noise_density_dbm_hz; /* -174 */
     double bs_noise_figure_db, ue_noise_figure_db;
     double bs_height_m, ue_height_m;
     wd_los_mode los;
-    int shadowing;               /* 0/1 */
+    int shadowing; /* 0/1 */
     wd_fading_kind fading;
     double rician_k_db;
-    double speed_mps;            /* default device speed */
-    double sample_period_s;      /* channel sample period */
-    double outage_snr_db;        /* full-band SNR below this: rate 0 */
-    double latency_s;            /* default per-transfer latency */
+    double speed_mps;       /* default device speed */
+    double sample_period_s; /* channel sample period */
+    double outage_snr_db;   /* full-band SNR below this: rate 0 */
+    double latency_s;       /* default per-transfer latency */
 } wd_radio;
 
 typedef struct {
     int device;
-    wd_fault_kind kind; /* down: unreachable; link: rate x value; slow: compute time x value */
-    int dir_mask;       /* link: 1 << WD_DL | 1 << WD_UL */
+    wd_fault_kind kind;  /* down: unreachable; link: rate x value; slow: compute time x value */
+    int dir_mask;        /* link: 1 << WD_DL | 1 << WD_UL */
     double from_s, to_s; /* [from, to), to may be INFINITY */
     double value;
 } wd_fault;
@@ -185,8 +194,8 @@ const char *wd_alloc_name(wd_alloc_mode m);
 typedef struct wd_link wd_link;
 /* A link from a spec (constant, csv, mahimahi; synthetic links are built by
  * wd_emu_create). max_wait_s: 0 for the default (3600 s). */
-int wd_link_create(wd_link **out, const wd_link_spec *spec, int dir, int device,
-                   double max_wait_s, char *err, size_t errlen);
+int wd_link_create(wd_link **out, const wd_link_spec *spec, int dir, int device, double max_wait_s,
+                   char *err, size_t errlen);
 void wd_link_free(wd_link *l);
 /* Time (s) to deliver bits starting at t0 with a share (0, 1] of the band:
  * the smallest T with integral_{t0}^{t0+T} share*r = bits (Mahimahi: until
@@ -262,29 +271,29 @@ void wd_policy_renorm(wd_policy_io *io, int t);
 /* ---- the emulator ------------------------------------------------------------- */
 typedef struct {
     int hidden, ffn, n_layers, n_experts, top_k;
-    double weight_bytes;           /* bytes per weight element (2 for bf16) */
+    double weight_bytes;               /* bytes per weight element (2 for bf16) */
     int n_heads, n_kv_heads, head_dim; /* 0: q/k/v/o are H x H (BS cost) */
-    double bs_layer_flops;         /* BS FLOP per token per layer (0: from the shape) */
-    double bs_layer_bytes;         /* BS bytes per layer step (0: from the shape) */
+    double bs_layer_flops;             /* BS FLOP per token per layer (0: from the shape) */
+    double bs_layer_bytes;             /* BS bytes per layer step (0: from the shape) */
 } wd_emu_shape;
 
 /* Latency of one device in one layer step. */
 typedef struct {
     int device;
-    int tokens;        /* distinct tokens sent to it */
-    int pairs;         /* (token, expert) pairs it computes and returns */
-    double bits[2];    /* [WD_DL], [WD_UL] */
-    double share[2];   /* band shares */
+    int tokens;             /* distinct tokens sent to it */
+    int pairs;              /* (token, expert) pairs it computes and returns */
+    double bits[2];         /* [WD_DL], [WD_UL] */
+    double share[2];        /* band shares */
     double t_dl, t_c, t_ul; /* s */
 } wd_emu_dev_time;
 
 typedef struct {
     int layer, n_tokens, n_active;
-    double t_start;    /* clock at the start of the step */
-    double t_bs;       /* BS compute (attention + router) */
-    double wait;       /* max over active devices of t_dl + t_c + t_ul */
-    double total;      /* t_bs + wait: the clock advance */
-    int critical;      /* index into dev[] of the slowest (-1: none active) */
+    double t_start;             /* clock at the start of the step */
+    double t_bs;                /* BS compute (attention + router) */
+    double wait;                /* max over active devices of t_dl + t_c + t_ul */
+    double total;               /* t_bs + wait: the clock advance */
+    int critical;               /* index into dev[] of the slowest (-1: none active) */
     const wd_emu_dev_time *dev; /* [n_active], owned by the emulator, valid until the next step */
 } wd_emu_step_result;
 
@@ -295,9 +304,9 @@ typedef struct {
      * the slowest device's times in each layer); straggle: mean over layers of
      * (slowest - mean of active devices), the time the others wait */
     double bs_s, dl_s, comp_s, ul_s, straggle_s;
-    double experts_per_token;    /* mean experts per token per layer */
+    double experts_per_token; /* mean experts per token per layer */
     double dl_bits_per_token, ul_bits_per_token;
-    double virtual_time_s;       /* clock at the end */
+    double virtual_time_s; /* clock at the end */
 } wd_emu_summary;
 
 typedef struct wd_emu wd_emu;
@@ -324,8 +333,8 @@ int wd_emu_predict(wd_emu *emu, double *tau, unsigned char *available);
 /* predict + the scenario's policy (joint allocation: alternate policy and
  * min-max shares until the chosen set stops changing). probs [n_tokens][E];
  * n [n_tokens], expert and weight [n_tokens * E]. */
-int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *expert,
-                  float *weight, char *err, size_t errlen);
+int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *expert, float *weight,
+                  char *err, size_t errlen);
 /* One layer step with the selection (n, expert as above): BS compute, then
  * per active device downlink, compute, uplink at the virtual clock with the
  * scenario's bandwidth allocation; advances the clock by t_bs + wait and
@@ -375,15 +384,14 @@ wd_emu_shape wd_probs_shape(const wd_probs *p);
 
 /* ---- results files --------------------------------------------------------------- */
 /* Write a file atomically: temporary name in the same folder, fsync, rename. */
-int wd_emu_write_atomic(const char *path, const void *data, size_t len, char *err,
-                        size_t errlen);
+int wd_emu_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
 typedef struct {
     FILE *f;
     char path[1024], tmp[1100];
 } wd_atomic_file;
 int wd_atomic_open(wd_atomic_file *a, const char *path, char *err, size_t errlen);
 int wd_atomic_commit(wd_atomic_file *a, char *err, size_t errlen); /* close + rename */
-void wd_atomic_abort(wd_atomic_file *a);                            /* close + remove */
+void wd_atomic_abort(wd_atomic_file *a);                           /* close + remove */
 
 #ifdef __cplusplus
 }

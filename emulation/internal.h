@@ -4,13 +4,26 @@
 #define WD_EMU_INTERNAL_H
 
 #include <math.h>
+#include <stdarg.h>
 
 #include "emulation/emulation.h"
+
+/* Write the message into err and return 1 (the error convention). */
+__attribute__((format(printf, 3, 4))) static inline int wd_fail(char *err, size_t errlen,
+                                                                const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return 1;
+}
 
 #define WD_MTU_BITS 12000.0 /* one Mahimahi delivery opportunity: 1500 bytes */
 
 /* ---- rng: splitmix64, deterministic streams per (seed, device, purpose) ---- */
-typedef struct { uint64_t s; } wd_erng;
+typedef struct {
+    uint64_t s;
+} wd_erng;
 static inline uint64_t wd_mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -35,24 +48,26 @@ static inline uint64_t wd_stream_seed(uint64_t seed, int device, int purpose) {
 /* ---- synthetic channel of one device (both directions) ------------------- */
 #define WD_SYNTH_ANCHOR 256 /* fading phasors are recomputed exactly every this many samples */
 typedef struct {
-    double ts;                 /* sample period */
-    double snr0[2];            /* mean SNR (linear) without shadowing and fading, full band */
-    double bw[2];              /* Hz */
-    double outage;             /* linear SNR threshold */
-    double sigma_db, rho;      /* shadowing std, AR(1) coefficient per grid step */
-    long grid;                 /* samples per shadowing grid step (d_corr / 100 of travel) */
+    double ts;            /* sample period */
+    double snr0[2];       /* mean SNR (linear) without shadowing and fading, full band */
+    double bw[2];         /* Hz */
+    double outage;        /* linear SNR threshold */
+    double sigma_db, rho; /* shadowing std, AR(1) coefficient per grid step */
+    long grid;            /* samples per shadowing grid step (d_corr / 100 of travel) */
     int shadowing;
     wd_fading fad[2];
     uint64_t seed;
     /* generator state: sample next_k is generated next */
     wd_erng rng;
-    double sh_cur, sh_next;    /* AR(1) values at grid points j and j + 1 (dB) */
-    double sh_g, sh_r;         /* linear shadowing gain at next_k; per-sample ratio */
-    double spare;              /* second Box-Muller normal */
+    double sh_cur, sh_next; /* AR(1) values at grid points j and j + 1 (dB) */
+    double sh_g, sh_r;      /* linear shadowing gain at next_k; per-sample ratio */
+    double spare;           /* second Box-Muller normal */
     int has_spare;
     long next_k;
-    double ph_re[2][WD_FADING_SINUSOIDS + 1], ph_im[2][WD_FADING_SINUSOIDS + 1]; /* phasors at next_k */
-    double rot_re[2][WD_FADING_SINUSOIDS + 1], rot_im[2][WD_FADING_SINUSOIDS + 1]; /* one-sample rotation */
+    double ph_re[2][WD_FADING_SINUSOIDS + 1],
+        ph_im[2][WD_FADING_SINUSOIDS + 1]; /* phasors at next_k */
+    double rot_re[2][WD_FADING_SINUSOIDS + 1],
+        rot_im[2][WD_FADING_SINUSOIDS + 1]; /* one-sample rotation */
     /* samples [k0, k0 + n): full-band SNR (0 in outage) per direction */
     long k0, n, cap;
     double *snr[2];
@@ -66,20 +81,22 @@ long wd_synth_at(wd_synth *s, long k);
 void wd_synth_forget(wd_synth *s, double t); /* samples before t are no longer needed */
 
 /* ---- links ---------------------------------------------------------------- */
-typedef struct { double a, b, s; } wd_window;
+typedef struct {
+    double a, b, s;
+} wd_window;
 
 struct wd_link {
     wd_link_model model;
     int dir, device;
     double latency, scale, max_wait;
-    double rate;              /* constant */
+    double rate; /* constant */
     /* csv: n samples, start times t[i] (t[0] = 0), rates r[i], loops with period */
     long n;
     double *t, *r, period, offset;
-    long cur;                 /* cursor: last segment used */
+    long cur; /* cursor: last segment used */
     /* mahimahi: opportunity times in ms (sorted), loop period in ms */
     double *ms, period_ms, window;
-    long bin;                 /* cached estimate bin and value */
+    long bin; /* cached estimate bin and value */
     double bin_rate;
     /* synthetic */
     wd_synth *syn;
@@ -88,8 +105,8 @@ struct wd_link {
     wd_window *win;
 };
 
-wd_link *wd_link_new_synthetic(wd_synth *syn, int dir, int device, double latency,
-                               double scale, double max_wait);
+wd_link *wd_link_new_synthetic(wd_synth *syn, int dir, int device, double latency, double scale,
+                               double max_wait);
 /* Rate (bit/s) at t with a share, windows and rate_scale included; *until:
  * the rate stays the same on [t, until). */
 double wd_link_rate_until(wd_link *l, double t, double share, double *until);

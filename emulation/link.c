@@ -11,8 +11,8 @@
 
 #define DEFAULT_MAX_WAIT 3600.0
 
-static wd_link *link_alloc(wd_link_model model, int dir, int device, double latency,
-                           double scale, double max_wait) {
+static wd_link *link_alloc(wd_link_model model, int dir, int device, double latency, double scale,
+                           double max_wait) {
     wd_link *l = calloc(1, sizeof *l);
     if (!l) return NULL;
     l->model = model, l->dir = dir, l->device = device;
@@ -39,8 +39,8 @@ int wd_link_create(wd_link **out, const wd_link_spec *sp, int dir, int device, d
         l->rate = sp->rate_bps;
     } else if (sp->model == WD_LINK_CSV) {
         const char *col = sp->column[0] ? sp->column : dir == WD_DL ? "downlink_bps" : "uplink_bps";
-        rc = wd_trace_load_csv(l, sp->file, col, sp->csv_device >= 0 ? sp->csv_device : device,
-                               err, errlen);
+        rc = wd_trace_load_csv(l, sp->file, col, sp->csv_device >= 0 ? sp->csv_device : device, err,
+                               errlen);
         l->offset = sp->offset_s;
     } else {
         rc = wd_trace_load_mahimahi(l, sp->file, err, errlen);
@@ -55,8 +55,8 @@ int wd_link_create(wd_link **out, const wd_link_spec *sp, int dir, int device, d
     return 0;
 }
 
-wd_link *wd_link_new_synthetic(wd_synth *syn, int dir, int device, double latency,
-                               double scale, double max_wait) {
+wd_link *wd_link_new_synthetic(wd_synth *syn, int dir, int device, double latency, double scale,
+                               double max_wait) {
     wd_link *l = link_alloc(WD_LINK_SYNTHETIC, dir, device, latency, scale, max_wait);
     if (l) l->syn = syn;
     return l;
@@ -77,7 +77,9 @@ int wd_link_add_window(wd_link *l, double from, double to, double scale) {
     return 0;
 }
 
-int wd_link_fixed_se(const wd_link *l) { return !(l->model == WD_LINK_SYNTHETIC && l->dir == WD_UL); }
+int wd_link_fixed_se(const wd_link *l) {
+    return !(l->model == WD_LINK_SYNTHETIC && l->dir == WD_UL);
+}
 
 /* Product of the window scales at t; *next: the next window boundary > t. */
 static double win_scale(const wd_link *l, double t, double *next) {
@@ -122,8 +124,10 @@ static long csv_find(wd_link *l, double x) {
     long lo = 0, hi = l->n - 1; /* last index with t[idx] <= x */
     while (lo < hi) {
         long mid = (lo + hi + 1) / 2;
-        if (l->t[mid] <= x) lo = mid;
-        else hi = mid - 1;
+        if (l->t[mid] <= x)
+            lo = mid;
+        else
+            hi = mid - 1;
     }
     return l->cur = lo;
 }
@@ -196,8 +200,10 @@ static long mm_lower(const wd_link *l, double x) {
     long lo = 0, hi = l->n;
     while (lo < hi) {
         long mid = (lo + hi) / 2;
-        if (l->ms[mid] < x) lo = mid + 1;
-        else hi = mid;
+        if (l->ms[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo;
 }
@@ -315,8 +321,7 @@ static double pw_bits(wd_link *l, double a, double b, double share, int windows)
 
 double wd_link_mean_rate(wd_link *l, double a, double b) {
     if (!(b > a)) return wd_link_rate(l, a);
-    double bits = l->model == WD_LINK_MAHIMAHI ? mm_bits(l, a, b, 0, 0)
-                                               : pw_bits(l, a, b, 1.0, 0);
+    double bits = l->model == WD_LINK_MAHIMAHI ? mm_bits(l, a, b, 0, 0) : pw_bits(l, a, b, 1.0, 0);
     return bits / (b - a);
 }
 
@@ -360,11 +365,13 @@ double wd_link_share_needed(wd_link *l, double a, double bits, double deadline) 
     if (!(cap1 > 0)) return INFINITY;
     if (wd_link_fixed_se(l)) return bits / cap1;
     if (cap1 < bits) return bits / cap1; /* > 1: not enough even with the whole band */
-    double lo = 0.0, hi = 1.0; /* delivered bits grow with the share */
+    double lo = 0.0, hi = 1.0;           /* delivered bits grow with the share */
     for (int it = 0; it < 60 && hi - lo > 1e-13; it++) {
         double mid = 0.5 * (lo + hi);
-        if (pw_bits(l, a, b, mid, 1) >= bits) hi = mid;
-        else lo = mid;
+        if (pw_bits(l, a, b, mid, 1) >= bits)
+            hi = mid;
+        else
+            lo = mid;
     }
     return hi;
 }

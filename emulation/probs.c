@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "emulation/emulation.h"
+#include "emulation/internal.h"
 
 #define HEADER_WORDS 11
 #define HEADER_BYTES (4 + 4 * HEADER_WORDS)
@@ -30,21 +30,21 @@ static int host_is_le(void) {
 
 static void header(unsigned char *h, const wd_probs *s, long n_tokens) {
     memcpy(h, "WDPR", 4);
-    uint32_t w[HEADER_WORDS] = {1, s->n_layers, s->n_experts, s->top_k, s->hidden, s->ffn,
-                                s->n_heads, s->n_kv_heads, s->head_dim, s->weight_bits,
-                                (uint32_t)n_tokens};
+    uint32_t w[HEADER_WORDS] = {1,           s->n_layers,    s->n_experts,      s->top_k,
+                                s->hidden,   s->ffn,         s->n_heads,        s->n_kv_heads,
+                                s->head_dim, s->weight_bits, (uint32_t)n_tokens};
     for (int i = 0; i < HEADER_WORDS; i++) put_u32(h + 4 + 4 * i, w[i]);
 }
 
 int wd_probs_write_open(wd_probs_writer **out, const char *path, const wd_probs *s, char *err,
                         size_t errlen) {
     *out = NULL;
-    if (!host_is_le()) return snprintf(err, errlen, "%s: big-endian hosts are not supported", path), 1;
+    if (!host_is_le()) return wd_fail(err, errlen, "%s: big-endian hosts are not supported", path);
     if (s->n_layers < 1 || s->n_experts < 1 || s->top_k < 1 || s->top_k > s->n_experts ||
         s->hidden < 1 || s->ffn < 1)
-        return snprintf(err, errlen, "%s: bad shape for a probability file", path), 1;
+        return wd_fail(err, errlen, "%s: bad shape for a probability file", path);
     wd_probs_writer *w = calloc(1, sizeof *w);
-    if (!w) return snprintf(err, errlen, "%s: out of memory", path), 1;
+    if (!w) return wd_fail(err, errlen, "%s: out of memory", path);
     w->shape = *s;
     w->shape.probs = NULL;
     if (wd_atomic_open(&w->a, path, err, errlen)) return free(w), 1;
@@ -52,7 +52,7 @@ int wd_probs_write_open(wd_probs_writer **out, const char *path, const wd_probs 
     header(h, s, 0);
     if (fwrite(h, 1, sizeof h, w->a.f) != sizeof h) {
         wd_probs_write_abort(w);
-        return snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno)), 1;
+        return wd_fail(err, errlen, "%s: cannot write: %s", path, strerror(errno));
     }
     *out = w;
     return 0;
@@ -61,7 +61,7 @@ int wd_probs_write_open(wd_probs_writer **out, const char *path, const wd_probs 
 int wd_probs_write_token(wd_probs_writer *w, const float *probs, char *err, size_t errlen) {
     size_t n = (size_t)w->shape.n_layers * w->shape.n_experts;
     if (fwrite(probs, sizeof(float), n, w->a.f) != n)
-        return snprintf(err, errlen, "%s: cannot write: %s", w->a.path, strerror(errno)), 1;
+        return wd_fail(err, errlen, "%s: cannot write: %s", w->a.path, strerror(errno));
     w->n_tokens++;
     return 0;
 }
@@ -87,9 +87,9 @@ void wd_probs_write_abort(wd_probs_writer *w) {
 
 int wd_probs_read(wd_probs *p, const char *path, char *err, size_t errlen) {
     memset(p, 0, sizeof *p);
-    if (!host_is_le()) return snprintf(err, errlen, "%s: big-endian hosts are not supported", path), 1;
+    if (!host_is_le()) return wd_fail(err, errlen, "%s: big-endian hosts are not supported", path);
     FILE *f = fopen(path, "rb");
-    if (!f) return snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno)), 1;
+    if (!f) return wd_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     unsigned char h[HEADER_BYTES];
     int rc = 1;
     if (fread(h, 1, sizeof h, f) != sizeof h || memcmp(h, "WDPR", 4)) {
@@ -117,8 +117,10 @@ int wd_probs_read(wd_probs *p, const char *path, char *err, size_t errlen) {
     long size = ftell(f);
     if (size < 0) goto io;
     if ((size_t)size != HEADER_BYTES + n * sizeof(float)) {
-        snprintf(err, errlen, "%s: size %ld does not match %ld tokens x %d layers x %d experts "
-                 "(truncated or not closed?)", path, size, p->n_tokens, p->n_layers, p->n_experts);
+        snprintf(err, errlen,
+                 "%s: size %ld does not match %ld tokens x %d layers x %d experts "
+                 "(truncated or not closed?)",
+                 path, size, p->n_tokens, p->n_layers, p->n_experts);
         goto out;
     }
     if (fseek(f, HEADER_BYTES, SEEK_SET)) goto io;
@@ -150,8 +152,16 @@ void wd_probs_free(wd_probs *p) {
 }
 
 wd_emu_shape wd_probs_shape(const wd_probs *p) {
-    wd_emu_shape s = {p->hidden, p->ffn, p->n_layers, p->n_experts, p->top_k,
+    wd_emu_shape s = {p->hidden,
+                      p->ffn,
+                      p->n_layers,
+                      p->n_experts,
+                      p->top_k,
                       p->weight_bits > 0 ? p->weight_bits / 8.0 : 2.0,
-                      p->n_heads, p->n_kv_heads, p->head_dim, 0, 0};
+                      p->n_heads,
+                      p->n_kv_heads,
+                      p->head_dim,
+                      0,
+                      0};
     return s;
 }

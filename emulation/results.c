@@ -6,12 +6,15 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "emulation/emulation.h"
+#include "emulation/internal.h"
 
 void wd_emu_summary_print(FILE *f, const wd_emu_summary *s) {
     fprintf(f, "  %-28s %14ld\n", "tokens", s->tokens);
     fprintf(f, "  %-28s %14ld\n", "layer steps", s->steps);
-    const struct { const char *name; double v; } ms[] = {
+    const struct {
+        const char *name;
+        double v;
+    } ms[] = {
         {"latency mean (ms)", s->mean_s}, {"latency p50 (ms)", s->p50_s},
         {"latency p95 (ms)", s->p95_s},   {"latency p99 (ms)", s->p99_s},
         {"latency max (ms)", s->max_s},   {"  BS compute (ms)", s->bs_s},
@@ -32,12 +35,20 @@ struct json_object *wd_emu_summary_json(const wd_emu_summary *s) {
     json_object_object_add(o, "tokens", json_object_new_int64(s->tokens));
     json_object_object_add(o, "forwards", json_object_new_int64(s->forwards));
     json_object_object_add(o, "steps", json_object_new_int64(s->steps));
-    const struct { const char *name; double v; } d[] = {
-        {"latency_mean_s", s->mean_s}, {"latency_p50_s", s->p50_s},
-        {"latency_p95_s", s->p95_s},   {"latency_p99_s", s->p99_s},
-        {"latency_max_s", s->max_s},   {"bs_s", s->bs_s},
-        {"downlink_s", s->dl_s},       {"device_compute_s", s->comp_s},
-        {"uplink_s", s->ul_s},         {"straggler_wait_s", s->straggle_s},
+    const struct {
+        const char *name;
+        double v;
+    } d[] = {
+        {"latency_mean_s", s->mean_s},
+        {"latency_p50_s", s->p50_s},
+        {"latency_p95_s", s->p95_s},
+        {"latency_p99_s", s->p99_s},
+        {"latency_max_s", s->max_s},
+        {"bs_s", s->bs_s},
+        {"downlink_s", s->dl_s},
+        {"device_compute_s", s->comp_s},
+        {"uplink_s", s->ul_s},
+        {"straggler_wait_s", s->straggle_s},
         {"experts_per_token", s->experts_per_token},
         {"downlink_bits_per_token", s->dl_bits_per_token},
         {"uplink_bits_per_token", s->ul_bits_per_token},
@@ -51,10 +62,10 @@ struct json_object *wd_emu_summary_json(const wd_emu_summary *s) {
 int wd_atomic_open(wd_atomic_file *a, const char *path, char *err, size_t errlen) {
     memset(a, 0, sizeof *a);
     if (snprintf(a->path, sizeof a->path, "%s", path) >= (int)sizeof a->path)
-        return snprintf(err, errlen, "%s: path too long", path), 1;
+        return wd_fail(err, errlen, "%s: path too long", path);
     snprintf(a->tmp, sizeof a->tmp, "%s.tmp.%ld", path, (long)getpid());
     a->f = fopen(a->tmp, "wb");
-    if (!a->f) return snprintf(err, errlen, "%s: cannot create: %s", a->tmp, strerror(errno)), 1;
+    if (!a->f) return wd_fail(err, errlen, "%s: cannot create: %s", a->tmp, strerror(errno));
     return 0;
 }
 
@@ -64,7 +75,7 @@ void wd_atomic_abort(wd_atomic_file *a) {
 }
 
 int wd_atomic_commit(wd_atomic_file *a, char *err, size_t errlen) {
-    if (!a->f) return snprintf(err, errlen, "%s: not open", a->path), 1;
+    if (!a->f) return wd_fail(err, errlen, "%s: not open", a->path);
     int bad = fflush(a->f) != 0 || ferror(a->f) || fsync(fileno(a->f)) != 0;
     int e = errno;
     bad |= fclose(a->f) != 0;
@@ -72,18 +83,17 @@ int wd_atomic_commit(wd_atomic_file *a, char *err, size_t errlen) {
     if (bad || rename(a->tmp, a->path) != 0) {
         if (!bad) e = errno;
         remove(a->tmp);
-        return snprintf(err, errlen, "%s: cannot write: %s", a->path, strerror(e)), 1;
+        return wd_fail(err, errlen, "%s: cannot write: %s", a->path, strerror(e));
     }
     return 0;
 }
 
-int wd_emu_write_atomic(const char *path, const void *data, size_t len, char *err,
-                        size_t errlen) {
+int wd_emu_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen) {
     wd_atomic_file a;
     if (wd_atomic_open(&a, path, err, errlen)) return 1;
     if (len && fwrite(data, 1, len, a.f) != len) {
         wd_atomic_abort(&a);
-        return snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno)), 1;
+        return wd_fail(err, errlen, "%s: cannot write: %s", path, strerror(errno));
     }
     return wd_atomic_commit(&a, err, errlen);
 }

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "emulation/emulation.h"
+#include "emulation/internal.h"
 
 typedef struct {
     const char *file; /* for messages */
@@ -104,8 +104,7 @@ static int int32(pctx *c, json_object *o, const char *path, const char *key, int
     return 0;
 }
 
-static int string(pctx *c, json_object *o, const char *path, const char *key, char *out,
-                  size_t n) {
+static int string(pctx *c, json_object *o, const char *path, const char *key, char *out, size_t n) {
     json_object *v = get(o, key);
     if (!v) return 0;
     char p[512];
@@ -242,12 +241,28 @@ static const char *const link_names[] = {"synthetic", "constant", "csv", "mahima
 static const char *const alloc_names[] = {"equal", "minmax", "joint", NULL};
 
 static int parse_radio(pctx *c, json_object *o, wd_radio *r) {
-    static const char *const keys[] = {
-        "model", "carrier_ghz", "downlink_bandwidth_mhz", "uplink_bandwidth_mhz",
-        "bs_tx_power_dbm", "ue_tx_power_dbm", "bs_antenna_gain_dbi", "ue_antenna_gain_dbi",
-        "noise_density_dbm_hz", "bs_noise_figure_db", "ue_noise_figure_db", "bs_height_m",
-        "ue_height_m", "los", "shadowing", "fading", "rician_k_db", "speed_mps",
-        "sample_period_s", "outage_snr_db", "latency_s", NULL};
+    static const char *const keys[] = {"model",
+                                       "carrier_ghz",
+                                       "downlink_bandwidth_mhz",
+                                       "uplink_bandwidth_mhz",
+                                       "bs_tx_power_dbm",
+                                       "ue_tx_power_dbm",
+                                       "bs_antenna_gain_dbi",
+                                       "ue_antenna_gain_dbi",
+                                       "noise_density_dbm_hz",
+                                       "bs_noise_figure_db",
+                                       "ue_noise_figure_db",
+                                       "bs_height_m",
+                                       "ue_height_m",
+                                       "los",
+                                       "shadowing",
+                                       "fading",
+                                       "rician_k_db",
+                                       "speed_mps",
+                                       "sample_period_s",
+                                       "outage_snr_db",
+                                       "latency_s",
+                                       NULL};
     const char *P = "radio";
     int m = r->model, los = r->los, fad = r->fading;
     if (check_keys(c, o, P, keys) || choice(c, o, P, "model", model_names, &m)) return 1;
@@ -274,7 +289,8 @@ static int parse_radio(pctx *c, json_object *o, wd_radio *r) {
         num(c, o, P, "outage_snr_db", -60, 0, 60, 1, &r->outage_snr_db) ||
         num(c, o, P, "latency_s", 0, 0, 10, 1, &r->latency_s))
         return 1;
-    if (r->ue_height_m >= r->bs_height_m) return fail(c, "radio.ue_height_m", "must be below bs_height_m");
+    if (r->ue_height_m >= r->bs_height_m)
+        return fail(c, "radio.ue_height_m", "must be below bs_height_m");
     r->los = (wd_los_mode)los, r->fading = (wd_fading_kind)fad;
     return 0;
 }
@@ -288,8 +304,8 @@ static int parse_profile(pctx *c, json_object *v, const char *path, wd_compute_p
                      wd_profile_preset_name(i));
         return fail(c, path, "unknown preset '%s' (known: %s)", json_object_get_string(v), known);
     }
-    static const char *const keys[] = {"preset", "peak_tflops", "mem_bw_gbs", "efficiency",
-                                       "overhead_us", "mem_gb", NULL};
+    static const char *const keys[] = {"preset",      "peak_tflops", "mem_bw_gbs", "efficiency",
+                                       "overhead_us", "mem_gb",      NULL};
     if (check_keys(c, v, path, keys)) return 1;
     json_object *pre = get(v, "preset");
     if (pre) {
@@ -313,9 +329,9 @@ static int parse_link(pctx *c, json_object *o, const char *path, wd_link_spec *l
     static const char *const k_const[] = {"model", "latency_s", "rate_scale", "rate_mbps", NULL};
     static const char *const k_csv[] = {"model",  "latency_s", "rate_scale", "file",
                                         "column", "device",    "offset_s",   NULL};
-    static const char *const k_mm[] = {"model", "latency_s", "rate_scale", "file",
-                                       "offset_s", "window_s", NULL};
-    const char *const *keys = m == WD_LINK_SYNTHETIC ? k_syn
+    static const char *const k_mm[] = {"model",    "latency_s", "rate_scale", "file",
+                                       "offset_s", "window_s",  NULL};
+    const char *const *keys = m == WD_LINK_SYNTHETIC  ? k_syn
                               : m == WD_LINK_CONSTANT ? k_const
                               : m == WD_LINK_CSV      ? k_csv
                                                       : k_mm;
@@ -331,7 +347,8 @@ static int parse_link(pctx *c, json_object *o, const char *path, wd_link_spec *l
     if (f) {
         char p[512], raw[1024] = "";
         sub(p, sizeof p, path, "file");
-        if (string(c, o, path, "file", raw, sizeof raw) || expand_path(c, p, raw, l->file, sizeof l->file))
+        if (string(c, o, path, "file", raw, sizeof raw) ||
+            expand_path(c, p, raw, l->file, sizeof l->file))
             return 1;
     }
     return 0;
@@ -339,9 +356,8 @@ static int parse_link(pctx *c, json_object *o, const char *path, wd_link_spec *l
 
 static int parse_device(pctx *c, json_object *o, const char *path, wd_device_spec *d,
                         int is_template) {
-    static const char *const keys[] = {"name",     "profile",  "distance_m", "position_m",
-                                       "speed_mps", "los",     "downlink",   "uplink",
-                                       "experts",  NULL};
+    static const char *const keys[] = {"name", "profile",  "distance_m", "position_m", "speed_mps",
+                                       "los",  "downlink", "uplink",     "experts",    NULL};
     char p[512];
     if (check_keys(c, o, path, keys) || string(c, o, path, "name", d->name, sizeof d->name))
         return 1;
@@ -386,7 +402,8 @@ static int parse_device(pctx *c, json_object *o, const char *path, wd_device_spe
     if ((v = get(o, "experts"))) {
         sub(p, sizeof p, path, "experts");
         if (is_template) return fail(c, p, "not allowed in device_defaults");
-        if (!json_object_is_type(v, json_type_array)) return fail(c, p, "expected an array of expert ids");
+        if (!json_object_is_type(v, json_type_array))
+            return fail(c, p, "expected an array of expert ids");
         int n = (int)json_object_array_length(v);
         if (n > 4096) return fail(c, p, "too many experts");
         free(d->hosted);
@@ -396,7 +413,8 @@ static int parse_device(pctx *c, json_object *o, const char *path, wd_device_spe
         for (int i = 0; i < n; i++) {
             json_object *e = json_object_array_get_idx(v, i);
             int64_t x = json_object_is_type(e, json_type_int) ? json_object_get_int64(e) : -1;
-            if (x < 0 || x >= 4096) return fail(c, p, "entry %d: expected an expert id in [0, 4095]", i);
+            if (x < 0 || x >= 4096)
+                return fail(c, p, "entry %d: expected an expert id in [0, 4095]", i);
             for (int j = 0; j < i; j++)
                 if (d->hosted[j] == x) return fail(c, p, "expert %lld listed twice", (long long)x);
             d->hosted[i] = (int)x;
@@ -461,7 +479,8 @@ static int parse_faults(pctx *c, json_object *v, wd_scenario *sc) {
     static const char *const kinds[] = {"down", "link", "slow", NULL};
     static const char *const dirs[] = {"downlink", "uplink", "both", NULL};
     static const char *const k_down[] = {"device", "kind", "from_s", "to_s", NULL};
-    static const char *const k_link[] = {"device", "kind", "from_s", "to_s", "direction", "scale", NULL};
+    static const char *const k_link[] = {"device",    "kind",  "from_s", "to_s",
+                                         "direction", "scale", NULL};
     static const char *const k_slow[] = {"device", "kind", "from_s", "to_s", "factor", NULL};
     for (int i = 0; i < n; i++) {
         json_object *o = json_object_array_get_idx(v, i);
@@ -474,7 +493,10 @@ static int parse_faults(pctx *c, json_object *v, wd_scenario *sc) {
         if (choice(c, o, p, "kind", kinds, &kind)) return 1;
         if (kind < 0) return fail(c, p, "needs kind (\"down\", \"link\" or \"slow\")");
         f->kind = (wd_fault_kind)kind;
-        if (check_keys(c, o, p, kind == 0 ? k_down : kind == 1 ? k_link : k_slow) ||
+        if (check_keys(c, o, p,
+                       kind == 0   ? k_down
+                       : kind == 1 ? k_link
+                                   : k_slow) ||
             int32(c, o, p, "device", 0, sc->n_devices - 1, &f->device) ||
             num(c, o, p, "from_s", 0, 0, 1e9, 1, &f->from_s) ||
             num(c, o, p, "to_s", 0, 0, 1e9, 1, &f->to_s) ||
@@ -493,10 +515,20 @@ static int parse_faults(pctx *c, json_object *v, wd_scenario *sc) {
 }
 
 static int parse_root(pctx *c, json_object *root, wd_scenario *sc) {
-    static const char *const keys[] = {
-        "name", "description", "seed", "activation_bits", "max_wait_s", "radio", "bs",
-        "policy", "bandwidth_allocation", "device_defaults", "devices", "device_count",
-        "faults", NULL};
+    static const char *const keys[] = {"name",
+                                       "description",
+                                       "seed",
+                                       "activation_bits",
+                                       "max_wait_s",
+                                       "radio",
+                                       "bs",
+                                       "policy",
+                                       "bandwidth_allocation",
+                                       "device_defaults",
+                                       "devices",
+                                       "device_count",
+                                       "faults",
+                                       NULL};
     if (check_keys(c, root, "", keys) || string(c, root, "", "name", sc->name, sizeof sc->name))
         return 1;
     json_object *v;
@@ -558,7 +590,7 @@ int wd_scenario_parse(wd_scenario *sc, const char *text, const char *path, char 
         if (slash == path) snprintf(c.dir, sizeof c.dir, "/");
     }
     json_tokener *tok = json_tokener_new();
-    if (!tok) return snprintf(err, errlen, "%s: out of memory", c.file), 1;
+    if (!tok) return wd_fail(err, errlen, "%s: out of memory", c.file);
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
     size_t len = strlen(text);
     json_object *root = json_tokener_parse_ex(tok, text, (int)len);
@@ -589,7 +621,7 @@ int wd_scenario_parse(wd_scenario *sc, const char *text, const char *path, char 
 int wd_scenario_load(wd_scenario *sc, const char *path, char *err, size_t errlen) {
     memset(sc, 0, sizeof *sc);
     FILE *f = fopen(path, "rb");
-    if (!f) return snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno)), 1;
+    if (!f) return wd_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     size_t cap = 1 << 14, n = 0;
     char *buf = malloc(cap + 1);
     while (buf) {
@@ -600,11 +632,11 @@ int wd_scenario_load(wd_scenario *sc, const char *path, char *err, size_t errlen
         buf = nb, cap *= 2;
     }
     fclose(f);
-    if (!buf) return snprintf(err, errlen, "%s: out of memory", path), 1;
+    if (!buf) return wd_fail(err, errlen, "%s: out of memory", path);
     buf[n] = 0;
     if (strlen(buf) != n) {
         free(buf);
-        return snprintf(err, errlen, "%s: not a text file (NUL byte)", path), 1;
+        return wd_fail(err, errlen, "%s: not a text file (NUL byte)", path);
     }
     int rc = wd_scenario_parse(sc, buf, path, err, errlen);
     free(buf);
@@ -623,10 +655,10 @@ void wd_scenario_free(wd_scenario *sc) {
 int wd_scenario_default(wd_scenario *sc, int n, char *err, size_t errlen) {
     defaults(sc);
     if (n < 1 || n > WD_MAX_DEVICES)
-        return snprintf(err, errlen, "scenario: %d devices is out of range [1, %d]", n,
-                        WD_MAX_DEVICES), 1;
+        return wd_fail(err, errlen, "scenario: %d devices is out of range [1, %d]", n,
+                       WD_MAX_DEVICES);
     sc->dev = calloc(n, sizeof *sc->dev);
-    if (!sc->dev) return snprintf(err, errlen, "scenario: out of memory"), 1;
+    if (!sc->dev) return wd_fail(err, errlen, "scenario: out of memory");
     sc->n_devices = n;
     static const char *const cls[] = {"phone", "jetson-orin-nx", "laptop", "jetson-agx-orin"};
     for (int i = 0; i < n; i++) {

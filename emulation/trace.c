@@ -37,8 +37,10 @@ static char *read_all(const char *path, size_t *len, char *err, size_t errlen) {
 static char *next_line(char **p) {
     if (!**p) return NULL;
     char *s = *p, *e = strchr(s, '\n');
-    if (e) *e = 0, *p = e + 1;
-    else *p = s + strlen(s);
+    if (e)
+        *e = 0, *p = e + 1;
+    else
+        *p = s + strlen(s);
     size_t n = strlen(s);
     while (n && (s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t')) s[--n] = 0;
     while (*s == ' ' || *s == '\t') s++;
@@ -106,8 +108,10 @@ int wd_trace_load_csv(wd_link *l, const char *path, const char *column, int devi
                 if (!strcmp(f[i], column)) c_rate = i;
             }
             if (c_time < 0 || c_rate < 0) {
-                snprintf(err, errlen, "%s:%ld: no column '%s' (a header naming time_s and the rate "
-                         "column is needed)", path, lineno, c_time < 0 ? "time_s" : column);
+                snprintf(err, errlen,
+                         "%s:%ld: no column '%s' (a header naming time_s and the rate "
+                         "column is needed)",
+                         path, lineno, c_time < 0 ? "time_s" : column);
                 goto out;
             }
             continue;
@@ -135,8 +139,10 @@ int wd_trace_load_csv(wd_link *l, const char *path, const char *column, int devi
             if ((int)d != device) continue;
         }
         if (n && !(t >= t_prev + 1e-6)) {
-            snprintf(err, errlen, "%s:%ld: time_s %.9g is not after the previous %.9g (by 1 us or "
-                     "more)", path, lineno, t, t_prev);
+            snprintf(err, errlen,
+                     "%s:%ld: time_s %.9g is not after the previous %.9g (by 1 us or "
+                     "more)",
+                     path, lineno, t, t_prev);
             goto out;
         }
         if (!n) t_first = t;
@@ -152,8 +158,10 @@ int wd_trace_load_csv(wd_link *l, const char *path, const char *column, int devi
         goto out;
     }
     if (!n) {
-        if (c_dev >= 0) snprintf(err, errlen, "%s: no rows for device %d", path, device);
-        else snprintf(err, errlen, "%s: no data rows", path);
+        if (c_dev >= 0)
+            snprintf(err, errlen, "%s: no rows for device %d", path, device);
+        else
+            snprintf(err, errlen, "%s: no data rows", path);
         goto out;
     }
     l->n = n;
@@ -188,8 +196,8 @@ int wd_trace_load_mahimahi(wd_link *l, const char *path, char *err, size_t errle
             goto out;
         }
         if (n && (double)v < l->ms[n - 1]) {
-            snprintf(err, errlen, "%s:%ld: timestamp %lld is before the previous one (%.0f)",
-                     path, lineno, v, l->ms[n - 1]);
+            snprintf(err, errlen, "%s:%ld: timestamp %lld is before the previous one (%.0f)", path,
+                     lineno, v, l->ms[n - 1]);
             goto out;
         }
         if (push(&l->ms, &cap, n, (double)v)) {

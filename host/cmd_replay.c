@@ -13,13 +13,12 @@ int wd_cmd_replay(int argc, char **argv);
 #define MAX_LIST 64
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: wdmoe replay --probs FILE.wdpr --scenario FILE [--scenario FILE2 ...]\n"
-            "                    [--policy P ...] [--tokens N] [--out result.json]\n\n"
-            "Replays recorded router probabilities (one decode token per step) through each\n"
-            "scenario with each policy (default: topk and the scenario's own policy; topk\n"
-            "always runs as the baseline). Prints latency per token and the reduction\n"
-            "against topk; --out writes the results as JSON (atomically).\n\npolicies:");
+    fprintf(f, "usage: wdmoe replay --probs FILE.wdpr --scenario FILE [--scenario FILE2 ...]\n"
+               "                    [--policy P ...] [--tokens N] [--out result.json]\n\n"
+               "Replays recorded router probabilities (one decode token per step) through each\n"
+               "scenario with each policy (default: topk and the scenario's own policy; topk\n"
+               "always runs as the baseline). Prints latency per token and the reduction\n"
+               "against topk; --out writes the results as JSON (atomically).\n\npolicies:");
     for (int i = 0; i < wd_policy_count(); i++) fprintf(f, " %s", wd_policy_at(i)->name);
     fprintf(f, "\n");
 }
@@ -65,7 +64,8 @@ int wd_cmd_replay(int argc, char **argv) {
         } else if (!strcmp(a, "--out")) {
             if (!(out = wd_cli_value(C, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--tokens")) {
-            if (!(v = wd_cli_value(C, argc, argv, &i)) || wd_cli_int(C, a, v, 1, 1L << 30, &max_tok))
+            if (!(v = wd_cli_value(C, argc, argv, &i)) ||
+                wd_cli_int(C, a, v, 1, 1L << 30, &max_tok))
                 return 2;
         } else if (!strcmp(a, "--scenario") || !strcmp(a, "--policy")) {
             int is_s = a[2] == 's';
@@ -74,7 +74,8 @@ int wd_cmd_replay(int argc, char **argv) {
                 fprintf(stderr, "wdmoe replay: more than %d %s\n", MAX_LIST, a);
                 return 2;
             }
-            if (is_s) scen[ns++] = v;
+            if (is_s)
+                scen[ns++] = v;
             else if (!wd_policy_find(v)) {
                 fprintf(stderr, "wdmoe replay: unknown policy '%s'\n", v);
                 usage(stderr);
@@ -156,7 +157,8 @@ int wd_cmd_replay(int argc, char **argv) {
             json_object_object_add(r, "bandwidth_allocation",
                                    json_object_new_string(wd_alloc_name(sc.alloc)));
             json_object_object_add(r, "summary", wd_emu_summary_json(&sum));
-            json_object_object_add(r, "latency_reduction_vs_topk", json_object_new_double(red / 100.0));
+            json_object_object_add(r, "latency_reduction_vs_topk",
+                                   json_object_new_double(red / 100.0));
             json_object_array_add(runs, r);
         }
         wd_scenario_free(&sc);

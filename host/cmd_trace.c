@@ -11,11 +11,10 @@
 int wd_cmd_trace(int argc, char **argv);
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: wdmoe trace --scenario FILE --duration S --out FILE.csv [--period S]\n\n"
-            "Writes the full-band rate of every device's downlink and uplink, averaged over\n"
-            "each period (default: the scenario's radio.sample_period_s), as CSV with the\n"
-            "columns time_s,device,downlink_bps,uplink_bps. Faults are not applied.\n");
+    fprintf(f, "usage: wdmoe trace --scenario FILE --duration S --out FILE.csv [--period S]\n\n"
+               "Writes the full-band rate of every device's downlink and uplink, averaged over\n"
+               "each period (default: the scenario's radio.sample_period_s), as CSV with the\n"
+               "columns time_s,device,downlink_bps,uplink_bps. Faults are not applied.\n");
 }
 
 int wd_cmd_trace(int argc, char **argv) {
@@ -29,10 +28,12 @@ int wd_cmd_trace(int argc, char **argv) {
         } else if (!strcmp(a, "--out")) {
             if (!(out = wd_cli_value(C, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--duration")) {
-            if (!(v = wd_cli_value(C, argc, argv, &i)) || wd_cli_double(C, a, v, 1e-9, 1e7, &duration))
+            if (!(v = wd_cli_value(C, argc, argv, &i)) ||
+                wd_cli_double(C, a, v, 1e-9, 1e7, &duration))
                 return 2;
         } else if (!strcmp(a, "--period")) {
-            if (!(v = wd_cli_value(C, argc, argv, &i)) || wd_cli_double(C, a, v, 1e-6, 1e4, &period))
+            if (!(v = wd_cli_value(C, argc, argv, &i)) ||
+                wd_cli_double(C, a, v, 1e-6, 1e4, &period))
                 return 2;
         } else {
             fprintf(stderr, "wdmoe trace: unknown option '%s'\n", a);

@@ -81,8 +81,8 @@ static void test_emu(int synthetic) {
     for (int i = 0; i < r.n_active; i++) {
         const wd_emu_dev_time *x = &r.dev[i];
         s_dl += x->share[WD_DL], s_ul += x->share[WD_UL];
-        CHECK_NEAR(x->t_dl, r.dev[0].t_dl, 1e-6 * r.dev[0].t_dl);             /* downlinks end together */
-        CHECK_NEAR(x->t_dl + x->t_c + x->t_ul, r.wait, 1e-6 * r.wait);        /* so do the devices */
+        CHECK_NEAR(x->t_dl, r.dev[0].t_dl, 1e-6 * r.dev[0].t_dl);      /* downlinks end together */
+        CHECK_NEAR(x->t_dl + x->t_c + x->t_ul, r.wait, 1e-6 * r.wait); /* so do the devices */
     }
     CHECK_NEAR(s_dl, 1.0, 1e-9);
     CHECK_NEAR(s_ul, 1.0, 1e-9);

@@ -17,11 +17,13 @@ static double ref_pl(int model, int los, double d2, double fc, double hb, double
     double dbp = 4 * (hb - 1) * (hu - 1) * fc * 1e9 / 3e8, l, n;
     if (model == WD_UMA) {
         l = d2 <= dbp ? 28.0 + 22 * log10(d3) + 20 * log10(fc)
-                      : 28.0 + 40 * log10(d3) + 20 * log10(fc) - 9 * log10(dbp * dbp + (hb - hu) * (hb - hu));
+                      : 28.0 + 40 * log10(d3) + 20 * log10(fc) -
+                            9 * log10(dbp * dbp + (hb - hu) * (hb - hu));
         n = 13.54 + 39.08 * log10(d3) + 20 * log10(fc) - 0.6 * (hu - 1.5);
     } else {
         l = d2 <= dbp ? 32.4 + 21 * log10(d3) + 20 * log10(fc)
-                      : 32.4 + 40 * log10(d3) + 20 * log10(fc) - 9.5 * log10(dbp * dbp + (hb - hu) * (hb - hu));
+                      : 32.4 + 40 * log10(d3) + 20 * log10(fc) -
+                            9.5 * log10(dbp * dbp + (hb - hu) * (hb - hu));
         n = 22.4 + 35.3 * log10(d3) + 21.3 * log10(fc) - 0.3 * (hu - 1.5);
     }
     return los ? l : fmax(l, n);
@@ -46,8 +48,8 @@ static double j0_series(double x) { /* sum (-1)^k (x/2)^2k / (k!)^2 */
 
 static void test_pathloss(void) {
     const double hb[3] = {25, 10, 3}, hu[3] = {1.5, 1.5, 1.0};
-    const double dist[3][6] = {{10, 35, 100, 300, 1000, 5000}, {10, 50, 200, 500, 1200, 5000},
-                               {1.5, 5, 10, 40, 100, 150}};
+    const double dist[3][6] = {
+        {10, 35, 100, 300, 1000, 5000}, {10, 50, 200, 500, 1200, 5000}, {1.5, 5, 10, 40, 100, 150}};
     const double fcs[3] = {0.9, 3.5, 28};
     for (int m = 0; m < 3; m++)
         for (int los = 0; los < 2; los++)
@@ -69,8 +71,10 @@ static void test_pathloss(void) {
     /* NLOS is never below LOS; path loss grows with distance */
     for (int m = 0; m < 3; m++)
         for (double d = 12; d < 140; d *= 1.3) {
-            CHECK(wd_pathloss_db(m, 0, d, 3.5, hb[m], hu[m]) >= wd_pathloss_db(m, 1, d, 3.5, hb[m], hu[m]));
-            CHECK(wd_pathloss_db(m, 1, d * 1.3, 3.5, hb[m], hu[m]) > wd_pathloss_db(m, 1, d, 3.5, hb[m], hu[m]));
+            CHECK(wd_pathloss_db(m, 0, d, 3.5, hb[m], hu[m]) >=
+                  wd_pathloss_db(m, 1, d, 3.5, hb[m], hu[m]));
+            CHECK(wd_pathloss_db(m, 1, d * 1.3, 3.5, hb[m], hu[m]) >
+                  wd_pathloss_db(m, 1, d, 3.5, hb[m], hu[m]));
         }
     for (int m = 0; m < 3; m++)
         for (double d = 0.5; d < 5000; d *= 1.7)
@@ -141,8 +145,8 @@ static void test_budget_and_shadowing(void) {
         double p = dir == WD_DL ? r->bs_tx_power_dbm : r->ue_tx_power_dbm;
         double nf = dir == WD_DL ? r->ue_noise_figure_db : r->bs_noise_figure_db;
         double b = r->bandwidth_hz[dir];
-        double snr_db = p + r->bs_antenna_gain_dbi + r->ue_antenna_gain_dbi - pl -
-                        (-174 + 10 * log10(b) + nf);
+        double snr_db =
+            p + r->bs_antenna_gain_dbi + r->ue_antenna_gain_dbi - pl - (-174 + 10 * log10(b) + nf);
         double want = b * log2(1 + pow(10, snr_db / 10));
         CHECK_NEAR(wd_link_rate(wd_emu_link(emu, 0, dir), 0.5) / want, 1.0, 1e-12);
     }
@@ -157,7 +161,8 @@ static void test_budget_and_shadowing(void) {
     CHECK(wd_emu_device_los(emu, 0) == 1);
     pl = ref_pl(WD_UMA, 1, 200, 3.5, 25, 1.5);
     double b = r->bandwidth_hz[WD_DL];
-    double snr0 = r->bs_tx_power_dbm + r->bs_antenna_gain_dbi - pl - (-174 + 10 * log10(b) + r->ue_noise_figure_db);
+    double snr0 = r->bs_tx_power_dbm + r->bs_antenna_gain_dbi - pl -
+                  (-174 + 10 * log10(b) + r->ue_noise_figure_db);
     long n = 200000;
     double m = 0, v = 0, c = 0, prev = 0;
     for (long k = 0; k < n; k++) {

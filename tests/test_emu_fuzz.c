@@ -19,10 +19,15 @@ static size_t mutate(char *buf, size_t len, size_t cap) {
     for (int k = 0; k < edits && len > 0; k++) {
         size_t i = rnd((unsigned)len);
         switch (rnd(4)) {
-        case 0: buf[i] = pool[rnd(sizeof pool - 1)]; break;
-        case 1: memmove(buf + i, buf + i + 1, len - i - 1), len--; break;
+        case 0:
+            buf[i] = pool[rnd(sizeof pool - 1)];
+            break;
+        case 1:
+            memmove(buf + i, buf + i + 1, len - i - 1), len--;
+            break;
         case 2:
-            if (len + 1 < cap) memmove(buf + i + 1, buf + i, len - i), buf[i] = pool[rnd(sizeof pool - 1)], len++;
+            if (len + 1 < cap)
+                memmove(buf + i + 1, buf + i, len - i), buf[i] = pool[rnd(sizeof pool - 1)], len++;
             break;
         default: {
             size_t n = 1 + rnd(16);
@@ -45,10 +50,12 @@ int main(void) {
     snprintf(dir, sizeof dir, "%s/test_emu_fuzz.tmp", WD_BINARY_DIR);
     mkdir(dir, 0755);
     const char *seed_json =
-        "{\"name\": \"f\", \"seed\": 3, \"radio\": {\"model\": \"UMi\", \"fading\": \"rician\", \"speed_mps\": 3},"
+        "{\"name\": \"f\", \"seed\": 3, \"radio\": {\"model\": \"UMi\", \"fading\": \"rician\", "
+        "\"speed_mps\": 3},"
         " \"policy\": {\"name\": \"wdmoe\", \"gamma\": 1.1}, \"bandwidth_allocation\": \"minmax\","
         " \"devices\": [{\"distance_m\": 40, \"profile\": \"phone\", \"experts\": [0, 1]},"
-        "  {\"position_m\": [30, 40], \"experts\": [1, 2, 3], \"uplink\": {\"model\": \"constant\", \"rate_mbps\": 20}}],"
+        "  {\"position_m\": [30, 40], \"experts\": [1, 2, 3], \"uplink\": {\"model\": "
+        "\"constant\", \"rate_mbps\": 20}}],"
         " \"faults\": [{\"kind\": \"slow\", \"device\": 1, \"factor\": 2, \"from_s\": 0.001}]}";
     wd_emu_shape sh = {64, 128, 2, 4, 2, 2.0, 0, 0, 0, 0, 0};
     int ok = 0;
@@ -74,8 +81,9 @@ int main(void) {
         }
     }
     printf("scenario: %d of 20000 mutants parsed\n", ok);
-    const char *seeds[2] = {"time_s,device,downlink_bps,uplink_bps\n0,0,1e6,2e6\n0.5,0,3e6,1e6\n1,0,0,5e5\n",
-                            "0\n0\n3\n7\n7\n7\n12\n40\n"};
+    const char *seeds[2] = {
+        "time_s,device,downlink_bps,uplink_bps\n0,0,1e6,2e6\n0.5,0,3e6,1e6\n1,0,0,5e5\n",
+        "0\n0\n3\n7\n7\n7\n12\n40\n"};
     for (int kind = 0; kind < 2; kind++)
         for (int it = 0; it < 5000; it++) {
             size_t n = strlen(seeds[kind]);
@@ -118,8 +126,10 @@ int main(void) {
         snprintf(path, sizeof path, "%s/q.wdpr", dir);
         write_file(path, copy, m);
         wd_probs p;
-        if (wd_probs_read(&p, path, err, sizeof err) == 0) wd_probs_free(&p);
-        else CHECKF(!strncmp(err, path, strlen(path)), "message '%s'", err);
+        if (wd_probs_read(&p, path, err, sizeof err) == 0)
+            wd_probs_free(&p);
+        else
+            CHECKF(!strncmp(err, path, strlen(path)), "message '%s'", err);
     }
     free(buf);
     return wd_test_finish("test_emu_fuzz");

@@ -115,7 +115,8 @@ static void test_shared_traces(void) {
                 }
         /* mean rate over a whole loop: opportunities x 12000 bits / period */
         double period = ms[n - 1] / 1000.0;
-        for (int b = 1; b <= 2; b++) /* exactly at a loop boundary: end of one loop, start of the next */
+        for (int b = 1; b <= 2;
+             b++) /* exactly at a loop boundary: end of one loop, start of the next */
             for (int j = 0; j < 4; j++)
                 CHECK_NEAR(wd_link_tx_time(l, b * period, bits[j], 1.0),
                            direct_count(ms, n, b * period, bits[j], 1.0) + 0.004, 1e-9);
@@ -123,7 +124,8 @@ static void test_shared_traces(void) {
         wd_link_free(l);
         /* an offset shifts the trace */
         l = make(WD_LINK_MAHIMAHI, path, 0, 0, 15.0, err, sizeof err);
-        CHECK_NEAR(wd_link_tx_time(l, 2.0, 65536, 1.0), direct_count(ms, n, 17.0, 65536, 1.0), 1e-9);
+        CHECK_NEAR(wd_link_tx_time(l, 2.0, 65536, 1.0), direct_count(ms, n, 17.0, 65536, 1.0),
+                   1e-9);
         /* a zero window [20, 30) at the trace's time: opportunities in it carry nothing */
         wd_link_add_window(l, 5.0, 15.0, 0.0);
         double t = wd_link_tx_time(l, 4.999, 65536, 1.0);
@@ -135,13 +137,12 @@ static void test_shared_traces(void) {
 
 static void test_csv(void) {
     char err[512];
-    const char *p = write_tmp("rates.csv",
-                              "# a comment\n"
-                              "time_s,device,downlink_bps,uplink_bps\n"
-                              "10,0,9,9\n"
-                              "10,1,1e6,5\n"
-                              "11,1,2e6,5\n"
-                              "13,1,4e6,5\n");
+    const char *p = write_tmp("rates.csv", "# a comment\n"
+                                           "time_s,device,downlink_bps,uplink_bps\n"
+                                           "10,0,9,9\n"
+                                           "10,1,1e6,5\n"
+                                           "11,1,2e6,5\n"
+                                           "13,1,4e6,5\n");
     wd_link *l = make(WD_LINK_CSV, p, 0, 0, 0, err, sizeof err); /* device 1, downlink_bps */
     CHECK(l != NULL);
     if (!l) return;
@@ -173,13 +174,17 @@ static void test_bad_input(void) {
     expect_error(WD_LINK_MAHIMAHI, "text.mm", "1\nabc\n", ":2: not a millisecond");
     expect_error(WD_LINK_MAHIMAHI, "neg.mm", "-4\n", ":1:");
     expect_error(WD_LINK_MAHIMAHI, "zero.mm", "0\n0\n", "loop period");
-    expect_error(WD_LINK_CSV, "nocol.csv", "time_s,device,uplink_bps\n0,1,5\n", ":1: no column 'downlink_bps'");
+    expect_error(WD_LINK_CSV, "nocol.csv", "time_s,device,uplink_bps\n0,1,5\n",
+                 ":1: no column 'downlink_bps'");
     expect_error(WD_LINK_CSV, "notime.csv", "t,downlink_bps\n0,5\n", "no column 'time_s'");
-    expect_error(WD_LINK_CSV, "short.csv", "time_s,downlink_bps\n0,5\n1\n", ":3: 1 fields, the header has 2");
-    expect_error(WD_LINK_CSV, "decr.csv", "time_s,downlink_bps\n0,5\n2,5\n1,5\n", ":4: time_s 1 is not after");
+    expect_error(WD_LINK_CSV, "short.csv", "time_s,downlink_bps\n0,5\n1\n",
+                 ":3: 1 fields, the header has 2");
+    expect_error(WD_LINK_CSV, "decr.csv", "time_s,downlink_bps\n0,5\n2,5\n1,5\n",
+                 ":4: time_s 1 is not after");
     expect_error(WD_LINK_CSV, "negrate.csv", "time_s,downlink_bps\n0,-5\n", ":2: bad downlink_bps");
     expect_error(WD_LINK_CSV, "nan.csv", "time_s,downlink_bps\n0,x\n", ":2: bad downlink_bps");
-    expect_error(WD_LINK_CSV, "nodev.csv", "time_s,device,downlink_bps\n0,0,5\n", "no rows for device 1");
+    expect_error(WD_LINK_CSV, "nodev.csv", "time_s,device,downlink_bps\n0,0,5\n",
+                 "no rows for device 1");
     expect_error(WD_LINK_CSV, "empty.csv", "", "empty CSV");
     char err[512] = "";
     CHECK(make(WD_LINK_MAHIMAHI, "/nonexistent/x.mm", 0, 0, 0, err, sizeof err) == NULL);

@@ -12,8 +12,8 @@ typedef struct {
     double scratch[64];
 } out_t;
 
-static void run(const char *name, const wd_policy_params *p, int n_tokens, int k, const float *probs,
-                const double *tau, const unsigned char *avail, out_t *o) {
+static void run(const char *name, const wd_policy_params *p, int n_tokens, int k,
+                const float *probs, const double *tau, const unsigned char *avail, out_t *o) {
     const wd_policy *pol = wd_policy_find(name);
     CHECKF(pol != NULL, "policy %s", name);
     wd_policy_io io = {n_tokens, E, k, probs, tau, avail, o->n, o->ex, o->w, o->scratch};
@@ -24,8 +24,10 @@ static void run(const char *name, const wd_policy_params *p, int n_tokens, int k
 #define expect(o, t, n, e0, e1) expect_(o, t, n, e0, e1, __LINE__)
 static void expect_(const out_t *o, int t, int n, int e0, int e1, int line) {
     CHECKF(o->n[t] == n, "line %d token %d: n %d, want %d", line, t, o->n[t], n);
-    if (n > 0 && o->n[t] > 0) CHECKF(o->ex[t * E] == e0, "token %d: first %d, want %d", t, o->ex[t * E], e0);
-    if (n > 1 && o->n[t] > 1) CHECKF(o->ex[t * E + 1] == e1, "token %d: second %d, want %d", t, o->ex[t * E + 1], e1);
+    if (n > 0 && o->n[t] > 0)
+        CHECKF(o->ex[t * E] == e0, "token %d: first %d, want %d", t, o->ex[t * E], e0);
+    if (n > 1 && o->n[t] > 1)
+        CHECKF(o->ex[t * E + 1] == e1, "token %d: second %d, want %d", t, o->ex[t * E + 1], e1);
 }
 
 static const unsigned char all[E] = {1, 1, 1, 1};
@@ -62,8 +64,10 @@ static void test_wdmoe(wd_policy_params *p) {
         float pr[E] = {0.6f, 0.4f, 0, 0};
         double tau[E] = {1, ratio * 0.4 / 0.6, 1, 1}; /* (0.6/1) / (0.4/tau1) = ratio */
         run("wdmoe", p, 1, 2, pr, tau, all, &o);
-        if (side > 0) expect(&o, 0, 1, 0, -1);
-        else expect(&o, 0, 2, 0, 1);
+        if (side > 0)
+            expect(&o, 0, 1, 0, -1);
+        else
+            expect(&o, 0, 2, 0, 1);
     }
     float pr[E] = {0.6f, 0.4f, 0, 0};
     double slow_top[E] = {3, 1, 1, 1}; /* dropping the fast one lowers WLR: keep */
@@ -164,7 +168,8 @@ static void test_invariants(wd_policy_params *p) {
         double tau[E];
         unsigned char av[E];
         int T = 1 + trial % 8, k = 1 + trial % E, any = 0;
-        for (int i = 0; i < T * E; i++) s = s * 1664525u + 1013904223u, pr[i] = (s >> 9) / 8388608.0f;
+        for (int i = 0; i < T * E; i++)
+            s = s * 1664525u + 1013904223u, pr[i] = (s >> 9) / 8388608.0f;
         for (int t = 0; t < T; t++) {
             float sum = 0;
             for (int e = 0; e < E; e++) sum += pr[t * E + e];

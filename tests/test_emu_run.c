@@ -61,7 +61,8 @@ static void test_step_formulas(void) {
     double t_bs = roofline(&BS, 2 * attn, attn * wb + 4 * H * 4);
     double bits = H * 16, t_dl = 1e-3 + bits / (0.5 * 100e6), t_ul = 1e-3 + bits / (0.5 * 50e6);
     double bytes = 3 * H * F * wb + (2 * H + 3 * F) * 4;
-    double tc0 = roofline(&DEV, 6 * H * F, bytes), tc1 = roofline(&sc.dev[1].profile, 6 * H * F, bytes);
+    double tc0 = roofline(&DEV, 6 * H * F, bytes),
+           tc1 = roofline(&sc.dev[1].profile, 6 * H * F, bytes);
     CHECK_NEAR(r.t_bs, t_bs, 1e-15);
     CHECK(r.n_active == 2 && r.critical == 1 && r.dev[1].device == 1);
     for (int i = 0; i < 2; i++) {
@@ -108,8 +109,10 @@ static void test_placement(void) {
     wd_scenario sc;
     const_scenario(&sc, 2);
     int h0[2] = {0, 1}, h1[3] = {1, 2, 3};
-    sc.dev[0].n_hosted = 2, sc.dev[0].hosted = malloc(sizeof h0), memcpy(sc.dev[0].hosted, h0, sizeof h0);
-    sc.dev[1].n_hosted = 3, sc.dev[1].hosted = malloc(sizeof h1), memcpy(sc.dev[1].hosted, h1, sizeof h1);
+    sc.dev[0].n_hosted = 2, sc.dev[0].hosted = malloc(sizeof h0),
+    memcpy(sc.dev[0].hosted, h0, sizeof h0);
+    sc.dev[1].n_hosted = 3, sc.dev[1].hosted = malloc(sizeof h1),
+    memcpy(sc.dev[1].hosted, h1, sizeof h1);
     sc.dev[0].profile.peak_flops = 1e9; /* device 0 slow: expert 1 goes to device 1 */
     wd_emu_shape sh = {256, 512, 1, 4, 2, 2.0, 0, 0, 0, 0, 0};
     wd_emu *emu;
@@ -162,7 +165,8 @@ static void test_faults(void) {
     unsigned char av[3];
     CHECK(wd_emu_predict(emu, tau, av) == 2);
     CHECK(av[0] == 0 && isinf(tau[0]) && av[1] && av[2]);
-    double bits = 512 * 16, tc = roofline(&DEV, 6.0 * 512 * 1024, 3.0 * 512 * 1024 * 2 + (2 * 512 + 3 * 1024) * 4);
+    double bits = 512 * 16,
+           tc = roofline(&DEV, 6.0 * 512 * 1024, 3.0 * 512 * 1024 * 2 + (2 * 512 + 3 * 1024) * 4);
     CHECK_NEAR(tau[1], 2e-3 + bits / 100e6 + 3 * tc + bits / 50e6, 1e-15);
     CHECK_NEAR(tau[2], 2e-3 + bits / 50e6 + tc + bits / 50e6, 1e-15);
     float p[3] = {0.5f, 0.3f, 0.2f};
@@ -173,7 +177,7 @@ static void test_faults(void) {
     wd_emu_advance(emu, 1.5);
     CHECK(wd_emu_select(emu, 1, p, n, ex, w, err, sizeof err) == 0);
     CHECK(n[0] == 1 && ex[0] == 0); /* back up */
-    wd_emu_advance(emu, 3.4999);      /* t = 4.9999: device 2 goes down for good mid-transfer */
+    wd_emu_advance(emu, 3.4999);    /* t = 4.9999: device 2 goes down for good mid-transfer */
     n[0] = 1, ex[0] = 2;
     CHECK(wd_emu_step(emu, 0, 1, n, ex, NULL, err, sizeof err) != 0);
     CHECKF(strstr(err, "device 2") && strstr(err, "never completes"), "%s", err);
@@ -196,7 +200,8 @@ static char *run_json(const wd_scenario *sc, const char *policy, uint64_t seed) 
     for (int t = 0; t < 10; t++)
         for (int l = 0; l < 32; l++) {
             float sum = 0;
-            for (int e = 0; e < 8; e++) st = st * 1664525u + 1013904223u, sum += p[e] = (st >> 9) / 8388608.0f;
+            for (int e = 0; e < 8; e++)
+                st = st * 1664525u + 1013904223u, sum += p[e] = (st >> 9) / 8388608.0f;
             for (int e = 0; e < 8; e++) p[e] /= sum;
             CHECK(wd_emu_select(emu, 1, p, n, ex, w, err, sizeof err) == 0);
             CHECKF(wd_emu_step(emu, l, 1, n, ex, NULL, err, sizeof err) == 0, "%s", err);
@@ -218,7 +223,8 @@ static void test_determinism(void) {
     wd_scenario sc;
     CHECKF(wd_scenario_load(&sc, path, err, sizeof err) == 0, "%s", err);
     for (int i = 0; i < wd_policy_count(); i++) {
-        char *a = run_json(&sc, wd_policy_at(i)->name, 1), *b = run_json(&sc, wd_policy_at(i)->name, 1);
+        char *a = run_json(&sc, wd_policy_at(i)->name, 1),
+             *b = run_json(&sc, wd_policy_at(i)->name, 1);
         CHECKF(!strcmp(a, b), "policy %s not deterministic", wd_policy_at(i)->name);
         char *c = run_json(&sc, wd_policy_at(i)->name, 2);
         CHECK(strcmp(a, c) != 0); /* another seed, another channel */
@@ -240,8 +246,9 @@ static void test_probs_file(void) {
     CHECK(wd_probs_write_close(w, err, sizeof err) == 0);
     wd_probs p;
     CHECKF(wd_probs_read(&p, tmp("p.wdpr"), err, sizeof err) == 0, "%s", err);
-    CHECK(p.n_tokens == 5 && p.n_layers == 3 && p.n_experts == 4 && p.top_k == 2 && p.hidden == 64 &&
-          p.ffn == 128 && p.n_heads == 8 && p.n_kv_heads == 4 && p.head_dim == 8 && p.weight_bits == 16);
+    CHECK(p.n_tokens == 5 && p.n_layers == 3 && p.n_experts == 4 && p.top_k == 2 &&
+          p.hidden == 64 && p.ffn == 128 && p.n_heads == 8 && p.n_kv_heads == 4 &&
+          p.head_dim == 8 && p.weight_bits == 16);
     int same = 1;
     for (int i = 0; i < 60; i++) same &= p.probs[i] == (float)(i % 7) / 7.0f;
     CHECK(same);
@@ -265,7 +272,8 @@ static void test_probs_file(void) {
 static void test_trace_and_replay(void) {
     char err[512], scen[1024];
     snprintf(scen, sizeof scen, "%s/bench/scenarios/paper-cell.json", WD_SOURCE_DIR);
-    char *targv[] = {"trace", "--scenario", scen, "--duration", "3", "--out", tmp("cell.csv"), NULL};
+    char *targv[] = {"trace", "--scenario",    scen, "--duration", "3",
+                     "--out", tmp("cell.csv"), NULL};
     CHECK(wd_cmd_trace(7, targv) == 0);
     char *hargv[] = {"trace", "--help", NULL};
     CHECK(wd_cmd_trace(2, hargv) == 0);
@@ -296,7 +304,8 @@ static void test_trace_and_replay(void) {
         float p[32];
         for (int l = 0; l < 4; l++) {
             float s = 0;
-            for (int e = 0; e < 8; e++) st = st * 1664525u + 1013904223u, s += p[l * 8 + e] = (st >> 9) / 8388608.0f;
+            for (int e = 0; e < 8; e++)
+                st = st * 1664525u + 1013904223u, s += p[l * 8 + e] = (st >> 9) / 8388608.0f;
             for (int e = 0; e < 8; e++) p[l * 8 + e] /= s;
             int na[1], xa[8], nb[1], xb[8];
             float wa[8], wb[8];
@@ -318,8 +327,8 @@ static void test_trace_and_replay(void) {
     wd_scenario_free(&a), wd_scenario_free(&b);
 
     /* replay: two runs give byte-identical JSON */
-    char *rargv[] = {"replay", "--probs", tmp("r.wdpr"), "--scenario", scen, "--policy", "wdmoe",
-                     "--policy", "fastest", "--out", tmp("r1.json"), NULL};
+    char *rargv[] = {"replay", "--probs",  tmp("r.wdpr"), "--scenario", scen,           "--policy",
+                     "wdmoe",  "--policy", "fastest",     "--out",      tmp("r1.json"), NULL};
     CHECK(wd_cmd_replay(11, rargv) == 0);
     rargv[10] = tmp("r2.json");
     CHECK(wd_cmd_replay(11, rargv) == 0);
