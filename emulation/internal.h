@@ -94,8 +94,10 @@ struct wd_link {
     long n;
     double *t, *r, period, offset;
     long cur; /* cursor: last segment used */
-    /* mahimahi: opportunity times in ms (sorted), loop period in ms */
+    /* mahimahi: opportunity times in ms (sorted), loop period in ms;
+     * pre[j] = opportunities before j ms (j = 0 .. period + 1; NULL for huge periods) */
     double *ms, period_ms, window;
+    uint32_t *pre;
     long bin; /* cached estimate bin and value */
     double bin_rate;
     /* synthetic */

@@ -64,7 +64,7 @@ wd_link *wd_link_new_synthetic(wd_synth *syn, int dir, int device, double latenc
 
 void wd_link_free(wd_link *l) {
     if (!l) return;
-    free(l->t), free(l->r), free(l->ms), free(l->win);
+    free(l->t), free(l->r), free(l->ms), free(l->pre), free(l->win);
     free(l);
 }
 
@@ -195,8 +195,12 @@ static int piece_send(const wd_link *l, double a, double b, double r, double *re
 /* ---- mahimahi --------------------------------------------------------------- */
 #define MM_EPS 1e-6 /* ms: tolerance when comparing times with opportunities */
 
-/* First index with ms[i] >= x (n when none). */
+/* First index with ms[i] >= x (n when none): the prefix table, or a binary search. */
 static long mm_lower(const wd_link *l, double x) {
+    if (l->pre) {
+        double c = ceil(x); /* timestamps are whole ms: ms < x  <=>  ms < ceil(x) */
+        return c <= 0 ? 0 : c > l->period_ms + 1 ? l->n : (long)l->pre[(long)c];
+    }
     long lo = 0, hi = l->n;
     while (lo < hi) {
         long mid = (lo + hi) / 2;

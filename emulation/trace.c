@@ -216,6 +216,19 @@ int wd_trace_load_mahimahi(wd_link *l, const char *path, char *err, size_t errle
     }
     l->n = n;
     l->period_ms = l->ms[n - 1];
+    if (l->period_ms <= (double)(1 << 26) && n < (1L << 31)) { /* prefix counts: O(1) lookups */
+        long P = (long)l->period_ms;
+        l->pre = malloc((P + 2) * sizeof(uint32_t));
+        if (!l->pre) {
+            snprintf(err, errlen, "%s: out of memory", path);
+            goto out;
+        }
+        long i = 0;
+        for (long j = 0; j <= P + 1; j++) {
+            while (i < n && l->ms[i] < (double)j) i++;
+            l->pre[j] = (uint32_t)i;
+        }
+    }
     rc = 0;
 out:
     free(buf);
