@@ -1,0 +1,87 @@
+/* wd_measure_read_bandwidth: how fast this machine streams memory into the
+ * cores, the yardstick for memory-bound decode.
+ *
+ * The buffer is filled first (in parallel, non-zero, so every page is really
+ * mapped: reading untouched anonymous memory would read the shared zero page
+ * from cache). Each rep, every pool thread sums its contiguous share with
+ * 8 independent accumulators of 64-byte loads; the rep's time is the whole
+ * wd_pool_run, and the best rep is kept. Use a buffer much larger than the
+ * last-level cache (this VM reports a 300 MB L3; bench_kernels uses 1 GiB). */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels/cpu/simd.h"
+#include "kernels/kernels.h"
+
+typedef struct {
+    float *buf;
+    size_t n; /* floats, a multiple of 128 */
+    float *sums; /* one per task, 16 floats apart */
+    int fill;
+} bw_ctx;
+
+static void bw_task(void *arg, int task, int n_tasks) {
+    bw_ctx *c = arg;
+    size_t blocks = c->n / 128;
+    size_t b0 = blocks * task / n_tasks, b1 = blocks * (task + 1) / n_tasks;
+    float *p = c->buf + b0 * 128, *e = c->buf + b1 * 128;
+    if (c->fill) {
+        for (float *q = p; q < e; q++) *q = 1.0f;
+        return;
+    }
+    float s = 0;
+#ifdef WD_AVX512
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (; p < e; p += 128) {
+        a0 = _mm512_add_ps(a0, _mm512_load_ps(p));
+        a1 = _mm512_add_ps(a1, _mm512_load_ps(p + 16));
+        a2 = _mm512_add_ps(a2, _mm512_load_ps(p + 32));
+        a3 = _mm512_add_ps(a3, _mm512_load_ps(p + 48));
+        a4 = _mm512_add_ps(a4, _mm512_load_ps(p + 64));
+        a5 = _mm512_add_ps(a5, _mm512_load_ps(p + 80));
+        a6 = _mm512_add_ps(a6, _mm512_load_ps(p + 96));
+        a7 = _mm512_add_ps(a7, _mm512_load_ps(p + 112));
+    }
+    a0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                       _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
+    s = _mm512_reduce_add_ps(a0);
+#else
+    float a[8] = {0};
+    for (; p < e; p += 8)
+        for (int i = 0; i < 8; i++) a[i] += p[i];
+    for (int i = 0; i < 8; i++) s += a[i];
+#endif
+    c->sums[(size_t)task * 16] = s;
+}
+
+double wd_measure_read_bandwidth(wd_pool *pool, size_t bytes, int reps) {
+    size_t n = bytes / 4 / 128 * 128;
+    if (n == 0 || reps <= 0) return 0;
+    int nt = wd_pool_size(pool);
+    float *buf = aligned_alloc(64, n * 4);
+    float *sums = aligned_alloc(64, (size_t)nt * 16 * sizeof(float));
+    if (!buf || !sums) {
+        free(buf);
+        free(sums);
+        return 0;
+    }
+    bw_ctx c = {buf, n, sums, 1};
+    wd_pool_run(pool, bw_task, &c, nt);
+    c.fill = 0;
+    double best = 0;
+    volatile float sink = 0;
+    for (int r = 0; r < reps; r++) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        wd_pool_run(pool, bw_task, &c, nt);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        double dt = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+        if (dt > 0 && (double)(n * 4) / dt > best) best = (double)(n * 4) / dt;
+        for (int i = 0; i < nt; i++) sink += sums[(size_t)i * 16];
+    }
+    (void)sink;
+    free(buf);
+    free(sums);
+    return best;
+}

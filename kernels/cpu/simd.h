@@ -1,0 +1,115 @@
+/* Private to kernels/cpu: SIMD helpers shared by the CPU kernel files.
+ * The AVX-512 paths are compiled when the compiler targets AVX-512F
+ * (-march=native on this machine); every kernel also has a portable
+ * scalar path, so the library builds and passes its tests anywhere. */
+#ifndef WD_KERNELS_CPU_SIMD_H
+#define WD_KERNELS_CPU_SIMD_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__F16C__)
+#define WD_AVX512 1
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#define WD_CPU_RELAX() __builtin_ia32_pause()
+#else
+#define WD_CPU_RELAX() ((void)0)
+#endif
+
+/* Q8_0 block: f16 scale then 32 int8 quants. */
+#define WD_Q8_BLOCK 32
+#define WD_Q8_BYTES 34
+
+static inline float wd_q8_scale(const uint8_t *blk) {
+    uint16_t d;
+    memcpy(&d, blk, 2);
+#ifdef __F16C__
+    return _cvtsh_ss(d);
+#else
+    return wd_f16_to_f32(d);
+#endif
+}
+
+/* Rows [r0, r1) of y[t][r] = W[r] . x[t] for t < n (matmul.c), on the calling thread. */
+void wd_cpu_gemv_rows(float *y, const float *x, const void *w, wd_dtype dt, int n, int rows,
+                      int cols, int r0, int r1);
+
+/* SiLU on a scalar (reference path). */
+static inline float wd_silu_scalar(float g) { return g / (1.0f + expf(-g)); }
+
+#ifdef WD_AVX512
+/* exp(x) for 16 lanes, Cephes expf polynomial, ~1-2 ulp on [-87, 88];
+ * large inputs give inf, very negative ones 0 (scalef handles the scaling). */
+static inline __m512 wd_exp512(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-103.0f), hi = _mm512_set1_ps(88.8f);
+    x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+    __m512 r2 = _mm512_mul_ps(r, r);
+    p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+static inline __mmask16 wd_tail_mask(int n) {
+    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
+}
+
+/* 16 converted weights of dtype-specific rows (masked: lanes >= n are 0). */
+static inline __m512 wd_load_f16x16(const uint16_t *p, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+}
+static inline __m512 wd_load_bf16x16(const uint16_t *p, __mmask16 m) {
+    __m512i v = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+static inline __m512 wd_load_q8x16(const int8_t *q) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q)));
+}
+
+/* In-register transpose of a 16x16 block: r[i][j] -> r[j][i]. */
+static inline void wd_transpose16(__m512 r[16]) {
+    __m512 a[16], b[16];
+    for (int m = 0; m < 8; m++) {
+        a[2 * m] = _mm512_unpacklo_ps(r[2 * m], r[2 * m + 1]);
+        a[2 * m + 1] = _mm512_unpackhi_ps(r[2 * m], r[2 * m + 1]);
+    }
+    for (int q = 0; q < 4; q++) {
+        __m512d s0 = _mm512_castps_pd(a[4 * q]), s1 = _mm512_castps_pd(a[4 * q + 1]);
+        __m512d s2 = _mm512_castps_pd(a[4 * q + 2]), s3 = _mm512_castps_pd(a[4 * q + 3]);
+        b[4 * q + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(s0, s2));
+        b[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(s0, s2));
+        b[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(s1, s3));
+        b[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(s1, s3));
+    }
+    /* b[4q+c] lane L holds column 4L+c, rows 4q..4q+3 */
+    for (int c = 0; c < 4; c++) {
+        __m512 t0 = _mm512_shuffle_f32x4(b[c], b[4 + c], 0x44);
+        __m512 u0 = _mm512_shuffle_f32x4(b[c], b[4 + c], 0xee);
+        __m512 t1 = _mm512_shuffle_f32x4(b[8 + c], b[12 + c], 0x44);
+        __m512 u1 = _mm512_shuffle_f32x4(b[8 + c], b[12 + c], 0xee);
+        r[0 + c] = _mm512_shuffle_f32x4(t0, t1, 0x88);
+        r[4 + c] = _mm512_shuffle_f32x4(t0, t1, 0xdd);
+        r[8 + c] = _mm512_shuffle_f32x4(u0, u1, 0x88);
+        r[12 + c] = _mm512_shuffle_f32x4(u0, u1, 0xdd);
+    }
+}
+#endif /* WD_AVX512 */
+
+#endif
