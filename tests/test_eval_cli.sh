@@ -68,7 +68,32 @@ cmp -s "$tmp/seed1.jsonl" "$tmp/seed3.jsonl" && bad "another seed picked the sam
 [ "$(json "$tmp/hs.json" "d['metrics']")" = "$(json "$tmp/hs_scratch.json" "d['metrics']")" ] && ok || bad "shared prefix changed the metrics"
 [ "$(json "$tmp/hs.json" "d['throughput']['tokens_forwarded']")" -lt "$(json "$tmp/hs_scratch.json" "d['throughput']['tokens_forwarded']")" ] && ok || bad "shared prefix forwards fewer tokens"
 
-# 4. SIGINT: stops after the current item, writes what is complete, exit 130
+# 4. emulation: every forward through the scenario's policy; agreement with top-k
+scen="$WD_SOURCE_DIR/bench/scenarios/paper-cell.json"
+sliced="$WD_SOURCE_DIR/weights/models/stories260k/sliced4-top4"
+if [ -f "$scen" ]; then
+    for i in 1 2; do
+        "$bin" eval --model "$sliced" --task arc_easy --data "$data/arc_easy_10.jsonl" --limit 3 \
+            --scenario "$scen" --policy dynamic --seed 3 --quiet --out "$tmp/emu$i.json" >/dev/null 2>&1 || bad "scenario run $i"
+    done
+    [ "$(json "$tmp/emu1.json" "d['policy'], d['latency']['latency_mean_s'] > 0, d['latency']['experts_per_token'] < 4")" = "('dynamic', True, True)" ] && ok || bad "emulated latency in the result"
+    [ "$(json "$tmp/emu1.json" "d['agreement']['positions'] > 0, d['agreement']['kl_mean'] > 0")" = "(True, True)" ] && ok || bad "sliced experts, fewer of them: KL > 0"
+    [ "$(strip "$tmp/emu1.json")" = "$(strip "$tmp/emu2.json")" ] && ok || bad "scenario runs with the same seed differ"
+    # moe4-top2: identical experts, any selection gives the top-k distribution
+    "$bin" eval --model "$model" --task arc_easy --data "$data/arc_easy_10.jsonl" --limit 3 \
+        --scenario "$scen" --policy dynamic --quiet --out "$tmp/emu3.json" >/dev/null 2>&1 || bad "moe4 scenario run"
+    [ "$(json "$tmp/emu3.json" "d['agreement']['token_agreement'], d['agreement']['kl_max'] < 1e-6")" = "(1.0, True)" ] && ok || bad "identical experts: agreement 1"
+    # the policy without a scenario: the default cell
+    "$bin" eval --model "$model" --task arc_easy --data "$data/arc_easy_10.jsonl" --limit 2 \
+        --policy wdmoe --quiet --out "$tmp/emu4.json" >/dev/null 2>&1 || bad "--policy without --scenario"
+    [ "$(json "$tmp/emu4.json" "d['scenario'], d['policy'], d['latency'] is not None")" = "(None, 'wdmoe', True)" ] && ok || bad "default cell"
+else
+    echo "SKIPPED (no $scen): emulation checks"
+fi
+check_policy=$("$bin" eval --model "$model" --task arc_easy --data "$data/arc_easy_10.jsonl" --policy nosuch 2>&1 >/dev/null)
+case "$check_policy" in *nosuch*) ok ;; *) bad "unknown policy message: $check_policy" ;; esac
+
+# 5. SIGINT: stops after the current item, writes what is complete, exit 130
 big="$WD_SHARED_DATA/datasets/hellaswag_val_full.txt"
 [ -f "$big" ] || { for i in $(seq 50); do cat "$data/hellaswag_20.txt"; done >"$tmp/hs_big.txt"; big="$tmp/hs_big.txt"; }
 "$bin" eval --model "$model" --task hellaswag --data "$big" --threads 1 --quiet \
@@ -88,7 +113,7 @@ else
 fi
 ls "$tmp" | grep -q "\.tmp\." && bad "temporary files left" || ok
 
-# 5. bad input
+# 6. bad input
 check_bad() { # expected-substring args...
     local want="$1"; shift
     local msg
