@@ -12,6 +12,8 @@ typedef struct {
 } wd_command;
 
 int wd_cmd_generate(int argc, char **argv);
+int wd_cmd_trace(int argc, char **argv);
+int wd_cmd_replay(int argc, char **argv);
 
 /* SIGINT/SIGTERM: the first one sets a flag that long loops poll to stop
  * cleanly and write what is complete; a second one ends the process. */
