@@ -12,6 +12,9 @@
 #include "host/cli.h"
 #include "host/eval.h"
 #include "host/host.h"
+#ifdef WD_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
 
 /* Set by SIGINT; the one piece of global state, as a signal handler needs it. */
 static volatile sig_atomic_t eval_stop = 0;
@@ -55,6 +58,8 @@ static void help(FILE *f) {
             "  --stride N           perplexity stride (default: window / 2)\n"
             "  --ctx N              context length (default: the model's)\n"
             "  --threads N          CPU threads (default: all cores)\n"
+            "  --backend B          cpu (default) or cuda (when built with CUDA; the GPU runner\n"
+            "                       scores each choice from scratch; agreement needs --agreement)\n"
             "  --out FILE           result JSON (written atomically)\n"
             "  --records FILE       one JSON line per item (written atomically)\n"
             "  --json               print the result JSON instead of the table\n"
@@ -63,6 +68,58 @@ static void help(FILE *f) {
             "Ctrl-C stops after the current item and writes the results of the items done\n"
             "(exit status 130).\n");
 }
+
+#ifdef WD_HAVE_CUDA
+/* The GPU runner as an lm: it rewinds only to 0 (reset), so choices are
+ * scored from scratch; batches of at most spec.max_batch tokens. */
+typedef struct {
+    wd_cuda_model *cm;
+    const wd_model *m;
+    const wd_moe_hooks *hooks; /* NULL: the model's top-k */
+} cuda_lm;
+
+static int cu_forward(void *ctx, const int *tokens, int n, float *logits, int all, char *err,
+                      size_t errlen) {
+    cuda_lm *c = ctx;
+    return wd_cuda_model_forward(c->cm, tokens, n, logits, all, c->hooks, NULL, err, errlen);
+}
+static int cu_get_pos(void *ctx) { return wd_cuda_model_pos(((cuda_lm *)ctx)->cm); }
+static void cu_set_pos(void *ctx, int pos) {
+    if (pos == 0) wd_cuda_model_reset(((cuda_lm *)ctx)->cm);
+}
+static int cu_encode(void *ctx, const char *text, int add_bos, int **ids, int *n) {
+    return wd_tokenizer_encode(((cuda_lm *)ctx)->m->tok, text, add_bos, ids, n);
+}
+static char *cu_decode(void *ctx, const int *ids, int n) {
+    return wd_tokenizer_decode(((cuda_lm *)ctx)->m->tok, ids, n);
+}
+
+static int cuda_lm_create(cuda_lm *c, wd_eval_lm *lm, const wd_model *m, int ctx,
+                          const wd_moe_hooks *hooks, char *err, size_t errlen) {
+    wd_cuda_model_spec spec;
+    wd_cuda_model_spec_default(&spec);
+    spec.max_ctx = ctx;
+    char log[4096] = "";
+    memset(c, 0, sizeof(*c));
+    if (wd_cuda_model_create(&c->cm, m, &spec, log, sizeof(log), err, errlen)) return 1;
+    c->m = m;
+    c->hooks = hooks;
+    memset(lm, 0, sizeof(*lm));
+    lm->ctx = c;
+    lm->vocab = m->cfg.vocab;
+    lm->max_ctx = ctx > 0 && ctx < m->cfg.max_pos ? ctx : m->cfg.max_pos;
+    lm->bos = wd_tokenizer_bos(m->tok);
+    lm->eos = wd_tokenizer_eos(m->tok);
+    lm->max_batch = spec.max_batch > 0 ? spec.max_batch : 512;
+    lm->rewind = 0;
+    lm->forward = cu_forward;
+    lm->get_pos = cu_get_pos;
+    lm->set_pos = cu_set_pos;
+    lm->encode = cu_encode;
+    lm->decode = cu_decode;
+    return 0;
+}
+#endif
 
 static double now_s(void) {
     struct timespec t;
@@ -152,7 +209,7 @@ static void print_table(FILE *f, const wd_eval_result *r, const char *task, cons
 
 int wd_cmd_eval(int argc, char **argv) {
     const char *cmd = "eval", *model_path = NULL, *task_name = NULL, *data = NULL;
-    const char *scenario = NULL, *policy = NULL, *out = NULL, *records = NULL;
+    const char *scenario = NULL, *policy = NULL, *out = NULL, *records = NULL, *backend = "cpu";
     int limit = 0, shuffle = 0, shots = -1, agreement = -1, shared = 1, max_new = 256;
     int window = 0, stride = 0, ctx = 0, threads = 0, json_stdout = 0, quiet = 0, seed = 42;
     int seed_given = 0;
@@ -177,6 +234,7 @@ int wd_cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--policy")) VAL(policy);
         else if (!strcmp(a, "--out")) VAL(out);
         else if (!strcmp(a, "--records")) VAL(records);
+        else if (!strcmp(a, "--backend")) VAL(backend);
         else if (!strcmp(a, "--limit")) INT(limit, 0, 1 << 30);
         else if (!strcmp(a, "--shots")) INT(shots, 0, 64);
         else if (!strcmp(a, "--max-new-tokens")) INT(max_new, 1, 1 << 20);
@@ -204,6 +262,17 @@ int wd_cmd_eval(int argc, char **argv) {
         fprintf(stderr, "wdmoe eval: --model, --task and --data are required (see --help)\n");
         return 2;
     }
+    if (strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
+        fprintf(stderr, "wdmoe eval: unknown backend '%s' (cpu or cuda)\n", backend);
+        return 2;
+    }
+#ifndef WD_HAVE_CUDA
+    if (!strcmp(backend, "cuda")) {
+        fprintf(stderr, "wdmoe eval: this build has no CUDA backend (nvcc was not found)\n");
+        return 2;
+    }
+#endif
+    int use_cuda = !strcmp(backend, "cuda");
     wd_eval_task task;
     if (wd_eval_task_parse(task_name, &task)) {
         fprintf(stderr,
@@ -222,6 +291,9 @@ int wd_cmd_eval(int argc, char **argv) {
     wd_pool *pool = NULL;
     wd_session *s = NULL, *ref_s = NULL;
     wd_eval_emu *emu = NULL;
+#ifdef WD_HAVE_CUDA
+    cuda_lm cu = {0}, cu_ref = {0};
+#endif
     int *order = NULL, rc = 1;
     char *rec_buf = NULL;
     size_t rec_len = 0;
@@ -238,25 +310,42 @@ int wd_cmd_eval(int argc, char **argv) {
                 model_path);
         goto done;
     }
-    pool = wd_pool_create(threads);
-    s = pool ? wd_session_create(m, ctx, pool) : NULL;
-    if (!s) {
-        fprintf(stderr, "wdmoe eval: out of memory for the session\n");
-        goto done;
-    }
     const char *policy_name = "topk";
     if (scenario || policy) {
-        if (wd_eval_emu_attach(&emu, s, scenario, policy, seed_given ? seed : -1, err,
+        if (wd_eval_emu_create(&emu, m, scenario, policy, seed_given ? seed : -1, err,
                                sizeof(err))) {
             fprintf(stderr, "wdmoe eval: %s\n", err);
             goto done;
         }
         policy_name = wd_eval_emu_policy(emu);
     }
-    if (agreement < 0) agreement = emu && strcmp(policy_name, "topk") != 0;
-    if (agreement && !(ref_s = wd_session_create(m, ctx, pool))) {
-        fprintf(stderr, "wdmoe eval: out of memory for the reference session\n");
+    /* agreement: default on when the policy is not top-k (CPU; on the GPU it
+     * needs a second copy of the model, so it is asked for explicitly) */
+    if (agreement < 0) agreement = emu && strcmp(policy_name, "topk") != 0 && !use_cuda;
+    pool = wd_pool_create(threads);
+    if (!pool) {
+        fprintf(stderr, "wdmoe eval: out of memory for the thread pool\n");
         goto done;
+    }
+    wd_eval_lm lm, ref_lm;
+    if (use_cuda) {
+#ifdef WD_HAVE_CUDA
+        if (cuda_lm_create(&cu, &lm, m, ctx, emu ? wd_eval_emu_hooks(emu) : NULL, err,
+                           sizeof(err)) ||
+            (agreement && cuda_lm_create(&cu_ref, &ref_lm, m, ctx, NULL, err, sizeof(err)))) {
+            fprintf(stderr, "wdmoe eval: %s\n", err);
+            goto done;
+        }
+#endif
+    } else {
+        s = wd_session_create(m, ctx, pool);
+        if (!s || (agreement && !(ref_s = wd_session_create(m, ctx, pool)))) {
+            fprintf(stderr, "wdmoe eval: out of memory for the session\n");
+            goto done;
+        }
+        if (emu) wd_session_set_hooks(s, wd_eval_emu_hooks(emu));
+        wd_eval_lm_session(&lm, s);
+        if (ref_s) wd_eval_lm_session(&ref_lm, ref_s);
     }
     int n = task == WD_EVAL_PERPLEXITY ? limit
                                        : (limit > 0 && limit < set.n_items ? limit : set.n_items);
@@ -278,16 +367,13 @@ int wd_cmd_eval(int argc, char **argv) {
         fprintf(stderr, "wdmoe eval: out of memory\n");
         goto done;
     }
-    wd_eval_lm lm, ref_lm;
-    wd_eval_lm_session(&lm, s);
-    if (ref_s) wd_eval_lm_session(&ref_lm, ref_s);
     wd_eval_opts o;
     wd_eval_opts_default(&o);
     o.shared_prefix = shared;
     o.max_new_tokens = max_new;
     o.ppl_window = window;
     o.ppl_stride = stride;
-    o.ref = ref_s ? &ref_lm : NULL;
+    o.ref = agreement ? &ref_lm : NULL;
     o.stop = &eval_stop;
     o.records = rec;
     char label[64];
@@ -325,10 +411,11 @@ int wd_cmd_eval(int argc, char **argv) {
     json_object_object_add(doc, "limit", json_object_new_int(limit));
     json_object_object_add(doc, "shuffle", json_object_new_boolean(shuffle));
     json_object_object_add(doc, "seed", json_object_new_int(seed));
-    json_object_object_add(doc, "shared_prefix", json_object_new_boolean(shared));
+    json_object_object_add(doc, "shared_prefix", json_object_new_boolean(shared && lm.rewind));
     json_object_object_add(doc, "scenario", str_or_null(scenario));
     json_object_object_add(doc, "policy", json_object_new_string(policy_name));
-    json_object_object_add(doc, "ctx", json_object_new_int(wd_session_max_ctx(s)));
+    json_object_object_add(doc, "backend", json_object_new_string(backend));
+    json_object_object_add(doc, "ctx", json_object_new_int(lm.max_ctx));
     json_object_object_add(doc, "threads", json_object_new_int(wd_pool_size(pool)));
     if (task == WD_EVAL_PERPLEXITY) {
         json_object_object_add(doc, "window", json_object_new_int(window));
@@ -385,9 +472,13 @@ done:
     json_object_put(doc);
     wd_eval_result_free(&r);
     free(order);
-    wd_eval_emu_free(emu);
     wd_session_free(ref_s);
     wd_session_free(s);
+#ifdef WD_HAVE_CUDA
+    wd_cuda_model_free(cu.cm);
+    wd_cuda_model_free(cu_ref.cm);
+#endif
+    wd_eval_emu_free(emu); /* after the sessions that use its hooks */
     wd_pool_destroy(pool);
     wd_model_free(m);
     wd_eval_set_free(&set);

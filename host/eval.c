@@ -41,6 +41,8 @@ void wd_eval_lm_session(wd_eval_lm *lm, wd_session *s) {
     lm->max_ctx = wd_session_max_ctx(s);
     lm->bos = m->tok ? wd_tokenizer_bos(m->tok) : m->cfg.bos_id;
     lm->eos = m->tok ? wd_tokenizer_eos(m->tok) : m->cfg.eos_id;
+    lm->max_batch = 0;
+    lm->rewind = 1;
     lm->forward = sess_forward;
     lm->get_pos = sess_get_pos;
     lm->set_pos = sess_set_pos;
@@ -138,6 +140,9 @@ static int scorer_init(scorer *sc, const wd_eval_lm *lm, const wd_eval_opts *o,
     /* rows of logits per forward call: at most 256, and at most ~64 MiB */
     sc->chunk = (int)(((size_t)16 << 20) / (size_t)(lm->vocab > 0 ? lm->vocab : 1));
     if (sc->chunk > 256) sc->chunk = 256;
+    if (lm->max_batch > 0 && sc->chunk > lm->max_batch) sc->chunk = lm->max_batch;
+    if (o->ref && o->ref->max_batch > 0 && sc->chunk > o->ref->max_batch)
+        sc->chunk = o->ref->max_batch;
     if (sc->chunk < 1) sc->chunk = 1;
     sc->logits = malloc((size_t)sc->chunk * lm->vocab * sizeof(float));
     sc->last = malloc((size_t)lm->vocab * sizeof(float));
@@ -191,15 +196,18 @@ typedef int (*row_fn)(void *ctx, int i, const float *logits);
 static int run_tokens(scorer *sc, const int *tokens, int n, int rows_from, row_fn fn, void *ctx,
                       char *err, size_t errlen) {
     if (rows_from < 0) rows_from = 0;
+    int cap = 4096; /* tokens per call without logits */
+    if (sc->lm->max_batch > 0 && sc->lm->max_batch < cap) cap = sc->lm->max_batch;
+    if (sc->ref && sc->ref->max_batch > 0 && sc->ref->max_batch < cap) cap = sc->ref->max_batch;
     int a = 0;
     while (a < n) {
         int b, want; /* want: 0 no logits, 1 every row of [a, b), 2 only the last row */
-        if (a < rows_from && rows_from == n - 1 && n - a <= 4096) {
+        if (a < rows_from && rows_from == n - 1 && n - a <= cap) {
             b = n; /* a prefill whose last row is needed: one call, last logits */
             want = 2;
         } else if (a < rows_from) { /* no logits needed up to rows_from */
             b = rows_from < n ? rows_from : n;
-            if (b - a > 4096) b = a + 4096; /* keep the batch bounded */
+            if (b - a > cap) b = a + cap; /* keep the batch bounded */
             want = 0;
         } else {
             b = a + sc->chunk < n ? a + sc->chunk : n;
@@ -294,7 +302,7 @@ static int score_seqs(scorer *sc, int n, const int *const *seq, const int *len,
     }
     /* the common prefix, capped at the shortest context */
     int P = 0;
-    if (sc->o->shared_prefix) {
+    if (sc->o->shared_prefix && sc->lm->rewind && (!sc->ref || sc->ref->rewind)) {
         P = min_ctx;
         for (int i = 1; i < n; i++) {
             int k = 0;
@@ -425,26 +433,28 @@ done:
     return rc;
 }
 
-/* Cut a common number of tokens from the left so the longest sequence fits. */
-static int fit_window(tokenized *t, int max_ctx, long *truncated, char *err, size_t errlen) {
+/* Cut tokens from the left so every sequence fits the context: a common
+ * number from all choices (the shared prefix stays shared) when every context
+ * keeps a token; otherwise each sequence on its own, and a continuation
+ * longer than the context loses its first tokens (lm-evaluation-harness also
+ * keeps only the last max_length + 1 tokens). */
+static void fit_window(tokenized *t, int max_ctx, long *truncated) {
     int longest = 0;
     for (int i = 0; i < t->n; i++)
         if (t->len[i] > longest) longest = t->len[i];
     int drop = longest - 1 - max_ctx;
-    if (drop <= 0) return 0;
+    if (drop <= 0) return;
+    int common = 1;
+    for (int i = 0; i < t->n; i++)
+        if (t->ctx_len[i] - drop < 1) common = 0;
     for (int i = 0; i < t->n; i++) {
-        if (t->ctx_len[i] - drop < 1) {
-            snprintf(err, errlen,
-                     "eval: a continuation of %d tokens does not fit the context of %d tokens",
-                     t->len[i] - t->ctx_len[i], max_ctx);
-            return 1;
-        }
-        memmove(t->seq[i], t->seq[i] + drop, (size_t)(t->len[i] - drop) * sizeof(int));
-        t->len[i] -= drop;
-        t->ctx_len[i] -= drop;
+        int d = common ? drop : t->len[i] - 1 - max_ctx;
+        if (d <= 0) continue;
+        memmove(t->seq[i], t->seq[i] + d, (size_t)(t->len[i] - d) * sizeof(int));
+        t->len[i] -= d;
+        t->ctx_len[i] = t->ctx_len[i] - d < 1 ? 1 : t->ctx_len[i] - d;
     }
     (*truncated)++;
-    return 0;
 }
 
 static int tokenize_item(const wd_eval_set *set, const wd_eval_item *it, const wd_eval_lm *lm,
@@ -484,8 +494,8 @@ static int eval_mc_item(scorer *sc, const wd_eval_set *set, int idx, double *ll,
     wd_eval_result *r = sc->r;
     tokenized t;
     if (tokenize_item(set, it, sc->lm, &t, err, errlen)) return 1;
-    int rc = fit_window(&t, sc->lm->max_ctx, &r->truncated, err, errlen) ||
-             score_seqs(sc, t.n, (const int *const *)t.seq, t.len, t.ctx_len, ll, greedy, err,
+    fit_window(&t, sc->lm->max_ctx, &r->truncated);
+    int rc = score_seqs(sc, t.n, (const int *const *)t.seq, t.len, t.ctx_len, ll, greedy, err,
                         errlen);
     tokenized_free(&t);
     if (rc) {

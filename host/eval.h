@@ -97,13 +97,15 @@ void wd_eval_gsm8k_extract(const char *text, char *out, size_t cap);
 typedef struct {
     void *ctx;
     int vocab, max_ctx;
-    int bos, eos; /* -1: none */
+    int bos, eos;   /* -1: none */
+    int max_batch;  /* most tokens one forward call takes (0: no limit) */
+    int rewind;     /* 1: set_pos to any earlier position; 0: only to 0 (no shared prefix) */
     /* n tokens at the current position; logits [vocab] of the last (all = 0)
      * or [n][vocab] (all = 1), or NULL */
     int (*forward)(void *ctx, const int *tokens, int n, float *logits, int all, char *err,
                    size_t errlen);
     int (*get_pos)(void *ctx);
-    void (*set_pos)(void *ctx, int pos); /* rewind */
+    void (*set_pos)(void *ctx, int pos); /* rewind (see `rewind`) */
     /* malloc'd ids; 0 on success */
     int (*encode)(void *ctx, const char *text, int add_bos, int **ids, int *n);
     char *(*decode)(void *ctx, const int *ids, int n); /* malloc'd */
@@ -182,16 +184,18 @@ struct json_object *wd_eval_agreement_json(const wd_eval_result *r);
 struct json_object *wd_eval_throughput_json(const wd_eval_result *r);
 
 /* ---- emulation (host/eval_emu.c) ----------------------------------------------- */
-/* Route every forward of session s through the BS scheduler of a scenario
- * (NULL: the default cell with one device per expert); policy NULL keeps the
- * scenario's; seed >= 0 replaces the scenario's seed. */
+/* The BS scheduler of a scenario (NULL: the default cell with one device per
+ * expert) for model m; policy NULL keeps the scenario's; seed >= 0 replaces
+ * the scenario's seed. Its hooks route every forward through the policy and
+ * the virtual clock (wd_session_set_hooks, or a GPU runner's forward). */
 typedef struct wd_eval_emu wd_eval_emu;
-int wd_eval_emu_attach(wd_eval_emu **out, wd_session *s, const char *scenario, const char *policy,
-                       long long seed, char *err, size_t errlen);
+int wd_eval_emu_create(wd_eval_emu **out, const wd_model *m, const char *scenario,
+                       const char *policy, long long seed, char *err, size_t errlen);
+const wd_moe_hooks *wd_eval_emu_hooks(const wd_eval_emu *e);
 const char *wd_eval_emu_policy(const wd_eval_emu *e);
 struct json_object *wd_eval_emu_latency_json(const wd_eval_emu *e); /* per-token latency stats */
 void wd_eval_emu_print(FILE *f, const wd_eval_emu *e);
-void wd_eval_emu_free(wd_eval_emu *e); /* detaches the hooks first */
+void wd_eval_emu_free(wd_eval_emu *e); /* after the sessions using its hooks stop */
 
 /* acc / acc_norm choice: argmax of ll (first on ties) and of ll / norm_len. */
 void wd_eval_pick(int n, const double *ll, const int *norm_len, int *pred, int *pred_norm);

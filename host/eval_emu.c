@@ -10,21 +10,18 @@
 struct wd_eval_emu {
     wd_scenario sc;
     int have_sc;
-    wd_session *s;
     wd_scheduler *k;
     wd_moe_hooks hooks;
 };
 
-int wd_eval_emu_attach(wd_eval_emu **out, wd_session *s, const char *scenario, const char *policy,
-                       long long seed, char *err, size_t errlen) {
+int wd_eval_emu_create(wd_eval_emu **out, const wd_model *m, const char *scenario,
+                       const char *policy, long long seed, char *err, size_t errlen) {
     *out = NULL;
     wd_eval_emu *e = calloc(1, sizeof(*e));
     if (!e) {
         snprintf(err, errlen, "eval: out of memory");
         return 1;
     }
-    e->s = s;
-    const wd_model *m = wd_session_model(s);
     if (scenario ? wd_scenario_load(&e->sc, scenario, err, errlen)
                  : wd_scenario_default(&e->sc, m->cfg.n_experts, err, errlen))
         goto fail;
@@ -34,13 +31,14 @@ int wd_eval_emu_attach(wd_eval_emu **out, wd_session *s, const char *scenario, c
     if (policy && wd_emu_set_policy(wd_scheduler_emu(e->k), policy, &e->sc.params, err, errlen))
         goto fail;
     wd_scheduler_hooks(e->k, &e->hooks);
-    wd_session_set_hooks(s, &e->hooks);
     *out = e;
     return 0;
 fail:
     wd_eval_emu_free(e);
     return 1;
 }
+
+const wd_moe_hooks *wd_eval_emu_hooks(const wd_eval_emu *e) { return &e->hooks; }
 
 const char *wd_eval_emu_policy(const wd_eval_emu *e) {
     return wd_emu_policy_name(wd_scheduler_emu(e->k));
@@ -60,7 +58,6 @@ void wd_eval_emu_print(FILE *f, const wd_eval_emu *e) {
 
 void wd_eval_emu_free(wd_eval_emu *e) {
     if (!e) return;
-    if (e->k) wd_session_set_hooks(e->s, NULL);
     wd_scheduler_free(e->k);
     if (e->have_sc) wd_scenario_free(&e->sc);
     free(e);

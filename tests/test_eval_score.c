@@ -26,6 +26,7 @@
 
 typedef struct {
     int mode;       /* 0 bigram, 1 hash, 2 scripted generation */
+    int max_batch;  /* > 0: forward refuses larger calls */
     double L;       /* bigram: logit of the successor */
     int shift;      /* bigram: successor = token + shift */
     int hist[MAXT];
@@ -66,6 +67,10 @@ static int fake_forward(void *ctx, const int *tokens, int n, float *logits, int 
     fake *f = ctx;
     if (f->pos + n > f->max_ctx) {
         snprintf(err, errlen, "fake: context overflow");
+        return 1;
+    }
+    if (f->max_batch > 0 && n > f->max_batch) {
+        snprintf(err, errlen, "fake: batch of %d > %d", n, f->max_batch);
         return 1;
     }
     f->calls++;
@@ -115,6 +120,7 @@ static void fake_lm(wd_eval_lm *lm, fake *f, int mode, double L, int max_ctx) {
     lm->max_ctx = max_ctx;
     lm->bos = 1;
     lm->eos = 2;
+    lm->rewind = 1;
     lm->forward = fake_forward;
     lm->get_pos = fake_get_pos;
     lm->set_pos = fake_set_pos;
@@ -283,6 +289,23 @@ static void token_level(void) {
         }
         CHECK_NEAR(ll_shared[i], ref, 1e-9);
     }
+    /* an lm that rewinds only to 0 and takes at most 2 tokens per call (a GPU
+     * runner): same scores, from scratch */
+    {
+        fake h;
+        wd_eval_lm lh;
+        fake_lm(&lh, &h, 1, 0, 64);
+        h.max_batch = 2;
+        lh.max_batch = 2;
+        lh.rewind = 0;
+        double ll_b[4];
+        wd_eval_result rb;
+        memset(&rb, 0, sizeof(rb));
+        CHECKF(wd_eval_score(&lh, &o, 4, all, lens, ctxs, ll_b, NULL, &rb, err, sizeof(err)) == 0,
+               "%s", err);
+        for (int i = 0; i < 4; i++) CHECK(ll_b[i] == ll_shared[i]);
+        CHECK(rb.tokens_forwarded == rn.tokens_forwarded);
+    }
     /* greedy: a continuation that follows the bigram chain is greedy */
     fake_lm(&lm, &f, 0, 3.0, 64);
     int gs[] = {1, 30, 31, 32, 33};
@@ -345,8 +368,38 @@ static void text_items(void) {
     CHECK(r.items == 2 && r.truncated == 1);
     /* item 1: the bigram model prefers the run " xyz"... ' '->x miss, x->y, y->z hits */
     wd_eval_result_free(&r);
-    /* order: only item 1 */
-    int order[] = {1};
+    wd_eval_set_free(&set);
+    /* a continuation longer than the window: its first tokens are cut */
+    char longer[1024];
+    for (int i = 0; i < 200; i++) longer[i] = (char)('a' + i % 26);
+    longer[200] = 0;
+    snprintf(hs, sizeof(hs), "ctx\n1\nab\n%s\nxyz\nmmmm\n", longer);
+    path = write_tmp("hs2.txt", hs);
+    CHECKF(wd_eval_load(&set, WD_EVAL_HELLASWAG, path, -1, err, sizeof(err)) == 0, "%s", err);
+    char *rec2 = NULL;
+    size_t rl2 = 0;
+    o.records = open_memstream(&rec2, &rl2);
+    CHECKF(wd_eval_run(&set, NULL, 0, &lm, &o, &r, err, sizeof(err)) == 0, "%s", err);
+    fclose(o.records);
+    o.records = NULL;
+    CHECK(r.items == 1 && r.truncated == 1);
+    double lls[4];
+    CHECK(sscanf(rec2, "{\"item\":0,\"gold\":1,\"pred\":%*d,\"pred_norm\":%*d,\"loglik\":[%lf,%lf,%lf,%lf]",
+                 &lls[0], &lls[1], &lls[2], &lls[3]) == 4);
+    /* choice 1 keeps its last 129 tokens, the first of them as context: 128 scored */
+    {
+        const char *kept = longer + 200 - 129;
+        char c1[2] = {kept[0], 0};
+        CHECK_NEAR(lls[1], bigram_ll(c1, kept + 1, 4.0), 1e-9);
+        CHECK_NEAR(lls[0], bigram_ll("ctx", " ab", 4.0), 1e-9);
+    }
+    free(rec2);
+    wd_eval_result_free(&r);
+    wd_eval_set_free(&set);
+    CHECKF(wd_eval_load(&set, WD_EVAL_HELLASWAG, write_tmp("hs3.txt", "short ctx\n0\nab\ncd\nef\ngh\n"), -1,
+                        err, sizeof(err)) == 0, "%s", err);
+    /* order: only item 0 */
+    int order[] = {0};
     CHECKF(wd_eval_run(&set, order, 1, &lm, &o, &r, err, sizeof(err)) == 0, "%s", err);
     CHECK(r.items == 1 && r.truncated == 0);
     wd_eval_result_free(&r);
