@@ -18,12 +18,15 @@ static double now_s(void) {
 }
 
 static void help(void) {
-    printf("usage: bench_decode [--model DIR] [--threads N] [--prompt N] [--decode N] [--dir DIR]\n\n"
+    printf("usage: bench_decode [--model DIR] [--threads N] [--prompt N] [--decode N] [--dir DIR]\n"
+           "                    [--scenario FILE]\n\n"
            "Without --model, writes (once, into --dir, default /tmp/wdmoe-bench-mini) the synthetic\n"
            "mini Mixtral: hidden 512, 8 layers, 8 heads, 2 KV heads, FFN 1792, 8 experts, top-2,\n"
            "vocab 32000, F32. Prints prefill tokens/s and GFLOP/s (--prompt tokens, default 128),\n"
            "decode tokens/s (--decode steps, default 64), the measured read bandwidth and decode's\n"
-           "share of the roofline (active weight bytes per token / bandwidth), and peak RSS.\n");
+           "share of the roofline (active weight bytes per token / bandwidth), and peak RSS.\n"
+           "With --scenario, decode runs again through the BS scheduler (policy + radio emulation\n"
+           "on the virtual clock) and the wall-time overhead of the emulation is printed.\n");
 }
 
 /* Multiply-add flops of one forward over n tokens starting at pos0 (logits for the last). */
@@ -38,7 +41,7 @@ static double forward_flops(const wd_config *c, int n, int pos0) {
 }
 
 int main(int argc, char **argv) {
-    const char *model_dir = NULL, *dir = "/tmp/wdmoe-bench-mini";
+    const char *model_dir = NULL, *dir = "/tmp/wdmoe-bench-mini", *scenario = NULL;
     int threads = 0, prompt = 128, decode = 64;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -46,6 +49,8 @@ int main(int argc, char **argv) {
             return 0;
         } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
             model_dir = argv[++i];
+        } else if (!strcmp(argv[i], "--scenario") && i + 1 < argc) {
+            scenario = argv[++i];
         } else if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
             dir = argv[++i];
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
@@ -127,6 +132,36 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     double bw = wd_measure_read_bandwidth(pool, (size_t)1 << 30, 5);
     double active = wd_model_active_bytes(m, c->top_k);
+    double emu_decode = 0;
+    char emu_policy[64] = "";
+    if (scenario) {
+        wd_scenario sc;
+        wd_scheduler *k = NULL;
+        if (wd_scenario_load(&sc, scenario, err, sizeof(err)) ||
+            wd_scheduler_create(&k, m, &sc, err, sizeof(err)))
+            goto fail;
+        wd_moe_hooks hooks;
+        wd_scheduler_hooks(k, &hooks);
+        snprintf(emu_policy, sizeof(emu_policy), "%s", wd_emu_policy_name(wd_scheduler_emu(k)));
+        emu_decode = 1e30;
+        for (int rep = 0; rep < 3; rep++) { /* same work as above, hooks on */
+            wd_session_set_hooks(s, NULL);
+            wd_session_reset(s);
+            if (wd_forward(s, toks, prompt, logits, 0, err, sizeof(err))) goto fail;
+            wd_session_set_hooks(s, &hooks);
+            int next;
+            double t0 = now_s();
+            for (int i = 0; i < decode; i++) {
+                next = wd_sample(logits, c->vocab, 0, 1, NULL, NULL);
+                if (wd_forward(s, &next, 1, logits, 0, err, sizeof(err))) goto fail;
+            }
+            double td = now_s() - t0;
+            if (td < emu_decode) emu_decode = td;
+        }
+        wd_session_set_hooks(s, NULL);
+        wd_scheduler_free(k);
+        wd_scenario_free(&sc);
+    }
     double dec_tps = decode / best_decode;
     double roof_tps = bw / active;
     double pf_flops = forward_flops(c, prompt, 0) / best_prefill;
@@ -145,6 +180,10 @@ int main(int argc, char **argv) {
            prompt / best_prefill, pf_flops / 1e9, prompt);
     printf("%-16s %9.1f MB %13.2fx  (weights %.1f MB, mapped)\n", "peak RSS", rss / 1e6,
            rss / wbytes, wbytes / 1e6);
+    if (scenario)
+        printf("%-16s %8.1f tok/s %13.2f%%  (wall-time overhead of the emulation, policy %s, %s)\n",
+               "decode+emulation", decode / emu_decode, 100 * (emu_decode / best_decode - 1),
+               emu_policy, scenario);
     free(logits);
     free(toks);
     wd_session_free(s);

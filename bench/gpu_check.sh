@@ -24,6 +24,19 @@ if [ -z "${CUDA_ARCH:-}" ]; then
   CUDA_ARCH=${cap:-90}
 fi
 export PATH=/usr/local/cuda/bin:$PATH
+
+# json-c: GPU hosts often lack libjson-c-dev and cannot reach a package registry.
+# Bring the Debian packages along in .debs/ (on a networked machine:
+#   mkdir -p .debs && (cd .debs && apt-get download libjson-c-dev libjson-c5))
+# and they are unpacked under /tmp/jsonc (never over /).
+if ! pkg-config --exists json-c 2>/dev/null && ls .debs/libjson-c*.deb >/dev/null 2>&1; then
+  for f in .debs/libjson-c*.deb; do dpkg -x "$f" /tmp/jsonc; done
+  pcdir=$(dirname "$(find /tmp/jsonc -name json-c.pc | head -1)")
+  sed -i "s|^prefix=.*|prefix=/tmp/jsonc/usr|" "$pcdir/json-c.pc"
+  export PKG_CONFIG_PATH="$pcdir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+  export LD_LIBRARY_PATH="$(dirname "$pcdir")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "json-c: using the packages in .debs (unpacked to /tmp/jsonc)"
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | sed 's/^/GPU: /'
 
 say "configure (sm_${CUDA_ARCH}, $JOBS jobs)"

@@ -257,54 +257,15 @@ static void run_synthetic(synth *s, wd_dtype dt, int top1) {
 }
 
 /* ---- stories260k greedy ------------------------------------------------------------ */
-#ifdef WD_HAVE_SAFETENSORS
 static void run_stories(void) {
     char path[1024], err[512];
     snprintf(path, sizeof path, "%s/weights/models/stories260k/moe4-top2", WD_SOURCE_DIR);
-    char cfgp[1100];
-    snprintf(cfgp, sizeof cfgp, "%s/config.json", path);
-    wd_model m;
-    memset(&m, 0, sizeof m);
-    wd_tensors *ts = NULL;
-    if (wd_config_load(&m.cfg, cfgp, err, sizeof err) ||
-        wd_safetensors_open(&ts, path, err, sizeof err)) {
+    wd_model *mp;
+    if (wd_model_load(&mp, path, err, sizeof err)) {
         CHECKF(0, "stories260k: %s", err);
         return;
     }
-    const wd_config *c = &m.cfg;
-    int E = c->n_experts;
-    m.tensors = ts;
-    m.embed = wd_tensors_find(ts, "model.embed_tokens.weight");
-    m.norm = wd_tensors_find(ts, "model.norm.weight");
-    m.lm_head = wd_tensors_find(ts, "lm_head.weight");
-    if (!m.lm_head) m.lm_head = m.embed;
-    m.layers = calloc((size_t)c->n_layers, sizeof(wd_layer));
-    const wd_tensor **ptrs = calloc((size_t)c->n_layers * 3 * E, sizeof(wd_tensor *));
-    for (int l = 0; l < c->n_layers; l++) {
-        wd_layer *L = &m.layers[l];
-        char nm[160];
-#define FIND(dst, fmt, ...)                                                                  \
-    do {                                                                                     \
-        snprintf(nm, sizeof nm, fmt, __VA_ARGS__);                                           \
-        dst = wd_tensors_find(ts, nm);                                                       \
-    } while (0)
-        FIND(L->attn_norm, "model.layers.%d.input_layernorm.weight", l);
-        FIND(L->ffn_norm, "model.layers.%d.post_attention_layernorm.weight", l);
-        FIND(L->wq, "model.layers.%d.self_attn.q_proj.weight", l);
-        FIND(L->wk, "model.layers.%d.self_attn.k_proj.weight", l);
-        FIND(L->wv, "model.layers.%d.self_attn.v_proj.weight", l);
-        FIND(L->wo, "model.layers.%d.self_attn.o_proj.weight", l);
-        FIND(L->gate, "model.layers.%d.block_sparse_moe.gate.weight", l);
-        L->w1 = ptrs + (size_t)l * 3 * E;
-        L->w3 = L->w1 + E;
-        L->w2 = L->w3 + E;
-        for (int e = 0; e < E; e++) {
-            FIND(L->w1[e], "model.layers.%d.block_sparse_moe.experts.%d.w1.weight", l, e);
-            FIND(L->w3[e], "model.layers.%d.block_sparse_moe.experts.%d.w3.weight", l, e);
-            FIND(L->w2[e], "model.layers.%d.block_sparse_moe.experts.%d.w2.weight", l, e);
-        }
-#undef FIND
-    }
+    const wd_config *c = &mp->cfg;
     /* expected ids */
     char jp[1100];
     snprintf(jp, sizeof jp, "%s/weights/models/stories260k/greedy_tokens.json", WD_SOURCE_DIR);
@@ -328,7 +289,7 @@ static void run_stories(void) {
         spec.max_ctx = 256;
         spec.max_batch = 8;
         wd_cuda_model *cm;
-        if (wd_cuda_model_create(&cm, &m, &spec, NULL, 0, err, sizeof err)) {
+        if (wd_cuda_model_create(&cm, mp, &spec, NULL, 0, err, sizeof err)) {
             CHECKF(0, "stories260k: %s", err);
             break;
         }
@@ -354,11 +315,8 @@ static void run_stories(void) {
         free(logits);
         wd_cuda_model_free(cm);
     }
-    free(ptrs);
-    free(m.layers);
-    wd_tensors_free(ts);
+    wd_model_free(mp);
 }
-#endif
 
 int main(void) {
     if (wd_cuda_device_count() <= 0) WD_TEST_SKIP("no CUDA device");
@@ -368,10 +326,6 @@ int main(void) {
     run_synthetic(&s, WD_DT_BF16, 0);
     run_synthetic(&s, WD_DT_F32, 1);
     synth_free(&s);
-#ifdef WD_HAVE_SAFETENSORS
     run_stories();
-#else
-    printf("  stories260k: not run (the weights module's safetensors reader is not built yet)\n");
-#endif
     return wd_test_finish("test_gpu_model");
 }
