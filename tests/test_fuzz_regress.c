@@ -40,6 +40,17 @@
 #define LLVMFuzzerTestOneInput fz_probs
 #include "tests/fuzz/fuzz_probs.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fz_eval_text
+#include "tests/fuzz/fuzz_eval_text.c"
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerInitialize fz_init_eval_mmlu
+#define LLVMFuzzerTestOneInput fz_eval_mmlu
+#include "tests/fuzz/fuzz_eval_mmlu.c"
+#undef LLVMFuzzerInitialize
+#undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fz_eval_jsonl
+#include "tests/fuzz/fuzz_eval_jsonl.c"
+#undef LLVMFuzzerTestOneInput
 
 typedef struct {
     const char *name;
@@ -49,6 +60,7 @@ typedef struct {
 } target;
 
 #define M "weights/models/stories260k/"
+#define E "tests/data/eval/"
 static const target targets[] = {
     {"safetensors", NULL, fz_safetensors, {M "sliced4-top4/model.safetensors"}},
     {"st_index", fz_init_st_index, fz_st_index, {0}},
@@ -61,6 +73,11 @@ static const target targets[] = {
     {"csv_trace", NULL, fz_csv_trace, {0}},
     {"mahimahi", NULL, fz_mahimahi, {"@traces/ATT-LTE-driving-2016.up"}},
     {"probs", NULL, fz_probs, {0}},
+    {"eval_text", NULL, fz_eval_text, {E "hellaswag_20.txt", M "greedy-200.txt"}},
+    {"eval_mmlu", fz_init_eval_mmlu, fz_eval_mmlu,
+     {E "mmlu/test/high_school_geography_test.csv", E "mmlu/dev/high_school_geography_dev.csv"}},
+    {"eval_jsonl", NULL, fz_eval_jsonl,
+     {E "arc_easy_10.jsonl", E "piqa_10.jsonl", E "winogrande_10.jsonl", E "gsm8k_12.jsonl"}},
 };
 
 static uint8_t *slurp(const char *path, size_t *n) {

@@ -60,6 +60,8 @@ expect_fail "4 experts x 5 layers need 0.00264 GB, more than its memory (0.002 G
 expect_fail "out of memory: a context of 1073741824 tokens needs 281.5 TB for the KV cache of $tmp/huge (lower --ctx)" 1 \
     generate --model "$tmp/huge" -n 2
 "$bin" generate --model "$tmp/huge" -n 2 --ctx 64 >/dev/null 2>&1 && ok || bad "huge model with --ctx 64 failed"
+expect_fail "out of memory: a context of 1073741824 tokens needs 281.5 TB for the KV cache of $tmp/huge (lower --ctx)" 1 \
+    eval --model "$tmp/huge" --task perplexity --data "$models/greedy-200.txt" --quiet
 
 # 4. a fault in the report: device 0 unreachable all along
 sc_const down '' '{"device": 0, "kind": "down"}'
@@ -122,6 +124,26 @@ run_signal "SIGTERM" kill -TERM
 [ -f "$tmp/run/result.json" ] && ok || bad "SIGTERM: no result JSON"
 twice() { kill -INT "$1"; sleep 0.001; kill -INT "$1"; }
 run_signal "SIGINT twice" twice
+
+# eval: SIGTERM stops after the current item; the results of the items done are written
+rm -rf "$tmp/run"; mkdir -p "$tmp/run"
+"$bin" eval --model "$tmp/long" --task gsm8k --data "$WD_SOURCE_DIR/tests/data/eval/gsm8k_12.jsonl" \
+    --shots 0 --max-new-tokens 400 --threads 2 --quiet --out "$tmp/run/eval.json" \
+    --records "$tmp/run/eval.jsonl" >/dev/null 2>"$tmp/run/stderr" &
+pid=$!
+sleep 1.5
+kill -TERM $pid
+wait $pid; rc=$?
+[ $rc -eq 130 ] && ok || bad "eval SIGTERM: exit $rc, want 130: $(tail -3 "$tmp/run/stderr")"
+ls "$tmp"/run/*.tmp.* >/dev/null 2>&1 && bad "eval SIGTERM: temporary files left" || ok
+python3 - "$tmp/run" <<'PY' && ok || bad "eval SIGTERM: partial or missing results"
+import json, os, sys
+d = sys.argv[1]
+j = json.load(open(os.path.join(d, "eval.json")))
+assert j["interrupted"] is True and j["items"] < 12, (j["interrupted"], j["items"])
+lines = open(os.path.join(d, "eval.jsonl")).read().splitlines()
+assert len(lines) == j["items"] and all("output" in json.loads(l) for l in lines)
+PY
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -78,7 +78,7 @@ static void kv_str(gbuf *b, const char *k, const char *v) {
 static int write_gguf(const char *dir) {
     enum { H = 16, NH = 2, NKV = 1, HD = 8, F = 8, E = 2, L = 1 };
     static const char *toks[GV] = {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b",
-                                   "\xE2\x96\x81" "a", "ab"};
+                                   ("\xE2\x96\x81" "a"), "ab"};
     struct {
         const char *name;
         int nd;

@@ -58,7 +58,7 @@ for f in "$shared"/traces/*.down; do # the long traces: their first 4000 lines
 done
 add csv_trace "$root"/tests/data/traces/*.csv
 ds="$root/tests/data/eval"
-add eval_hellaswag "$ds"/hellaswag*.txt
+add eval_text "$ds"/hellaswag*.txt "$models/greedy-200.txt"
 add eval_mmlu "$ds"/mmlu/*/*.csv
 add eval_jsonl "$ds"/*.jsonl
 
