@@ -29,6 +29,11 @@ static char *read_all(const char *path, size_t *len, char *err, size_t errlen) {
         return NULL;
     }
     buf[n] = 0;
+    if (strlen(buf) != n) { /* the line parser would stop there and drop the rest */
+        snprintf(err, errlen, "%s: not a text file (NUL byte at offset %zu)", path, strlen(buf));
+        free(buf);
+        return NULL;
+    }
     *len = n;
     return buf;
 }
@@ -216,7 +221,9 @@ int wd_trace_load_mahimahi(wd_link *l, const char *path, char *err, size_t errle
     }
     l->n = n;
     l->period_ms = l->ms[n - 1];
-    if (l->period_ms <= (double)(1 << 26) && n < (1L << 31)) { /* prefix counts: O(1) lookups */
+    /* prefix counts: O(1) lookups, when the table is not much larger than the trace
+     * (a few opportunities over hours would need a huge one: binary search then) */
+    if (l->period_ms <= (double)(1 << 26) && n < (1L << 31) && l->period_ms <= 64.0 * n + 65536) {
         long P = (long)l->period_ms;
         l->pre = malloc((P + 2) * sizeof(uint32_t));
         if (!l->pre) {

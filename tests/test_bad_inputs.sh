@@ -152,6 +152,9 @@ row mahimahi-not-a-number 1 "text.down:3: not a millisecond timestamp: 'abc'" --
 printf '1\n5\n3\n' >"$tmp/back.down"
 sc mmback '{"devices": [{"downlink": {"model": "mahimahi", "file": "back.down"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}'
 row mahimahi-order 1 "back.down:3: timestamp 3 is before the previous one" -- $(scen mmback)
+printf '1\n2\0003\n' >"$tmp/nul.down"
+sc mmnul '{"devices": [{"downlink": {"model": "mahimahi", "file": "nul.down"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}'
+row trace-nul-byte 1 "nul.down: not a text file (NUL byte at offset 3)" -- $(scen mmnul)
 sc place '{"devices": [{"distance_m": 100, "experts": [0, 1, 2, 9]}]}'
 row placement-expert 1 "place.json: devices[0].experts: expert 9 is out of range for a model with 4 experts" -- $(scen place)
 sc hole '{"devices": [{"distance_m": 100, "experts": [0, 1]}, {"distance_m": 100, "experts": [3]}]}'
