@@ -35,6 +35,7 @@ typedef struct {
     long exp_dropped;
     long chose_watched_tokens, chose_watched_steps;
     int tok_flag_r, tok_flag_d, tok_flag_w;
+    double first_use; /* clock before the first decode step that chose `watched` (-1: none) */
 } spy;
 
 /* Is e (any expert when e < 0) in the model's own top-k of p? (ties: lower id) */
@@ -66,6 +67,7 @@ static int spy_select(void *ctx, int layer, int pos0, const float *probs, wd_sel
         for (int j = 0; j < sel->n[0]; j++)
             if (sel->expert[j] == s->watched) {
                 s->chose_watched_steps++;
+                if (s->first_use < 0) s->first_use = t;
                 break;
             }
         if (layer == s->n_layers - 1) {
@@ -107,6 +109,7 @@ static void run(const wd_model *m, wd_pool *pool, const char *policy, const char
     wd_scheduler_hooks(k, &sp->inner);
     sp->emu = wd_scheduler_emu(k);
     sp->from = from, sp->to = to, sp->watched = watched;
+    sp->first_use = -1;
     sp->top_k = m->cfg.top_k, sp->n_experts = m->cfg.n_experts, sp->n_layers = m->cfg.n_layers;
     wd_moe_hooks h = {sp, spy_select, NULL};
     wd_session_set_hooks(s, &h);
@@ -230,7 +233,26 @@ int main(void) {
     printf("  downlink of device 0 at 10%%: %ld tokens on it, mean %.3f ms\n",
            r.sum.tokens_link_fault, r.sum.mean_s * 1e3);
 
-    /* 6. every device down for a while: tokens in the window are dropped */
+    /* 6. a device goes down just after a step chose it: its transfer waits for
+     * the end of the 50 ms window (the step's latency shows it), later steps
+     * inside the window avoid it */
+    run(m, pool, "\"topk\"", "", 0, 0, 0, &base);
+    double t_use = base.spy.first_use;
+    CHECK(t_use >= 0);
+    double w0 = t_use + 1e-7, w1 = w0 + 0.05; /* during that step's BS compute */
+    snprintf(f, sizeof f, "{\"device\": 0, \"kind\": \"down\", \"from_s\": %.12g, \"to_s\": %.12g}",
+             w0, w1);
+    run(m, pool, "\"topk\"", f, w0, w1, 0, &r);
+    CHECK(r.ok && r.sum.tokens == STEPS);
+    CHECK(!memcmp(r.tokens, base.tokens, sizeof r.tokens));
+    CHECK(r.spy.dead_chosen == 0);
+    CHECKF(r.sum.max_s >= 0.05 && r.sum.max_s < 0.05 + 2 * b->max_s, "max %.6f s", r.sum.max_s);
+    CHECK(r.sum.mean_s > b->mean_s);
+    CHECK(r.sum.tokens_link_fault >= 1 && r.sum.steps_link_fault >= 1);
+    printf("  device 0 down for 50 ms while in use: max latency %.3f ms (no fault %.3f), "
+           "%ld tokens waited\n", r.sum.max_s * 1e3, b->max_s * 1e3, r.sum.tokens_link_fault);
+
+    /* 7. every device down for a while: tokens in the window are dropped */
     snprintf(f, sizeof f,
              "{\"device\": 0, \"kind\": \"down\", \"from_s\": %.9g, \"to_s\": %.9g},"
              "{\"device\": 1, \"kind\": \"down\", \"from_s\": %.9g, \"to_s\": %.9g},"
