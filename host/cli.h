@@ -12,6 +12,7 @@ typedef struct {
 } wd_command;
 
 int wd_cmd_generate(int argc, char **argv);
+int wd_cmd_eval(int argc, char **argv);
 int wd_cmd_trace(int argc, char **argv);
 int wd_cmd_replay(int argc, char **argv);
 

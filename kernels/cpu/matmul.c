@@ -12,8 +12,8 @@
  *    in-register transpose); a 14x32 register tile (28 zmm accumulators,
  *    broadcast x, two weight vectors per k) does the FMAs. Threads split
  *    the weight panels.
- * Without AVX-512 a scalar path computes the same sums (fp32, one row at a
- * time). */
+ * Without AVX-512, an AVX2+FMA+F16C build uses an 8-lane GEMV for every n
+ * and anything else a scalar path (fp32, one row at a time). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -214,6 +214,69 @@ static void gemv_q8(float *y, int ldy, const float *x, int n, int ldx, const uin
 }
 #endif /* WD_AVX512 */
 
+
+#ifdef WD_AVX2
+/* ---- AVX2 GEMV (machines without AVX-512): 4 rows x 8 lanes ------------- */
+static inline float hsum8(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+static inline __m256 avx2_load8(const void *w, wd_dtype dt, size_t i) {
+    switch (dt) {
+    case WD_DT_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+    case WD_DT_BF16:
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i))), 16));
+    default: return _mm256_loadu_ps((const float *)w + i);
+    }
+}
+static inline __m256 avx2_q8x8(const int8_t *q) {
+    int64_t v;
+    memcpy(&v, q, 8);
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(v)));
+}
+
+static void gemv_avx2(float *y, const float *x, const void *w, wd_dtype dt, int n, int rows,
+                      int cols, int r0, int r1) {
+    const int k8 = cols & ~7;
+    for (int r = r0; r < r1; r++)
+        for (int t = 0; t < n; t++) {
+            const float *xt = x + (size_t)t * cols;
+            __m256 a = _mm256_setzero_ps(), b = a;
+            float s = 0;
+            if (dt == WD_DT_Q8_0) {
+                const uint8_t *p = (const uint8_t *)w + (size_t)r * (size_t)(cols / 32) * WD_Q8_BYTES;
+                for (int blk = 0; blk < cols / 32; blk++, p += WD_Q8_BYTES) {
+                    const int8_t *q = (const int8_t *)(p + 2);
+                    __m256 sb = _mm256_mul_ps(avx2_q8x8(q), _mm256_loadu_ps(xt + 32 * blk));
+                    sb = _mm256_fmadd_ps(avx2_q8x8(q + 8), _mm256_loadu_ps(xt + 32 * blk + 8), sb);
+                    sb = _mm256_fmadd_ps(avx2_q8x8(q + 16), _mm256_loadu_ps(xt + 32 * blk + 16), sb);
+                    sb = _mm256_fmadd_ps(avx2_q8x8(q + 24), _mm256_loadu_ps(xt + 32 * blk + 24), sb);
+                    a = _mm256_fmadd_ps(_mm256_set1_ps(wd_q8_scale(p)), sb, a);
+                }
+            } else {
+                size_t base = (size_t)r * cols;
+                int k = 0;
+                for (; k + 16 <= k8; k += 16) {
+                    a = _mm256_fmadd_ps(avx2_load8(w, dt, base + k), _mm256_loadu_ps(xt + k), a);
+                    b = _mm256_fmadd_ps(avx2_load8(w, dt, base + k + 8), _mm256_loadu_ps(xt + k + 8), b);
+                }
+                for (; k < k8; k += 8)
+                    a = _mm256_fmadd_ps(avx2_load8(w, dt, base + k), _mm256_loadu_ps(xt + k), a);
+                for (; k < cols; k++) {
+                    float wv = dt == WD_DT_F32    ? ((const float *)w)[base + k]
+                               : dt == WD_DT_F16  ? wd_f16_to_f32(((const uint16_t *)w)[base + k])
+                                                  : wd_bf16_to_f32(((const uint16_t *)w)[base + k]);
+                    s += wv * xt[k];
+                }
+            }
+            y[(size_t)t * rows + r] = hsum8(_mm256_add_ps(a, b)) + s;
+        }
+}
+#endif /* WD_AVX2 */
+
 /* Rows [r0, r1) of y for all n tokens. */
 void wd_cpu_gemv_rows(float *y, const float *x, const void *w, wd_dtype dt, int n, int rows,
                       int cols, int r0, int r1) {
@@ -224,6 +287,11 @@ void wd_cpu_gemv_rows(float *y, const float *x, const void *w, wd_dtype dt, int 
     case WD_DT_BF16: gemv_bf16(y, rows, x, n, cols, (const uint16_t *)w, r0, r1, cols); return;
     case WD_DT_Q8_0: gemv_q8(y, rows, x, n, cols, (const uint8_t *)w, r0, r1, cols); return;
     default: break;
+    }
+#elif defined(WD_AVX2)
+    if ((unsigned)dt < WD_DT_COUNT) {
+        gemv_avx2(y, x, w, dt, n, rows, cols, r0, r1);
+        return;
     }
 #endif
     for (int r = r0; r < r1; r++)

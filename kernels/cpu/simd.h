@@ -17,6 +17,8 @@
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__F16C__)
 #define WD_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define WD_AVX2 1 /* GEMV only; the rest of an AVX2 build runs the scalar paths */
 #endif
 
 #if defined(__x86_64__) || defined(__i386__)
