@@ -1,6 +1,8 @@
 /* Option parsing helpers shared by the subcommands. */
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "host/cli.h"
 
@@ -39,3 +41,26 @@ int wd_cli_double(const char *cmd, const char *opt, const char *val, double lo, 
     *out = v;
     return 0;
 }
+
+/* The one piece of process-wide state: async-signal-safe by construction. */
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig) {
+    if (interrupted) _exit(128 + sig);
+    interrupted = 1;
+    static const char msg[] = "\nwdmoe: interrupted, finishing and writing completed results "
+                              "(again to quit now)\n";
+    ssize_t w = write(2, msg, sizeof(msg) - 1);
+    (void)w;
+}
+
+void wd_cli_install_signals(void) {
+    struct sigaction sa;
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int wd_cli_interrupted(void) { return interrupted != 0; }

@@ -12,6 +12,14 @@ typedef struct {
 } wd_command;
 
 int wd_cmd_generate(int argc, char **argv);
+int wd_cmd_eval(int argc, char **argv);
+int wd_cmd_trace(int argc, char **argv);
+int wd_cmd_replay(int argc, char **argv);
+
+/* SIGINT/SIGTERM: the first one sets a flag that long loops poll to stop
+ * cleanly and write what is complete; a second one ends the process. */
+void wd_cli_install_signals(void);
+int wd_cli_interrupted(void);
 
 /* Option parsing helpers: each prints "wdmoe CMD: bad value for --opt: 'x'"
  * and returns non-zero when the value is not a number in [lo, hi]. */
