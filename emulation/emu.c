@@ -40,7 +40,15 @@ struct wd_emu {
     double s_bs, s_dl, s_c, s_ul, s_str, s_experts, s_token_layers, bits_dl, bits_ul;
     int fwd_open;
     double f_start, f_bs, f_dl, f_c, f_ul, f_str;
+    /* faults and unreachable experts: per-token flags (FL_*) of the last
+     * selection (sel_n tokens, -1: none pending) and of the open forward */
+    unsigned char *sel_flag, *fwd_flag, *dev_flag;
+    int *top_ids;
+    int flag_cap, sel_n, fwd_n;
+    long c_tok[5], c_steps[3];
 };
+
+enum { FL_REROUTED = 1, FL_FALLBACK = 2, FL_DROPPED = 4, FL_SLOWED = 8, FL_LINK = 16 };
 
 /* ---- compute ------------------------------------------------------------------ */
 static double expert_time(const wd_emu *emu, int d, int n) {
@@ -78,7 +86,8 @@ void wd_emu_free(wd_emu *emu) {
                  emu->tau_until, emu->tau_best, emu->tau_e,    emu->avail_e, emu->mark,
                  emu->dev_gen,   emu->dev_tok,  emu->exp_gen,  emu->cnt_e,   emu->exp_dev,
                  emu->exp_list,  emu->active,   emu->slot,     emu->dt,      emu->ready,
-                 emu->bits,      emu->share,    emu->pscratch, emu->lat};
+                 emu->bits,      emu->share,    emu->pscratch, emu->lat,     emu->sel_flag,
+                 emu->fwd_flag,  emu->dev_flag, emu->top_ids};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
     free(emu);
 }
@@ -263,7 +272,10 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
     emu->cnt_e = calloc(E, sizeof(int));
     emu->exp_dev = calloc(E, sizeof(int));
     emu->exp_list = calloc(E, sizeof(int));
-    if (!emu->link || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 || !emu->tau_dev ||
+    emu->dev_flag = calloc(nd, 1);
+    emu->top_ids = calloc(E, sizeof(int));
+    emu->sel_n = -1;
+    if (!emu->dev_flag || !emu->top_ids || !emu->link || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 || !emu->tau_dev ||
         !emu->tau_from || !emu->tau_until || !emu->mark || !emu->dev_gen || !emu->dev_tok ||
         !emu->active || !emu->slot || !emu->dt || !emu->ready || !emu->bits || !emu->share ||
         !emu->rep_off || !emu->rep || !emu->tau_e || !emu->tau_best || !emu->avail_e ||
@@ -476,6 +488,49 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
     }
 }
 
+/* ---- fault accounting ------------------------------------------------------------------ */
+static int reserve_flags(wd_emu *emu, int n) {
+    if (n <= emu->flag_cap) return 0;
+    unsigned char *a = realloc(emu->sel_flag, n), *b;
+    if (!a) return 1;
+    emu->sel_flag = a;
+    if (!(b = realloc(emu->fwd_flag, n))) return 1;
+    emu->fwd_flag = b;
+    emu->flag_cap = n;
+    return 0;
+}
+
+/* Per token of the selection just made: its own top-k held an unreachable
+ * expert (rerouted), all of it was unreachable (fallback), or nothing was
+ * reachable (dropped). */
+static void mark_selection(wd_emu *emu, int n_tokens, const float *probs, const int *n) {
+    int E = emu->E, all = 1;
+    for (int e = 0; e < E; e++) all &= emu->avail_e[e] != 0;
+    for (int t = 0; t < n_tokens; t++) {
+        unsigned char f = n[t] == 0 ? FL_DROPPED : 0;
+        if (!all) {
+            int k = wd_policy_top(probs + (size_t)t * E, NULL, E, emu->k, emu->top_ids), gone = 0;
+            for (int j = 0; j < k; j++) gone += !emu->avail_e[emu->top_ids[j]];
+            if (gone) f |= FL_REROUTED;
+            if (gone == k && n[t] > 0) f |= FL_FALLBACK;
+        }
+        emu->sel_flag[t] = f;
+    }
+    emu->sel_n = n_tokens;
+}
+
+/* Does a fault window of device d (down, or link in direction dir) overlap [a, b)? */
+static int link_fault_in(const wd_emu *emu, int d, int dir, double a, double b) {
+    for (int i = 0; i < emu->sc.n_faults; i++) {
+        const wd_fault *f = &emu->sc.faults[i];
+        if (f->device != d || f->kind == WD_FAULT_SLOW) continue;
+        if (f->kind == WD_FAULT_LINK && (!(f->dir_mask & (1 << dir)) || f->value == 1.0))
+            continue;
+        if (a < f->to_s && b > f->from_s) return 1;
+    }
+    return 0;
+}
+
 /* ---- select ------------------------------------------------------------------------- */
 static int check_sel(const wd_emu *emu, int n_tokens, const int *n, const int *expert, char *err,
                      size_t errlen) {
@@ -502,16 +557,16 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
         if (!p) return wd_fail(err, errlen, "select: out of memory");
         emu->pscratch = p, emu->pscratch_n = need;
     }
+    if (reserve_flags(emu, n_tokens)) return wd_fail(err, errlen, "select: out of memory");
     wd_emu_predict(emu, emu->tau_e, emu->avail_e);
     wd_policy_io io = {n_tokens,     emu->E, emu->k, probs,  emu->tau_e,
                        emu->avail_e, n,      expert, weight, emu->pscratch};
     if (emu->pol->select(&emu->par, &io))
         return wd_fail(err, errlen, "policy %s failed", emu->pol->name);
-    if (emu->sc.alloc != WD_ALLOC_JOINT) return 0;
-    /* joint: re-predict with the min-max shares of the chosen set, re-select,
-     * until the set of devices stops changing */
     double t1 = emu->t + bs_time(emu, n_tokens);
-    for (int it = 0; it < 8; it++) {
+    for (int it = 0; emu->sc.alloc == WD_ALLOC_JOINT && it < 8; it++) {
+        /* joint: re-predict with the min-max shares of the chosen set, re-select,
+         * until the set of devices stops changing */
         plan(emu, n_tokens, n, expert, t1, 1, NULL);
         memset(emu->mark, 0, emu->nd);
         int na = emu->n_active;
@@ -542,6 +597,25 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
             }
         if (same && cnt == na) break;
     }
+    /* A device that goes down (or whose link drops to rate 0) during this
+     * step and stays so past max_wait_s would never return its result: the
+     * BS treats its experts as unreachable for this step and selects again
+     * (the time a real BS would spend detecting the loss is not modeled). */
+    for (int it = 0; emu->sc.n_faults && it < emu->nd; it++) {
+        plan(emu, n_tokens, n, expert, t1, emu->sc.alloc != WD_ALLOC_EQUAL, NULL);
+        int lost = 0;
+        for (int i = 0; i < emu->n_active; i++) {
+            const wd_emu_dev_time *x = &emu->dt[i];
+            if (isfinite(x->t_dl + x->t_c + x->t_ul)) continue;
+            for (int e = 0; e < emu->E; e++)
+                if (emu->rep[e] == x->device && emu->avail_e[e])
+                    emu->avail_e[e] = 0, emu->tau_e[e] = INFINITY, lost = 1;
+        }
+        if (!lost) break;
+        if (emu->pol->select(&emu->par, &io))
+            return wd_fail(err, errlen, "policy %s failed", emu->pol->name);
+    }
+    mark_selection(emu, n_tokens, probs, n);
     return 0;
 }
 
@@ -586,6 +660,35 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
         sum += f;
     }
     if (crit < 0 && na) crit = 0;
+    /* faults: devices that ran slow or whose transfers met a fault window */
+    int any_slow = 0, any_link = 0, any_rerouted = 0;
+    if (emu->sc.n_faults)
+        for (int i = 0; i < na; i++) {
+            const wd_emu_dev_time *x = &emu->dt[i];
+            int d = x->device;
+            double a = t1 + x->t_dl + x->t_c;
+            unsigned char f = 0;
+            if (slow_factor(emu, d, t1 + x->t_dl) != 1.0) f |= FL_SLOWED, any_slow = 1;
+            if (link_fault_in(emu, d, WD_DL, t1, t1 + x->t_dl) ||
+                link_fault_in(emu, d, WD_UL, a, a + x->t_ul))
+                f |= FL_LINK, any_link = 1;
+            emu->dev_flag[d] = f;
+        }
+    if (reserve_flags(emu, n_tokens)) return wd_fail(err, errlen, "step: out of memory");
+    int have_sel = emu->sel_n == n_tokens;
+    emu->sel_n = -1;
+    for (int t = 0; t < n_tokens; t++) {
+        unsigned char f = have_sel ? emu->sel_flag[t] : 0;
+        if (n[t] == 0) f |= FL_DROPPED;
+        if (any_slow || any_link)
+            for (int j = 0; j < n[t]; j++) {
+                int e = expert[(size_t)t * emu->E + j];
+                f |= emu->dev_flag[emu->rep[e] >= 0 ? emu->rep[e] : emu->rep_dev[emu->rep_off[e]]];
+            }
+        any_rerouted |= (f & FL_REROUTED) != 0;
+        emu->sel_flag[t] = f; /* this step's flags, merged into the forward's below */
+    }
+    emu->c_steps[0] += any_rerouted, emu->c_steps[1] += any_slow, emu->c_steps[2] += any_link;
     emu->t = t1 + wait;
     if (emu->any_syn)
         for (int d = 0; d < emu->nd; d++)
@@ -599,7 +702,11 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
     if (layer == 0) {
         emu->fwd_open = 1, emu->f_start = t0;
         emu->f_bs = emu->f_dl = emu->f_c = emu->f_ul = emu->f_str = 0;
+        emu->fwd_n = n_tokens;
+        memset(emu->fwd_flag, 0, n_tokens);
     }
+    if (emu->fwd_open && emu->fwd_n == n_tokens)
+        for (int t = 0; t < n_tokens; t++) emu->fwd_flag[t] |= emu->sel_flag[t];
     if (emu->fwd_open) {
         emu->f_bs += tbs;
         if (crit >= 0) {
@@ -615,6 +722,9 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
             emu->s_c += emu->f_c * n_tokens, emu->s_ul += emu->f_ul * n_tokens;
             emu->s_str += emu->f_str * n_tokens;
             emu->fwd_open = 0;
+            if (emu->fwd_n == n_tokens)
+                for (int t = 0; t < n_tokens; t++)
+                    for (int b = 0; b < 5; b++) emu->c_tok[b] += (emu->fwd_flag[t] >> b) & 1;
         }
     }
     if (res)
@@ -629,6 +739,8 @@ void wd_emu_reset_stats(wd_emu *emu) {
     emu->s_bs = emu->s_dl = emu->s_c = emu->s_ul = emu->s_str = 0;
     emu->s_experts = emu->s_token_layers = emu->bits_dl = emu->bits_ul = 0;
     emu->fwd_open = 0;
+    memset(emu->c_tok, 0, sizeof emu->c_tok);
+    memset(emu->c_steps, 0, sizeof emu->c_steps);
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -647,6 +759,12 @@ void wd_emu_summarize(const wd_emu *emu, wd_emu_summary *s) {
     memset(s, 0, sizeof *s);
     s->tokens = emu->tokens, s->forwards = emu->forwards, s->steps = emu->steps;
     s->virtual_time_s = emu->t;
+    s->tokens_rerouted = emu->c_tok[0], s->tokens_fallback = emu->c_tok[1];
+    s->tokens_dropped = emu->c_tok[2], s->tokens_slowed = emu->c_tok[3];
+    s->tokens_link_fault = emu->c_tok[4];
+    s->steps_rerouted = emu->c_steps[0], s->steps_slowed = emu->c_steps[1];
+    s->steps_link_fault = emu->c_steps[2];
+    s->n_faults = emu->sc.n_faults;
     if (emu->s_token_layers > 0) s->experts_per_token = emu->s_experts / emu->s_token_layers;
     if (!emu->n_lat) return;
     double *v = malloc(emu->n_lat * sizeof(double)), sum = 0, T = (double)emu->tokens;

@@ -307,6 +307,17 @@ typedef struct {
     double experts_per_token; /* mean experts per token per layer */
     double dl_bits_per_token, ul_bits_per_token;
     double virtual_time_s; /* clock at the end */
+    /* Faults and unreachable experts. Tokens (of the recorded forwards)
+     * affected in at least one layer: rerouted (the model's own top-k held
+     * an unreachable expert, so the policy chose around it), fallback (all
+     * of its top-k unreachable: the best reachable expert instead), dropped
+     * (nothing reachable: that layer's experts were skipped), slowed (a
+     * chosen device ran under a slow fault), link_fault (a transfer of a
+     * chosen device met a down or link fault window: rate scaled or zero,
+     * it waited). Layer steps with any such token. */
+    long tokens_rerouted, tokens_fallback, tokens_dropped, tokens_slowed, tokens_link_fault;
+    long steps_rerouted, steps_slowed, steps_link_fault;
+    int n_faults; /* the scenario's faults (the table shows the counts when > 0 or any is) */
 } wd_emu_summary;
 
 typedef struct wd_emu wd_emu;

@@ -27,6 +27,24 @@ void wd_emu_summary_print(FILE *f, const wd_emu_summary *s) {
     fprintf(f, "  %-28s %14.0f\n", "downlink bits per token", s->dl_bits_per_token);
     fprintf(f, "  %-28s %14.0f\n", "uplink bits per token", s->ul_bits_per_token);
     fprintf(f, "  %-28s %14.6f\n", "virtual time (s)", s->virtual_time_s);
+    if (s->n_faults || s->tokens_rerouted || s->tokens_fallback || s->tokens_dropped ||
+        s->tokens_slowed || s->tokens_link_fault) {
+        const struct {
+            const char *name;
+            long v;
+        } c[] = {
+            {"tokens rerouted", s->tokens_rerouted},
+            {"tokens on fallback", s->tokens_fallback},
+            {"tokens dropped", s->tokens_dropped},
+            {"tokens slowed", s->tokens_slowed},
+            {"tokens on a faulty link", s->tokens_link_fault},
+            {"layer steps rerouted", s->steps_rerouted},
+            {"layer steps slowed", s->steps_slowed},
+            {"layer steps on a faulty link", s->steps_link_fault},
+        };
+        for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+            fprintf(f, "  %-28s %14ld\n", c[i].name, c[i].v);
+    }
 }
 
 struct json_object *wd_emu_summary_json(const wd_emu_summary *s) {
@@ -56,6 +74,17 @@ struct json_object *wd_emu_summary_json(const wd_emu_summary *s) {
     };
     for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
         json_object_object_add(o, d[i].name, json_object_new_double(d[i].v));
+    const struct {
+        const char *name;
+        long v;
+    } c[] = {
+        {"tokens_rerouted", s->tokens_rerouted},   {"tokens_fallback", s->tokens_fallback},
+        {"tokens_dropped", s->tokens_dropped},     {"tokens_slowed", s->tokens_slowed},
+        {"tokens_link_fault", s->tokens_link_fault}, {"steps_rerouted", s->steps_rerouted},
+        {"steps_slowed", s->steps_slowed},         {"steps_link_fault", s->steps_link_fault},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+        json_object_object_add(o, c[i].name, json_object_new_int64(c[i].v));
     return o;
 }
 

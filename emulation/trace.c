@@ -136,7 +136,7 @@ int wd_trace_load_csv(wd_link *l, const char *path, const char *column, int devi
                 snprintf(err, errlen, "%s:%ld: bad device '%s'", path, lineno, f[c_dev]);
                 goto out;
             }
-            if ((int)d != device) continue;
+            if (d != (double)device) continue; /* no int cast: d may be huge */
         }
         if (n && !(t >= t_prev + 1e-6)) {
             snprintf(err, errlen,

@@ -16,13 +16,14 @@
 #include "kernels/cuda/cuda_backend.h"
 #endif
 
-/* Set by SIGINT; the one piece of global state, as a signal handler needs it. */
+/* Set by SIGINT/SIGTERM; the one piece of global state, as a signal handler needs it. */
 static volatile sig_atomic_t eval_stop = 0;
 
 static void on_sigint(int sig) {
     (void)sig;
     eval_stop = 1;
-    signal(SIGINT, SIG_DFL); /* a second Ctrl-C ends the process */
+    signal(SIGINT, SIG_DFL); /* a second signal ends the process (results are written */
+    signal(SIGTERM, SIG_DFL); /* only at the end, atomically: nothing partial is left) */
 }
 
 static void help(FILE *f) {
@@ -340,7 +341,13 @@ int wd_cmd_eval(int argc, char **argv) {
     } else {
         s = wd_session_create(m, ctx, pool);
         if (!s || (agreement && !(ref_s = wd_session_create(m, ctx, pool)))) {
-            fprintf(stderr, "wdmoe eval: out of memory for the session\n");
+            char need[32];
+            wd_cli_format_bytes(need, sizeof need, (agreement ? 2 : 1) * wd_session_bytes(m, ctx));
+            fprintf(stderr,
+                    "wdmoe eval: out of memory: a context of %d tokens needs %s for the KV "
+                    "cache%s of %s (lower --ctx)\n",
+                    ctx > 0 && ctx < m->cfg.max_pos ? ctx : m->cfg.max_pos, need,
+                    agreement ? "s (policy and top-k reference)" : "", model_path);
             goto done;
         }
         if (emu) wd_session_set_hooks(s, wd_eval_emu_hooks(emu));
@@ -383,14 +390,16 @@ int wd_cmd_eval(int argc, char **argv) {
         o.progress = progress_cb;
         o.progress_ctx = &prog;
     }
-    struct sigaction sa, old_sa;
+    struct sigaction sa, old_sa, old_term;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
     eval_stop = 0;
     sigaction(SIGINT, &sa, &old_sa);
+    sigaction(SIGTERM, &sa, &old_term);
     int run_rc = wd_eval_run(&set, order, n, &lm, &o, &r, err, sizeof(err));
     sigaction(SIGINT, &old_sa, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     if (o.progress) fputc('\n', stderr);
     if (run_rc) {
         fprintf(stderr, "wdmoe eval: %s\n", err);

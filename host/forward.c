@@ -78,8 +78,22 @@ static int reserve(wd_session *s, int n) {
     return 0;
 }
 
+static double kv_elems(const wd_model *m, int max_ctx) {
+    return (double)m->cfg.n_layers * max_ctx * m->cfg.n_kv_heads * m->cfg.head_dim;
+}
+
+double wd_session_bytes(const wd_model *m, int max_ctx) {
+    const wd_config *c = &m->cfg;
+    if (max_ctx <= 0 || max_ctx > c->max_pos) max_ctx = c->max_pos;
+    double H = c->hidden, Q = (double)c->n_heads * c->head_dim,
+           KV = (double)c->n_kv_heads * c->head_dim, big = H > Q ? H : Q;
+    double scratch = 4 * (4 * H + big + 2 * Q + 2 * KV + 2.0 * c->ffn + 3.0 * c->n_experts + 1);
+    return 2 * 4 * kv_elems(m, max_ctx) + scratch;
+}
+
 wd_session *wd_session_create(const wd_model *m, int max_ctx, wd_pool *pool) {
     if (max_ctx <= 0 || max_ctx > m->cfg.max_pos) max_ctx = m->cfg.max_pos;
+    if (4 * kv_elems(m, max_ctx) > 0x1p62) return NULL; /* more than any address space */
     wd_session *s = calloc(1, sizeof(*s));
     if (!s) return NULL;
     s->m = m;

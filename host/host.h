@@ -77,6 +77,10 @@ typedef struct {
 typedef struct wd_session wd_session;
 
 wd_session *wd_session_create(const wd_model *m, int max_ctx, wd_pool *pool);
+/* Bytes wd_session_create allocates for max_ctx tokens (<= 0 or above the
+ * model's: max_position_embeddings): the fp32 KV cache of every layer plus
+ * one token's scratch. For the message when creation fails (NULL). */
+double wd_session_bytes(const wd_model *m, int max_ctx);
 void wd_session_free(wd_session *s);
 void wd_session_reset(wd_session *s);                     /* pos = 0 */
 int wd_session_pos(const wd_session *s);
