@@ -85,25 +85,49 @@ typedef struct {
     double a, b, s;
 } wd_window;
 
+/* Mahimahi lookup table, one entry per whole millisecond j of the loop:
+ * pre = opportunities before j ms, nxt = time (ms) of the first one at or
+ * after j ms (WD_MM_WRAP: none left in this loop). One cache line answers
+ * both a count and "the next opportunity". */
+typedef struct {
+    uint32_t pre, nxt;
+} wd_mm_entry;
+#define WD_MM_WRAP UINT32_MAX
+
+/* Fields in the order the per-step paths read them: the first two cache
+ * lines hold everything a rate or transfer-time query needs (allocated
+ * 64-byte aligned). */
 struct wd_link {
     wd_link_model model;
-    int dir, device;
+    int dir, device, n_win;
     double latency, scale, max_wait;
-    double rate; /* constant */
-    /* csv: n samples, start times t[i] (t[0] = 0), rates r[i], loops with period */
-    long n;
-    double *t, *r, period, offset;
-    long cur; /* cursor: last segment used */
-    /* mahimahi: opportunity times in ms (sorted), loop period in ms;
-     * pre[j] = opportunities before j ms (j = 0 .. period + 1; NULL for huge periods) */
-    double *ms, period_ms, window;
-    uint32_t *pre;
+    double offset;  /* csv, mahimahi */
+    wd_synth *syn;  /* synthetic */
+    double rate;    /* constant */
+    /* mahimahi: loop period and opportunity count, lookup table (NULL for
+     * huge periods: binary search on ms), first timestamp */
+    double period_ms;
+    long n; /* also csv: samples */
+    wd_mm_entry *tab;
+    double ms0, window;
     long bin; /* cached estimate bin and value */
     double bin_rate;
-    /* synthetic */
-    wd_synth *syn;
+    double bin_end_x, bin_end_cnt; /* count of opportunities before bin_end_x (ms) */
+    /* synthetic: the last rates by sample (rate at a share, before windows
+     * and rate_scale); two entries, since prediction and transfers use
+     * different shares */
+    long memo_k[2];
+    double memo_share[2], memo_rate[2];
+    int memo_next;
+    /* csv: start times t[i] (t[0] = 0), rates r[i], loops with period */
+    double *t, *r, period;
+    long cur; /* cursor: last segment used */
+    /* mahimahi: opportunity times in ms (sorted), loop period in ms;
+     * pre[j] = opportunities before j ms (j = 0 .. period + 1; NULL for huge
+     * periods), folded into tab after loading */
+    double *ms;
+    uint32_t *pre;
     /* fault windows */
-    int n_win;
     wd_window *win;
 };
 
