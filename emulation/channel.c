@@ -141,11 +141,15 @@ int wd_synth_init(wd_synth *s, const wd_radio *rd, double pl_db, double sigma_db
     for (int d = 0; d < 2; d++) {
         wd_fading *f = &s->fad[d];
         wd_fading_init(f, rd->fading, fd, rd->rician_k_db, wd_stream_seed(seed, 0, 1 + d));
-        for (int n = 0; n <= WD_FADING_SINUSOIDS; n++) {
-            double w = n < WD_FADING_SINUSOIDS ? f->w[n] : 2.0 * PI * fd * cos(f->theta0);
-            s->rot_re[d][n] = cos(w * s->ts);
-            s->rot_im[d][n] = sin(w * s->ts);
+        for (int n = 0; n < WD_FADING_SINUSOIDS; n++) {
+            s->rot_re[d][n] = cos(f->w[n] * s->ts);
+            s->rot_im[d][n] = sin(f->w[n] * s->ts);
         }
+        double w = 2.0 * PI * fd * cos(f->theta0);
+        s->los_rot_re[d] = cos(w * s->ts);
+        s->los_rot_im[d] = sin(w * s->ts);
+        double K = f->k_linear;
+        s->ric_a[d] = sqrt(1.0 / (K + 1.0)), s->ric_b[d] = sqrt(K / (K + 1.0));
     }
     synth_restart(s);
     return 0;
@@ -187,12 +191,15 @@ static void synth_restart(wd_synth *s) {
     s->sh_next = synth_ar(s, s->sh_cur);
     synth_grid_gain(s);
     s->next_k = 0;
+    s->sh_left = s->grid;
 }
 
 /* Shadowing gain (linear) at sample next_k, then advance next_k. */
 static double synth_shadow_next(wd_synth *s) {
     double g = s->sh_g;
-    if (++s->next_k % s->grid == 0) {
+    s->next_k++;
+    if (--s->sh_left == 0) { /* next_k is a grid point */
+        s->sh_left = s->grid;
         s->sh_cur = s->sh_next;
         s->sh_next = synth_ar(s, s->sh_cur);
         synth_grid_gain(s);
@@ -200,6 +207,64 @@ static double synth_shadow_next(wd_synth *s) {
         s->sh_g *= s->sh_r;
     }
     return g;
+}
+
+/* ---- fading phasors: 16 sinusoids as two vectors of 8 ----------------------------------
+ * The arithmetic is the same in the vector and the scalar form (no
+ * contraction in ISO C mode), so both give the same bits. */
+#if defined(__GNUC__) && !defined(WD_SYNTH_SCALAR)
+typedef double v8d __attribute__((vector_size(64)));
+typedef double v8d_u __attribute__((vector_size(64), aligned(8))); /* unaligned access */
+#define LD8(p) (*(const v8d_u *)(p))
+#define ST8(p, v) (*(v8d_u *)(p) = (v))
+typedef long long v8l __attribute__((vector_size(64)));
+
+/* ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)) */
+static inline double tree8(v8d v) {
+#if defined(__clang__)
+    v8d a = v + __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+    v8d b = a + __builtin_shufflevector(a, a, 2, 3, 0, 1, 6, 7, 4, 5);
+#else
+    v8d a = v + __builtin_shuffle(v, (v8l){1, 0, 3, 2, 5, 4, 7, 6});
+    v8d b = a + __builtin_shuffle(a, (v8l){2, 3, 0, 1, 6, 7, 4, 5});
+#endif
+    return b[0] + b[4];
+}
+
+/* x = sum ci_n Re p_n, y = sum cq_n Re p_n (8 pairs, then the tree); rotate by one sample. */
+static inline void fade_sum_rotate(const double *ci, const double *cq, double *pr, double *pi,
+                                   const double *rr, const double *ri, double *x, double *y) {
+    v8d p0 = LD8(pr), p1 = LD8(pr + 8), q0 = LD8(pi), q1 = LD8(pi + 8);
+    *x = tree8(LD8(ci) * p0 + LD8(ci + 8) * p1);
+    *y = tree8(LD8(cq) * p0 + LD8(cq + 8) * p1);
+    v8d r0 = LD8(rr), r1 = LD8(rr + 8), i0 = LD8(ri), i1 = LD8(ri + 8);
+    ST8(pr, p0 * r0 - q0 * i0);
+    ST8(pr + 8, p1 * r1 - q1 * i1);
+    ST8(pi, p0 * i0 + q0 * r0);
+    ST8(pi + 8, p1 * i1 + q1 * r1);
+}
+#else
+static inline void fade_sum_rotate(const double *ci, const double *cq, double *pr, double *pi,
+                                   const double *rr, const double *ri, double *x, double *y) {
+    double xs[8], ys[8];
+    for (int n = 0; n < 8; n++) {
+        xs[n] = ci[n] * pr[n] + ci[n + 8] * pr[n + 8];
+        ys[n] = cq[n] * pr[n] + cq[n + 8] * pr[n + 8];
+    }
+    *x = ((xs[0] + xs[1]) + (xs[2] + xs[3])) + ((xs[4] + xs[5]) + (xs[6] + xs[7]));
+    *y = ((ys[0] + ys[1]) + (ys[2] + ys[3])) + ((ys[4] + ys[5]) + (ys[6] + ys[7]));
+    for (int n = 0; n < 16; n++) {
+        double re = pr[n], im = pi[n];
+        pr[n] = re * rr[n] - im * ri[n];
+        pi[n] = re * ri[n] + im * rr[n];
+    }
+}
+#endif
+
+static inline void rotate1(double *re, double *im, double rr, double ri) {
+    double a = *re, b = *im;
+    *re = a * rr - b * ri;
+    *im = a * ri + b * rr;
 }
 
 /* Phasors exp(j (w_n t + phi_n)) at sample k from the anchor at or before k:
@@ -210,44 +275,34 @@ static void synth_anchor(wd_synth *s, long k) {
     double t = (double)ka * s->ts;
     for (int d = 0; d < 2; d++) {
         const wd_fading *f = &s->fad[d];
-        for (int n = 0; n <= WD_FADING_SINUSOIDS; n++) {
-            double ph = n < WD_FADING_SINUSOIDS
-                            ? f->w[n] * t + f->phase[n]
-                            : 2.0 * PI * f->doppler_hz * t * cos(f->theta0) + f->phi0;
+        if (f->kind == WD_FADING_NONE) continue; /* the phasors are never read */
+        for (int n = 0; n < WD_FADING_SINUSOIDS; n++) {
+            double ph = f->w[n] * t + f->phase[n];
             s->ph_re[d][n] = cos(ph), s->ph_im[d][n] = sin(ph);
         }
-        for (long j = ka; j < k; j++)
-            for (int n = 0; n <= WD_FADING_SINUSOIDS; n++) {
-                double re = s->ph_re[d][n], im = s->ph_im[d][n];
-                s->ph_re[d][n] = re * s->rot_re[d][n] - im * s->rot_im[d][n];
-                s->ph_im[d][n] = re * s->rot_im[d][n] + im * s->rot_re[d][n];
-            }
+        double ph = 2.0 * PI * f->doppler_hz * t * cos(f->theta0) + f->phi0;
+        s->los_re[d] = cos(ph), s->los_im[d] = sin(ph);
+        for (long j = ka; j < k; j++) {
+            for (int n = 0; n < WD_FADING_SINUSOIDS; n++)
+                rotate1(&s->ph_re[d][n], &s->ph_im[d][n], s->rot_re[d][n], s->rot_im[d][n]);
+            rotate1(&s->los_re[d], &s->los_im[d], s->los_rot_re[d], s->los_rot_im[d]);
+        }
     }
 }
 
 /* |h|^2 of direction d from the current phasors, then rotate them one sample. */
 static double synth_fade_next(wd_synth *s, int d) {
     const wd_fading *f = &s->fad[d];
-    double *pr = s->ph_re[d], *pi = s->ph_im[d];
-    const double *rr = s->rot_re[d], *ri = s->rot_im[d];
-    double xs[8], ys[8]; /* 16 terms as 8 pairs (vectorisable), then a fixed-order tree */
-    for (int n = 0; n < 8; n++) {
-        xs[n] = f->ci[n] * pr[n] + f->ci[n + 8] * pr[n + 8];
-        ys[n] = f->cq[n] * pr[n] + f->cq[n + 8] * pr[n + 8];
-    }
-    double x = ((xs[0] + xs[1]) + (xs[2] + xs[3])) + ((xs[4] + xs[5]) + (xs[6] + xs[7]));
-    double y = ((ys[0] + ys[1]) + (ys[2] + ys[3])) + ((ys[4] + ys[5]) + (ys[6] + ys[7]));
+    if (f->kind == WD_FADING_NONE) return 1.0; /* the phasors are never read */
+    double x, y;
+    fade_sum_rotate(f->ci, f->cq, s->ph_re[d], s->ph_im[d], s->rot_re[d], s->rot_im[d], &x, &y);
     if (f->kind == WD_FADING_RICIAN) {
-        double K = f->k_linear, a = sqrt(1.0 / (K + 1.0)), b = sqrt(K / (K + 1.0));
-        x = a * x + b * pr[WD_FADING_SINUSOIDS];
-        y = a * y + b * pi[WD_FADING_SINUSOIDS];
+        double a = s->ric_a[d], b = s->ric_b[d];
+        x = a * x + b * s->los_re[d];
+        y = a * y + b * s->los_im[d];
+        rotate1(&s->los_re[d], &s->los_im[d], s->los_rot_re[d], s->los_rot_im[d]);
     }
-    for (int n = 0; n <= WD_FADING_SINUSOIDS; n++) {
-        double re = pr[n], im = pi[n];
-        pr[n] = re * rr[n] - im * ri[n];
-        pi[n] = re * ri[n] + im * rr[n];
-    }
-    return f->kind == WD_FADING_NONE ? 1.0 : x * x + y * y;
+    return x * x + y * y;
 }
 
 static int synth_reserve(wd_synth *s, long need) {
@@ -289,10 +344,17 @@ long wd_synth_at(wd_synth *s, long k) {
     return k - s->k0;
 }
 
+#define FORGET_MIN 8192 /* samples: drop only this many or more at once */
+
+double wd_synth_forget_time(const wd_synth *s) {
+    /* t < (k0 + 8192) ts: floor(t / ts) <= k0 + 8192, drop <= 8191 */
+    return (double)(s->k0 + FORGET_MIN) * s->ts;
+}
+
 void wd_synth_forget(wd_synth *s, double t) {
     long k = (long)floor(t / s->ts) - 1;
     long drop = k - s->k0;
-    if (drop < 8192 || drop < s->n / 2) return;
+    if (drop < FORGET_MIN || drop < s->n / 2) return;
     if (drop > s->n) drop = s->n;
     long keep = s->n - drop;
     for (int d = 0; d < 2; d++) memmove(s->snr[d], s->snr[d] + drop, keep * sizeof(double));

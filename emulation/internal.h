@@ -48,10 +48,15 @@ static inline uint64_t wd_stream_seed(uint64_t seed, int device, int purpose) {
 /* ---- synthetic channel of one device (both directions) ------------------- */
 #define WD_SYNTH_ANCHOR 256 /* fading phasors are recomputed exactly every this many samples */
 typedef struct {
-    double ts;            /* sample period */
-    double snr0[2];       /* mean SNR (linear) without shadowing and fading, full band */
-    double bw[2];         /* Hz */
-    double outage;        /* linear SNR threshold */
+    /* read by every rate query: first */
+    double ts;    /* sample period */
+    double bw[2]; /* Hz */
+    /* samples [k0, k0 + n): full-band SNR (0 in outage) per direction */
+    long k0, n;
+    double *snr[2];
+    long cap;
+    double snr0[2]; /* mean SNR (linear) without shadowing and fading, full band */
+    double outage;  /* linear SNR threshold */
     double sigma_db, rho; /* shadowing std, AR(1) coefficient per grid step */
     long grid;            /* samples per shadowing grid step (d_corr / 100 of travel) */
     int shadowing;
@@ -64,13 +69,14 @@ typedef struct {
     double spare;           /* second Box-Muller normal */
     int has_spare;
     long next_k;
-    double ph_re[2][WD_FADING_SINUSOIDS + 1],
-        ph_im[2][WD_FADING_SINUSOIDS + 1]; /* phasors at next_k */
-    double rot_re[2][WD_FADING_SINUSOIDS + 1],
-        rot_im[2][WD_FADING_SINUSOIDS + 1]; /* one-sample rotation */
-    /* samples [k0, k0 + n): full-band SNR (0 in outage) per direction */
-    long k0, n, cap;
-    double *snr[2];
+    long sh_left; /* samples from next_k to the next shadowing grid point */
+    /* per direction: phasors exp(j (w_n t + phi_n)) of the sinusoids at
+     * next_k and their one-sample rotations (WD_FADING_SINUSOIDS each, for
+     * vector loads), then the same for the Rician LOS ray */
+    double ph_re[2][WD_FADING_SINUSOIDS], ph_im[2][WD_FADING_SINUSOIDS];
+    double rot_re[2][WD_FADING_SINUSOIDS], rot_im[2][WD_FADING_SINUSOIDS];
+    double los_re[2], los_im[2], los_rot_re[2], los_rot_im[2];
+    double ric_a[2], ric_b[2]; /* Rician: sqrt(1 / (K + 1)), sqrt(K / (K + 1)) */
 } wd_synth;
 
 int wd_synth_init(wd_synth *s, const wd_radio *radio, double pl_db, double sigma_db,
@@ -79,6 +85,8 @@ void wd_synth_free(wd_synth *s);
 /* Make sample k available; returns its offset in the buffers or -1 (no memory). */
 long wd_synth_at(wd_synth *s, long k);
 void wd_synth_forget(wd_synth *s, double t); /* samples before t are no longer needed */
+/* A time before which wd_synth_forget(s, t) drops nothing (as long as no query went back). */
+double wd_synth_forget_time(const wd_synth *s);
 
 /* ---- links ---------------------------------------------------------------- */
 typedef struct {
@@ -127,10 +135,19 @@ struct wd_link {
      * periods), folded into tab after loading */
     double *ms;
     uint32_t *pre;
+    uint32_t *ms32; /* ms as integers, with tab (ms itself is freed then) */
+    char *file;     /* mahimahi: the trace file */
+    int borrowed;   /* ms, ms32, tab belong to another link of the same emulator */
     /* fault windows */
     wd_window *win;
 };
 
+/* wd_link_create, but a Mahimahi link whose file one of prev[0 .. n_prev)
+ * (entries may be NULL) already loaded shares that link's tables: prev
+ * must outlive it (the links of one emulator are freed together). */
+int wd_link_create_from(wd_link **out, const wd_link_spec *spec, int dir, int device,
+                        double max_wait_s, wd_link *const *prev, int n_prev, char *err,
+                        size_t errlen);
 wd_link *wd_link_new_synthetic(wd_synth *syn, int dir, int device, double latency, double scale,
                                double max_wait);
 /* Rate (bit/s) at t with a share, windows and rate_scale included; *until:

@@ -27,25 +27,35 @@ static wd_link *link_alloc(wd_link_model model, int dir, int device, double late
     return l;
 }
 
-/* Fold the prefix counts and the timestamps into one table (see wd_mm_entry). */
+/* Fold the prefix counts and the timestamps into one table (see
+ * wd_mm_entry); timestamps as 32-bit integers (periods with the table are
+ * at most 2^26 ms). */
 static int mm_build_table(wd_link *l) {
     l->ms0 = l->ms[0];
     if (!l->pre) return 0;
     long P = (long)l->period_ms;
     l->tab = malloc((P + 2) * sizeof *l->tab);
-    if (!l->tab) return 1;
+    l->ms32 = malloc(l->n * sizeof *l->ms32);
+    if (!l->tab || !l->ms32) return 1;
     for (long j = 0; j <= P + 1; j++) {
         uint32_t i = l->pre[j];
         l->tab[j].pre = i;
         l->tab[j].nxt = (long)i < l->n ? (uint32_t)l->ms[i] : WD_MM_WRAP;
     }
-    free(l->pre);
-    l->pre = NULL;
+    for (long i = 0; i < l->n; i++) l->ms32[i] = (uint32_t)l->ms[i];
+    free(l->pre), free(l->ms);
+    l->pre = NULL, l->ms = NULL;
     return 0;
 }
 
 int wd_link_create(wd_link **out, const wd_link_spec *sp, int dir, int device, double max_wait,
                    char *err, size_t errlen) {
+    return wd_link_create_from(out, sp, dir, device, max_wait, NULL, 0, err, errlen);
+}
+
+int wd_link_create_from(wd_link **out, const wd_link_spec *sp, int dir, int device,
+                        double max_wait, wd_link *const *prev, int n_prev, char *err,
+                        size_t errlen) {
     *out = NULL;
     if (sp->model == WD_LINK_SYNTHETIC) {
         snprintf(err, errlen, "link: synthetic links are built by wd_emu_create");
@@ -65,8 +75,19 @@ int wd_link_create(wd_link **out, const wd_link_spec *sp, int dir, int device, d
                                errlen);
         l->offset = sp->offset_s;
     } else {
-        rc = wd_trace_load_mahimahi(l, sp->file, err, errlen);
-        if (!rc && mm_build_table(l)) rc = wd_fail(err, errlen, "%s: out of memory", sp->file);
+        const wd_link *d = NULL; /* a link that loaded the same file */
+        for (int i = 0; i < n_prev && !d; i++)
+            if (prev[i] && prev[i]->model == WD_LINK_MAHIMAHI && !strcmp(prev[i]->file, sp->file))
+                d = prev[i];
+        if (d) {
+            l->n = d->n, l->period_ms = d->period_ms, l->ms0 = d->ms0;
+            l->ms = d->ms, l->ms32 = d->ms32, l->tab = d->tab;
+            l->borrowed = 1;
+        } else {
+            rc = wd_trace_load_mahimahi(l, sp->file, err, errlen);
+            if (!rc && mm_build_table(l)) rc = wd_fail(err, errlen, "%s: out of memory", sp->file);
+        }
+        if (!rc && !(l->file = strdup(sp->file))) rc = wd_fail(err, errlen, "link: out of memory");
         l->offset = sp->offset_s;
         l->window = sp->window_s > 0 ? sp->window_s : 0.1;
     }
@@ -87,7 +108,8 @@ wd_link *wd_link_new_synthetic(wd_synth *syn, int dir, int device, double latenc
 
 void wd_link_free(wd_link *l) {
     if (!l) return;
-    free(l->t), free(l->r), free(l->ms), free(l->pre), free(l->tab), free(l->win);
+    if (!l->borrowed) free(l->ms), free(l->ms32), free(l->tab);
+    free(l->t), free(l->r), free(l->pre), free(l->file), free(l->win);
     free(l);
 }
 
@@ -259,7 +281,7 @@ static void mm_first(const wd_link *l, double t, double *L, long *i) {
 }
 
 static double mm_time(const wd_link *l, double L, long i) { /* s */
-    return (L * l->period_ms + l->ms[i]) / 1000.0 - l->offset;
+    return (L * l->period_ms + (l->ms32 ? (double)l->ms32[i] : l->ms[i])) / 1000.0 - l->offset;
 }
 
 /* mm_nth(l, t, 1) with the table: one lookup gives the time. */
