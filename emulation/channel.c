@@ -219,24 +219,31 @@ typedef double v8d_u __attribute__((vector_size(64), aligned(8))); /* unaligned 
 #define ST8(p, v) (*(v8d_u *)(p) = (v))
 typedef long long v8l __attribute__((vector_size(64)));
 
-/* ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)) */
-static inline double tree8(v8d v) {
+/* ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)) of a v8d (a macro: no
+ * vector-argument ABI) */
 #if defined(__clang__)
-    v8d a = v + __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
-    v8d b = a + __builtin_shufflevector(a, a, 2, 3, 0, 1, 6, 7, 4, 5);
+#define TREE8(v, out)                                                                      \
+    do {                                                                                   \
+        v8d a_ = (v) + __builtin_shufflevector((v), (v), 1, 0, 3, 2, 5, 4, 7, 6);          \
+        v8d b_ = a_ + __builtin_shufflevector(a_, a_, 2, 3, 0, 1, 6, 7, 4, 5);             \
+        (out) = b_[0] + b_[4];                                                             \
+    } while (0)
 #else
-    v8d a = v + __builtin_shuffle(v, (v8l){1, 0, 3, 2, 5, 4, 7, 6});
-    v8d b = a + __builtin_shuffle(a, (v8l){2, 3, 0, 1, 6, 7, 4, 5});
+#define TREE8(v, out)                                                                      \
+    do {                                                                                   \
+        v8d a_ = (v) + __builtin_shuffle((v), (v8l){1, 0, 3, 2, 5, 4, 7, 6});              \
+        v8d b_ = a_ + __builtin_shuffle(a_, (v8l){2, 3, 0, 1, 6, 7, 4, 5});                \
+        (out) = b_[0] + b_[4];                                                             \
+    } while (0)
 #endif
-    return b[0] + b[4];
-}
 
 /* x = sum ci_n Re p_n, y = sum cq_n Re p_n (8 pairs, then the tree); rotate by one sample. */
 static inline void fade_sum_rotate(const double *ci, const double *cq, double *pr, double *pi,
                                    const double *rr, const double *ri, double *x, double *y) {
     v8d p0 = LD8(pr), p1 = LD8(pr + 8), q0 = LD8(pi), q1 = LD8(pi + 8);
-    *x = tree8(LD8(ci) * p0 + LD8(ci + 8) * p1);
-    *y = tree8(LD8(cq) * p0 + LD8(cq + 8) * p1);
+    v8d xs = LD8(ci) * p0 + LD8(ci + 8) * p1, ys = LD8(cq) * p0 + LD8(cq + 8) * p1;
+    TREE8(xs, *x);
+    TREE8(ys, *y);
     v8d r0 = LD8(rr), r1 = LD8(rr + 8), i0 = LD8(ri), i1 = LD8(ri + 8);
     ST8(pr, p0 * r0 - q0 * i0);
     ST8(pr + 8, p1 * r1 - q1 * i1);
@@ -330,7 +337,7 @@ long wd_synth_at(wd_synth *s, long k) {
         s->k0 = s->next_k;
         synth_anchor(s, s->k0);
     }
-    long want = k - s->k0 + 1024; /* generate in chunks */
+    long want = k - s->k0 + 256; /* generate in chunks (small: no long stall) */
     if (synth_reserve(s, want)) return -1;
     while (s->n < want) {
         if (s->next_k % WD_SYNTH_ANCHOR == 0) synth_anchor(s, s->next_k);
