@@ -199,7 +199,7 @@ static void test_synth_generator(void) {
         wd_synth a, b;
         CHECK(wd_synth_init(&a, &r, 90.0, 4.0, 37.0, 30.0, 77) == 0);
         CHECK(wd_synth_init(&b, &r, 90.0, 4.0, 37.0, 30.0, 77) == 0);
-        const long n = 3 * WD_SYNTH_ANCHOR * 8 + 17;
+        const long n = 3 * WD_SYNTH_ANCHOR * 16 + 17;
         double worst = 0;
         int same = 1;
         for (long k = 0; k < n; k++) {
@@ -215,12 +215,14 @@ static void test_synth_generator(void) {
         }
         CHECKF(worst < 1e-9, "fading kind %d: |h|^2 differs from the direct sum by %.3g", kind,
                worst);
-        /* b: far ahead first (skip), then back to the start (restart), then
-         * dropped and asked again */
-        const long order[] = {n - 1, 5000, 3, n - 300, 700, 4095, 4096, 0, n - 2};
+        /* b: far ahead first, back to the start (restart), jumps ahead and
+         * back into the samples jumped over (in a later anchor interval and
+         * in the same one), dropped and asked again */
+        const long order[] = {n - 1, 5000, 3,   n - 300, n - 310, 700,  710,  705,   0,
+                              100,   80,   300, 255,     256,     4095, 4096, n - 2, 40};
         for (size_t j = 0; j < sizeof order / sizeof order[0]; j++) {
             long k = order[j], ia = wd_synth_at(&a, k), ib = wd_synth_at(&b, k);
-            if (j == 4) wd_synth_forget(&b, (double)(n - 1) * r.sample_period_s);
+            if (j == 16) wd_synth_forget(&b, (double)(n - 1) * r.sample_period_s);
             for (int d = 0; d < 2; d++) same &= ia >= 0 && ib >= 0 && a.snr[d][ia] == b.snr[d][ib];
         }
         CHECKF(same, "fading kind %d: a sample's value depends on the query order", kind);
