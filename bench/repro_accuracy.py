@@ -87,7 +87,6 @@ def main():
                 "kl": agr.get("kl_mean"),
                 "latency_ms": (rc.latency(wd).get("latency_mean_s") or 0) * 1e3 or None,
                 "llama2_70b": rc.LLAMA2_70B.get(t),
-                "complete": not (base.get("interrupted") or wd.get("interrupted")),
             })
     except rc.Interrupted:
         pass

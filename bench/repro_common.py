@@ -152,7 +152,8 @@ class Runner:
               file=sys.stderr)
 
     def eval(self, task, data, out_json, extra=()):
-        """One `wdmoe eval`; returns the result document (or raises Interrupted)."""
+        """One `wdmoe eval`; returns the result document. Raises Interrupted when
+        stopped (Ctrl-C) before or during the run."""
         if self.stop:
             raise Interrupted()
         cmd = [self.wdmoe, "eval", "--model", self.model, "--task", task, "--data", data,
@@ -173,7 +174,10 @@ class Runner:
         if self.verbose:
             print(f"  {time.time() - t0:.1f} s", file=sys.stderr)
         if p.returncode == 130 or doc.get("interrupted"):
+            # a partial run is not comparable with complete ones: not tabulated
+            # (its result JSON stays in runs/)
             self.stop = True
+            raise Interrupted()
         return doc
 
     def trace(self, scenario, out_csv, duration=1.0):

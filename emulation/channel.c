@@ -141,11 +141,15 @@ int wd_synth_init(wd_synth *s, const wd_radio *rd, double pl_db, double sigma_db
     for (int d = 0; d < 2; d++) {
         wd_fading *f = &s->fad[d];
         wd_fading_init(f, rd->fading, fd, rd->rician_k_db, wd_stream_seed(seed, 0, 1 + d));
-        for (int n = 0; n <= WD_FADING_SINUSOIDS; n++) {
-            double w = n < WD_FADING_SINUSOIDS ? f->w[n] : 2.0 * PI * fd * cos(f->theta0);
-            s->rot_re[d][n] = cos(w * s->ts);
-            s->rot_im[d][n] = sin(w * s->ts);
+        for (int n = 0; n < WD_FADING_SINUSOIDS; n++) {
+            s->rot_re[d][n] = cos(f->w[n] * s->ts);
+            s->rot_im[d][n] = sin(f->w[n] * s->ts);
         }
+        double w = 2.0 * PI * fd * cos(f->theta0);
+        s->los_rot_re[d] = cos(w * s->ts);
+        s->los_rot_im[d] = sin(w * s->ts);
+        double K = f->k_linear;
+        s->ric_a[d] = sqrt(1.0 / (K + 1.0)), s->ric_b[d] = sqrt(K / (K + 1.0));
     }
     synth_restart(s);
     return 0;
@@ -187,12 +191,15 @@ static void synth_restart(wd_synth *s) {
     s->sh_next = synth_ar(s, s->sh_cur);
     synth_grid_gain(s);
     s->next_k = 0;
+    s->sh_left = s->grid;
 }
 
 /* Shadowing gain (linear) at sample next_k, then advance next_k. */
 static double synth_shadow_next(wd_synth *s) {
     double g = s->sh_g;
-    if (++s->next_k % s->grid == 0) {
+    s->next_k++;
+    if (--s->sh_left == 0) { /* next_k is a grid point */
+        s->sh_left = s->grid;
         s->sh_cur = s->sh_next;
         s->sh_next = synth_ar(s, s->sh_cur);
         synth_grid_gain(s);
@@ -202,52 +209,153 @@ static double synth_shadow_next(wd_synth *s) {
     return g;
 }
 
-/* Phasors exp(j (w_n t + phi_n)) at sample k from the anchor at or before k:
- * exact at anchors, then one rotation per sample, so every sample's value
- * depends on k only (not on which samples were generated or queried). */
-static void synth_anchor(wd_synth *s, long k) {
-    long ka = k - k % WD_SYNTH_ANCHOR;
-    double t = (double)ka * s->ts;
-    for (int d = 0; d < 2; d++) {
-        const wd_fading *f = &s->fad[d];
-        for (int n = 0; n <= WD_FADING_SINUSOIDS; n++) {
-            double ph = n < WD_FADING_SINUSOIDS
-                            ? f->w[n] * t + f->phase[n]
-                            : 2.0 * PI * f->doppler_hz * t * cos(f->theta0) + f->phi0;
-            s->ph_re[d][n] = cos(ph), s->ph_im[d][n] = sin(ph);
-        }
-        for (long j = ka; j < k; j++)
-            for (int n = 0; n <= WD_FADING_SINUSOIDS; n++) {
-                double re = s->ph_re[d][n], im = s->ph_im[d][n];
-                s->ph_re[d][n] = re * s->rot_re[d][n] - im * s->rot_im[d][n];
-                s->ph_im[d][n] = re * s->rot_im[d][n] + im * s->rot_re[d][n];
-            }
-    }
+/* ---- fading phasors: 16 sinusoids as two vectors of 8 ----------------------------------
+ * The arithmetic is the same in the vector and the scalar form (no
+ * contraction in ISO C mode), so both give the same bits. */
+#if defined(__GNUC__) && !defined(WD_SYNTH_SCALAR)
+typedef double v8d __attribute__((vector_size(64)));
+typedef double v8d_u __attribute__((vector_size(64), aligned(8))); /* unaligned access */
+#define LD8(p) (*(const v8d_u *)(p))
+#define ST8(p, v) (*(v8d_u *)(p) = (v))
+typedef long long v8l __attribute__((vector_size(64)));
+
+/* ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)) of a v8d (a macro: no
+ * vector-argument ABI) */
+#if defined(__clang__)
+#define TREE8(v, out)                                                                      \
+    do {                                                                                   \
+        v8d a_ = (v) + __builtin_shufflevector((v), (v), 1, 0, 3, 2, 5, 4, 7, 6);          \
+        v8d b_ = a_ + __builtin_shufflevector(a_, a_, 2, 3, 0, 1, 6, 7, 4, 5);             \
+        (out) = b_[0] + b_[4];                                                             \
+    } while (0)
+#else
+#define TREE8(v, out)                                                                      \
+    do {                                                                                   \
+        v8d a_ = (v) + __builtin_shuffle((v), (v8l){1, 0, 3, 2, 5, 4, 7, 6});              \
+        v8d b_ = a_ + __builtin_shuffle(a_, (v8l){2, 3, 0, 1, 6, 7, 4, 5});                \
+        (out) = b_[0] + b_[4];                                                             \
+    } while (0)
+#endif
+
+/* Rotate the 16 phasors by one sample. */
+static inline void rotate16(double *pr, double *pi, const double *rr, const double *ri) {
+    v8d p0 = LD8(pr), p1 = LD8(pr + 8), q0 = LD8(pi), q1 = LD8(pi + 8);
+    v8d r0 = LD8(rr), r1 = LD8(rr + 8), i0 = LD8(ri), i1 = LD8(ri + 8);
+    ST8(pr, p0 * r0 - q0 * i0);
+    ST8(pr + 8, p1 * r1 - q1 * i1);
+    ST8(pi, p0 * i0 + q0 * r0);
+    ST8(pi + 8, p1 * i1 + q1 * r1);
 }
 
-/* |h|^2 of direction d from the current phasors, then rotate them one sample. */
-static double synth_fade_next(wd_synth *s, int d) {
-    const wd_fading *f = &s->fad[d];
-    double *pr = s->ph_re[d], *pi = s->ph_im[d];
-    const double *rr = s->rot_re[d], *ri = s->rot_im[d];
-    double xs[8], ys[8]; /* 16 terms as 8 pairs (vectorisable), then a fixed-order tree */
-    for (int n = 0; n < 8; n++) {
-        xs[n] = f->ci[n] * pr[n] + f->ci[n + 8] * pr[n + 8];
-        ys[n] = f->cq[n] * pr[n] + f->cq[n + 8] * pr[n + 8];
-    }
-    double x = ((xs[0] + xs[1]) + (xs[2] + xs[3])) + ((xs[4] + xs[5]) + (xs[6] + xs[7]));
-    double y = ((ys[0] + ys[1]) + (ys[2] + ys[3])) + ((ys[4] + ys[5]) + (ys[6] + ys[7]));
-    if (f->kind == WD_FADING_RICIAN) {
-        double K = f->k_linear, a = sqrt(1.0 / (K + 1.0)), b = sqrt(K / (K + 1.0));
-        x = a * x + b * pr[WD_FADING_SINUSOIDS];
-        y = a * y + b * pi[WD_FADING_SINUSOIDS];
-    }
-    for (int n = 0; n <= WD_FADING_SINUSOIDS; n++) {
+/* x = sum ci_n Re p_n, y = sum cq_n Re p_n (8 pairs, then the tree); rotate by one sample. */
+static inline void fade_sum_rotate(const double *ci, const double *cq, double *pr, double *pi,
+                                   const double *rr, const double *ri, double *x, double *y) {
+    v8d p0 = LD8(pr), p1 = LD8(pr + 8);
+    v8d xs = LD8(ci) * p0 + LD8(ci + 8) * p1, ys = LD8(cq) * p0 + LD8(cq + 8) * p1;
+    TREE8(xs, *x);
+    TREE8(ys, *y);
+    rotate16(pr, pi, rr, ri);
+}
+#else
+static inline void rotate16(double *pr, double *pi, const double *rr, const double *ri) {
+    for (int n = 0; n < 16; n++) {
         double re = pr[n], im = pi[n];
         pr[n] = re * rr[n] - im * ri[n];
         pi[n] = re * ri[n] + im * rr[n];
     }
-    return f->kind == WD_FADING_NONE ? 1.0 : x * x + y * y;
+}
+
+static inline void fade_sum_rotate(const double *ci, const double *cq, double *pr, double *pi,
+                                   const double *rr, const double *ri, double *x, double *y) {
+    double xs[8], ys[8];
+    for (int n = 0; n < 8; n++) {
+        xs[n] = ci[n] * pr[n] + ci[n + 8] * pr[n + 8];
+        ys[n] = cq[n] * pr[n] + cq[n + 8] * pr[n + 8];
+    }
+    *x = ((xs[0] + xs[1]) + (xs[2] + xs[3])) + ((xs[4] + xs[5]) + (xs[6] + xs[7]));
+    *y = ((ys[0] + ys[1]) + (ys[2] + ys[3])) + ((ys[4] + ys[5]) + (ys[6] + ys[7]));
+    rotate16(pr, pi, rr, ri);
+}
+#endif
+
+static inline void rotate1(double *re, double *im, double rr, double ri) {
+    double a = *re, b = *im;
+    *re = a * rr - b * ri;
+    *im = a * ri + b * rr;
+}
+
+/* Phasors exp(j (w_n t + phi_n)) at sample k from the anchor at or before k:
+ * exact at anchors, then one rotation per sample, so every sample's value
+ * depends on k only (not on which samples were generated or queried). */
+typedef struct { /* phasors of both directions at one sample */
+    double re[2][WD_FADING_SINUSOIDS], im[2][WD_FADING_SINUSOIDS], los_re[2], los_im[2];
+} phasors;
+
+static void anchor_into(const wd_synth *s, long k, double (*pr)[WD_FADING_SINUSOIDS],
+                        double (*pi)[WD_FADING_SINUSOIDS], double *lr, double *li) {
+    long ka = k - k % WD_SYNTH_ANCHOR;
+    double t = (double)ka * s->ts;
+    for (int d = 0; d < 2; d++) {
+        const wd_fading *f = &s->fad[d];
+        if (f->kind == WD_FADING_NONE) continue; /* the phasors are never read */
+        for (int n = 0; n < WD_FADING_SINUSOIDS; n++) {
+            double ph = f->w[n] * t + f->phase[n];
+            pr[d][n] = cos(ph), pi[d][n] = sin(ph);
+        }
+        double ph = 2.0 * PI * f->doppler_hz * t * cos(f->theta0) + f->phi0;
+        lr[d] = cos(ph), li[d] = sin(ph);
+        for (long j = ka; j < k; j++) {
+            rotate16(pr[d], pi[d], s->rot_re[d], s->rot_im[d]);
+            rotate1(&lr[d], &li[d], s->los_rot_re[d], s->los_rot_im[d]);
+        }
+    }
+}
+
+static void synth_anchor(wd_synth *s, long k) {
+    anchor_into(s, k, s->ph_re, s->ph_im, s->los_re, s->los_im);
+}
+
+/* Rotate the generator's phasors by one sample without reading them. */
+static void synth_rotate(wd_synth *s) {
+    for (int d = 0; d < 2; d++) {
+        wd_fading_kind kind = s->fad[d].kind;
+        if (kind == WD_FADING_NONE) continue;
+        rotate16(s->ph_re[d], s->ph_im[d], s->rot_re[d], s->rot_im[d]);
+        if (kind == WD_FADING_RICIAN)
+            rotate1(&s->los_re[d], &s->los_im[d], s->los_rot_re[d], s->los_rot_im[d]);
+    }
+}
+
+/* |h|^2 of direction d from phasors pr, pi, (lr, li), then rotate them one sample. */
+static double fade_next(const wd_synth *s, int d, double *pr, double *pi, double *lr, double *li) {
+    const wd_fading *f = &s->fad[d];
+    if (f->kind == WD_FADING_NONE) return 1.0; /* the phasors are never read */
+    double x, y;
+    fade_sum_rotate(f->ci, f->cq, pr, pi, s->rot_re[d], s->rot_im[d], &x, &y);
+    if (f->kind == WD_FADING_RICIAN) {
+        double a = s->ric_a[d], b = s->ric_b[d];
+        x = a * x + b * *lr;
+        y = a * y + b * *li;
+        rotate1(lr, li, s->los_rot_re[d], s->los_rot_im[d]);
+    }
+    return x * x + y * y;
+}
+
+static double synth_fade_next(wd_synth *s, int d) {
+    return fade_next(s, d, s->ph_re[d], s->ph_im[d], &s->los_re[d], &s->los_im[d]);
+}
+
+/* Samples stepped over (see wd_synth_at) hold NaN in snr[WD_DL] and their
+ * shadowing gain in snr[WD_UL]; asked for later, their fading is computed
+ * from the anchor, as the generator would have (same bits). */
+static void synth_fill(wd_synth *s, long k, long i) {
+    phasors p;
+    anchor_into(s, k, p.re, p.im, p.los_re, p.los_im);
+    double g = s->snr[WD_UL][i];
+    for (int d = 0; d < 2; d++) {
+        double snr = s->snr0[d] * g * fade_next(s, d, p.re[d], p.im[d], &p.los_re[d], &p.los_im[d]);
+        s->snr[d][i] = snr < s->outage ? 0.0 : snr;
+    }
 }
 
 static int synth_reserve(wd_synth *s, long need) {
@@ -263,9 +371,33 @@ static int synth_reserve(wd_synth *s, long need) {
     return 0;
 }
 
+#define SYNTH_WALK 64 /* samples generated ahead when the queries walk sample by sample */
+#define SYNTH_JUMP 1  /* ... when they jump ahead */
+
+/* Step the generator over samples [next_k, k), keeping only their
+ * shadowing gains: the phasors are rotated without being read, or (k in a
+ * later anchor interval) recomputed at k. */
+static void synth_skip(wd_synth *s, long k) {
+    int jump = s->next_k < k - k % WD_SYNTH_ANCHOR;
+    while (s->next_k < k) {
+        if (!jump) {
+            if (s->next_k % WD_SYNTH_ANCHOR == 0) synth_anchor(s, s->next_k);
+            synth_rotate(s);
+        }
+        double g = synth_shadow_next(s);
+        s->snr[WD_DL][s->n] = NAN, s->snr[WD_UL][s->n] = g;
+        s->n++;
+    }
+    if (jump) synth_anchor(s, k);
+}
+
 long wd_synth_at(wd_synth *s, long k) {
     if (k < 0) k = 0;
-    if (k >= s->k0 && k < s->k0 + s->n) return k - s->k0;
+    if (k >= s->k0 && k < s->k0 + s->n) {
+        long i = k - s->k0;
+        if (isnan(s->snr[WD_DL][i])) synth_fill(s, k, i); /* stepped over before */
+        return i;
+    }
     if (k < s->k0) { /* rare: regenerate from the start, keep from k */
         synth_restart(s);
         s->k0 = s->n = 0;
@@ -275,8 +407,11 @@ long wd_synth_at(wd_synth *s, long k) {
         s->k0 = s->next_k;
         synth_anchor(s, s->k0);
     }
-    long want = k - s->k0 + 1024; /* generate in chunks */
+    /* the generator is at next_k = k0 + n <= k: samples before k nobody has
+     * asked for yet are only stepped over */
+    long want = k - s->k0 + (k == s->next_k ? SYNTH_WALK : SYNTH_JUMP);
     if (synth_reserve(s, want)) return -1;
+    if (k > s->next_k) synth_skip(s, k);
     while (s->n < want) {
         if (s->next_k % WD_SYNTH_ANCHOR == 0) synth_anchor(s, s->next_k);
         double g = synth_shadow_next(s);
@@ -289,10 +424,17 @@ long wd_synth_at(wd_synth *s, long k) {
     return k - s->k0;
 }
 
+#define FORGET_MIN 8192 /* samples: drop only this many or more at once */
+
+double wd_synth_forget_time(const wd_synth *s) {
+    /* t < (k0 + 8192) ts: floor(t / ts) <= k0 + 8192, drop <= 8191 */
+    return (double)(s->k0 + FORGET_MIN) * s->ts;
+}
+
 void wd_synth_forget(wd_synth *s, double t) {
     long k = (long)floor(t / s->ts) - 1;
     long drop = k - s->k0;
-    if (drop < 8192 || drop < s->n / 2) return;
+    if (drop < FORGET_MIN || drop < s->n / 2) return;
     if (drop > s->n) drop = s->n;
     long keep = s->n - drop;
     for (int d = 0; d < 2; d++) memmove(s->snr[d], s->snr[d] + drop, keep * sizeof(double));

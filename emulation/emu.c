@@ -23,6 +23,8 @@ struct wd_emu {
     double *tc1;            /* [nd] compute time of one token through one expert */
     double *tau_dev, *tau_e, *tau_best;
     double *tau_from, *tau_until; /* tau_dev[d] holds on [from, until) */
+    double pred_lo, pred_hi;      /* all of them hold on [pred_lo, pred_hi) */
+    double forget_t;              /* the synthetic channels drop nothing before */
     unsigned char *avail_e, *mark;
     /* step scratch */
     long gen, tok;
@@ -141,7 +143,8 @@ static int build_links(wd_emu *emu, char *err, size_t errlen) {
                 if (!*l) return wd_fail(err, errlen, "%s: out of memory", file);
             } else {
                 char e2[768];
-                if (wd_link_create(l, ls, k, d, sc->max_wait_s, e2, sizeof e2))
+                if (wd_link_create_from(l, ls, k, d, sc->max_wait_s, emu->link, 2 * d + k, e2,
+                                        sizeof e2))
                     return wd_fail(err, errlen, "%s: devices[%d].%s: %s", file, d,
                                    k == WD_DL ? "downlink" : "uplink", e2);
             }
@@ -352,13 +355,20 @@ static double device_tau(wd_emu *emu, int d, double t, double s_dl, double s_ul,
 int wd_emu_predict(wd_emu *emu, double *tau, unsigned char *avail) {
     double t = emu->t;
     int changed = emu->rep_dirty;
-    for (int d = 0; d < emu->nd; d++)
-        if (!(t >= emu->tau_from[d] && t < emu->tau_until[d])) {
-            double old = emu->tau_dev[d];
-            emu->tau_dev[d] = device_tau(emu, d, t, emu->s0, emu->s0, &emu->tau_until[d]);
-            emu->tau_from[d] = t;
-            changed |= emu->tau_dev[d] != old;
+    if (changed || !(t >= emu->pred_lo && t < emu->pred_hi)) {
+        double lo = -INFINITY, hi = INFINITY;
+        for (int d = 0; d < emu->nd; d++) {
+            if (!(t >= emu->tau_from[d] && t < emu->tau_until[d])) {
+                double old = emu->tau_dev[d];
+                emu->tau_dev[d] = device_tau(emu, d, t, emu->s0, emu->s0, &emu->tau_until[d]);
+                emu->tau_from[d] = t;
+                changed |= emu->tau_dev[d] != old;
+            }
+            if (emu->tau_from[d] > lo) lo = emu->tau_from[d];
+            if (emu->tau_until[d] < hi) hi = emu->tau_until[d];
         }
+        emu->pred_lo = lo, emu->pred_hi = hi;
+    }
     emu->rep_time = t;
     emu->rep_dirty = 0;
     if (changed) /* best replica of every expert */
@@ -690,9 +700,16 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
     }
     emu->c_steps[0] += any_rerouted, emu->c_steps[1] += any_slow, emu->c_steps[2] += any_link;
     emu->t = t1 + wait;
-    if (emu->any_syn)
+    if (emu->any_syn && emu->t >= emu->forget_t) {
+        double ft = INFINITY;
         for (int d = 0; d < emu->nd; d++)
-            if (emu->has_syn[d]) wd_synth_forget(&emu->syn[d], emu->t);
+            if (emu->has_syn[d]) {
+                wd_synth_forget(&emu->syn[d], emu->t);
+                double f = wd_synth_forget_time(&emu->syn[d]);
+                if (f < ft) ft = f;
+            }
+        emu->forget_t = ft;
+    }
     /* statistics */
     emu->steps++;
     for (int t = 0; t < n_tokens; t++) emu->s_experts += n[t];

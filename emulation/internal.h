@@ -48,10 +48,15 @@ static inline uint64_t wd_stream_seed(uint64_t seed, int device, int purpose) {
 /* ---- synthetic channel of one device (both directions) ------------------- */
 #define WD_SYNTH_ANCHOR 256 /* fading phasors are recomputed exactly every this many samples */
 typedef struct {
-    double ts;            /* sample period */
-    double snr0[2];       /* mean SNR (linear) without shadowing and fading, full band */
-    double bw[2];         /* Hz */
-    double outage;        /* linear SNR threshold */
+    /* read by every rate query: first */
+    double ts;    /* sample period */
+    double bw[2]; /* Hz */
+    /* samples [k0, k0 + n): full-band SNR (0 in outage) per direction */
+    long k0, n;
+    double *snr[2];
+    long cap;
+    double snr0[2]; /* mean SNR (linear) without shadowing and fading, full band */
+    double outage;  /* linear SNR threshold */
     double sigma_db, rho; /* shadowing std, AR(1) coefficient per grid step */
     long grid;            /* samples per shadowing grid step (d_corr / 100 of travel) */
     int shadowing;
@@ -64,13 +69,14 @@ typedef struct {
     double spare;           /* second Box-Muller normal */
     int has_spare;
     long next_k;
-    double ph_re[2][WD_FADING_SINUSOIDS + 1],
-        ph_im[2][WD_FADING_SINUSOIDS + 1]; /* phasors at next_k */
-    double rot_re[2][WD_FADING_SINUSOIDS + 1],
-        rot_im[2][WD_FADING_SINUSOIDS + 1]; /* one-sample rotation */
-    /* samples [k0, k0 + n): full-band SNR (0 in outage) per direction */
-    long k0, n, cap;
-    double *snr[2];
+    long sh_left; /* samples from next_k to the next shadowing grid point */
+    /* per direction: phasors exp(j (w_n t + phi_n)) of the sinusoids at
+     * next_k and their one-sample rotations (WD_FADING_SINUSOIDS each, for
+     * vector loads), then the same for the Rician LOS ray */
+    double ph_re[2][WD_FADING_SINUSOIDS], ph_im[2][WD_FADING_SINUSOIDS];
+    double rot_re[2][WD_FADING_SINUSOIDS], rot_im[2][WD_FADING_SINUSOIDS];
+    double los_re[2], los_im[2], los_rot_re[2], los_rot_im[2];
+    double ric_a[2], ric_b[2]; /* Rician: sqrt(1 / (K + 1)), sqrt(K / (K + 1)) */
 } wd_synth;
 
 int wd_synth_init(wd_synth *s, const wd_radio *radio, double pl_db, double sigma_db,
@@ -79,34 +85,69 @@ void wd_synth_free(wd_synth *s);
 /* Make sample k available; returns its offset in the buffers or -1 (no memory). */
 long wd_synth_at(wd_synth *s, long k);
 void wd_synth_forget(wd_synth *s, double t); /* samples before t are no longer needed */
+/* A time before which wd_synth_forget(s, t) drops nothing (as long as no query went back). */
+double wd_synth_forget_time(const wd_synth *s);
 
 /* ---- links ---------------------------------------------------------------- */
 typedef struct {
     double a, b, s;
 } wd_window;
 
+/* Mahimahi lookup table, one entry per whole millisecond j of the loop:
+ * pre = opportunities before j ms, nxt = time (ms) of the first one at or
+ * after j ms (WD_MM_WRAP: none left in this loop). One cache line answers
+ * both a count and "the next opportunity". */
+typedef struct {
+    uint32_t pre, nxt;
+} wd_mm_entry;
+#define WD_MM_WRAP UINT32_MAX
+
+/* Fields in the order the per-step paths read them: the first two cache
+ * lines hold everything a rate or transfer-time query needs (allocated
+ * 64-byte aligned). */
 struct wd_link {
     wd_link_model model;
-    int dir, device;
+    int dir, device, n_win;
     double latency, scale, max_wait;
-    double rate; /* constant */
-    /* csv: n samples, start times t[i] (t[0] = 0), rates r[i], loops with period */
-    long n;
-    double *t, *r, period, offset;
-    long cur; /* cursor: last segment used */
-    /* mahimahi: opportunity times in ms (sorted), loop period in ms;
-     * pre[j] = opportunities before j ms (j = 0 .. period + 1; NULL for huge periods) */
-    double *ms, period_ms, window;
-    uint32_t *pre;
+    double offset;  /* csv, mahimahi */
+    wd_synth *syn;  /* synthetic */
+    double rate;    /* constant */
+    /* mahimahi: loop period and opportunity count, lookup table (NULL for
+     * huge periods: binary search on ms), first timestamp */
+    double period_ms;
+    long n; /* also csv: samples */
+    wd_mm_entry *tab;
+    double ms0, window;
     long bin; /* cached estimate bin and value */
     double bin_rate;
-    /* synthetic */
-    wd_synth *syn;
+    double bin_end_x, bin_end_cnt; /* count of opportunities before bin_end_x (ms) */
+    /* synthetic: the last rates by sample (rate at a share, before windows
+     * and rate_scale); two entries, since prediction and transfers use
+     * different shares */
+    long memo_k[2];
+    double memo_share[2], memo_rate[2];
+    int memo_next;
+    /* csv: start times t[i] (t[0] = 0), rates r[i], loops with period */
+    double *t, *r, period;
+    long cur; /* cursor: last segment used */
+    /* mahimahi: opportunity times in ms (sorted), loop period in ms;
+     * pre[j] = opportunities before j ms (j = 0 .. period + 1; NULL for huge
+     * periods), folded into tab after loading */
+    double *ms;
+    uint32_t *pre;
+    uint32_t *ms32; /* ms as integers, with tab (ms itself is freed then) */
+    char *file;     /* mahimahi: the trace file */
+    int borrowed;   /* ms, ms32, tab belong to another link of the same emulator */
     /* fault windows */
-    int n_win;
     wd_window *win;
 };
 
+/* wd_link_create, but a Mahimahi link whose file one of prev[0 .. n_prev)
+ * (entries may be NULL) already loaded shares that link's tables: prev
+ * must outlive it (the links of one emulator are freed together). */
+int wd_link_create_from(wd_link **out, const wd_link_spec *spec, int dir, int device,
+                        double max_wait_s, wd_link *const *prev, int n_prev, char *err,
+                        size_t errlen);
 wd_link *wd_link_new_synthetic(wd_synth *syn, int dir, int device, double latency, double scale,
                                double max_wait);
 /* Rate (bit/s) at t with a share, windows and rate_scale included; *until:

@@ -4,6 +4,7 @@
  * over pieces [a, b) of constant rate (split again at fault windows)
  * integrates the rate until the bits are delivered. Mahimahi links count
  * 1500-byte delivery opportunities. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,17 +14,48 @@
 
 static wd_link *link_alloc(wd_link_model model, int dir, int device, double latency, double scale,
                            double max_wait) {
-    wd_link *l = calloc(1, sizeof *l);
+    size_t size = (sizeof(wd_link) + 63) / 64 * 64; /* hot fields: two cache lines */
+    wd_link *l = aligned_alloc(64, size);
     if (!l) return NULL;
+    memset(l, 0, size);
     l->model = model, l->dir = dir, l->device = device;
     l->latency = latency, l->scale = scale;
     l->max_wait = max_wait > 0 ? max_wait : DEFAULT_MAX_WAIT;
     l->bin = -1;
+    l->bin_end_x = NAN;
+    l->memo_k[0] = l->memo_k[1] = LONG_MIN;
     return l;
+}
+
+/* Fold the prefix counts and the timestamps into one table (see
+ * wd_mm_entry); timestamps as 32-bit integers (periods with the table are
+ * at most 2^26 ms). */
+static int mm_build_table(wd_link *l) {
+    l->ms0 = l->ms[0];
+    if (!l->pre) return 0;
+    long P = (long)l->period_ms;
+    l->tab = malloc((P + 2) * sizeof *l->tab);
+    l->ms32 = malloc(l->n * sizeof *l->ms32);
+    if (!l->tab || !l->ms32) return 1;
+    for (long j = 0; j <= P + 1; j++) {
+        uint32_t i = l->pre[j];
+        l->tab[j].pre = i;
+        l->tab[j].nxt = (long)i < l->n ? (uint32_t)l->ms[i] : WD_MM_WRAP;
+    }
+    for (long i = 0; i < l->n; i++) l->ms32[i] = (uint32_t)l->ms[i];
+    free(l->pre), free(l->ms);
+    l->pre = NULL, l->ms = NULL;
+    return 0;
 }
 
 int wd_link_create(wd_link **out, const wd_link_spec *sp, int dir, int device, double max_wait,
                    char *err, size_t errlen) {
+    return wd_link_create_from(out, sp, dir, device, max_wait, NULL, 0, err, errlen);
+}
+
+int wd_link_create_from(wd_link **out, const wd_link_spec *sp, int dir, int device,
+                        double max_wait, wd_link *const *prev, int n_prev, char *err,
+                        size_t errlen) {
     *out = NULL;
     if (sp->model == WD_LINK_SYNTHETIC) {
         snprintf(err, errlen, "link: synthetic links are built by wd_emu_create");
@@ -43,7 +75,19 @@ int wd_link_create(wd_link **out, const wd_link_spec *sp, int dir, int device, d
                                errlen);
         l->offset = sp->offset_s;
     } else {
-        rc = wd_trace_load_mahimahi(l, sp->file, err, errlen);
+        const wd_link *d = NULL; /* a link that loaded the same file */
+        for (int i = 0; i < n_prev && !d; i++)
+            if (prev[i] && prev[i]->model == WD_LINK_MAHIMAHI && !strcmp(prev[i]->file, sp->file))
+                d = prev[i];
+        if (d) {
+            l->n = d->n, l->period_ms = d->period_ms, l->ms0 = d->ms0;
+            l->ms = d->ms, l->ms32 = d->ms32, l->tab = d->tab;
+            l->borrowed = 1;
+        } else {
+            rc = wd_trace_load_mahimahi(l, sp->file, err, errlen);
+            if (!rc && mm_build_table(l)) rc = wd_fail(err, errlen, "%s: out of memory", sp->file);
+        }
+        if (!rc && !(l->file = strdup(sp->file))) rc = wd_fail(err, errlen, "link: out of memory");
         l->offset = sp->offset_s;
         l->window = sp->window_s > 0 ? sp->window_s : 0.1;
     }
@@ -64,7 +108,8 @@ wd_link *wd_link_new_synthetic(wd_synth *syn, int dir, int device, double latenc
 
 void wd_link_free(wd_link *l) {
     if (!l) return;
-    free(l->t), free(l->r), free(l->ms), free(l->pre), free(l->win);
+    if (!l->borrowed) free(l->ms), free(l->ms32), free(l->tab);
+    free(l->t), free(l->r), free(l->pre), free(l->file), free(l->win);
     free(l);
 }
 
@@ -104,6 +149,8 @@ typedef struct {
 static double piece_rate(wd_link *l, const piece *p, double share) {
     if (l->model == WD_LINK_CONSTANT) return share * l->rate;
     if (l->model == WD_LINK_CSV) return share * l->r[p->k];
+    if (p->k == l->memo_k[0] && share == l->memo_share[0]) return l->memo_rate[0];
+    if (p->k == l->memo_k[1] && share == l->memo_share[1]) return l->memo_rate[1];
     wd_synth *s = l->syn;
     long i = wd_synth_at(s, p->k);
     if (i < 0) return 0.0;
@@ -111,7 +158,11 @@ static double piece_rate(wd_link *l, const piece *p, double share) {
     /* downlink: the BS power spreads over the band, so the spectral
      * efficiency does not depend on the share; uplink: the device's full
      * power in its share */
-    return l->dir == WD_DL || share == 1.0 ? b * log2(1.0 + snr) : b * log2(1.0 + snr / share);
+    double r = l->dir == WD_DL || share == 1.0 ? b * log2(1.0 + snr) : b * log2(1.0 + snr / share);
+    int j = l->memo_next; /* samples never change: the memo needs no invalidation */
+    l->memo_k[j] = p->k, l->memo_share[j] = share, l->memo_rate[j] = r;
+    l->memo_next = j ^ 1;
+    return r;
 }
 
 /* Locate the csv segment holding trace time x (cursor first, then binary search). */
@@ -197,9 +248,9 @@ static int piece_send(const wd_link *l, double a, double b, double r, double *re
 
 /* First index with ms[i] >= x (n when none): the prefix table, or a binary search. */
 static long mm_lower(const wd_link *l, double x) {
-    if (l->pre) {
+    if (l->tab) {
         double c = ceil(x); /* timestamps are whole ms: ms < x  <=>  ms < ceil(x) */
-        return c <= 0 ? 0 : c > l->period_ms + 1 ? l->n : (long)l->pre[(long)c];
+        return c <= 0 ? 0 : c > l->period_ms + 1 ? l->n : (long)l->tab[(long)c].pre;
     }
     long lo = 0, hi = l->n;
     while (lo < hi) {
@@ -230,7 +281,18 @@ static void mm_first(const wd_link *l, double t, double *L, long *i) {
 }
 
 static double mm_time(const wd_link *l, double L, long i) { /* s */
-    return (L * l->period_ms + l->ms[i]) / 1000.0 - l->offset;
+    return (L * l->period_ms + (l->ms32 ? (double)l->ms32[i] : l->ms[i])) / 1000.0 - l->offset;
+}
+
+/* mm_nth(l, t, 1) with the table: one lookup gives the time. */
+static double mm_next(const wd_link *l, double t) {
+    double x = (t + l->offset) * 1000.0 - MM_EPS;
+    double L = floor(x / l->period_ms);
+    if (L < 0) L = 0;
+    double c = ceil(x - L * l->period_ms);
+    uint32_t v = c <= 0 ? l->tab[0].nxt : c > l->period_ms + 1 ? WD_MM_WRAP : l->tab[(long)c].nxt;
+    if (v == WD_MM_WRAP) return ((L + 1) * l->period_ms + l->ms0) / 1000.0 - l->offset;
+    return (L * l->period_ms + (double)v) / 1000.0 - l->offset;
 }
 
 /* Time (s) of the k-th (k >= 1) opportunity at or after t. */
@@ -258,7 +320,7 @@ static double mm_tx_time(wd_link *l, double t0, double bits, double share) {
         double nx = INFINITY, s = l->n_win ? win_scale(l, t, &nx) : 1.0;
         if (s > 0) {
             double k = ceil(rem / (per * s) - 1e-9);
-            double tk = mm_nth(l, t, k < 1 ? 1 : k);
+            double tk = k <= 1 && l->tab ? mm_next(l, t) : mm_nth(l, t, k < 1 ? 1 : k);
             if (tk < nx) return tk - t0 + l->latency;
             rem -= per * s * mm_count(l, t, nx, 0);
         }
@@ -333,9 +395,13 @@ double wd_link_rate_until(wd_link *l, double t, double share, double *until) {
     double nx = INFINITY, w = l->n_win ? win_scale(l, t, &nx) : 1.0, r;
     if (l->model == WD_LINK_MAHIMAHI) {
         long q = (long)floor((t + l->offset) / l->window);
-        if (q != l->bin) {
-            double a = (double)q * l->window - l->offset;
-            l->bin_rate = mm_bits(l, a, a + l->window, 0, 0) / l->window;
+        if (q != l->bin) { /* mm_bits(a, b, 0, 0); the next bin starts where this one ends */
+            double a = (double)q * l->window - l->offset, b = (double)(q + 1) * l->window - l->offset;
+            double xa = (a + l->offset) * 1000.0 - MM_EPS, xb = (b + l->offset) * 1000.0 - MM_EPS;
+            double ca = xa == l->bin_end_x ? l->bin_end_cnt : mm_count_before(l, xa);
+            double cb = mm_count_before(l, xb);
+            l->bin_end_x = xb, l->bin_end_cnt = cb;
+            l->bin_rate = WD_MTU_BITS * l->scale * (cb - ca) / l->window;
             l->bin = q;
         }
         double end = (double)(q + 1) * l->window - l->offset;

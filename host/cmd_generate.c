@@ -357,6 +357,7 @@ int wd_cmd_generate(int argc, char **argv) {
     }
     double t_decode = now_s() - t1;
     printf("\n");
+    fflush(stdout);
     if (print_ids) {
         printf("ids:");
         for (int i = 0; i < n_all; i++) printf(" %d", all[i]);

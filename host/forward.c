@@ -40,6 +40,7 @@ static void free_scratch(wd_session *s) {
     free(s->sel.weight);
     s->x = s->xb = s->q = s->k = s->v = s->att = s->probs = s->moe = NULL;
     s->xg = s->yg = s->ffn_scratch = s->att_scratch = NULL;
+    s->att_scratch_len = 0;
     s->sel.n = NULL;
     s->sel.expert = NULL;
     s->sel.weight = NULL;

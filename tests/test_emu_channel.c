@@ -2,6 +2,7 @@
  * formulas written out here; fading power and time correlation (J0);
  * shadowing statistics and the link budget through the emulator. */
 #include "emulation/emulation.h"
+#include "emulation/internal.h"
 #include "tests/test_util.h"
 
 #define PI 3.14159265358979323846
@@ -181,9 +182,60 @@ static void test_budget_and_shadowing(void) {
     wd_scenario_free(&sc);
 }
 
+/* The emulator's fading generator (phasors rotated sample by sample from
+ * exact anchors, vectorised) against the direct sum of sinusoids
+ * wd_fading_at, and its values depending on the sample index only (not on
+ * the order of the queries). */
+static void test_synth_generator(void) {
+    char err[512];
+    wd_scenario sc;
+    CHECK(wd_scenario_default(&sc, 1, err, sizeof err) == 0);
+    for (int kind = WD_FADING_RAYLEIGH; kind <= WD_FADING_RICIAN; kind++) {
+        wd_radio r = sc.radio;
+        r.fading = (wd_fading_kind)kind;
+        r.rician_k_db = 6;
+        r.shadowing = 0;
+        r.outage_snr_db = -200; /* no outage: snr / snr0 = |h|^2 */
+        wd_synth a, b;
+        CHECK(wd_synth_init(&a, &r, 90.0, 4.0, 37.0, 30.0, 77) == 0);
+        CHECK(wd_synth_init(&b, &r, 90.0, 4.0, 37.0, 30.0, 77) == 0);
+        const long n = 3 * WD_SYNTH_ANCHOR * 16 + 17;
+        double worst = 0;
+        int same = 1;
+        for (long k = 0; k < n; k++) {
+            long i = wd_synth_at(&a, k);
+            CHECK(i >= 0);
+            if (i < 0) break;
+            for (int d = 0; d < 2; d++) {
+                double re, im;
+                wd_fading_at(&a.fad[d], (double)k * r.sample_period_s, &re, &im);
+                double e = fabs(a.snr[d][i] / a.snr0[d] - (re * re + im * im));
+                if (e > worst) worst = e;
+            }
+        }
+        CHECKF(worst < 1e-9, "fading kind %d: |h|^2 differs from the direct sum by %.3g", kind,
+               worst);
+        /* b: far ahead first, back to the start (restart), jumps ahead and
+         * back into the samples jumped over (in a later anchor interval and
+         * in the same one), dropped and asked again */
+        const long order[] = {n - 1, 5000, 3,   n - 300, n - 310, 700,  710,  705,   0,
+                              100,   80,   300, 255,     256,     4095, 4096, n - 2, 40};
+        for (size_t j = 0; j < sizeof order / sizeof order[0]; j++) {
+            long k = order[j], ia = wd_synth_at(&a, k), ib = wd_synth_at(&b, k);
+            if (j == 16) wd_synth_forget(&b, (double)(n - 1) * r.sample_period_s);
+            for (int d = 0; d < 2; d++) same &= ia >= 0 && ib >= 0 && a.snr[d][ia] == b.snr[d][ib];
+        }
+        CHECKF(same, "fading kind %d: a sample's value depends on the query order", kind);
+        wd_synth_free(&a);
+        wd_synth_free(&b);
+    }
+    wd_scenario_free(&sc);
+}
+
 int main(void) {
     test_pathloss();
     test_fading();
     test_budget_and_shadowing();
+    test_synth_generator();
     return wd_test_finish("test_emu_channel");
 }

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "emulation/emulation.h"
+#include "emulation/internal.h"
 #include "tests/test_util.h"
 
 static char tmpdir[256];
@@ -121,6 +122,13 @@ static void test_shared_traces(void) {
                 CHECK_NEAR(wd_link_tx_time(l, b * period, bits[j], 1.0),
                            direct_count(ms, n, b * period, bits[j], 1.0) + 0.004, 1e-9);
         CHECK_NEAR(wd_link_mean_rate(l, 0, period) / (n * 12000.0 / period), 1.0, 0.001);
+        /* the 100 ms rate estimate, bin after bin and jumping, against a count */
+        int j = 0;
+        for (double t = 59.87; t < 64.0; t += j++ % 5 == 4 ? 0.31 : 0.037) {
+            double q = floor(t / 0.1 + 1e-9), got = 0;
+            for (long i = 0; i < n; i++) got += ms[i] >= q * 100 && ms[i] < q * 100 + 100;
+            CHECK_NEAR(wd_link_rate(l, t), got * 12000.0 / 0.1, 1e-6);
+        }
         wd_link_free(l);
         /* an offset shifts the trace */
         l = make(WD_LINK_MAHIMAHI, path, 0, 0, 15.0, err, sizeof err);
@@ -157,6 +165,41 @@ static void test_csv(void) {
     l = make(WD_LINK_CSV, p, 0, 0, 1.0, err, sizeof err); /* offset 1 s into the trace */
     CHECK_NEAR(wd_link_tx_time(l, 0.0, 4e6, 1.0), 2.0, 1e-12);
     wd_link_free(l);
+}
+
+/* Links of one emulator on the same Mahimahi file share its tables: the
+ * same answers as a link that loaded the file itself. */
+static void test_shared_tables(void) {
+    char err[512];
+    const char *p = write_tmp("shared.mm", "3\n3\n7\n8\n8\n8\n20\n31\n40\n");
+    wd_link_spec s = {0};
+    s.model = WD_LINK_MAHIMAHI, s.rate_scale = 1, s.csv_device = -1, s.window_s = 0.01;
+    snprintf(s.file, sizeof s.file, "%s", p);
+    wd_link *first = NULL, *shared = NULL, *own = NULL;
+    CHECK(wd_link_create(&first, &s, WD_DL, 0, 0, err, sizeof err) == 0);
+    s.offset_s = 0.013, s.latency_s = 0.002;
+    wd_link *prev[3] = {NULL, first, NULL};
+    CHECK(wd_link_create_from(&shared, &s, WD_UL, 1, 0, prev, 3, err, sizeof err) == 0);
+    CHECK(wd_link_create(&own, &s, WD_UL, 1, 0, err, sizeof err) == 0);
+    if (!first || !shared || !own) return;
+    CHECK(shared->borrowed && shared->tab == first->tab && !own->borrowed);
+    int same = 1;
+    for (double t = 0; t < 0.3; t += 0.0007) {
+        for (double bits = 1; bits < 2e5; bits *= 7.3)
+            same &= wd_link_tx_time(shared, t, bits, 0.5) == wd_link_tx_time(own, t, bits, 0.5);
+        same &= wd_link_rate(shared, t) == wd_link_rate(own, t);
+        same &= wd_link_mean_rate(shared, t, t + 0.05) == wd_link_mean_rate(own, t, t + 0.05);
+        same &= wd_link_share_needed(shared, t, 5e4, t + 0.03) ==
+                wd_link_share_needed(own, t, 5e4, t + 0.03);
+    }
+    CHECK(same);
+    /* first opportunity at or after 0.013 s + 5 ms = trace 18 ms: 20 ms, then 2 ms latency */
+    CHECK_NEAR(wd_link_tx_time(shared, 0.005, 1, 1.0), 0.002 + 0.002, 1e-12);
+    /* after the last one (40 ms, the period) the loop restarts: 40 + 3 ms */
+    CHECK_NEAR(wd_link_tx_time(first, 0.0405, 1, 1.0), 0.043 - 0.0405, 1e-12);
+    wd_link_free(shared);
+    wd_link_free(own);
+    wd_link_free(first);
 }
 
 static void expect_error(wd_link_model m, const char *name, const char *text, const char *want) {
@@ -198,6 +241,7 @@ int main(void) {
     test_mahimahi_one();
     test_csv();
     test_shared_traces();
+    test_shared_tables();
     test_bad_input();
     return wd_test_finish("test_emu_link");
 }

@@ -173,25 +173,52 @@ static inline __m512 q8_block(const uint8_t *blk, __m512 xlo, __m512 xhi, __m512
     return _mm512_fmadd_ps(_mm512_set1_ps(wd_q8_scale(blk)), s, acc);
 }
 
+/* The f16 block scales of 16 consecutive blocks of one row (stride 34 bytes),
+ * gathered and converted at once: the FMAs then broadcast them from memory,
+ * which is ~20% faster than converting and broadcasting one scale per block. */
+static inline void q8_scales16(float *dst, const uint8_t *row_blocks, int nblk) {
+    const __m512i offs = _mm512_setr_epi32(0, 34, 68, 102, 136, 170, 204, 238, 272, 306, 340, 374,
+                                           408, 442, 476, 510);
+    __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), wd_tail_mask(nblk), offs,
+                                            (const void *)row_blocks, 1);
+    _mm512_store_ps(dst, _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g)));
+}
+
 static void gemv_q8(float *y, int ldy, const float *x, int n, int ldx, const uint8_t *w, int r0,
                     int r1, int cols) {
     const int nb = cols / 32;
     const size_t rb = (size_t)nb * WD_Q8_BYTES;
+    _Alignas(64) float scl[4][16];
     int r = r0;
     for (; r + 4 <= r1; r += 4) {
         const uint8_t *w0 = w + (size_t)r * rb, *w1 = w0 + rb, *w2 = w1 + rb, *w3 = w2 + rb;
         for (int t = 0; t < n; t++) {
             const float *xt = x + (size_t)t * ldx;
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int b = 0; b < nb; b++) {
-                if (t == 0 && (b & 1) == 0)
-                    GEMV_PREFETCH4(w0, w1, w2, w3, (size_t)b * WD_Q8_BYTES, uint8_t);
-                __m512 xlo = _mm512_loadu_ps(xt + 32 * b), xhi = _mm512_loadu_ps(xt + 32 * b + 16);
-                size_t o = (size_t)b * WD_Q8_BYTES;
-                a0 = q8_block(w0 + o, xlo, xhi, a0);
-                a1 = q8_block(w1 + o, xlo, xhi, a1);
-                a2 = q8_block(w2 + o, xlo, xhi, a2);
-                a3 = q8_block(w3 + o, xlo, xhi, a3);
+            for (int b0 = 0; b0 < nb; b0 += 16) {
+                int nblk = nb - b0 < 16 ? nb - b0 : 16;
+                size_t o0 = (size_t)b0 * WD_Q8_BYTES;
+                q8_scales16(scl[0], w0 + o0, nblk);
+                q8_scales16(scl[1], w1 + o0, nblk);
+                q8_scales16(scl[2], w2 + o0, nblk);
+                q8_scales16(scl[3], w3 + o0, nblk);
+                for (int bb = 0; bb < nblk; bb++) {
+                    int b = b0 + bb;
+                    size_t o = (size_t)b * WD_Q8_BYTES;
+                    if (t == 0 && (b & 1) == 0) GEMV_PREFETCH4(w0, w1, w2, w3, o, uint8_t);
+                    __m512 xlo = _mm512_loadu_ps(xt + 32 * b), xhi = _mm512_loadu_ps(xt + 32 * b + 16);
+#define Q8_ROW(wr, i, acc)                                                                    \
+    {                                                                                         \
+        __m512 s_ = _mm512_mul_ps(wd_load_q8x16((const int8_t *)(wr) + o + 2), xlo);          \
+        s_ = _mm512_fmadd_ps(wd_load_q8x16((const int8_t *)(wr) + o + 18), xhi, s_);          \
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(scl[i][bb]), s_, acc);                           \
+    }
+                    Q8_ROW(w0, 0, a0)
+                    Q8_ROW(w1, 1, a1)
+                    Q8_ROW(w2, 2, a2)
+                    Q8_ROW(w3, 3, a3)
+#undef Q8_ROW
+                }
             }
             float *yt = y + (size_t)t * ldy + r;
             yt[0] = _mm512_reduce_add_ps(a0);
