@@ -1,15 +1,408 @@
-/* emulation: radio and time for WDMoE (see DESIGN.md, "Emulation semantics").
- * Depends on libc, libm and json-c only. */
+/* emulation: radio and time for WDMoE (see DESIGN.md, "Emulation semantics",
+ * and docs/emulation.md for the model, the formulas and the scenario reference).
+ * Depends on libc, libm and json-c only; no model is needed.
+ *
+ *   wd_scenario   what is emulated: devices (compute profile, position, links,
+ *                 hosted experts), the base station (BS), radio parameters,
+ *                 payload, policy, bandwidth allocation, faults, seed.
+ *                 Loaded from JSON (strict: unknown keys and out-of-range
+ *                 values are errors naming the key path) or built in code.
+ *   wd_link       one rate process r(t) in bit/s: constant, synthetic (3GPP
+ *                 TR 38.901 + shadowing + Jakes fading), CSV trace, Mahimahi.
+ *   wd_emu        the run: scenario + model shape + links + virtual clock.
+ *                 Per layer step: predict per-expert latency (tau), select
+ *                 experts with a policy, then step (transfer + compute times,
+ *                 bandwidth shares, wait for the slowest, advance the clock).
+ *   wd_policy     expert selection: a table of {name, function}; one file each.
+ *   wd_emu_stats  per-token latency statistics; aligned table, JSON.
+ *   wd_probs      recorded router probabilities (.wdpr) for `wdmoe replay`.
+ *
+ * Units: seconds, bits, bit/s, FLOP, FLOP/s, bytes, bytes/s, Hz, metres, dB.
+ * Errors: functions returning int give 0 on success and non-zero on failure,
+ * after writing one line "FILE: what is wrong" into err (errlen bytes).
+ * Nothing here keeps global mutable state; a wd_emu is used by one thread. */
 #ifndef WD_EMULATION_H
 #define WD_EMULATION_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
+struct json_object;
+
+/* ---- units ------------------------------------------------------------- */
 double wd_db_to_linear(double db);
 double wd_linear_to_db(double x);
 double wd_dbm_to_watt(double dbm);
+
+/* ---- channel model (3GPP TR 38.901 Table 7.4.1-1, 7.4.2-1) ------------ */
+typedef enum {
+    WD_UMA = 0,
+    WD_UMI = 1,
+    WD_INH = 2
+} wd_pathloss_model; /* UMi: street canyon; InH: office */
+
+/* Path loss in dB at 2D distance d2d_m (BS-device, ground plane), carrier
+ * fc_ghz, antenna heights h_bs_m, h_ut_m; los = 1 LOS, 0 NLOS (NLOS is
+ * max(PL_LOS, PL'_NLOS) as in the standard). Distances below the model's
+ * range are clamped to it (UMa/UMi: d2D >= 10 m; InH: d3D >= 1 m). */
+double wd_pathloss_db(wd_pathloss_model m, int los, double d2d_m, double fc_ghz, double h_bs_m,
+                      double h_ut_m);
+double wd_los_probability(wd_pathloss_model m, double d2d_m, double h_ut_m);
+double wd_shadow_sigma_db(wd_pathloss_model m, int los);
+double wd_shadow_decorrelation_m(wd_pathloss_model m, int los); /* Table 7.5-6 */
+
+/* Time-correlated small-scale fading, sum of sinusoids (after Zheng & Xiao 2003,
+ * Jakes' spectrum): h(t) with E|h|^2 = 1 and autocorrelation J0(2 pi fD tau)
+ * (Rayleigh); Rician adds a LOS ray of power K/(K+1) at angle theta0. */
+#define WD_FADING_SINUSOIDS 16
+typedef enum { WD_FADING_NONE = 0, WD_FADING_RAYLEIGH = 1, WD_FADING_RICIAN = 2 } wd_fading_kind;
+typedef struct {
+    wd_fading_kind kind;
+    double doppler_hz, k_linear, theta0, phi0;
+    double w[WD_FADING_SINUSOIDS];                           /* 2 pi fD cos(alpha_n), rad/s */
+    double phase[WD_FADING_SINUSOIDS];                       /* phi */
+    double ci[WD_FADING_SINUSOIDS], cq[WD_FADING_SINUSOIDS]; /* sqrt(2/M) cos psi_n, sin psi_n */
+} wd_fading;
+void wd_fading_init(wd_fading *f, wd_fading_kind kind, double doppler_hz, double k_db,
+                    uint64_t seed);
+void wd_fading_at(const wd_fading *f, double t, double *re, double *im); /* h(t) */
+
+/* ---- compute profiles ---------------------------------------------------- */
+typedef struct {
+    double peak_flops;   /* FLOP/s */
+    double mem_bw;       /* bytes/s */
+    double efficiency;   /* (0, 1]: fraction of the roofline reached */
+    double overhead_s;   /* per call (kernel launch, scheduling) */
+    double mem_capacity; /* bytes; 0 = unchecked */
+} wd_compute_profile;
+
+/* Named presets ("phone", "phone-low", "laptop", "jetson-orin-nano",
+ * "jetson-orin-nx", "jetson-agx-orin", "bs-a100", "bs-h100"); 0 when found. */
+int wd_profile_preset(const char *name, wd_compute_profile *out);
+const char *wd_profile_preset_name(int i); /* NULL past the end */
+/* Roofline: max(flops / peak, bytes / mem_bw) / efficiency + overhead, in s. */
+double wd_compute_time(const wd_compute_profile *p, double flops, double bytes);
+
+/* ---- scenario -------------------------------------------------------------- */
+#define WD_DL 0 /* downlink: BS -> device (hidden states) */
+#define WD_UL 1 /* uplink: device -> BS (expert outputs) */
+#define WD_MAX_DEVICES 1024
+
+typedef enum {
+    WD_LINK_SYNTHETIC = 0,
+    WD_LINK_CONSTANT,
+    WD_LINK_CSV,
+    WD_LINK_MAHIMAHI
+} wd_link_model;
+typedef enum { WD_LOS_PROBABILITY = 0, WD_LOS_ALWAYS, WD_LOS_NEVER } wd_los_mode;
+typedef enum { WD_ALLOC_EQUAL = 0, WD_ALLOC_MINMAX, WD_ALLOC_JOINT } wd_alloc_mode;
+typedef enum { WD_FAULT_DOWN = 0, WD_FAULT_LINK, WD_FAULT_SLOW } wd_fault_kind;
+
+typedef struct {
+    wd_link_model model;
+    double rate_bps;   /* constant: full-band rate */
+    char file[1024];   /* csv / mahimahi: resolved path */
+    char column[64];   /* csv: rate column (default "downlink_bps" / "uplink_bps") */
+    int csv_device;    /* csv: rows whose "device" column equals this (-1: own index) */
+    double offset_s;   /* csv / mahimahi: the link starts this far into the trace */
+    double window_s;   /* mahimahi: window of the rate estimate used for prediction */
+    double rate_scale; /* multiplies the rate (1) */
+    double latency_s;  /* fixed latency added to every transfer */
+} wd_link_spec;
+
+typedef struct {
+    char name[64];
+    wd_compute_profile profile;
+    double x_m, y_m;      /* position, BS at the origin (distance_m sets x_m) */
+    double speed_mps;     /* for Doppler and shadowing decorrelation (moves on a circle) */
+    wd_los_mode los;      /* per device, default: the radio's */
+    wd_link_spec link[2]; /* [WD_DL], [WD_UL] */
+    int n_hosted;         /* experts hosted (the same ids in every layer); 0 = default placement */
+    int *hosted;
+} wd_device_spec;
+
+typedef struct {
+    wd_pathloss_model model;
+    double carrier_ghz;
+    double bandwidth_hz[2]; /* total band shared by the active devices, [WD_DL], [WD_UL] */
+    double bs_tx_power_dbm, ue_tx_power_dbm;
+    double bs_antenna_gain_dbi, ue_antenna_gain_dbi;
+    double noise_density_dbm_hz; /* -174 */
+    double bs_noise_figure_db, ue_noise_figure_db;
+    double bs_height_m, ue_height_m;
+    wd_los_mode los;
+    int shadowing; /* 0/1 */
+    wd_fading_kind fading;
+    double rician_k_db;
+    double speed_mps;       /* default device speed */
+    double sample_period_s; /* channel sample period */
+    double outage_snr_db;   /* full-band SNR below this: rate 0 */
+    double latency_s;       /* default per-transfer latency */
+} wd_radio;
+
+typedef struct {
+    int device;
+    wd_fault_kind kind;  /* down: unreachable; link: rate x value; slow: compute time x value */
+    int dir_mask;        /* link: 1 << WD_DL | 1 << WD_UL */
+    double from_s, to_s; /* [from, to), to may be INFINITY */
+    double value;
+} wd_fault;
+
+typedef struct {
+    double alpha;  /* wdmoe: first threshold (0.5) */
+    double dtheta; /* wdmoe: threshold step (0.05) */
+    double gamma;  /* wdmoe: required WLR gain over top-k (1.05) */
+    double theta;  /* wlr-drop, dynamic: weight threshold (0.3) */
+    int m;         /* fastest: candidates by weight (0 = 2 top_k) */
+} wd_policy_params;
+
+typedef struct {
+    char name[64];
+    char path[1024]; /* file it was loaded from ("" when built in code) */
+    uint64_t seed;
+    int n_devices;
+    wd_device_spec *dev;
+    wd_compute_profile bs;
+    wd_radio radio;
+    int activation_bits; /* 8, 16 or 32 */
+    char policy[32];
+    wd_policy_params params;
+    wd_alloc_mode alloc;
+    int n_faults;
+    wd_fault *faults;
+    double max_wait_s; /* a transfer not done after this is "never" (error) */
+} wd_scenario;
+
+/* A default cell: n devices 50..500 m away (UMa, 3.5 GHz, synthetic links),
+ * profiles cycling phone .. jetson-agx-orin, BS "bs-a100", default placement,
+ * policy topk, equal allocation, seed 1. */
+int wd_scenario_default(wd_scenario *sc, int n_devices, char *err, size_t errlen);
+/* Strict JSON loader. Relative file paths are resolved against the folder of
+ * path; "${VAR}" and "${VAR:-default}" expand environment variables. */
+int wd_scenario_load(wd_scenario *sc, const char *path, char *err, size_t errlen);
+int wd_scenario_parse(wd_scenario *sc, const char *json_text, const char *path, char *err,
+                      size_t errlen); /* path: for messages and relative files */
+void wd_scenario_free(wd_scenario *sc);
+const char *wd_alloc_name(wd_alloc_mode m);
+
+/* ---- links ------------------------------------------------------------------- */
+typedef struct wd_link wd_link;
+/* A link from a spec (constant, csv, mahimahi; synthetic links are built by
+ * wd_emu_create). max_wait_s: 0 for the default (3600 s). */
+int wd_link_create(wd_link **out, const wd_link_spec *spec, int dir, int device, double max_wait_s,
+                   char *err, size_t errlen);
+void wd_link_free(wd_link *l);
+/* Time (s) to deliver bits starting at t0 with a share (0, 1] of the band:
+ * the smallest T with integral_{t0}^{t0+T} share*r = bits (Mahimahi: until
+ * the ceil(bits / (12000 share)) th delivery opportunity at or after t0),
+ * plus the link latency. INFINITY when it never completes. */
+double wd_link_tx_time(wd_link *l, double t0, double bits, double share);
+/* Rate (bit/s) at t with share 1 used for prediction: the current sample
+ * (Mahimahi: mean over the window_s bin holding t). */
+double wd_link_rate(wd_link *l, double t);
+/* Bits deliverable in [a, b) at share 1, divided by (b - a). */
+double wd_link_mean_rate(wd_link *l, double a, double b);
+/* Add a window [from, to) in which the rate is multiplied by scale. */
+int wd_link_add_window(wd_link *l, double from_s, double to_s, double scale);
+
+/* ---- bandwidth allocation ---------------------------------------------------- */
+/* Min-max FDMA split for n transfers with constant full-band rates (bit/s),
+ * sizes (bits) and ready times (s): shares (sum 1) that equalise the finish
+ * times ready[i] + bits[i] / (share[i] rate[i]); returns that time. Closed
+ * form when all ready times are equal (and force_bisection is 0), bisection
+ * otherwise. */
+double wd_alloc_minmax_const(int n, const double *rate, const double *bits, const double *ready,
+                             double *share, int force_bisection);
+/* The bisection behind it: the smallest T in [lo, hi] with
+ * sum_i need(ctx, i, T) <= 1, need() decreasing in T; share[i] = need(T)
+ * scaled to sum 1. Returns T. */
+double wd_alloc_minmax_solve(int n, double (*need)(void *ctx, int i, double T), void *ctx,
+                             double lo, double hi, double *share);
+
+/* ---- policies ---------------------------------------------------------------- */
+/* One call selects experts for n_tokens tokens of one layer step.
+ * in:  probs [n_tokens][E] (softmax over all experts), tau [E] predicted
+ *      latency (s; INFINITY when unreachable), available [E] (1 reachable).
+ * out: for token t, n[t] experts expert[t*E + j], j < n[t], ordered by
+ *      descending probability (ties: lower id), weight[t*E + j] renormalised
+ *      to sum to 1 over the chosen set. Same layout as host's wd_selection.
+ * Rules shared by every policy: unreachable experts are never chosen; a
+ * token whose candidates are all unreachable falls back to the reachable
+ * expert of highest probability; when none is reachable n[t] = 0. */
+#define WD_POLICY_SCRATCH(n_tokens, n_experts) (4 * (size_t)(n_tokens) + 2 * (size_t)(n_experts))
+typedef struct {
+    int n_tokens, n_experts, top_k;
+    const float *probs;
+    const double *tau;
+    const unsigned char *available;
+    int *n;
+    int *expert;
+    float *weight;
+    double *scratch; /* WD_POLICY_SCRATCH(n_tokens, n_experts) doubles */
+} wd_policy_io;
+
+typedef int (*wd_policy_fn)(const wd_policy_params *p, wd_policy_io *io);
+typedef struct {
+    const char *name;
+    const char *summary;
+    wd_policy_fn select;
+} wd_policy;
+
+const wd_policy *wd_policy_find(const char *name); /* NULL when unknown */
+int wd_policy_count(void);
+const wd_policy *wd_policy_at(int i);
+void wd_policy_defaults(wd_policy_params *p);
+
+/* Helpers for policy files. The m most probable available experts of one
+ * token (ties: lower id), descending; returns how many (<= m). */
+int wd_policy_top(const float *p, const unsigned char *available, int n_experts, int m, int *ids);
+/* The shared start: top-k of token t over all experts, unreachable ones
+ * dropped, fallback to the most probable reachable one; writes n[t] and
+ * expert[t*E..]; returns n[t]. */
+int wd_policy_base(wd_policy_io *io, int t, int k);
+/* weight[t*E + j] = p / sum p over the chosen set (equal when the sum is 0). */
+void wd_policy_renorm(wd_policy_io *io, int t);
+
+/* ---- the emulator ------------------------------------------------------------- */
+typedef struct {
+    int hidden, ffn, n_layers, n_experts, top_k;
+    double weight_bytes;               /* bytes per weight element (2 for bf16) */
+    int n_heads, n_kv_heads, head_dim; /* 0: q/k/v/o are H x H (BS cost) */
+    double bs_layer_flops;             /* BS FLOP per token per layer (0: from the shape) */
+    double bs_layer_bytes;             /* BS bytes per layer step (0: from the shape) */
+} wd_emu_shape;
+
+/* Latency of one device in one layer step. */
+typedef struct {
+    int device;
+    int tokens;             /* distinct tokens sent to it */
+    int pairs;              /* (token, expert) pairs it computes and returns */
+    double bits[2];         /* [WD_DL], [WD_UL] */
+    double share[2];        /* band shares */
+    double t_dl, t_c, t_ul; /* s */
+} wd_emu_dev_time;
+
+typedef struct {
+    int layer, n_tokens, n_active;
+    double t_start;             /* clock at the start of the step */
+    double t_bs;                /* BS compute (attention + router) */
+    double wait;                /* max over active devices of t_dl + t_c + t_ul */
+    double total;               /* t_bs + wait: the clock advance */
+    int critical;               /* index into dev[] of the slowest (-1: none active) */
+    const wd_emu_dev_time *dev; /* [n_active], owned by the emulator, valid until the next step */
+} wd_emu_step_result;
+
+typedef struct {
+    long tokens, forwards, steps;
+    double mean_s, p50_s, p95_s, p99_s, max_s; /* per-token end-to-end latency */
+    /* per-token means; bs + dl + comp + ul = mean_s (the critical path:
+     * the slowest device's times in each layer); straggle: mean over layers of
+     * (slowest - mean of active devices), the time the others wait */
+    double bs_s, dl_s, comp_s, ul_s, straggle_s;
+    double experts_per_token; /* mean experts per token per layer */
+    double dl_bits_per_token, ul_bits_per_token;
+    double virtual_time_s; /* clock at the end */
+    /* Faults and unreachable experts. Tokens (of the recorded forwards)
+     * affected in at least one layer: rerouted (the model's own top-k held
+     * an unreachable expert, so the policy chose around it), fallback (all
+     * of its top-k unreachable: the best reachable expert instead), dropped
+     * (nothing reachable: that layer's experts were skipped), slowed (a
+     * chosen device ran under a slow fault), link_fault (a transfer of a
+     * chosen device met a down or link fault window: rate scaled or zero,
+     * it waited). Layer steps with any such token. */
+    long tokens_rerouted, tokens_fallback, tokens_dropped, tokens_slowed, tokens_link_fault;
+    long steps_rerouted, steps_slowed, steps_link_fault;
+    int n_faults; /* the scenario's faults (the table shows the counts when > 0 or any is) */
+} wd_emu_summary;
+
+typedef struct wd_emu wd_emu;
+
+/* shape may be NULL: channel only (wd_emu_link_*; no step). Copies what it
+ * needs from the scenario. Checks placement (expert ids, every expert
+ * hosted) and memory capacity against the shape. */
+int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape, char *err,
+                  size_t errlen);
+void wd_emu_free(wd_emu *emu);
+double wd_emu_time(const wd_emu *emu);
+void wd_emu_advance(wd_emu *emu, double seconds); /* idle time (e.g. embeddings, LM head) */
+/* Replace the policy (name must be registered). */
+int wd_emu_set_policy(wd_emu *emu, const char *name, const wd_policy_params *p, char *err,
+                      size_t errlen);
+const char *wd_emu_policy_name(const wd_emu *emu);
+
+/* Predicted latency of one token through each expert now (s): downlink of
+ * H*activation_bits bits + compute + uplink at the current rates with a
+ * 1/min(top_k, devices) share, best replica; INFINITY and available 0 when
+ * no replica is reachable (device down, link rate 0). Returns the number of
+ * reachable experts. tau, available: [n_experts]. */
+int wd_emu_predict(wd_emu *emu, double *tau, unsigned char *available);
+/* predict + the scenario's policy (joint allocation: alternate policy and
+ * min-max shares until the chosen set stops changing). probs [n_tokens][E];
+ * n [n_tokens], expert and weight [n_tokens * E]. */
+int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *expert, float *weight,
+                  char *err, size_t errlen);
+/* One layer step with the selection (n, expert as above): BS compute, then
+ * per active device downlink, compute, uplink at the virtual clock with the
+ * scenario's bandwidth allocation; advances the clock by t_bs + wait and
+ * accumulates statistics (a forward pass is layers 0 .. n_layers-1 in order;
+ * its tokens are recorded at the last layer). res may be NULL. */
+int wd_emu_step(wd_emu *emu, int layer, int n_tokens, const int *n, const int *expert,
+                wd_emu_step_result *res, char *err, size_t errlen);
+/* Measured mode (GPU backend): as wd_emu_step, with each active device's
+ * compute time taken from t_c [n_devices] (s, already calibrated; NAN: the
+ * modeled time). Slow faults still apply. */
+int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, const int *expert,
+                         const double *t_c, wd_emu_step_result *res, char *err, size_t errlen);
+
+void wd_emu_summarize(const wd_emu *emu, wd_emu_summary *s);
+void wd_emu_reset_stats(wd_emu *emu);
+/* One aligned table (two columns: metric, value). */
+void wd_emu_summary_print(FILE *f, const wd_emu_summary *s);
+/* New JSON object (json-c, caller puts it): deterministic key order. */
+struct json_object *wd_emu_summary_json(const wd_emu_summary *s);
+
+/* Channel access (also for `wdmoe trace`). */
+int wd_emu_n_devices(const wd_emu *emu);
+wd_link *wd_emu_link(wd_emu *emu, int device, int dir);
+int wd_emu_device_los(const wd_emu *emu, int device); /* drawn LOS state (synthetic) */
+
+/* ---- recorded router probabilities (.wdpr) ------------------------------------- */
+/* Little-endian binary: a 48-byte header then float32 probs [token][layer][E].
+ *   char magic[4] = "WDPR"; uint32 version = 1, n_layers, n_experts, top_k,
+ *   hidden, ffn, n_heads, n_kv_heads, head_dim, weight_bits, n_tokens.
+ * Writer: open (header with n_tokens 0, temporary name), one call per token
+ * with probs [n_layers][E], close (patches n_tokens, renames into place). */
+typedef struct {
+    int n_layers, n_experts, top_k, hidden, ffn, n_heads, n_kv_heads, head_dim, weight_bits;
+    long n_tokens;
+    float *probs; /* reader: [n_tokens][n_layers][n_experts] */
+} wd_probs;
+
+typedef struct wd_probs_writer wd_probs_writer;
+int wd_probs_write_open(wd_probs_writer **w, const char *path, const wd_probs *shape, char *err,
+                        size_t errlen);
+int wd_probs_write_token(wd_probs_writer *w, const float *probs, char *err, size_t errlen);
+int wd_probs_write_close(wd_probs_writer *w, char *err, size_t errlen); /* frees w */
+void wd_probs_write_abort(wd_probs_writer *w);                          /* frees w, removes tmp */
+int wd_probs_read(wd_probs *p, const char *path, char *err, size_t errlen);
+void wd_probs_free(wd_probs *p);
+wd_emu_shape wd_probs_shape(const wd_probs *p);
+
+/* ---- results files --------------------------------------------------------------- */
+/* Write a file atomically: temporary name in the same folder, fsync, rename. */
+int wd_emu_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
+typedef struct {
+    FILE *f;
+    char path[1024], tmp[1100];
+} wd_atomic_file;
+int wd_atomic_open(wd_atomic_file *a, const char *path, char *err, size_t errlen);
+int wd_atomic_commit(wd_atomic_file *a, char *err, size_t errlen); /* close + rename */
+void wd_atomic_abort(wd_atomic_file *a);                           /* close + remove */
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,10 @@
 /* Option parsing helpers shared by the subcommands. */
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "host/cli.h"
 
@@ -38,4 +42,82 @@ int wd_cli_double(const char *cmd, const char *opt, const char *val, double lo, 
     }
     *out = v;
     return 0;
+}
+
+/* The one piece of process-wide state: async-signal-safe by construction. */
+static volatile sig_atomic_t interrupted;
+
+static void quit_now(int sig);
+
+static void on_signal(int sig) {
+    if (interrupted) quit_now(sig);
+    interrupted = 1;
+    static const char msg[] = "\nwdmoe: interrupted, finishing and writing completed results "
+                              "(again to quit now)\n";
+    ssize_t w = write(2, msg, sizeof(msg) - 1);
+    (void)w;
+}
+
+void wd_cli_install_signals(void) {
+    struct sigaction sa;
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int wd_cli_interrupted(void) { return interrupted != 0; }
+
+/* Temporary files to remove when a second signal ends the process at once. */
+#define WD_CLI_MAX_TMP 8
+static char quit_tmp[WD_CLI_MAX_TMP][1100];
+static volatile sig_atomic_t n_quit_tmp;
+
+void wd_cli_remove_on_quit(const char *path) {
+    if (!path || n_quit_tmp >= WD_CLI_MAX_TMP) return;
+    snprintf(quit_tmp[n_quit_tmp], sizeof quit_tmp[0], "%s.tmp.%ld", path, (long)getpid());
+    n_quit_tmp++;
+}
+
+void wd_cli_format_bytes(char *buf, size_t cap, double bytes) {
+    if (bytes >= 1e12)
+        snprintf(buf, cap, "%.1f TB", bytes / 1e12);
+    else if (bytes >= 1e9)
+        snprintf(buf, cap, "%.2f GB", bytes / 1e9);
+    else
+        snprintf(buf, cap, "%.1f MB", bytes / 1e6);
+}
+
+static void quit_now(int sig) { /* async-signal-safe: unlink and _exit only */
+    for (int i = 0; i < n_quit_tmp; i++) unlink(quit_tmp[i]);
+    _exit(128 + sig);
+}
+
+/* Length of the valid UTF-8 sequence at s (0: invalid), RFC 3629. */
+static int utf8_seq(const unsigned char *s) {
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    int n = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    for (int i = 1; i < n; i++)
+        if ((s[i] & 0xC0) != 0x80) return 0;
+    if (n == 3 && ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] > 0x9F))) return 0;
+    if (n == 4 && ((c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] > 0x8F))) return 0;
+    return n;
+}
+
+char *wd_cli_utf8(const char *s) {
+    size_t len = strlen(s);
+    char *out = malloc(3 * len + 1), *o = out;
+    if (!out) return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        int n = utf8_seq(p);
+        if (n) {
+            memcpy(o, p, n), o += n, p += n;
+        } else {
+            memcpy(o, "\xEF\xBF\xBD", 3), o += 3, p++;
+        }
+    }
+    *o = 0;
+    return out;
 }

@@ -12,6 +12,23 @@ typedef struct {
 } wd_command;
 
 int wd_cmd_generate(int argc, char **argv);
+int wd_cmd_eval(int argc, char **argv);
+int wd_cmd_trace(int argc, char **argv);
+int wd_cmd_replay(int argc, char **argv);
+
+/* SIGINT/SIGTERM: the first one sets a flag that long loops poll to stop
+ * cleanly and write what is complete; a second one ends the process. */
+void wd_cli_install_signals(void);
+int wd_cli_interrupted(void);
+/* path is (or will be) written atomically through "<path>.tmp.<pid>"
+ * (wd_atomic_open, the .wdpr writer): a second signal removes that
+ * temporary file before ending the process, so nothing partial is left. */
+void wd_cli_remove_on_quit(const char *path);
+/* A malloc'd copy of s that is valid UTF-8 (each invalid byte becomes
+ * U+FFFD), for JSON output of generated text; NULL when out of memory. */
+char *wd_cli_utf8(const char *s);
+/* "12.3 MB", "4.56 GB", "7.8 TB" (decimal units). */
+void wd_cli_format_bytes(char *buf, size_t cap, double bytes);
 
 /* Option parsing helpers: each prints "wdmoe CMD: bad value for --opt: 'x'"
  * and returns non-zero when the value is not a number in [lo, hi]. */

@@ -12,7 +12,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
+#include "emulation/emulation.h"
 #include "kernels/kernels.h"
 #include "weights/weights.h"
 
@@ -75,9 +77,14 @@ typedef struct {
 typedef struct wd_session wd_session;
 
 wd_session *wd_session_create(const wd_model *m, int max_ctx, wd_pool *pool);
+/* Bytes wd_session_create allocates for max_ctx tokens (<= 0 or above the
+ * model's: max_position_embeddings): the fp32 KV cache of every layer plus
+ * one token's scratch. For the message when creation fails (NULL). */
+double wd_session_bytes(const wd_model *m, int max_ctx);
 void wd_session_free(wd_session *s);
 void wd_session_reset(wd_session *s);                     /* pos = 0 */
 int wd_session_pos(const wd_session *s);
+int wd_session_max_ctx(const wd_session *s);
 void wd_session_set_pos(wd_session *s, int pos);          /* rewind (pos <= current) */
 void wd_session_set_hooks(wd_session *s, const wd_moe_hooks *hooks); /* NULL: top-k */
 wd_pool *wd_session_pool(const wd_session *s);
@@ -98,6 +105,30 @@ void wd_expert_run(const wd_model *m, int layer, int expert, const float *x, int
  * each expert once over its tokens, adds weighted results into out[t][H]. */
 int wd_moe_run_selection(wd_session *s, int layer, const float *u, const wd_selection *sel,
                          float *out);
+
+/* ---- BS scheduler (emulated wireless MoE) ------------------------------- */
+/* Between router and experts: per layer step it asks the emulator for the
+ * predicted per-device latency, lets the scenario's policy choose experts and
+ * weights, and advances the virtual clock (BS compute + the wait for the
+ * slowest chosen device; the LM head after the last layer). Works with any
+ * backend that calls wd_moe_hooks.select. */
+typedef struct wd_scheduler wd_scheduler;
+
+int wd_scheduler_create(wd_scheduler **out, const wd_model *m, const wd_scenario *sc, char *err,
+                        size_t errlen);
+void wd_scheduler_free(wd_scheduler *k);
+/* hooks for wd_session_set_hooks (or a GPU runner's forward) */
+void wd_scheduler_hooks(wd_scheduler *k, wd_moe_hooks *hooks);
+/* the emulator: wd_emu_summarize, wd_emu_set_policy, wd_emu_reset_stats ... */
+wd_emu *wd_scheduler_emu(wd_scheduler *k);
+/* Record the router probabilities of every token to a .wdpr file (for
+ * `wdmoe replay`); finished by wd_scheduler_finish. */
+int wd_scheduler_record_probs(wd_scheduler *k, const char *path, char *err, size_t errlen);
+/* Write one JSON line per layer step to f (NULL: off): selection, weights,
+ * per device t_dl, t_c, t_ul, bits, shares; the BS time and the wait. */
+void wd_scheduler_record_steps(wd_scheduler *k, FILE *f);
+/* Close the probability recording (renames it into place). */
+int wd_scheduler_finish(wd_scheduler *k, char *err, size_t errlen);
 
 /* ---- sampling --------------------------------------------------------- */
 typedef struct { uint64_t state; } wd_rng;

@@ -7,6 +7,11 @@
 static const wd_command commands[] = {
     {"generate", "generate text from a prompt (optionally over an emulated wireless scenario)",
      wd_cmd_generate},
+    {"eval", "accuracy (multiple choice, GSM8K, perplexity) and latency of a policy on a dataset",
+     wd_cmd_eval},
+    {"trace", "write per-device channel rate traces (CSV) of a scenario", wd_cmd_trace},
+    {"replay", "re-run only the emulation on recorded router probabilities, for sweeps",
+     wd_cmd_replay},
 };
 static const int n_commands = (int)(sizeof(commands) / sizeof(commands[0]));
 

@@ -1,5 +1,6 @@
 /* config.json of a Hugging Face Mixtral model folder. */
 #include <errno.h>
+#include <math.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +18,11 @@ static int get_int(json_object *root, const char *key, int required, int def, in
         *out = def;
         return 0;
     }
+    /* eos_token_id may be a list (several stop tokens): the first one is used */
+    size_t kl = strlen(key);
+    if (json_object_is_type(v, json_type_array) && kl > 9 &&
+        strcmp(key + kl - 9, "_token_id") == 0 && json_object_array_length(v) > 0)
+        v = json_object_array_get_idx(v, 0);
     if (!json_object_is_type(v, json_type_int)) {
         snprintf(err, errlen, "%s: field \"%s\" must be an integer", path, key);
         return 1;
@@ -42,8 +48,8 @@ static int get_float(json_object *root, const char *key, float def, float *out, 
         return 1;
     }
     double x = json_object_get_double(v);
-    if (!(x > 0)) {
-        snprintf(err, errlen, "%s: field \"%s\" must be positive", path, key);
+    if (!(x > 0) || !isfinite(x) || x > 3.4e38) {
+        snprintf(err, errlen, "%s: field \"%s\" must be a positive finite number", path, key);
         return 1;
     }
     *out = (float)x;
@@ -61,6 +67,8 @@ int wd_config_load(wd_config *cfg, const char *path, char *err, size_t errlen) {
     json_object *root = json_object_from_file(path);
     if (!root) {
         snprintf(err, errlen, "%s: malformed JSON: %s", path, json_util_get_last_err());
+        char *nl = strchr(err, '\n'); /* json-c's message ends with a newline */
+        if (nl) *nl = 0;
         return 1;
     }
     int rc = 1;
@@ -69,9 +77,12 @@ int wd_config_load(wd_config *cfg, const char *path, char *err, size_t errlen) {
         goto done;
     }
     json_object *mt;
-    if (!json_object_object_get_ex(root, "model_type", &mt) ||
-        !json_object_is_type(mt, json_type_string)) {
+    if (!json_object_object_get_ex(root, "model_type", &mt)) {
         snprintf(err, errlen, "%s: missing field \"model_type\"", path);
+        goto done;
+    }
+    if (!json_object_is_type(mt, json_type_string)) {
+        snprintf(err, errlen, "%s: field \"model_type\" must be a string", path);
         goto done;
     }
     snprintf(cfg->model_type, sizeof(cfg->model_type), "%s", json_object_get_string(mt));
@@ -99,8 +110,24 @@ int wd_config_load(wd_config *cfg, const char *path, char *err, size_t errlen) {
                 errlen))
         goto done;
     json_object *tie;
-    cfg->tie_embeddings = json_object_object_get_ex(root, "tie_word_embeddings", &tie) &&
-                          json_object_get_boolean(tie);
+    if (json_object_object_get_ex(root, "tie_word_embeddings", &tie) &&
+        !json_object_is_type(tie, json_type_null)) {
+        if (!json_object_is_type(tie, json_type_boolean)) {
+            snprintf(err, errlen, "%s: field \"tie_word_embeddings\" must be true or false", path);
+            goto done;
+        }
+        cfg->tie_embeddings = json_object_get_boolean(tie);
+    }
+    if (cfg->head_dim < 1) {
+        snprintf(err, errlen, "%s: head_dim is 0 (hidden_size %d < num_attention_heads %d)",
+                 path, cfg->hidden, cfg->n_heads);
+        goto done;
+    }
+    if (cfg->bos_id >= cfg->vocab || cfg->eos_id >= cfg->vocab) {
+        snprintf(err, errlen, "%s: bos_token_id %d / eos_token_id %d out of range for vocab_size %d",
+                 path, cfg->bos_id, cfg->eos_id, cfg->vocab);
+        goto done;
+    }
     if (cfg->n_heads % cfg->n_kv_heads) {
         snprintf(err, errlen, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d",
                  path, cfg->n_heads, cfg->n_kv_heads);

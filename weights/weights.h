@@ -105,12 +105,18 @@ typedef struct {
     int tied;       /* tie_word_embeddings */
     uint64_t seed;
     float init_std; /* weights ~ N(0, init_std^2) (0: 1/sqrt(fan_in)) */
+    /* Most tensor-data bytes per file (0: 4 GiB). A model larger than this is
+     * written as shards model-0000i-of-0000n.safetensors plus
+     * model.safetensors.index.json; otherwise as one model.safetensors. */
+    uint64_t max_shard_bytes;
 } wd_synth_spec;
 
 void wd_synth_default(wd_synth_spec *spec); /* a small valid shape */
-/* Writes dir/config.json, dir/model.safetensors and dir/tokenizer.json
- * (a byte-level vocab of `vocab` tokens). Creates dir if needed; files are
- * written to temporary names and renamed. */
+/* Writes dir/config.json, dir/model.safetensors (or shards + index) and
+ * dir/tokenizer.json (a Llama-style BPE vocab of `vocab` >= 259 tokens with
+ * byte fallback). Creates dir if needed; files are written to temporary names
+ * and renamed. Values depend only on (seed, tensor name, element index) and
+ * the dtype rounding, not on sharding or thread count. */
 int wd_synth_write(const char *dir, const wd_synth_spec *spec, char *err, size_t errlen);
 
 #ifdef __cplusplus

@@ -1,0 +1,162 @@
+/* bench_policy: policy + latency decisions per second in a replay-like loop.
+ *
+ * One decision = one token through one layer: predict tau, run the policy,
+ * step the emulator (transfer + compute times, wait, clock, statistics).
+ * Mixtral-8x7B shape (H 4096, F 14336, 32 layers, 8 experts, top-2), 8
+ * devices, random router probabilities (softmax of N(0, 1.5^2) logits).
+ *
+ * usage: bench_policy [--scenario FILE ...] [--seconds S]
+ * Without --scenario: the default 8-device cell (synthetic channel) and the
+ * same cell on constant-rate links. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "emulation/emulation.h"
+
+#define TOKENS 512
+#define LAYERS 32
+#define EXPERTS 8
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static float *make_probs(int n) { /* [n][E] */
+    float *p = malloc((size_t)n * EXPERTS * sizeof(float));
+    unsigned long long s = 42;
+    for (int t = 0; t < n; t++) {
+        float sum = 0;
+        for (int e = 0; e < EXPERTS; e++) {
+            s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+            double u1 = ((s >> 11) + 1.0) / 9007199254740993.0;
+            s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+            double u2 = (s >> 11) / 9007199254740992.0;
+            double g = sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2);
+            sum += p[t * EXPERTS + e] = (float)exp(1.5 * g);
+        }
+        for (int e = 0; e < EXPERTS; e++) p[t * EXPERTS + e] /= sum;
+    }
+    return p;
+}
+
+/* Decisions per second for one scenario x policy with batch tokens per step. */
+static double bench(const wd_scenario *sc, const char *policy, int batch, const float *probs,
+                    double seconds, double *lat_ms) {
+    wd_emu_shape sh = {4096, 14336, LAYERS, EXPERTS, 2, 2.0, 32, 8, 128, 0, 0};
+    char err[512];
+    wd_emu *emu;
+    if (wd_emu_create(&emu, sc, &sh, err, sizeof err) ||
+        wd_emu_set_policy(emu, policy, &sc->params, err, sizeof err)) {
+        fprintf(stderr, "bench_policy: %s\n", err);
+        exit(1);
+    }
+    int *n = malloc(batch * sizeof(int)), *ex = malloc(batch * EXPERTS * sizeof(int));
+    float *w = malloc(batch * EXPERTS * sizeof(float));
+    long decisions = 0;
+    double t0 = now(), t1 = t0;
+    while (t1 - t0 < seconds) {
+        for (int t = 0; t + batch <= TOKENS; t += batch)
+            for (int l = 0; l < LAYERS; l++) {
+                const float *p = probs + ((size_t)l * TOKENS + t) * EXPERTS;
+                if (wd_emu_select(emu, batch, p, n, ex, w, err, sizeof err) ||
+                    wd_emu_step(emu, l, batch, n, ex, NULL, err, sizeof err)) {
+                    fprintf(stderr, "bench_policy: %s\n", err);
+                    exit(1);
+                }
+                decisions += batch;
+            }
+        t1 = now();
+    }
+    wd_emu_summary s;
+    wd_emu_summarize(emu, &s);
+    *lat_ms = s.mean_s * 1e3;
+    wd_emu_free(emu);
+    free(n), free(ex), free(w);
+    return decisions / (t1 - t0);
+}
+
+static double bench_policy_only(const char *policy, const float *probs, double seconds) {
+    const wd_policy *pol = wd_policy_find(policy);
+    wd_policy_params par;
+    wd_policy_defaults(&par);
+    double tau[EXPERTS] = {3e-3, 4e-3, 5e-3, 6e-3, 7e-3, 8e-3, 9e-3, 10e-3}, scratch[64];
+    unsigned char av[EXPERTS] = {1, 1, 1, 1, 1, 1, 1, 1};
+    int n[1], ex[EXPERTS];
+    float w[EXPERTS];
+    long decisions = 0, sink = 0;
+    double t0 = now(), t1 = t0;
+    while (t1 - t0 < seconds) {
+        for (int i = 0; i < TOKENS * LAYERS; i++) {
+            wd_policy_io io = {1,  EXPERTS, 2,      probs + (size_t)i * EXPERTS, tau, av, n,
+                               ex, w,       scratch};
+            pol->select(&par, &io);
+            sink += n[0];
+        }
+        decisions += TOKENS * LAYERS;
+        t1 = now();
+    }
+    if (sink == 42) printf(" ");
+    return decisions / (t1 - t0);
+}
+
+int main(int argc, char **argv) {
+    double seconds = 0.5;
+    const char *files[16];
+    int nf = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+            seconds = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--scenario") && i + 1 < argc && nf < 16)
+            files[nf++] = argv[++i];
+        else {
+            fprintf(stderr, "usage: bench_policy [--scenario FILE ...] [--seconds S]\n");
+            return 2;
+        }
+    }
+    float *probs = make_probs(TOKENS * LAYERS); /* [layer][token][E] */
+    char err[512];
+    int ns = nf ? nf : 2;
+    wd_scenario *sc = calloc(ns, sizeof *sc);
+    for (int i = 0; i < ns; i++) {
+        int rc = nf ? wd_scenario_load(&sc[i], files[i], err, sizeof err)
+                    : wd_scenario_default(&sc[i], 8, err, sizeof err);
+        if (rc) {
+            fprintf(stderr, "bench_policy: %s\n", err);
+            return 1;
+        }
+        if (!nf && i == 1) {
+            snprintf(sc[i].name, sizeof sc[i].name, "default-8-constant");
+            for (int d = 0; d < 8; d++)
+                for (int k = 0; k < 2; k++) {
+                    sc[i].dev[d].link[k].model = WD_LINK_CONSTANT;
+                    sc[i].dev[d].link[k].rate_bps = (k ? 50e6 : 200e6) * (1 + d % 3);
+                }
+        }
+    }
+    printf("bench_policy: Mixtral-8x7B shape, %d layers, %d experts, top-2, one core\n\n", LAYERS,
+           EXPERTS);
+    printf("%-22s %-9s %6s %16s %14s\n", "scenario", "policy", "batch", "decisions/s",
+           "latency ms");
+    const char *pols[2] = {"topk", "wdmoe"};
+    const int batches[2] = {1, 64};
+    for (int i = 0; i < ns; i++)
+        for (int b = 0; b < 2; b++)
+            for (int p = 0; p < 2; p++) {
+                double lat, r = bench(&sc[i], pols[p], batches[b], probs, seconds, &lat);
+                printf("%-22.22s %-9s %6d %16.0f %14.3f\n", sc[i].name, pols[p], batches[b], r,
+                       lat);
+            }
+    printf("\npolicy function alone (no latency model):\n");
+    for (int p = 0; p < wd_policy_count(); p++)
+        printf("  %-10s %16.0f decisions/s\n", wd_policy_at(p)->name,
+               bench_policy_only(wd_policy_at(p)->name, probs, seconds));
+    for (int i = 0; i < ns; i++) wd_scenario_free(&sc[i]);
+    free(sc);
+    free(probs);
+    return 0;
+}

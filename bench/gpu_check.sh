@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# One-shot GPU check (under 8 minutes on one H200): build the CUDA backend for
+# this GPU only, run the GPU tests, then the benchmarks (random BF16 weights
+# generated on the GPU, nothing downloaded). Prints a table last; writes
+# gpu_bench.json, the logs and a summary under $OUT when OUT is set.
+#
+#   bash bench/gpu_check.sh            (from the repository root)
+#   OUT=/tmp/res QUICK=1 bash bench/gpu_check.sh
+#
+# Environment: BUILD (build folder, default build-gpu), JOBS (default: nproc),
+# CUDA_ARCH (default: from nvidia-smi, else 90), QUICK=1 (fewer repetitions).
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BUILD=${BUILD:-build-gpu}
+JOBS=${JOBS:-$(nproc)}
+OUTDIR=${OUT:-$BUILD/gpu-check}
+mkdir -p "$OUTDIR"
+start=$(date +%s)
+say() { printf '[gpu_check %3ds] %s\n' $(( $(date +%s) - start )) "$*"; }
+
+if [ -z "${CUDA_ARCH:-}" ]; then
+  cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
+  CUDA_ARCH=${cap:-90}
+fi
+export PATH=/usr/local/cuda/bin:$PATH
+
+# json-c: GPU hosts often lack libjson-c-dev and cannot reach a package registry.
+# Bring the Debian packages along in .debs/ (on a networked machine:
+#   mkdir -p .debs && (cd .debs && apt-get download libjson-c-dev libjson-c5))
+# and they are unpacked under /tmp/jsonc (never over /).
+if ! pkg-config --exists json-c 2>/dev/null && ls .debs/libjson-c*.deb >/dev/null 2>&1; then
+  for f in .debs/libjson-c*.deb; do dpkg -x "$f" /tmp/jsonc; done
+  pcdir=$(dirname "$(find /tmp/jsonc -name json-c.pc | head -1)")
+  sed -i "s|^prefix=.*|prefix=/tmp/jsonc/usr|" "$pcdir/json-c.pc"
+  export PKG_CONFIG_PATH="$pcdir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+  export LD_LIBRARY_PATH="$(dirname "$pcdir")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "json-c: using the packages in .debs (unpacked to /tmp/jsonc)"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | sed 's/^/GPU: /'
+
+say "configure (sm_${CUDA_ARCH}, $JOBS jobs)"
+if ! cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DWDMOE_CUDA=ON \
+     -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH}-real" >"$OUTDIR/configure.log" 2>&1; then
+  tail -30 "$OUTDIR/configure.log"; say "configure FAILED"; exit 1
+fi
+say "build"
+if ! timeout 300 cmake --build "$BUILD" -j "$JOBS" --target test_gpu_ops test_gpu_model gpu_bench \
+     >"$OUTDIR/build.log" 2>&1; then
+  grep -E "error|Error" "$OUTDIR/build.log" | head -30; say "build FAILED"; exit 1
+fi
+
+say "GPU tests"
+timeout 180 ctest --test-dir "$BUILD" -R gpu --output-on-failure -V >"$OUTDIR/tests.log" 2>&1
+test_rc=$?
+grep -E "rel L2|agree|synthetic|SKIPPED|CHECK failed|checks,|Passed|Failed|\*\*\*" "$OUTDIR/tests.log" | sed 's/^[0-9]*: //' | head -80
+
+say "benchmarks"
+BENCH_ARGS=(--json "$OUTDIR/gpu_bench.json")
+[ "${QUICK:-0}" = 1 ] && BENCH_ARGS+=(--quick --decode 16 --prefill 256)
+timeout 240 "$BUILD/gpu_bench" "${BENCH_ARGS[@]}" >"$OUTDIR/bench.log" 2>&1
+bench_rc=$?
+[ $bench_rc -ne 0 ] && tail -20 "$OUTDIR/bench.log"
+
+# ---- summary: the table comes last ----
+{
+  echo
+  echo "== wdmoe GPU check ($(date -u +%FT%TZ), $(( $(date +%s) - start )) s) =="
+  grep -E "^GPU" "$OUTDIR/bench.log" | head -1
+  echo "tests: $( [ $test_rc -eq 0 ] && echo PASSED || echo "FAILED (rc $test_rc, see tests.log)")"
+  grep -E "tests passed|tests failed" "$OUTDIR/tests.log" | tail -1
+  echo "bench: $( [ $bench_rc -eq 0 ] && echo ok || echo "FAILED (rc $bench_rc, see bench.log)")"
+  sed -n '/^metric /,$p' "$OUTDIR/bench.log" | grep -v '^wrote '
+} | tee "$OUTDIR/summary.txt"
+[ $test_rc -eq 0 ] && [ $bench_rc -eq 0 ]

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Paper experiment: accuracy per dataset, top-k (the model's own routing) vs
+WDMoE (latency-aware selection in an emulated cell), with Llama-2-70B's
+published figures as a constant column.
+
+    bench/repro_accuracy.py MODEL [--limit N] [--scenario FILE] [--out DIR]
+
+MODEL: a Mixtral-8x7B Hugging Face folder or GGUF (GPU host), or the shipped
+weights/models/stories260k/sliced4-top4 (a laptop: near-chance accuracy, but
+dropping experts there is a real degradation) or .../moe4-top2 (identical
+experts: WDMoE equals top-k exactly).
+
+Writes DIR/accuracy.{md,csv,json} (atomically); per-run result JSONs in
+DIR/runs/. The reported metric per task: acc_norm for ARC-E/ARC-C/PIQA/
+HellaSwag, acc for WinoGrande/MMLU, exact match for GSM8K (all runs hold both
+acc and acc_norm).
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import repro_common as rc  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("--data-dir", default=rc.default_data_dir())
+    ap.add_argument("--tasks", default=",".join(rc.TASKS), help="comma-separated")
+    ap.add_argument("--limit", type=int, default=0, help="items per task (0: all)")
+    ap.add_argument("--gsm8k-limit", type=int, default=None,
+                    help="items for GSM8K (default: --limit)")
+    ap.add_argument("--mmlu-shots", type=int, default=5)
+    ap.add_argument("--gsm8k-shots", type=int, default=5)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--scenario", default=rc.default_scenario(),
+                    help="emulated cell for the WDMoE runs (default bench/scenarios/paper-cell.json)")
+    ap.add_argument("--policy", default="wdmoe")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--out", default=os.path.join(rc.REPO, "bench", "results", "accuracy"))
+    ap.add_argument("--wdmoe", default=None)
+    a = ap.parse_args()
+
+    runner = rc.Runner(rc.find_wdmoe(a.wdmoe), a.model, a.threads)
+    runs = os.path.join(a.out, "runs")
+    os.makedirs(runs, exist_ok=True)
+    rows = []
+    tasks = [t for t in a.tasks.split(",") if t]
+    for t in tasks:
+        if t not in rc.TASKS:
+            sys.exit(f"repro_accuracy: unknown task {t} (one of {', '.join(rc.TASKS)})")
+    try:
+        for t in tasks:
+            data = rc.dataset_path(a.data_dir, t)
+            if not data:
+                print(f"repro_accuracy: no data for {t}, skipped", file=sys.stderr)
+                continue
+            limit = a.gsm8k_limit if (t == "gsm8k" and a.gsm8k_limit is not None) else a.limit
+            extra = ["--quiet", "--limit", str(limit)]
+            if t == "mmlu":
+                extra += ["--shots", str(a.mmlu_shots)]
+            if t == "gsm8k":
+                extra += ["--shots", str(a.gsm8k_shots), "--max-new-tokens", str(a.max_new_tokens)]
+            if a.seed is not None:
+                extra += ["--seed", str(a.seed)]
+            metric = rc.TASKS[t][1]
+            base = runner.eval(t, data, os.path.join(runs, f"{t}_topk.json"), extra)
+            emu_extra = list(extra) + ["--policy", a.policy]
+            if a.scenario:
+                emu_extra += ["--scenario", a.scenario]
+            wd = runner.eval(t, data, os.path.join(runs, f"{t}_{a.policy}.json"), emu_extra)
+            b, bse = rc.metric(base, metric)
+            w, wse = rc.metric(wd, metric)
+            agr = wd.get("agreement") or {}
+            rows.append({
+                "dataset": rc.TASK_LABELS[t], "task": t, "metric": metric,
+                "items": base.get("items"),
+                "topk": None if b is None else 100 * b,
+                "topk_se": None if bse is None else 100 * bse,
+                "wdmoe": None if w is None else 100 * w,
+                "wdmoe_se": None if wse is None else 100 * wse,
+                "delta": None if (b is None or w is None) else 100 * (w - b),
+                "agreement": agr.get("token_agreement"),
+                "kl": agr.get("kl_mean"),
+                "latency_ms": (rc.latency(wd).get("latency_mean_s") or 0) * 1e3 or None,
+                "llama2_70b": rc.LLAMA2_70B.get(t),
+            })
+    except rc.Interrupted:
+        pass
+    columns = [("dataset", "dataset", 0), ("metric", "metric", 0), ("items", "items", 0),
+               ("topk", "top-k acc %", 2), ("topk_se", "± se", 2),
+               ("wdmoe", f"{a.policy} acc %", 2), ("wdmoe_se", "± se", 2),
+               ("delta", "Δ (points)", 2), ("agreement", "token agreement", 4),
+               ("kl", "KL(top-k‖policy)", 5), ("latency_ms", f"{a.policy} ms/token", 3),
+               ("llama2_70b", "Llama-2-70B % (published)", 1)]
+    notes = [
+        f"model: {a.model}; scenario: {a.scenario or 'default cell (one device per expert)'}; "
+        f"policy: {a.policy}; limit: {a.limit or 'all'} items per task",
+        "top-k: the model's own routing (Mixtral: top-2); standard errors as "
+        "lm-evaluation-harness (sample stddev / sqrt(n))",
+        rc.LLAMA2_70B_SOURCE,
+        "token agreement / KL: next-token distributions of the policy vs top-k on the same inputs",
+    ]
+    if runner.stop:
+        notes.append("interrupted: the rows above are the runs that completed")
+    meta = {"model": a.model, "scenario": a.scenario, "policy": a.policy, "limit": a.limit,
+            "mmlu_shots": a.mmlu_shots, "gsm8k_shots": a.gsm8k_shots}
+    rc.write_tables(a.out, "accuracy", "Accuracy per dataset: top-k vs " + a.policy,
+                    columns, rows, notes, meta)
+    return 130 if runner.stop else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

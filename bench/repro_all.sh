@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Every paper experiment in a row. On a laptop (the shipped stories260k) the
+# defaults below finish in a few minutes on 2 cores; on a GPU host pass a
+# Mixtral-8x7B folder or GGUF and raise the limits (QUICK=0 runs everything).
+#
+#   bench/repro_all.sh [MODEL] [OUT_DIR]
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+model=${1:-$here/../weights/models/stories260k/moe4-top2}
+out=${2:-$here/results}
+quick=${QUICK:-1}
+if [ "$quick" = 1 ]; then
+    acc_args=(--limit 40 --gsm8k-limit 4 --mmlu-shots 0 --gsm8k-shots 0 --max-new-tokens 48)
+    lat_args=(--limit 3 --max-new-tokens 48)
+    bw_args=(--limit 2 --max-new-tokens 32)
+    par_args=(--limit 40)
+    thr_args=(--limit 100 --repeat 2)
+else
+    acc_args=(); lat_args=(--limit 50 --max-new-tokens 256); bw_args=(--limit 20); par_args=(--limit 0)
+    thr_args=(--limit 1000)
+fi
+python3 "$here/repro_accuracy.py" "$model" --out "$out/accuracy" "${acc_args[@]}"
+python3 "$here/repro_latency.py" "$model" --out "$out/latency" "${lat_args[@]}"
+python3 "$here/repro_bandwidth.py" "$model" --out "$out/bandwidth" "${bw_args[@]}"
+python3 "$here/repro_pareto.py" "$model" --out "$out/pareto" "${par_args[@]}"
+python3 "$here/repro_throughput.py" "$model" --out "$out/throughput" "${thr_args[@]}"
+echo "tables and plots in $out"

@@ -1,0 +1,167 @@
+/* Private to emulation/: the RNG, the synthetic channel generator and the
+ * link internals. Other modules include emulation/emulation.h only. */
+#ifndef WD_EMU_INTERNAL_H
+#define WD_EMU_INTERNAL_H
+
+#include <math.h>
+#include <stdarg.h>
+
+#include "emulation/emulation.h"
+
+/* Write the message into err and return 1 (the error convention). */
+__attribute__((format(printf, 3, 4))) static inline int wd_fail(char *err, size_t errlen,
+                                                                const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+#define WD_MTU_BITS 12000.0 /* one Mahimahi delivery opportunity: 1500 bytes */
+
+/* ---- rng: splitmix64, deterministic streams per (seed, device, purpose) ---- */
+typedef struct {
+    uint64_t s;
+} wd_erng;
+static inline uint64_t wd_mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static inline uint64_t wd_erng_next(wd_erng *r) {
+    r->s += 0x9e3779b97f4a7c15ULL;
+    return wd_mix64(r->s);
+}
+static inline double wd_erng_uniform(wd_erng *r) { /* [0, 1) */
+    return (double)(wd_erng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+}
+static inline double wd_erng_gauss(wd_erng *r) { /* N(0, 1), Box-Muller */
+    double u = 1.0 - wd_erng_uniform(r), v = wd_erng_uniform(r);
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+static inline uint64_t wd_stream_seed(uint64_t seed, int device, int purpose) {
+    return wd_mix64(seed ^ wd_mix64(0x5eedULL + (uint64_t)device * 1315423911ULL +
+                                    (uint64_t)purpose * 0x632be59bd9b4e019ULL));
+}
+
+/* ---- synthetic channel of one device (both directions) ------------------- */
+#define WD_SYNTH_ANCHOR 256 /* fading phasors are recomputed exactly every this many samples */
+typedef struct {
+    /* read by every rate query: first */
+    double ts;    /* sample period */
+    double bw[2]; /* Hz */
+    /* samples [k0, k0 + n): full-band SNR (0 in outage) per direction */
+    long k0, n;
+    double *snr[2];
+    long cap;
+    double snr0[2]; /* mean SNR (linear) without shadowing and fading, full band */
+    double outage;  /* linear SNR threshold */
+    double sigma_db, rho; /* shadowing std, AR(1) coefficient per grid step */
+    long grid;            /* samples per shadowing grid step (d_corr / 100 of travel) */
+    int shadowing;
+    wd_fading fad[2];
+    uint64_t seed;
+    /* generator state: sample next_k is generated next */
+    wd_erng rng;
+    double sh_cur, sh_next; /* AR(1) values at grid points j and j + 1 (dB) */
+    double sh_g, sh_r;      /* linear shadowing gain at next_k; per-sample ratio */
+    double spare;           /* second Box-Muller normal */
+    int has_spare;
+    long next_k;
+    long sh_left; /* samples from next_k to the next shadowing grid point */
+    /* per direction: phasors exp(j (w_n t + phi_n)) of the sinusoids at
+     * next_k and their one-sample rotations (WD_FADING_SINUSOIDS each, for
+     * vector loads), then the same for the Rician LOS ray */
+    double ph_re[2][WD_FADING_SINUSOIDS], ph_im[2][WD_FADING_SINUSOIDS];
+    double rot_re[2][WD_FADING_SINUSOIDS], rot_im[2][WD_FADING_SINUSOIDS];
+    double los_re[2], los_im[2], los_rot_re[2], los_rot_im[2];
+    double ric_a[2], ric_b[2]; /* Rician: sqrt(1 / (K + 1)), sqrt(K / (K + 1)) */
+} wd_synth;
+
+int wd_synth_init(wd_synth *s, const wd_radio *radio, double pl_db, double sigma_db,
+                  double decorr_m, double speed_mps, uint64_t seed);
+void wd_synth_free(wd_synth *s);
+/* Make sample k available; returns its offset in the buffers or -1 (no memory). */
+long wd_synth_at(wd_synth *s, long k);
+void wd_synth_forget(wd_synth *s, double t); /* samples before t are no longer needed */
+/* A time before which wd_synth_forget(s, t) drops nothing (as long as no query went back). */
+double wd_synth_forget_time(const wd_synth *s);
+
+/* ---- links ---------------------------------------------------------------- */
+typedef struct {
+    double a, b, s;
+} wd_window;
+
+/* Mahimahi lookup table, one entry per whole millisecond j of the loop:
+ * pre = opportunities before j ms, nxt = time (ms) of the first one at or
+ * after j ms (WD_MM_WRAP: none left in this loop). One cache line answers
+ * both a count and "the next opportunity". */
+typedef struct {
+    uint32_t pre, nxt;
+} wd_mm_entry;
+#define WD_MM_WRAP UINT32_MAX
+
+/* Fields in the order the per-step paths read them: the first two cache
+ * lines hold everything a rate or transfer-time query needs (allocated
+ * 64-byte aligned). */
+struct wd_link {
+    wd_link_model model;
+    int dir, device, n_win;
+    double latency, scale, max_wait;
+    double offset;  /* csv, mahimahi */
+    wd_synth *syn;  /* synthetic */
+    double rate;    /* constant */
+    /* mahimahi: loop period and opportunity count, lookup table (NULL for
+     * huge periods: binary search on ms), first timestamp */
+    double period_ms;
+    long n; /* also csv: samples */
+    wd_mm_entry *tab;
+    double ms0, window;
+    long bin; /* cached estimate bin and value */
+    double bin_rate;
+    double bin_end_x, bin_end_cnt; /* count of opportunities before bin_end_x (ms) */
+    /* synthetic: the last rates by sample (rate at a share, before windows
+     * and rate_scale); two entries, since prediction and transfers use
+     * different shares */
+    long memo_k[2];
+    double memo_share[2], memo_rate[2];
+    int memo_next;
+    /* csv: start times t[i] (t[0] = 0), rates r[i], loops with period */
+    double *t, *r, period;
+    long cur; /* cursor: last segment used */
+    /* mahimahi: opportunity times in ms (sorted), loop period in ms;
+     * pre[j] = opportunities before j ms (j = 0 .. period + 1; NULL for huge
+     * periods), folded into tab after loading */
+    double *ms;
+    uint32_t *pre;
+    uint32_t *ms32; /* ms as integers, with tab (ms itself is freed then) */
+    char *file;     /* mahimahi: the trace file */
+    int borrowed;   /* ms, ms32, tab belong to another link of the same emulator */
+    /* fault windows */
+    wd_window *win;
+};
+
+/* wd_link_create, but a Mahimahi link whose file one of prev[0 .. n_prev)
+ * (entries may be NULL) already loaded shares that link's tables: prev
+ * must outlive it (the links of one emulator are freed together). */
+int wd_link_create_from(wd_link **out, const wd_link_spec *spec, int dir, int device,
+                        double max_wait_s, wd_link *const *prev, int n_prev, char *err,
+                        size_t errlen);
+wd_link *wd_link_new_synthetic(wd_synth *syn, int dir, int device, double latency, double scale,
+                               double max_wait);
+/* Rate (bit/s) at t with a share, windows and rate_scale included; *until:
+ * the rate stays the same on [t, until). */
+double wd_link_rate_until(wd_link *l, double t, double share, double *until);
+double wd_link_rate_share(wd_link *l, double t, double share);
+/* Least share (may exceed 1, INFINITY when none) with which bits sent from a
+ * finish by deadline (latency included). */
+double wd_link_share_needed(wd_link *l, double a, double bits, double deadline);
+int wd_link_fixed_se(const wd_link *l); /* rate proportional to the share */
+
+/* ---- trace files ------------------------------------------------------------ */
+int wd_trace_load_csv(wd_link *l, const char *path, const char *column, int device, char *err,
+                      size_t errlen);
+int wd_trace_load_mahimahi(wd_link *l, const char *path, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,128 @@
+/* Results: the summary as a table and as JSON; atomic file writes. */
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "emulation/internal.h"
+
+void wd_emu_summary_print(FILE *f, const wd_emu_summary *s) {
+    fprintf(f, "  %-28s %14ld\n", "tokens", s->tokens);
+    fprintf(f, "  %-28s %14ld\n", "layer steps", s->steps);
+    const struct {
+        const char *name;
+        double v;
+    } ms[] = {
+        {"latency mean (ms)", s->mean_s}, {"latency p50 (ms)", s->p50_s},
+        {"latency p95 (ms)", s->p95_s},   {"latency p99 (ms)", s->p99_s},
+        {"latency max (ms)", s->max_s},   {"  BS compute (ms)", s->bs_s},
+        {"  downlink (ms)", s->dl_s},     {"  device compute (ms)", s->comp_s},
+        {"  uplink (ms)", s->ul_s},       {"straggler wait (ms)", s->straggle_s},
+    };
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+        fprintf(f, "  %-28s %14.4f\n", ms[i].name, ms[i].v * 1e3);
+    fprintf(f, "  %-28s %14.4f\n", "experts per token", s->experts_per_token);
+    fprintf(f, "  %-28s %14.0f\n", "downlink bits per token", s->dl_bits_per_token);
+    fprintf(f, "  %-28s %14.0f\n", "uplink bits per token", s->ul_bits_per_token);
+    fprintf(f, "  %-28s %14.6f\n", "virtual time (s)", s->virtual_time_s);
+    if (s->n_faults || s->tokens_rerouted || s->tokens_fallback || s->tokens_dropped ||
+        s->tokens_slowed || s->tokens_link_fault) {
+        const struct {
+            const char *name;
+            long v;
+        } c[] = {
+            {"tokens rerouted", s->tokens_rerouted},
+            {"tokens on fallback", s->tokens_fallback},
+            {"tokens dropped", s->tokens_dropped},
+            {"tokens slowed", s->tokens_slowed},
+            {"tokens on a faulty link", s->tokens_link_fault},
+            {"layer steps rerouted", s->steps_rerouted},
+            {"layer steps slowed", s->steps_slowed},
+            {"layer steps on a faulty link", s->steps_link_fault},
+        };
+        for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+            fprintf(f, "  %-28s %14ld\n", c[i].name, c[i].v);
+    }
+}
+
+struct json_object *wd_emu_summary_json(const wd_emu_summary *s) {
+    json_object *o = json_object_new_object();
+    if (!o) return NULL;
+    json_object_object_add(o, "tokens", json_object_new_int64(s->tokens));
+    json_object_object_add(o, "forwards", json_object_new_int64(s->forwards));
+    json_object_object_add(o, "steps", json_object_new_int64(s->steps));
+    const struct {
+        const char *name;
+        double v;
+    } d[] = {
+        {"latency_mean_s", s->mean_s},
+        {"latency_p50_s", s->p50_s},
+        {"latency_p95_s", s->p95_s},
+        {"latency_p99_s", s->p99_s},
+        {"latency_max_s", s->max_s},
+        {"bs_s", s->bs_s},
+        {"downlink_s", s->dl_s},
+        {"device_compute_s", s->comp_s},
+        {"uplink_s", s->ul_s},
+        {"straggler_wait_s", s->straggle_s},
+        {"experts_per_token", s->experts_per_token},
+        {"downlink_bits_per_token", s->dl_bits_per_token},
+        {"uplink_bits_per_token", s->ul_bits_per_token},
+        {"virtual_time_s", s->virtual_time_s},
+    };
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+        json_object_object_add(o, d[i].name, json_object_new_double(d[i].v));
+    const struct {
+        const char *name;
+        long v;
+    } c[] = {
+        {"tokens_rerouted", s->tokens_rerouted},   {"tokens_fallback", s->tokens_fallback},
+        {"tokens_dropped", s->tokens_dropped},     {"tokens_slowed", s->tokens_slowed},
+        {"tokens_link_fault", s->tokens_link_fault}, {"steps_rerouted", s->steps_rerouted},
+        {"steps_slowed", s->steps_slowed},         {"steps_link_fault", s->steps_link_fault},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+        json_object_object_add(o, c[i].name, json_object_new_int64(c[i].v));
+    return o;
+}
+
+int wd_atomic_open(wd_atomic_file *a, const char *path, char *err, size_t errlen) {
+    memset(a, 0, sizeof *a);
+    if (snprintf(a->path, sizeof a->path, "%s", path) >= (int)sizeof a->path)
+        return wd_fail(err, errlen, "%s: path too long", path);
+    snprintf(a->tmp, sizeof a->tmp, "%s.tmp.%ld", path, (long)getpid());
+    a->f = fopen(a->tmp, "wb");
+    if (!a->f) return wd_fail(err, errlen, "%s: cannot create: %s", a->tmp, strerror(errno));
+    return 0;
+}
+
+void wd_atomic_abort(wd_atomic_file *a) {
+    if (a->f) fclose(a->f), remove(a->tmp);
+    a->f = NULL;
+}
+
+int wd_atomic_commit(wd_atomic_file *a, char *err, size_t errlen) {
+    if (!a->f) return wd_fail(err, errlen, "%s: not open", a->path);
+    int bad = fflush(a->f) != 0 || ferror(a->f) || fsync(fileno(a->f)) != 0;
+    int e = errno;
+    bad |= fclose(a->f) != 0;
+    a->f = NULL;
+    if (bad || rename(a->tmp, a->path) != 0) {
+        if (!bad) e = errno;
+        remove(a->tmp);
+        return wd_fail(err, errlen, "%s: cannot write: %s", a->path, strerror(e));
+    }
+    return 0;
+}
+
+int wd_emu_write_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen) {
+    wd_atomic_file a;
+    if (wd_atomic_open(&a, path, err, errlen)) return 1;
+    if (len && fwrite(data, 1, len, a.f) != len) {
+        wd_atomic_abort(&a);
+        return wd_fail(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+    }
+    return wd_atomic_commit(&a, err, errlen);
+}

@@ -1,0 +1,473 @@
+/* wdmoe generate: text from a prompt, printed as it is produced. With a
+ * scenario, every layer step goes through the BS scheduler (policy + radio
+ * emulation on the virtual clock) and the run reports latency and quality
+ * side by side: quality is measured against the model's own top-k routing by
+ * re-scoring the produced sequence with plain top-k (token agreement, KL). */
+#include <json-c/json.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "host/cli.h"
+#include "host/host.h"
+#ifdef WD_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
+
+static void help(FILE *f) {
+    fprintf(f,
+            "usage: wdmoe generate --model PATH [options]\n\n"
+            "Generate text with a Mixtral-architecture MoE model (Hugging Face folder or .gguf),\n"
+            "optionally with its experts on emulated wireless devices (--scenario).\n\n"
+            "options:\n"
+            "  --model PATH          model folder (config.json, *.safetensors, tokenizer.json) or .gguf\n"
+            "  --prompt TEXT         prompt (default: empty, generation starts from BOS)\n"
+            "  -n, --steps N         tokens to generate (default 128)\n"
+            "  --temperature T       sampling temperature, 0 = greedy (default 0)\n"
+            "  --top-p P             nucleus sampling mass in (0, 1] (default 0.9)\n"
+            "  --seed S              random seed for sampling (default 42)\n"
+            "  --threads N           CPU threads (default: all cores)\n"
+            "  --ctx N               context length (default: model's max_position_embeddings)\n"
+            "  --backend B           cpu (default) or cuda (when built with CUDA)\n"
+            "  --ids                 also print the token ids (BOS first) after the text\n"
+            "emulation:\n"
+            "  --scenario FILE       scenario JSON (devices, radio, policy; see bench/scenarios)\n"
+            "  --policy P            override the scenario's policy (topk, wdmoe, wlr-drop, dynamic, fastest)\n"
+            "  --json FILE           write the result JSON (config echo, latency, quality) atomically\n"
+            "  --records FILE        per layer step JSON lines: experts, weights, t_dl, t_c, t_ul, bits\n"
+            "  --record-probs FILE   router probabilities of every token (.wdpr, for `wdmoe replay`)\n"
+            "  --no-compare          skip the quality comparison against top-k\n"
+            "  -h, --help            this help\n");
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+/* One forward engine: the CPU session, or the GPU runner. */
+typedef struct {
+    wd_session *s;
+#ifdef WD_HAVE_CUDA
+    struct wd_cuda_model *cm;
+#endif
+    const wd_moe_hooks *hooks; /* NULL: the model's top-k */
+} engine;
+
+static int eng_forward(engine *e, const int *tokens, int n, float *logits, int all, char *err,
+                       size_t errlen) {
+#ifdef WD_HAVE_CUDA
+    if (e->cm) return wd_cuda_model_forward(e->cm, tokens, n, logits, all, e->hooks, NULL, err, errlen);
+#endif
+    wd_session_set_hooks(e->s, e->hooks);
+    return wd_forward(e->s, tokens, n, logits, all, err, errlen);
+}
+
+static void eng_reset(engine *e) {
+#ifdef WD_HAVE_CUDA
+    if (e->cm) {
+        wd_cuda_model_reset(e->cm);
+        return;
+    }
+#endif
+    wd_session_reset(e->s);
+}
+
+/* log-softmax in place, in double for the sum */
+static void log_softmax(float *x, int n) {
+    float mx = x[0];
+    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)x[i] - mx);
+    float lse = (float)(mx + log(sum));
+    for (int i = 0; i < n; i++) x[i] -= lse;
+}
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+typedef struct {
+    int steps;
+    double agreement, mean_kl, ppl_policy, ppl_topk;
+} quality;
+
+/* Re-score the sequence with plain top-k: lp_policy holds the policy run's
+ * log-probabilities at each of the `steps` predicted positions (the first at
+ * index n_prompt - 1 of the sequence). */
+static int compare_topk(engine *e, const int *seq, int n_seq, int n_prompt, const float *lp_policy,
+                        int steps, int vocab, quality *q, char *err, size_t errlen) {
+    memset(q, 0, sizeof(*q));
+    if (steps <= 0) return 0;
+    float *lp = malloc((size_t)n_seq * vocab * sizeof(float));
+    if (!lp) {
+        snprintf(err, errlen, "out of memory for the top-k comparison");
+        return 1;
+    }
+    eng_reset(e);
+    const wd_moe_hooks *saved = e->hooks;
+    e->hooks = NULL;
+    int rc = eng_forward(e, seq, n_seq - 1, lp, 1, err, errlen);
+    e->hooks = saved;
+    if (rc) {
+        free(lp);
+        return 1;
+    }
+    double agree = 0, kl = 0, nll_p = 0, nll_b = 0;
+    for (int i = 0; i < steps; i++) {
+        int pos = n_prompt - 1 + i; /* logits at pos predict seq[pos + 1] */
+        float *b = lp + (size_t)pos * vocab;
+        const float *p = lp_policy + (size_t)i * vocab;
+        log_softmax(b, vocab);
+        agree += argmax(b, vocab) == argmax(p, vocab);
+        double k = 0;
+        for (int v = 0; v < vocab; v++) k += exp((double)b[v]) * ((double)b[v] - p[v]);
+        kl += k > 0 ? k : 0;
+        nll_p -= p[seq[pos + 1]];
+        nll_b -= b[seq[pos + 1]];
+    }
+    q->steps = steps;
+    q->agreement = agree / steps;
+    q->mean_kl = kl / steps;
+    q->ppl_policy = exp(nll_p / steps);
+    q->ppl_topk = exp(nll_b / steps);
+    free(lp);
+    return 0;
+}
+
+int wd_cmd_generate(int argc, char **argv) {
+    const char *cmd = "generate", *model_path = NULL, *prompt = "", *scenario_path = NULL;
+    const char *policy = NULL, *json_path = NULL, *records_path = NULL, *probs_path = NULL;
+    const char *backend = "cpu";
+    int steps = 128, threads = 0, ctx = 0, seed = 42, print_ids = 0, compare = 1;
+    double temperature = 0, top_p = 0.9;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            help(stdout);
+            return 0;
+        } else if (!strcmp(a, "--ids")) {
+            print_ids = 1;
+        } else if (!strcmp(a, "--no-compare")) {
+            compare = 0;
+        } else if (!strcmp(a, "--model")) {
+            if (!(model_path = wd_cli_value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--prompt")) {
+            if (!(prompt = wd_cli_value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--scenario")) {
+            if (!(scenario_path = wd_cli_value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--policy")) {
+            if (!(policy = wd_cli_value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--json")) {
+            if (!(json_path = wd_cli_value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--records")) {
+            if (!(records_path = wd_cli_value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--record-probs")) {
+            if (!(probs_path = wd_cli_value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--backend")) {
+            if (!(backend = wd_cli_value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "-n") || !strcmp(a, "--steps")) {
+            if (!(v = wd_cli_value(cmd, argc, argv, &i)) ||
+                wd_cli_int(cmd, a, v, 0, 1 << 20, &steps))
+                return 2;
+        } else if (!strcmp(a, "--threads")) {
+            if (!(v = wd_cli_value(cmd, argc, argv, &i)) ||
+                wd_cli_int(cmd, a, v, 0, 1024, &threads))
+                return 2;
+        } else if (!strcmp(a, "--ctx")) {
+            if (!(v = wd_cli_value(cmd, argc, argv, &i)) || wd_cli_int(cmd, a, v, 1, 1 << 24, &ctx))
+                return 2;
+        } else if (!strcmp(a, "--seed")) {
+            if (!(v = wd_cli_value(cmd, argc, argv, &i)) ||
+                wd_cli_int(cmd, a, v, 0, 2147483647, &seed))
+                return 2;
+        } else if (!strcmp(a, "--temperature")) {
+            if (!(v = wd_cli_value(cmd, argc, argv, &i)) ||
+                wd_cli_double(cmd, a, v, 0, 100, &temperature))
+                return 2;
+        } else if (!strcmp(a, "--top-p")) {
+            if (!(v = wd_cli_value(cmd, argc, argv, &i)) ||
+                wd_cli_double(cmd, a, v, 1e-9, 1, &top_p))
+                return 2;
+        } else {
+            fprintf(stderr, "wdmoe generate: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+    }
+    if (!model_path) {
+        fprintf(stderr, "wdmoe generate: --model is required (see --help)\n");
+        return 2;
+    }
+    if (strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
+        fprintf(stderr, "wdmoe generate: unknown backend '%s' (cpu or cuda)\n", backend);
+        return 2;
+    }
+#ifndef WD_HAVE_CUDA
+    if (!strcmp(backend, "cuda")) {
+        fprintf(stderr, "wdmoe generate: this build has no CUDA backend (nvcc was not found)\n");
+        return 2;
+    }
+#endif
+    if ((policy || json_path || records_path || probs_path) && !scenario_path) {
+        fprintf(stderr, "wdmoe generate: --policy, --json, --records and --record-probs need "
+                        "--scenario\n");
+        return 2;
+    }
+    char err[1024];
+    wd_scenario sc;
+    int have_sc = 0;
+    if (scenario_path) {
+        if (wd_scenario_load(&sc, scenario_path, err, sizeof(err))) {
+            fprintf(stderr, "wdmoe generate: %s\n", err);
+            return 1;
+        }
+        have_sc = 1;
+    }
+    wd_model *m = NULL;
+    if (wd_model_load(&m, model_path, err, sizeof(err))) {
+        fprintf(stderr, "wdmoe generate: %s\n", err);
+        if (have_sc) wd_scenario_free(&sc);
+        return 1;
+    }
+    int rc = 1, vocab = m->cfg.vocab;
+    wd_pool *pool = NULL;
+    engine eng = {0};
+    wd_scheduler *sched = NULL;
+    wd_moe_hooks hooks;
+    FILE *records = NULL;
+    wd_atomic_file records_file = {0};
+    int *ids = NULL, n_ids = 0, *all = NULL, *scratch = NULL;
+    float *logits = NULL, *lp_policy = NULL;
+    if (!m->tok) {
+        fprintf(stderr, "wdmoe generate: %s: no tokenizer.json\n", model_path);
+        goto done;
+    }
+    if (wd_tokenizer_encode(m->tok, prompt, 1, &ids, &n_ids)) {
+        fprintf(stderr, "wdmoe generate: cannot encode the prompt\n");
+        goto done;
+    }
+    int max_ctx = ctx > 0 && ctx < m->cfg.max_pos ? ctx : m->cfg.max_pos;
+    if (n_ids > max_ctx) {
+        fprintf(stderr, "wdmoe generate: the prompt (%d tokens) exceeds the context (%d)\n", n_ids,
+                max_ctx);
+        goto done;
+    }
+    if (n_ids + steps > max_ctx) {
+        steps = max_ctx - n_ids;
+        fprintf(stderr, "wdmoe generate: generating %d tokens to stay within the context of %d\n",
+                steps, max_ctx);
+    }
+    pool = wd_pool_create(threads);
+    if (!pool) goto oom;
+    if (!strcmp(backend, "cuda")) {
+#ifdef WD_HAVE_CUDA
+        wd_cuda_model_spec spec;
+        wd_cuda_model_spec_default(&spec);
+        spec.max_ctx = max_ctx;
+        char log[2048] = "";
+        if (wd_cuda_model_create(&eng.cm, m, &spec, log, sizeof(log), err, sizeof(err))) {
+            fprintf(stderr, "wdmoe generate: %s\n", err);
+            goto done;
+        }
+        if (log[0]) fprintf(stderr, "%s", log);
+#endif
+    } else if (!(eng.s = wd_session_create(m, max_ctx, pool))) {
+        char need[32];
+        wd_cli_format_bytes(need, sizeof need, wd_session_bytes(m, max_ctx));
+        fprintf(stderr,
+                "wdmoe generate: out of memory: a context of %d tokens needs %s for the KV "
+                "cache of %s (lower --ctx)\n",
+                max_ctx, need, model_path);
+        goto done;
+    }
+    /* from here on a first SIGINT/SIGTERM stops after the current token and writes
+     * what is complete; a second one quits at once, removing temporary files */
+    wd_cli_install_signals();
+    wd_cli_remove_on_quit(json_path);
+    wd_cli_remove_on_quit(records_path);
+    wd_cli_remove_on_quit(probs_path);
+    if (have_sc) {
+        if (wd_scheduler_create(&sched, m, &sc, err, sizeof(err)) ||
+            (policy && wd_emu_set_policy(wd_scheduler_emu(sched), policy, &sc.params, err,
+                                         sizeof(err))) ||
+            (probs_path && wd_scheduler_record_probs(sched, probs_path, err, sizeof(err)))) {
+            fprintf(stderr, "wdmoe generate: %s\n", err);
+            goto done;
+        }
+        if (records_path) {
+            if (wd_atomic_open(&records_file, records_path, err, sizeof(err))) {
+                fprintf(stderr, "wdmoe generate: %s\n", err);
+                goto done;
+            }
+            records = records_file.f;
+            wd_scheduler_record_steps(sched, records);
+        }
+        wd_scheduler_hooks(sched, &hooks);
+        eng.hooks = &hooks;
+    }
+    logits = malloc((size_t)vocab * sizeof(float));
+    all = malloc((size_t)(n_ids + steps + 1) * sizeof(int));
+    scratch = malloc((size_t)vocab * sizeof(int));
+    if (have_sc && compare) lp_policy = malloc((size_t)vocab * (steps + 1) * sizeof(float));
+    if (!logits || !all || !scratch || (have_sc && compare && !lp_policy)) goto oom;
+    memcpy(all, ids, (size_t)n_ids * sizeof(int));
+    wd_rng rng;
+    wd_rng_seed(&rng, (uint64_t)seed);
+    for (int i = 0; i < n_ids; i++) { /* the prompt as the model sees it */
+        char piece[256];
+        int len = wd_tokenizer_piece(m->tok, i ? ids[i - 1] : -1, ids[i], piece, sizeof(piece));
+        fwrite(piece, 1, (size_t)len, stdout);
+    }
+    fflush(stdout);
+    double t0 = now_s();
+    if (eng_forward(&eng, ids, n_ids, logits, 0, err, sizeof(err))) {
+        fprintf(stderr, "\nwdmoe generate: %s\n", err);
+        goto done;
+    }
+    double t_prefill = now_s() - t0, virt_prefill = sched ? wd_emu_time(wd_scheduler_emu(sched)) : 0;
+    if (sched) wd_emu_reset_stats(wd_scheduler_emu(sched)); /* latency stats: decode only */
+    int n_all = n_ids, produced = 0, n_decode = 0;
+    double t1 = now_s();
+    for (int step = 0; step < steps && !wd_cli_interrupted(); step++) {
+        if (lp_policy) {
+            memcpy(lp_policy + (size_t)produced * vocab, logits, (size_t)vocab * sizeof(float));
+            log_softmax(lp_policy + (size_t)produced * vocab, vocab);
+        }
+        int next = wd_sample(logits, vocab, (float)temperature, (float)top_p, &rng, scratch);
+        all[n_all++] = next;
+        produced++;
+        if (next == m->cfg.eos_id) break;
+        char piece[256];
+        int len = wd_tokenizer_piece(m->tok, all[n_all - 2], next, piece, sizeof(piece));
+        fwrite(piece, 1, (size_t)len, stdout);
+        fflush(stdout);
+        if (step + 1 < steps) {
+            if (eng_forward(&eng, &next, 1, logits, 0, err, sizeof(err))) {
+                fprintf(stderr, "\nwdmoe generate: %s\n", err);
+                goto done;
+            }
+            n_decode++;
+        }
+    }
+    double t_decode = now_s() - t1;
+    printf("\n");
+    fflush(stdout);
+    if (print_ids) {
+        printf("ids:");
+        for (int i = 0; i < n_all; i++) printf(" %d", all[i]);
+        printf("\n");
+    }
+    fprintf(stderr,
+            "prefill: %d tokens in %.2f ms (%.1f tok/s) | decode: %d steps in %.2f ms "
+            "(%.1f tok/s) | %s, threads %d\n",
+            n_ids, t_prefill * 1e3, n_ids / (t_prefill > 0 ? t_prefill : 1e-9), n_decode,
+            t_decode * 1e3, n_decode / (t_decode > 0 ? t_decode : 1e-9), backend,
+            wd_pool_size(pool));
+    if (sched) {
+        wd_emu *emu = wd_scheduler_emu(sched);
+        wd_emu_summary sum;
+        wd_emu_summarize(emu, &sum);
+        quality q = {0};
+        if (lp_policy && compare_topk(&eng, all, n_all, n_ids, lp_policy, produced, vocab, &q, err,
+                                      sizeof(err))) {
+            fprintf(stderr, "wdmoe generate: %s\n", err);
+            goto done;
+        }
+        fprintf(stderr, "\nemulated: %s, policy %s, %d devices; prefill %.3f ms virtual\n",
+                sc.name[0] ? sc.name : scenario_path, wd_emu_policy_name(emu), sc.n_devices,
+                virt_prefill * 1e3);
+        wd_emu_summary_print(stderr, &sum);
+        if (lp_policy)
+            fprintf(stderr,
+                    "%-28s %10.2f %%\n%-28s %10.4g nats\n%-28s %10.3f (top-k: %.3f)\n",
+                    "agreement with top-k", 100 * q.agreement, "mean KL(top-k || policy)",
+                    q.mean_kl, "perplexity of the output", q.ppl_policy, q.ppl_topk);
+        if (wd_scheduler_finish(sched, err, sizeof(err))) {
+            fprintf(stderr, "wdmoe generate: %s\n", err);
+            goto done;
+        }
+        if (records) {
+            records = NULL;
+            if (wd_atomic_commit(&records_file, err, sizeof(err))) {
+                fprintf(stderr, "wdmoe generate: %s\n", err);
+                goto done;
+            }
+        }
+        if (json_path) {
+            json_object *root = json_object_new_object();
+            json_object_object_add(root, "command", json_object_new_string("generate"));
+            json_object_object_add(root, "version", json_object_new_string("0.1.0"));
+            json_object *jm = json_object_new_object();
+            json_object_object_add(jm, "path", json_object_new_string(model_path));
+            json_object_object_add(jm, "layers", json_object_new_int(m->cfg.n_layers));
+            json_object_object_add(jm, "hidden", json_object_new_int(m->cfg.hidden));
+            json_object_object_add(jm, "experts", json_object_new_int(m->cfg.n_experts));
+            json_object_object_add(jm, "top_k", json_object_new_int(m->cfg.top_k));
+            json_object_object_add(root, "model", jm);
+            json_object_object_add(root, "scenario", json_object_new_string(scenario_path));
+            json_object_object_add(root, "scenario_seed", json_object_new_int64((int64_t)sc.seed));
+            json_object_object_add(root, "policy", json_object_new_string(wd_emu_policy_name(emu)));
+            json_object_object_add(root, "sampling_seed", json_object_new_int(seed));
+            json_object_object_add(root, "temperature", json_object_new_double(temperature));
+            char *u = wd_cli_utf8(prompt); /* JSON is UTF-8; generated bytes need not be */
+            json_object_object_add(root, "prompt", json_object_new_string(u ? u : ""));
+            free(u);
+            json_object_object_add(root, "prompt_tokens", json_object_new_int(n_ids));
+            json_object *jt = json_object_new_array();
+            for (int i = 0; i < n_all; i++) json_object_array_add(jt, json_object_new_int(all[i]));
+            json_object_object_add(root, "tokens", jt);
+            char *text = wd_tokenizer_decode(m->tok, all, n_all);
+            u = text ? wd_cli_utf8(text) : NULL;
+            json_object_object_add(root, "text", json_object_new_string(u ? u : ""));
+            free(u);
+            free(text);
+            json_object_object_add(root, "interrupted", json_object_new_boolean(wd_cli_interrupted()));
+            json_object_object_add(root, "virtual_prefill_s", json_object_new_double(virt_prefill));
+            json_object_object_add(root, "latency", wd_emu_summary_json(&sum));
+            if (lp_policy) {
+                json_object *jq = json_object_new_object();
+                json_object_object_add(jq, "steps", json_object_new_int(q.steps));
+                json_object_object_add(jq, "agreement_topk", json_object_new_double(q.agreement));
+                json_object_object_add(jq, "mean_kl_topk", json_object_new_double(q.mean_kl));
+                json_object_object_add(jq, "perplexity", json_object_new_double(q.ppl_policy));
+                json_object_object_add(jq, "perplexity_topk", json_object_new_double(q.ppl_topk));
+                json_object_object_add(root, "quality", jq);
+            }
+            const char *s = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY |
+                                                                     JSON_C_TO_STRING_NOSLASHESCAPE);
+            int wrc = wd_write_file_atomic(json_path, s, strlen(s), err, sizeof(err));
+            json_object_put(root);
+            if (wrc) {
+                fprintf(stderr, "wdmoe generate: %s\n", err);
+                goto done;
+            }
+            fprintf(stderr, "wrote %s\n", json_path);
+        }
+    }
+    rc = wd_cli_interrupted() ? 130 : 0;
+    goto done;
+oom:
+    fprintf(stderr, "wdmoe generate: out of memory\n");
+done:
+    if (records) wd_atomic_abort(&records_file);
+    free(ids);
+    free(all);
+    free(scratch);
+    free(logits);
+    free(lp_policy);
+    wd_scheduler_free(sched);
+    wd_session_free(eng.s);
+#ifdef WD_HAVE_CUDA
+    wd_cuda_model_free(eng.cm);
+#endif
+    wd_pool_destroy(pool);
+    wd_model_free(m);
+    if (have_sc) wd_scenario_free(&sc);
+    return rc;
+}

@@ -1,0 +1,185 @@
+/* wdmoe replay: re-run only the emulation on recorded router probabilities,
+ * for every scenario x policy; an aligned table and a JSON result. */
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "emulation/emulation.h"
+#include "host/cli.h"
+
+int wd_cmd_replay(int argc, char **argv);
+
+#define MAX_LIST 64
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: wdmoe replay --probs FILE.wdpr --scenario FILE [--scenario FILE2 ...]\n"
+               "                    [--policy P ...] [--tokens N] [--out result.json]\n\n"
+               "Replays recorded router probabilities (one decode token per step) through each\n"
+               "scenario with each policy (default: topk and the scenario's own policy; topk\n"
+               "always runs as the baseline). Prints latency per token and the reduction\n"
+               "against topk; --out writes the results as JSON (atomically).\n\npolicies:");
+    for (int i = 0; i < wd_policy_count(); i++) fprintf(f, " %s", wd_policy_at(i)->name);
+    fprintf(f, "\n");
+}
+
+/* One scenario x policy run: fresh emulator, every token, every layer. */
+static int run_one(const wd_scenario *sc, const char *policy, const wd_probs *pr, long n_tok,
+                   wd_emu_summary *sum, char *err, size_t errlen) {
+    wd_emu_shape shape = wd_probs_shape(pr);
+    wd_emu *emu = NULL;
+    int E = pr->n_experts, L = pr->n_layers, rc = 1;
+    int n[1], *ex = malloc(E * sizeof(int));
+    float *w = malloc(E * sizeof(float));
+    if (!ex || !w) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    if (wd_emu_create(&emu, sc, &shape, err, errlen) ||
+        wd_emu_set_policy(emu, policy, &sc->params, err, errlen))
+        goto out;
+    for (long t = 0; t < n_tok; t++)
+        for (int l = 0; l < L; l++) {
+            const float *p = pr->probs + ((size_t)t * L + l) * E;
+            if (wd_emu_select(emu, 1, p, n, ex, w, err, errlen) ||
+                wd_emu_step(emu, l, 1, n, ex, NULL, err, errlen))
+                goto out;
+        }
+    wd_emu_summarize(emu, sum);
+    rc = 0;
+out:
+    wd_emu_free(emu);
+    free(ex), free(w);
+    return rc;
+}
+
+int wd_cmd_replay(int argc, char **argv) {
+    const char *C = "replay", *probs_path = NULL, *out = NULL, *scen[MAX_LIST], *pol[MAX_LIST], *v;
+    int ns = 0, np = 0, max_tok = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(stdout), 0;
+        if (!strcmp(a, "--probs")) {
+            if (!(probs_path = wd_cli_value(C, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--out")) {
+            if (!(out = wd_cli_value(C, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--tokens")) {
+            if (!(v = wd_cli_value(C, argc, argv, &i)) ||
+                wd_cli_int(C, a, v, 1, 1L << 30, &max_tok))
+                return 2;
+        } else if (!strcmp(a, "--scenario") || !strcmp(a, "--policy")) {
+            int is_s = a[2] == 's';
+            if (!(v = wd_cli_value(C, argc, argv, &i))) return 2;
+            if ((is_s ? ns : np) == MAX_LIST) {
+                fprintf(stderr, "wdmoe replay: more than %d %s\n", MAX_LIST, a);
+                return 2;
+            }
+            if (is_s)
+                scen[ns++] = v;
+            else if (!wd_policy_find(v)) {
+                fprintf(stderr, "wdmoe replay: unknown policy '%s'\n", v);
+                usage(stderr);
+                return 2;
+            } else {
+                pol[np++] = v;
+            }
+        } else {
+            fprintf(stderr, "wdmoe replay: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!probs_path || !ns) {
+        fprintf(stderr, "wdmoe replay: --probs and at least one --scenario are required\n");
+        usage(stderr);
+        return 2;
+    }
+    char err[1024];
+    wd_probs pr;
+    if (wd_probs_read(&pr, probs_path, err, sizeof err)) {
+        fprintf(stderr, "wdmoe replay: %s\n", err);
+        return 1;
+    }
+    long n_tok = max_tok && max_tok < pr.n_tokens ? max_tok : pr.n_tokens;
+    json_object *root = json_object_new_object(), *runs = json_object_new_array();
+    json_object *jp = json_object_new_object();
+    json_object_object_add(root, "command", json_object_new_string("replay"));
+    json_object_object_add(jp, "file", json_object_new_string(probs_path));
+    json_object_object_add(jp, "tokens", json_object_new_int64(n_tok));
+    json_object_object_add(jp, "layers", json_object_new_int(pr.n_layers));
+    json_object_object_add(jp, "experts", json_object_new_int(pr.n_experts));
+    json_object_object_add(jp, "top_k", json_object_new_int(pr.top_k));
+    json_object_object_add(jp, "hidden", json_object_new_int(pr.hidden));
+    json_object_object_add(jp, "ffn", json_object_new_int(pr.ffn));
+    json_object_object_add(root, "probs", jp);
+    json_object_object_add(root, "runs", runs);
+    printf("%-24s %-10s %10s %10s %10s %10s %9s %9s\n", "scenario", "policy", "mean ms", "p50 ms",
+           "p95 ms", "p99 ms", "exp/tok", "vs topk");
+    int rc = 0;
+    for (int s = 0; s < ns && !rc; s++) {
+        wd_scenario sc;
+        if (wd_scenario_load(&sc, scen[s], err, sizeof err)) {
+            rc = 1;
+            break;
+        }
+        const char *list[MAX_LIST + 2];
+        int nl = 0;
+        list[nl++] = "topk";
+        if (!np && strcmp(sc.policy, "topk")) list[nl++] = sc.policy;
+        for (int i = 0; i < np; i++) {
+            int dup = 0;
+            for (int j = 0; j < nl; j++) dup |= !strcmp(list[j], pol[i]);
+            if (!dup) list[nl++] = pol[i];
+        }
+        double base = 0;
+        for (int i = 0; i < nl && !rc; i++) {
+            wd_emu_summary sum;
+            if (run_one(&sc, list[i], &pr, n_tok, &sum, err, sizeof err)) {
+                rc = 1;
+                break;
+            }
+            if (i == 0) base = sum.mean_s;
+            double red = base > 0 ? 100.0 * (1.0 - sum.mean_s / base) : 0.0;
+            printf("%-24.24s %-10s %10.3f %10.3f %10.3f %10.3f %9.3f %8.2f%%\n", sc.name, list[i],
+                   sum.mean_s * 1e3, sum.p50_s * 1e3, sum.p95_s * 1e3, sum.p99_s * 1e3,
+                   sum.experts_per_token, red);
+            json_object *r = json_object_new_object(), *par = json_object_new_object();
+            json_object_object_add(r, "scenario", json_object_new_string(sc.name));
+            json_object_object_add(r, "scenario_file", json_object_new_string(scen[s]));
+            json_object_object_add(r, "seed", json_object_new_int64((int64_t)sc.seed));
+            json_object_object_add(r, "policy", json_object_new_string(list[i]));
+            json_object_object_add(par, "alpha", json_object_new_double(sc.params.alpha));
+            json_object_object_add(par, "dtheta", json_object_new_double(sc.params.dtheta));
+            json_object_object_add(par, "gamma", json_object_new_double(sc.params.gamma));
+            json_object_object_add(par, "theta", json_object_new_double(sc.params.theta));
+            json_object_object_add(par, "m", json_object_new_int(sc.params.m));
+            json_object_object_add(r, "params", par);
+            json_object_object_add(r, "bandwidth_allocation",
+                                   json_object_new_string(wd_alloc_name(sc.alloc)));
+            json_object_object_add(r, "summary", wd_emu_summary_json(&sum));
+            json_object_object_add(r, "latency_reduction_vs_topk",
+                                   json_object_new_double(red / 100.0));
+            json_object_array_add(runs, r);
+        }
+        wd_scenario_free(&sc);
+    }
+    if (!rc && out) {
+        const char *txt = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY |
+                                                                   JSON_C_TO_STRING_NOSLASHESCAPE);
+        size_t len = strlen(txt);
+        char *buf = malloc(len + 2);
+        if (!buf) {
+            snprintf(err, sizeof err, "%s: out of memory", out);
+            rc = 1;
+        } else {
+            memcpy(buf, txt, len);
+            buf[len] = '\n';
+            rc = wd_emu_write_atomic(out, buf, len + 1, err, sizeof err);
+            free(buf);
+        }
+    }
+    if (rc) fprintf(stderr, "wdmoe replay: %s\n", err);
+    json_object_put(root);
+    wd_probs_free(&pr);
+    return rc;
+}

@@ -1,0 +1,278 @@
+/* The forward pass: one session = KV cache + scratch + position.
+ * Each layer runs the BS part (attention, router), asks the expert selection
+ * hook which experts every token uses, runs them and combines. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "host/host.h"
+
+struct wd_session {
+    const wd_model *m;
+    wd_pool *pool;
+    int max_ctx, pos;
+    float *k_cache, *v_cache; /* [layer][ctx][kv_dim] */
+    wd_moe_hooks hooks;
+    int have_hooks;
+    /* scratch sized for `cap` tokens */
+    int cap;
+    float *x, *xb, *q, *k, *v, *att, *probs, *moe, *xg, *yg, *ffn_scratch, *att_scratch;
+    size_t att_scratch_len;
+    wd_selection sel;
+};
+
+static void free_scratch(wd_session *s) {
+    free(s->x);
+    free(s->xb);
+    free(s->q);
+    free(s->k);
+    free(s->v);
+    free(s->att);
+    free(s->probs);
+    free(s->moe);
+    free(s->xg);
+    free(s->yg);
+    free(s->ffn_scratch);
+    free(s->att_scratch);
+    free(s->sel.n);
+    free(s->sel.expert);
+    free(s->sel.weight);
+    s->x = s->xb = s->q = s->k = s->v = s->att = s->probs = s->moe = NULL;
+    s->xg = s->yg = s->ffn_scratch = s->att_scratch = NULL;
+    s->att_scratch_len = 0;
+    s->sel.n = NULL;
+    s->sel.expert = NULL;
+    s->sel.weight = NULL;
+    s->cap = 0;
+}
+
+/* Grow the per-token scratch to hold n tokens. */
+static int reserve(wd_session *s, int n) {
+    if (n <= s->cap) return 0;
+    free_scratch(s);
+    const wd_config *c = &s->m->cfg;
+    size_t H = c->hidden, Q = (size_t)c->n_heads * c->head_dim,
+           KV = (size_t)c->n_kv_heads * c->head_dim, E = c->n_experts, F = c->ffn;
+    size_t big = H > Q ? H : Q;
+    s->x = malloc(n * H * 4);
+    s->xb = malloc(n * big * 4);
+    s->q = malloc(n * Q * 4);
+    s->k = malloc(n * KV * 4);
+    s->v = malloc(n * KV * 4);
+    s->att = malloc(n * Q * 4);
+    s->probs = malloc(n * E * 4);
+    s->moe = malloc(n * H * 4);
+    s->xg = malloc(n * H * 4);
+    s->yg = malloc(n * H * 4);
+    s->ffn_scratch = malloc(2 * n * F * 4);
+    s->sel.n = malloc(n * sizeof(int));
+    s->sel.expert = malloc(n * E * sizeof(int));
+    s->sel.weight = malloc(n * E * sizeof(float));
+    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att || !s->probs || !s->moe ||
+        !s->xg || !s->yg || !s->ffn_scratch || !s->sel.n || !s->sel.expert || !s->sel.weight) {
+        free_scratch(s);
+        return 1;
+    }
+    s->cap = n;
+    return 0;
+}
+
+static double kv_elems(const wd_model *m, int max_ctx) {
+    return (double)m->cfg.n_layers * max_ctx * m->cfg.n_kv_heads * m->cfg.head_dim;
+}
+
+double wd_session_bytes(const wd_model *m, int max_ctx) {
+    const wd_config *c = &m->cfg;
+    if (max_ctx <= 0 || max_ctx > c->max_pos) max_ctx = c->max_pos;
+    double H = c->hidden, Q = (double)c->n_heads * c->head_dim,
+           KV = (double)c->n_kv_heads * c->head_dim, big = H > Q ? H : Q;
+    double scratch = 4 * (4 * H + big + 2 * Q + 2 * KV + 2.0 * c->ffn + 3.0 * c->n_experts + 1);
+    return 2 * 4 * kv_elems(m, max_ctx) + scratch;
+}
+
+wd_session *wd_session_create(const wd_model *m, int max_ctx, wd_pool *pool) {
+    if (max_ctx <= 0 || max_ctx > m->cfg.max_pos) max_ctx = m->cfg.max_pos;
+    if (4 * kv_elems(m, max_ctx) > 0x1p62) return NULL; /* more than any address space */
+    wd_session *s = calloc(1, sizeof(*s));
+    if (!s) return NULL;
+    s->m = m;
+    s->pool = pool;
+    s->max_ctx = max_ctx;
+    size_t kv = (size_t)m->cfg.n_layers * max_ctx * m->cfg.n_kv_heads * m->cfg.head_dim;
+    s->k_cache = calloc(kv, sizeof(float));
+    s->v_cache = calloc(kv, sizeof(float));
+    if (!s->k_cache || !s->v_cache || reserve(s, 1)) {
+        wd_session_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void wd_session_free(wd_session *s) {
+    if (!s) return;
+    free_scratch(s);
+    free(s->k_cache);
+    free(s->v_cache);
+    free(s);
+}
+
+void wd_session_reset(wd_session *s) { s->pos = 0; }
+int wd_session_pos(const wd_session *s) { return s->pos; }
+void wd_session_set_pos(wd_session *s, int pos) {
+    if (pos >= 0 && pos <= s->pos) s->pos = pos;
+}
+wd_pool *wd_session_pool(const wd_session *s) { return s->pool; }
+const wd_model *wd_session_model(const wd_session *s) { return s->m; }
+int wd_session_max_ctx(const wd_session *s) { return s->max_ctx; }
+
+void wd_session_set_hooks(wd_session *s, const wd_moe_hooks *hooks) {
+    s->have_hooks = hooks != NULL;
+    if (hooks) s->hooks = *hooks;
+}
+
+/* ---- MoE -------------------------------------------------------------- */
+void wd_select_topk(wd_selection *sel, const float *probs, int top_k) {
+    int E = sel->n_experts;
+    for (int t = 0; t < sel->n_tokens; t++) {
+        const float *p = probs + (size_t)t * E;
+        int *ex = sel->expert + (size_t)t * E;
+        float *w = sel->weight + (size_t)t * E;
+        int k = wd_topk(p, E, top_k, ex);
+        float sum = 0;
+        for (int j = 0; j < k; j++) sum += p[ex[j]];
+        for (int j = 0; j < k; j++) w[j] = p[ex[j]] / sum;
+        sel->n[t] = k;
+    }
+}
+
+void wd_expert_run(const wd_model *m, int layer, int expert, const float *x, int n, float *y,
+                   wd_pool *pool, float *scratch) {
+    const wd_layer *L = &m->layers[layer];
+    wd_expert_ffn(pool, y, x, n, L->w1[expert]->data, L->w3[expert]->data, L->w2[expert]->data,
+                  L->w1[expert]->dtype, m->cfg.hidden, m->cfg.ffn, scratch);
+}
+
+int wd_moe_run_selection(wd_session *s, int layer, const float *u, const wd_selection *sel,
+                         float *out) {
+    const wd_model *m = s->m;
+    int H = m->cfg.hidden, E = m->cfg.n_experts, n = sel->n_tokens;
+    if (reserve(s, n)) return 1;
+    for (int e = 0; e < E; e++) {
+        int cnt = 0;
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < sel->n[t]; j++)
+                if (sel->expert[(size_t)t * E + j] == e)
+                    memcpy(s->xg + (size_t)cnt++ * H, u + (size_t)t * H, (size_t)H * 4);
+        if (!cnt) continue;
+        wd_expert_run(m, layer, e, s->xg, cnt, s->yg, s->pool, s->ffn_scratch);
+        cnt = 0;
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < sel->n[t]; j++)
+                if (sel->expert[(size_t)t * E + j] == e) {
+                    float w = sel->weight[(size_t)t * E + j];
+                    const float *y = s->yg + (size_t)cnt++ * H;
+                    float *o = out + (size_t)t * H;
+                    for (int i = 0; i < H; i++) o[i] += w * y[i];
+                }
+    }
+    return 0;
+}
+
+/* ---- forward ---------------------------------------------------------- */
+int wd_forward(wd_session *s, const int *tokens, int n, float *logits, int all_logits,
+               char *err, size_t errlen) {
+    const wd_model *m = s->m;
+    const wd_config *c = &m->cfg;
+    if (n <= 0) {
+        snprintf(err, errlen, "forward: no tokens");
+        return 1;
+    }
+    if (s->pos + n > s->max_ctx) {
+        snprintf(err, errlen, "forward: sequence of %d tokens exceeds the context of %d",
+                 s->pos + n, s->max_ctx);
+        return 1;
+    }
+    for (int t = 0; t < n; t++)
+        if (tokens[t] < 0 || tokens[t] >= c->vocab) {
+            snprintf(err, errlen, "forward: token id %d out of range [0, %d)", tokens[t],
+                     c->vocab);
+            return 1;
+        }
+    if (reserve(s, n)) {
+        snprintf(err, errlen, "forward: out of memory for %d tokens", n);
+        return 1;
+    }
+    size_t need = wd_attention_scratch(n, c->n_heads, s->pos + n);
+    if (need > s->att_scratch_len) {
+        free(s->att_scratch);
+        s->att_scratch = malloc(need * sizeof(float));
+        s->att_scratch_len = s->att_scratch ? need : 0;
+        if (!s->att_scratch) {
+            snprintf(err, errlen, "forward: out of memory for attention");
+            return 1;
+        }
+    }
+    int H = c->hidden, hd = c->head_dim, Q = c->n_heads * hd, KV = c->n_kv_heads * hd;
+    int E = c->n_experts, pos0 = s->pos;
+    wd_pool *pool = s->pool;
+
+    for (int t = 0; t < n; t++)
+        wd_row_to_f32(s->x + (size_t)t * H, m->embed->data, m->embed->dtype, tokens[t], H);
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const wd_layer *L = &m->layers[l];
+        size_t cache_off = (size_t)l * s->max_ctx * KV;
+        float *kc = s->k_cache + cache_off, *vc = s->v_cache + cache_off;
+        /* attention (BS) */
+        for (int t = 0; t < n; t++)
+            wd_rmsnorm(s->xb + (size_t)t * H, s->x + (size_t)t * H, L->attn_norm_f32, H,
+                       c->rms_eps);
+        wd_matmul(pool, s->q, s->xb, L->wq->data, L->wq->dtype, n, Q, H);
+        wd_matmul(pool, s->k, s->xb, L->wk->data, L->wk->dtype, n, KV, H);
+        wd_matmul(pool, s->v, s->xb, L->wv->data, L->wv->dtype, n, KV, H);
+        for (int t = 0; t < n; t++) {
+            wd_rope(s->q + (size_t)t * Q, c->n_heads, hd, pos0 + t, c->rope_theta);
+            wd_rope(s->k + (size_t)t * KV, c->n_kv_heads, hd, pos0 + t, c->rope_theta);
+        }
+        memcpy(kc + (size_t)pos0 * KV, s->k, (size_t)n * KV * 4);
+        memcpy(vc + (size_t)pos0 * KV, s->v, (size_t)n * KV * 4);
+        wd_attention(pool, s->att, s->q, kc, vc, n, pos0, c->n_heads, c->n_kv_heads, hd,
+                     s->att_scratch);
+        wd_matmul(pool, s->xb, s->att, L->wo->data, L->wo->dtype, n, H, Q);
+        for (size_t i = 0; i < (size_t)n * H; i++) s->x[i] += s->xb[i];
+
+        /* router (BS) */
+        for (int t = 0; t < n; t++)
+            wd_rmsnorm(s->xb + (size_t)t * H, s->x + (size_t)t * H, L->ffn_norm_f32, H,
+                       c->rms_eps);
+        wd_matmul(pool, s->probs, s->xb, L->gate->data, L->gate->dtype, n, E, H);
+        for (int t = 0; t < n; t++) wd_softmax(s->probs + (size_t)t * E, E);
+        s->sel.n_tokens = n;
+        s->sel.n_experts = E;
+        wd_select_topk(&s->sel, s->probs, c->top_k);
+        if (s->have_hooks && s->hooks.select &&
+            s->hooks.select(s->hooks.ctx, l, pos0, s->probs, &s->sel)) {
+            snprintf(err, errlen, "forward: expert selection failed at layer %d", l);
+            return 1;
+        }
+        /* experts (devices) and combine (BS) */
+        memset(s->moe, 0, (size_t)n * H * 4);
+        int rc = s->have_hooks && s->hooks.run_experts
+                     ? s->hooks.run_experts(s->hooks.ctx, l, s->xb, &s->sel, s->moe)
+                     : wd_moe_run_selection(s, l, s->xb, &s->sel, s->moe);
+        if (rc) {
+            snprintf(err, errlen, "forward: expert execution failed at layer %d", l);
+            return 1;
+        }
+        for (size_t i = 0; i < (size_t)n * H; i++) s->x[i] += s->moe[i];
+    }
+    s->pos += n;
+    if (!logits) return 0;
+    int t0 = all_logits ? 0 : n - 1;
+    for (int t = t0; t < n; t++)
+        wd_rmsnorm(s->xb + (size_t)(t - t0) * H, s->x + (size_t)t * H, m->norm_f32, H,
+                   c->rms_eps);
+    wd_matmul(pool, logits, s->xb, m->lm_head->data, m->lm_head->dtype, n - t0, c->vocab, H);
+    return 0;
+}

@@ -1,0 +1,332 @@
+/* Emulated devices on one GPU: a stream per device (with a priority),
+ * optionally inside a green context holding about the SM count its profile
+ * asks for; a cuBLAS handle, scratch and a pair of timing events per device;
+ * the expert call with real-time link delays and NVTX ranges.
+ *
+ * Green contexts (CUDA 12.4+ driver) are reached through driver entry points
+ * fetched at run time (cudaGetDriverEntryPointByVersion), so nothing links
+ * libcuda; where any step fails the device gets a plain stream and the log
+ * says why. */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda.h>
+#include <nvtx3/nvToolsExt.h>
+
+#include "kernels/cuda/common.cuh"
+
+typedef CUresult (*pfn_device_get)(CUdevice *, int);
+typedef CUresult (*pfn_get_dev_resource)(CUdevice, CUdevResource *, CUdevResourceType);
+typedef CUresult (*pfn_split_by_count)(CUdevResource *, unsigned int *, const CUdevResource *,
+                                       CUdevResource *, unsigned int, unsigned int);
+typedef CUresult (*pfn_generate_desc)(CUdevResourceDesc *, CUdevResource *, unsigned int);
+typedef CUresult (*pfn_green_create)(CUgreenCtx *, CUdevResourceDesc, CUdevice, unsigned int);
+typedef CUresult (*pfn_green_destroy)(CUgreenCtx);
+typedef CUresult (*pfn_green_stream)(CUstream *, CUgreenCtx, unsigned int, int);
+typedef CUresult (*pfn_ctx_from_green)(CUcontext *, CUgreenCtx);
+typedef CUresult (*pfn_ctx_push)(CUcontext);
+typedef CUresult (*pfn_ctx_pop)(CUcontext *);
+
+typedef struct {
+    pfn_device_get device_get;
+    pfn_get_dev_resource get_dev_resource;
+    pfn_split_by_count split_by_count;
+    pfn_generate_desc generate_desc;
+    pfn_green_create green_create;
+    pfn_green_destroy green_destroy;
+    pfn_green_stream green_stream;
+    pfn_ctx_from_green ctx_from_green;
+    pfn_ctx_push ctx_push;
+    pfn_ctx_pop ctx_pop;
+} green_api;
+
+static int get_entry(const char *sym, void **fn) {
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion(sym, fn, 12040, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess || !*fn) {
+        cudaGetLastError();
+        return -1;
+    }
+    return 0;
+}
+
+static int green_api_load(green_api *g) {
+    memset(g, 0, sizeof *g);
+    int rc = 0;
+    rc |= get_entry("cuDeviceGet", (void **)&g->device_get);
+    rc |= get_entry("cuDeviceGetDevResource", (void **)&g->get_dev_resource);
+    rc |= get_entry("cuDevSmResourceSplitByCount", (void **)&g->split_by_count);
+    rc |= get_entry("cuDevResourceGenerateDesc", (void **)&g->generate_desc);
+    rc |= get_entry("cuGreenCtxCreate", (void **)&g->green_create);
+    rc |= get_entry("cuGreenCtxDestroy", (void **)&g->green_destroy);
+    rc |= get_entry("cuGreenCtxStreamCreate", (void **)&g->green_stream);
+    rc |= get_entry("cuCtxFromGreenCtx", (void **)&g->ctx_from_green);
+    rc |= get_entry("cuCtxPushCurrent", (void **)&g->ctx_push);
+    rc |= get_entry("cuCtxPopCurrent", (void **)&g->ctx_pop);
+    return rc ? -1 : 0;
+}
+
+typedef struct {
+    cudaStream_t s;
+    CUgreenCtx green; /* NULL: plain stream */
+    CUcontext green_cu;
+    int sm_count;     /* SMs of the green context (0: all) */
+    wd_cuda_blas *blas;
+    void *scratch;
+    cudaEvent_t ev0, ev1;
+    int recorded;
+} wd_dev;
+
+struct wd_cuda_devset {
+    int n;
+    int gpu;
+    green_api api;
+    int have_api;
+    wd_dev *dev;
+};
+
+static void logf_append(char *log, size_t len, const char *fmt, ...) {
+    if (!log || !len) return;
+    size_t used = strnlen(log, len);
+    if (used + 1 >= len) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(log + used, len - used, fmt, ap);
+    va_end(ap);
+}
+
+/* A green context with about `want` SMs and a stream in it; 0 on success. */
+static int make_green(wd_cuda_devset *ds, wd_dev *d, int want, int priority, char *why,
+                      size_t wlen) {
+    green_api *a = &ds->api;
+    CUdevice dev;
+    CUdevResource all, part, rest;
+    CUdevResourceDesc desc;
+    unsigned int groups = 1;
+    if (a->device_get(&dev, ds->gpu) != CUDA_SUCCESS) {
+        snprintf(why, wlen, "cuDeviceGet failed");
+        return -1;
+    }
+    if (a->get_dev_resource(dev, &all, CU_DEV_RESOURCE_TYPE_SM) != CUDA_SUCCESS) {
+        snprintf(why, wlen, "cuDeviceGetDevResource failed");
+        return -1;
+    }
+    if ((unsigned)want >= all.sm.smCount) {
+        snprintf(why, wlen, "asks for %d of %u SMs: the whole GPU", want, all.sm.smCount);
+        return -1;
+    }
+    memset(&part, 0, sizeof part);
+    memset(&rest, 0, sizeof rest);
+    if (a->split_by_count(&part, &groups, &all, &rest, 0, (unsigned)want) != CUDA_SUCCESS ||
+        groups < 1) {
+        snprintf(why, wlen, "cuDevSmResourceSplitByCount(%d) failed", want);
+        return -1;
+    }
+    if (a->generate_desc(&desc, &part, 1) != CUDA_SUCCESS) {
+        snprintf(why, wlen, "cuDevResourceGenerateDesc failed");
+        return -1;
+    }
+    if (a->green_create(&d->green, desc, dev, CU_GREEN_CTX_DEFAULT_STREAM) != CUDA_SUCCESS) {
+        d->green = NULL;
+        snprintf(why, wlen, "cuGreenCtxCreate failed");
+        return -1;
+    }
+    CUstream cs;
+    if (a->green_stream(&cs, d->green, CU_STREAM_NON_BLOCKING, priority) != CUDA_SUCCESS ||
+        a->ctx_from_green(&d->green_cu, d->green) != CUDA_SUCCESS) {
+        a->green_destroy(d->green);
+        d->green = NULL;
+        snprintf(why, wlen, "cuGreenCtxStreamCreate failed");
+        return -1;
+    }
+    d->s = (cudaStream_t)cs;
+    d->sm_count = (int)part.sm.smCount;
+    return 0;
+}
+
+extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec, char *log,
+                                                 size_t loglen, char *err, size_t errlen) {
+    if (spec->n_devices <= 0) {
+        snprintf(err, errlen, "kernels/cuda/devices.cu: n_devices must be positive");
+        return NULL;
+    }
+    if (cudaSetDevice(spec->gpu) != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(err, errlen, "kernels/cuda/devices.cu: no CUDA device %d", spec->gpu);
+        return NULL;
+    }
+    wd_cuda_devset *ds = (wd_cuda_devset *)calloc(1, sizeof *ds);
+    if (!ds || !(ds->dev = (wd_dev *)calloc((size_t)spec->n_devices, sizeof(wd_dev)))) {
+        free(ds);
+        snprintf(err, errlen, "kernels/cuda/devices.cu: out of host memory");
+        return NULL;
+    }
+    ds->n = spec->n_devices;
+    ds->gpu = spec->gpu;
+    int want_green = 0;
+    for (int d = 0; spec->sm_count && d < ds->n; d++) want_green |= spec->sm_count[d] > 0;
+    if (want_green) {
+        ds->have_api = green_api_load(&ds->api) == 0;
+        if (!ds->have_api)
+            logf_append(log, loglen,
+                        "cuda: green contexts unavailable (driver older than 12.4?): plain "
+                        "streams for every device\n");
+    }
+    int lo = 0, hi = 0;
+    cudaDeviceGetStreamPriorityRange(&lo, &hi); /* lo: least priority (0), hi: greatest */
+    size_t max_tok = spec->max_tokens ? spec->max_tokens : 1;
+    size_t scratch = wd_cuda_expert_scratch_bytes((int)max_tok, spec->hidden > 0 ? spec->hidden : 1,
+                                                  spec->ffn > 0 ? spec->ffn : 1);
+    for (int d = 0; d < ds->n; d++) {
+        wd_dev *v = &ds->dev[d];
+        int prio = spec->priority ? spec->priority[d] : 0;
+        if (prio < hi) prio = hi;
+        if (prio > lo) prio = lo;
+        int want = spec->sm_count ? spec->sm_count[d] : 0;
+        char why[160] = "";
+        if (want > 0 && ds->have_api && make_green(ds, v, want, prio, why, sizeof why) == 0) {
+            logf_append(log, loglen, "cuda: device %d: green context with %d SMs (asked %d)\n", d,
+                        v->sm_count, want);
+        } else {
+            if (want > 0 && ds->have_api)
+                logf_append(log, loglen, "cuda: device %d: plain stream (%s)\n", d, why);
+            if (cudaStreamCreateWithPriority(&v->s, cudaStreamNonBlocking, prio) != cudaSuccess) {
+                cudaGetLastError();
+                snprintf(err, errlen, "kernels/cuda/devices.cu: cannot create stream %d", d);
+                wd_cuda_devset_free(ds);
+                return NULL;
+            }
+        }
+        /* events and the cuBLAS handle live in the stream's context */
+        if (v->green) ds->api.ctx_push(v->green_cu);
+        int ok = cudaEventCreate(&v->ev0) == cudaSuccess && cudaEventCreate(&v->ev1) == cudaSuccess;
+        if (ok) {
+            char berr[256];
+            v->blas = wd_cuda_blas_create(v->s, max_tok * (size_t)(spec->ffn > spec->hidden
+                                                                       ? spec->ffn
+                                                                       : spec->hidden),
+                                          berr, sizeof berr);
+            ok = v->blas != NULL;
+        }
+        if (v->green) {
+            CUcontext dummy;
+            ds->api.ctx_pop(&dummy);
+        }
+        if (ok) ok = cudaMalloc(&v->scratch, scratch) == cudaSuccess;
+        if (!ok) {
+            cudaGetLastError();
+            snprintf(err, errlen,
+                     "kernels/cuda/devices.cu: cannot create events/cuBLAS/scratch of device %d", d);
+            wd_cuda_devset_free(ds);
+            return NULL;
+        }
+    }
+    return ds;
+}
+
+extern "C" void wd_cuda_devset_free(wd_cuda_devset *ds) {
+    if (!ds) return;
+    for (int d = 0; ds->dev && d < ds->n; d++) {
+        wd_dev *v = &ds->dev[d];
+        if (v->s) cudaStreamSynchronize(v->s);
+        wd_cuda_blas_free(v->blas);
+        if (v->scratch) cudaFree(v->scratch);
+        if (v->ev0) cudaEventDestroy(v->ev0);
+        if (v->ev1) cudaEventDestroy(v->ev1);
+        if (v->green) {
+            /* the green stream goes with its context */
+            ds->api.green_destroy(v->green);
+        } else if (v->s) {
+            cudaStreamDestroy(v->s);
+        }
+    }
+    free(ds->dev);
+    free(ds);
+}
+
+extern "C" int wd_cuda_devset_size(const wd_cuda_devset *ds) { return ds->n; }
+extern "C" wd_cuda_stream_t wd_cuda_devset_stream(const wd_cuda_devset *ds, int d) {
+    return ds->dev[d].s;
+}
+extern "C" wd_cuda_blas *wd_cuda_devset_blas(const wd_cuda_devset *ds, int d) {
+    return ds->dev[d].blas;
+}
+extern "C" void *wd_cuda_devset_scratch(const wd_cuda_devset *ds, int d) {
+    return ds->dev[d].scratch;
+}
+extern "C" int wd_cuda_devset_green(const wd_cuda_devset *ds, int d) {
+    return ds->dev[d].green != NULL;
+}
+
+extern "C" void wd_cuda_nvtx_push(const char *name) { nvtxRangePushA(name); }
+extern "C" void wd_cuda_nvtx_pop(void) { nvtxRangePop(); }
+
+extern "C" int wd_cuda_devset_expert_call(wd_cuda_devset *ds, int d, int layer,
+                                          const wd_cuda_expert *e, float *d_out,
+                                          const float *d_x, const int *d_rows,
+                                          const float *d_scale, int n, int accumulate,
+                                          uint64_t dl_ns, uint64_t ul_ns) {
+    if (d < 0 || d >= ds->n) return (int)cudaErrorInvalidValue;
+    wd_dev *v = &ds->dev[d];
+    char name[64];
+    int rc = 0;
+    if (dl_ns) {
+        snprintf(name, sizeof name, "L%d/dev%d/downlink", layer, d);
+        nvtxRangePushA(name);
+        rc = wd_cuda_delay(dl_ns, v->s);
+        nvtxRangePop();
+        if (rc) return rc;
+    }
+    snprintf(name, sizeof name, "L%d/dev%d/expert", layer, d);
+    nvtxRangePushA(name);
+    rc = (int)cudaEventRecord(v->ev0, v->s);
+    if (!rc) rc = wd_cuda_expert_ffn(v->blas, e, d_out, d_x, d_rows, d_scale, n, accumulate,
+                                     v->scratch, v->s);
+    if (!rc) rc = (int)cudaEventRecord(v->ev1, v->s);
+    nvtxRangePop();
+    if (rc) return rc;
+    v->recorded = 1;
+    if (ul_ns) {
+        snprintf(name, sizeof name, "L%d/dev%d/uplink", layer, d);
+        nvtxRangePushA(name);
+        rc = wd_cuda_delay(ul_ns, v->s);
+        nvtxRangePop();
+    }
+    return rc;
+}
+
+extern "C" double wd_cuda_devset_last_expert_seconds(wd_cuda_devset *ds, int d) {
+    wd_dev *v = &ds->dev[d];
+    if (!v->recorded) return -1.0;
+    float ms = 0;
+    if (cudaEventSynchronize(v->ev1) != cudaSuccess ||
+        cudaEventElapsedTime(&ms, v->ev0, v->ev1) != cudaSuccess) {
+        cudaGetLastError();
+        return -1.0;
+    }
+    return ms * 1e-3;
+}
+
+/* ---- streams ---------------------------------------------------------------------- */
+extern "C" int wd_cuda_stream_wait(wd_cuda_stream_t waiter, wd_cuda_stream_t signaler) {
+    cudaEvent_t ev;
+    WD_CU(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+    cudaError_t e = cudaEventRecord(ev, signaler);
+    if (e == cudaSuccess) e = cudaStreamWaitEvent(waiter, ev, 0);
+    cudaEventDestroy(ev); /* released once the wait completes */
+    return (int)e;
+}
+
+extern "C" int wd_cuda_stream_create(wd_cuda_stream_t *s, int priority) {
+    cudaStream_t st;
+    WD_CU(cudaStreamCreateWithPriority(&st, cudaStreamNonBlocking, priority));
+    *s = st;
+    return 0;
+}
+
+extern "C" void wd_cuda_stream_destroy(wd_cuda_stream_t s) {
+    if (s) cudaStreamDestroy(s);
+}
+
+extern "C" int wd_cuda_stream_sync(wd_cuda_stream_t s) { return (int)cudaStreamSynchronize(s); }

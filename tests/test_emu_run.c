@@ -1,0 +1,366 @@
+/* The emulator end to end: one layer step against the formulas written out
+ * here, replicas and multi-expert devices, faults, prediction, statistics,
+ * determinism, the .wdpr file, and the `trace` / `replay` commands. */
+#include <sys/stat.h>
+
+#include "emulation/emulation.h"
+#include <json-c/json.h>
+
+#include "tests/test_util.h"
+
+int wd_cmd_trace(int argc, char **argv);
+int wd_cmd_replay(int argc, char **argv);
+
+static char tmpdir[512];
+static char *tmp(const char *name) {
+    static char p[8][640];
+    static int k;
+    char *s = p[k++ % 8];
+    snprintf(s, 640, "%s/%s", tmpdir, name);
+    return s;
+}
+
+static const wd_compute_profile DEV = {1e12, 1e10, 0.5, 1e-4, 0};
+static const wd_compute_profile BS = {1e13, 1e11, 1.0, 0, 0};
+
+/* n devices on constant links: dl 100 Mbit/s, ul 50 Mbit/s, 1 ms latency. */
+static void const_scenario(wd_scenario *sc, int n) {
+    char err[256];
+    CHECK(wd_scenario_default(sc, n, err, sizeof err) == 0);
+    sc->bs = BS;
+    for (int d = 0; d < n; d++) {
+        sc->dev[d].profile = DEV;
+        for (int k = 0; k < 2; k++) {
+            sc->dev[d].link[k].model = WD_LINK_CONSTANT;
+            sc->dev[d].link[k].rate_bps = k ? 50e6 : 100e6;
+            sc->dev[d].link[k].latency_s = 1e-3;
+        }
+    }
+}
+
+static double roofline(const wd_compute_profile *p, double flops, double bytes) {
+    return fmax(flops / p->peak_flops, bytes / p->mem_bw) / p->efficiency + p->overhead_s;
+}
+
+static void test_step_formulas(void) {
+    wd_scenario sc;
+    const_scenario(&sc, 2);
+    sc.dev[1].profile.peak_flops = 1e9; /* device 1 is compute-bound and slow */
+    const double H = 512, F = 1024, wb = 2;
+    wd_emu_shape sh = {512, 1024, 2, 2, 2, wb, 0, 0, 0, 0, 0};
+    wd_emu *emu;
+    char err[512];
+    CHECKF(wd_emu_create(&emu, &sc, &sh, err, sizeof err) == 0, "%s", err);
+    double tau[2];
+    unsigned char av[2];
+    CHECK(wd_emu_predict(emu, tau, av) == 2);
+    int n[1] = {2}, ex[2] = {0, 1};
+    wd_emu_step_result r;
+    CHECKF(wd_emu_step(emu, 0, 1, n, ex, &r, err, sizeof err) == 0, "%s", err);
+    double attn = 4 * H * H + 2 * H; /* q, k, v, o as H x H, router E x H */
+    double t_bs = roofline(&BS, 2 * attn, attn * wb + 4 * H * 4);
+    double bits = H * 16, t_dl = 1e-3 + bits / (0.5 * 100e6), t_ul = 1e-3 + bits / (0.5 * 50e6);
+    double bytes = 3 * H * F * wb + (2 * H + 3 * F) * 4;
+    double tc0 = roofline(&DEV, 6 * H * F, bytes),
+           tc1 = roofline(&sc.dev[1].profile, 6 * H * F, bytes);
+    CHECK_NEAR(r.t_bs, t_bs, 1e-15);
+    CHECK(r.n_active == 2 && r.critical == 1 && r.dev[1].device == 1);
+    for (int i = 0; i < 2; i++) {
+        CHECK_NEAR(r.dev[i].t_dl, t_dl, 1e-15);
+        CHECK_NEAR(r.dev[i].t_ul, t_ul, 1e-15);
+        CHECK_NEAR(r.dev[i].bits[WD_DL], bits, 0);
+        CHECK_NEAR(r.dev[i].share[WD_UL], 0.5, 0);
+        CHECK_NEAR(tau[i], t_dl + (i ? tc1 : tc0) + t_ul, 1e-15); /* prediction = this step */
+    }
+    CHECK_NEAR(r.dev[0].t_c, tc0, 1e-15);
+    CHECK_NEAR(r.dev[1].t_c, tc1, 1e-15);
+    CHECK_NEAR(r.wait, t_dl + tc1 + t_ul, 1e-15);
+    CHECK_NEAR(wd_emu_time(emu), t_bs + r.wait, 1e-15);
+    /* layer 1 with one expert closes the forward: one token recorded */
+    n[0] = 1, ex[0] = 0;
+    CHECK(wd_emu_step(emu, 1, 1, n, ex, &r, err, sizeof err) == 0);
+    CHECK_NEAR(r.dev[0].t_dl, 1e-3 + bits / 100e6, 1e-15); /* alone: the whole band */
+    wd_emu_summary s;
+    wd_emu_summarize(emu, &s);
+    CHECK(s.tokens == 1 && s.steps == 2 && s.forwards == 1);
+    CHECK_NEAR(s.mean_s, wd_emu_time(emu), 1e-15);
+    CHECK_NEAR(s.bs_s + s.dl_s + s.comp_s + s.ul_s, s.mean_s, 1e-12);
+    CHECK_NEAR(s.bs_s, 2 * t_bs, 1e-15);
+    CHECK_NEAR(s.comp_s, tc1 + tc0, 1e-15);
+    CHECK_NEAR(s.straggle_s, (tc1 - tc0) / 2, 1e-12);
+    CHECK_NEAR(s.experts_per_token, 1.5, 0);
+    CHECK_NEAR(s.dl_bits_per_token, 3 * bits, 0);
+    /* measured mode: device 0's compute time given, device 1's modeled */
+    double meas[2] = {0.125, NAN};
+    n[0] = 2, ex[0] = 0, ex[1] = 1;
+    CHECK(wd_emu_step_measured(emu, 0, 1, n, ex, meas, &r, err, sizeof err) == 0);
+    CHECK_NEAR(r.dev[0].t_c, 0.125, 0);
+    CHECK_NEAR(r.dev[1].t_c, tc1, 1e-15);
+    CHECK(r.critical == 0);
+    /* bad selections are refused */
+    ex[0] = 7;
+    CHECK(wd_emu_step(emu, 0, 1, n, ex, NULL, err, sizeof err) != 0 && strstr(err, "expert id 7"));
+    CHECK(wd_emu_step(emu, 5, 1, n, ex, NULL, err, sizeof err) != 0 && strstr(err, "layer 5"));
+    wd_emu_free(emu);
+    wd_scenario_free(&sc);
+}
+
+static void test_placement(void) {
+    wd_scenario sc;
+    const_scenario(&sc, 2);
+    int h0[2] = {0, 1}, h1[3] = {1, 2, 3};
+    sc.dev[0].n_hosted = 2, sc.dev[0].hosted = malloc(sizeof h0),
+    memcpy(sc.dev[0].hosted, h0, sizeof h0);
+    sc.dev[1].n_hosted = 3, sc.dev[1].hosted = malloc(sizeof h1),
+    memcpy(sc.dev[1].hosted, h1, sizeof h1);
+    sc.dev[0].profile.peak_flops = 1e9; /* device 0 slow: expert 1 goes to device 1 */
+    wd_emu_shape sh = {256, 512, 1, 4, 2, 2.0, 0, 0, 0, 0, 0};
+    wd_emu *emu;
+    char err[512];
+    CHECKF(wd_emu_create(&emu, &sc, &sh, err, sizeof err) == 0, "%s", err);
+    double tau[4];
+    unsigned char av[4];
+    wd_emu_predict(emu, tau, av);
+    CHECK(tau[1] == tau[2] && tau[0] > tau[1]);
+    int n[2] = {2, 2}, ex[8] = {0, 1, 0, 0, 2, 3, 0, 0};
+    wd_emu_step_result r;
+    CHECK(wd_emu_step(emu, 0, 2, n, ex, &r, err, sizeof err) == 0);
+    CHECK(r.n_active == 2);
+    const wd_emu_dev_time *d1 = r.dev[0].device == 1 ? &r.dev[0] : &r.dev[1];
+    const wd_emu_dev_time *d0 = r.dev[0].device == 0 ? &r.dev[0] : &r.dev[1];
+    CHECK(d0->tokens == 1 && d0->pairs == 1);
+    CHECK(d1->tokens == 2 && d1->pairs == 3); /* token 0: expert 1; token 1: experts 2 and 3 */
+    CHECK_NEAR(d1->bits[WD_DL], 2 * 256 * 16, 0);
+    CHECK_NEAR(d1->bits[WD_UL], 3 * 256 * 16, 0);
+    double one = roofline(&DEV, 6.0 * 256 * 512, 3.0 * 256 * 512 * 2 + (2 * 256 + 3 * 512) * 4);
+    CHECK_NEAR(d1->t_c, 3 * one, 1e-15); /* three experts, one token each, one after another */
+    wd_emu_free(emu);
+    wd_scenario_free(&sc);
+    /* default placement with fewer devices than experts: expert e on device e mod n */
+    const_scenario(&sc, 3);
+    sh.n_experts = 8;
+    CHECK(wd_emu_create(&emu, &sc, &sh, err, sizeof err) == 0);
+    int one_n[1] = {1}, e7[1] = {7};
+    CHECK(wd_emu_step(emu, 0, 1, one_n, e7, &r, err, sizeof err) == 0);
+    CHECK(r.n_active == 1 && r.dev[0].device == 1);
+    wd_emu_free(emu);
+    wd_scenario_free(&sc);
+}
+
+static void test_faults(void) {
+    wd_scenario sc;
+    const_scenario(&sc, 3);
+    wd_fault f[4] = {{0, WD_FAULT_DOWN, 3, 0.0, 1.0, 0},
+                     {1, WD_FAULT_SLOW, 3, 0.0, INFINITY, 3.0},
+                     {2, WD_FAULT_LINK, 1 << WD_DL, 0.0, INFINITY, 0.5},
+                     {2, WD_FAULT_DOWN, 3, 5.0, INFINITY, 0}};
+    sc.faults = malloc(sizeof f);
+    memcpy(sc.faults, f, sizeof f);
+    sc.n_faults = 4;
+    wd_emu_shape sh = {512, 1024, 1, 3, 1, 2.0, 0, 0, 0, 0, 0};
+    wd_emu *emu;
+    char err[512];
+    CHECKF(wd_emu_create(&emu, &sc, &sh, err, sizeof err) == 0, "%s", err);
+    double tau[3];
+    unsigned char av[3];
+    CHECK(wd_emu_predict(emu, tau, av) == 2);
+    CHECK(av[0] == 0 && isinf(tau[0]) && av[1] && av[2]);
+    double bits = 512 * 16,
+           tc = roofline(&DEV, 6.0 * 512 * 1024, 3.0 * 512 * 1024 * 2 + (2 * 512 + 3 * 1024) * 4);
+    CHECK_NEAR(tau[1], 2e-3 + bits / 100e6 + 3 * tc + bits / 50e6, 1e-15);
+    CHECK_NEAR(tau[2], 2e-3 + bits / 50e6 + tc + bits / 50e6, 1e-15);
+    float p[3] = {0.5f, 0.3f, 0.2f};
+    int n[1], ex[3];
+    float w[3];
+    CHECK(wd_emu_select(emu, 1, p, n, ex, w, err, sizeof err) == 0);
+    CHECK(n[0] == 1 && ex[0] == 1); /* expert 0 is down: the most probable reachable */
+    wd_emu_advance(emu, 1.5);
+    CHECK(wd_emu_select(emu, 1, p, n, ex, w, err, sizeof err) == 0);
+    CHECK(n[0] == 1 && ex[0] == 0); /* back up */
+    wd_emu_advance(emu, 3.4999);    /* t = 4.9999: device 2 goes down for good mid-transfer */
+    n[0] = 1, ex[0] = 2;
+    CHECK(wd_emu_step(emu, 0, 1, n, ex, NULL, err, sizeof err) != 0);
+    CHECKF(strstr(err, "device 2") && strstr(err, "never completes"), "%s", err);
+    wd_emu_free(emu);
+    wd_scenario_free(&sc);
+}
+
+/* Replay-like loop over a scenario: the JSON summary as a string. */
+static char *run_json(const wd_scenario *sc, const char *policy, uint64_t seed) {
+    wd_scenario s = *sc;
+    s.seed = seed;
+    wd_emu_shape sh = {4096, 14336, 32, 8, 2, 2.0, 32, 8, 128, 0, 0};
+    wd_emu *emu;
+    char err[512];
+    CHECKF(wd_emu_create(&emu, &s, &sh, err, sizeof err) == 0, "%s", err);
+    CHECK(wd_emu_set_policy(emu, policy, NULL, err, sizeof err) == 0);
+    unsigned st = 99;
+    float p[8], w[8];
+    int n[1], ex[8];
+    for (int t = 0; t < 10; t++)
+        for (int l = 0; l < 32; l++) {
+            float sum = 0;
+            for (int e = 0; e < 8; e++)
+                st = st * 1664525u + 1013904223u, sum += p[e] = (st >> 9) / 8388608.0f;
+            for (int e = 0; e < 8; e++) p[e] /= sum;
+            CHECK(wd_emu_select(emu, 1, p, n, ex, w, err, sizeof err) == 0);
+            CHECKF(wd_emu_step(emu, l, 1, n, ex, NULL, err, sizeof err) == 0, "%s", err);
+        }
+    wd_emu_summary su;
+    wd_emu_summarize(emu, &su);
+    CHECK(su.tokens == 10 && su.mean_s > 0 && su.p50_s <= su.p95_s && su.p95_s <= su.p99_s &&
+          su.p99_s <= su.max_s);
+    struct json_object *j = wd_emu_summary_json(&su);
+    char *out = strdup(json_object_to_json_string(j));
+    json_object_put(j);
+    wd_emu_free(emu);
+    return out;
+}
+
+static void test_determinism(void) {
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/bench/scenarios/paper-cell.json", WD_SOURCE_DIR);
+    wd_scenario sc;
+    CHECKF(wd_scenario_load(&sc, path, err, sizeof err) == 0, "%s", err);
+    for (int i = 0; i < wd_policy_count(); i++) {
+        char *a = run_json(&sc, wd_policy_at(i)->name, 1),
+             *b = run_json(&sc, wd_policy_at(i)->name, 1);
+        CHECKF(!strcmp(a, b), "policy %s not deterministic", wd_policy_at(i)->name);
+        char *c = run_json(&sc, wd_policy_at(i)->name, 2);
+        CHECK(strcmp(a, c) != 0); /* another seed, another channel */
+        free(a), free(b), free(c);
+    }
+    wd_scenario_free(&sc);
+}
+
+static void test_probs_file(void) {
+    char err[512];
+    wd_probs shape = {3, 4, 2, 64, 128, 8, 4, 8, 16, 0, NULL};
+    wd_probs_writer *w;
+    CHECKF(wd_probs_write_open(&w, tmp("p.wdpr"), &shape, err, sizeof err) == 0, "%s", err);
+    float tok[12];
+    for (int t = 0; t < 5; t++) {
+        for (int i = 0; i < 12; i++) tok[i] = (float)((t * 12 + i) % 7) / 7.0f;
+        CHECK(wd_probs_write_token(w, tok, err, sizeof err) == 0);
+    }
+    CHECK(wd_probs_write_close(w, err, sizeof err) == 0);
+    wd_probs p;
+    CHECKF(wd_probs_read(&p, tmp("p.wdpr"), err, sizeof err) == 0, "%s", err);
+    CHECK(p.n_tokens == 5 && p.n_layers == 3 && p.n_experts == 4 && p.top_k == 2 &&
+          p.hidden == 64 && p.ffn == 128 && p.n_heads == 8 && p.n_kv_heads == 4 &&
+          p.head_dim == 8 && p.weight_bits == 16);
+    int same = 1;
+    for (int i = 0; i < 60; i++) same &= p.probs[i] == (float)(i % 7) / 7.0f;
+    CHECK(same);
+    wd_emu_shape sh = wd_probs_shape(&p);
+    CHECK(sh.hidden == 64 && sh.weight_bytes == 2.0 && sh.n_layers == 3);
+    wd_probs_free(&p);
+    /* bad files */
+    FILE *f = fopen(tmp("bad.wdpr"), "wb");
+    fputs("WDPX0000000000000000000000000000000000000000000000", f);
+    fclose(f);
+    CHECK(wd_probs_read(&p, tmp("bad.wdpr"), err, sizeof err) != 0 && strstr(err, "magic WDPR"));
+    f = fopen(tmp("p.wdpr"), "r+b");
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    CHECK(truncate(tmp("p.wdpr"), size - 4) == 0);
+    CHECK(wd_probs_read(&p, tmp("p.wdpr"), err, sizeof err) != 0 && strstr(err, "does not match"));
+}
+
+/* trace -> CSV scenario -> the same channel: identical latencies (share 1). */
+static void test_trace_and_replay(void) {
+    char err[512], scen[1024];
+    snprintf(scen, sizeof scen, "%s/bench/scenarios/paper-cell.json", WD_SOURCE_DIR);
+    char *targv[] = {"trace", "--scenario",    scen, "--duration", "3",
+                     "--out", tmp("cell.csv"), NULL};
+    CHECK(wd_cmd_trace(7, targv) == 0);
+    char *hargv[] = {"trace", "--help", NULL};
+    CHECK(wd_cmd_trace(2, hargv) == 0);
+    char *bargv[] = {"trace", "--scenario", scen, NULL};
+    CHECK(wd_cmd_trace(3, bargv) == 2);
+    /* a copy of the scenario reading its links from the CSV */
+    wd_scenario a, b;
+    CHECK(wd_scenario_load(&a, scen, err, sizeof err) == 0);
+    CHECK(wd_scenario_load(&b, scen, err, sizeof err) == 0);
+    for (int d = 0; d < b.n_devices; d++)
+        for (int k = 0; k < 2; k++) {
+            wd_link_spec *l = &b.dev[d].link[k];
+            l->model = WD_LINK_CSV;
+            snprintf(l->file, sizeof l->file, "%s", tmp("cell.csv"));
+        }
+    /* top_k = 1: one device per step owns the whole band (the synthetic
+     * uplink's spectral efficiency depends on the share, a trace's does not) */
+    wd_emu_shape sh = {256, 512, 4, 8, 1, 2.0, 0, 0, 0, 0, 0};
+    wd_emu *ea, *eb;
+    CHECKF(wd_emu_create(&ea, &a, &sh, err, sizeof err) == 0, "%s", err);
+    CHECKF(wd_emu_create(&eb, &b, &sh, err, sizeof err) == 0, "%s", err);
+    wd_probs ps = {4, 8, 1, 256, 512, 0, 0, 0, 16, 0, NULL};
+    wd_probs_writer *w;
+    CHECK(wd_probs_write_open(&w, tmp("r.wdpr"), &ps, err, sizeof err) == 0);
+    unsigned st = 5;
+    int maxdiff_ok = 1;
+    for (int t = 0; t < 200; t++) {
+        float p[32];
+        for (int l = 0; l < 4; l++) {
+            float s = 0;
+            for (int e = 0; e < 8; e++)
+                st = st * 1664525u + 1013904223u, s += p[l * 8 + e] = (st >> 9) / 8388608.0f;
+            for (int e = 0; e < 8; e++) p[l * 8 + e] /= s;
+            int na[1], xa[8], nb[1], xb[8];
+            float wa[8], wb[8];
+            wd_emu_step_result ra, rb;
+            CHECK(wd_emu_select(ea, 1, p + l * 8, na, xa, wa, err, sizeof err) == 0);
+            CHECK(wd_emu_select(eb, 1, p + l * 8, nb, xb, wb, err, sizeof err) == 0);
+            CHECK(na[0] == nb[0] && (!na[0] || xa[0] == xb[0]));
+            CHECK(wd_emu_step(ea, l, 1, na, xa, &ra, err, sizeof err) == 0);
+            CHECK(wd_emu_step(eb, l, 1, nb, xb, &rb, err, sizeof err) == 0);
+            maxdiff_ok &= fabs(ra.total - rb.total) <= 1e-9 * ra.total;
+        }
+        CHECK(wd_probs_write_token(w, p, err, sizeof err) == 0);
+    }
+    CHECK(maxdiff_ok);
+    CHECK(wd_emu_time(ea) < 3.0); /* inside the traced span */
+    CHECK_NEAR(wd_emu_time(ea), wd_emu_time(eb), 1e-9 * wd_emu_time(ea));
+    CHECK(wd_probs_write_close(w, err, sizeof err) == 0);
+    wd_emu_free(ea), wd_emu_free(eb);
+    wd_scenario_free(&a), wd_scenario_free(&b);
+
+    /* replay: two runs give byte-identical JSON */
+    char *rargv[] = {"replay", "--probs",  tmp("r.wdpr"), "--scenario", scen,           "--policy",
+                     "wdmoe",  "--policy", "fastest",     "--out",      tmp("r1.json"), NULL};
+    CHECK(wd_cmd_replay(11, rargv) == 0);
+    rargv[10] = tmp("r2.json");
+    CHECK(wd_cmd_replay(11, rargv) == 0);
+    FILE *f1 = fopen(tmp("r1.json"), "rb"), *f2 = fopen(tmp("r2.json"), "rb");
+    CHECK(f1 && f2);
+    if (f1 && f2) {
+        static char b1[1 << 16], b2[1 << 16];
+        size_t n1 = fread(b1, 1, sizeof b1, f1), n2 = fread(b2, 1, sizeof b2, f2);
+        CHECK(n1 == n2 && n1 > 100 && !memcmp(b1, b2, n1));
+        CHECK(strstr(b1, "\"policy\":\"fastest\"") || strstr(b1, "\"policy\": \"fastest\""));
+        CHECK(strstr(b1, "latency_reduction_vs_topk") != NULL);
+    }
+    if (f1) fclose(f1);
+    if (f2) fclose(f2);
+    char *h2[] = {"replay", "--help", NULL};
+    CHECK(wd_cmd_replay(2, h2) == 0);
+    char *m2[] = {"replay", "--probs", tmp("r.wdpr"), NULL};
+    CHECK(wd_cmd_replay(3, m2) == 2);
+    char *p2[] = {"replay", "--probs", tmp("r.wdpr"), "--scenario", scen, "--policy", "nope", NULL};
+    CHECK(wd_cmd_replay(7, p2) == 2);
+    char *e2[] = {"replay", "--probs", tmp("missing.wdpr"), "--scenario", scen, NULL};
+    CHECK(wd_cmd_replay(5, e2) == 1);
+}
+
+int main(void) {
+    snprintf(tmpdir, sizeof tmpdir, "%s/test_emu_run.tmp", WD_BINARY_DIR);
+    mkdir(tmpdir, 0755);
+    test_step_formulas();
+    test_placement();
+    test_faults();
+    test_determinism();
+    test_probs_file();
+    test_trace_and_replay();
+    return wd_test_finish("test_emu_run");
+}
