@@ -459,7 +459,7 @@ int wd_cmd_eval(int argc, char **argv) {
         } else {
             memcpy(buf, text, len);
             buf[len] = '\n';
-            if (wd_write_file_atomic(out, buf, len + 1, err, sizeof(err))) {
+            if (wd_emu_write_atomic(out, buf, len + 1, err, sizeof(err))) {
                 fprintf(stderr, "wdmoe eval: %s\n", err);
                 write_failed = 1;
             }
@@ -469,7 +469,7 @@ int wd_cmd_eval(int argc, char **argv) {
     if (rec) {
         fclose(rec);
         rec = NULL;
-        if (wd_write_file_atomic(records, rec_buf ? rec_buf : "", rec_len, err, sizeof(err))) {
+        if (wd_emu_write_atomic(records, rec_buf ? rec_buf : "", rec_len, err, sizeof(err))) {
             fprintf(stderr, "wdmoe eval: %s\n", err);
             write_failed = 1;
         }

@@ -441,7 +441,7 @@ int wd_cmd_generate(int argc, char **argv) {
             }
             const char *s = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY |
                                                                      JSON_C_TO_STRING_NOSLASHESCAPE);
-            int wrc = wd_write_file_atomic(json_path, s, strlen(s), err, sizeof(err));
+            int wrc = wd_emu_write_atomic(json_path, s, strlen(s), err, sizeof(err));
             json_object_put(root);
             if (wrc) {
                 fprintf(stderr, "wdmoe generate: %s\n", err);

@@ -140,11 +140,6 @@ double wd_rng_uniform(wd_rng *r); /* [0, 1) */
 int wd_sample(const float *logits, int vocab, float temperature, float top_p, wd_rng *rng,
               int *scratch_idx);
 
-/* ---- results ---------------------------------------------------------- */
-/* Write data to path atomically (temporary file in the same folder, fsync, rename). */
-int wd_write_file_atomic(const char *path, const void *data, size_t len, char *err,
-                         size_t errlen);
-
 #ifdef __cplusplus
 }
 #endif
