@@ -14,30 +14,6 @@
 
 #define MODEL_DIR WD_SOURCE_DIR "/weights/models/stories260k"
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    fclose(f);
-    if (s) s[n] = 0;
-    if (len) *len = (size_t)n;
-    return s;
-}
-
-static int write_all(const char *path, const void *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return 1;
-    size_t w = fwrite(p, 1, n, f);
-    return (fclose(f) != 0) | (w != n);
-}
-
 /* ---- a tiny single-file safetensors reader (F32 only) ------------------ */
 typedef struct {
     char name[128];
@@ -49,7 +25,7 @@ typedef struct {
 
 static int st_load(const char *path, char **file, st_tensor **out, int *n_out) {
     size_t len;
-    char *buf = read_all(path, &len);
+    char *buf = wd_test_read_file(path, &len);
     if (!buf || len < 8) return 1;
     uint64_t hl;
     memcpy(&hl, buf, 8);
@@ -95,8 +71,8 @@ typedef struct {
 } cases;
 
 static int load_cases(cases *c, char **tbuf, char **ibuf) {
-    *tbuf = read_all(MODEL_DIR "/tokenizer-cases.txt", NULL);
-    *ibuf = read_all(MODEL_DIR "/tokenizer-cases.ids", NULL);
+    *tbuf = wd_test_read_file(MODEL_DIR "/tokenizer-cases.txt", NULL);
+    *ibuf = wd_test_read_file(MODEL_DIR "/tokenizer-cases.ids", NULL);
     if (!*tbuf || !*ibuf) return 1;
     c->n = 0;
     char *p = *tbuf, *q = *ibuf;
@@ -380,7 +356,7 @@ static const char *tmp_path(const char *name) {
 /* Expects wd_gguf_open on bytes to fail with an error naming the file and containing want. */
 static void expect_fail(const char *name, const void *bytes, size_t n, const char *want) {
     const char *path = tmp_path(name);
-    CHECK(write_all(path, bytes, n) == 0);
+    CHECK(wd_test_write_file(path, bytes, n) == 0);
     wd_tensors *ts = (wd_tensors *)1;
     wd_tokenizer *tok = (wd_tokenizer *)1;
     wd_config cfg;
@@ -469,7 +445,7 @@ static void test_shipped(void) {
     CHECKF(badc == 0, "%d cases differ", badc);
     json_object *gj = json_object_from_file(MODEL_DIR "/greedy_tokens.json");
     size_t wl = 0;
-    char *want = read_all(MODEL_DIR "/greedy-200.txt", &wl);
+    char *want = wd_test_read_file(MODEL_DIR "/greedy-200.txt", &wl);
     CHECK(gj && want);
     if (gj && want && tok) {
         int n = (int)json_object_array_length(gj);
@@ -518,7 +494,7 @@ static void test_synthetic(void) {
         if (variant == 3) s.dense = 1;
         buf b = build(&s, &m, -1.5f, -1.0f);
         const char *path = tmp_path("synth");
-        CHECK(write_all(path, b.p, b.n) == 0);
+        CHECK(wd_test_write_file(path, b.p, b.n) == 0);
         free(b.p);
         wd_tensors *ts = NULL;
         wd_tokenizer *tok = NULL;
@@ -628,7 +604,7 @@ static void test_synthetic(void) {
         s = default_spec();
         buf b = build(&s, &m, tie ? -1.0f : -0.5f, -1.0f);
         const char *path = tmp_path("synth2");
-        CHECK(write_all(path, b.p, b.n) == 0);
+        CHECK(wd_test_write_file(path, b.p, b.n) == 0);
         free(b.p);
         wd_tokenizer *tok = NULL;
         CHECKF(wd_gguf_load_tokenizer(&tok, path, err, sizeof(err)) == 0, "%s", err);
@@ -705,7 +681,7 @@ static void test_synthetic(void) {
         put_u64(&b, 1);
         kv_str(&b, "general.architecture", "llama");
         const char *path = tmp_path("notok");
-        CHECK(write_all(path, b.p, b.n) == 0);
+        CHECK(wd_test_write_file(path, b.p, b.n) == 0);
         wd_tokenizer *tok = (wd_tokenizer *)1;
         CHECK(wd_gguf_load_tokenizer(&tok, path, err, sizeof(err)) != 0 && tok == NULL);
         CHECKF(strstr(err, "tokenizer.ggml.model"), "%s", err);
@@ -733,7 +709,7 @@ static void test_synthetic(void) {
             }
             if (it % 5 == 0) xn = (size_t)(rng >> 20) % good.n;
             const char *path = tmp_path("fuzz");
-            write_all(path, x, xn);
+            wd_test_write_file(path, x, xn);
             wd_tensors *ts = NULL;
             wd_tokenizer *tok = NULL;
             wd_config cfg;

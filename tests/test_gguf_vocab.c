@@ -11,22 +11,6 @@
 
 #define VOCAB WD_SHARED_DATA "/vocab/ggml-vocab-llama-spm.gguf"
 
-static char *read_all(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    fclose(f);
-    if (s) s[n] = 0;
-    return s;
-}
-
 int main(void) {
     if (!wd_test_file_exists(VOCAB) || !wd_test_file_exists(VOCAB ".inp") ||
         !wd_test_file_exists(VOCAB ".out"))
@@ -39,7 +23,7 @@ int main(void) {
     CHECK(wd_tokenizer_vocab_size(tok) == 32000);
     CHECK(wd_tokenizer_bos(tok) == 1 && wd_tokenizer_eos(tok) == 2);
 
-    char *inp = read_all(VOCAB ".inp"), *out = read_all(VOCAB ".out");
+    char *inp = wd_test_read_file(VOCAB ".inp", NULL), *out = wd_test_read_file(VOCAB ".out", NULL);
     CHECK(inp && out);
     const char *sep = "\n__ggml_vocab_test__\n";
     int n_cases = 0, bad = 0, rt_bad = 0;

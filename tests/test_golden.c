@@ -18,19 +18,6 @@ static int load_golden(int *ids, int cap) {
     return n;
 }
 
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    if (b) b[n] = 0;
-    fclose(f);
-    return b;
-}
-
 static void check_model(const char *path, const int *golden, int n_golden, const char *text,
                         int threads) {
     char err[512];
@@ -75,7 +62,7 @@ int main(void) {
     int n = load_golden(golden, 512);
     CHECK(n == 201);
     if (n != 201) return wd_test_finish("test_golden");
-    char *text = read_text(MODELS "/greedy-200.txt");
+    char *text = wd_test_read_file(MODELS "/greedy-200.txt", NULL);
     CHECK(text != NULL);
     check_model(MODELS "/moe4-top2", golden, n, text, 1);
     check_model(MODELS "/moe4-top2", golden, n, text, 2);

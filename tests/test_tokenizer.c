@@ -13,30 +13,6 @@
 #define MODEL_DIR WD_SOURCE_DIR "/weights/models/stories260k"
 #define TOK_JSON MODEL_DIR "/moe4-top2/tokenizer.json"
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    fclose(f);
-    if (s) s[n] = 0;
-    if (len) *len = (size_t)n;
-    return s;
-}
-
-static int write_all(const char *path, const char *s, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return 1;
-    size_t w = fwrite(s, 1, n, f);
-    return fclose(f) != 0 || w != n;
-}
-
 /* Splits buf in place into lines (without '\n'); returns the count. */
 static int split_lines(char *buf, char **lines, int max) {
     int n = 0;
@@ -71,8 +47,8 @@ typedef struct {
 } cases;
 
 static int load_cases(cases *c, char **tbuf, char **ibuf) {
-    *tbuf = read_all(MODEL_DIR "/tokenizer-cases.txt", NULL);
-    *ibuf = read_all(MODEL_DIR "/tokenizer-cases.ids", NULL);
+    *tbuf = wd_test_read_file(MODEL_DIR "/tokenizer-cases.txt", NULL);
+    *ibuf = wd_test_read_file(MODEL_DIR "/tokenizer-cases.ids", NULL);
     if (!*tbuf || !*ibuf) return 1;
     char *il[200];
     c->n_lines = split_lines(*tbuf, c->lines, 200);
@@ -226,7 +202,7 @@ static void check_bad(const char *dir, const char *name, void (*mod)(json_object
     char path[1024], err[512] = "";
     snprintf(path, sizeof(path), "%s/%s.json", dir, name);
     if (mod) CHECK(write_variant(path, mod) == 0);
-    else CHECK(write_all(path, raw, strlen(raw)) == 0);
+    else CHECK(wd_test_write_file(path, raw, strlen(raw)) == 0);
     wd_tokenizer *tok = (wd_tokenizer *)1;
     int rc = wd_tokenizer_load_json(&tok, path, err, sizeof(err));
     CHECKF(rc != 0, "%s loaded", name);
@@ -277,7 +253,7 @@ int main(void) {
         json_object *g = json_object_from_file(MODEL_DIR "/greedy_tokens.json");
         CHECK(g && json_object_is_type(g, json_type_array));
         size_t want_len = 0;
-        char *want = read_all(MODEL_DIR "/greedy-200.txt", &want_len);
+        char *want = wd_test_read_file(MODEL_DIR "/greedy-200.txt", &want_len);
         CHECK(want != NULL);
         if (g && want) {
             int n = (int)json_object_array_length(g);

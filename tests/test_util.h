@@ -49,6 +49,32 @@ static inline int wd_test_finish(const char *name) {
         exit(77);                                                                      \
     } while (0)
 
+/* Whole file, NUL-terminated, malloc'd (NULL when unreadable); *len its size. */
+static inline char *wd_test_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
+        free(s);
+        s = NULL;
+    }
+    fclose(f);
+    if (s) s[n] = 0;
+    if (s && len) *len = (size_t)n;
+    return s;
+}
+
+/* Returns 0 when all n bytes were written. */
+static inline int wd_test_write_file(const char *path, const void *p, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return 1;
+    size_t w = fwrite(p, 1, n, f);
+    return (fclose(f) != 0) | (w != n);
+}
+
 static inline int wd_test_file_exists(const char *p) { return access(p, R_OK) == 0; }
 
 /* Max relative L2 error ||a-b|| / max(||b||, tiny). */
