@@ -465,7 +465,6 @@ static void gemm_task(void *arg, int task, int n_tasks) {
  * chain over k = 0..cols-1 whatever R, so tails and thread splits give
  * identical bits. */
 #define SG_MAXN 48 /* tokens per pass (3 vectors; a 4th spills the packed tokens to L2) */
-#define SG_XT_FLOATS 131072 /* packed tokens on the stack: 512 KB */
 #define SG_PF 512           /* weight prefetch distance (floats) */
 
 static int sg_rows_per_tile(int nv) { return nv == 1 ? 16 : nv == 2 ? 14 : 9; }
@@ -552,6 +551,46 @@ static void sg_pack_x(float *xt, const float *x, int n, int cols, int nv) {
     }
 }
 
+static void sg_rows(float *y, int ldy, const float *xt, int n, int nv, const float *w, int cols,
+                    int r0, int r1) {
+    int r = r0;
+    switch (nv) {
+#define SG_RUN(NV, RR)                                                                        \
+    for (; r + RR <= r1; r += RR) sg_kernel_##NV##_##RR(y, ldy, xt, n, w, cols, r);           \
+    for (; r < r1; r++) sg_kernel_##NV##_1(y, ldy, xt, n, w, cols, r);                        \
+    break;
+    case 1: SG_RUN(1, 16)
+    case 2: SG_RUN(2, 14)
+    default: SG_RUN(3, 9)
+#undef SG_RUN
+    }
+}
+
+/* Passes of at most SG_MAXN tokens, all but the last a multiple of 16. */
+static int sg_pass_tokens(int n) {
+    const int passes = (n + SG_MAXN - 1) / SG_MAXN;
+    return ((n + passes - 1) / passes + 15) & ~15;
+}
+
+int wd_cpu_sg_fits(wd_dtype dt, int n, int cols) {
+    return dt == WD_DT_F32 && n >= WD_GEMM_MIN_N && n <= SG_SMALL_N &&
+           (int64_t)cols * SG_MAXN <= WD_SG_XT_FLOATS;
+}
+
+int wd_cpu_sg_unit(int n) { return sg_rows_per_tile((sg_pass_tokens(n) + 15) / 16); }
+
+void wd_cpu_sg_rows2(float *y1, const float *w1, float *y2, const float *w2, const float *x,
+                     int n, int rows, int cols, int r0, int r1, float *xt) {
+    const int per = sg_pass_tokens(n);
+    for (int t0 = 0; t0 < n; t0 += per) {
+        int nt = n - t0 < per ? n - t0 : per;
+        int nv = (nt + 15) / 16;
+        sg_pack_x(xt, x + (size_t)t0 * cols, nt, cols, nv);
+        sg_rows(y1 + (size_t)t0 * rows, rows, xt, nt, nv, w1, cols, r0, r1);
+        if (w2) sg_rows(y2 + (size_t)t0 * rows, rows, xt, nt, nv, w2, cols, r0, r1);
+    }
+}
+
 static void sg_task(void *arg, int task, int n_tasks) {
     const mm_ctx *c = arg;
     int u0, u1;
@@ -559,29 +598,8 @@ static void sg_task(void *arg, int task, int n_tasks) {
     int r0 = u0 * c->unit, r1 = u1 * c->unit;
     if (r1 > c->rows) r1 = c->rows;
     if (r0 >= r1) return;
-    _Alignas(64) float xt[SG_XT_FLOATS];
-    const float *w = c->w;
-    /* passes of at most SG_MAXN tokens, the first ones multiples of 16 */
-    const int passes = (c->n + SG_MAXN - 1) / SG_MAXN;
-    const int per = ((c->n + passes - 1) / passes + 15) & ~15;
-    for (int t0 = 0; t0 < c->n; t0 += per) {
-        int n = c->n - t0 < per ? c->n - t0 : per;
-        int nv = (n + 15) / 16;
-        float *y = c->y + (size_t)t0 * c->rows;
-        sg_pack_x(xt, c->x + (size_t)t0 * c->cols, n, c->cols, nv);
-        int r = r0;
-        switch (nv) {
-#define SG_RUN(NV, RR)                                                                        \
-    for (; r + RR <= r1; r += RR) sg_kernel_##NV##_##RR(y, c->rows, xt, n, w, c->cols, r);    \
-    for (; r < r1; r++) sg_kernel_##NV##_1(y, c->rows, xt, n, w, c->cols, r);                 \
-    break;
-        case 1: SG_RUN(1, 16)
-        case 2: SG_RUN(2, 14)
-        case 3: SG_RUN(3, 9)
-        default: SG_RUN(3, 9)
-#undef SG_RUN
-        }
-    }
+    _Alignas(64) float xt[WD_SG_XT_FLOATS];
+    wd_cpu_sg_rows2(c->y, c->w, NULL, NULL, c->x, c->n, c->rows, c->cols, r0, r1, xt);
 }
 #endif /* WD_AVX512 */
 
@@ -596,10 +614,8 @@ void wd_matmul(wd_pool *pool, float *y, const float *x, const void *w, wd_dtype 
     if ((int64_t)rows * cols * n < WD_MATMUL_SERIAL_ELEMS) nth = 1;
     mm_ctx c = {y, x, w, dt, n, rows, cols, 16, 0};
 #ifdef WD_AVX512
-    if (n >= WD_GEMM_MIN_N && dt == WD_DT_F32 && n <= SG_SMALL_N &&
-        (int64_t)cols * SG_MAXN <= SG_XT_FLOATS) {
-        int passes = (n + SG_MAXN - 1) / SG_MAXN;
-        c.unit = sg_rows_per_tile(((n + passes - 1) / passes + 15) / 16);
+    if (wd_cpu_sg_fits(dt, n, cols)) {
+        c.unit = wd_cpu_sg_unit(n);
         c.n_units = (rows + c.unit - 1) / c.unit;
         int nt = nth < c.n_units ? nth : c.n_units;
         if (nt <= 1) sg_task(&c, 0, 1);
