@@ -465,7 +465,6 @@ static void gemm_task(void *arg, int task, int n_tasks) {
  * chain over k = 0..cols-1 whatever R, so tails and thread splits give
  * identical bits. */
 #define SG_MAXN 48 /* tokens per pass (3 vectors; a 4th spills the packed tokens to L2) */
-#define SG_PF 512           /* weight prefetch distance (floats) */
 
 static int sg_rows_per_tile(int nv) { return nv == 1 ? 16 : nv == 2 ? 14 : 9; }
 
@@ -481,10 +480,13 @@ sg_kernel(float *y, int ldy, const float *xt, int n, const float *w, int cols, i
         for (int v = 0; v < NV; v++) c[i][v] = _mm512_setzero_ps();
     }
     const int ld = NV * 16;
+    /* the same columns of the next tile's rows (prefetching ahead in a row
+     * would mostly hit the next row of this tile when rows are short) */
+    const size_t pf = (size_t)R * cols;
     int k = 0;
     for (; k + 16 <= cols; k += 16) {
 #pragma GCC unroll 16
-        for (int i = 0; i < R; i++) _mm_prefetch((const char *)(wr[i] + k + SG_PF), _MM_HINT_T0);
+        for (int i = 0; i < R; i++) _mm_prefetch((const char *)(wr[i] + pf + k), _MM_HINT_T1);
         for (int kk = k; kk < k + 16; kk++) {
             __m512 xv[4];
 #pragma GCC unroll 4
