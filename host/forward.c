@@ -153,11 +153,112 @@ void wd_expert_run(const wd_model *m, int layer, int expert, const float *x, int
                   L->w1[expert]->dtype, m->cfg.hidden, m->cfg.ffn, scratch);
 }
 
+/* Prefill with a pool: the experts of a layer run as parallel tasks, each
+ * whole on one thread (one pool run per layer instead of two or three per
+ * expert, and the gathers and silu run in parallel too); an expert with
+ * more than its share of the tokens runs first, split by rows over the
+ * pool. A result never depends on which thread computed it (row splits do
+ * not change bits), and the combine runs in expert order afterwards. */
+typedef struct {
+    wd_session *s;
+    int layer;
+    const float *u;
+    const wd_selection *sel;
+    const int *order, *cnt;
+    const size_t *off; /* first gathered row of each expert */
+    float *xbuf, *ybuf, *gu;
+} moe_par_ctx;
+
+static void moe_gather(const wd_selection *sel, const float *u, int e, int H, float *xg) {
+    int E = sel->n_experts, cnt = 0;
+    for (int t = 0; t < sel->n_tokens; t++)
+        for (int j = 0; j < sel->n[t]; j++)
+            if (sel->expert[(size_t)t * E + j] == e)
+                memcpy(xg + (size_t)cnt++ * H, u + (size_t)t * H, (size_t)H * 4);
+}
+
+static void moe_par_task(void *arg, int task, int n_tasks) {
+    (void)n_tasks;
+    const moe_par_ctx *c = arg;
+    const wd_model *m = c->s->m;
+    int e = c->order[task], H = m->cfg.hidden;
+    size_t o = c->off[e];
+    moe_gather(c->sel, c->u, e, H, c->xbuf + o * H);
+    wd_expert_run(m, c->layer, e, c->xbuf + o * H, c->cnt[e], c->ybuf + o * H, NULL,
+                  c->gu + o * 2 * (size_t)m->cfg.ffn);
+}
+
+static int moe_run_parallel(wd_session *s, int layer, const float *u, const wd_selection *sel,
+                            float *out) {
+    const wd_model *m = s->m;
+    int H = m->cfg.hidden, E = m->cfg.n_experts, n = sel->n_tokens, F = m->cfg.ffn;
+    int nth = wd_pool_size(s->pool);
+    int *cnt = calloc((size_t)E * 2, sizeof(int));
+    size_t *off = malloc((size_t)E * sizeof(size_t));
+    if (!cnt || !off) {
+        free(cnt);
+        free(off);
+        return -1;
+    }
+    int *order = cnt + E;
+    for (int t = 0; t < n; t++)
+        for (int j = 0; j < sel->n[t]; j++) {
+            int e = sel->expert[(size_t)t * E + j];
+            if (e >= 0 && e < E) cnt[e]++;
+        }
+    size_t total = 0;
+    for (int e = 0; e < E; e++) off[e] = total, total += (size_t)cnt[e];
+    float *buf = malloc(total * (2 * (size_t)H + 2 * (size_t)F) * sizeof(float) + 1);
+    if (!buf) {
+        free(cnt);
+        free(off);
+        return -1;
+    }
+    moe_par_ctx c = {s, layer, u, sel, order, cnt, off, buf, buf + total * H,
+                     buf + 2 * total * H};
+    /* big experts (more than a thread's share) on the whole pool, the rest as
+     * tasks, largest first */
+    int n_par = 0;
+    for (int e = 0; e < E; e++) {
+        if (!cnt[e]) continue;
+        if ((size_t)cnt[e] * nth > total) {
+            moe_gather(sel, u, e, H, c.xbuf + off[e] * H);
+            wd_expert_run(m, layer, e, c.xbuf + off[e] * H, cnt[e], c.ybuf + off[e] * H, s->pool,
+                          c.gu + off[e] * 2 * (size_t)F);
+        } else {
+            int i = n_par++;
+            while (i > 0 && cnt[order[i - 1]] < cnt[e]) {
+                order[i] = order[i - 1];
+                i--;
+            }
+            order[i] = e;
+        }
+    }
+    if (n_par) wd_pool_run(s->pool, moe_par_task, &c, n_par);
+    for (int e = 0; e < E; e++) {
+        int k = 0;
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < sel->n[t]; j++)
+                if (sel->expert[(size_t)t * E + j] == e) {
+                    float w = sel->weight[(size_t)t * E + j];
+                    const float *y = c.ybuf + (off[e] + (size_t)k++) * H;
+                    float *o = out + (size_t)t * H;
+                    for (int i = 0; i < H; i++) o[i] += w * y[i];
+                }
+    }
+    free(buf);
+    free(cnt);
+    free(off);
+    return 0;
+}
+
 int wd_moe_run_selection(wd_session *s, int layer, const float *u, const wd_selection *sel,
                          float *out) {
     const wd_model *m = s->m;
     int H = m->cfg.hidden, E = m->cfg.n_experts, n = sel->n_tokens;
     if (reserve(s, n)) return 1;
+    if (n >= 16 && wd_pool_size(s->pool) > 1 && moe_run_parallel(s, layer, u, sel, out) == 0)
+        return 0;
     for (int e = 0; e < E; e++) {
         int cnt = 0;
         for (int t = 0; t < n; t++)

@@ -2,7 +2,8 @@
  * Decode (n < 8): one pool run computes, per contiguous block of ffn rows,
  * the w1 and w3 dot products and silu(g)*u in place (x stays in L1; the
  * block's results never leave the thread), then a second run does w2.
- * Prefill: two GEMMs, a vectorised silu*mul, one GEMM. */
+ * Prefill: two GEMMs, a vectorised silu*mul, one GEMM; with F32 weights
+ * (AVX-512) the two GEMMs and silu*mul run fused per block of ffn rows. */
 #include <math.h>
 
 #include "kernels/cpu/simd.h"
@@ -20,11 +21,14 @@ static void silu_mul(float *g, const float *u, int n) {
     int i = 0;
 #ifdef WD_AVX512
     const __m512 one = _mm512_set1_ps(1.0f);
-    for (; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_loadu_ps(g + i);
+    /* every element takes the vector path (the tail masked), so how the
+     * rows are split between threads never changes a result */
+    for (; i < n; i += 16) {
+        __mmask16 m = wd_tail_mask(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, g + i);
         __m512 e = wd_exp512(_mm512_sub_ps(_mm512_setzero_ps(), v));
         __m512 s = _mm512_div_ps(v, _mm512_add_ps(one, e));
-        _mm512_storeu_ps(g + i, _mm512_mul_ps(s, _mm512_loadu_ps(u + i)));
+        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, u + i)));
     }
 #endif
     for (; i < n; i++) g[i] = wd_silu_scalar(g[i]) * u[i];
@@ -42,6 +46,23 @@ static void gate_up_task(void *arg, int task, int n_tasks) {
         silu_mul(c->g + (size_t)t * c->ffn + r0, c->u + (size_t)t * c->ffn + r0, r1 - r0);
 }
 
+#ifdef WD_AVX512
+/* Prefill, F32: one run computes a block of rows of both g = w1 x and
+ * u = w3 x from one packing of the tokens, then silu(g)*u on that block. */
+static void gate_up_sg_task(void *arg, int task, int n_tasks) {
+    const ffn_ctx *c = arg;
+    int unit = wd_cpu_sg_unit(c->n);
+    int r0 = (int)((int64_t)c->n_units * task / n_tasks) * unit;
+    int r1 = (int)((int64_t)c->n_units * (task + 1) / n_tasks) * unit;
+    if (r1 > c->ffn) r1 = c->ffn;
+    if (r0 >= r1) return;
+    _Alignas(64) float xt[WD_SG_XT_FLOATS];
+    wd_cpu_sg_rows2(c->g, c->w1, c->u, c->w3, c->x, c->n, c->ffn, c->hidden, r0, r1, xt);
+    for (int t = 0; t < c->n; t++)
+        silu_mul(c->g + (size_t)t * c->ffn + r0, c->u + (size_t)t * c->ffn + r0, r1 - r0);
+}
+#endif
+
 void wd_expert_ffn(wd_pool *pool, float *y, const float *x, int n, const void *w1,
                    const void *w3, const void *w2, wd_dtype dt, int hidden, int ffn,
                    float *scratch) {
@@ -54,7 +75,19 @@ void wd_expert_ffn(wd_pool *pool, float *y, const float *x, int n, const void *w
         if ((int64_t)ffn * hidden * 2 < 32768) nt = 1;
         if (nt <= 1) gate_up_task(&c, 0, 1);
         else wd_pool_run(pool, gate_up_task, &c, nt);
-    } else {
+    }
+#ifdef WD_AVX512
+    else if (wd_cpu_sg_fits(dt, n, hidden)) {
+        int unit = wd_cpu_sg_unit(n);
+        ffn_ctx c = {g, u, x, w1, w3, dt, n, hidden, ffn, (ffn + unit - 1) / unit};
+        int nt = wd_pool_size(pool);
+        if (nt > c.n_units) nt = c.n_units;
+        if ((int64_t)ffn * hidden * 2 * n < 32768) nt = 1;
+        if (nt <= 1) gate_up_sg_task(&c, 0, 1);
+        else wd_pool_run(pool, gate_up_sg_task, &c, nt);
+    }
+#endif
+    else {
         wd_matmul(pool, g, x, w1, dt, n, ffn, hidden);
         wd_matmul(pool, u, x, w3, dt, n, ffn, hidden);
         silu_mul(g, u, n * ffn);
