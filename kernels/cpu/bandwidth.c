@@ -5,7 +5,8 @@
  * mapped: reading untouched anonymous memory would read the shared zero page
  * from cache). Each rep streams the whole buffer in segments of 64 MiB
  * (a few ms each); every pool thread sums its contiguous share of a segment
- * with 8 independent accumulators of 64-byte loads, and each segment's
+ * as 4 prefetched streams with 8 independent accumulators of 64-byte loads
+ * (the access pattern of the 4-row GEMV), and each segment's
  * wd_pool_run is timed. The best segment over all reps is kept: on a shared
  * machine that is the moment this process had the memory system to itself,
  * the same "best short window" rule bench_kernels applies to the kernels.
@@ -39,17 +40,31 @@ static void bw_task(void *arg, int task, int n_tasks) {
     }
     float s = 0;
 #ifdef WD_AVX512
+    /* 4 streams over the quarters of this share, 128 bytes each per step,
+     * software prefetch 1 KB ahead: one core reads DRAM ~25% faster this way
+     * than with a single stream, as the 4-row GEMV does. */
+    size_t q = (size_t)(e - p) / 4 / 32 * 32;
+    const float *s0 = p, *s1 = p + q, *s2 = p + 2 * q, *s3 = p + 3 * q;
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-    for (; p < e; p += 128) {
-        a0 = _mm512_add_ps(a0, _mm512_load_ps(p));
-        a1 = _mm512_add_ps(a1, _mm512_load_ps(p + 16));
-        a2 = _mm512_add_ps(a2, _mm512_load_ps(p + 32));
-        a3 = _mm512_add_ps(a3, _mm512_load_ps(p + 48));
-        a4 = _mm512_add_ps(a4, _mm512_load_ps(p + 64));
-        a5 = _mm512_add_ps(a5, _mm512_load_ps(p + 80));
-        a6 = _mm512_add_ps(a6, _mm512_load_ps(p + 96));
-        a7 = _mm512_add_ps(a7, _mm512_load_ps(p + 112));
+    for (size_t i = 0; i < q; i += 32) {
+        _mm_prefetch((const char *)(s0 + i) + 1024, _MM_HINT_T0);
+        _mm_prefetch((const char *)(s0 + i) + 1088, _MM_HINT_T0);
+        _mm_prefetch((const char *)(s1 + i) + 1024, _MM_HINT_T0);
+        _mm_prefetch((const char *)(s1 + i) + 1088, _MM_HINT_T0);
+        _mm_prefetch((const char *)(s2 + i) + 1024, _MM_HINT_T0);
+        _mm_prefetch((const char *)(s2 + i) + 1088, _MM_HINT_T0);
+        _mm_prefetch((const char *)(s3 + i) + 1024, _MM_HINT_T0);
+        _mm_prefetch((const char *)(s3 + i) + 1088, _MM_HINT_T0);
+        a0 = _mm512_add_ps(a0, _mm512_load_ps(s0 + i));
+        a1 = _mm512_add_ps(a1, _mm512_load_ps(s0 + i + 16));
+        a2 = _mm512_add_ps(a2, _mm512_load_ps(s1 + i));
+        a3 = _mm512_add_ps(a3, _mm512_load_ps(s1 + i + 16));
+        a4 = _mm512_add_ps(a4, _mm512_load_ps(s2 + i));
+        a5 = _mm512_add_ps(a5, _mm512_load_ps(s2 + i + 16));
+        a6 = _mm512_add_ps(a6, _mm512_load_ps(s3 + i));
+        a7 = _mm512_add_ps(a7, _mm512_load_ps(s3 + i + 16));
     }
+    for (const float *l = s3 + q; l < e; l += 16) a0 = _mm512_add_ps(a0, _mm512_load_ps(l)); /* leftover */
     a0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
                        _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
     s = _mm512_reduce_add_ps(a0);

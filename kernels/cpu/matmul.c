@@ -85,14 +85,17 @@ static float dot_row_scalar(const float *x, const void *w, wd_dtype dt, int64_t 
 /* ---- GEMV: 4 rows at a time ------------------------------------------- */
 /* Software prefetch 1-4 KB ahead (by dtype) in each of the 4 row streams
  * (the hardware prefetchers alone leave a single core well short of DRAM
- * bandwidth with converted dtypes). */
+ * bandwidth with converted dtypes). Past the end of a row the prefetch moves
+ * on to the same row of the next 4-row block, so a new block starts warm. */
 #define GEMV_PF(T) (sizeof(T) == 4 ? 1024 : sizeof(T) == 2 ? 2048 : 4096)
-#define GEMV_PREFETCH4(w0, w1, w2, w3, k, T)                                                  \
+#define GEMV_PREFETCH4(w0, w1, w2, w3, k, T, row_bytes)                                       \
     do {                                                                                      \
-        _mm_prefetch((const char *)((w0) + (k)) + GEMV_PF(T), _MM_HINT_T0);                   \
-        _mm_prefetch((const char *)((w1) + (k)) + GEMV_PF(T), _MM_HINT_T0);                   \
-        _mm_prefetch((const char *)((w2) + (k)) + GEMV_PF(T), _MM_HINT_T0);                   \
-        _mm_prefetch((const char *)((w3) + (k)) + GEMV_PF(T), _MM_HINT_T0);                   \
+        size_t off_ = (size_t)(k) * sizeof(*(w0)) + GEMV_PF(T);                               \
+        if (off_ >= (row_bytes)) off_ += 3 * (size_t)(row_bytes);                             \
+        _mm_prefetch((const char *)(w0) + off_, _MM_HINT_T0);                                 \
+        _mm_prefetch((const char *)(w1) + off_, _MM_HINT_T0);                                 \
+        _mm_prefetch((const char *)(w2) + off_, _MM_HINT_T0);                                 \
+        _mm_prefetch((const char *)(w3) + off_, _MM_HINT_T0);                                 \
     } while (0)
 
 #define GEMV_FN(NAME, T, LOAD)                                                                \
@@ -111,7 +114,7 @@ static float dot_row_scalar(const float *x, const void *w, wd_dtype dt, int64_t 
                 const int kpair = sizeof(T) == 2 ? cols & ~31 : 0;                            \
                 __m512 b0 = a0, b1 = a0, b2 = a0, b3 = a0;                                    \
                 for (; k < kpair; k += 32) { /* 16-bit weights: one 64-byte line per row */   \
-                    if (t == 0) GEMV_PREFETCH4(w0, w1, w2, w3, k, T);                         \
+                    if (t == 0) GEMV_PREFETCH4(w0, w1, w2, w3, k, T, (size_t)cols * sizeof(T));                         \
                     __m512 xv = _mm512_loadu_ps(xt + k), xw = _mm512_loadu_ps(xt + k + 16);   \
                     a0 = _mm512_fmadd_ps(LOAD(w0 + k, 0xffff), xv, a0);                       \
                     a1 = _mm512_fmadd_ps(LOAD(w1 + k, 0xffff), xv, a1);                       \
@@ -125,7 +128,7 @@ static float dot_row_scalar(const float *x, const void *w, wd_dtype dt, int64_t 
                 a0 = _mm512_add_ps(a0, b0), a1 = _mm512_add_ps(a1, b1);                       \
                 a2 = _mm512_add_ps(a2, b2), a3 = _mm512_add_ps(a3, b3);                       \
                 for (; k < kmain; k += 16) {                                                  \
-                    if (t == 0) GEMV_PREFETCH4(w0, w1, w2, w3, k, T);                         \
+                    if (t == 0) GEMV_PREFETCH4(w0, w1, w2, w3, k, T, (size_t)cols * sizeof(T));                         \
                     __m512 xv = _mm512_loadu_ps(xt + k);                                      \
                     a0 = _mm512_fmadd_ps(LOAD(w0 + k, 0xffff), xv, a0);                       \
                     a1 = _mm512_fmadd_ps(LOAD(w1 + k, 0xffff), xv, a1);                       \
@@ -208,7 +211,7 @@ static void gemv_q8(float *y, int ldy, const float *x, int n, int ldx, const uin
                 for (int bb = 0; bb < nblk; bb++) {
                     int b = b0 + bb;
                     size_t o = (size_t)b * WD_Q8_BYTES;
-                    if (t == 0 && (b & 1) == 0) GEMV_PREFETCH4(w0, w1, w2, w3, o, uint8_t);
+                    if (t == 0 && (b & 1) == 0) GEMV_PREFETCH4(w0, w1, w2, w3, o, uint8_t, rb);
                     __m512 xlo = _mm512_loadu_ps(xt + 32 * b), xhi = _mm512_loadu_ps(xt + 32 * b + 16);
 #define Q8_ROW(wr, i, acc)                                                                    \
     {                                                                                         \
