@@ -351,7 +351,12 @@ double wd_link_tx_time(wd_link *l, double t0, double bits, double share) {
         double r = share * l->rate * l->scale;
         return r > 0 ? bits / r + l->latency : INFINITY;
     }
-    if (l->model == WD_LINK_MAHIMAHI) return mm_tx_time(l, t0, bits, share);
+    if (l->model == WD_LINK_MAHIMAHI) {
+        /* an opportunity in the millisecond holding t0 can come out a rounding error
+           before t0 */
+        double d = mm_tx_time(l, t0, bits, share);
+        return d > 0 ? d : 0.0;
+    }
     piece p;
     piece_start(l, &p, t0);
     double rem = bits, done;

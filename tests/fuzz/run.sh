@@ -70,7 +70,7 @@ run_one() {
     mkdir -p "$corpus" "$seeds/$t"
     local dirs=("$corpus" "$seeds/$t") rc=0
     [ -d "$root/tests/fuzz/regress/$t" ] && dirs+=("$root/tests/fuzz/regress/$t")
-    (cd "$build/logs" && "$bin" "${dirs[@]}" -max_total_time="$secs" -timeout=20 \
+    (cd "$build/logs" && "$bin" "${dirs[@]}" -max_total_time="$secs" -timeout=20 -seed="${WD_FUZZ_SEED:-1}" \
         -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix="$build/artifacts/$t-" \
         >"$build/logs/$t.log" 2>&1) || rc=$?
     local runs rate size
