@@ -10,17 +10,6 @@
 
 static char tmpdir[256];
 
-static const char *write_tmp(const char *name, const char *text) {
-    static char path[8][512];
-    static int k = 0;
-    char *p = path[k++ % 8];
-    snprintf(p, 512, "%s/%s", tmpdir, name);
-    FILE *f = fopen(p, "w");
-    fputs(text, f);
-    fclose(f);
-    return p;
-}
-
 static wd_link *make(wd_link_model m, const char *file, double rate, double lat, double offset,
                      char *err, size_t errlen) {
     wd_link_spec s = {0};
@@ -57,7 +46,7 @@ static void test_constant(void) {
 
 static void test_mahimahi_one(void) {
     char err[512];
-    wd_link *l = make(WD_LINK_MAHIMAHI, write_tmp("one.mm", "1\n"), 0, 0, 0, err, sizeof err);
+    wd_link *l = make(WD_LINK_MAHIMAHI, wd_test_write_tmp(tmpdir, "one.mm", "1\n"), 0, 0, 0, err, sizeof err);
     CHECK(l != NULL);
     if (!l) return;
     CHECK_NEAR(wd_link_tx_time(l, 0, 12e6, 1.0), 1.0, 1e-12); /* 12 Mbit/s */
@@ -145,7 +134,7 @@ static void test_shared_traces(void) {
 
 static void test_csv(void) {
     char err[512];
-    const char *p = write_tmp("rates.csv", "# a comment\n"
+    const char *p = wd_test_write_tmp(tmpdir, "rates.csv", "# a comment\n"
                                            "time_s,device,downlink_bps,uplink_bps\n"
                                            "10,0,9,9\n"
                                            "10,1,1e6,5\n"
@@ -171,7 +160,7 @@ static void test_csv(void) {
  * same answers as a link that loaded the file itself. */
 static void test_shared_tables(void) {
     char err[512];
-    const char *p = write_tmp("shared.mm", "3\n3\n7\n8\n8\n8\n20\n31\n40\n");
+    const char *p = wd_test_write_tmp(tmpdir, "shared.mm", "3\n3\n7\n8\n8\n8\n20\n31\n40\n");
     wd_link_spec s = {0};
     s.model = WD_LINK_MAHIMAHI, s.rate_scale = 1, s.csv_device = -1, s.window_s = 0.01;
     snprintf(s.file, sizeof s.file, "%s", p);
@@ -204,7 +193,7 @@ static void test_shared_tables(void) {
 
 static void expect_error(wd_link_model m, const char *name, const char *text, const char *want) {
     char err[512] = "";
-    wd_link *l = make(m, write_tmp(name, text), 0, 0, 0, err, sizeof err);
+    wd_link *l = make(m, wd_test_write_tmp(tmpdir, name, text), 0, 0, 0, err, sizeof err);
     CHECKF(l == NULL, "%s accepted", name);
     CHECKF(strstr(err, want) && strstr(err, name), "%s: message '%s' lacks '%s'", name, err, want);
     wd_link_free(l);

@@ -11,19 +11,10 @@
 
 static char tmpdir[256];
 
-static const char *write_tmp(const char *name, const char *text) {
-    static char path[512];
-    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "wb");
-    fputs(text, f);
-    fclose(f);
-    return path;
-}
-
 /* loading fails and the message names the file and contains `what` */
 static void expect_error(wd_eval_task task, const char *name, const char *text, int shots,
                          const char *what) {
-    const char *path = write_tmp(name, text);
+    const char *path = wd_test_write_tmp(tmpdir, name, text);
     wd_eval_set set;
     char err[1024] = "";
     int rc = wd_eval_load(&set, task, path, shots, err, sizeof(err));
@@ -225,7 +216,7 @@ static void bad_inputs(void) {
     CHECK(wd_eval_load(&set, WD_EVAL_HELLASWAG, "/nonexistent/hs.txt", -1, err, sizeof(err)) != 0);
     CHECK(strstr(err, "/nonexistent/hs.txt") != NULL);
     /* CSV with quotes, escaped quotes, a newline inside a field, CRLF, letter answers */
-    const char *path = write_tmp("q_test.csv",
+    const char *path = wd_test_write_tmp(tmpdir, "q_test.csv",
                                  "\"What is \"\"x\"\"?\",\"a, b\",\"line1\nline2\",c,d,B\r\n"
                                  "second,a,b,c,d,3\r\n");
     CHECKF(wd_eval_load(&set, WD_EVAL_MMLU, path, 0, err, sizeof(err)) == 0, "%s", err);

@@ -143,15 +143,6 @@ static double bigram_ll(const char *ctx, const char *cont, double L) {
 
 static char tmpdir[256];
 
-static const char *write_tmp(const char *name, const char *text) {
-    static char path[512];
-    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
-    FILE *f = fopen(path, "wb");
-    fputs(text, f);
-    fclose(f);
-    return path;
-}
-
 /* ---- acc / acc_norm on a fixed tiny set, by hand ------------------------------------ */
 static void tiny_set(void) {
     /* ARC format: context "Question: q\nAnswer:", continuations " choice".
@@ -172,7 +163,7 @@ static void tiny_set(void) {
         "{\"question\": \"two\", \"choices\": [\"xyz\", \"qq\"], \"answer\": 0}\n"
         "{\"question\": \"three\", \"choices\": [\"mn\", \"k\"], \"answer\": 0}\n"
         "{\"question\": \"four\", \"choices\": [\"abc\", \"zz\", \"abcdef\"], \"answer\": 2}\n";
-    const char *path = write_tmp("tiny.jsonl", text);
+    const char *path = wd_test_write_tmp(tmpdir, "tiny.jsonl", text);
     wd_eval_set set;
     char err[512];
     CHECKF(wd_eval_load(&set, WD_EVAL_ARC_EASY, path, -1, err, sizeof(err)) == 0, "%s", err);
@@ -327,7 +318,7 @@ static void token_level(void) {
 static void text_items(void) {
     char err[512];
     /* WinoGrande: the option fills the blank; the continuation after it is scored */
-    const char *path = write_tmp("wino.jsonl",
+    const char *path = wd_test_write_tmp(tmpdir, "wino.jsonl",
                                  "{\"question\": \"xyz _ abc\", \"choices\": [\"vw\", \"qq\"], "
                                  "\"answer\": 0}\n");
     wd_eval_set set;
@@ -360,7 +351,7 @@ static void text_items(void) {
     for (int i = 0; i < 300; i++) ctx[i] = (char)('a' + i % 26);
     ctx[300] = 0;
     snprintf(hs, sizeof(hs), "%s\n2\nab\ncd\nxyz\nmmmm\nshort ctx\n0\nab\ncd\nef\ngh\n", ctx);
-    path = write_tmp("hs.txt", hs);
+    path = wd_test_write_tmp(tmpdir, "hs.txt", hs);
     CHECKF(wd_eval_load(&set, WD_EVAL_HELLASWAG, path, -1, err, sizeof(err)) == 0, "%s", err);
     fake_lm(&lm, &f, 0, 4.0, 128);
     wd_eval_opts_default(&o);
@@ -374,7 +365,7 @@ static void text_items(void) {
     for (int i = 0; i < 200; i++) longer[i] = (char)('a' + i % 26);
     longer[200] = 0;
     snprintf(hs, sizeof(hs), "ctx\n1\nab\n%s\nxyz\nmmmm\n", longer);
-    path = write_tmp("hs2.txt", hs);
+    path = wd_test_write_tmp(tmpdir, "hs2.txt", hs);
     CHECKF(wd_eval_load(&set, WD_EVAL_HELLASWAG, path, -1, err, sizeof(err)) == 0, "%s", err);
     char *rec2 = NULL;
     size_t rl2 = 0;
@@ -396,7 +387,7 @@ static void text_items(void) {
     free(rec2);
     wd_eval_result_free(&r);
     wd_eval_set_free(&set);
-    CHECKF(wd_eval_load(&set, WD_EVAL_HELLASWAG, write_tmp("hs3.txt", "short ctx\n0\nab\ncd\nef\ngh\n"), -1,
+    CHECKF(wd_eval_load(&set, WD_EVAL_HELLASWAG, wd_test_write_tmp(tmpdir, "hs3.txt", "short ctx\n0\nab\ncd\nef\ngh\n"), -1,
                         err, sizeof(err)) == 0, "%s", err);
     /* order: only item 0 */
     int order[] = {0};
@@ -452,7 +443,7 @@ static void agreement(void) {
 /* ---- GSM8K ----------------------------------------------------------------------------- */
 static void gsm8k(void) {
     char err[512];
-    const char *path = write_tmp(
+    const char *path = wd_test_write_tmp(tmpdir, 
         "gsm.jsonl",
         "{\"question\": \"How many?\", \"answer\": \"3 + 4 = 7\\n#### 7\"}\n"
         "{\"question\": \"How much?\", \"answer\": \"it is 1,250\\n#### 1,250\"}\n");
@@ -505,7 +496,7 @@ static void gsm8k(void) {
 static void perplexity(void) {
     char err[512];
     const char *text = "abcdefghijklmnopqrstuvwxyz0123456789 the end";
-    const char *path = write_tmp("ppl.txt", text);
+    const char *path = wd_test_write_tmp(tmpdir, "ppl.txt", text);
     wd_eval_set set;
     CHECKF(wd_eval_load(&set, WD_EVAL_PERPLEXITY, path, -1, err, sizeof(err)) == 0, "%s", err);
     int n = (int)strlen(text);

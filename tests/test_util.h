@@ -75,6 +75,17 @@ static inline int wd_test_write_file(const char *path, const void *p, size_t n) 
     return (fclose(f) != 0) | (w != n);
 }
 
+/* Writes text to dir/name and returns the path (one of 8 rotating buffers, so a
+ * few paths can be used together). */
+static inline const char *wd_test_write_tmp(const char *dir, const char *name, const char *text) {
+    static char path[8][512];
+    static int k = 0;
+    char *p = path[k++ % 8];
+    snprintf(p, 512, "%s/%s", dir, name);
+    if (wd_test_write_file(p, text, strlen(text))) fprintf(stderr, "cannot write %s\n", p);
+    return p;
+}
+
 static inline int wd_test_file_exists(const char *p) { return access(p, R_OK) == 0; }
 
 /* Max relative L2 error ||a-b|| / max(||b||, tiny). */
