@@ -15,6 +15,7 @@ int wd_cmd_generate(int argc, char **argv);
 int wd_cmd_eval(int argc, char **argv);
 int wd_cmd_trace(int argc, char **argv);
 int wd_cmd_replay(int argc, char **argv);
+int wd_cmd_serve(int argc, char **argv);
 
 /* SIGINT/SIGTERM: the first one sets a flag that long loops poll to stop
  * cleanly and write what is complete; a second one ends the process. */
@@ -38,5 +39,26 @@ int wd_cli_double(const char *cmd, const char *opt, const char *val, double lo, 
 /* argv[*i] is an option taking a value: returns the value and advances *i, or
  * prints "wdmoe CMD: OPT needs a value" and returns NULL. */
 const char *wd_cli_value(const char *cmd, int argc, char **argv, int *i);
+
+/* CUDA options (host/cli_cuda.c): --gpus, --gpu, --no-cuda-graphs, --ranks,
+ * --rank, --nccl-id. */
+typedef struct {
+    int gpus, gpu, ranks, rank, graphs;
+    const char *nccl_id_path;
+    unsigned char nccl_id[128]; /* sizeof(ncclUniqueId) */
+} wd_cli_cuda;
+extern const char *const wd_cli_cuda_help; /* option lines for --help */
+void wd_cli_cuda_init(wd_cli_cuda *o);
+/* argv[*i] is one of the CUDA options: 1 (consumed, *i advanced), 0 (not
+ * one of them), -1 (bad value, message printed: exit 2). */
+int wd_cli_cuda_option(const char *cmd, int argc, char **argv, int *i, wd_cli_cuda *o);
+/* Consistency of the options (serving: `wdmoe serve`); 0 or the exit status 2. */
+int wd_cli_cuda_check(const char *cmd, const wd_cli_cuda *o, int serving);
+#ifdef WD_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+/* Fills the GPU fields of spec and, with --ranks > 1, exchanges the NCCL id
+ * through the --nccl-id file; 0, or 1 with a message printed. */
+int wd_cli_cuda_spec(const char *cmd, wd_cli_cuda *o, wd_cuda_model_spec *spec);
+#endif
 
 #endif

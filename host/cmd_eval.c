@@ -59,8 +59,11 @@ static void help(FILE *f) {
             "  --stride N           perplexity stride (default: window / 2)\n"
             "  --ctx N              context length (default: the model's)\n"
             "  --threads N          CPU threads (default: all cores)\n"
-            "  --backend B          cpu (default) or cuda (when built with CUDA; the GPU runner\n"
-            "                       scores each choice from scratch; agreement needs --agreement)\n"
+            "  --backend B          cpu (default) or cuda (when built with CUDA; agreement needs\n"
+            "                       --agreement there)\n"
+            "  --gpus N, --gpu I, --no-cuda-graphs\n"
+            "                       GPUs for --backend cuda, as in `wdmoe generate --help`\n"
+            "                       (one process: no --ranks)\n"
             "  --out FILE           result JSON (written atomically)\n"
             "  --records FILE       one JSON line per item (written atomically)\n"
             "  --json               print the result JSON instead of the table\n"
@@ -71,8 +74,8 @@ static void help(FILE *f) {
 }
 
 #ifdef WD_HAVE_CUDA
-/* The GPU runner as an lm: it rewinds only to 0 (reset), so choices are
- * scored from scratch; batches of at most spec.max_batch tokens. */
+/* The GPU runner as an lm: rewinds to any earlier position (shared-prefix
+ * scoring); batches of at most spec.max_batch tokens. */
 typedef struct {
     wd_cuda_model *cm;
     const wd_model *m;
@@ -85,9 +88,7 @@ static int cu_forward(void *ctx, const int *tokens, int n, float *logits, int al
     return wd_cuda_model_forward(c->cm, tokens, n, logits, all, c->hooks, NULL, err, errlen);
 }
 static int cu_get_pos(void *ctx) { return wd_cuda_model_pos(((cuda_lm *)ctx)->cm); }
-static void cu_set_pos(void *ctx, int pos) {
-    if (pos == 0) wd_cuda_model_reset(((cuda_lm *)ctx)->cm);
-}
+static void cu_set_pos(void *ctx, int pos) { wd_cuda_model_set_pos(((cuda_lm *)ctx)->cm, pos); }
 static int cu_encode(void *ctx, const char *text, int add_bos, int **ids, int *n) {
     return wd_tokenizer_encode(((cuda_lm *)ctx)->m->tok, text, add_bos, ids, n);
 }
@@ -96,10 +97,15 @@ static char *cu_decode(void *ctx, const int *ids, int n) {
 }
 
 static int cuda_lm_create(cuda_lm *c, wd_eval_lm *lm, const wd_model *m, int ctx,
-                          const wd_moe_hooks *hooks, char *err, size_t errlen) {
+                          wd_cli_cuda *gpu, const wd_moe_hooks *hooks, char *err,
+                          size_t errlen) {
     wd_cuda_model_spec spec;
     wd_cuda_model_spec_default(&spec);
     spec.max_ctx = ctx;
+    if (wd_cli_cuda_spec("eval", gpu, &spec)) {
+        snprintf(err, errlen, "GPU options");
+        return 1;
+    }
     char log[4096] = "";
     memset(c, 0, sizeof(*c));
     if (wd_cuda_model_create(&c->cm, m, &spec, log, sizeof(log), err, errlen)) return 1;
@@ -112,7 +118,7 @@ static int cuda_lm_create(cuda_lm *c, wd_eval_lm *lm, const wd_model *m, int ctx
     lm->bos = wd_tokenizer_bos(m->tok);
     lm->eos = wd_tokenizer_eos(m->tok);
     lm->max_batch = spec.max_batch > 0 ? spec.max_batch : 512;
-    lm->rewind = 0;
+    lm->rewind = 1;
     lm->forward = cu_forward;
     lm->get_pos = cu_get_pos;
     lm->set_pos = cu_set_pos;
@@ -214,8 +220,13 @@ int wd_cmd_eval(int argc, char **argv) {
     int limit = 0, shuffle = 0, shots = -1, agreement = -1, shared = 1, max_new = 256;
     int window = 0, stride = 0, ctx = 0, threads = 0, json_stdout = 0, quiet = 0, seed = 42;
     int seed_given = 0;
+    wd_cli_cuda gpu;
+    wd_cli_cuda_init(&gpu);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
+        int used = wd_cli_cuda_option(cmd, argc, argv, &i, &gpu);
+        if (used < 0) return 2;
+        if (used) continue;
 #define VAL(var)                                                                               \
     do {                                                                                       \
         if (!((var) = wd_cli_value(cmd, argc, argv, &i))) return 2;                            \
@@ -273,6 +284,11 @@ int wd_cmd_eval(int argc, char **argv) {
         return 2;
     }
 #endif
+    if (wd_cli_cuda_check(cmd, &gpu, 0)) return 2;
+    if (gpu.ranks > 1) {
+        fprintf(stderr, "wdmoe eval: --ranks is for `wdmoe generate` (eval runs in one process)\n");
+        return 2;
+    }
     int use_cuda = !strcmp(backend, "cuda");
     wd_eval_task task;
     if (wd_eval_task_parse(task_name, &task)) {
@@ -331,9 +347,9 @@ int wd_cmd_eval(int argc, char **argv) {
     wd_eval_lm lm, ref_lm;
     if (use_cuda) {
 #ifdef WD_HAVE_CUDA
-        if (cuda_lm_create(&cu, &lm, m, ctx, emu ? wd_eval_emu_hooks(emu) : NULL, err,
+        if (cuda_lm_create(&cu, &lm, m, ctx, &gpu, emu ? wd_eval_emu_hooks(emu) : NULL, err,
                            sizeof(err)) ||
-            (agreement && cuda_lm_create(&cu_ref, &ref_lm, m, ctx, NULL, err, sizeof(err)))) {
+            (agreement && cuda_lm_create(&cu_ref, &ref_lm, m, ctx, &gpu, NULL, err, sizeof(err)))) {
             fprintf(stderr, "wdmoe eval: %s\n", err);
             goto done;
         }

@@ -39,7 +39,9 @@ static void help(FILE *f) {
             "  --records FILE        per layer step JSON lines: experts, weights, t_dl, t_c, t_ul, bits\n"
             "  --record-probs FILE   router probabilities of every token (.wdpr, for `wdmoe replay`)\n"
             "  --no-compare          skip the quality comparison against top-k\n"
-            "  -h, --help            this help\n");
+            "  -h, --help            this help\n"
+            "GPU (--backend cuda):\n");
+    fputs(wd_cli_cuda_help, f);
 }
 
 static double now_s(void) {
@@ -147,8 +149,13 @@ int wd_cmd_generate(int argc, char **argv) {
     const char *backend = "cpu";
     int steps = 128, threads = 0, ctx = 0, seed = 42, print_ids = 0, compare = 1;
     double temperature = 0, top_p = 0.9;
+    wd_cli_cuda gpu;
+    wd_cli_cuda_init(&gpu);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
+        int used = wd_cli_cuda_option(cmd, argc, argv, &i, &gpu);
+        if (used < 0) return 2;
+        if (used) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             help(stdout);
             return 0;
@@ -214,6 +221,7 @@ int wd_cmd_generate(int argc, char **argv) {
         return 2;
     }
 #endif
+    if (wd_cli_cuda_check(cmd, &gpu, 0)) return 2;
     if ((policy || json_path || records_path || probs_path) && !scenario_path) {
         fprintf(stderr, "wdmoe generate: --policy, --json, --records and --record-probs need "
                         "--scenario\n");
@@ -270,7 +278,8 @@ int wd_cmd_generate(int argc, char **argv) {
         wd_cuda_model_spec spec;
         wd_cuda_model_spec_default(&spec);
         spec.max_ctx = max_ctx;
-        char log[2048] = "";
+        if (wd_cli_cuda_spec(cmd, &gpu, &spec)) goto done;
+        char log[8192] = "";
         if (wd_cuda_model_create(&eng.cm, m, &spec, log, sizeof(log), err, sizeof(err))) {
             fprintf(stderr, "wdmoe generate: %s\n", err);
             goto done;

@@ -12,6 +12,7 @@ static const wd_command commands[] = {
     {"trace", "write per-device channel rate traces (CSV) of a scenario", wd_cmd_trace},
     {"replay", "re-run only the emulation on recorded router probabilities, for sweeps",
      wd_cmd_replay},
+    {"serve", "serve the experts of ranks 1.. of a multi-node GPU run", wd_cmd_serve},
 };
 static const int n_commands = (int)(sizeof(commands) / sizeof(commands[0]));
 

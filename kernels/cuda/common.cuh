@@ -135,4 +135,28 @@ int wd_cuda_gather_cast(void *d_dst, wd_dtype dt, const float *d_x, const int *d
 int wd_cuda_scatter(float *d_out, const float *d_y, const int *d_rows, const float *d_scale,
                     int n, int dim, int accumulate, cudaStream_t s);
 
+
+/* Variants for CUDA graphs: positions pos0 + *d_pos (d_pos may be NULL) read
+ * on the device; attention covers ctx cache rows (ctx >= every query's
+ * length; chunks past a query's causal window are skipped). */
+int wd_cuda_rope_kv_at(float *d_q, const float *d_k, const float *d_v, void *d_kcache,
+                       void *d_vcache, wd_dtype cache_dt, int n, int pos0, const int *d_pos,
+                       int n_heads, int n_kv_heads, int head_dim, float theta, cudaStream_t s);
+int wd_cuda_attention_at(float *d_out, const float *d_q, const void *d_kcache,
+                         const void *d_vcache, wd_dtype cache_dt, int n, int pos0,
+                         const int *d_pos, int ctx, int n_heads, int n_kv_heads, int head_dim,
+                         void *d_scratch, cudaStream_t s);
+/* The delay kernel reading its nanoseconds from device memory. */
+int wd_cuda_delay_at(const uint64_t *d_ns, cudaStream_t s);
+
+/* A link delay of an expert call: ns, or (d_ns != NULL) read on the device. */
+typedef struct {
+    uint64_t ns;
+    const uint64_t *d_ns;
+} wd_cuda_link_delay;
+int wd_cuda_devset_expert_call_at(wd_cuda_devset *ds, int d, int layer, const wd_cuda_expert *e,
+                                  float *d_out, const float *d_x, const int *d_rows,
+                                  const float *d_scale, int n, int accumulate,
+                                  wd_cuda_link_delay down, wd_cuda_link_delay up);
+
 #endif

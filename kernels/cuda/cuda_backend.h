@@ -155,6 +155,7 @@ typedef struct {
     const int *sm_count; /* per device, or NULL; > 0 asks for a green context with
                             about that many SMs (CUDA 12.4+ driver); else a plain stream */
     const int *priority; /* per device, or NULL (0 = default); lower = higher priority */
+    const int *ids;      /* per device, or NULL: its number in logs and NVTX names */
     int gpu;             /* CUDA device ordinal */
     size_t max_tokens;   /* largest n one expert call gets (sizes per-device scratch) */
     int hidden, ffn;     /* expert shape (scratch) */
@@ -203,11 +204,21 @@ typedef struct {
     int max_ctx;          /* KV cache length (0: the model's max_pos) */
     int max_batch;        /* largest n of one forward call (0: 512) */
     int n_devices;        /* emulated devices (0: one per expert); expert e runs on
-                             device e % n_devices */
+                             device e % n_devices, device d on GPU d % (all GPUs) */
     const int *sm_count;  /* per device, may be NULL (see wd_cuda_devset_spec) */
-    int gpu;              /* CUDA device ordinal */
+    int gpu;              /* first CUDA device ordinal of this process */
+    int n_gpus;           /* GPUs of this process: gpu .. gpu+n_gpus-1 (0: 1); the BS
+                             (embedding, attention, routers, LM head, KV cache) lives on
+                             the first GPU of rank 0; several GPUs need NCCL */
+    int n_ranks, rank;    /* processes of a multi-node run (0/1: one) and this one;
+                             each has n_gpus GPUs; rank 0 drives, the others serve */
+    const void *nccl_id;  /* n_ranks > 1: rank 0's ncclUniqueId (wd_cuda_nccl_unique_id) */
     int realtime;         /* 1: inject dl/ul delays on the device streams */
-    int use_graphs;       /* 1: reserved for CUDA-graph decode (see docs/cuda.md) */
+    int use_graphs;       /* 1: decode steps (n == 1) as CUDA graphs: one per layer for
+                             the BS part, one per (layer, chosen expert set) for the
+                             experts (at most 64 sets per layer; more run launch by
+                             launch). One GPU, plain streams and <= 64 experts only;
+                             otherwise the log says why they are off */
 } wd_cuda_model_spec;
 
 void wd_cuda_model_spec_default(wd_cuda_model_spec *spec);
@@ -233,11 +244,16 @@ int wd_cuda_model_create(wd_cuda_model **out, const wd_model *m, const wd_cuda_m
 int wd_cuda_model_create_random(wd_cuda_model **out, const wd_config *cfg, uint64_t seed,
                                 const wd_cuda_model_spec *spec, char *log, size_t loglen,
                                 char *err, size_t errlen);
+/* Rank 0 of a multi-process run also tells the other ranks to stop. */
 void wd_cuda_model_free(wd_cuda_model *cm);
 size_t wd_cuda_model_weight_bytes(const wd_cuda_model *cm); /* on the GPU */
 void wd_cuda_model_reset(wd_cuda_model *cm);                /* pos = 0 */
+/* Rewind to an earlier position (0 <= pos <= current); -1 otherwise. */
+int wd_cuda_model_set_pos(wd_cuda_model *cm, int pos);
 int wd_cuda_model_pos(const wd_cuda_model *cm);
-wd_cuda_devset *wd_cuda_model_devices(wd_cuda_model *cm);
+/* The emulated devices on GPU i (0 .. n_gpus-1) of this process. */
+wd_cuda_devset *wd_cuda_model_devices(wd_cuda_model *cm, int i);
+int wd_cuda_model_graphs(const wd_cuda_model *cm); /* 1 when decode uses CUDA graphs */
 
 /* Run n tokens at pos..pos+n-1, as wd_forward: the BS part on the BS stream,
  * router probabilities copied to the host, hooks->select (may be NULL: the
@@ -247,6 +263,17 @@ wd_cuda_devset *wd_cuda_model_devices(wd_cuda_model *cm);
 int wd_cuda_model_forward(wd_cuda_model *cm, const int *tokens, int n, float *logits,
                           int all_logits, const wd_moe_hooks *hooks,
                           const wd_cuda_timing_hooks *timing, char *err, size_t errlen);
+
+/* Ranks > 0 of a multi-process run: serve rank 0's expert calls until it
+ * frees its model (returns 0) or something fails (-1, err). layers_served:
+ * may be NULL. */
+int wd_cuda_model_serve(wd_cuda_model *cm, int *layers_served, char *err, size_t errlen);
+
+/* ---- several GPUs ----------------------------------------------------------------- */
+int wd_cuda_have_nccl(void); /* 1 when built with NCCL */
+/* A fresh ncclUniqueId (rank 0 of a multi-process run) written into id[len];
+ * returns its size (128), -1 without NCCL or on failure. */
+int wd_cuda_nccl_unique_id(void *id, size_t len);
 
 #ifdef __cplusplus
 }

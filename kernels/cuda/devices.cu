@@ -81,6 +81,7 @@ typedef struct {
 struct wd_cuda_devset {
     int n;
     int gpu;
+    int *ids; /* names in logs and NVTX ranges */
     green_api api;
     int have_api;
     wd_dev *dev;
@@ -164,6 +165,13 @@ extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec
     }
     ds->n = spec->n_devices;
     ds->gpu = spec->gpu;
+    if (!(ds->ids = (int *)malloc((size_t)ds->n * sizeof(int)))) {
+        free(ds->dev);
+        free(ds);
+        snprintf(err, errlen, "kernels/cuda/devices.cu: out of host memory");
+        return NULL;
+    }
+    for (int d = 0; d < ds->n; d++) ds->ids[d] = spec->ids ? spec->ids[d] : d;
     int want_green = 0;
     for (int d = 0; spec->sm_count && d < ds->n; d++) want_green |= spec->sm_count[d] > 0;
     if (want_green) {
@@ -186,14 +194,14 @@ extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec
         int want = spec->sm_count ? spec->sm_count[d] : 0;
         char why[160] = "";
         if (want > 0 && ds->have_api && make_green(ds, v, want, prio, why, sizeof why) == 0) {
-            logf_append(log, loglen, "cuda: device %d: green context with %d SMs (asked %d)\n", d,
-                        v->sm_count, want);
+            logf_append(log, loglen, "cuda: device %d: green context with %d SMs (asked %d)\n",
+                        ds->ids[d], v->sm_count, want);
         } else {
             if (want > 0 && ds->have_api)
-                logf_append(log, loglen, "cuda: device %d: plain stream (%s)\n", d, why);
+                logf_append(log, loglen, "cuda: device %d: plain stream (%s)\n", ds->ids[d], why);
             if (cudaStreamCreateWithPriority(&v->s, cudaStreamNonBlocking, prio) != cudaSuccess) {
                 cudaGetLastError();
-                snprintf(err, errlen, "kernels/cuda/devices.cu: cannot create stream %d", d);
+                snprintf(err, errlen, "kernels/cuda/devices.cu: cannot create stream %d", ds->ids[d]);
                 wd_cuda_devset_free(ds);
                 return NULL;
             }
@@ -217,7 +225,8 @@ extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec
         if (!ok) {
             cudaGetLastError();
             snprintf(err, errlen,
-                     "kernels/cuda/devices.cu: cannot create events/cuBLAS/scratch of device %d", d);
+                     "kernels/cuda/devices.cu: cannot create events/cuBLAS/scratch of device %d",
+                     ds->ids[d]);
             wd_cuda_devset_free(ds);
             return NULL;
         }
@@ -242,6 +251,7 @@ extern "C" void wd_cuda_devset_free(wd_cuda_devset *ds) {
         }
     }
     free(ds->dev);
+    free(ds->ids);
     free(ds);
 }
 
@@ -262,38 +272,54 @@ extern "C" int wd_cuda_devset_green(const wd_cuda_devset *ds, int d) {
 extern "C" void wd_cuda_nvtx_push(const char *name) { nvtxRangePushA(name); }
 extern "C" void wd_cuda_nvtx_pop(void) { nvtxRangePop(); }
 
+static int link_delay(wd_cuda_link_delay dly, cudaStream_t s) {
+    return dly.d_ns ? wd_cuda_delay_at(dly.d_ns, s) : wd_cuda_delay(dly.ns, s);
+}
+
+int wd_cuda_devset_expert_call_at(wd_cuda_devset *ds, int d, int layer, const wd_cuda_expert *e,
+                                  float *d_out, const float *d_x, const int *d_rows,
+                                  const float *d_scale, int n, int accumulate,
+                                  wd_cuda_link_delay down, wd_cuda_link_delay up) {
+    if (d < 0 || d >= ds->n) return (int)cudaErrorInvalidValue;
+    wd_dev *v = &ds->dev[d];
+    int id = ds->ids[d];
+    char name[64];
+    int rc = 0;
+    if (down.ns || down.d_ns) {
+        snprintf(name, sizeof name, "L%d/dev%d/downlink", layer, id);
+        nvtxRangePushA(name);
+        rc = link_delay(down, v->s);
+        nvtxRangePop();
+        if (rc) return rc;
+    }
+    snprintf(name, sizeof name, "L%d/dev%d/expert", layer, id);
+    nvtxRangePushA(name);
+    /* external records: inside a stream capture they become event nodes of
+       the graph, so the timing works for CUDA-graph decode too */
+    rc = (int)cudaEventRecordWithFlags(v->ev0, v->s, cudaEventRecordExternal);
+    if (!rc) rc = wd_cuda_expert_ffn(v->blas, e, d_out, d_x, d_rows, d_scale, n, accumulate,
+                                     v->scratch, v->s);
+    if (!rc) rc = (int)cudaEventRecordWithFlags(v->ev1, v->s, cudaEventRecordExternal);
+    nvtxRangePop();
+    if (rc) return rc;
+    v->recorded = 1;
+    if (up.ns || up.d_ns) {
+        snprintf(name, sizeof name, "L%d/dev%d/uplink", layer, id);
+        nvtxRangePushA(name);
+        rc = link_delay(up, v->s);
+        nvtxRangePop();
+    }
+    return rc;
+}
+
 extern "C" int wd_cuda_devset_expert_call(wd_cuda_devset *ds, int d, int layer,
                                           const wd_cuda_expert *e, float *d_out,
                                           const float *d_x, const int *d_rows,
                                           const float *d_scale, int n, int accumulate,
                                           uint64_t dl_ns, uint64_t ul_ns) {
-    if (d < 0 || d >= ds->n) return (int)cudaErrorInvalidValue;
-    wd_dev *v = &ds->dev[d];
-    char name[64];
-    int rc = 0;
-    if (dl_ns) {
-        snprintf(name, sizeof name, "L%d/dev%d/downlink", layer, d);
-        nvtxRangePushA(name);
-        rc = wd_cuda_delay(dl_ns, v->s);
-        nvtxRangePop();
-        if (rc) return rc;
-    }
-    snprintf(name, sizeof name, "L%d/dev%d/expert", layer, d);
-    nvtxRangePushA(name);
-    rc = (int)cudaEventRecord(v->ev0, v->s);
-    if (!rc) rc = wd_cuda_expert_ffn(v->blas, e, d_out, d_x, d_rows, d_scale, n, accumulate,
-                                     v->scratch, v->s);
-    if (!rc) rc = (int)cudaEventRecord(v->ev1, v->s);
-    nvtxRangePop();
-    if (rc) return rc;
-    v->recorded = 1;
-    if (ul_ns) {
-        snprintf(name, sizeof name, "L%d/dev%d/uplink", layer, d);
-        nvtxRangePushA(name);
-        rc = wd_cuda_delay(ul_ns, v->s);
-        nvtxRangePop();
-    }
-    return rc;
+    wd_cuda_link_delay down = {dl_ns, NULL}, up = {ul_ns, NULL};
+    return wd_cuda_devset_expert_call_at(ds, d, layer, e, d_out, d_x, d_rows, d_scale, n,
+                                         accumulate, down, up);
 }
 
 extern "C" double wd_cuda_devset_last_expert_seconds(wd_cuda_devset *ds, int d) {

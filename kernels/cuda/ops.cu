@@ -127,7 +127,9 @@ extern "C" int wd_cuda_rmsnorm(float *d_y, const float *d_x, const float *d_w, i
 /* ---- RoPE + KV append ----------------------------------------------------------- */
 template <typename C>
 __global__ void rope_kv_kernel(float *q, const float *k, const float *v, C *kc, C *vc, int n,
-                               int pos0, int n_heads, int n_kv, int hd, double theta) {
+                               int pos0, const int *d_pos, int n_heads, int n_kv, int hd,
+                               double theta) {
+    if (d_pos) pos0 += *d_pos;
     int half = hd / 2;
     size_t total = (size_t)n * (n_heads + n_kv) * half;
     size_t id = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -158,23 +160,30 @@ __global__ void rope_kv_kernel(float *q, const float *k, const float *v, C *kc, 
     }
 }
 
-extern "C" int wd_cuda_rope_kv(float *d_q, const float *d_k, const float *d_v, void *d_kcache,
-                               void *d_vcache, wd_dtype cache_dt, int n, int pos0, int n_heads,
-                               int n_kv_heads, int head_dim, float theta, wd_cuda_stream_t s) {
+int wd_cuda_rope_kv_at(float *d_q, const float *d_k, const float *d_v, void *d_kcache,
+                       void *d_vcache, wd_dtype cache_dt, int n, int pos0, const int *d_pos,
+                       int n_heads, int n_kv_heads, int head_dim, float theta, cudaStream_t s) {
     if (n <= 0) return 0;
     if (head_dim % 2) return (int)cudaErrorInvalidValue;
     size_t total = (size_t)n * (n_heads + n_kv_heads) * (head_dim / 2);
     unsigned blocks = wd_blocks(total, 256);
     if (cache_dt == WD_DT_F32)
         rope_kv_kernel<<<blocks, 256, 0, s>>>(d_q, d_k, d_v, (float *)d_kcache, (float *)d_vcache,
-                                              n, pos0, n_heads, n_kv_heads, head_dim, theta);
+                                              n, pos0, d_pos, n_heads, n_kv_heads, head_dim, theta);
     else if (cache_dt == WD_DT_BF16)
         rope_kv_kernel<<<blocks, 256, 0, s>>>(d_q, d_k, d_v, (__nv_bfloat16 *)d_kcache,
-                                              (__nv_bfloat16 *)d_vcache, n, pos0, n_heads,
+                                              (__nv_bfloat16 *)d_vcache, n, pos0, d_pos, n_heads,
                                               n_kv_heads, head_dim, theta);
     else
         return (int)cudaErrorInvalidValue;
     return wd_launch_status();
+}
+
+extern "C" int wd_cuda_rope_kv(float *d_q, const float *d_k, const float *d_v, void *d_kcache,
+                               void *d_vcache, wd_dtype cache_dt, int n, int pos0, int n_heads,
+                               int n_kv_heads, int head_dim, float theta, wd_cuda_stream_t s) {
+    return wd_cuda_rope_kv_at(d_q, d_k, d_v, d_kcache, d_vcache, cache_dt, n, pos0, NULL, n_heads,
+                              n_kv_heads, head_dim, theta, s);
 }
 
 /* ---- attention split over the cache (flash-decoding) ---------------------------
@@ -195,8 +204,10 @@ extern "C" size_t wd_cuda_attention_scratch_bytes(int n, int n_heads, int ctx, i
 template <typename C>
 __global__ void __launch_bounds__(WD_ATT_THREADS)
 attn_split_kernel(float *o_part, float *m_part, float *l_part, const float *q, const C *kc,
-                  const C *vc, int pos0, int n_heads, int n_kv, int hd, int nsp, float scale) {
+                  const C *vc, int pos0, const int *d_pos, int n_heads, int n_kv, int hd, int nsp,
+                  float scale) {
     __shared__ float sc[WD_ATT_CHUNK];
+    if (d_pos) pos0 += *d_pos;
     __shared__ float qs[WD_ATT_MAX_HD];
     __shared__ float red[32];
     int sp = blockIdx.x, h = blockIdx.y, t = blockIdx.z;
@@ -267,14 +278,14 @@ __global__ void attn_merge_kernel(float *out, const float *o_part, const float *
     }
 }
 
-extern "C" int wd_cuda_attention(float *d_out, const float *d_q, const void *d_kcache,
-                                  const void *d_vcache, wd_dtype cache_dt, int n, int pos0,
-                                  int n_heads, int n_kv_heads, int head_dim, void *d_scratch,
-                                  wd_cuda_stream_t s) {
+int wd_cuda_attention_at(float *d_out, const float *d_q, const void *d_kcache,
+                         const void *d_vcache, wd_dtype cache_dt, int n, int pos0,
+                         const int *d_pos, int ctx, int n_heads, int n_kv_heads, int head_dim,
+                         void *d_scratch, cudaStream_t s) {
     if (n <= 0) return 0;
-    if (head_dim > WD_ATT_MAX_HD || n_kv_heads <= 0 || n_heads % n_kv_heads)
+    if (head_dim > WD_ATT_MAX_HD || n_kv_heads <= 0 || n_heads % n_kv_heads || ctx <= 0)
         return (int)cudaErrorInvalidValue;
-    int nsp = att_splits(pos0 + n);
+    int nsp = att_splits(ctx);
     size_t parts = (size_t)n * n_heads * nsp;
     float *o_part = (float *)d_scratch;
     float *m_part = o_part + parts * head_dim;
@@ -284,11 +295,12 @@ extern "C" int wd_cuda_attention(float *d_out, const float *d_q, const void *d_k
     if (cache_dt == WD_DT_F32)
         attn_split_kernel<<<grid, WD_ATT_THREADS, 0, s>>>(
             o_part, m_part, l_part, d_q, (const float *)d_kcache, (const float *)d_vcache, pos0,
-            n_heads, n_kv_heads, head_dim, nsp, scale);
+            d_pos, n_heads, n_kv_heads, head_dim, nsp, scale);
     else if (cache_dt == WD_DT_BF16)
         attn_split_kernel<<<grid, WD_ATT_THREADS, 0, s>>>(
             o_part, m_part, l_part, d_q, (const __nv_bfloat16 *)d_kcache,
-            (const __nv_bfloat16 *)d_vcache, pos0, n_heads, n_kv_heads, head_dim, nsp, scale);
+            (const __nv_bfloat16 *)d_vcache, pos0, d_pos, n_heads, n_kv_heads, head_dim, nsp,
+            scale);
     else
         return (int)cudaErrorInvalidValue;
     WD_CU(cudaGetLastError());
@@ -296,6 +308,14 @@ extern "C" int wd_cuda_attention(float *d_out, const float *d_q, const void *d_k
     attn_merge_kernel<<<dim3(n_heads, n), threads, 0, s>>>(d_out, o_part, m_part, l_part, n_heads,
                                                           head_dim, nsp);
     return wd_launch_status();
+}
+
+extern "C" int wd_cuda_attention(float *d_out, const float *d_q, const void *d_kcache,
+                                  const void *d_vcache, wd_dtype cache_dt, int n, int pos0,
+                                  int n_heads, int n_kv_heads, int head_dim, void *d_scratch,
+                                  wd_cuda_stream_t s) {
+    return wd_cuda_attention_at(d_out, d_q, d_kcache, d_vcache, cache_dt, n, pos0, NULL,
+                                pos0 + n, n_heads, n_kv_heads, head_dim, d_scratch, s);
 }
 
 /* ---- router: softmax + top-k (one warp per token) -------------------------------- */
@@ -695,7 +715,8 @@ extern "C" int wd_cuda_add(float *d_x, const float *d_y, size_t n, wd_cuda_strea
 }
 
 /* ---- delay: spin on the global timer ------------------------------------------------ */
-__global__ void delay_kernel(unsigned long long ns, unsigned long long *t) {
+__global__ void delay_kernel(unsigned long long ns, const uint64_t *d_ns, unsigned long long *t) {
+    if (d_ns) ns = *d_ns;
     unsigned long long t0 = wd_globaltimer(), t1 = t0;
     while (t1 - t0 < ns) {
         __nanosleep(200);
@@ -708,11 +729,16 @@ __global__ void delay_kernel(unsigned long long ns, unsigned long long *t) {
 }
 
 extern "C" int wd_cuda_delay(uint64_t ns, wd_cuda_stream_t s) {
-    delay_kernel<<<1, 1, 0, s>>>((unsigned long long)ns, NULL);
+    delay_kernel<<<1, 1, 0, s>>>((unsigned long long)ns, NULL, NULL);
+    return wd_launch_status();
+}
+
+int wd_cuda_delay_at(const uint64_t *d_ns, cudaStream_t s) {
+    delay_kernel<<<1, 1, 0, s>>>(0ull, d_ns, NULL);
     return wd_launch_status();
 }
 
 extern "C" int wd_cuda_delay_timed(uint64_t ns, unsigned long long *d_t, wd_cuda_stream_t s) {
-    delay_kernel<<<1, 1, 0, s>>>((unsigned long long)ns, d_t);
+    delay_kernel<<<1, 1, 0, s>>>((unsigned long long)ns, NULL, d_t);
     return wd_launch_status();
 }

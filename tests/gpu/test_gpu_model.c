@@ -4,9 +4,13 @@
  *     GQA, 4 experts top-2, two layers): prefill of 13 tokens (cuBLAS paths)
  *     then 3 decode steps, all logits compared, in F32 (exact) and BF16 modes;
  *     also with a selection hook that keeps only the top-1 expert;
- *  2. stories260k (shared data, safetensors): greedy ids from BOS in F32 mode
- *     equal the published 201 ids exactly (needs the weights module's
- *     safetensors reader: skipped where it is not built).
+ *  2. the runner's modes give the same logits bit for bit as the plain run
+ *     (F32, a hook changing the expert set per layer and position): CUDA
+ *     graphs for decode, graphs with real-time delays and the timing hook,
+ *     a rewind (set_pos) and re-decode, and two GPUs over NCCL (where two
+ *     GPUs are present; said otherwise);
+ *  3. stories260k (shared data, safetensors): greedy ids from BOS in F32 mode
+ *     equal the published 201 ids exactly, also with CUDA graphs.
  * Skipped (exit 77) without a GPU. */
 #include <stdint.h>
 
@@ -256,6 +260,137 @@ static void run_synthetic(synth *s, wd_dtype dt, int top1) {
     wd_cuda_model_free(cm);
 }
 
+/* ---- runner modes: bit-identical to the plain run ------------------------------------ */
+static int vary_select(void *ctx, int layer, int pos0, const float *probs, wd_selection *sel) {
+    (void)ctx;
+    (void)probs;
+    for (int t = 0; t < sel->n_tokens; t++)
+        if ((pos0 + t + layer) % 3 == 0) { /* top-1 here: another expert set */
+            sel->n[t] = 1;
+            sel->weight[t * sel->n_experts] = 1.0f;
+        }
+    return 0;
+}
+
+typedef struct {
+    int calls, used, bad;
+} timing_log;
+static void small_delays(void *ctx, int layer, int device, int n_tokens, uint64_t *dl,
+                         uint64_t *ul) {
+    (void)ctx;
+    *dl = 3000 + 1000 * (uint64_t)((layer + device) % 2);
+    *ul = 2000 + (uint64_t)n_tokens;
+}
+static void check_times(void *ctx, int layer, const double *seconds, int n_devices) {
+    timing_log *t = ctx;
+    (void)layer;
+    t->calls++;
+    for (int d = 0; d < n_devices; d++) {
+        if (seconds[d] >= 0) t->used++;
+        if (seconds[d] > 10 || (seconds[d] < 0 && seconds[d] != -1.0)) t->bad++;
+    }
+}
+
+/* prefill npre tokens, then ndec decode steps: every row of logits */
+static int run_mode(synth *s, const wd_cuda_model_spec *spec, const int *toks, int npre, int ndec,
+                    float *out, const wd_cuda_timing_hooks *th, wd_cuda_model **keep) {
+    char err[512], log[4096] = "";
+    wd_cuda_model *cm;
+    int V = s->m.cfg.vocab;
+    if (wd_cuda_model_create(&cm, &s->m, spec, log, sizeof log, err, sizeof err)) {
+        CHECKF(0, "model create: %s", err);
+        return -1;
+    }
+    wd_moe_hooks hooks = {NULL, vary_select, NULL};
+    for (size_t i = 0; i < (size_t)(npre + ndec) * V; i++) out[i] = NAN;
+    int rc = wd_cuda_model_forward(cm, toks, npre, out, 1, &hooks, th, err, sizeof err);
+    for (int i = 0; !rc && i < ndec; i++)
+        rc = wd_cuda_model_forward(cm, toks + npre + i, 1, out + (size_t)(npre + i) * V, 0, &hooks,
+                                   th, err, sizeof err);
+    CHECKF(rc == 0, "forward: %s", err);
+    if (spec->use_graphs && spec->n_gpus <= 1)
+        CHECKF(wd_cuda_model_graphs(cm) == 1, "CUDA graphs asked but off: %s", log);
+    if (keep) *keep = cm;
+    else wd_cuda_model_free(cm);
+    return rc;
+}
+
+static void run_modes(synth *s) {
+    const wd_config *c = &s->m.cfg;
+    int V = c->vocab, npre = 5, ndec = 20, total = npre + ndec, toks[25];
+    for (int i = 0; i < total; i++) toks[i] = (i * 53 + 7) % V;
+    size_t nl = (size_t)total * V;
+    float *ref = malloc(nl * 4), *got = malloc(nl * 4);
+    wd_cuda_model_spec spec;
+    wd_cuda_model_spec_default(&spec);
+    spec.dtype = WD_DT_F32;
+    spec.max_ctx = 600; /* three attention chunks: graphs launch all of them */
+    spec.max_batch = 16;
+    spec.n_devices = 3;
+    wd_cuda_model *cm = NULL;
+    if (run_mode(s, &spec, toks, npre, ndec, ref, NULL, &cm)) goto out;
+    /* rewind to the end of the prefill and decode again */
+    CHECK(wd_cuda_model_set_pos(cm, total + 1) != 0);
+    CHECK(wd_cuda_model_set_pos(cm, npre) == 0);
+    {
+        char err[512];
+        wd_moe_hooks hooks = {NULL, vary_select, NULL};
+        float *row = malloc((size_t)V * 4);
+        int same = 1;
+        for (int i = 0; i < ndec; i++) {
+            if (wd_cuda_model_forward(cm, toks + npre + i, 1, row, 0, &hooks, NULL, err,
+                                      sizeof err)) {
+                CHECKF(0, "forward after set_pos: %s", err);
+                same = 0;
+                break;
+            }
+            same &= !memcmp(row, ref + (size_t)(npre + i) * V, (size_t)V * 4);
+        }
+        CHECKF(same, "decode after set_pos(%d) differs from the first decode", npre);
+        printf("  set_pos: rewind and re-decode of %d steps bit-identical: %s\n", ndec,
+               same ? "yes" : "NO");
+        free(row);
+    }
+    wd_cuda_model_free(cm);
+
+    spec.use_graphs = 1;
+    if (!run_mode(s, &spec, toks, npre, ndec, got, NULL, NULL)) {
+        int same = !memcmp(got, ref, nl * 4);
+        CHECKF(same, "CUDA graphs: logits differ from the plain run (rel L2 %.3g)",
+               rel_err(got, ref, nl));
+        printf("  CUDA graphs: %d decode steps bit-identical: %s\n", ndec, same ? "yes" : "NO");
+    }
+    spec.realtime = 1;
+    timing_log tl = {0, 0, 0};
+    wd_cuda_timing_hooks th = {&tl, small_delays, check_times};
+    if (!run_mode(s, &spec, toks, npre, ndec, got, &th, NULL)) {
+        int same = !memcmp(got, ref, nl * 4);
+        CHECKF(same, "CUDA graphs + real-time delays: logits differ");
+        CHECKF(tl.calls == (1 + ndec) * c->n_layers, "expert_times called %d times, expected %d",
+               tl.calls, (1 + ndec) * c->n_layers);
+        CHECKF(tl.used > 0 && tl.bad == 0, "expert seconds: %d used, %d implausible", tl.used,
+               tl.bad);
+        printf("  CUDA graphs + real-time delays + timing hook: bit-identical: %s, %d device "
+               "timings\n", same ? "yes" : "NO", tl.used);
+    }
+    spec.realtime = 0;
+    spec.use_graphs = 0;
+    if (wd_cuda_device_count() >= 2 && wd_cuda_have_nccl()) {
+        spec.n_gpus = 2;
+        if (!run_mode(s, &spec, toks, npre, ndec, got, NULL, NULL)) {
+            int same = !memcmp(got, ref, nl * 4);
+            CHECKF(same, "two GPUs: logits differ from one GPU (rel L2 %.3g)", rel_err(got, ref, nl));
+            printf("  two GPUs (NCCL): bit-identical to one GPU: %s\n", same ? "yes" : "NO");
+        }
+    } else {
+        printf("  two GPUs: NOT TESTED here (%d GPU(s), NCCL %s)\n", wd_cuda_device_count(),
+               wd_cuda_have_nccl() ? "built" : "not built");
+    }
+out:
+    free(ref);
+    free(got);
+}
+
 /* ---- stories260k greedy ------------------------------------------------------------ */
 static void run_stories(void) {
     char path[1024], err[512];
@@ -282,10 +417,11 @@ static void run_stories(void) {
         fclose(f);
     }
     CHECKF(nwant == 201, "%s: expected 201 ids, read %d", jp, nwant);
-    for (int mode = 0; mode < 2 && nwant == 201; mode++) {
+    for (int mode = 0; mode < 3 && nwant == 201; mode++) { /* F32, BF16, F32 + graphs */
         wd_cuda_model_spec spec;
         wd_cuda_model_spec_default(&spec);
-        spec.dtype = mode ? WD_DT_BF16 : WD_DT_F32;
+        spec.dtype = mode == 1 ? WD_DT_BF16 : WD_DT_F32;
+        spec.use_graphs = mode == 2;
         spec.max_ctx = 256;
         spec.max_batch = 8;
         wd_cuda_model *cm;
@@ -304,13 +440,14 @@ static void run_stories(void) {
             for (int v = 1; v < c->vocab; v++)
                 if (logits[v] > logits[best]) best = v;
             if (best == want[i]) same++;
-            else if (mode == 0) break; /* exact mode: first divergence ends it */
-            tok = mode == 0 ? best : want[i]; /* BF16: teacher forcing, agreement rate */
+            else if (mode != 1) break; /* exact mode: first divergence ends it */
+            tok = mode != 1 ? best : want[i]; /* BF16: teacher forcing, agreement rate */
         }
-        if (mode == 0)
-            CHECKF(same == nwant - 1, "stories260k F32 greedy: %d of %d ids before divergence",
-                   same, nwant - 1);
-        printf("  stories260k %s: %d/%d greedy ids agree\n", mode ? "BF16 (teacher forced)" : "F32",
+        if (mode != 1)
+            CHECKF(same == nwant - 1, "stories260k F32%s greedy: %d of %d ids before divergence",
+                   mode == 2 ? " + CUDA graphs" : "", same, nwant - 1);
+        printf("  stories260k %s: %d/%d greedy ids agree\n",
+               mode == 1 ? "BF16 (teacher forced)" : mode == 2 ? "F32 + CUDA graphs" : "F32",
                same, nwant - 1);
         free(logits);
         wd_cuda_model_free(cm);
@@ -325,6 +462,7 @@ int main(void) {
     run_synthetic(&s, WD_DT_F32, 0);
     run_synthetic(&s, WD_DT_BF16, 0);
     run_synthetic(&s, WD_DT_F32, 1);
+    run_modes(&s);
     synth_free(&s);
     run_stories();
     return wd_test_finish("test_gpu_model");
