@@ -15,7 +15,10 @@
  *            and real-time mode: the added time per token against the injected
  *            link delays.
  *
- * usage: gpu_bench [--json PATH] [--quick] [--layers N] [--decode N] [--prefill N]
+ *            Decode is measured launch by launch and with CUDA graphs; with
+ *            --gpus N (N > 1, N GPUs present) also spread over N GPUs (NCCL).
+ *
+ * usage: gpu_bench [--json PATH] [--quick] [--layers N] [--decode N] [--prefill N] [--gpus N]
  * Prints a table last; exits 77 without a GPU. */
 #include <algorithm>
 #include <math.h>
@@ -132,25 +135,30 @@ static void fixed_delays(void *ctx, int layer, int device, int n_tokens, uint64_
 
 int main(int argc, char **argv) {
     const char *json = NULL;
-    int quick = 0, layers = 32, ndecode = 64, nprefill = 512;
+    int quick = 0, layers = 32, ndecode = 64, nprefill = 512, ngpus = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
         else if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--layers") && i + 1 < argc) layers = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--decode") && i + 1 < argc) ndecode = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--prefill") && i + 1 < argc) nprefill = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--gpus") && i + 1 < argc) ngpus = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: gpu_bench [--json PATH] [--quick] [--layers N] [--decode N] "
-                            "[--prefill N]\n");
-            return 2;
+            int help = !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
+            fprintf(help ? stdout : stderr,
+                    "usage: gpu_bench [--json PATH] [--quick] [--layers N] [--decode N] "
+                    "[--prefill N] [--gpus N]\n"
+                    "The CUDA backend's figures on this GPU (see the comment at the top of\n"
+                    "bench/gpu_bench.cu and README.md, \"The GPU check\"); a table last.\n");
+            return help ? 0 : 2;
         }
     }
     if (wd_cuda_device_count() <= 0) {
         printf("SKIPPED: no CUDA device\n");
         return 77;
     }
-    if (layers < 1 || ndecode < 1 || nprefill < 1) {
-        fprintf(stderr, "gpu_bench: --layers, --decode and --prefill must be positive\n");
+    if (layers < 1 || ndecode < 1 || nprefill < 1 || ngpus < 1) {
+        fprintf(stderr, "gpu_bench: --layers, --decode, --prefill and --gpus must be positive\n");
         return 2;
     }
     char info[256];
@@ -361,9 +369,18 @@ int main(int argc, char **argv) {
             }
             return median(t);
         };
-        double td = decode(ndecode, NULL) * scale32;
+        double td_plain = decode(ndecode, NULL) * scale32;
+        report("Mixtral shape decode batch 1, launch by launch", "-", "%.1f tok/s", 1.0 / td_plain,
+               "decode_tok_s_no_graphs");
+        double td = td_plain;
+        if (wd_cuda_model_set_graphs(cm, 1) == 0) {
+            td = decode(ndecode, NULL) * scale32;
+            report("Mixtral shape decode batch 1, CUDA graphs", ">= 150 tok/s", "%.1f tok/s",
+                   1.0 / td, "decode_tok_s");
+        } else {
+            printf("CUDA graphs not possible for this model: decode launch by launch\n");
+        }
         double roof = active * scale32 / copy_bw;
-        report("Mixtral shape decode batch 1", ">= 150 tok/s", "%.1f tok/s", 1.0 / td, "decode_tok_s");
         report("decode: active GB per token", "-", "%.2f GB", active * scale32 / 1e9, "decode_active_gb");
         report("decode: fraction of HBM roofline (copy BW)", ">= 0.80", "%.3f", roof / td,
                "decode_frac_roofline");
@@ -378,6 +395,35 @@ int main(int argc, char **argv) {
         CK(cudaEventDestroy(a));
         CK(cudaEventDestroy(b));
         wd_cuda_model_free(cm);
+        /* the same model spread over several GPUs (NCCL) */
+        if (ngpus > 1 && wd_cuda_device_count() >= ngpus && wd_cuda_have_nccl()) {
+            spec.n_gpus = ngpus;
+            spec.realtime = 0;
+            log[0] = 0;
+            if (wd_cuda_model_create_random(&cm, &c, 42, &spec, log, sizeof log, err, sizeof err)) {
+                fprintf(stderr, "gpu_bench: %d GPUs: %s\n", ngpus, err);
+                return 1;
+            }
+            printf("%s", log);
+            CK(cudaSetDevice(0));
+            CK(cudaEventCreate(&a));
+            CK(cudaEventCreate(&b));
+            if (wd_cuda_model_forward(cm, toks.data(), 8, logits.data(), 0, NULL, NULL, err,
+                                      sizeof err)) {
+                fprintf(stderr, "gpu_bench: %s\n", err);
+                return 1;
+            }
+            double tg = decode(ndecode, NULL) * scale32;
+            char name[64];
+            snprintf(name, sizeof name, "decode batch 1 over %d GPUs (NCCL)", ngpus);
+            report(name, "-", "%.1f tok/s", 1.0 / tg, "decode_tok_s_multi_gpu");
+            CK(cudaEventDestroy(a));
+            CK(cudaEventDestroy(b));
+            wd_cuda_model_free(cm);
+        } else if (ngpus > 1) {
+            printf("--gpus %d: %d GPU(s) present, NCCL %s: multi-GPU decode not measured\n", ngpus,
+                   wd_cuda_device_count(), wd_cuda_have_nccl() ? "built" : "not built");
+        }
     }
 
     /* ---- table ---- */

@@ -254,6 +254,9 @@ int wd_cuda_model_pos(const wd_cuda_model *cm);
 /* The emulated devices on GPU i (0 .. n_gpus-1) of this process. */
 wd_cuda_devset *wd_cuda_model_devices(wd_cuda_model *cm, int i);
 int wd_cuda_model_graphs(const wd_cuda_model *cm); /* 1 when decode uses CUDA graphs */
+/* Turn CUDA-graph decode on or off (graphs stay cached); -1 where this model
+ * cannot use them (several GPUs, green contexts, > 64 experts). */
+int wd_cuda_model_set_graphs(wd_cuda_model *cm, int on);
 
 /* Run n tokens at pos..pos+n-1, as wd_forward: the BS part on the BS stream,
  * router probabilities copied to the host, hooks->select (may be NULL: the

@@ -98,7 +98,7 @@ struct wd_cuda_model {
     double *d_tim, *h_tim;  /* rank 0: [G][kmax] expert seconds from the other ranks */
     int *gpu_used;          /* [G] */
     /* CUDA graphs (decode) */
-    int graphs;             /* 1: graphs in use */
+    int graphs;             /* 1: graphs in use (possible where bs_graph != NULL) */
     cudaGraphExec_t *bs_graph; /* [n_layers] */
     expert_graph *xg;       /* [n_layers][WD_GRAPH_SETS] */
     int *xg_n;              /* [n_layers] */
@@ -714,14 +714,15 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
         for (int k = 0; k < p->n_local; k++) green |= wd_cuda_devset_green(p->devs, k);
     }
     /* CUDA graphs for decode: one GPU, one process, plain streams, <= 64 experts */
-    if (spec.use_graphs && is_bs) {
+    if (is_bs) {
         const char *why = cm->G > 1 ? "several GPUs"
                           : green   ? "green contexts"
                           : E > 64  ? "more than 64 experts"
                                     : NULL;
         if (why) {
-            log_append(log, loglen, "cuda: CUDA graphs off (%s): decode launches kernel by kernel\n",
-                       why);
+            if (spec.use_graphs)
+                log_append(log, loglen,
+                           "cuda: CUDA graphs off (%s): decode launches kernel by kernel\n", why);
         } else {
             cm->bs_graph = (cudaGraphExec_t *)calloc((size_t)c->n_layers, sizeof(cudaGraphExec_t));
             cm->xg = (expert_graph *)calloc((size_t)c->n_layers * WD_GRAPH_SETS,
@@ -729,7 +730,7 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
             cm->xg_n = (int *)calloc((size_t)c->n_layers, sizeof(int));
             if (!cm->bs_graph || !cm->xg || !cm->xg_n)
                 BAIL(fail(err, errlen, "out of host memory", 0));
-            cm->graphs = 1;
+            cm->graphs = spec.use_graphs != 0;
         }
     }
     for (int i = 0; i < cm->L; i++) {
@@ -763,6 +764,11 @@ extern "C" wd_cuda_devset *wd_cuda_model_devices(wd_cuda_model *cm, int gpu) {
     return gpu >= 0 && gpu < cm->L ? cm->parts[gpu].devs : NULL;
 }
 extern "C" int wd_cuda_model_graphs(const wd_cuda_model *cm) { return cm->graphs; }
+extern "C" int wd_cuda_model_set_graphs(wd_cuda_model *cm, int on) {
+    if (on && !cm->bs_graph) return -1; /* not possible for this model (see the log) */
+    cm->graphs = on != 0;
+    return 0;
+}
 
 /* ---- the BS part of layer l: attention, router, router output to the host ----
  * d_pos != NULL: positions come from device memory (*d_pos + t) and attention
