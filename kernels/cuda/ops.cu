@@ -299,6 +299,15 @@ extern "C" int wd_cuda_attention(float *d_out, const float *d_q, const void *d_k
 }
 
 /* ---- router: softmax + top-k (one warp per token) -------------------------------- */
+/* (a, ia) ranks before (b, ib) as in wd_topk: larger value first, NaN below every
+ * number, ties (NaN included) to the lower index. */
+__device__ __forceinline__ bool router_before(float a, int ia, float b, int ib) {
+    bool an = isnan(a), bn = isnan(b);
+    if (an != bn) return bn;
+    if (!an && a != b) return a > b;
+    return ia < ib;
+}
+
 __global__ void router_kernel(float *probs, int *idx, float *weights, const float *logits,
                               int E, int k) {
     extern __shared__ float p[]; /* [E] */
@@ -322,11 +331,11 @@ __global__ void router_kernel(float *probs, int *idx, float *weights, const floa
     __syncwarp();
     float wsum = 0;
     for (int j = 0; j < k; j++) {
-        float best = -INFINITY;
+        float best = NAN; /* with bi: "none yet", ranks after every candidate */
         int bi = 0x7fffffff;
         for (int i = lane; i < E; i += 32) {
             float v = p[i];
-            if (v > best || (v == best && i < bi)) {
+            if (v != -INFINITY && router_before(v, i, best, bi)) {
                 best = v;
                 bi = i;
             }
@@ -334,7 +343,7 @@ __global__ void router_kernel(float *probs, int *idx, float *weights, const floa
         for (int o = 16; o > 0; o >>= 1) {
             float ov = __shfl_xor_sync(0xffffffffu, best, o);
             int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > best || (ov == best && oi < bi)) {
+            if (router_before(ov, oi, best, bi)) {
                 best = ov;
                 bi = oi;
             }
@@ -342,7 +351,7 @@ __global__ void router_kernel(float *probs, int *idx, float *weights, const floa
         if (lane == 0) {
             idx[(size_t)t * k + j] = bi;
             weights[(size_t)t * k + j] = best;
-            p[bi] = -INFINITY; /* probabilities are >= 0: never chosen again */
+            p[bi] = -INFINITY; /* probabilities are >= 0 or NaN: -inf marks the chosen */
         }
         wsum += best;
         __syncwarp();
