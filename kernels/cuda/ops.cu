@@ -85,21 +85,22 @@ extern "C" int wd_cuda_convert(void *d_dst, wd_dtype dst_dt, const void *d_src, 
 }
 
 template <typename T>
-__global__ void embed_kernel(float *x, const T *table, const int *tokens, int dim) {
-    int t = blockIdx.y;
-    const T *row = table + (size_t)tokens[t] * dim;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < dim; i += gridDim.x * blockDim.x)
-        x[(size_t)t * dim + i] = wd_ld(row + i);
+__global__ void embed_kernel(float *x, const T *table, const int *tokens, int n, int dim) {
+    for (int t = blockIdx.y; t < n; t += gridDim.y) {
+        const T *row = table + (size_t)tokens[t] * dim;
+        for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < dim; i += gridDim.x * blockDim.x)
+            x[(size_t)t * dim + i] = wd_ld(row + i);
+    }
 }
 
 extern "C" int wd_cuda_embed(float *d_x, const void *d_table, wd_dtype dt, const int *d_tokens,
                              int n, int dim, wd_cuda_stream_t s) {
     if (n <= 0) return 0;
-    dim3 grid(wd_blocks(dim, 256), n);
+    dim3 grid(wd_blocks(dim, 256), n < 65535 ? n : 65535); /* grid y <= 65535 */
     if (dt == WD_DT_F32)
-        embed_kernel<<<grid, 256, 0, s>>>(d_x, (const float *)d_table, d_tokens, dim);
+        embed_kernel<<<grid, 256, 0, s>>>(d_x, (const float *)d_table, d_tokens, n, dim);
     else if (dt == WD_DT_BF16)
-        embed_kernel<<<grid, 256, 0, s>>>(d_x, (const __nv_bfloat16 *)d_table, d_tokens, dim);
+        embed_kernel<<<grid, 256, 0, s>>>(d_x, (const __nv_bfloat16 *)d_table, d_tokens, n, dim);
     else
         return (int)cudaErrorInvalidValue;
     return wd_launch_status();
@@ -274,6 +275,15 @@ extern "C" int wd_cuda_attention(float *d_out, const float *d_q, const void *d_k
     if (n <= 0) return 0;
     if (head_dim > WD_ATT_MAX_HD || n_kv_heads <= 0 || n_heads % n_kv_heads)
         return (int)cudaErrorInvalidValue;
+    if (n > 65535) { /* grid z (and the merge's y) <= 65535: queries in chunks */
+        size_t qd = (size_t)n_heads * head_dim;
+        for (int t0 = 0; t0 < n; t0 += 65535)
+            WD_CU((cudaError_t)wd_cuda_attention(d_out + t0 * qd, d_q + t0 * qd, d_kcache, d_vcache,
+                                                 cache_dt, n - t0 < 65535 ? n - t0 : 65535,
+                                                 pos0 + t0, n_heads, n_kv_heads, head_dim,
+                                                 d_scratch, s));
+        return 0;
+    }
     int nsp = att_splits(pos0 + n);
     size_t parts = (size_t)n * n_heads * nsp;
     float *o_part = (float *)d_scratch;
