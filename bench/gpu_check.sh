@@ -8,7 +8,9 @@
 #   OUT=/tmp/res QUICK=1 bash bench/gpu_check.sh
 #
 # Environment: BUILD (build folder, default build-gpu), JOBS (default: nproc),
-# CUDA_ARCH (default: from nvidia-smi, else 90), QUICK=1 (fewer repetitions).
+# CUDA_ARCH (default: from nvidia-smi, else 90), QUICK=1 (fewer repetitions),
+# BUDGET (seconds for the whole check, default 450: each step's timeout is cut
+# to what is left, so the summary is always written).
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -18,6 +20,12 @@ OUTDIR=${OUT:-$BUILD/gpu-check}
 mkdir -p "$OUTDIR"
 start=$(date +%s)
 say() { printf '[gpu_check %3ds] %s\n' $(( $(date +%s) - start )) "$*"; }
+BUDGET=${BUDGET:-450}
+# timeout for a step: its own cap, or what is left of BUDGET (at least 10 s)
+left() { local l=$(( start + BUDGET - $(date +%s) )); [ $l -lt 10 ] && l=10; echo $(( l < $1 ? l : $1 )); }
+for tool in cmake pkg-config; do
+  command -v $tool >/dev/null || { echo "gpu_check: $tool not found on this host"; exit 1; }
+done
 
 if [ -z "${CUDA_ARCH:-}" ]; then
   cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
@@ -32,7 +40,8 @@ export PATH=/usr/local/cuda/bin:$PATH
 if ! pkg-config --exists json-c 2>/dev/null && ls .debs/libjson-c*.deb >/dev/null 2>&1; then
   for f in .debs/libjson-c*.deb; do dpkg -x "$f" /tmp/jsonc; done
   pcdir=$(dirname "$(find /tmp/jsonc -name json-c.pc | head -1)")
-  sed -i "s|^prefix=.*|prefix=/tmp/jsonc/usr|" "$pcdir/json-c.pc"
+  # Debian's json-c.pc spells libdir/includedir out in full (/usr/...): move them all
+  sed -i "s|=/usr|=/tmp/jsonc/usr|" "$pcdir/json-c.pc"
   export PKG_CONFIG_PATH="$pcdir${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
   export LD_LIBRARY_PATH="$(dirname "$pcdir")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   echo "json-c: using the packages in .debs (unpacked to /tmp/jsonc)"
@@ -45,20 +54,20 @@ if ! cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DWDMOE_CUDA=ON \
   tail -30 "$OUTDIR/configure.log"; say "configure FAILED"; exit 1
 fi
 say "build"
-if ! timeout 300 cmake --build "$BUILD" -j "$JOBS" --target test_gpu_ops test_gpu_model gpu_bench \
+if ! timeout $(left 300) cmake --build "$BUILD" -j "$JOBS" --target test_gpu_ops test_gpu_model gpu_bench \
      >"$OUTDIR/build.log" 2>&1; then
   grep -E "error|Error" "$OUTDIR/build.log" | head -30; say "build FAILED"; exit 1
 fi
 
 say "GPU tests"
-timeout 180 ctest --test-dir "$BUILD" -R gpu --output-on-failure -V >"$OUTDIR/tests.log" 2>&1
+timeout $(left 180) ctest --test-dir "$BUILD" -R gpu --output-on-failure -V >"$OUTDIR/tests.log" 2>&1
 test_rc=$?
 grep -E "rel L2|agree|synthetic|SKIPPED|CHECK failed|checks,|Passed|Failed|\*\*\*" "$OUTDIR/tests.log" | sed 's/^[0-9]*: //' | head -80
 
 say "benchmarks"
 BENCH_ARGS=(--json "$OUTDIR/gpu_bench.json")
 [ "${QUICK:-0}" = 1 ] && BENCH_ARGS+=(--quick --decode 16 --prefill 256)
-timeout 240 "$BUILD/gpu_bench" "${BENCH_ARGS[@]}" >"$OUTDIR/bench.log" 2>&1
+timeout $(left 240) "$BUILD/gpu_bench" "${BENCH_ARGS[@]}" >"$OUTDIR/bench.log" 2>&1
 bench_rc=$?
 [ $bench_rc -ne 0 ] && tail -20 "$OUTDIR/bench.log"
 

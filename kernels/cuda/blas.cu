@@ -73,6 +73,7 @@ static int gemm_typed(wd_cuda_blas *b, float *y, const void *x, const void *w, w
 extern "C" int wd_cuda_gemm(wd_cuda_blas *b, float *d_y, const float *d_x, const void *d_w,
                             wd_dtype dt, int n, int rows, int cols) {
     if (n <= 0 || rows <= 0) return 0;
+    if (!b) return (int)cudaErrorInvalidValue;
     if (dt == WD_DT_F32) return gemm_typed(b, d_y, d_x, d_w, dt, n, rows, cols, 0.0f);
     if (dt != WD_DT_BF16) return (int)cudaErrorInvalidValue;
     if ((size_t)n * cols > b->cap) return (int)cudaErrorMemoryAllocation;
@@ -117,7 +118,7 @@ extern "C" int wd_cuda_expert_ffn(wd_cuda_blas *b, const wd_cuda_expert *e, floa
         }
         return 0;
     }
-    if (b->s != s) cublasSetStream(b->h, s);
+    if (b->s != s) cublasSetStream(b->h, s); /* s: cuBLAS's default workspace pool */
     char *p = (char *)d_scratch;
     void *xg = p;
     p += align256((size_t)n * H * 4);
@@ -134,6 +135,9 @@ extern "C" int wd_cuda_expert_ffn(wd_cuda_blas *b, const wd_cuda_expert *e, floa
     if (!rc) rc = wd_cuda_silu_mul_cast(hh, e->dt, g, u, (size_t)n * F, s);
     if (!rc) rc = gemm_typed(b, y, hh, e->w2, e->dt, n, H, F, 0.0f);
     if (!rc) rc = wd_cuda_scatter(d_out, y, d_rows, d_scale, n, H, accumulate, s);
-    if (b->s != s) cublasSetStream(b->h, b->s);
+    if (b->s != s) { /* cublasSetStream resets the workspace to the default pool */
+        cublasSetStream(b->h, b->s);
+        cublasSetWorkspace(b->h, b->workspace, WD_BLAS_WORKSPACE);
+    }
     return rc;
 }

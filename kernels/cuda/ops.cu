@@ -85,21 +85,22 @@ extern "C" int wd_cuda_convert(void *d_dst, wd_dtype dst_dt, const void *d_src, 
 }
 
 template <typename T>
-__global__ void embed_kernel(float *x, const T *table, const int *tokens, int dim) {
-    int t = blockIdx.y;
-    const T *row = table + (size_t)tokens[t] * dim;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < dim; i += gridDim.x * blockDim.x)
-        x[(size_t)t * dim + i] = wd_ld(row + i);
+__global__ void embed_kernel(float *x, const T *table, const int *tokens, int n, int dim) {
+    for (int t = blockIdx.y; t < n; t += gridDim.y) {
+        const T *row = table + (size_t)tokens[t] * dim;
+        for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < dim; i += gridDim.x * blockDim.x)
+            x[(size_t)t * dim + i] = wd_ld(row + i);
+    }
 }
 
 extern "C" int wd_cuda_embed(float *d_x, const void *d_table, wd_dtype dt, const int *d_tokens,
                              int n, int dim, wd_cuda_stream_t s) {
     if (n <= 0) return 0;
-    dim3 grid(wd_blocks(dim, 256), n);
+    dim3 grid(wd_blocks(dim, 256), n < 65535 ? n : 65535); /* grid y <= 65535 */
     if (dt == WD_DT_F32)
-        embed_kernel<<<grid, 256, 0, s>>>(d_x, (const float *)d_table, d_tokens, dim);
+        embed_kernel<<<grid, 256, 0, s>>>(d_x, (const float *)d_table, d_tokens, n, dim);
     else if (dt == WD_DT_BF16)
-        embed_kernel<<<grid, 256, 0, s>>>(d_x, (const __nv_bfloat16 *)d_table, d_tokens, dim);
+        embed_kernel<<<grid, 256, 0, s>>>(d_x, (const __nv_bfloat16 *)d_table, d_tokens, n, dim);
     else
         return (int)cudaErrorInvalidValue;
     return wd_launch_status();
@@ -285,6 +286,15 @@ int wd_cuda_attention_at(float *d_out, const float *d_q, const void *d_kcache,
     if (n <= 0) return 0;
     if (head_dim > WD_ATT_MAX_HD || n_kv_heads <= 0 || n_heads % n_kv_heads || ctx <= 0)
         return (int)cudaErrorInvalidValue;
+    if (n > 65535) { /* grid z (and the merge's y) <= 65535: queries in chunks */
+        size_t qd = (size_t)n_heads * head_dim;
+        for (int t0 = 0; t0 < n; t0 += 65535)
+            WD_CU((cudaError_t)wd_cuda_attention_at(
+                d_out + t0 * qd, d_q + t0 * qd, d_kcache, d_vcache, cache_dt,
+                n - t0 < 65535 ? n - t0 : 65535, pos0 + t0, d_pos, ctx, n_heads, n_kv_heads,
+                head_dim, d_scratch, s));
+        return 0;
+    }
     int nsp = att_splits(ctx);
     size_t parts = (size_t)n * n_heads * nsp;
     float *o_part = (float *)d_scratch;
@@ -319,6 +329,15 @@ extern "C" int wd_cuda_attention(float *d_out, const float *d_q, const void *d_k
 }
 
 /* ---- router: softmax + top-k (one warp per token) -------------------------------- */
+/* (a, ia) ranks before (b, ib) as in wd_topk: larger value first, NaN below every
+ * number, ties (NaN included) to the lower index. */
+__device__ __forceinline__ bool router_before(float a, int ia, float b, int ib) {
+    bool an = isnan(a), bn = isnan(b);
+    if (an != bn) return bn;
+    if (!an && a != b) return a > b;
+    return ia < ib;
+}
+
 __global__ void router_kernel(float *probs, int *idx, float *weights, const float *logits,
                               int E, int k) {
     extern __shared__ float p[]; /* [E] */
@@ -342,11 +361,11 @@ __global__ void router_kernel(float *probs, int *idx, float *weights, const floa
     __syncwarp();
     float wsum = 0;
     for (int j = 0; j < k; j++) {
-        float best = -INFINITY;
+        float best = NAN; /* with bi: "none yet", ranks after every candidate */
         int bi = 0x7fffffff;
         for (int i = lane; i < E; i += 32) {
             float v = p[i];
-            if (v > best || (v == best && i < bi)) {
+            if (v != -INFINITY && router_before(v, i, best, bi)) {
                 best = v;
                 bi = i;
             }
@@ -354,7 +373,7 @@ __global__ void router_kernel(float *probs, int *idx, float *weights, const floa
         for (int o = 16; o > 0; o >>= 1) {
             float ov = __shfl_xor_sync(0xffffffffu, best, o);
             int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > best || (ov == best && oi < bi)) {
+            if (router_before(ov, oi, best, bi)) {
                 best = ov;
                 bi = oi;
             }
@@ -362,7 +381,7 @@ __global__ void router_kernel(float *probs, int *idx, float *weights, const floa
         if (lane == 0) {
             idx[(size_t)t * k + j] = bi;
             weights[(size_t)t * k + j] = best;
-            p[bi] = -INFINITY; /* probabilities are >= 0: never chosen again */
+            p[bi] = -INFINITY; /* probabilities are >= 0 or NaN: -inf marks the chosen */
         }
         wsum += best;
         __syncwarp();

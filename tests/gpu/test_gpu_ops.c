@@ -171,6 +171,62 @@ static void test_router(int n, int E, int k) {
     wd_cuda_free(dl); wd_cuda_free(dp); wd_cuda_free(dw); wd_cuda_free(di);
 }
 
+/* A NaN logit (an overflowed router) makes every probability NaN: the GPU must
+ * still pick in-range experts as wd_topk does (NaN ties to the lower index)
+ * and not fault; the other token's row stays exact. */
+static void test_router_nan(void) {
+    int n = 2, E = 8, k = 2;
+    float *l = rand_vec((size_t)n * E, 4);
+    l[3] = NAN;
+    float *dl = up(l, (size_t)n * E * 4), *dp = poisoned((size_t)n * E * 4),
+          *dw = poisoned((size_t)n * k * 4);
+    int *di = poisoned((size_t)n * k * 4);
+    CHECK(wd_cuda_router(dp, di, dw, dl, n, E, k, NULL) == 0);
+    int rc = wd_cuda_sync();
+    CHECKF(rc == 0, "router with a NaN logit: %s", wd_cuda_error_string(rc));
+    if (rc) return; /* the context is gone */
+    int idx[4];
+    CHECK(wd_cuda_download(idx, di, sizeof idx) == 0);
+    for (int t = 0; t < n; t++) {
+        wd_softmax(l + (size_t)t * E, E);
+        int ri[8];
+        wd_topk(l + (size_t)t * E, E, k, ri);
+        for (int j = 0; j < k; j++)
+            CHECKF(idx[t * k + j] == ri[j], "router NaN: token %d pick %d: %d, CPU %d", t, j,
+                   idx[t * k + j], ri[j]);
+    }
+    printf("  %-40s ok\n", "router with a NaN logit");
+    free(l);
+    wd_cuda_free(dl); wd_cuda_free(dp); wd_cuda_free(dw); wd_cuda_free(di);
+}
+
+/* GEMV on pointers off 16-byte alignment (cols % 8 == 0, so only the launcher's
+ * alignment check keeps the kernel off 16-byte loads), beta = 1 (add into y). */
+static void test_gemv_unaligned(wd_dtype dt) {
+    int n = 3, rows = 70, cols = 264;
+    size_t es = wd_dtype_bytes(dt, 1);
+    float *w = rand_vec((size_t)rows * cols, 0.05f), *x = rand_vec((size_t)n * cols, 1),
+          *y0 = rand_vec((size_t)n * rows, 1);
+    char *dw = wd_cuda_malloc(((size_t)rows * cols + 1) * es);
+    float *dx = wd_cuda_malloc(((size_t)n * cols + 1) * 4);
+    void *hw = w;
+    uint16_t *wb = NULL;
+    if (dt == WD_DT_BF16) hw = wb = to_bf16(w, (size_t)rows * cols);
+    CHECK(wd_cuda_upload(dw + es, hw, (size_t)rows * cols * es) == 0);
+    CHECK(wd_cuda_upload(dx + 1, x, (size_t)n * cols * 4) == 0);
+    float *dy = up(y0, (size_t)n * rows * 4);
+    float *ref = malloc((size_t)n * rows * 4);
+    wd_matmul(NULL, ref, x, w, WD_DT_F32, n, rows, cols);
+    for (size_t i = 0; i < (size_t)n * rows; i++) ref[i] += y0[i];
+    CHECK(wd_cuda_gemv(dy, dx + 1, dw + es, dt, n, rows, cols, 1.0f, NULL) == 0);
+    float *y = down(dy, (size_t)n * rows);
+    char name[96];
+    snprintf(name, sizeof name, "gemv %s unaligned, beta 1", wd_dtype_name(dt));
+    CHECK_ERR(name, y, ref, (size_t)n * rows, 1e-5);
+    free(w); free(x); free(y0); free(wb); free(ref); free(y);
+    wd_cuda_free(dw); wd_cuda_free(dx); wd_cuda_free(dy);
+}
+
 /* W as both dtypes: w32 holds the bf16-rounded values when dt is BF16. */
 static void *weights(float *w32, size_t n, wd_dtype dt) {
     if (dt == WD_DT_F32) return up(w32, n * 4);
@@ -293,6 +349,19 @@ static void test_convert_embed_combine(void) {
     float *emb = down(demb, 4 * dim), ref[4 * 96];
     for (int t = 0; t < 4; t++) memcpy(ref + t * dim, tab + (size_t)toks[t] * dim, dim * 4);
     CHECK_ERR("embed bf16", emb, ref, 4 * dim, 0);
+    /* more tokens than a grid's y dimension takes (65535) */
+    int nt = 70000, d8 = 8;
+    int *many = malloc((size_t)nt * 4);
+    for (int t = 0; t < nt; t++) many[t] = (t * 7) % V;
+    float *tab32 = rand_vec((size_t)V * d8, 1), *dtab32 = up(tab32, (size_t)V * d8 * 4);
+    int *dmany = up(many, (size_t)nt * 4);
+    float *dembm = poisoned((size_t)nt * d8 * 4);
+    CHECK(wd_cuda_embed(dembm, dtab32, WD_DT_F32, dmany, nt, d8, NULL) == 0);
+    float *embm = down(dembm, (size_t)nt * d8), *refm = malloc((size_t)nt * d8 * 4);
+    for (int t = 0; t < nt; t++) memcpy(refm + (size_t)t * d8, tab32 + (size_t)many[t] * d8, d8 * 4);
+    CHECK_ERR("embed f32, 70000 tokens", embm, refm, (size_t)nt * d8, 0);
+    free(many); free(tab32); free(embm); free(refm);
+    wd_cuda_free(dtab32); wd_cuda_free(dmany); wd_cuda_free(dembm);
     /* combine: out += s0 + s1 + s2 */
     int m = 3, d = 1000;
     float *o = rand_vec((size_t)m * d, 1), *s[3], *ds[3];
@@ -340,15 +409,21 @@ int main(void) {
     test_attention(WD_DT_BF16, 1, 1000, 32, 8, 128);
     test_attention(WD_DT_F32, 5, 300, 8, 4, 8);    /* prefill chunk, stories260k heads */
     test_attention(WD_DT_F32, 37, 0, 4, 4, 32);    /* prefill from position 0 */
+    /* prefill across a split boundary: the first queries' second split is empty */
+    test_attention(WD_DT_BF16, 20, 240, 6, 3, 24);
+    test_attention(WD_DT_F32, 9, 250, 4, 1, 40);
     test_router(5, 8, 2);
     test_router(3, 64, 6);
     test_router(2, 4, 4);
+    test_router(4, 1024, 8);
+    test_router_nan();
     for (int dti = 0; dti < 2; dti++) {
         wd_dtype dt = dti ? WD_DT_BF16 : WD_DT_F32;
         test_matmul(blas, dt, 1, 300, 4096);
         test_matmul(blas, dt, 3, 257, 1032);
         test_matmul(blas, dt, 8, 64, 100); /* cols % 8 != 0: scalar path */
         test_matmul(blas, dt, 33, 200, 512);
+        test_gemv_unaligned(dt);
         test_expert(blas, dt, 1, 512, 1376, 0);
         test_expert(blas, dt, 5, 512, 1376, 1);
         test_expert(blas, dt, 2, 64, 172, 1); /* stories260k shape: scalar path */
