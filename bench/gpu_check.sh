@@ -54,7 +54,7 @@ if ! cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DWDMOE_CUDA=ON \
   tail -30 "$OUTDIR/configure.log"; say "configure FAILED"; exit 1
 fi
 say "build"
-if ! timeout $(left 300) cmake --build "$BUILD" -j "$JOBS" --target test_gpu_ops test_gpu_model gpu_bench \
+if ! timeout $(left 300) cmake --build "$BUILD" -j "$JOBS" --target test_gpu_ops test_gpu_model gpu_bench wdmoe \
      >"$OUTDIR/build.log" 2>&1; then
   grep -E "error|Error" "$OUTDIR/build.log" | head -30; say "build FAILED"; exit 1
 fi
@@ -62,10 +62,20 @@ fi
 say "GPU tests"
 timeout $(left 180) ctest --test-dir "$BUILD" -R gpu --output-on-failure -V >"$OUTDIR/tests.log" 2>&1
 test_rc=$?
-grep -E "rel L2|agree|synthetic|SKIPPED|CHECK failed|checks,|Passed|Failed|\*\*\*" "$OUTDIR/tests.log" | sed 's/^[0-9]*: //' | head -80
+grep -E "rel L2|agree|synthetic|SKIPPED|NOT TESTED|CUDA graphs|set_pos|GPUs|CHECK failed|checks,|Passed|Failed|\*\*\*" "$OUTDIR/tests.log" | sed 's/^[0-9]*: //' | head -80
+
+say "wdmoe generate --backend cuda (stories260k over paper-cell, graphs on and off)"
+cli_rc=0
+for g in "" --no-cuda-graphs; do
+  timeout $(left 60) "$BUILD/wdmoe" generate --backend cuda $g --model weights/models/stories260k/moe4-top2 \
+    --prompt "Once upon a time" -n 60 --scenario bench/scenarios/paper-cell.json >>"$OUTDIR/cli.log" 2>&1 || cli_rc=1
+done
+tail -4 "$OUTDIR/cli.log"
 
 say "benchmarks"
+NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 BENCH_ARGS=(--json "$OUTDIR/gpu_bench.json")
+[ "${NGPU:-1}" -gt 1 ] && BENCH_ARGS+=(--gpus "$NGPU")
 [ "${QUICK:-0}" = 1 ] && BENCH_ARGS+=(--quick --decode 16 --prefill 256)
 timeout $(left 240) "$BUILD/gpu_bench" "${BENCH_ARGS[@]}" >"$OUTDIR/bench.log" 2>&1
 bench_rc=$?
@@ -78,7 +88,8 @@ bench_rc=$?
   grep -E "^GPU" "$OUTDIR/bench.log" | head -1
   echo "tests: $( [ $test_rc -eq 0 ] && echo PASSED || echo "FAILED (rc $test_rc, see tests.log)")"
   grep -E "tests passed|tests failed" "$OUTDIR/tests.log" | tail -1
+  echo "cli: $( [ $cli_rc -eq 0 ] && echo ok || echo "FAILED (see cli.log)")"
   echo "bench: $( [ $bench_rc -eq 0 ] && echo ok || echo "FAILED (rc $bench_rc, see bench.log)")"
   sed -n '/^metric /,$p' "$OUTDIR/bench.log" | grep -v '^wrote '
 } | tee "$OUTDIR/summary.txt"
-[ $test_rc -eq 0 ] && [ $bench_rc -eq 0 ]
+[ $test_rc -eq 0 ] && [ $bench_rc -eq 0 ] && [ $cli_rc -eq 0 ]
