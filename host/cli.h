@@ -59,6 +59,9 @@ int wd_cli_cuda_check(const char *cmd, const wd_cli_cuda *o, int serving);
 /* Fills the GPU fields of spec and, with --ranks > 1, exchanges the NCCL id
  * through the --nccl-id file; 0, or 1 with a message printed. */
 int wd_cli_cuda_spec(const char *cmd, wd_cli_cuda *o, wd_cuda_model_spec *spec);
+/* After the model is created (all ranks joined) or failed: rank 0 removes the
+ * --nccl-id file, so a later run never picks up a stale id. */
+void wd_cli_cuda_bootstrap_done(const wd_cli_cuda *o);
 #endif
 
 #endif

@@ -102,8 +102,8 @@ static int exchange_id(const char *cmd, wd_cli_cuda *o) {
         }
         return 0;
     }
-    fprintf(stderr, "wdmoe %s: rank %d waiting for %s\n", cmd, o->rank, path);
     for (int tries = 0; tries < 6000; tries++) {
+        if (tries == 20) fprintf(stderr, "wdmoe %s: rank %d waiting for %s\n", cmd, o->rank, path);
         FILE *f = fopen(path, "rb");
         if (f) {
             size_t got = fread(o->nccl_id, 1, sizeof o->nccl_id, f);
@@ -121,6 +121,10 @@ static int exchange_id(const char *cmd, wd_cli_cuda *o) {
     }
     fprintf(stderr, "wdmoe %s: %s: no NCCL id from rank 0 after 10 minutes\n", cmd, path);
     return 1;
+}
+
+void wd_cli_cuda_bootstrap_done(const wd_cli_cuda *o) {
+    if (o->ranks > 1 && o->rank == 0 && o->nccl_id_path) remove(o->nccl_id_path);
 }
 
 int wd_cli_cuda_spec(const char *cmd, wd_cli_cuda *o, wd_cuda_model_spec *spec) {

@@ -280,7 +280,9 @@ int wd_cmd_generate(int argc, char **argv) {
         spec.max_ctx = max_ctx;
         if (wd_cli_cuda_spec(cmd, &gpu, &spec)) goto done;
         char log[8192] = "";
-        if (wd_cuda_model_create(&eng.cm, m, &spec, log, sizeof(log), err, sizeof(err))) {
+        int crc = wd_cuda_model_create(&eng.cm, m, &spec, log, sizeof(log), err, sizeof(err));
+        wd_cli_cuda_bootstrap_done(&gpu); /* every rank has joined (or the run failed) */
+        if (crc) {
             fprintf(stderr, "wdmoe generate: %s\n", err);
             goto done;
         }

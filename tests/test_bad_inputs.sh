@@ -189,6 +189,16 @@ row eval-data-missing 1 "$tmp/none.jsonl: cannot open" -- $(evl piqa "$tmp/none.
 row usage-value 2 "bad value for -n: 'many'" -- generate --model "$M" -n many
 row usage-option 2 "unknown option '--fast'" -- generate --model "$M" --fast
 row usage-task 2 "nosuch" -- eval --model "$M" --task nosuch --data "$tmp/x"
+row usage-gpus 2 "bad value for --gpus: '0'" -- generate --model "$M" --gpus 0
+row usage-rank 2 "--rank 1 is outside 0..0" -- generate --model "$M" --rank 1
+row usage-nccl-id 2 "--ranks 2 needs --nccl-id FILE" -- generate --model "$M" --ranks 2
+row usage-serve 2 "serves ranks 1.. of a multi-process run" -- serve --model "$M"
+row usage-eval-ranks 2 "--ranks is for" -- eval --model "$M" --task piqa --data "$tmp/x" --ranks 2 --nccl-id "$tmp/id"
+# the id file is read only by a build with the CUDA backend
+printf 'short' >"$tmp/bad.id"
+if ! "$bin" serve --model "$M" --ranks 2 --rank 1 --nccl-id "$tmp/bad.id" 2>&1 | grep -q "no CUDA backend"; then
+    row nccl-id-bad 1 "bad.id: not an NCCL id (5 bytes, expected 128)" -- serve --model "$M" --ranks 2 --rank 1 --nccl-id "$tmp/bad.id"
+fi
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
