@@ -349,7 +349,13 @@ int main(int argc, char **argv) {
         report("Mixtral shape prefill (tokens/s, 32 layers)", "-", "%.0f tok/s",
                nprefill / (ms * 1e-3 * scale32), "prefill_tok_s");
         /* decode: greedy tokens one at a time (host argmax) */
+        /* every decode series starts right after the prompt (same context length) */
+        int decode_base = nprefill;
         auto decode = [&](int n, const wd_cuda_timing_hooks *th) {
+            if (wd_cuda_model_set_pos(cm, decode_base) != 0) {
+                fprintf(stderr, "gpu_bench: set_pos failed\n");
+                exit(1);
+            }
             int tok = 0;
             for (int i = 0; i < c.vocab; i++) if (logits[i] > logits[tok]) tok = i;
             std::vector<double> t;
@@ -408,7 +414,8 @@ int main(int argc, char **argv) {
             CK(cudaSetDevice(0));
             CK(cudaEventCreate(&a));
             CK(cudaEventCreate(&b));
-            if (wd_cuda_model_forward(cm, toks.data(), 8, logits.data(), 0, NULL, NULL, err,
+            decode_base = nprefill;
+            if (wd_cuda_model_forward(cm, toks.data(), nprefill, logits.data(), 0, NULL, NULL, err,
                                       sizeof err)) {
                 fprintf(stderr, "gpu_bench: %s\n", err);
                 return 1;

@@ -154,9 +154,15 @@ typedef struct {
     uint64_t ns;
     const uint64_t *d_ns;
 } wd_cuda_link_delay;
+/* timing: WD_TIME_START records the device's start event before the expert,
+   WD_TIME_END its end event after it; a device running several experts in a
+   layer passes START with the first and END with the last, so
+   wd_cuda_devset_last_expert_seconds covers all of them. */
+#define WD_TIME_START 1
+#define WD_TIME_END 2
 int wd_cuda_devset_expert_call_at(wd_cuda_devset *ds, int d, int layer, const wd_cuda_expert *e,
                                   float *d_out, const float *d_x, const int *d_rows,
                                   const float *d_scale, int n, int accumulate,
-                                  wd_cuda_link_delay down, wd_cuda_link_delay up);
+                                  wd_cuda_link_delay down, wd_cuda_link_delay up, int timing);
 
 #endif

@@ -279,7 +279,7 @@ static int link_delay(wd_cuda_link_delay dly, cudaStream_t s) {
 int wd_cuda_devset_expert_call_at(wd_cuda_devset *ds, int d, int layer, const wd_cuda_expert *e,
                                   float *d_out, const float *d_x, const int *d_rows,
                                   const float *d_scale, int n, int accumulate,
-                                  wd_cuda_link_delay down, wd_cuda_link_delay up) {
+                                  wd_cuda_link_delay down, wd_cuda_link_delay up, int timing) {
     if (d < 0 || d >= ds->n) return (int)cudaErrorInvalidValue;
     wd_dev *v = &ds->dev[d];
     int id = ds->ids[d];
@@ -296,13 +296,14 @@ int wd_cuda_devset_expert_call_at(wd_cuda_devset *ds, int d, int layer, const wd
     nvtxRangePushA(name);
     /* external records: inside a stream capture they become event nodes of
        the graph, so the timing works for CUDA-graph decode too */
-    rc = (int)cudaEventRecordWithFlags(v->ev0, v->s, cudaEventRecordExternal);
+    if (timing & WD_TIME_START) rc = (int)cudaEventRecordWithFlags(v->ev0, v->s, cudaEventRecordExternal);
     if (!rc) rc = wd_cuda_expert_ffn(v->blas, e, d_out, d_x, d_rows, d_scale, n, accumulate,
                                      v->scratch, v->s);
-    if (!rc) rc = (int)cudaEventRecordWithFlags(v->ev1, v->s, cudaEventRecordExternal);
+    if (!rc && (timing & WD_TIME_END))
+        rc = (int)cudaEventRecordWithFlags(v->ev1, v->s, cudaEventRecordExternal);
     nvtxRangePop();
     if (rc) return rc;
-    v->recorded = 1;
+    if (timing & WD_TIME_END) v->recorded = 1;
     if (up.ns || up.d_ns) {
         snprintf(name, sizeof name, "L%d/dev%d/uplink", layer, id);
         nvtxRangePushA(name);
@@ -319,7 +320,7 @@ extern "C" int wd_cuda_devset_expert_call(wd_cuda_devset *ds, int d, int layer,
                                           uint64_t dl_ns, uint64_t ul_ns) {
     wd_cuda_link_delay down = {dl_ns, NULL}, up = {ul_ns, NULL};
     return wd_cuda_devset_expert_call_at(ds, d, layer, e, d_out, d_x, d_rows, d_scale, n,
-                                         accumulate, down, up);
+                                         accumulate, down, up, WD_TIME_START | WD_TIME_END);
 }
 
 extern "C" double wd_cuda_devset_last_expert_seconds(wd_cuda_devset *ds, int d) {

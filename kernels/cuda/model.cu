@@ -68,6 +68,7 @@ typedef struct {
 
 typedef struct {
     uint64_t key; /* chosen experts (bit e) */
+    int delays;   /* 1: with link-delay nodes (real-time mode) */
     cudaGraphExec_t exec;
 } expert_graph;
 
@@ -99,6 +100,8 @@ struct wd_cuda_model {
     int *gpu_used;          /* [G] */
     /* CUDA graphs (decode) */
     int graphs;             /* 1: graphs in use (possible where bs_graph != NULL) */
+    int cap_mode;           /* experts_layer mode while capturing (see there) */
+    int broken;             /* an error left GPUs or ranks out of step: no more forwards */
     cudaGraphExec_t *bs_graph; /* [n_layers] */
     expert_graph *xg;       /* [n_layers][WD_GRAPH_SETS] */
     int *xg_n;              /* [n_layers] */
@@ -135,10 +138,25 @@ static int nccl_fail(char *err, size_t errlen, const char *what, ncclResult_t r)
     snprintf(err, errlen, "kernels/cuda/model.cu: %s (NCCL: %s)", what, ncclGetErrorString(r));
     return -1;
 }
+/* An NCCL failure leaves the peers waiting: the model is marked broken (no
+   more forwards; its communicators are aborted when freed). NKG: inside a
+   group, which is closed first. */
 #define NK(call, what)                                                                        \
     do {                                                                                      \
         ncclResult_t r_ = (call);                                                             \
-        if (r_ != ncclSuccess) return nccl_fail(err, errlen, what, r_);                       \
+        if (r_ != ncclSuccess) {                                                              \
+            cm->broken = 1;                                                                   \
+            return nccl_fail(err, errlen, what, r_);                                          \
+        }                                                                                     \
+    } while (0)
+#define NKG(call, what)                                                                       \
+    do {                                                                                      \
+        ncclResult_t r_ = (call);                                                             \
+        if (r_ != ncclSuccess) {                                                              \
+            ncclGroupEnd();                                                                   \
+            cm->broken = 1;                                                                   \
+            return nccl_fail(err, errlen, what, r_);                                          \
+        }                                                                                     \
     } while (0)
 #endif
 
@@ -253,16 +271,34 @@ static void send_quit(wd_cuda_model *cm);
 
 extern "C" void wd_cuda_model_free(wd_cuda_model *cm) {
     if (!cm) return;
-    send_quit(cm);
+    if (!cm->broken) send_quit(cm);
     const wd_config *c = &cm->cfg;
     int nd = cm->spec.n_devices;
     for (int i = 0; cm->parts && i < cm->L; i++) {
         gpu_part *p = &cm->parts[i];
-        if (!p->ordinal && !p->port && !p->devs) continue;
+        if (!p->port) continue;
         cudaSetDevice(p->ordinal);
-        if (p->port) cudaStreamSynchronize(p->port);
-        wd_cuda_devset_free(p->devs);
+        cudaStreamSynchronize(p->port);
     }
+#ifdef WD_HAVE_NCCL
+    /* several communicators of one thread: finalised together (or aborted) */
+    int have_comm = 0;
+    for (int i = 0; cm->parts && i < cm->L; i++) have_comm |= cm->parts[i].comm != NULL;
+    if (have_comm && !cm->broken) {
+        ncclGroupStart();
+        for (int i = 0; i < cm->L; i++)
+            if (cm->parts[i].comm) ncclCommFinalize(cm->parts[i].comm);
+        ncclGroupEnd();
+    }
+    for (int i = 0; have_comm && i < cm->L; i++) {
+        if (!cm->parts[i].comm) continue;
+        if (cm->broken) ncclCommAbort(cm->parts[i].comm);
+        else ncclCommDestroy(cm->parts[i].comm);
+        cm->parts[i].comm = NULL;
+    }
+#endif
+    /* graphs before the events their nodes record */
+    if (cm->parts) cudaSetDevice(cm->parts[0].ordinal);
     for (int l = 0; cm->bs_graph && l < c->n_layers; l++)
         if (cm->bs_graph[l]) cudaGraphExecDestroy(cm->bs_graph[l]);
     for (int l = 0; cm->xg && cm->xg_n && l < c->n_layers; l++)
@@ -270,6 +306,11 @@ extern "C" void wd_cuda_model_free(wd_cuda_model *cm) {
     free(cm->bs_graph);
     free(cm->xg);
     free(cm->xg_n);
+    for (int i = 0; cm->parts && i < cm->L; i++) {
+        cudaSetDevice(cm->parts[i].ordinal);
+        wd_cuda_devset_free(cm->parts[i].devs);
+    }
+    if (cm->parts) cudaSetDevice(cm->parts[0].ordinal);
     wd_cuda_blas_free(cm->blas);
     for (int l = 0; cm->layers && l < c->n_layers; l++) {
         gpu_layer *L = &cm->layers[l];
@@ -301,9 +342,6 @@ extern "C" void wd_cuda_model_free(wd_cuda_model *cm) {
     for (int i = 0; cm->parts && i < cm->L; i++) {
         gpu_part *p = &cm->parts[i];
         cudaSetDevice(p->ordinal);
-#ifdef WD_HAVE_NCCL
-        if (p->comm) ncclCommDestroy(p->comm);
-#endif
         if (p->global) {
             cudaFree(p->xb);
             cudaFree(p->sbuf);
@@ -416,6 +454,8 @@ extern "C" int wd_cuda_have_nccl(void) {
 }
 
 /* The GPUs of this process, their streams, staging buffers and communicators. */
+static int setup_nccl(wd_cuda_model *cm, char *log, size_t loglen, char *err, size_t errlen);
+
 static int setup_parts(wd_cuda_model *cm, char *log, size_t loglen, char *err, size_t errlen) {
     const wd_cuda_model_spec *s = &cm->spec;
     int ok = 1;
@@ -434,6 +474,14 @@ static int setup_parts(wd_cuda_model *cm, char *log, size_t loglen, char *err, s
         CK((int)cudaEventCreateWithFlags(&p->ev_ready, cudaEventDisableTiming), "event");
         p->stage_dev = dalloc(WD_STAGE_BYTES, &ok);
         if (!ok) return fail(err, errlen, "out of GPU memory for the staging buffer", 0);
+    }
+    cm->bs = cm->rank == 0 ? cm->parts[0].port : NULL;
+    cm->stage_host = halloc(WD_STAGE_BYTES, &ok);
+    if (!ok) return fail(err, errlen, "cannot allocate the pinned staging buffer", 0);
+    if (cm->G > 1 && setup_nccl(cm, log, loglen, err, errlen)) return -1;
+    s = &cm->spec; /* ranks > 0 took n_devices, max_batch, dtype, realtime from rank 0 */
+    for (int i = 0; i < cm->L; i++) {
+        gpu_part *p = &cm->parts[i];
         int nl = 0;
         for (int d = p->global; d < s->n_devices; d += cm->G) nl++;
         p->n_local = nl;
@@ -441,10 +489,76 @@ static int setup_parts(wd_cuda_model *cm, char *log, size_t loglen, char *err, s
         if (!p->ids) return fail(err, errlen, "out of host memory", 0);
         for (int k = 0; k < nl; k++) p->ids[k] = p->global + k * cm->G;
     }
-    cm->bs = cm->rank == 0 ? cm->parts[0].port : NULL;
-    cm->stage_host = halloc(WD_STAGE_BYTES, &ok);
-    if (!ok) return fail(err, errlen, "cannot allocate the pinned staging buffer", 0);
-    if (cm->G == 1) return 0;
+    return 0;
+}
+
+#ifdef WD_HAVE_NCCL
+/* Multi-process runs: rank 0 sends its model shape and runner settings to
+ * every other GPU once; the other ranks check the model is the same and take
+ * the settings (so `wdmoe serve` needs no options beyond the model). */
+enum { CFG_WORDS = 10 };
+#define WD_CFG_MAGIC 0x77646d6f65ll /* "wdmoe" */
+static int exchange_config(wd_cuda_model *cm, int64_t *h, int64_t **d, char *err,
+                           size_t errlen) {
+    const wd_config *c = &cm->cfg;
+    int64_t mine[CFG_WORDS] = {WD_CFG_MAGIC,          c->n_experts,         c->n_layers,
+                               c->hidden,             c->ffn,               c->vocab,
+                               cm->spec.n_devices,    cm->spec.max_batch,   (int64_t)cm->spec.dtype,
+                               cm->spec.realtime};
+    gpu_part *p0 = &cm->parts[0];
+    if (cm->rank == 0) {
+        memcpy(h, mine, sizeof mine);
+        CK((int)cudaSetDevice(p0->ordinal), "cudaSetDevice");
+        CK((int)cudaMemcpyAsync(d[0], h, sizeof mine, cudaMemcpyHostToDevice, p0->port), "copy");
+        NK(ncclGroupStart(), "ncclGroupStart");
+        for (int g = cm->L; g < cm->G; g++)
+            NKG(ncclSend(d[0], CFG_WORDS, ncclInt64, g, p0->comm, p0->port), "send (config)");
+        NK(ncclGroupEnd(), "ncclGroupEnd (config)");
+        CK((int)cudaStreamSynchronize(p0->port), "config");
+        return 0;
+    }
+    NK(ncclGroupStart(), "ncclGroupStart");
+    for (int i = 0; i < cm->L; i++)
+        NKG(ncclRecv(d[i], CFG_WORDS, ncclInt64, 0, cm->parts[i].comm, cm->parts[i].port),
+            "recv (config)");
+    NK(ncclGroupEnd(), "ncclGroupEnd (config)");
+    for (int i = 0; i < cm->L; i++) {
+        CK((int)cudaSetDevice(cm->parts[i].ordinal), "cudaSetDevice");
+        CK((int)cudaStreamSynchronize(cm->parts[i].port), "config");
+    }
+    CK((int)cudaSetDevice(p0->ordinal), "cudaSetDevice");
+    CK((int)cudaMemcpy(h, d[0], sizeof mine, cudaMemcpyDeviceToHost), "copy");
+    if (h[0] != WD_CFG_MAGIC) {
+        cm->broken = 1;
+        return fail(err, errlen, "rank 0 sent no wdmoe configuration (another program?)", 0);
+    }
+    for (int w = 1; w <= 5; w++)
+        if (h[w] != mine[w]) {
+            cm->broken = 1;
+            snprintf(err, errlen,
+                     "kernels/cuda/model.cu: rank 0 runs another model (experts %lld, layers %lld, "
+                     "hidden %lld, ffn %lld, vocab %lld; here %lld, %lld, %lld, %lld, %lld)",
+                     (long long)h[1], (long long)h[2], (long long)h[3], (long long)h[4],
+                     (long long)h[5], (long long)mine[1], (long long)mine[2], (long long)mine[3],
+                     (long long)mine[4], (long long)mine[5]);
+            return -1;
+        }
+    if (h[6] < cm->G || h[6] > 64 || h[7] <= 0 || (h[8] != WD_DT_BF16 && h[8] != WD_DT_F32)) {
+        cm->broken = 1;
+        return fail(err, errlen, "rank 0 sent runner settings this rank cannot use", 0);
+    }
+    cm->spec.n_devices = (int)h[6];
+    cm->spec.max_batch = (int)h[7];
+    cm->spec.dtype = (wd_dtype)h[8];
+    cm->spec.realtime = (int)h[9];
+    return 0;
+}
+#endif
+
+/* Communicators over all GPUs of the run; for multi-process runs also the
+ * configuration exchange and the control-message buffers. */
+static int setup_nccl(wd_cuda_model *cm, char *log, size_t loglen, char *err, size_t errlen) {
+    const wd_cuda_model_spec *s = &cm->spec;
 #ifdef WD_HAVE_NCCL
     if (s->n_ranks <= 1) {
         ncclComm_t comms[64];
@@ -470,6 +584,36 @@ static int setup_parts(wd_cuda_model *cm, char *log, size_t loglen, char *err, s
     ncclGetVersion(&ver);
     log_append(log, loglen, "cuda: NCCL %d: %d GPUs in %d process(es), this is rank %d\n", ver,
                cm->G, s->n_ranks, cm->rank);
+    if (cm->G == cm->L) return 0;
+    /* several processes: configuration, then the control buffers (allocated
+       now, so that rank 0 can tell the others to stop whatever fails later) */
+    int ok = 1, rc;
+    int64_t *h = (int64_t *)halloc(CFG_WORDS * 8, &ok), *d[64] = {0};
+    for (int i = 0; ok && i < cm->L; i++) {
+        cudaSetDevice(cm->parts[i].ordinal);
+        d[i] = (int64_t *)dalloc(CFG_WORDS * 8, &ok);
+    }
+    rc = ok ? exchange_config(cm, h, d, err, errlen) : fail(err, errlen, "out of memory", 0);
+    hfree(h);
+    for (int i = 0; i < cm->L; i++) cudaFree(d[i]);
+    if (rc) return -1;
+    cm->kmax = (cm->spec.n_devices + cm->G - 1) / cm->G;
+    if (cm->rank == 0) {
+        cudaSetDevice(cm->parts[0].ordinal);
+        cm->d_ctl = (int64_t *)dalloc(ctl_words(cm) * 8, &ok);
+        cm->d_tim = (double *)dalloc((size_t)cm->G * cm->kmax * 8, &ok);
+        cm->h_ctl = (int64_t *)halloc(ctl_words(cm) * 8, &ok);
+        cm->h_tim = (double *)halloc((size_t)cm->G * cm->kmax * 8, &ok);
+    }
+    for (int i = 0; cm->rank != 0 && i < cm->L; i++) {
+        gpu_part *p = &cm->parts[i];
+        cudaSetDevice(p->ordinal);
+        p->d_ctl = (int64_t *)dalloc(ctl_words(cm) * 8, &ok);
+        p->d_tim = (double *)dalloc((size_t)cm->kmax * 8, &ok);
+        p->h_ctl = (int64_t *)halloc(ctl_words(cm) * 8, &ok);
+        p->h_tim = (double *)halloc((size_t)cm->kmax * 8, &ok);
+    }
+    if (!ok) return fail(err, errlen, "out of memory for the control buffers", 0);
     return 0;
 #else
     (void)log;
@@ -533,13 +677,19 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
     int H = c->hidden, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
     int F = c->ffn, E = c->n_experts, B = spec.max_batch, V = c->vocab, nd = spec.n_devices;
     int is_bs = cm->rank == 0;
+/* a rank > 0 that fails aborts its communicators; rank 0 tells the others to stop */
 #define BAIL(...)                                                                             \
     do {                                                                                      \
         __VA_ARGS__;                                                                          \
+        if (cm->rank != 0) cm->broken = 1;                                                    \
         wd_cuda_model_free(cm);                                                               \
         return -1;                                                                            \
     } while (0)
     if (setup_parts(cm, log, loglen, err, errlen)) BAIL();
+    spec = cm->spec; /* ranks > 0: settings from rank 0 */
+    cm->dt = spec.dtype;
+    B = spec.max_batch;
+    nd = spec.n_devices;
     gpu_part *bsp = is_bs ? &cm->parts[0] : NULL;
 
     /* weights */
@@ -637,12 +787,6 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
         if (!cm->yrecv) ok = 0;
         for (int d = 0; ok && d < nd; d++)
             if (dev_gpu(cm, d) != 0) cm->yrecv[d] = (float *)dalloc((size_t)B * H * 4, &ok);
-        if (cm->G > cm->L) { /* other processes */
-            cm->d_ctl = (int64_t *)dalloc(ctl_words(cm) * 8, &ok);
-            cm->d_tim = (double *)dalloc((size_t)cm->G * cm->kmax * 8, &ok);
-            cm->h_ctl = (int64_t *)halloc(ctl_words(cm) * 8, &ok);
-            cm->h_tim = (double *)halloc((size_t)cm->G * cm->kmax * 8, &ok);
-        }
         cm->h_rbuf = (float *)halloc((size_t)B * 3 * E * 4, &ok);
         cm->h_sbuf = (int *)halloc(sel_max, &ok);
         cm->h_tok = (int *)halloc((size_t)B * 4, &ok);
@@ -654,12 +798,6 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
         if (p->global) {
             p->xb = (float *)dalloc((size_t)B * H * 4, &ok);
             p->sbuf = (int *)dalloc(sel_max, &ok);
-        }
-        if (!is_bs) {
-            p->d_ctl = (int64_t *)dalloc(ctl_words(cm) * 8, &ok);
-            p->d_tim = (double *)dalloc((size_t)cm->kmax * 8, &ok);
-            p->h_ctl = (int64_t *)halloc(ctl_words(cm) * 8, &ok);
-            p->h_tim = (double *)halloc((size_t)cm->kmax * 8, &ok);
         }
     }
     cm->ybuf = (float **)calloc((size_t)nd, sizeof(float *));
@@ -812,18 +950,22 @@ static int bs_layer(wd_cuda_model *cm, int l, int n, int pos0, const int *d_pos,
     return 0;
 }
 
+/* How the expert part is enqueued: launch by launch (link delays are values,
+   a zero one adds no kernel), or captured into a graph without delays, or
+   with delay kernels reading their nanoseconds from the selection upload. */
+enum { XM_DIRECT = 0, XM_GRAPH = 1, XM_GRAPH_DELAYS = 2 };
+
 /* Enqueue the experts of the devices of GPU p for layer l (n tokens, tokens
  * per expert in count, rows/scales in p->sbuf, inputs in p->xb): each used
  * device waits for p->ev_ready, clears its output, runs its experts (link
- * delays around them in real-time mode: values dl/ul, or read from the
- * selection upload when `graph`), and records ev_done. */
+ * delays before the first and after the last, timing events around all of
+ * them), and records ev_done. */
 static int run_part(wd_cuda_model *cm, gpu_part *p, int l, int n, const int *count,
-                    const uint64_t *dl, const uint64_t *ul, int graph, char *err, size_t errlen) {
+                    const uint64_t *dl, const uint64_t *ul, int mode, char *err, size_t errlen) {
     int E = cm->cfg.n_experts, nd = cm->spec.n_devices;
     const int *rows = p->sbuf;
     const float *scales = (const float *)(p->sbuf + (size_t)E * n);
     const uint64_t *d_delay = (const uint64_t *)(p->sbuf + (size_t)2 * E * n);
-    int rt = cm->spec.realtime;
     CK((int)cudaSetDevice(p->ordinal), "cudaSetDevice");
     for (int k = 0; k < p->n_local; k++) {
         int d = p->ids[k], tokens = 0;
@@ -837,16 +979,17 @@ static int run_part(wd_cuda_model *cm, gpu_part *p, int l, int n, const int *cou
             if (!count[e]) continue;
             remaining -= count[e];
             wd_cuda_link_delay down = {0, NULL}, up = {0, NULL};
-            if (rt && graph) {
+            if (mode == XM_GRAPH_DELAYS) { /* read on the device at replay */
                 if (first) down.d_ns = d_delay + d;
                 if (!remaining) up.d_ns = d_delay + nd + d;
-            } else if (rt) {
+            } else if (mode == XM_DIRECT) { /* zero: no delay kernel */
                 down.ns = first ? dl[d] : 0;
                 up.ns = remaining ? 0 : ul[d];
             }
+            int timing = (first ? WD_TIME_START : 0) | (remaining ? 0 : WD_TIME_END);
             CK(wd_cuda_devset_expert_call_at(p->devs, k, l, &cm->layers[l].experts[e], cm->ybuf[d],
                                              p->xb, rows + (size_t)e * n, scales + (size_t)e * n,
-                                             count[e], 1, down, up),
+                                             count[e], 1, down, up, timing),
                "expert");
             first = 0;
         }
@@ -864,7 +1007,7 @@ static int gpu_has_tokens(const wd_cuda_model *cm, int g) {
 
 /* ---- the expert part of layer l on rank 0: selection upload, inputs to the
  * other GPUs, experts, outputs back, combine into the residual ---- */
-static int experts_layer(wd_cuda_model *cm, int l, int n, int graph, char *err, size_t errlen) {
+static int experts_layer(wd_cuda_model *cm, int l, int n, int mode, char *err, size_t errlen) {
     int E = cm->cfg.n_experts, H = cm->cfg.hidden, nd = cm->spec.n_devices, G = cm->G;
     cudaStream_t bs = cm->bs;
     gpu_part *bsp = &cm->parts[0];
@@ -891,13 +1034,13 @@ static int experts_layer(wd_cuda_model *cm, int l, int n, int graph, char *err, 
         NK(ncclGroupStart(), "ncclGroupStart");
         for (int g = 1; g < G; g++) {
             gpu_part *p = gpu_local(cm, g);
-            if (!p) NK(ncclSend(cm->d_ctl, ctl_words(cm), ncclInt64, g, bsp->comm, bs), "send");
+            if (!p) NKG(ncclSend(cm->d_ctl, ctl_words(cm), ncclInt64, g, bsp->comm, bs), "send");
             if (!cm->gpu_used[g]) continue;
-            NK(ncclSend(cm->xb, (size_t)n * H, ncclFloat32, g, bsp->comm, bs), "send");
-            NK(ncclSend(cm->sbuf, sel_ints, ncclInt32, g, bsp->comm, bs), "send");
+            NKG(ncclSend(cm->xb, (size_t)n * H, ncclFloat32, g, bsp->comm, bs), "send");
+            NKG(ncclSend(cm->sbuf, sel_ints, ncclInt32, g, bsp->comm, bs), "send");
             if (p) {
-                NK(ncclRecv(p->xb, (size_t)n * H, ncclFloat32, 0, p->comm, p->port), "recv");
-                NK(ncclRecv(p->sbuf, sel_ints, ncclInt32, 0, p->comm, p->port), "recv");
+                NKG(ncclRecv(p->xb, (size_t)n * H, ncclFloat32, 0, p->comm, p->port), "recv");
+                NKG(ncclRecv(p->sbuf, sel_ints, ncclInt32, 0, p->comm, p->port), "recv");
             }
         }
         NK(ncclGroupEnd(), "ncclGroupEnd (inputs)");
@@ -913,7 +1056,7 @@ static int experts_layer(wd_cuda_model *cm, int l, int n, int graph, char *err, 
 #endif
     for (int i = 0; i < cm->L; i++)
         if (cm->gpu_used[cm->parts[i].global] &&
-            run_part(cm, &cm->parts[i], l, n, cm->h_count, cm->h_dl, cm->h_ul, graph, err, errlen))
+            run_part(cm, &cm->parts[i], l, n, cm->h_count, cm->h_dl, cm->h_ul, mode, err, errlen))
             return -1;
     /* join: the BS waits for its own devices, every other GPU's port for its */
     for (int d = 0; d < nd; d++) {
@@ -931,8 +1074,8 @@ static int experts_layer(wd_cuda_model *cm, int l, int n, int graph, char *err, 
             int g = dev_gpu(cm, d);
             if (!cm->h_dev_tokens[d] || g == 0) continue;
             gpu_part *p = gpu_local(cm, g);
-            if (p) NK(ncclSend(cm->ybuf[d], (size_t)n * H, ncclFloat32, 0, p->comm, p->port), "send");
-            NK(ncclRecv(cm->yrecv[d], (size_t)n * H, ncclFloat32, g, bsp->comm, bs), "recv");
+            if (p) NKG(ncclSend(cm->ybuf[d], (size_t)n * H, ncclFloat32, 0, p->comm, p->port), "send");
+            NKG(ncclRecv(cm->yrecv[d], (size_t)n * H, ncclFloat32, g, bsp->comm, bs), "recv");
         }
         NK(ncclGroupEnd(), "ncclGroupEnd (outputs)");
     }
@@ -950,7 +1093,7 @@ static int experts_layer(wd_cuda_model *cm, int l, int n, int graph, char *err, 
             NK(ncclGroupStart(), "ncclGroupStart");
             for (int g = cm->L; g < G; g++)
                 if (cm->gpu_used[g])
-                    NK(ncclRecv(cm->d_tim + (size_t)g * cm->kmax, cm->kmax, ncclFloat64, g,
+                    NKG(ncclRecv(cm->d_tim + (size_t)g * cm->kmax, cm->kmax, ncclFloat64, g,
                                 bsp->comm, bs),
                        "recv");
             NK(ncclGroupEnd(), "ncclGroupEnd (timing)");
@@ -986,7 +1129,7 @@ static int bs_capture(wd_cuda_model *cm, int l, char *err, size_t errlen) {
     return bs_layer(cm, l, 1, 0, cm->d_pos, err, errlen);
 }
 static int experts_capture(wd_cuda_model *cm, int l, char *err, size_t errlen) {
-    return experts_layer(cm, l, 1, 1, err, errlen);
+    return experts_layer(cm, l, 1, cm->cap_mode, err, errlen);
 }
 
 /* One chunk of at most max_batch tokens. */
@@ -1072,20 +1215,25 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
         /* experts: a cached graph for this chosen set, or launch by launch */
         cudaGraphExec_t xexec = NULL;
         if (graph) {
+            int delays = cm->spec.realtime && timing && timing->link_delays;
             expert_graph *xg = cm->xg + (size_t)l * WD_GRAPH_SETS;
             for (int j = 0; j < cm->xg_n[l] && !xexec; j++)
-                if (xg[j].key == mask) xexec = xg[j].exec;
+                if (xg[j].key == mask && xg[j].delays == delays) xexec = xg[j].exec;
             if (!xexec && cm->xg_n[l] < WD_GRAPH_SETS) {
+                cm->cap_mode = delays ? XM_GRAPH_DELAYS : XM_GRAPH;
                 if (capture(cm, l, experts_capture, &xg[cm->xg_n[l]].exec, err, errlen))
                     return -1;
                 xg[cm->xg_n[l]].key = mask;
+                xg[cm->xg_n[l]].delays = delays;
                 xexec = xg[cm->xg_n[l]++].exec;
             }
         }
-        if (xexec)
+        if (xexec) {
             CK((int)cudaGraphLaunch(xexec, bs), "graph launch");
-        else if (experts_layer(cm, l, n, 0, err, errlen))
+        } else if (experts_layer(cm, l, n, XM_DIRECT, err, errlen)) {
+            if (cm->G > 1) cm->broken = 1; /* the other GPUs may be mid-exchange */
             return -1;
+        }
         if (timing && timing->expert_times) {
             if (cm->G > cm->L) CK((int)cudaStreamSynchronize(bs), "timing");
             for (int d = 0; d < nd; d++) {
@@ -1120,6 +1268,8 @@ extern "C" int wd_cuda_model_forward(wd_cuda_model *cm, const int *tokens, int n
                                      const wd_cuda_timing_hooks *timing, char *err,
                                      size_t errlen) {
     if (cm->rank != 0) return fail(err, errlen, "forward runs on rank 0 (others serve)", 0);
+    if (cm->broken)
+        return fail(err, errlen, "an earlier GPU or NCCL error left the GPUs out of step; free the model", 0);
     if (n <= 0) return fail(err, errlen, "no tokens", 0);
     if (cm->pos + n > cm->spec.max_ctx) {
         snprintf(err, errlen, "kernels/cuda/model.cu: %d tokens at position %d exceed the KV cache (%d)",
@@ -1160,17 +1310,26 @@ static void send_quit(wd_cuda_model *cm) {
 #endif
 }
 
+static int serve_loop(wd_cuda_model *cm, int *layers_served, char *err, size_t errlen);
+
 extern "C" int wd_cuda_model_serve(wd_cuda_model *cm, int *layers_served, char *err,
                                    size_t errlen) {
     if (layers_served) *layers_served = 0;
     if (cm->rank == 0) return fail(err, errlen, "rank 0 drives the run; serve is for the others", 0);
+    if (cm->broken) return fail(err, errlen, "an earlier error left this rank out of step", 0);
+    int rc = serve_loop(cm, layers_served, err, errlen);
+    if (rc) cm->broken = 1;
+    return rc;
+}
+
+static int serve_loop(wd_cuda_model *cm, int *layers_served, char *err, size_t errlen) {
 #ifdef WD_HAVE_NCCL
     int E = cm->cfg.n_experts, H = cm->cfg.hidden, nd = cm->spec.n_devices;
     size_t cw = ctl_words(cm);
     for (;;) {
         NK(ncclGroupStart(), "ncclGroupStart");
         for (int i = 0; i < cm->L; i++)
-            NK(ncclRecv(cm->parts[i].d_ctl, cw, ncclInt64, 0, cm->parts[i].comm, cm->parts[i].port),
+            NKG(ncclRecv(cm->parts[i].d_ctl, cw, ncclInt64, 0, cm->parts[i].comm, cm->parts[i].port),
                "recv");
         NK(ncclGroupEnd(), "ncclGroupEnd (control)");
         for (int i = 0; i < cm->L; i++) {
@@ -1185,7 +1344,11 @@ extern "C" int wd_cuda_model_serve(wd_cuda_model *cm, int *layers_served, char *
         int l = (int)c[1], n = (int)c[2];
         if (c[0] != CTL_RUN || l < 0 || l >= cm->cfg.n_layers || n <= 0 || n > cm->spec.max_batch)
             return fail(err, errlen, "a control message from rank 0 is not valid", 0);
-        for (int e = 0; e < E; e++) cm->h_count[e] = (int)c[CTL_HEAD + e];
+        for (int e = 0; e < E; e++) {
+            if (c[CTL_HEAD + e] < 0 || c[CTL_HEAD + e] > n)
+                return fail(err, errlen, "a control message from rank 0 is not valid", 0);
+            cm->h_count[e] = (int)c[CTL_HEAD + e];
+        }
         for (int d = 0; d < nd; d++) {
             cm->h_dl[d] = (uint64_t)c[CTL_HEAD + E + d];
             cm->h_ul[d] = (uint64_t)c[CTL_HEAD + E + nd + d];
@@ -1198,8 +1361,8 @@ extern "C" int wd_cuda_model_serve(wd_cuda_model *cm, int *layers_served, char *
             gpu_part *p = &cm->parts[i];
             p->used = gpu_has_tokens(cm, p->global);
             if (!p->used) continue;
-            NK(ncclRecv(p->xb, (size_t)n * H, ncclFloat32, 0, p->comm, p->port), "recv");
-            NK(ncclRecv(p->sbuf, sel_ints, ncclInt32, 0, p->comm, p->port), "recv");
+            NKG(ncclRecv(p->xb, (size_t)n * H, ncclFloat32, 0, p->comm, p->port), "recv");
+            NKG(ncclRecv(p->sbuf, sel_ints, ncclInt32, 0, p->comm, p->port), "recv");
         }
         NK(ncclGroupEnd(), "ncclGroupEnd (inputs)");
         for (int i = 0; i < cm->L; i++) {
@@ -1207,7 +1370,8 @@ extern "C" int wd_cuda_model_serve(wd_cuda_model *cm, int *layers_served, char *
             if (!p->used) continue;
             CK((int)cudaSetDevice(p->ordinal), "cudaSetDevice");
             CK((int)cudaEventRecord(p->ev_ready, p->port), "event");
-            if (run_part(cm, p, l, n, cm->h_count, cm->h_dl, cm->h_ul, 0, err, errlen)) return -1;
+            if (run_part(cm, p, l, n, cm->h_count, cm->h_dl, cm->h_ul, XM_DIRECT, err, errlen))
+                return -1;
             for (int k = 0; k < p->n_local; k++)
                 if (cm->h_dev_tokens[p->ids[k]])
                     CK((int)cudaStreamWaitEvent(p->port, cm->ev_done[p->ids[k]], 0), "stream wait");
@@ -1217,7 +1381,7 @@ extern "C" int wd_cuda_model_serve(wd_cuda_model *cm, int *layers_served, char *
             gpu_part *p = &cm->parts[i];
             for (int k = 0; p->used && k < p->n_local; k++)
                 if (cm->h_dev_tokens[p->ids[k]])
-                    NK(ncclSend(cm->ybuf[p->ids[k]], (size_t)n * H, ncclFloat32, 0, p->comm,
+                    NKG(ncclSend(cm->ybuf[p->ids[k]], (size_t)n * H, ncclFloat32, 0, p->comm,
                                 p->port),
                        "send");
         }
@@ -1239,7 +1403,7 @@ extern "C" int wd_cuda_model_serve(wd_cuda_model *cm, int *layers_served, char *
         for (int i = 0; i < cm->L; i++) {
             gpu_part *p = &cm->parts[i];
             if (p->used)
-                NK(ncclSend(p->d_tim, cm->kmax, ncclFloat64, 0, p->comm, p->port), "send");
+                NKG(ncclSend(p->d_tim, cm->kmax, ncclFloat64, 0, p->comm, p->port), "send");
         }
         NK(ncclGroupEnd(), "ncclGroupEnd (timing)");
         for (int i = 0; i < cm->L; i++) {
@@ -1252,6 +1416,7 @@ extern "C" int wd_cuda_model_serve(wd_cuda_model *cm, int *layers_served, char *
     }
 #else
     (void)cm;
+    (void)layers_served;
     return fail(err, errlen, "a multi-process run needs NCCL, which this build does not have", 0);
 #endif
 }
