@@ -312,6 +312,25 @@ void wd_emu_advance(wd_emu *emu, double s) {
     if (s > 0) emu->t += s;
 }
 int wd_emu_n_devices(const wd_emu *emu) { return emu->nd; }
+const wd_scenario *wd_emu_scenario(const wd_emu *emu) { return &emu->sc; }
+
+/* the same rule as build_placement */
+int wd_scenario_expert_home(const wd_scenario *sc, int n_experts, int e) {
+    int nd = sc->n_devices, E = n_experts, listed = 0;
+    if (e < 0 || e >= E) return -1;
+    for (int d = 0; d < nd; d++) listed |= sc->dev[d].n_hosted > 0;
+    for (int d = 0; d < nd; d++) {
+        int nh = listed ? sc->dev[d].n_hosted : nd >= E ? 1 : (E - d + nd - 1) / nd;
+        for (int j = 0; j < nh; j++)
+            if ((listed ? sc->dev[d].hosted[j] : nd >= E ? d % E : d + j * nd) == e) return d;
+    }
+    return -1;
+}
+int wd_emu_expert_device(const wd_emu *emu, int e) {
+    if (e < 0 || e >= emu->E) return -1;
+    return emu->rep && !isnan(emu->rep_time) && emu->rep[e] >= 0 ? emu->rep[e]
+                                                         : emu->rep_dev[emu->rep_off[e]];
+}
 int wd_emu_device_los(const wd_emu *emu, int d) { return d >= 0 && d < emu->nd ? emu->los[d] : 0; }
 const char *wd_emu_policy_name(const wd_emu *emu) { return emu->pol->name; }
 

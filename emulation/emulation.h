@@ -79,6 +79,9 @@ typedef struct {
     double efficiency;   /* (0, 1]: fraction of the roofline reached */
     double overhead_s;   /* per call (kernel launch, scheduling) */
     double mem_capacity; /* bytes; 0 = unchecked */
+    double calibration;  /* measured compute (GPU backend): kernel seconds x this (0: 1) */
+    int gpu_sms;         /* GPU backend: a green context with about this many SMs (0: a
+                            plain stream on the whole GPU) */
 } wd_compute_profile;
 
 /* Named presets ("phone", "phone-low", "laptop", "jetson-orin-nano",
@@ -176,6 +179,8 @@ typedef struct {
     int n_faults;
     wd_fault *faults;
     double max_wait_s; /* a transfer not done after this is "never" (error) */
+    int compute_measured; /* "compute": "measured": device compute times from the GPU
+                             backend's kernel timings x calibration (else modeled) */
 } wd_scenario;
 
 /* A default cell: n devices 50..500 m away (UMa, 3.5 GHz, synthetic links),
@@ -368,6 +373,13 @@ struct json_object *wd_emu_summary_json(const wd_emu_summary *s);
 
 /* Channel access (also for `wdmoe trace`). */
 int wd_emu_n_devices(const wd_emu *emu);
+/* The device that serves expert e in the current layer step (after select;
+ * the first replica before any). */
+int wd_emu_expert_device(const wd_emu *emu, int e);
+const wd_scenario *wd_emu_scenario(const wd_emu *emu); /* the emulator's copy */
+/* The first device that hosts expert e under the scenario's placement (the
+ * listed experts, or the default), -1 when none does. */
+int wd_scenario_expert_home(const wd_scenario *sc, int n_experts, int e);
 wd_link *wd_emu_link(wd_emu *emu, int device, int dir);
 int wd_emu_device_los(const wd_emu *emu, int device); /* drawn LOS state (synthetic) */
 

@@ -239,6 +239,7 @@ static const char *const los_names[] = {"probability", "los", "nlos", NULL};
 static const char *const fading_names[] = {"none", "rayleigh", "rician", NULL};
 static const char *const link_names[] = {"synthetic", "constant", "csv", "mahimahi", NULL};
 static const char *const alloc_names[] = {"equal", "minmax", "joint", NULL};
+static const char *const compute_names[] = {"modeled", "measured", NULL};
 
 static int parse_radio(pctx *c, json_object *o, wd_radio *r) {
     static const char *const keys[] = {"model",
@@ -304,8 +305,9 @@ static int parse_profile(pctx *c, json_object *v, const char *path, wd_compute_p
                      wd_profile_preset_name(i));
         return fail(c, path, "unknown preset '%s' (known: %s)", json_object_get_string(v), known);
     }
-    static const char *const keys[] = {"preset",      "peak_tflops", "mem_bw_gbs", "efficiency",
-                                       "overhead_us", "mem_gb",      NULL};
+    static const char *const keys[] = {"preset", "peak_tflops", "mem_bw_gbs",  "efficiency",
+                                       "overhead_us", "mem_gb", "calibration", "gpu_sms",
+                                       NULL};
     if (check_keys(c, v, path, keys)) return 1;
     json_object *pre = get(v, "preset");
     if (pre) {
@@ -317,7 +319,9 @@ static int parse_profile(pctx *c, json_object *v, const char *path, wd_compute_p
            num(c, v, path, "mem_bw_gbs", 0, 1, 1e6, 1e9, &p->mem_bw) ||
            num(c, v, path, "efficiency", 0, 1, 1, 1, &p->efficiency) ||
            num(c, v, path, "overhead_us", 0, 0, 1e7, 1e-6, &p->overhead_s) ||
-           num(c, v, path, "mem_gb", 0, 0, 1e6, 1e9, &p->mem_capacity);
+           num(c, v, path, "mem_gb", 0, 0, 1e6, 1e9, &p->mem_capacity) ||
+           num(c, v, path, "calibration", 0, 1, 1e6, 1, &p->calibration) ||
+           int32(c, v, path, "gpu_sms", 0, 4096, &p->gpu_sms);
 }
 
 static int parse_link(pctx *c, json_object *o, const char *path, wd_link_spec *l) {
@@ -528,6 +532,7 @@ static int parse_root(pctx *c, json_object *root, wd_scenario *sc) {
                                        "devices",
                                        "device_count",
                                        "faults",
+                                       "compute",
                                        NULL};
     if (check_keys(c, root, "", keys) || string(c, root, "", "name", sc->name, sizeof sc->name))
         return 1;
@@ -536,6 +541,7 @@ static int parse_root(pctx *c, json_object *root, wd_scenario *sc) {
         return fail(c, "description", "expected a string");
     int64_t seed = (int64_t)sc->seed;
     int alloc = sc->alloc;
+    if (choice(c, root, "", "compute", compute_names, &sc->compute_measured)) return 1;
     if (integer(c, root, "", "seed", 0, INT64_MAX, &seed) ||
         int32(c, root, "", "activation_bits", 1, 64, &sc->activation_bits) ||
         num(c, root, "", "max_wait_s", 0, 1, 3600, 1, &sc->max_wait_s) ||

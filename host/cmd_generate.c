@@ -39,6 +39,9 @@ static void help(FILE *f) {
             "  --records FILE        per layer step JSON lines: experts, weights, t_dl, t_c, t_ul, bits\n"
             "  --record-probs FILE   router probabilities of every token (.wdpr, for `wdmoe replay`)\n"
             "  --no-compare          skip the quality comparison against top-k\n"
+            "  --realtime            (--backend cuda) inject each layer step's emulated downlink\n"
+            "                        and uplink times as delay kernels around the experts on the\n"
+            "                        GPU, so the GPU timeline is the emulated system\n"
             "  -h, --help            this help\n"
             "GPU (--backend cuda):\n");
     fputs(wd_cli_cuda_help, f);
@@ -55,14 +58,30 @@ typedef struct {
     wd_session *s;
 #ifdef WD_HAVE_CUDA
     struct wd_cuda_model *cm;
+    const wd_cuda_timing_hooks *timing; /* with the scheduler's hooks only */
 #endif
     const wd_moe_hooks *hooks; /* NULL: the model's top-k */
 } engine;
 
+#ifdef WD_HAVE_CUDA
+/* The GPU runner's timing hooks on the BS scheduler: one runner stream per
+ * expert, so runner device e is expert e. */
+static void gpu_link_delays(void *ctx, int layer, int device, int n_tokens, uint64_t *dl,
+                            uint64_t *ul) {
+    (void)n_tokens;
+    wd_scheduler_link_delays(ctx, layer, device, dl, ul);
+}
+static int gpu_expert_times(void *ctx, int layer, const double *seconds, int n_devices) {
+    return wd_scheduler_expert_times(ctx, layer, seconds, n_devices);
+}
+#endif
+
 static int eng_forward(engine *e, const int *tokens, int n, float *logits, int all, char *err,
                        size_t errlen) {
 #ifdef WD_HAVE_CUDA
-    if (e->cm) return wd_cuda_model_forward(e->cm, tokens, n, logits, all, e->hooks, NULL, err, errlen);
+    if (e->cm)
+        return wd_cuda_model_forward(e->cm, tokens, n, logits, all, e->hooks,
+                                     e->hooks ? e->timing : NULL, err, errlen);
 #endif
     wd_session_set_hooks(e->s, e->hooks);
     return wd_forward(e->s, tokens, n, logits, all, err, errlen);
@@ -149,6 +168,7 @@ int wd_cmd_generate(int argc, char **argv) {
     const char *backend = "cpu";
     int steps = 128, threads = 0, ctx = 0, seed = 42, print_ids = 0, compare = 1;
     double temperature = 0, top_p = 0.9;
+    int realtime = 0;
     wd_cli_cuda gpu;
     wd_cli_cuda_init(&gpu);
     for (int i = 1; i < argc; i++) {
@@ -163,6 +183,8 @@ int wd_cmd_generate(int argc, char **argv) {
             print_ids = 1;
         } else if (!strcmp(a, "--no-compare")) {
             compare = 0;
+        } else if (!strcmp(a, "--realtime")) {
+            realtime = 1;
         } else if (!strcmp(a, "--model")) {
             if (!(model_path = wd_cli_value(cmd, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--prompt")) {
@@ -222,6 +244,10 @@ int wd_cmd_generate(int argc, char **argv) {
     }
 #endif
     if (wd_cli_cuda_check(cmd, &gpu, 0)) return 2;
+    if (realtime && (strcmp(backend, "cuda") || !scenario_path)) {
+        fprintf(stderr, "wdmoe generate: --realtime needs --backend cuda and --scenario\n");
+        return 2;
+    }
     if ((policy || json_path || records_path || probs_path) && !scenario_path) {
         fprintf(stderr, "wdmoe generate: --policy, --json, --records and --record-probs need "
                         "--scenario\n");
@@ -236,6 +262,19 @@ int wd_cmd_generate(int argc, char **argv) {
             return 1;
         }
         have_sc = 1;
+        if (sc.compute_measured && realtime) {
+            fprintf(stderr,
+                    "wdmoe generate: %s: measured compute cannot run in real time (a device's "
+                    "uplink starts after its measured compute; use \"compute\": \"modeled\")\n",
+                    scenario_path);
+            wd_scenario_free(&sc);
+            return 2;
+        }
+        if (sc.compute_measured && strcmp(backend, "cuda"))
+            fprintf(stderr,
+                    "wdmoe generate: %s asks for measured compute, which needs --backend cuda: "
+                    "using the modeled compute times\n",
+                    scenario_path);
     }
     wd_model *m = NULL;
     if (wd_model_load(&m, model_path, err, sizeof(err))) {
@@ -248,6 +287,10 @@ int wd_cmd_generate(int argc, char **argv) {
     engine eng = {0};
     wd_scheduler *sched = NULL;
     wd_moe_hooks hooks;
+#ifdef WD_HAVE_CUDA
+    wd_cuda_timing_hooks gpu_timing = {NULL, NULL, NULL};
+#endif
+    int *gpu_sms = NULL;
     FILE *records = NULL;
     wd_atomic_file records_file = {0};
     int *ids = NULL, n_ids = 0, *all = NULL, *scratch = NULL;
@@ -278,6 +321,18 @@ int wd_cmd_generate(int argc, char **argv) {
         wd_cuda_model_spec spec;
         wd_cuda_model_spec_default(&spec);
         spec.max_ctx = max_ctx;
+        spec.n_devices = m->cfg.n_experts; /* one stream per expert (see gpu_expert_times) */
+        spec.realtime = realtime;
+        if (have_sc) { /* green contexts: the SM count of the device hosting each expert */
+            if (!(gpu_sms = calloc((size_t)m->cfg.n_experts, sizeof(int)))) goto oom;
+            int any = 0;
+            for (int e = 0; e < m->cfg.n_experts; e++) {
+                int d = wd_scenario_expert_home(&sc, m->cfg.n_experts, e);
+                gpu_sms[e] = d >= 0 ? sc.dev[d].profile.gpu_sms : 0;
+                any |= gpu_sms[e] > 0;
+            }
+            if (any) spec.sm_count = gpu_sms;
+        }
         if (wd_cli_cuda_spec(cmd, &gpu, &spec)) goto done;
         char log[8192] = "";
         int crc = wd_cuda_model_create(&eng.cm, m, &spec, log, sizeof(log), err, sizeof(err));
@@ -321,6 +376,15 @@ int wd_cmd_generate(int argc, char **argv) {
         }
         wd_scheduler_hooks(sched, &hooks);
         eng.hooks = &hooks;
+#ifdef WD_HAVE_CUDA
+        if (eng.cm) {
+            wd_scheduler_set_measured(sched, sc.compute_measured);
+            gpu_timing.ctx = sched;
+            gpu_timing.link_delays = realtime ? gpu_link_delays : NULL;
+            gpu_timing.expert_times = sc.compute_measured ? gpu_expert_times : NULL;
+            eng.timing = &gpu_timing;
+        }
+#endif
     }
     logits = malloc((size_t)vocab * sizeof(float));
     all = malloc((size_t)(n_ids + steps + 1) * sizeof(int));
@@ -468,6 +532,7 @@ oom:
 done:
     if (records) wd_atomic_abort(&records_file);
     free(ids);
+    free(gpu_sms);
     free(all);
     free(scratch);
     free(logits);

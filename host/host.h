@@ -129,6 +129,20 @@ int wd_scheduler_record_probs(wd_scheduler *k, const char *path, char *err, size
 void wd_scheduler_record_steps(wd_scheduler *k, FILE *f);
 /* Close the probability recording (renames it into place). */
 int wd_scheduler_finish(wd_scheduler *k, char *err, size_t errlen);
+/* GPU backend (one runner stream per expert). Measured compute ("compute":
+ * "measured" in the scenario): select() only chooses, and the layer step
+ * waits for wd_scheduler_expert_times with the measured kernel seconds per
+ * expert (< 0: not run); a device's compute time is the sum over the experts
+ * it serves, times its profile's calibration. Returns non-zero (message on
+ * stderr) when the step fails. */
+void wd_scheduler_set_measured(wd_scheduler *k, int on);
+int wd_scheduler_measured(const wd_scheduler *k);
+int wd_scheduler_expert_times(wd_scheduler *k, int layer, const double *seconds, int n_experts);
+/* Real-time mode (modeled compute): the downlink and uplink times of the
+ * device serving expert e in the layer step just taken, in ns (0, 0 when it
+ * is not active). */
+void wd_scheduler_link_delays(wd_scheduler *k, int layer, int expert, uint64_t *dl_ns,
+                              uint64_t *ul_ns);
 
 /* ---- sampling --------------------------------------------------------- */
 typedef struct { uint64_t state; } wd_rng;

@@ -6,6 +6,7 @@
  * line per layer step. The experts themselves run through the default
  * execution (wd_moe_run_selection) on the CPU pool. */
 #include <json-c/json.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,14 @@ struct wd_scheduler {
     int cap;
     FILE *records; /* JSON lines, one per layer step (NULL: off) */
     long forwards;
+    /* measured compute: the selection waits for the kernel times */
+    int measured, pend_layer, pend_pos0, pend_n, pend_cap;
+    int *pend_sel_n, *pend_expert;
+    float *pend_weight;
+    double *t_c;
+    /* real-time mode: the last step's per-device times */
+    wd_emu_step_result last;
+    int have_last;
 };
 
 static double weight_bytes(wd_dtype dt) { return (double)wd_dtype_bytes(dt, 32) / 32.0; }
@@ -82,6 +91,10 @@ void wd_scheduler_free(wd_scheduler *k) {
     if (k->rec) wd_probs_write_abort(k->rec);
     wd_emu_free(k->emu);
     free(k->probs_buf);
+    free(k->pend_sel_n);
+    free(k->pend_expert);
+    free(k->pend_weight);
+    free(k->t_c);
     free(k);
 }
 
@@ -112,6 +125,9 @@ static void write_record(wd_scheduler *k, int layer, int pos0, const wd_selectio
     fprintf(k->records, "]}\n");
 }
 
+static int after_step(wd_scheduler *k, int layer, int pos0, const wd_selection *sel,
+                      const wd_emu_step_result *r);
+
 static int sched_select(void *ctx, int layer, int pos0, const float *probs, wd_selection *sel) {
     wd_scheduler *k = ctx;
     int n = sel->n_tokens, E = sel->n_experts;
@@ -128,12 +144,42 @@ static int sched_select(void *ctx, int layer, int pos0, const float *probs, wd_s
                    probs + (size_t)t * E, (size_t)E * sizeof(float));
     }
     wd_emu_step_result r;
-    if (wd_emu_select(k->emu, n, probs, sel->n, sel->expert, sel->weight, err, sizeof(err)) ||
-        wd_emu_step(k->emu, layer, n, sel->n, sel->expert, &r, err, sizeof(err))) {
+    if (wd_emu_select(k->emu, n, probs, sel->n, sel->expert, sel->weight, err, sizeof(err))) {
         fprintf(stderr, "wdmoe: emulation: %s\n", err);
         return 1;
     }
-    if (k->records) write_record(k, layer, pos0, sel, &r);
+    if (k->measured) { /* the step follows the kernel times (wd_scheduler_expert_times) */
+        if (n > k->pend_cap) {
+            free(k->pend_sel_n);
+            free(k->pend_expert);
+            free(k->pend_weight);
+            k->pend_sel_n = malloc((size_t)n * sizeof(int));
+            k->pend_expert = malloc((size_t)n * E * sizeof(int));
+            k->pend_weight = malloc((size_t)n * E * sizeof(float));
+            k->pend_cap = k->pend_sel_n && k->pend_expert && k->pend_weight ? n : 0;
+            if (!k->pend_cap) return 1;
+        }
+        memcpy(k->pend_sel_n, sel->n, (size_t)n * sizeof(int));
+        memcpy(k->pend_expert, sel->expert, (size_t)n * E * sizeof(int));
+        memcpy(k->pend_weight, sel->weight, (size_t)n * E * sizeof(float));
+        k->pend_layer = layer, k->pend_pos0 = pos0, k->pend_n = n;
+        return 0;
+    }
+    if (wd_emu_step(k->emu, layer, n, sel->n, sel->expert, &r, err, sizeof(err))) {
+        fprintf(stderr, "wdmoe: emulation: %s\n", err);
+        return 1;
+    }
+    return after_step(k, layer, pos0, sel, &r);
+}
+
+/* records, the LM head after the last layer, the recorded probabilities */
+static int after_step(wd_scheduler *k, int layer, int pos0, const wd_selection *sel,
+                      const wd_emu_step_result *r) {
+    int n = sel->n_tokens, E = sel->n_experts;
+    char err[512];
+    k->last = *r;
+    k->have_last = 1;
+    if (k->records) write_record(k, layer, pos0, sel, r);
     if (layer == k->n_layers - 1) {
         /* LM head at the BS after the last layer */
         const wd_config *c = &k->m->cfg;
@@ -151,6 +197,50 @@ static int sched_select(void *ctx, int layer, int pos0, const float *probs, wd_s
                 }
     }
     return 0;
+}
+
+void wd_scheduler_set_measured(wd_scheduler *k, int on) { k->measured = on != 0; }
+int wd_scheduler_measured(const wd_scheduler *k) { return k->measured; }
+
+int wd_scheduler_expert_times(wd_scheduler *k, int layer, const double *seconds, int n_experts) {
+    if (!k->measured) return 0;
+    char err[512];
+    if (layer != k->pend_layer || n_experts != k->n_experts || k->pend_n < 1) {
+        fprintf(stderr, "wdmoe: emulation: expert times for layer %d without its selection\n",
+                layer);
+        return 1;
+    }
+    int nd = wd_emu_n_devices(k->emu);
+    if (!k->t_c && !(k->t_c = malloc((size_t)nd * sizeof(double)))) return 1;
+    for (int d = 0; d < nd; d++) k->t_c[d] = NAN; /* NAN: the modeled time */
+    const wd_scenario *sc = wd_emu_scenario(k->emu);
+    for (int e = 0; e < n_experts; e++) {
+        int d = wd_emu_expert_device(k->emu, e);
+        if (seconds[e] < 0 || d < 0) continue;
+        double cal = sc->dev[d].profile.calibration > 0 ? sc->dev[d].profile.calibration : 1.0;
+        k->t_c[d] = (isnan(k->t_c[d]) ? 0.0 : k->t_c[d]) + seconds[e] * cal;
+    }
+    wd_emu_step_result r;
+    if (wd_emu_step_measured(k->emu, layer, k->pend_n, k->pend_sel_n, k->pend_expert, k->t_c, &r,
+                             err, sizeof(err))) {
+        fprintf(stderr, "wdmoe: emulation: %s\n", err);
+        return 1;
+    }
+    wd_selection sel = {k->pend_n, k->n_experts, k->pend_sel_n, k->pend_expert, k->pend_weight};
+    k->pend_n = 0;
+    return after_step(k, layer, k->pend_pos0, &sel, &r);
+}
+
+void wd_scheduler_link_delays(wd_scheduler *k, int layer, int expert, uint64_t *dl_ns,
+                              uint64_t *ul_ns) {
+    *dl_ns = *ul_ns = 0;
+    if (!k->have_last || k->last.layer != layer) return;
+    int d = wd_emu_expert_device(k->emu, expert);
+    for (int i = 0; i < k->last.n_active; i++)
+        if (k->last.dev[i].device == d) {
+            *dl_ns = (uint64_t)(k->last.dev[i].t_dl * 1e9 + 0.5);
+            *ul_ns = (uint64_t)(k->last.dev[i].t_ul * 1e9 + 0.5);
+        }
 }
 
 void wd_scheduler_hooks(wd_scheduler *k, wd_moe_hooks *hooks) {

@@ -20,8 +20,8 @@ static char *tmp(const char *name) {
     return s;
 }
 
-static const wd_compute_profile DEV = {1e12, 1e10, 0.5, 1e-4, 0};
-static const wd_compute_profile BS = {1e13, 1e11, 1.0, 0, 0};
+static const wd_compute_profile DEV = {1e12, 1e10, 0.5, 1e-4, 0, 1.0, 0};
+static const wd_compute_profile BS = {1e13, 1e11, 1.0, 0, 0, 1.0, 0};
 
 /* n devices on constant links: dl 100 Mbit/s, ul 50 Mbit/s, 1 ms latency. */
 static void const_scenario(wd_scenario *sc, int n) {

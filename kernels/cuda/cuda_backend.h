@@ -230,8 +230,8 @@ typedef struct {
     void (*link_delays)(void *ctx, int layer, int device, int n_tokens, uint64_t *dl_ns,
                         uint64_t *ul_ns);
     /* Called after each layer's experts with the measured expert seconds per
-       device (< 0: device unused); may be NULL. */
-    void (*expert_times)(void *ctx, int layer, const double *seconds, int n_devices);
+       device (< 0: device unused); may be NULL. Non-zero aborts the forward. */
+    int (*expert_times)(void *ctx, int layer, const double *seconds, int n_devices);
 } wd_cuda_timing_hooks;
 
 /* Uploads the weights of m (which stays owned by the caller and may be freed

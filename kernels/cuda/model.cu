@@ -1245,7 +1245,8 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
                     p ? wd_cuda_devset_last_expert_seconds(p->devs, dev_index(cm, d))
                       : cm->h_tim[(size_t)g * cm->kmax + dev_index(cm, d)];
             }
-            timing->expert_times(timing->ctx, l, cm->h_seconds, nd);
+            if (timing->expert_times(timing->ctx, l, cm->h_seconds, nd))
+                return fail(err, errlen, "the timing hook aborted", 0);
         }
     }
     if (logits) {

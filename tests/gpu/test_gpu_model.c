@@ -281,7 +281,7 @@ static void small_delays(void *ctx, int layer, int device, int n_tokens, uint64_
     *dl = 3000 + 1000 * (uint64_t)((layer + device) % 2);
     *ul = 2000 + (uint64_t)n_tokens;
 }
-static void check_times(void *ctx, int layer, const double *seconds, int n_devices) {
+static int check_times(void *ctx, int layer, const double *seconds, int n_devices) {
     timing_log *t = ctx;
     (void)layer;
     t->calls++;
@@ -289,6 +289,7 @@ static void check_times(void *ctx, int layer, const double *seconds, int n_devic
         if (seconds[d] >= 0) t->used++;
         if (seconds[d] > 10 || (seconds[d] < 0 && seconds[d] != -1.0)) t->bad++;
     }
+    return 0;
 }
 
 /* prefill npre tokens, then ndec decode steps: every row of logits */
