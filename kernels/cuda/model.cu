@@ -470,7 +470,11 @@ static int setup_parts(wd_cuda_model *cm, char *log, size_t loglen, char *err, s
             cudaGetLastError();
             return -1;
         }
-        CK((int)cudaStreamCreateWithPriority(&p->port, cudaStreamNonBlocking, 0), "stream");
+        /* the BS stream and the transfer streams go first when the GPU is shared
+           with the device streams (their work gates every device) */
+        int lo = 0, hi = 0;
+        cudaDeviceGetStreamPriorityRange(&lo, &hi);
+        CK((int)cudaStreamCreateWithPriority(&p->port, cudaStreamNonBlocking, hi), "stream");
         CK((int)cudaEventCreateWithFlags(&p->ev_ready, cudaEventDisableTiming), "event");
         p->stage_dev = dalloc(WD_STAGE_BYTES, &ok);
         if (!ok) return fail(err, errlen, "out of GPU memory for the staging buffer", 0);

@@ -14,6 +14,7 @@
  * Skipped (exit 77) without a GPU. */
 #include <stdint.h>
 
+#include "host/host.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "tests/test_util.h"
 
@@ -418,6 +419,51 @@ static void run_stories(void) {
         fclose(f);
     }
     CHECKF(nwant == 201, "%s: expected 201 ids, read %d", jp, nwant);
+    /* whole-model logits against the CPU backend (host wd_forward): prefill of
+       the first 24 published ids (all logits) then 8 decode steps */
+    if (nwant == 201) {
+        enum { NP = 24, ND = 8 };
+        int V = c->vocab;
+        wd_pool *pool = wd_pool_create(1);
+        wd_session *ses = pool ? wd_session_create(mp, 64, pool) : NULL;
+        float *cpu = malloc((size_t)(NP + ND) * V * 4), *gpu = malloc((size_t)(NP + ND) * V * 4);
+        int ok = ses && cpu && gpu &&
+                 wd_forward(ses, want, NP, cpu, 1, err, sizeof err) == 0;
+        for (int i = 0; ok && i < ND; i++)
+            ok = wd_forward(ses, want + NP + i, 1, cpu + (size_t)(NP + i) * V, 0, err,
+                            sizeof err) == 0;
+        CHECKF(ok, "stories260k on the CPU backend: %s", err);
+        for (int mode = 0; ok && mode < 2; mode++) {
+            wd_cuda_model_spec spec;
+            wd_cuda_model_spec_default(&spec);
+            spec.dtype = mode ? WD_DT_BF16 : WD_DT_F32;
+            spec.max_ctx = 64;
+            spec.max_batch = 16; /* the prefill runs as two chunks, 16 + 8 */
+            spec.use_graphs = 1;
+            wd_cuda_model *cm;
+            if (wd_cuda_model_create(&cm, mp, &spec, NULL, 0, err, sizeof err)) {
+                CHECKF(0, "stories260k: %s", err);
+                break;
+            }
+            for (size_t i = 0; i < (size_t)(NP + ND) * V; i++) gpu[i] = NAN;
+            int rc = wd_cuda_model_forward(cm, want, NP, gpu, 1, NULL, NULL, err, sizeof err);
+            for (int i = 0; !rc && i < ND; i++)
+                rc = wd_cuda_model_forward(cm, want + NP + i, 1, gpu + (size_t)(NP + i) * V, 0,
+                                           NULL, NULL, err, sizeof err);
+            CHECKF(rc == 0, "stories260k forward: %s", err);
+            double e = rel_err(gpu, cpu, (size_t)(NP + ND) * V);
+            double tol = mode ? 3e-2 : 2e-5;
+            CHECKF(e <= tol, "stories260k %s logits vs the CPU backend: rel L2 %.3g > %.3g",
+                   mode ? "BF16" : "F32", e, tol);
+            printf("  stories260k %s: logits vs the CPU backend (%d prefill + %d decode): rel L2 "
+                   "%.3g (tol %.3g)\n", mode ? "BF16" : "F32", NP, ND, e, tol);
+            wd_cuda_model_free(cm);
+        }
+        free(cpu);
+        free(gpu);
+        wd_session_free(ses);
+        wd_pool_destroy(pool);
+    }
     for (int mode = 0; mode < 3 && nwant == 201; mode++) { /* F32, BF16, F32 + graphs */
         wd_cuda_model_spec spec;
         wd_cuda_model_spec_default(&spec);
