@@ -188,9 +188,11 @@ static inline int dev_index(const wd_cuda_model *cm, int d) { return d / cm->G; 
 static size_t sel_bytes(const wd_cuda_model *cm, int n) {
     return (size_t)2 * cm->cfg.n_experts * n * 4 + (size_t)2 * cm->spec.n_devices * 8;
 }
+#ifdef WD_HAVE_NCCL
 static size_t ctl_words(const wd_cuda_model *cm) {
     return CTL_HEAD + (size_t)cm->cfg.n_experts + 2 * (size_t)cm->spec.n_devices;
 }
+#endif
 
 static int64_t numel(const wd_tensor *t) {
     int64_t n = 1;
@@ -562,8 +564,8 @@ static int exchange_config(wd_cuda_model *cm, int64_t *h, int64_t **d, char *err
 /* Communicators over all GPUs of the run; for multi-process runs also the
  * configuration exchange and the control-message buffers. */
 static int setup_nccl(wd_cuda_model *cm, char *log, size_t loglen, char *err, size_t errlen) {
-    const wd_cuda_model_spec *s = &cm->spec;
 #ifdef WD_HAVE_NCCL
+    const wd_cuda_model_spec *s = &cm->spec;
     if (s->n_ranks <= 1) {
         ncclComm_t comms[64];
         int devs[64];
@@ -1012,7 +1014,7 @@ static int gpu_has_tokens(const wd_cuda_model *cm, int g) {
 /* ---- the expert part of layer l on rank 0: selection upload, inputs to the
  * other GPUs, experts, outputs back, combine into the residual ---- */
 static int experts_layer(wd_cuda_model *cm, int l, int n, int mode, char *err, size_t errlen) {
-    int E = cm->cfg.n_experts, H = cm->cfg.hidden, nd = cm->spec.n_devices, G = cm->G;
+    int H = cm->cfg.hidden, nd = cm->spec.n_devices, G = cm->G;
     cudaStream_t bs = cm->bs;
     gpu_part *bsp = &cm->parts[0];
     CK((int)cudaMemcpyAsync(cm->sbuf, cm->h_sbuf, sel_bytes(cm, n), cudaMemcpyHostToDevice, bs),
@@ -1022,6 +1024,7 @@ static int experts_layer(wd_cuda_model *cm, int l, int n, int mode, char *err, s
 #ifdef WD_HAVE_NCCL
     size_t sel_ints = sel_bytes(cm, n) / 4;
     if (G > 1) {
+        int E = cm->cfg.n_experts;
         if (G > cm->L) { /* the control message for the other processes */
             int64_t *c = cm->h_ctl;
             c[0] = CTL_RUN;
@@ -1055,8 +1058,6 @@ static int experts_layer(wd_cuda_model *cm, int l, int n, int mode, char *err, s
             CK((int)cudaEventRecord(p->ev_ready, p->port), "event");
         }
     }
-#else
-    (void)G;
 #endif
     for (int i = 0; i < cm->L; i++)
         if (cm->gpu_used[cm->parts[i].global] &&
