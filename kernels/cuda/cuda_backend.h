@@ -11,7 +11,9 @@
  *  - emulated devices: one stream each (with a priority), optionally a green
  *    context with its own SM count, events to time expert calls, NVTX ranges;
  *  - a GPU model runner: uploads a host wd_model (chunked pinned staging, no
- *    full host copy) and runs decode/prefill with the MoE split of host.h.
+ *    full host copy) and runs decode/prefill with the MoE split of host.h, on
+ *    one GPU or spread over several (NCCL; one process, or one per node with
+ *    wd_cuda_model_serve on ranks > 0), decode steps as CUDA graphs.
  *
  * Weights on the GPU are BF16 (fp32 accumulate) or F32 (the exact mode);
  * activations are fp32. Pointers named d_* or documented "device" are device
