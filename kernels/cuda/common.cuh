@@ -154,6 +154,10 @@ typedef struct {
     uint64_t ns;
     const uint64_t *d_ns;
 } wd_cuda_link_delay;
+/* An event of device d (created in its stream's context, no timing) for
+   other streams to wait on its work. */
+cudaEvent_t wd_cuda_devset_done_event(const wd_cuda_devset *ds, int d);
+
 /* timing: WD_TIME_START records the device's start event before the expert,
    WD_TIME_END its end event after it; a device running several experts in a
    layer passes START with the first and END with the last, so

@@ -75,6 +75,7 @@ typedef struct {
     wd_cuda_blas *blas;
     void *scratch;
     cudaEvent_t ev0, ev1;
+    cudaEvent_t done; /* no timing: joins (created in the stream's context) */
     int recorded;
 } wd_dev;
 
@@ -208,7 +209,8 @@ extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec
         }
         /* events and the cuBLAS handle live in the stream's context */
         if (v->green) ds->api.ctx_push(v->green_cu);
-        int ok = cudaEventCreate(&v->ev0) == cudaSuccess && cudaEventCreate(&v->ev1) == cudaSuccess;
+        int ok = cudaEventCreate(&v->ev0) == cudaSuccess && cudaEventCreate(&v->ev1) == cudaSuccess &&
+                 cudaEventCreateWithFlags(&v->done, cudaEventDisableTiming) == cudaSuccess;
         if (ok) {
             char berr[256];
             v->blas = wd_cuda_blas_create(v->s, max_tok * (size_t)(spec->ffn > spec->hidden
@@ -243,6 +245,7 @@ extern "C" void wd_cuda_devset_free(wd_cuda_devset *ds) {
         if (v->scratch) cudaFree(v->scratch);
         if (v->ev0) cudaEventDestroy(v->ev0);
         if (v->ev1) cudaEventDestroy(v->ev1);
+        if (v->done) cudaEventDestroy(v->done);
         if (v->green) {
             /* the green stream goes with its context */
             ds->api.green_destroy(v->green);
@@ -265,6 +268,7 @@ extern "C" wd_cuda_blas *wd_cuda_devset_blas(const wd_cuda_devset *ds, int d) {
 extern "C" void *wd_cuda_devset_scratch(const wd_cuda_devset *ds, int d) {
     return ds->dev[d].scratch;
 }
+cudaEvent_t wd_cuda_devset_done_event(const wd_cuda_devset *ds, int d) { return ds->dev[d].done; }
 extern "C" int wd_cuda_devset_green(const wd_cuda_devset *ds, int d) {
     return ds->dev[d].green != NULL;
 }

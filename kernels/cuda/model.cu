@@ -91,7 +91,6 @@ struct wd_cuda_model {
     int *sbuf;    /* selection: [E][n] rows, [E][n] scales, then [2][nd] delays (one upload) */
     float **ybuf;  /* per device: its output [max_batch][H] on its GPU (NULL: another process) */
     float **yrecv; /* per device not on the BS GPU (rank 0): its output received there */
-    cudaEvent_t *ev_done; /* per device of this process: its experts are done */
     void *att_scratch;
     cudaStream_t bs;
     wd_cuda_blas *blas;
@@ -338,9 +337,6 @@ extern "C" void wd_cuda_model_free(wd_cuda_model *cm) {
     for (int d = 0; cm->yrecv && d < nd; d++) cudaFree(cm->yrecv[d]);
     free(cm->ybuf);
     free(cm->yrecv);
-    for (int d = 0; cm->ev_done && d < nd; d++)
-        if (cm->ev_done[d]) cudaEventDestroy(cm->ev_done[d]);
-    free(cm->ev_done);
     for (int i = 0; cm->parts && i < cm->L; i++) {
         gpu_part *p = &cm->parts[i];
         cudaSetDevice(p->ordinal);
@@ -807,17 +803,12 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
         }
     }
     cm->ybuf = (float **)calloc((size_t)nd, sizeof(float *));
-    cm->ev_done = (cudaEvent_t *)calloc((size_t)nd, sizeof(cudaEvent_t));
-    if (!cm->ybuf || !cm->ev_done) ok = 0;
+    if (!cm->ybuf) ok = 0;
     for (int d = 0; ok && d < nd; d++) {
         gpu_part *p = gpu_local(cm, dev_gpu(cm, d));
         if (!p) continue;
         cudaSetDevice(p->ordinal);
         cm->ybuf[d] = (float *)dalloc((size_t)B * H * 4, &ok);
-        if (cudaEventCreateWithFlags(&cm->ev_done[d], cudaEventDisableTiming) != cudaSuccess) {
-            cm->ev_done[d] = NULL;
-            ok = 0;
-        }
     }
     if (!ok) BAIL(fail(err, errlen, "out of GPU or pinned host memory for activations", 0));
     cm->h_sel_n = (int *)malloc((size_t)B * 4);
@@ -965,7 +956,7 @@ enum { XM_DIRECT = 0, XM_GRAPH = 1, XM_GRAPH_DELAYS = 2 };
  * per expert in count, rows/scales in p->sbuf, inputs in p->xb): each used
  * device waits for p->ev_ready, clears its output, runs its experts (link
  * delays before the first and after the last, timing events around all of
- * them), and records ev_done. */
+ * them), and records its done event. */
 static int run_part(wd_cuda_model *cm, gpu_part *p, int l, int n, const int *count,
                     const uint64_t *dl, const uint64_t *ul, int mode, char *err, size_t errlen) {
     int E = cm->cfg.n_experts, nd = cm->spec.n_devices;
@@ -999,7 +990,7 @@ static int run_part(wd_cuda_model *cm, gpu_part *p, int l, int n, const int *cou
                "expert");
             first = 0;
         }
-        CK((int)cudaEventRecord(cm->ev_done[d], ds), "event");
+        CK((int)cudaEventRecord(wd_cuda_devset_done_event(p->devs, k), ds), "event");
     }
     return 0;
 }
@@ -1069,7 +1060,8 @@ static int experts_layer(wd_cuda_model *cm, int l, int n, int mode, char *err, s
         gpu_part *p = gpu_local(cm, dev_gpu(cm, d));
         if (!p) continue;
         CK((int)cudaSetDevice(p->ordinal), "cudaSetDevice");
-        CK((int)cudaStreamWaitEvent(p->port, cm->ev_done[d], 0), "stream wait");
+        CK((int)cudaStreamWaitEvent(p->port, wd_cuda_devset_done_event(p->devs, dev_index(cm, d)), 0),
+           "stream wait");
     }
     CK((int)cudaSetDevice(bsp->ordinal), "cudaSetDevice");
 #ifdef WD_HAVE_NCCL
@@ -1380,7 +1372,8 @@ static int serve_loop(wd_cuda_model *cm, int *layers_served, char *err, size_t e
                 return -1;
             for (int k = 0; k < p->n_local; k++)
                 if (cm->h_dev_tokens[p->ids[k]])
-                    CK((int)cudaStreamWaitEvent(p->port, cm->ev_done[p->ids[k]], 0), "stream wait");
+                    CK((int)cudaStreamWaitEvent(p->port, wd_cuda_devset_done_event(p->devs, k), 0),
+                       "stream wait");
         }
         NK(ncclGroupStart(), "ncclGroupStart");
         for (int i = 0; i < cm->L; i++) {
