@@ -124,6 +124,9 @@ __device__ __forceinline__ float wd_silu_mul(float g, float u) {
 
 static inline int wd_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
+/* Append one printf-style line to a caller's log buffer (log may be NULL). */
+void wd_cuda_log(char *log, size_t len, const char *fmt, ...);
+
 /* Internal launchers shared between files. */
 int wd_cuda_expert_small(const wd_cuda_expert *e, float *d_out, const float *d_x,
                          const int *d_rows, const float *d_scale, int n, int accumulate,

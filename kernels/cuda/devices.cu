@@ -88,7 +88,7 @@ struct wd_cuda_devset {
     wd_dev *dev;
 };
 
-static void logf_append(char *log, size_t len, const char *fmt, ...) {
+void wd_cuda_log(char *log, size_t len, const char *fmt, ...) {
     if (!log || !len) return;
     size_t used = strnlen(log, len);
     if (used + 1 >= len) return;
@@ -178,7 +178,7 @@ extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec
     if (want_green) {
         ds->have_api = green_api_load(&ds->api) == 0;
         if (!ds->have_api)
-            logf_append(log, loglen,
+            wd_cuda_log(log, loglen,
                         "cuda: green contexts unavailable (driver older than 12.4?): plain "
                         "streams for every device\n");
     }
@@ -195,11 +195,11 @@ extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec
         int want = spec->sm_count ? spec->sm_count[d] : 0;
         char why[160] = "";
         if (want > 0 && ds->have_api && make_green(ds, v, want, prio, why, sizeof why) == 0) {
-            logf_append(log, loglen, "cuda: device %d: green context with %d SMs (asked %d)\n",
+            wd_cuda_log(log, loglen, "cuda: device %d: green context with %d SMs (asked %d)\n",
                         ds->ids[d], v->sm_count, want);
         } else {
             if (want > 0 && ds->have_api)
-                logf_append(log, loglen, "cuda: device %d: plain stream (%s)\n", ds->ids[d], why);
+                wd_cuda_log(log, loglen, "cuda: device %d: plain stream (%s)\n", ds->ids[d], why);
             if (cudaStreamCreateWithPriority(&v->s, cudaStreamNonBlocking, prio) != cudaSuccess) {
                 cudaGetLastError();
                 snprintf(err, errlen, "kernels/cuda/devices.cu: cannot create stream %d", ds->ids[d]);

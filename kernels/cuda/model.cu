@@ -23,7 +23,6 @@
  * A multi-process run: rank 0 owns the BS and drives every step; the other
  * ranks hold experts only and follow rank 0's control message, sent with the
  * inputs of each layer (wd_cuda_model_serve). */
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef WD_HAVE_NCCL
@@ -164,16 +163,6 @@ static int nccl_fail(char *err, size_t errlen, const char *what, ncclResult_t r)
         int rc_ = (call);                                                                     \
         if (rc_) return fail(err, errlen, what, rc_);                                         \
     } while (0)
-
-static void log_append(char *log, size_t loglen, const char *fmt, ...) {
-    if (!log || !loglen) return;
-    size_t used = strnlen(log, loglen);
-    if (used + 1 >= loglen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(log + used, loglen - used, fmt, ap);
-    va_end(ap);
-}
 
 /* placement: expert e on device e % nd, device d on global GPU d % G, global
    GPU g on rank g / L as its local GPU g % L, device d is number d / G there */
@@ -584,7 +573,7 @@ static int setup_nccl(wd_cuda_model *cm, char *log, size_t loglen, char *err, si
     }
     int ver = 0;
     ncclGetVersion(&ver);
-    log_append(log, loglen, "cuda: NCCL %d: %d GPUs in %d process(es), this is rank %d\n", ver,
+    wd_cuda_log(log, loglen, "cuda: NCCL %d: %d GPUs in %d process(es), this is rank %d\n", ver,
                cm->G, s->n_ranks, cm->rank);
     if (cm->G == cm->L) return 0;
     /* several processes: configuration, then the control buffers (allocated
@@ -856,7 +845,7 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
                                     : NULL;
         if (why) {
             if (spec.use_graphs)
-                log_append(log, loglen,
+                wd_cuda_log(log, loglen,
                            "cuda: CUDA graphs off (%s): decode launches kernel by kernel\n", why);
         } else {
             cm->bs_graph = (cudaGraphExec_t *)calloc((size_t)c->n_layers, sizeof(cudaGraphExec_t));
@@ -874,7 +863,7 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
         if (rc) BAIL(fail(err, errlen, "setup failed", rc));
     }
     if (is_bs) cudaSetDevice(bsp->ordinal);
-    log_append(log, loglen,
+    wd_cuda_log(log, loglen,
                "cuda: rank %d: %.2f GB of %s weights on GPU%s %d..%d, %d emulated devices over %d "
                "GPU(s)%s%s\n",
                cm->rank, cm->weight_bytes / 1e9, wd_dtype_name(dt), cm->L > 1 ? "s" : "",
