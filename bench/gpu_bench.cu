@@ -380,9 +380,20 @@ int main(int argc, char **argv) {
                "decode_tok_s_no_graphs");
         double td = td_plain;
         if (wd_cuda_model_set_graphs(cm, 1) == 0) {
+            decode(2, NULL); /* captures the graphs */
+            wd_cuda_model_profile_reset(cm);
             td = decode(ndecode, NULL) * scale32;
             report("Mixtral shape decode batch 1, CUDA graphs", ">= 150 tok/s", "%.1f tok/s",
                    1.0 / td, "decode_tok_s");
+            wd_cuda_profile pf;
+            wd_cuda_model_profile(cm, &pf);
+            double per = pf.layers ? 1e6 / pf.layers : 0;
+            printf("decode host time per layer (us): launch BS %.1f | wait router %.1f | select "
+                   "%.1f | launch experts %.1f; per token: tail %.1f us\n",
+                   pf.launch_bs * per, pf.wait_router * per, pf.select * per,
+                   pf.launch_experts * per, pf.forwards ? pf.tail * 1e6 / pf.forwards : 0.0);
+            report("decode: host select + launches per layer", "-", "%.1f us",
+                   (pf.launch_bs + pf.select + pf.launch_experts) * per, "decode_host_us_per_layer");
         } else {
             printf("CUDA graphs not possible for this model: decode launch by launch\n");
         }

@@ -246,6 +246,22 @@ int wd_cuda_model_create(wd_cuda_model **out, const wd_model *m, const wd_cuda_m
 int wd_cuda_model_create_random(wd_cuda_model **out, const wd_config *cfg, uint64_t seed,
                                 const wd_cuda_model_spec *spec, char *log, size_t loglen,
                                 char *err, size_t errlen);
+/* Where the host time of forward calls goes (seconds, summed since the last
+ * reset), to see what separates decode from the bandwidth roofline:
+ *   launch_bs      enqueueing each layer's BS part (kernels or one graph)
+ *   wait_router    waiting for the router output: the GPU running the previous
+ *                  layer's experts and this layer's BS part, plus the copy
+ *   select         the selection hook (policy, emulator) and grouping by expert
+ *   launch_experts enqueueing the expert part (kernels, NCCL, or one graph)
+ *   timing         the timing hook (measured compute) and its waits
+ *   tail           embedding/LM head enqueue and the final wait */
+typedef struct {
+    long forwards, layers;
+    double launch_bs, wait_router, select, launch_experts, timing, tail;
+} wd_cuda_profile;
+void wd_cuda_model_profile(const wd_cuda_model *cm, wd_cuda_profile *out);
+void wd_cuda_model_profile_reset(wd_cuda_model *cm);
+
 /* Rank 0 of a multi-process run also tells the other ranks to stop. */
 void wd_cuda_model_free(wd_cuda_model *cm);
 size_t wd_cuda_model_weight_bytes(const wd_cuda_model *cm); /* on the GPU */

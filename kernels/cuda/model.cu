@@ -25,6 +25,7 @@
  * inputs of each layer (wd_cuda_model_serve). */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #ifdef WD_HAVE_NCCL
 #include <nccl.h>
 #endif
@@ -100,6 +101,7 @@ struct wd_cuda_model {
     int graphs;             /* 1: graphs in use (possible where bs_graph != NULL) */
     int cap_mode;           /* experts_layer mode while capturing (see there) */
     int broken;             /* an error left GPUs or ranks out of step: no more forwards */
+    wd_cuda_profile prof;
     cudaGraphExec_t *bs_graph; /* [n_layers] */
     expert_graph *xg;       /* [n_layers][WD_GRAPH_SETS] */
     int *xg_n;              /* [n_layers] */
@@ -1118,6 +1120,19 @@ static int experts_capture(wd_cuda_model *cm, int l, char *err, size_t errlen) {
     return experts_layer(cm, l, 1, cm->cap_mode, err, errlen);
 }
 
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+extern "C" void wd_cuda_model_profile(const wd_cuda_model *cm, wd_cuda_profile *out) {
+    *out = cm->prof;
+}
+extern "C" void wd_cuda_model_profile_reset(wd_cuda_model *cm) {
+    memset(&cm->prof, 0, sizeof cm->prof);
+}
+
 /* One chunk of at most max_batch tokens. */
 static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *logits,
                          int all_logits, const wd_moe_hooks *hooks,
@@ -1141,7 +1156,11 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
     CK((int)cudaMemcpyAsync(cm->d_pos, cm->h_pos, sizeof(int), cudaMemcpyHostToDevice, bs),
        "position upload");
     CK(wd_cuda_embed(cm->x, cm->embed, cm->dt, cm->tokens, n, H, bs), "embedding");
+    wd_cuda_profile *pf = &cm->prof;
+    double t_prev, t_now;
+#define LAP(field) (t_now = now_s(), pf->field += t_now - t_prev, t_prev = t_now)
     for (int l = 0; l < c->n_layers; l++) {
+        t_prev = now_s();
         if (graph) {
             if (!cm->bs_graph[l] && capture(cm, l, bs_capture, &cm->bs_graph[l], err, errlen))
                 return -1;
@@ -1149,7 +1168,9 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
         } else if (bs_layer(cm, l, n, pos0, NULL, err, errlen)) {
             return -1;
         }
+        LAP(launch_bs);
         CK((int)cudaStreamSynchronize(bs), "router");
+        LAP(wait_router);
         const float *h_probs = cm->h_rbuf;
         const int *h_ridx = (const int *)(cm->h_rbuf + (size_t)n * E);
         const float *h_rweights = cm->h_rbuf + (size_t)n * (E + K);
@@ -1198,6 +1219,7 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
             h_delay[d] = cm->h_dl[d];
             h_delay[nd + d] = cm->h_ul[d];
         }
+        LAP(select);
         /* experts: a cached graph for this chosen set, or launch by launch */
         cudaGraphExec_t xexec = NULL;
         if (graph) {
@@ -1220,6 +1242,7 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
             if (cm->G > 1) cm->broken = 1; /* the other GPUs may be mid-exchange */
             return -1;
         }
+        LAP(launch_experts);
         if (timing && timing->expert_times) {
             if (cm->G > cm->L) CK((int)cudaStreamSynchronize(bs), "timing");
             for (int d = 0; d < nd; d++) {
@@ -1234,7 +1257,10 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
             if (timing->expert_times(timing->ctx, l, cm->h_seconds, nd))
                 return fail(err, errlen, "the timing hook aborted", 0);
         }
+        LAP(timing);
+        pf->layers++;
     }
+    double t_layers_end = now_s();
     if (logits) {
         int n_out = all_logits ? n : 1;
         const float *xin = all_logits ? cm->x : cm->x + (size_t)(n - 1) * H;
@@ -1246,6 +1272,10 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
            "logits download");
     }
     CK((int)cudaStreamSynchronize(bs), "forward");
+#undef LAP
+    double t_end = now_s();
+    pf->tail += t_end - t_layers_end;
+    pf->forwards++;
     cm->pos += n;
     return 0;
 }
