@@ -335,6 +335,11 @@ int wd_cmd_eval(int argc, char **argv) {
             goto done;
         }
         policy_name = wd_eval_emu_policy(emu);
+        if (wd_eval_emu_measured(emu))
+            fprintf(stderr,
+                    "wdmoe eval: %s asks for measured compute, which `wdmoe generate --backend "
+                    "cuda` provides: using the modeled compute times\n",
+                    scenario ? scenario : "the scenario");
     }
     /* agreement: default on when the policy is not top-k (CPU; on the GPU it
      * needs a second copy of the model, so it is asked for explicitly) */

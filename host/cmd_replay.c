@@ -122,6 +122,11 @@ int wd_cmd_replay(int argc, char **argv) {
             rc = 1;
             break;
         }
+        if (sc.compute_measured)
+            fprintf(stderr,
+                    "wdmoe replay: %s asks for measured compute, which `wdmoe generate --backend "
+                    "cuda` provides: using the modeled compute times\n",
+                    scen[s]);
         const char *list[MAX_LIST + 2];
         int nl = 0;
         list[nl++] = "topk";

@@ -51,5 +51,22 @@ check_bad "unknown option" generate --model "$models/moe4-top2" --bogus
 check_bad "needs a value" generate --model
 check_bad "unknown command" frobnicate
 
+# 5. a scenario asking for measured compute on the CPU backend: a note, the modeled times,
+#    and the same latency as the modeled scenario (replay too)
+sed 's/"name": "paper-cell"/"name": "paper-cell", "compute": "measured"/' \
+    "$WD_SOURCE_DIR/bench/scenarios/paper-cell.json" >"$tmp/measured.json"
+grep -q '"compute": "measured"' "$tmp/measured.json" || bad "could not write measured.json"
+for sc in "$WD_SOURCE_DIR/bench/scenarios/paper-cell.json" "$tmp/measured.json"; do
+    "$bin" generate --model "$models/moe4-top2" -n 12 --scenario "$sc" --no-compare \
+        --record-probs "$tmp/p.wdpr" >/dev/null 2>"$tmp/err_m.txt"
+    grep "latency mean" "$tmp/err_m.txt" >>"$tmp/lat.txt" # the report is on stderr
+done
+grep -q "asks for measured compute, which needs --backend cuda: using the modeled compute times" \
+    "$tmp/err_m.txt" && ok || bad "no note for measured compute on the CPU: $(cat "$tmp/err_m.txt")"
+[ "$(wc -l <"$tmp/lat.txt")" -eq 2 ] && [ "$(sort -u "$tmp/lat.txt" | wc -l)" -eq 1 ] && ok ||
+    bad "measured on the CPU changed the latency: $(cat "$tmp/lat.txt")"
+"$bin" replay --probs "$tmp/p.wdpr" --scenario "$tmp/measured.json" >/dev/null 2>"$tmp/err_r.txt" &&
+    grep -q "using the modeled compute times" "$tmp/err_r.txt" && ok || bad "replay: no note: $(cat "$tmp/err_r.txt")"
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
