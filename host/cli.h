@@ -52,8 +52,10 @@ void wd_cli_cuda_init(wd_cli_cuda *o);
 /* argv[*i] is one of the CUDA options: 1 (consumed, *i advanced), 0 (not
  * one of them), -1 (bad value, message printed: exit 2). */
 int wd_cli_cuda_option(const char *cmd, int argc, char **argv, int *i, wd_cli_cuda *o);
-/* Consistency of the options (serving: `wdmoe serve`); 0 or the exit status 2. */
-int wd_cli_cuda_check(const char *cmd, const wd_cli_cuda *o, int serving);
+/* Consistency of the options (serving: `wdmoe serve`), then the backend
+ * ("cpu" or "cuda", the latter only in a build with the CUDA backend); 0 or
+ * the exit status 2 with one line printed. */
+int wd_cli_cuda_check(const char *cmd, const wd_cli_cuda *o, const char *backend, int serving);
 #ifdef WD_HAVE_CUDA
 #include "kernels/cuda/cuda_backend.h"
 /* Fills the GPU fields of spec and, with --ranks > 1, exchanges the NCCL id

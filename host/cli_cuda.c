@@ -55,7 +55,7 @@ int wd_cli_cuda_option(const char *cmd, int argc, char **argv, int *i, wd_cli_cu
     return 0;
 }
 
-int wd_cli_cuda_check(const char *cmd, const wd_cli_cuda *o, int serving) {
+int wd_cli_cuda_check(const char *cmd, const wd_cli_cuda *o, const char *backend, int serving) {
     if (o->rank >= o->ranks) {
         fprintf(stderr, "wdmoe %s: --rank %d is outside 0..%d (--ranks %d)\n", cmd, o->rank,
                 o->ranks - 1, o->ranks);
@@ -74,6 +74,16 @@ int wd_cli_cuda_check(const char *cmd, const wd_cli_cuda *o, int serving) {
                 cmd);
         return 2;
     }
+    if (strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
+        fprintf(stderr, "wdmoe %s: unknown backend '%s' (cpu or cuda)\n", cmd, backend);
+        return 2;
+    }
+#ifndef WD_HAVE_CUDA
+    if (!strcmp(backend, "cuda")) {
+        fprintf(stderr, "wdmoe %s: this build has no CUDA backend (nvcc was not found)\n", cmd);
+        return 2;
+    }
+#endif
     return 0;
 }
 

@@ -274,17 +274,7 @@ int wd_cmd_eval(int argc, char **argv) {
         fprintf(stderr, "wdmoe eval: --model, --task and --data are required (see --help)\n");
         return 2;
     }
-    if (strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
-        fprintf(stderr, "wdmoe eval: unknown backend '%s' (cpu or cuda)\n", backend);
-        return 2;
-    }
-#ifndef WD_HAVE_CUDA
-    if (!strcmp(backend, "cuda")) {
-        fprintf(stderr, "wdmoe eval: this build has no CUDA backend (nvcc was not found)\n");
-        return 2;
-    }
-#endif
-    if (wd_cli_cuda_check(cmd, &gpu, 0)) return 2;
+    if (wd_cli_cuda_check(cmd, &gpu, backend, 0)) return 2;
     if (gpu.ranks > 1) {
         fprintf(stderr, "wdmoe eval: --ranks is for `wdmoe generate` (eval runs in one process)\n");
         return 2;

@@ -233,17 +233,7 @@ int wd_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "wdmoe generate: --model is required (see --help)\n");
         return 2;
     }
-    if (strcmp(backend, "cpu") && strcmp(backend, "cuda")) {
-        fprintf(stderr, "wdmoe generate: unknown backend '%s' (cpu or cuda)\n", backend);
-        return 2;
-    }
-#ifndef WD_HAVE_CUDA
-    if (!strcmp(backend, "cuda")) {
-        fprintf(stderr, "wdmoe generate: this build has no CUDA backend (nvcc was not found)\n");
-        return 2;
-    }
-#endif
-    if (wd_cli_cuda_check(cmd, &gpu, 0)) return 2;
+    if (wd_cli_cuda_check(cmd, &gpu, backend, 0)) return 2;
     if (realtime && (strcmp(backend, "cuda") || !scenario_path)) {
         fprintf(stderr, "wdmoe generate: --realtime needs --backend cuda and --scenario\n");
         return 2;

@@ -43,10 +43,9 @@ int wd_cmd_serve(int argc, char **argv) {
         fprintf(stderr, "wdmoe serve: --model is required (see --help)\n");
         return 2;
     }
-    if (wd_cli_cuda_check(cmd, &gpu, 1)) return 2;
+    if (wd_cli_cuda_check(cmd, &gpu, "cuda", 1)) return 2;
 #ifndef WD_HAVE_CUDA
-    fprintf(stderr, "wdmoe serve: this build has no CUDA backend (nvcc was not found)\n");
-    return 2;
+    return 2; /* said by wd_cli_cuda_check */
 #else
     char err[2048];
     wd_model *m = NULL;
