@@ -23,6 +23,15 @@ say() { printf '[gpu_check %3ds] %s\n' $(( $(date +%s) - start )) "$*"; }
 BUDGET=${BUDGET:-450}
 # timeout for a step: its own cap, or what is left of BUDGET (at least 10 s)
 left() { local l=$(( start + BUDGET - $(date +%s) )); [ $l -lt 10 ] && l=10; echo $(( l < $1 ? l : $1 )); }
+# pkg-config: the GPU image may lack it; bring Debian's pkgconf along in .debs/
+# (apt-get download pkgconf-bin libpkgconf3), unpacked under /tmp/pkgconf
+if ! command -v pkg-config >/dev/null && ls .debs/pkgconf-bin*.deb >/dev/null 2>&1; then
+  for f in .debs/pkgconf-bin*.deb .debs/libpkgconf*.deb; do dpkg -x "$f" /tmp/pkgconf; done
+  ln -sf pkgconf /tmp/pkgconf/usr/bin/pkg-config
+  export PATH=/tmp/pkgconf/usr/bin:$PATH
+  export LD_LIBRARY_PATH=/tmp/pkgconf/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  echo "pkg-config: using the packages in .debs (unpacked to /tmp/pkgconf)"
+fi
 for tool in cmake pkg-config; do
   command -v $tool >/dev/null || { echo "gpu_check: $tool not found on this host"; exit 1; }
 done
@@ -36,7 +45,8 @@ export PATH=/usr/local/cuda/bin:$PATH
 # json-c: GPU hosts often lack libjson-c-dev and cannot reach a package registry.
 # Bring the Debian packages along in .debs/ (on a networked machine:
 #   mkdir -p .debs && (cd .debs && apt-get download libjson-c-dev libjson-c5))
-# and they are unpacked under /tmp/jsonc (never over /).
+#   and for pkg-config: apt-get download pkgconf-bin libpkgconf3)
+# and they are unpacked under /tmp (never over /).
 if ! pkg-config --exists json-c 2>/dev/null && ls .debs/libjson-c*.deb >/dev/null 2>&1; then
   for f in .debs/libjson-c*.deb; do dpkg -x "$f" /tmp/jsonc; done
   pcdir=$(dirname "$(find /tmp/jsonc -name json-c.pc | head -1)")
@@ -54,7 +64,7 @@ if ! cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DWDMOE_CUDA=ON \
   tail -30 "$OUTDIR/configure.log"; say "configure FAILED"; exit 1
 fi
 say "build"
-if ! timeout $(left 300) cmake --build "$BUILD" -j "$JOBS" --target test_gpu_ops test_gpu_model gpu_bench wdmoe \
+if ! timeout $(left 300) cmake --build "$BUILD" -j "$JOBS" --target test_gpu_ops test_gpu_model test_sched_gpu gpu_bench wdmoe \
      >"$OUTDIR/build.log" 2>&1; then
   grep -E "error|Error" "$OUTDIR/build.log" | head -30; say "build FAILED"; exit 1
 fi

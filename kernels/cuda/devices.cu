@@ -298,13 +298,20 @@ int wd_cuda_devset_expert_call_at(wd_cuda_devset *ds, int d, int layer, const wd
     }
     snprintf(name, sizeof name, "L%d/dev%d/expert", layer, id);
     nvtxRangePushA(name);
-    /* external records: inside a stream capture they become event nodes of
-       the graph, so the timing works for CUDA-graph decode too */
-    if (timing & WD_TIME_START) rc = (int)cudaEventRecordWithFlags(v->ev0, v->s, cudaEventRecordExternal);
+    /* inside a stream capture the timing records are external ones, so they
+       become event nodes of the graph (CUDA-graph decode is timed too); the
+       flag is invalid outside a capture (cudaErrorIllegalState) */
+    unsigned rec = cudaEventRecordDefault;
+    if (timing) {
+        cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+        rc = (int)cudaStreamIsCapturing(v->s, &cs);
+        if (rc) return rc;
+        if (cs == cudaStreamCaptureStatusActive) rec = cudaEventRecordExternal;
+    }
+    if (timing & WD_TIME_START) rc = (int)cudaEventRecordWithFlags(v->ev0, v->s, rec);
     if (!rc) rc = wd_cuda_expert_ffn(v->blas, e, d_out, d_x, d_rows, d_scale, n, accumulate,
                                      v->scratch, v->s);
-    if (!rc && (timing & WD_TIME_END))
-        rc = (int)cudaEventRecordWithFlags(v->ev1, v->s, cudaEventRecordExternal);
+    if (!rc && (timing & WD_TIME_END)) rc = (int)cudaEventRecordWithFlags(v->ev1, v->s, rec);
     nvtxRangePop();
     if (rc) return rc;
     if (timing & WD_TIME_END) v->recorded = 1;
