@@ -83,13 +83,13 @@ static void test_step_formulas(void) {
     wd_emu_summary s;
     wd_emu_summarize(emu, &s);
     CHECK(s.tokens == 1 && s.steps == 2 && s.forwards == 1);
-    CHECK_NEAR(s.mean_s, wd_emu_time(emu), 1e-15);
-    CHECK_NEAR(s.bs_s + s.dl_s + s.comp_s + s.ul_s, s.mean_s, 1e-12);
-    CHECK_NEAR(s.bs_s, 2 * t_bs, 1e-15);
-    CHECK_NEAR(s.comp_s, tc1 + tc0, 1e-15);
-    CHECK_NEAR(s.straggle_s, (tc1 - tc0) / 2, 1e-12);
-    CHECK_NEAR(s.experts_per_token, 1.5, 0);
-    CHECK_NEAR(s.dl_bits_per_token, 3 * bits, 0);
+    CHECK_NEAR(s.decode.mean_s, wd_emu_time(emu), 1e-15);
+    CHECK_NEAR(s.decode.bs_s + s.decode.dl_s + s.decode.comp_s + s.decode.ul_s, s.decode.mean_s, 1e-12);
+    CHECK_NEAR(s.decode.bs_s, 2 * t_bs, 1e-15);
+    CHECK_NEAR(s.decode.comp_s, tc1 + tc0, 1e-15);
+    CHECK_NEAR(s.decode.straggle_s, (tc1 - tc0) / 2, 1e-12);
+    CHECK_NEAR(s.decode.experts_per_token, 1.5, 0);
+    CHECK_NEAR(s.decode.dl_bits_per_token, 3 * bits, 0);
     /* measured mode: device 0's compute time given, device 1's modeled */
     double meas[2] = {0.125, NAN};
     n[0] = 2, ex[0] = 0, ex[1] = 1;
@@ -208,8 +208,8 @@ static char *run_json(const wd_scenario *sc, const char *policy, uint64_t seed) 
         }
     wd_emu_summary su;
     wd_emu_summarize(emu, &su);
-    CHECK(su.tokens == 10 && su.mean_s > 0 && su.p50_s <= su.p95_s && su.p95_s <= su.p99_s &&
-          su.p99_s <= su.max_s);
+    CHECK(su.tokens == 10 && su.decode.mean_s > 0 && su.decode.p50_s <= su.decode.p95_s && su.decode.p95_s <= su.decode.p99_s &&
+          su.decode.p99_s <= su.decode.max_s);
     struct json_object *j = wd_emu_summary_json(&su);
     char *out = strdup(json_object_to_json_string(j));
     json_object_put(j);
