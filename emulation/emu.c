@@ -12,6 +12,8 @@ struct wd_emu {
     const wd_policy *pol;
     wd_policy_params par;
     wd_link **link; /* [nd * 2] */
+    unsigned char *air_on; /* [nd * 2]: the link pays the air interface */
+    double air_mean[2], air_duty[2]; /* prediction: mean overhead of a small transfer, duty */
     wd_synth *syn;  /* [nd] */
     unsigned char *has_syn;
     int *los;
@@ -99,7 +101,7 @@ void wd_emu_free(wd_emu *emu) {
                  emu->dev_gen,   emu->dev_tok,  emu->exp_gen,  emu->cnt_e,   emu->exp_dev,
                  emu->exp_list,  emu->active,   emu->slot,     emu->dt,      emu->ready,
                  emu->bits,      emu->share,    emu->pscratch, emu->ph[0].lat, emu->sel_flag,
-                 emu->fwd_flag,  emu->dev_flag, emu->top_ids, emu->ph[1].lat};
+                 emu->fwd_flag,  emu->dev_flag, emu->top_ids, emu->ph[1].lat, emu->air_on};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
     free(emu);
 }
@@ -119,6 +121,37 @@ static int copy_scenario(wd_scenario *dst, const wd_scenario *src) {
         memcpy(dst->dev[i].hosted, src->dev[i].hosted, n * sizeof(int));
     }
     return 0;
+}
+
+/* Prediction of the air interface: the mean overhead of a small transfer
+ * over start times spread across one TDD period (expected HARQ rounds), and
+ * the share of time each direction may send. */
+static int air_prediction(wd_emu *emu, char *err, size_t errlen) {
+    const wd_air *A = &emu->sc.radio.air;
+    if (!A->enabled) return 0;
+    wd_link_spec ideal = {.model = WD_LINK_CONSTANT, .rate_bps = 1e15, .rate_scale = 1.0};
+    wd_link *l;
+    if (wd_link_create(&l, &ideal, WD_DL, 0, 0, err, errlen)) return 1;
+    int n = A->duplex == WD_DUPLEX_FDD ? 1 : (int)strlen(A->pattern), m = 56 * n;
+    double period = n * wd_air_slot_s(A);
+    for (int dir = 0; dir < 2; dir++) {
+        double sum = 0, ov;
+        for (int j = 0; j < m; j++)
+            wd_air_tx_time(A, l, dir, (j + 0.5) * period / m, 1.0, 1.0, 0, 0, 1, &ov), sum += ov;
+        emu->air_mean[dir] = sum / m;
+        emu->air_duty[dir] = wd_air_duty(A, dir);
+    }
+    wd_link_free(l);
+    return 0;
+}
+
+/* Transfer time of bits over device d's link dir from t; *air: its air-interface part. */
+static double tx_time(wd_emu *emu, int d, int dir, double t, double bits, double share,
+                      double *air) {
+    wd_link *l = emu->link[2 * d + dir];
+    *air = 0;
+    if (!emu->air_on[2 * d + dir]) return wd_link_tx_time(l, t, bits, share);
+    return wd_air_tx_time(&emu->sc.radio.air, l, dir, t, bits, share, emu->sc.seed, d, 0, air);
 }
 
 static int build_links(wd_emu *emu, char *err, size_t errlen) {
@@ -160,6 +193,11 @@ static int build_links(wd_emu *emu, char *err, size_t errlen) {
             }
         }
     }
+    for (int i = 0; i < 2 * emu->nd; i++) {
+        const wd_link_spec *ls = &sc->dev[i / 2].link[i % 2];
+        emu->air_on[i] = r->air.enabled && (ls->air < 0 ? ls->model == WD_LINK_SYNTHETIC : ls->air);
+    }
+    if (air_prediction(emu, err, errlen)) return 1;
     for (int i = 0; i < sc->n_faults; i++) {
         const wd_fault *f = &sc->faults[i];
         if (f->kind == WD_FAULT_SLOW) continue;
@@ -260,6 +298,7 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
     emu->rep_time = NAN;
     emu->rep_dirty = 1;
     emu->link = calloc(2 * nd, sizeof *emu->link);
+    emu->air_on = calloc(2 * nd, 1);
     emu->syn = calloc(nd, sizeof *emu->syn);
     emu->has_syn = calloc(nd, 1);
     emu->los = calloc(nd, sizeof(int));
@@ -289,7 +328,7 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
     emu->top_ids = calloc(E, sizeof(int));
     emu->sel_n = -1;
     emu->last_closed = -1;
-    if (!emu->dev_flag || !emu->top_ids || !emu->link || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 || !emu->tau_dev ||
+    if (!emu->dev_flag || !emu->top_ids || !emu->link || !emu->air_on || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 || !emu->tau_dev ||
         !emu->tau_from || !emu->tau_until || !emu->mark || !emu->dev_gen || !emu->dev_tok ||
         !emu->active || !emu->slot || !emu->dt || !emu->ready || !emu->bits || !emu->share ||
         !emu->rep_off || !emu->rep || !emu->tau_e || !emu->tau_best || !emu->avail_e ||
@@ -379,7 +418,11 @@ static double device_tau(wd_emu *emu, int d, double t, double s_dl, double s_ul,
     if (u1 < *until) *until = u1;
     if (u2 < *until) *until = u2;
     if (!(rd > 0) || !(ru > 0)) return INFINITY;
-    return dl->latency + emu->bits_tok / rd + tc + ul->latency + emu->bits_tok / ru;
+    double a[2] = {0, 0}, f[2] = {1, 1};
+    for (int k = 0; k < 2; k++)
+        if (emu->air_on[2 * d + k]) a[k] = emu->air_mean[k], f[k] = emu->air_duty[k];
+    return dl->latency + a[0] + emu->bits_tok / (rd * f[0]) + tc + ul->latency + a[1] +
+           emu->bits_tok / (ru * f[1]);
 }
 
 int wd_emu_predict(wd_emu *emu, double *tau, unsigned char *avail) {
@@ -430,6 +473,12 @@ typedef struct {
 static double need_fn(void *c, int i, double T) {
     need_ctx *k = c;
     wd_emu *emu = k->emu;
+    int j = 2 * emu->active[i] + k->dir;
+    if (emu->air_on[j]) /* approximately: the mean overhead off the deadline, data in the
+                           direction's share of time */
+        return wd_link_share_needed(emu->link[j], emu->ready[i],
+                                    emu->bits[i] / emu->air_duty[k->dir],
+                                    T - emu->air_mean[k->dir]);
     return wd_link_share_needed(emu->link[2 * emu->active[i] + k->dir], emu->ready[i], emu->bits[i],
                                 T);
 }
@@ -444,11 +493,13 @@ static void allocate(wd_emu *emu, int dir, int minmax) {
     for (int i = 0; i < na; i++) {
         wd_link *l = emu->link[2 * emu->active[i] + dir];
         closed &= l->model == WD_LINK_CONSTANT && !l->n_win && l->rate * l->scale > 0 &&
+                  !emu->air_on[2 * emu->active[i] + dir] &&
                   emu->ready[i] + l->latency ==
                       emu->ready[0] + emu->link[2 * emu->active[0] + dir]->latency;
         if (closed) sum += emu->bits[i] / (l->rate * l->scale);
         double a = emu->ready[i] + l->latency;
-        double f = emu->ready[i] + wd_link_tx_time(l, emu->ready[i], emu->bits[i], 1.0 / na);
+        double air, f = emu->ready[i] + tx_time(emu, emu->active[i], dir, emu->ready[i],
+                                                emu->bits[i], 1.0 / na, &air);
         if (a > lo) lo = a;
         if (f > hi) hi = f;
     }
@@ -512,7 +563,8 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
     for (int i = 0; i < na; i++) {
         wd_emu_dev_time *x = &emu->dt[i];
         x->share[WD_DL] = emu->share[i];
-        x->t_dl = wd_link_tx_time(emu->link[2 * x->device], t1, x->bits[WD_DL], x->share[WD_DL]);
+        x->t_dl = tx_time(emu, x->device, WD_DL, t1, x->bits[WD_DL], x->share[WD_DL],
+                          &x->air[WD_DL]);
         if (emu->sc.n_faults) x->t_c *= slow_factor(emu, x->device, t1 + x->t_dl);
         emu->ready[i] = t1 + x->t_dl + x->t_c; /* uplink: each when its compute is done */
         emu->bits[i] = x->bits[WD_UL];
@@ -521,10 +573,9 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
     for (int i = 0; i < na; i++) {
         wd_emu_dev_time *x = &emu->dt[i];
         x->share[WD_UL] = emu->share[i];
-        x->t_ul = isfinite(emu->ready[i])
-                      ? wd_link_tx_time(emu->link[2 * x->device + 1], emu->ready[i], x->bits[WD_UL],
-                                        x->share[WD_UL])
-                      : INFINITY;
+        x->t_ul = isfinite(emu->ready[i]) ? tx_time(emu, x->device, WD_UL, emu->ready[i],
+                                                    x->bits[WD_UL], x->share[WD_UL], &x->air[WD_UL])
+                                          : INFINITY;
     }
 }
 

@@ -116,6 +116,8 @@ typedef struct {
     double window_s;   /* mahimahi: window of the rate estimate used for prediction */
     double rate_scale; /* multiplies the rate (1) */
     double latency_s;  /* fixed latency added to every transfer */
+    int air;           /* pays the radio's air interface: -1 default (synthetic yes, others
+                          no: constant rates are ideal pipes, traces already hold it), 0, 1 */
 } wd_link_spec;
 
 typedef struct {
@@ -128,6 +130,44 @@ typedef struct {
     int n_hosted;         /* experts hosted (the same ids in every layer); 0 = default placement */
     int *hosted;
 } wd_device_spec;
+
+/* ---- NR air interface (3GPP TS 38.211 / 38.213 / 38.214) -------------------- */
+typedef enum { WD_DUPLEX_TDD = 0, WD_DUPLEX_FDD = 1 } wd_duplex;
+typedef enum { WD_LA_CQI = 0, WD_LA_SHANNON = 1 } wd_link_adaptation;
+typedef enum { WD_UL_DYNAMIC = 0, WD_UL_CONFIGURED = 1 } wd_ul_scheduling;
+#define WD_TDD_MAX_SLOTS 40
+typedef struct {
+    int enabled;                 /* 1 (default): links with "air_interface" on pay it */
+    int numerology;              /* mu: SCS 15 * 2^mu kHz, slot 1 / 2^mu ms (1: 30 kHz) */
+    wd_duplex duplex;            /* TDD (default) or FDD */
+    char pattern[WD_TDD_MAX_SLOTS + 1]; /* TDD slots, 'D', 'S', 'U' ("DDDSU") */
+    int special[3];              /* S slot symbols: downlink, guard, uplink (10, 2, 2) */
+    double gnb_proc_sym;         /* gNB processing per step, OFDM symbols (N1 of mu) */
+    double n1_sym;               /* UE PDSCH processing N1 (38.214 Table 5.3-1, cap. 1) */
+    double n2_sym;               /* UE PUSCH preparation N2 (38.214 Table 6.4-1, cap. 1) */
+    double pdcch_sym;            /* symbols of the PDCCH carrying a grant (2) */
+    wd_ul_scheduling ul_sched;   /* dynamic: SR -> grant -> PUSCH; configured: no SR/grant */
+    double bler;                 /* HARQ: each (re)transmission fails with this (0.1) */
+    int max_retx;                /* HARQ: retransmissions at most (3) */
+} wd_air;
+
+/* N1 / N2 / gNB processing defaults of a numerology (capability 1, no
+ * additional DM-RS); the other fields: the defaults above. */
+void wd_air_defaults(wd_air *a, int numerology);
+/* Check a TDD pattern and special slot; 0 when valid, else a message. */
+int wd_air_check(const wd_air *a, char *err, size_t errlen);
+double wd_air_slot_s(const wd_air *a);
+/* Fraction of time direction dir may carry data (TDD symbols / all; FDD 1). */
+double wd_air_duty(const wd_air *a, int dir);
+
+/* Link adaptation: spectral efficiency (bit/s/Hz) at a linear SNR. CQI: the
+ * highest entry of 38.214 Table 5.2.2.1-3 (256-QAM) whose efficiency does
+ * not exceed log2(1 + snr / gap), 0 below CQI 1, at most 7.4063. Shannon:
+ * log2(1 + snr), uncapped. */
+#define WD_CQI_MAX 15
+double wd_cqi_efficiency(int cqi); /* Table 5.2.2.1-3; 0 for CQI 0 (out of range) */
+int wd_cqi_from_snr(double snr_linear, double gap_linear);
+double wd_link_se(wd_link_adaptation la, double snr_linear, double gap_linear);
 
 typedef struct {
     wd_pathloss_model model;
@@ -146,6 +186,9 @@ typedef struct {
     double sample_period_s; /* channel sample period */
     double outage_snr_db;   /* full-band SNR below this: rate 0 */
     double latency_s;       /* default per-transfer latency */
+    wd_link_adaptation link_adaptation; /* synthetic links: CQI table (default) or Shannon */
+    double snr_gap_db;      /* CQI: SNR gap to capacity (0 dB) */
+    wd_air air;             /* air interface of the links that pay it */
 } wd_radio;
 
 typedef struct {

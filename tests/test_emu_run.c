@@ -386,7 +386,7 @@ static void test_probs_file(void) {
 static void test_trace_and_replay(void) {
     char err[512], scen[1024];
     snprintf(scen, sizeof scen, "%s/bench/scenarios/paper-cell.json", WD_SOURCE_DIR);
-    char *targv[] = {"trace", "--scenario",    scen, "--duration", "3",
+    char *targv[] = {"trace", "--scenario",    scen, "--duration", "6",
                      "--out", tmp("cell.csv"), NULL};
     CHECK(wd_cmd_trace(7, targv) == 0);
     char *hargv[] = {"trace", "--help", NULL};
@@ -401,6 +401,7 @@ static void test_trace_and_replay(void) {
         for (int k = 0; k < 2; k++) {
             wd_link_spec *l = &b.dev[d].link[k];
             l->model = WD_LINK_CSV;
+            l->air = 1; /* the same air interface as the synthetic links */
             snprintf(l->file, sizeof l->file, "%s", tmp("cell.csv"));
         }
     /* top_k = 1: one device per step owns the whole band (the synthetic
@@ -434,7 +435,7 @@ static void test_trace_and_replay(void) {
         CHECK(wd_probs_write_token(w, p, err, sizeof err) == 0);
     }
     CHECK(maxdiff_ok);
-    CHECK(wd_emu_time(ea) < 3.0); /* inside the traced span */
+    CHECK(wd_emu_time(ea) < 6.0); /* inside the traced span */
     CHECK_NEAR(wd_emu_time(ea), wd_emu_time(eb), 1e-9 * wd_emu_time(ea));
     CHECK(wd_probs_write_close(w, err, sizeof err) == 0);
     wd_emu_free(ea), wd_emu_free(eb);
