@@ -30,7 +30,7 @@ def main():
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="k",
                 lw=1.5, ls="--", label="Pareto frontier")
     meta = doc.get("meta") or {}
-    ax.set_xlabel("mean per-token latency (ms, emulated)")
+    ax.set_xlabel((doc.get("meta") or {}).get("latency", "latency (ms)") + ", emulated")
     ax.set_ylabel(f"{meta.get('task', '')} {metric} (%)")
     ax.set_title("Accuracy vs latency")
     ax.grid(alpha=0.3)

@@ -73,6 +73,9 @@ def main():
     if a.task == "mmlu":
         extra += ["--shots", "0"]
     rows = []
+    # multiple-choice scoring is prefill (one sample per item); generation: decode
+    ph = "decode" if a.task == "gsm8k" else "prefill"
+    lat_label = "TPOT ms (decode)" if ph == "decode" else "scoring ms/item (prefill)"
     try:
         for policy, params in points(a):
             tag = policy + "".join(f"_{k}{v:g}" for k, v in params.items())
@@ -85,14 +88,15 @@ def main():
             path = rc.write_scenario(doc, a.scenario, os.path.join(scen_dir, tag + ".json"))
             res = runner.eval(a.task, data, os.path.join(runs, tag + ".json"),
                               extra + ["--scenario", path])
-            lat = rc.latency(res)
+            lat = rc.phase(res, ph)
             acc, se = rc.metric(res, acc_key)
             agr = res.get("agreement") or {}
             rows.append({
                 "policy": policy, "param": ", ".join(f"{k}={v:g}" for k, v in params.items()),
                 acc_key: acc, acc_key + "_stderr": se,
-                "mean_ms": None if lat.get("latency_mean_s") is None else 1e3 * lat["latency_mean_s"],
+                "mean_ms": None if lat.get("mean_s") is None else 1e3 * lat["mean_s"],
                 "experts_per_token": lat.get("experts_per_token"),
+                "replaced": lat.get("experts_replaced"), "dropped": lat.get("experts_dropped"),
                 "agreement": agr.get("token_agreement", 1.0 if policy == "topk" else None),
                 "kl": agr.get("kl_mean", 0.0 if policy == "topk" else None),
             })
@@ -105,17 +109,20 @@ def main():
                               else 100 * (1 - r["mean_ms"] / base))
     columns = [("policy", "policy", 0), ("param", "parameter", 0),
                (acc_key, f"{a.task} {acc_key}", 4), (acc_key + "_stderr", "± se", 4),
-               ("mean_ms", "mean ms/token", 3), ("reduction_pct", "reduction vs top-k %", 1),
-               ("experts_per_token", "experts/token", 3), ("agreement", "token agreement", 4),
+               ("mean_ms", lat_label, 3), ("reduction_pct", "reduction vs top-k %", 1),
+               ("experts_per_token", "experts/token", 3),
+               ("replaced", "experts replaced (outage)", 0), ("dropped", "experts dropped", 0),
+               ("agreement", "token agreement", 4),
                ("kl", "KL(top-k‖policy)", 5), ("pareto", "Pareto", 0)]
-    notes = [f"model: {a.model}; scenario: {a.scenario}; task: {a.task}, {a.limit} items",
+    notes = [f"model: {a.model}; scenario: {a.scenario}; task: {a.task}, {a.limit} items; "
+             f"latency: {lat_label} (the scenario's own channel seed)",
              "Pareto: no other point is both at most as slow and at least as accurate "
              "(and better in one)"]
     if runner.stop:
         notes.append("interrupted: the rows above are the runs that completed")
     rc.write_tables(a.out, "pareto", "Accuracy against latency", columns, rows, notes,
                     {"model": a.model, "scenario": a.scenario, "task": a.task,
-                     "limit": a.limit, "metric": acc_key})
+                     "limit": a.limit, "metric": acc_key, "latency": lat_label})
     rc.plot("plot_pareto.py", os.path.join(a.out, "pareto.json"),
             os.path.join(a.out, "pareto.png"))
     return 130 if runner.stop else 0
