@@ -13,6 +13,10 @@ struct wd_emu {
     wd_policy_params par;
     wd_link **link; /* [nd * 2] */
     unsigned char *air_on; /* [nd * 2]: the link pays the air interface */
+    unsigned char *split;  /* [nd * 2]: the link's capacity is the band shared by the active
+                              devices (else the device's own: a trace, used whole) */
+    int *c_active;         /* [nd] the devices sharing the band in allocate() */
+    double *c_ready, *c_bits, *c_share;
     double air_mean[2], air_duty[2]; /* prediction: mean overhead of a small transfer, duty */
     wd_synth *syn;  /* [nd] */
     unsigned char *has_syn;
@@ -101,7 +105,8 @@ void wd_emu_free(wd_emu *emu) {
                  emu->dev_gen,   emu->dev_tok,  emu->exp_gen,  emu->cnt_e,   emu->exp_dev,
                  emu->exp_list,  emu->active,   emu->slot,     emu->dt,      emu->ready,
                  emu->bits,      emu->share,    emu->pscratch, emu->ph[0].lat, emu->sel_flag,
-                 emu->fwd_flag,  emu->dev_flag, emu->top_ids, emu->ph[1].lat, emu->air_on};
+                 emu->fwd_flag,  emu->dev_flag, emu->top_ids, emu->ph[1].lat, emu->air_on,
+                 emu->split, emu->c_active, emu->c_ready, emu->c_bits, emu->c_share};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
     free(emu);
 }
@@ -196,6 +201,9 @@ static int build_links(wd_emu *emu, char *err, size_t errlen) {
     for (int i = 0; i < 2 * emu->nd; i++) {
         const wd_link_spec *ls = &sc->dev[i / 2].link[i % 2];
         emu->air_on[i] = r->air.enabled && (ls->air < 0 ? ls->model == WD_LINK_SYNTHETIC : ls->air);
+        emu->split[i] = ls->shared < 0 ? ls->model == WD_LINK_SYNTHETIC ||
+                                             ls->model == WD_LINK_CONSTANT
+                                       : ls->shared;
     }
     if (air_prediction(emu, err, errlen)) return 1;
     for (int i = 0; i < sc->n_faults; i++) {
@@ -299,6 +307,11 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
     emu->rep_dirty = 1;
     emu->link = calloc(2 * nd, sizeof *emu->link);
     emu->air_on = calloc(2 * nd, 1);
+    emu->split = calloc(2 * nd, 1);
+    emu->c_active = calloc(nd, sizeof(int));
+    emu->c_ready = calloc(nd, sizeof(double));
+    emu->c_bits = calloc(nd, sizeof(double));
+    emu->c_share = calloc(nd, sizeof(double));
     emu->syn = calloc(nd, sizeof *emu->syn);
     emu->has_syn = calloc(nd, 1);
     emu->los = calloc(nd, sizeof(int));
@@ -328,7 +341,8 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
     emu->top_ids = calloc(E, sizeof(int));
     emu->sel_n = -1;
     emu->last_closed = -1;
-    if (!emu->dev_flag || !emu->top_ids || !emu->link || !emu->air_on || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 || !emu->tau_dev ||
+    if (!emu->dev_flag || !emu->top_ids || !emu->link || !emu->air_on || !emu->split ||
+        !emu->c_active || !emu->c_ready || !emu->c_bits || !emu->c_share || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 || !emu->tau_dev ||
         !emu->tau_from || !emu->tau_until || !emu->mark || !emu->dev_gen || !emu->dev_tok ||
         !emu->active || !emu->slot || !emu->dt || !emu->ready || !emu->bits || !emu->share ||
         !emu->rep_off || !emu->rep || !emu->tau_e || !emu->tau_best || !emu->avail_e ||
@@ -433,7 +447,9 @@ int wd_emu_predict(wd_emu *emu, double *tau, unsigned char *avail) {
         for (int d = 0; d < emu->nd; d++) {
             if (!(t >= emu->tau_from[d] && t < emu->tau_until[d])) {
                 double old = emu->tau_dev[d];
-                emu->tau_dev[d] = device_tau(emu, d, t, emu->s0, emu->s0, &emu->tau_until[d]);
+                emu->tau_dev[d] = device_tau(emu, d, t, emu->split[2 * d] ? emu->s0 : 1.0,
+                                             emu->split[2 * d + 1] ? emu->s0 : 1.0,
+                                             &emu->tau_until[d]);
                 emu->tau_from[d] = t;
                 changed |= emu->tau_dev[d] != old;
             }
@@ -484,7 +500,7 @@ static double need_fn(void *c, int i, double T) {
 }
 
 /* Shares of one direction for the active devices (ready[], bits[] set). */
-static void allocate(wd_emu *emu, int dir, int minmax) {
+static void allocate_set(wd_emu *emu, int dir, int minmax) {
     int na = emu->n_active;
     for (int i = 0; i < na; i++) emu->share[i] = 1.0 / na;
     if (!minmax || na < 2) return;
@@ -513,6 +529,30 @@ static void allocate(wd_emu *emu, int dir, int minmax) {
     if (!isfinite(hi)) return; /* someone never finishes: keep the equal split */
     need_ctx c = {emu, dir};
     wd_alloc_minmax_solve(na, need_fn, &c, lo, hi, emu->share);
+}
+
+/* Shares of one direction: the devices whose links share the band split it
+ * (equal or min-max); a device on a link of its own (a trace) uses it whole. */
+static void allocate(wd_emu *emu, int dir, int minmax) {
+    int na = emu->n_active, ns = 0;
+    for (int i = 0; i < na; i++) ns += emu->split[2 * emu->active[i] + dir];
+    if (ns == na) {
+        allocate_set(emu, dir, minmax);
+        return;
+    }
+    int *act = emu->active;
+    double *ready = emu->ready, *bits = emu->bits, *share = emu->share;
+    for (int i = 0, j = 0; i < na; i++)
+        if (emu->split[2 * act[i] + dir])
+            emu->c_active[j] = act[i], emu->c_ready[j] = ready[i], emu->c_bits[j++] = bits[i];
+    /* the subset in place of the active set, then back */
+    emu->active = emu->c_active, emu->ready = emu->c_ready, emu->bits = emu->c_bits;
+    emu->share = emu->c_share, emu->n_active = ns;
+    if (ns) allocate_set(emu, dir, minmax);
+    emu->active = act, emu->ready = ready, emu->bits = bits, emu->share = share;
+    emu->n_active = na;
+    for (int i = 0, j = 0; i < na; i++)
+        share[i] = emu->split[2 * act[i] + dir] ? emu->c_share[j++] : 1.0;
 }
 
 static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, double t1, int minmax,

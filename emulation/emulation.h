@@ -118,6 +118,9 @@ typedef struct {
     double latency_s;  /* fixed latency added to every transfer */
     int air;           /* pays the radio's air interface: -1 default (synthetic yes, others
                           no: constant rates are ideal pipes, traces already hold it), 0, 1 */
+    int shared;        /* the capacity is the cell's band, split among the devices active in
+                          a layer step: -1 default (synthetic and constant yes; csv and
+                          mahimahi no: a trace is one user's own delivery schedule), 0, 1 */
 } wd_link_spec;
 
 typedef struct {

@@ -230,6 +230,7 @@ static void device_defaults(wd_device_spec *d, const wd_radio *r) {
         l->rate_scale = 1.0;
         l->latency_s = r->latency_s;
         l->air = -1;
+        l->shared = -1;
     }
 }
 
@@ -400,14 +401,17 @@ static int parse_link(pctx *c, json_object *o, const char *path, wd_link_spec *l
     int m = l->model;
     if (choice(c, o, path, "model", link_names, &m)) return 1;
     l->model = (wd_link_model)m;
-    static const char *const k_syn[] = {"model", "latency_s", "rate_scale", "air_interface", NULL};
+    static const char *const k_syn[] = {"model", "latency_s", "rate_scale", "air_interface",
+                                        "shared_capacity", NULL};
     static const char *const k_const[] = {"model",     "latency_s",     "rate_scale",
-                                          "rate_mbps", "air_interface", NULL};
+                                          "rate_mbps", "air_interface", "shared_capacity",
+                                          NULL};
     static const char *const k_csv[] = {"model",  "latency_s", "rate_scale", "file",
                                         "column", "device",    "offset_s",   "air_interface",
-                                        NULL};
+                                        "shared_capacity", NULL};
     static const char *const k_mm[] = {"model",    "latency_s", "rate_scale",    "file",
-                                       "offset_s", "window_s",  "air_interface", NULL};
+                                       "offset_s", "window_s",  "air_interface",
+                                       "shared_capacity", NULL};
     const char *const *keys = m == WD_LINK_SYNTHETIC  ? k_syn
                               : m == WD_LINK_CONSTANT ? k_const
                               : m == WD_LINK_CSV      ? k_csv
@@ -424,6 +428,11 @@ static int parse_link(pctx *c, json_object *o, const char *path, wd_link_spec *l
         int on = 0;
         if (boolean(c, o, path, "air_interface", &on)) return 1;
         l->air = on;
+    }
+    if (get(o, "shared_capacity")) {
+        int on = 0;
+        if (boolean(c, o, path, "shared_capacity", &on)) return 1;
+        l->shared = on;
     }
     json_object *f = get(o, "file");
     if (f) {

@@ -299,6 +299,41 @@ static void test_outage_replacement(void) {
     wd_scenario_free(&sc);
 }
 
+/* A Mahimahi trace is one user's delivery schedule: two devices on the same
+ * trace (12 Mbit/s: one 1500-byte opportunity every ms) each get all of it,
+ * unless the scenario asks for the capacity to be shared. */
+static void test_trace_capacity(void) {
+    const char *mm = wd_test_write_tmp(tmpdir, "one.mm", "1\n");
+    for (int shared = 0; shared < 2; shared++) {
+        char json[2048], err[512];
+        snprintf(json, sizeof json,
+                 "{\"devices\": [{}, {}], \"device_defaults\": {"
+                 " \"profile\": {\"peak_tflops\": 1e3, \"mem_bw_gbs\": 1e5, \"overhead_us\": 0},"
+                 " \"downlink\": {\"model\": \"mahimahi\", \"file\": \"%s\"%s},"
+                 " \"uplink\": {\"model\": \"mahimahi\", \"file\": \"%s\"%s}}}",
+                 mm, shared ? ", \"shared_capacity\": true" : "", mm,
+                 shared ? ", \"shared_capacity\": true" : "");
+        wd_scenario sc;
+        CHECKF(wd_scenario_parse(&sc, json, "trace.json", err, sizeof err) == 0, "%s", err);
+        wd_emu_shape sh = {1500, 64, 1, 2, 2, 2.0, 0, 0, 0, 0, 0}; /* 24000 bits a token */
+        wd_emu *emu;
+        CHECKF(wd_emu_create(&emu, &sc, &sh, err, sizeof err) == 0, "%s", err);
+        int n[1] = {2}, ex[2] = {0, 1};
+        wd_emu_step_result r;
+        wd_emu_advance(emu, 0.0105);
+        CHECKF(wd_emu_step(emu, 0, 1, n, ex, &r, err, sizeof err) == 0, "%s", err);
+        CHECK(r.n_active == 2);
+        for (int i = 0; i < 2; i++) {
+            CHECK_NEAR(r.dev[i].share[WD_DL], shared ? 0.5 : 1.0, 0);
+            /* 2 opportunities whole, 4 at half: from 10.5 ms + BS time */
+            double start = 0.0105 + r.t_bs, want = shared ? 0.014 : 0.012;
+            CHECK_NEAR(start + r.dev[i].t_dl, want, 1e-9);
+        }
+        wd_emu_free(emu);
+        wd_scenario_free(&sc);
+    }
+}
+
 /* Replay-like loop over a scenario: the JSON summary as a string. */
 static char *run_json(const wd_scenario *sc, const char *policy, uint64_t seed) {
     wd_scenario s = *sc;
@@ -476,6 +511,7 @@ int main(void) {
     test_faults();
     test_phases();
     test_outage_replacement();
+    test_trace_capacity();
     test_determinism();
     test_probs_file();
     test_trace_and_replay();
