@@ -28,7 +28,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import repro_common as rc  # noqa: E402
 
-POLICIES = "topk,wdmoe,wlr-drop,dynamic,fastest"
+POLICIES = "topk,wdmoe,wdmoe-straggler,wlr-drop,dynamic,fastest"
 
 
 def main():
@@ -110,7 +110,8 @@ def main():
                 red.append(100 * (1 - t / b) if t is not None and b else None)
             row["reduction_pct"], row["reduction_pct_ci"] = rc.ci95(red)
             for col, key in (("experts_per_token", "experts_per_token"),
-                             ("replaced", "experts_replaced"), ("dropped", "experts_dropped")):
+                             ("replaced", "experts_replaced"), ("dropped", "experts_dropped"),
+                             ("nonstraggler", "experts_dropped_nonstraggler")):
                 row[col], row[col + "_ci"] = rc.ci95([rc.phase(d, "decode").get(key)
                                                       for _, d in per])
             agr = [(d.get("agreement") or {}) for _, d in per]
@@ -128,7 +129,9 @@ def main():
                ("air_ms", "air interface", 3), ("wait_ms", "straggler wait", 3),
                ("experts_per_token", "experts/token", 3),
                ("replaced", "experts replaced (outage)", 1),
-               ("dropped", "experts dropped", 1), ("agreement", "token agreement", 4),
+               ("dropped", "experts dropped", 1),
+               ("nonstraggler", "dropped, not the straggler", 1),
+               ("agreement", "token agreement", 4),
                ("kl", "KL(top-k‖policy)", 5), (acc_name, a.task + " " + acc_name, 4),
                ("seeds", "seeds", 0), ("tokens", "decode tokens", 0)]
     notes = [f"model: {a.model}; task: {a.task}, {a.limit} items; channel seeds "
@@ -140,7 +143,9 @@ def main():
              "long the other selected devices wait for the slowest",
              "reduction: 1 - TPOT / TPOT(top-k) per seed, then mean ± CI",
              "experts replaced: per decode run, top-k experts on unreachable devices replaced "
-             "by the next most probable reachable one; dropped: top-k slots left empty"]
+             "by the next most probable reachable one; dropped: top-k slots left empty; not "
+             "the straggler: dropped experts whose predicted latency was below the step's "
+             "slowest top-k expert (the drop set no wait)"]
     if runner.stop:
         notes.append("interrupted: the rows above are the runs that completed")
     rc.write_tables(a.out, "latency", "Latency by policy: TTFT and TPOT", columns, rows, notes,

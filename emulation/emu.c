@@ -48,7 +48,7 @@ struct wd_emu {
     struct phase_acc {
         double *lat;
         size_t n_lat, cap_lat;
-        long forwards, tokens, replaced, dropped;
+        long forwards, tokens, replaced, dropped, nonstraggler;
         double bs, dl, c, ul, air, str, experts, token_layers, bits_dl, bits_ul;
     } ph[2];
     long steps;
@@ -57,6 +57,7 @@ struct wd_emu {
     int last_closed;  /* phase of the forward just closed (-1: none, or a step since) */
     double f_start, f_bs, f_dl, f_c, f_ul, f_air, f_str;
     long sel_replaced; /* of the last selection: top-k experts replaced (outage) */
+    long sel_nonstraggler; /* of the last selection: drops of experts faster than the wait */
     /* faults and unreachable experts: per-token flags (FL_*) of the last
      * selection (sel_n tokens, -1: none pending) and of the open forward */
     unsigned char *sel_flag, *fwd_flag, *dev_flag;
@@ -634,10 +635,31 @@ static int reserve_flags(wd_emu *emu, int n) {
 /* Per token of the selection just made: its own top-k held an unreachable
  * expert (rerouted), all of it was unreachable (fallback), or nothing was
  * reachable (dropped). */
-static void mark_selection(wd_emu *emu, int n_tokens, const float *probs, const int *n) {
+static void mark_selection(wd_emu *emu, int n_tokens, const float *probs, const int *n,
+                           const int *expert) {
     int E = emu->E, reach = 0;
     for (int e = 0; e < E; e++) reach += emu->avail_e[e] != 0;
-    emu->sel_replaced = 0;
+    emu->sel_replaced = emu->sel_nonstraggler = 0;
+    /* drops of experts that would not have set the layer's wait: tau below the
+       largest tau of the experts the tokens held before the policy dropped */
+    int kk = emu->k < reach ? emu->k : reach, any_drop = 0;
+    for (int t = 0; t < n_tokens && !any_drop; t++) any_drop = n[t] < kk;
+    if (any_drop) {
+        double wait = 0;
+        for (int t = 0; t < n_tokens; t++) {
+            int m = wd_policy_top(probs + (size_t)t * E, emu->avail_e, E, kk, emu->top_ids);
+            for (int j = 0; j < m; j++)
+                if (emu->tau_e[emu->top_ids[j]] > wait) wait = emu->tau_e[emu->top_ids[j]];
+        }
+        for (int t = 0; t < n_tokens; t++) {
+            int m = wd_policy_top(probs + (size_t)t * E, emu->avail_e, E, kk, emu->top_ids);
+            for (int j = 0; j < m; j++) {
+                int e = emu->top_ids[j], kept = 0;
+                for (int q = 0; q < n[t] && !kept; q++) kept = expert[(size_t)t * E + q] == e;
+                emu->sel_nonstraggler += !kept && emu->tau_e[e] < wait;
+            }
+        }
+    }
     for (int t = 0; t < n_tokens; t++) {
         unsigned char f = n[t] == 0 ? FL_DROPPED : 0;
         if (reach < E) {
@@ -750,7 +772,7 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
         if (emu->pol->select(&emu->par, &io))
             return wd_fail(err, errlen, "policy %s failed", emu->pol->name);
     }
-    mark_selection(emu, n_tokens, probs, n);
+    mark_selection(emu, n_tokens, probs, n, expert);
     return 0;
 }
 
@@ -833,6 +855,7 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
     int have_sel = emu->sel_n == n_tokens;
     emu->sel_n = -1;
     long replaced = have_sel ? emu->sel_replaced : 0;
+    long nonstraggler = have_sel ? emu->sel_nonstraggler : 0;
     for (int t = 0; t < n_tokens; t++) {
         unsigned char f = have_sel ? emu->sel_flag[t] : 0;
         if (n[t] == 0) f |= FL_DROPPED;
@@ -867,7 +890,7 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
     emu->steps++;
     emu->last_closed = -1;
     for (int t = 0; t < n_tokens; t++) a->experts += n[t], a->dropped += emu->k - n[t];
-    a->replaced += replaced;
+    a->replaced += replaced, a->nonstraggler += nonstraggler;
     a->token_layers += n_tokens;
     for (int i = 0; i < na; i++)
         a->bits_dl += emu->dt[i].bits[WD_DL], a->bits_ul += emu->dt[i].bits[WD_UL];
@@ -934,6 +957,7 @@ static double quantile(const double *s, size_t n, double q) { /* linear, as nump
 static void summarize_phase(const struct phase_acc *a, wd_emu_phase_summary *s) {
     s->forwards = a->forwards, s->samples = (long)a->n_lat, s->tokens = a->tokens;
     s->experts_replaced = a->replaced, s->experts_dropped = a->dropped;
+    s->experts_dropped_nonstraggler = a->nonstraggler;
     if (a->token_layers > 0) {
         s->experts_per_token = a->experts / a->token_layers;
     }

@@ -371,6 +371,9 @@ typedef struct {
      * left empty (k - chosen: the policy dropped them, or fewer than k
      * experts were reachable) */
     long experts_replaced, experts_dropped;
+    /* of the dropped: experts whose predicted latency was below the largest
+     * of the step's top-k, so dropping them set no wait */
+    long experts_dropped_nonstraggler;
 } wd_emu_phase_summary;
 
 typedef struct {

@@ -299,6 +299,37 @@ static void test_outage_replacement(void) {
     wd_scenario_free(&sc);
 }
 
+/* Drops of an expert that sets no wait are counted: expert 0 (fast device)
+ * holds weight 0.1, expert 1 (slow device) 0.9. dynamic drops expert 0 although
+ * the step waits for device 1 anyway; wdmoe-straggler keeps it. */
+static void test_nonstraggler_drops(void) {
+    wd_scenario sc;
+    const_scenario(&sc, 2);
+    sc.dev[1].profile.peak_flops = 1e9;
+    wd_emu_shape sh = {512, 1024, 2, 2, 2, 2.0, 0, 0, 0, 0, 0};
+    const char *pol[2] = {"dynamic", "wdmoe-straggler"};
+    for (int i = 0; i < 2; i++) {
+        wd_emu *emu;
+        char err[512];
+        CHECKF(wd_emu_create(&emu, &sc, &sh, err, sizeof err) == 0, "%s", err);
+        CHECK(wd_emu_set_policy(emu, pol[i], NULL, err, sizeof err) == 0);
+        float p[2] = {0.1f, 0.9f}, w[2];
+        int n[1], ex[2];
+        for (int l = 0; l < 2; l++) {
+            CHECK(wd_emu_select(emu, 1, p, n, ex, w, err, sizeof err) == 0);
+            CHECK(wd_emu_step(emu, l, 1, n, ex, NULL, err, sizeof err) == 0);
+        }
+        wd_emu_summary s;
+        wd_emu_summarize(emu, &s);
+        CHECKF(s.decode.experts_dropped == (i ? 0 : 2) &&
+                   s.decode.experts_dropped_nonstraggler == (i ? 0 : 2),
+               "%s: dropped %ld, not the straggler %ld", pol[i], s.decode.experts_dropped,
+               s.decode.experts_dropped_nonstraggler);
+        wd_emu_free(emu);
+    }
+    wd_scenario_free(&sc);
+}
+
 /* A Mahimahi trace is one user's delivery schedule: two devices on the same
  * trace (12 Mbit/s: one 1500-byte opportunity every ms) each get all of it,
  * unless the scenario asks for the capacity to be shared. */
@@ -512,6 +543,7 @@ int main(void) {
     test_phases();
     test_outage_replacement();
     test_trace_capacity();
+    test_nonstraggler_drops();
     test_determinism();
     test_probs_file();
     test_trace_and_replay();
