@@ -13,7 +13,8 @@
  *   next uplink symbols after N2.
  * HARQ: the transfer is one transport block per slot it spans; each
  *   transmission of a block fails with probability bler (independent), at
- *   most max_retx retransmissions. A round: feedback (downlink: HARQ-ACK in
+ *   most max_retx retransmissions (the largest count over the blocks is drawn
+ *   directly from its distribution). A round: feedback (downlink: HARQ-ACK in
  *   the next uplink symbols after N1, then gNB processing; uplink: gNB
  *   decoding, then a new grant and N2) and the block sent again. The
  *   transfer waits for its slowest block. Draws are a hash of (seed, device,
@@ -174,10 +175,10 @@ static double send(const wd_air *A, wd_link *l, int dir, double t0, double t, do
     return t;
 }
 
-static double harq_u(uint64_t seed, int device, int dir, double t0, int block, int attempt) {
+static double harq_u(uint64_t seed, int device, int dir, double t0, int blocks, int attempt) {
     uint64_t x = seed ^ wd_mix64((uint64_t)llround(t0 * 1e9) + 0x9e3779b97f4a7c15ULL);
     x = wd_mix64(x ^ ((uint64_t)device << 32) ^ ((uint64_t)dir << 31) ^
-                 ((uint64_t)block << 8) ^ (uint64_t)attempt);
+                 ((uint64_t)blocks << 8) ^ (uint64_t)attempt);
     return (double)(x >> 11) * (1.0 / 9007199254740992.0);
 }
 
@@ -207,11 +208,13 @@ double wd_air_tx_time(const wd_air *A, wd_link *l, int dir, double t0, double bi
             for (int r = 1; r <= A->max_retx; r++)
                 rounds += 1.0 - pow(1.0 - pow(A->bler, r), slots > 0 ? slots : 1);
         } else {
-            for (int b = 0; b < slots; b++) {
-                int r = 0;
-                while (r < A->max_retx && harq_u(seed, device, dir, t0, b, r) < A->bler) r++;
-                if (r > rounds) rounds = r;
-            }
+            /* the largest of the blocks' retransmission counts, drawn at once by
+               inverting P(max <= r) = (1 - bler^(r+1))^blocks */
+            double u = harq_u(seed, device, dir, t0, slots, 0);
+            int r = 0;
+            while (r < A->max_retx && !(u < pow(1.0 - pow(A->bler, r + 1), slots > 0 ? slots : 1)))
+                r++;
+            rounds = r;
         }
     }
     /* each round: feedback, then the block again (its airtime is overhead too) */
