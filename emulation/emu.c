@@ -55,6 +55,7 @@ struct wd_emu {
     int fwd_open, f_phase;
     int prefill_open; /* explicit prefill: later prefill passes join the open sample */
     int last_closed;  /* phase of the forward just closed (-1: none, or a step since) */
+    int last_new;     /* it started a latency sample */
     double f_start, f_bs, f_dl, f_c, f_ul, f_air, f_str;
     long sel_replaced; /* of the last selection: top-k experts replaced (outage) */
     long sel_nonstraggler; /* of the last selection: drops of experts faster than the wait */
@@ -793,6 +794,13 @@ void wd_emu_set_phase(wd_emu *emu, wd_emu_phase p) {
     emu->prefill_open = 0;
 }
 
+wd_emu_phase wd_emu_closed_phase(const wd_emu *emu, int *new_sample) {
+    *new_sample = emu->last_closed >= 0 && emu->last_new;
+    return emu->last_closed == PH_PREFILL  ? WD_PHASE_PREFILL
+           : emu->last_closed == PH_DECODE ? WD_PHASE_DECODE
+                                           : WD_PHASE_AUTO;
+}
+
 void wd_emu_finish_forward(wd_emu *emu, double seconds) {
     if (!(seconds > 0)) return;
     emu->t += seconds;
@@ -908,7 +916,8 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
         if (layer == emu->L - 1) { /* one sample per forward pass (or explicit prefill) */
             double lat = emu->t - emu->f_start;
             int join = emu->f_phase == PH_PREFILL && emu->phase_mode == WD_PHASE_PREFILL;
-            if (join && emu->prefill_open && a->n_lat)
+            emu->last_new = !(join && emu->prefill_open && a->n_lat);
+            if (!emu->last_new)
                 a->lat[a->n_lat - 1] += lat;
             else if (push_lat(a, lat))
                 return wd_fail(err, errlen, "step: out of memory");

@@ -444,6 +444,10 @@ void wd_emu_set_phase(wd_emu *emu, wd_emu_phase p);
 /* BS work after the last layer of a forward pass (LM head): advances the
  * clock and adds to that pass's latency sample and BS term. */
 void wd_emu_finish_forward(wd_emu *emu, double seconds);
+/* The forward pass that the last step closed: WD_PHASE_PREFILL or
+ * WD_PHASE_DECODE (WD_PHASE_AUTO when none was closed since); *new_sample:
+ * it started a latency sample (else it joined the prompt before it). */
+wd_emu_phase wd_emu_closed_phase(const wd_emu *emu, int *new_sample);
 void wd_emu_summarize(const wd_emu *emu, wd_emu_summary *s);
 void wd_emu_reset_stats(wd_emu *emu);
 /* One aligned table (two columns: metric, value). */
@@ -464,21 +468,31 @@ wd_link *wd_emu_link(wd_emu *emu, int device, int dir);
 int wd_emu_device_los(const wd_emu *emu, int device); /* drawn LOS state (synthetic) */
 
 /* ---- recorded router probabilities (.wdpr) ------------------------------------- */
-/* Little-endian binary: a 48-byte header then float32 probs [token][layer][E].
- *   char magic[4] = "WDPR"; uint32 version = 1, n_layers, n_experts, top_k,
+/* Little-endian binary: a 48-byte header, float32 probs [token][layer][E],
+ * then (version 2) one flag byte per token (WD_PROBS_*).
+ *   char magic[4] = "WDPR"; uint32 version = 2, n_layers, n_experts, top_k,
  *   hidden, ffn, n_heads, n_kv_heads, head_dim, weight_bits, n_tokens.
+ * Version 1 files (no flags) read as one decode step per token.
  * Writer: open (header with n_tokens 0, temporary name), one call per token
- * with probs [n_layers][E], close (patches n_tokens, renames into place). */
+ * with probs [n_layers][E], close (flags, patches n_tokens, renames into place). */
+#define WD_PROBS_PREFILL 1 /* the token was part of a prefill (prompt, scoring) */
+#define WD_PROBS_FORWARD 2 /* it starts a forward pass (the pass runs to the next such token) */
+#define WD_PROBS_SAMPLE 4  /* it starts a latency sample (a prompt; every decode step) */
 typedef struct {
     int n_layers, n_experts, top_k, hidden, ffn, n_heads, n_kv_heads, head_dim, weight_bits;
     long n_tokens;
-    float *probs; /* reader: [n_tokens][n_layers][n_experts] */
+    float *probs;          /* reader: [n_tokens][n_layers][n_experts] */
+    unsigned char *flags;  /* reader: [n_tokens] WD_PROBS_* (version 1: every token a decode
+                              step: FORWARD | SAMPLE) */
 } wd_probs;
 
 typedef struct wd_probs_writer wd_probs_writer;
 int wd_probs_write_open(wd_probs_writer **w, const char *path, const wd_probs *shape, char *err,
                         size_t errlen);
 int wd_probs_write_token(wd_probs_writer *w, const float *probs, char *err, size_t errlen);
+/* The same with the token's WD_PROBS_* flags (write_token: a decode step). */
+int wd_probs_write_token_flags(wd_probs_writer *w, const float *probs, unsigned flags, char *err,
+                               size_t errlen);
 int wd_probs_write_close(wd_probs_writer *w, char *err, size_t errlen); /* frees w */
 void wd_probs_write_abort(wd_probs_writer *w);                          /* frees w, removes tmp */
 int wd_probs_read(wd_probs *p, const char *path, char *err, size_t errlen);

@@ -415,13 +415,18 @@ static void test_determinism(void) {
 
 static void test_probs_file(void) {
     char err[512];
-    wd_probs shape = {3, 4, 2, 64, 128, 8, 4, 8, 16, 0, NULL};
+    wd_probs shape = {3, 4, 2, 64, 128, 8, 4, 8, 16, 0, NULL, NULL};
     wd_probs_writer *w;
     CHECKF(wd_probs_write_open(&w, tmp("p.wdpr"), &shape, err, sizeof err) == 0, "%s", err);
     float tok[12];
+    /* a prompt of 3 tokens in two passes (2 + 1), then 2 decode steps */
+    const unsigned fl[5] = {WD_PROBS_PREFILL | WD_PROBS_FORWARD | WD_PROBS_SAMPLE, WD_PROBS_PREFILL,
+                            WD_PROBS_PREFILL | WD_PROBS_FORWARD, WD_PROBS_FORWARD | WD_PROBS_SAMPLE,
+                            WD_PROBS_FORWARD | WD_PROBS_SAMPLE};
     for (int t = 0; t < 5; t++) {
         for (int i = 0; i < 12; i++) tok[i] = (float)((t * 12 + i) % 7) / 7.0f;
-        CHECK(wd_probs_write_token(w, tok, err, sizeof err) == 0);
+        CHECK(t < 3 ? wd_probs_write_token_flags(w, tok, fl[t], err, sizeof err) == 0
+                    : wd_probs_write_token(w, tok, err, sizeof err) == 0);
     }
     CHECK(wd_probs_write_close(w, err, sizeof err) == 0);
     wd_probs p;
@@ -432,9 +437,34 @@ static void test_probs_file(void) {
     int same = 1;
     for (int i = 0; i < 60; i++) same &= p.probs[i] == (float)(i % 7) / 7.0f;
     CHECK(same);
+    for (int t = 0; t < 5; t++) CHECK(p.flags[t] == fl[t]);
     wd_emu_shape sh = wd_probs_shape(&p);
     CHECK(sh.hidden == 64 && sh.weight_bytes == 2.0 && sh.n_layers == 3);
     wd_probs_free(&p);
+    /* version 1 (no flags): every token a decode step */
+    FILE *f1 = fopen(tmp("p.wdpr"), "rb"), *f2 = fopen(tmp("v1.wdpr"), "wb");
+    unsigned char buf[48 + 60 * 4];
+    CHECK(f1 && f2 && fread(buf, 1, sizeof buf, f1) == sizeof buf);
+    buf[4] = 1;
+    CHECK(fwrite(buf, 1, sizeof buf, f2) == sizeof buf);
+    fclose(f1), fclose(f2);
+    CHECKF(wd_probs_read(&p, tmp("v1.wdpr"), err, sizeof err) == 0, "%s", err);
+    for (int t = 0; t < 5; t++) CHECK(p.flags[t] == (WD_PROBS_FORWARD | WD_PROBS_SAMPLE));
+    wd_probs_free(&p);
+    /* flags that break a pass: a continuation changing phase */
+    f2 = fopen(tmp("flags.wdpr"), "wb");
+    buf[4] = 2;
+    const unsigned char badf[5] = {7, 1, 3, 6, 0 /* decode continuation of a decode pass */};
+    const unsigned char worse[5] = {7, 1, 0, 6, 6}; /* token 2: leaves the prefill mid-pass */
+    CHECK(fwrite(buf, 1, sizeof buf, f2) == sizeof buf && fwrite(badf, 1, 5, f2) == 5);
+    fclose(f2);
+    CHECKF(wd_probs_read(&p, tmp("flags.wdpr"), err, sizeof err) == 0, "%s", err);
+    wd_probs_free(&p);
+    f2 = fopen(tmp("flags.wdpr"), "wb");
+    CHECK(fwrite(buf, 1, sizeof buf, f2) == sizeof buf && fwrite(worse, 1, 5, f2) == 5);
+    fclose(f2);
+    CHECK(wd_probs_read(&p, tmp("flags.wdpr"), err, sizeof err) != 0 &&
+          strstr(err, "token 2: bad phase flags"));
     /* bad files */
     FILE *f = fopen(tmp("bad.wdpr"), "wb");
     fputs("WDPX0000000000000000000000000000000000000000000000", f);
@@ -476,7 +506,7 @@ static void test_trace_and_replay(void) {
     wd_emu *ea, *eb;
     CHECKF(wd_emu_create(&ea, &a, &sh, err, sizeof err) == 0, "%s", err);
     CHECKF(wd_emu_create(&eb, &b, &sh, err, sizeof err) == 0, "%s", err);
-    wd_probs ps = {4, 8, 1, 256, 512, 0, 0, 0, 16, 0, NULL};
+    wd_probs ps = {4, 8, 1, 256, 512, 0, 0, 0, 16, 0, NULL, NULL};
     wd_probs_writer *w;
     CHECK(wd_probs_write_open(&w, tmp("r.wdpr"), &ps, err, sizeof err) == 0);
     unsigned st = 5;
