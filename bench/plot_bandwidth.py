@@ -27,10 +27,17 @@ def main():
                      if r["policy"] == policy)
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
                     marker="o", ms=4, capsize=3, label=policy)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    if xkey in ("bandwidth_mhz", "distance_scale", "devices"):
+        ax.set_xscale("log")
+        xs = sorted({r[xkey] for r in rows})
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{x:g}" for x in xs])
+        ax.minorticks_off()
     ax.set_xlabel({"bandwidth_mhz": "total bandwidth (MHz)",
-                   "distance_scale": "device distance (x base)"}.get(xkey, xkey))
+                   "distance_scale": "device distance (x base)",
+                   "devices": "number of devices",
+                   "orin_share": "share of Jetson AGX Orin devices (rest: phones)",
+                   "ue_tx_power_dbm": "device transmit power (dBm)"}.get(xkey, xkey))
     ax.set_ylabel("TPOT, decode (ms, emulated)")
     if xkey == "distance_scale":
         snr = {}
