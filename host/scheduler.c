@@ -118,9 +118,10 @@ static void write_record(wd_scheduler *k, int layer, int pos0, const wd_selectio
         const wd_emu_dev_time *v = &r->dev[d];
         fprintf(k->records,
                 "%s{\"device\":%d,\"tokens\":%d,\"t_dl\":%.9g,\"t_c\":%.9g,\"t_ul\":%.9g,"
+                "\"air_dl\":%.9g,\"air_ul\":%.9g,"
                 "\"bits_dl\":%.0f,\"bits_ul\":%.0f,\"share_dl\":%.6g,\"share_ul\":%.6g}",
-                d ? "," : "", v->device, v->tokens, v->t_dl, v->t_c, v->t_ul, v->bits[WD_DL],
-                v->bits[WD_UL], v->share[WD_DL], v->share[WD_UL]);
+                d ? "," : "", v->device, v->tokens, v->t_dl, v->t_c, v->t_ul, v->air[WD_DL],
+                v->air[WD_UL], v->bits[WD_DL], v->bits[WD_UL], v->share[WD_DL], v->share[WD_UL]);
     }
     fprintf(k->records, "]}\n");
 }
