@@ -59,6 +59,8 @@ struct wd_emu {
     double f_start, f_bs, f_dl, f_c, f_ul, f_air, f_str;
     long sel_replaced; /* of the last selection: top-k experts replaced (outage) */
     long sel_nonstraggler; /* of the last selection: drops of experts faster than the wait */
+    int *base_ids;         /* [base_cap] scratch of mark_selection */
+    size_t base_cap;
     /* faults and unreachable experts: per-token flags (FL_*) of the last
      * selection (sel_n tokens, -1: none pending) and of the open forward */
     unsigned char *sel_flag, *fwd_flag, *dev_flag;
@@ -108,7 +110,8 @@ void wd_emu_free(wd_emu *emu) {
                  emu->exp_list,  emu->active,   emu->slot,     emu->dt,      emu->ready,
                  emu->bits,      emu->share,    emu->pscratch, emu->ph[0].lat, emu->sel_flag,
                  emu->fwd_flag,  emu->dev_flag, emu->top_ids, emu->ph[1].lat, emu->air_on,
-                 emu->split, emu->c_active, emu->c_ready, emu->c_bits, emu->c_share};
+                 emu->split, emu->c_active, emu->c_ready, emu->c_bits, emu->c_share,
+                 emu->base_ids};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
     free(emu);
 }
@@ -645,21 +648,28 @@ static void mark_selection(wd_emu *emu, int n_tokens, const float *probs, const 
        largest tau of the experts the tokens held before the policy dropped */
     int kk = emu->k < reach ? emu->k : reach, any_drop = 0;
     for (int t = 0; t < n_tokens && !any_drop; t++) any_drop = n[t] < kk;
-    if (any_drop) {
+    if (any_drop && (size_t)n_tokens * kk <= emu->base_cap) {
+        /* the wait without the drops: the slowest of the chosen experts and of the
+           top-k of the tokens that dropped some */
         double wait = 0;
+        int *b = emu->base_ids;
         for (int t = 0; t < n_tokens; t++) {
-            int m = wd_policy_top(probs + (size_t)t * E, emu->avail_e, E, kk, emu->top_ids);
+            const int *c = expert + (size_t)t * E;
+            for (int q = 0; q < n[t]; q++)
+                if (emu->tau_e[c[q]] > wait) wait = emu->tau_e[c[q]];
+            if (n[t] >= kk) continue;
+            int m = wd_policy_top(probs + (size_t)t * E, emu->avail_e, E, kk, b + (size_t)t * kk);
+            for (int j = m; j < kk; j++) b[(size_t)t * kk + j] = -1;
             for (int j = 0; j < m; j++)
-                if (emu->tau_e[emu->top_ids[j]] > wait) wait = emu->tau_e[emu->top_ids[j]];
+                if (emu->tau_e[b[(size_t)t * kk + j]] > wait) wait = emu->tau_e[b[(size_t)t * kk + j]];
         }
-        for (int t = 0; t < n_tokens; t++) {
-            int m = wd_policy_top(probs + (size_t)t * E, emu->avail_e, E, kk, emu->top_ids);
-            for (int j = 0; j < m; j++) {
-                int e = emu->top_ids[j], kept = 0;
+        for (int t = 0; t < n_tokens; t++)
+            for (int j = 0; j < kk && n[t] < kk; j++) {
+                int e = b[(size_t)t * kk + j], kept = 0;
+                if (e < 0 || !(emu->tau_e[e] < wait)) continue;
                 for (int q = 0; q < n[t] && !kept; q++) kept = expert[(size_t)t * E + q] == e;
-                emu->sel_nonstraggler += !kept && emu->tau_e[e] < wait;
+                emu->sel_nonstraggler += !kept;
             }
-        }
     }
     for (int t = 0; t < n_tokens; t++) {
         unsigned char f = n[t] == 0 ? FL_DROPPED : 0;
@@ -716,6 +726,11 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
         emu->pscratch = p, emu->pscratch_n = need;
     }
     if (reserve_flags(emu, n_tokens)) return wd_fail(err, errlen, "select: out of memory");
+    if ((size_t)n_tokens * emu->k > emu->base_cap) {
+        int *b = realloc(emu->base_ids, (size_t)n_tokens * emu->k * sizeof(int));
+        if (!b) return wd_fail(err, errlen, "select: out of memory");
+        emu->base_ids = b, emu->base_cap = (size_t)n_tokens * emu->k;
+    }
     wd_emu_predict(emu, emu->tau_e, emu->avail_e);
     wd_policy_io io = {n_tokens,     emu->E, emu->k, probs,  emu->tau_e,
                        emu->avail_e, n,      expert, weight, emu->pscratch};
