@@ -15,14 +15,17 @@ quick=${QUICK:-1}
 seeds=${SEEDS:-10}
 jobs=${JOBS:-$(nproc 2>/dev/null || echo 1)}
 if [ "$quick" = 1 ]; then
-    acc_args=(--limit 40 --gsm8k-limit 4 --mmlu-shots 0 --gsm8k-shots 0 --max-new-tokens 48)
+    acc_args=(--limit 40 --gsm8k-limit 4 --mmlu-shots 0 --gsm8k-shots 0 --max-new-tokens 48
+              --seeds "$seeds" --jobs "$jobs")
     lat_args=(--limit 3 --max-new-tokens 48 --seeds "$seeds" --jobs "$jobs")
     bw_args=(--limit 2 --max-new-tokens 32 --seeds "$seeds" --jobs "$jobs")
-    par_args=(--limit 40)
+    par_args=(--limit 40 --seeds "$seeds" --jobs "$jobs")
     thr_args=(--limit 100 --repeat 2)
 else
-    acc_args=(); lat_args=(--limit 50 --max-new-tokens 256 --seeds "$seeds" --jobs "$jobs")
-    bw_args=(--limit 20 --seeds "$seeds" --jobs "$jobs"); par_args=(--limit 0)
+    acc_args=(--seeds "$seeds" --jobs "$jobs")
+    lat_args=(--limit 50 --max-new-tokens 256 --seeds "$seeds" --jobs "$jobs")
+    bw_args=(--limit 20 --seeds "$seeds" --jobs "$jobs")
+    par_args=(--limit 0 --seeds "$seeds" --jobs "$jobs")
     thr_args=(--limit 1000)
 fi
 python3 "$here/repro_accuracy.py" "$model" --out "$out/accuracy" "${acc_args[@]}"
