@@ -9,11 +9,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 model=${1:-$here/../weights/models/stories260k/moe4-top2}
 out=${2:-$here/results}
 quick=${QUICK:-1}
-# SEEDS channel seeds per configuration (default 10; mean and 95 % CI in the
-# tables); JOBS runs in parallel (default: one per core); a rerun with the same
-# OUT_DIR reuses the runs that finished.
-seeds=${SEEDS:-10}
+# SEEDS channel seeds per configuration (mean and 95 % CI in the tables; default
+# 10, 3 in the quick run); JOBS runs in parallel (default: one per core); a rerun
+# with the same OUT_DIR reuses the runs that finished.
 jobs=${JOBS:-$(nproc 2>/dev/null || echo 1)}
+if [ "$quick" = 1 ]; then seeds=${SEEDS:-3}; else seeds=${SEEDS:-10}; fi
 if [ "$quick" = 1 ]; then
     acc_args=(--limit 40 --gsm8k-limit 4 --mmlu-shots 0 --gsm8k-shots 0 --max-new-tokens 48
               --seeds "$seeds" --jobs "$jobs")
