@@ -196,7 +196,13 @@ static int build_links(wd_emu *emu, char *err, size_t errlen) {
                 if (!*l) return wd_fail(err, errlen, "%s: out of memory", file);
             } else {
                 char e2[768];
-                if (wd_link_create_from(l, ls, k, d, sc->max_wait_s, emu->link, 2 * d + k, e2,
+                wd_link_spec s2 = *ls; /* a start drawn from the seed: the channel seed
+                                          moves each device within its trace */
+                if (ls->offset_jitter_s > 0) {
+                    wd_erng g = {wd_stream_seed(sc->seed, d, 30)}; /* both directions alike */
+                    s2.offset_s += ls->offset_jitter_s * wd_erng_uniform(&g);
+                }
+                if (wd_link_create_from(l, &s2, k, d, sc->max_wait_s, emu->link, 2 * d + k, e2,
                                         sizeof e2))
                     return wd_fail(err, errlen, "%s: devices[%d].%s: %s", file, d,
                                    k == WD_DL ? "downlink" : "uplink", e2);
