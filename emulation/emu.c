@@ -3,74 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "emulation/internal.h"
-
-struct wd_emu {
-    wd_scenario sc; /* deep copy */
-    wd_emu_shape shape;
-    int has_shape, nd, E, L, k;
-    const wd_policy *pol;
-    wd_policy_params par;
-    wd_link **link; /* [nd * 2] */
-    unsigned char *air_on; /* [nd * 2]: the link pays the air interface */
-    unsigned char *split;  /* [nd * 2]: the link's capacity is the band shared by the active
-                              devices (else the device's own: a trace, used whole) */
-    int *c_active;         /* [nd] the devices sharing the band in allocate() */
-    double *c_ready, *c_bits, *c_share;
-    double air_mean[2], air_duty[2]; /* prediction: mean overhead of a small transfer, duty */
-    wd_synth *syn;  /* [nd] */
-    unsigned char *has_syn;
-    int *los;
-    int *rep_off, *rep_dev; /* expert e on devices rep_dev[rep_off[e] .. rep_off[e+1]) */
-    int *rep;               /* [E] replica in use now (-1: none reachable) */
-    double rep_time;
-    double bits_tok, s0, bs_flops_tok, bs_bytes_step, bs1;
-    int any_syn, rep_dirty; /* rep_dirty: recompute the best replicas */
-    double *tc1;            /* [nd] compute time of one token through one expert */
-    double *tau_dev, *tau_e, *tau_best;
-    double *tau_from, *tau_until; /* tau_dev[d] holds on [from, until) */
-    double pred_lo, pred_hi;      /* all of them hold on [pred_lo, pred_hi) */
-    double forget_t;              /* the synthetic channels drop nothing before */
-    unsigned char *avail_e, *mark;
-    /* step scratch */
-    long gen, tok;
-    long *dev_gen, *dev_tok, *exp_gen;
-    int *cnt_e, *exp_dev, *exp_list, *active, *slot, n_active, n_exp;
-    wd_emu_dev_time *dt;
-    double *ready, *bits, *share;
-    double *pscratch;
-    size_t pscratch_n;
-    double t;
-    /* statistics, per phase (PH_PREFILL, PH_DECODE): one latency sample per
-     * forward pass (prefill: time to first token; decode: time per output
-     * token), sums of the critical-path terms per forward */
-    wd_emu_phase phase_mode;
-    struct phase_acc {
-        double *lat;
-        size_t n_lat, cap_lat;
-        long forwards, tokens, replaced, dropped, nonstraggler;
-        double bs, dl, c, ul, air, str, experts, token_layers, bits_dl, bits_ul;
-    } ph[2];
-    long steps;
-    int fwd_open, f_phase;
-    int prefill_open; /* explicit prefill: later prefill passes join the open sample */
-    int last_closed;  /* phase of the forward just closed (-1: none, or a step since) */
-    int last_new;     /* it started a latency sample */
-    double f_start, f_bs, f_dl, f_c, f_ul, f_air, f_str;
-    long sel_replaced; /* of the last selection: top-k experts replaced (outage) */
-    long sel_nonstraggler; /* of the last selection: drops of experts faster than the wait */
-    int *base_ids;         /* [base_cap] scratch of mark_selection */
-    size_t base_cap;
-    /* faults and unreachable experts: per-token flags (FL_*) of the last
-     * selection (sel_n tokens, -1: none pending) and of the open forward */
-    unsigned char *sel_flag, *fwd_flag, *dev_flag;
-    int *top_ids;
-    int flag_cap, sel_n, fwd_n;
-    long c_tok[5], c_steps[3];
-};
-
-enum { PH_PREFILL = 0, PH_DECODE = 1 };
-enum { FL_REROUTED = 1, FL_FALLBACK = 2, FL_DROPPED = 4, FL_SLOWED = 8, FL_LINK = 16 };
+#include "emulation/emu_private.h"
 
 /* ---- compute ------------------------------------------------------------------ */
 static double expert_time(const wd_emu *emu, int d, int n) {
@@ -85,7 +18,7 @@ static double bs_time(const wd_emu *emu, int n) {
                            emu->bs_bytes_step + n * 4.0 * emu->shape.hidden * 4.0);
 }
 
-static double slow_factor(const wd_emu *emu, int d, double t) {
+double wd_emu_slow_factor(const wd_emu *emu, int d, double t) {
     double s = 1.0;
     for (int i = 0; i < emu->sc.n_faults; i++) {
         const wd_fault *f = &emu->sc.faults[i];
@@ -616,7 +549,7 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
         x->share[WD_DL] = emu->share[i];
         x->t_dl = tx_time(emu, x->device, WD_DL, t1, x->bits[WD_DL], x->share[WD_DL],
                           &x->air[WD_DL]);
-        if (emu->sc.n_faults) x->t_c *= slow_factor(emu, x->device, t1 + x->t_dl);
+        if (emu->sc.n_faults) x->t_c *= wd_emu_slow_factor(emu, x->device, t1 + x->t_dl);
         emu->ready[i] = t1 + x->t_dl + x->t_c; /* uplink: each when its compute is done */
         emu->bits[i] = x->bits[WD_UL];
     }
@@ -628,81 +561,6 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
                                                     x->bits[WD_UL], x->share[WD_UL], &x->air[WD_UL])
                                           : INFINITY;
     }
-}
-
-/* ---- fault accounting ------------------------------------------------------------------ */
-static int reserve_flags(wd_emu *emu, int n) {
-    if (n <= emu->flag_cap) return 0;
-    unsigned char *a = realloc(emu->sel_flag, n), *b;
-    if (!a) return 1;
-    emu->sel_flag = a;
-    if (!(b = realloc(emu->fwd_flag, n))) return 1;
-    emu->fwd_flag = b;
-    emu->flag_cap = n;
-    return 0;
-}
-
-/* Per token of the selection just made: its own top-k held an unreachable
- * expert (rerouted), all of it was unreachable (fallback), or nothing was
- * reachable (dropped). */
-static void mark_selection(wd_emu *emu, int n_tokens, const float *probs, const int *n,
-                           const int *expert) {
-    int E = emu->E, reach = 0;
-    for (int e = 0; e < E; e++) reach += emu->avail_e[e] != 0;
-    emu->sel_replaced = emu->sel_nonstraggler = 0;
-    /* drops of experts that would not have set the layer's wait: tau below the
-       largest tau of the experts the tokens held before the policy dropped */
-    int kk = emu->k < reach ? emu->k : reach, any_drop = 0;
-    for (int t = 0; t < n_tokens && !any_drop; t++) any_drop = n[t] < kk;
-    if (any_drop && (size_t)n_tokens * kk <= emu->base_cap) {
-        /* the wait without the drops: the slowest of the chosen experts and of the
-           top-k of the tokens that dropped some */
-        double wait = 0;
-        int *b = emu->base_ids;
-        for (int t = 0; t < n_tokens; t++) {
-            const int *c = expert + (size_t)t * E;
-            for (int q = 0; q < n[t]; q++)
-                if (emu->tau_e[c[q]] > wait) wait = emu->tau_e[c[q]];
-            if (n[t] >= kk) continue;
-            int m = wd_policy_top(probs + (size_t)t * E, emu->avail_e, E, kk, b + (size_t)t * kk);
-            for (int j = m; j < kk; j++) b[(size_t)t * kk + j] = -1;
-            for (int j = 0; j < m; j++)
-                if (emu->tau_e[b[(size_t)t * kk + j]] > wait) wait = emu->tau_e[b[(size_t)t * kk + j]];
-        }
-        for (int t = 0; t < n_tokens; t++)
-            for (int j = 0; j < kk && n[t] < kk; j++) {
-                int e = b[(size_t)t * kk + j], kept = 0;
-                if (e < 0 || !(emu->tau_e[e] < wait)) continue;
-                for (int q = 0; q < n[t] && !kept; q++) kept = expert[(size_t)t * E + q] == e;
-                emu->sel_nonstraggler += !kept;
-            }
-    }
-    for (int t = 0; t < n_tokens; t++) {
-        unsigned char f = n[t] == 0 ? FL_DROPPED : 0;
-        if (reach < E) {
-            int k = wd_policy_top(probs + (size_t)t * E, NULL, E, emu->k, emu->top_ids), gone = 0;
-            for (int j = 0; j < k; j++) gone += !emu->avail_e[emu->top_ids[j]];
-            if (gone) f |= FL_REROUTED;
-            if (gone == k && n[t] > 0) f |= FL_FALLBACK;
-            /* the unreachable ones that a reachable expert could stand in for */
-            int kk = k < reach ? k : reach;
-            emu->sel_replaced += kk - (k - gone);
-        }
-        emu->sel_flag[t] = f;
-    }
-    emu->sel_n = n_tokens;
-}
-
-/* Does a fault window of device d (down, or link in direction dir) overlap [a, b)? */
-static int link_fault_in(const wd_emu *emu, int d, int dir, double a, double b) {
-    for (int i = 0; i < emu->sc.n_faults; i++) {
-        const wd_fault *f = &emu->sc.faults[i];
-        if (f->device != d || f->kind == WD_FAULT_SLOW) continue;
-        if (f->kind == WD_FAULT_LINK && (!(f->dir_mask & (1 << dir)) || f->value == 1.0))
-            continue;
-        if (a < f->to_s && b > f->from_s) return 1;
-    }
-    return 0;
 }
 
 /* ---- select ------------------------------------------------------------------------- */
@@ -731,7 +589,7 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
         if (!p) return wd_fail(err, errlen, "select: out of memory");
         emu->pscratch = p, emu->pscratch_n = need;
     }
-    if (reserve_flags(emu, n_tokens)) return wd_fail(err, errlen, "select: out of memory");
+    if (wd_emu_reserve_flags(emu, n_tokens)) return wd_fail(err, errlen, "select: out of memory");
     if ((size_t)n_tokens * emu->k > emu->base_cap) {
         int *b = realloc(emu->base_ids, (size_t)n_tokens * emu->k * sizeof(int));
         if (!b) return wd_fail(err, errlen, "select: out of memory");
@@ -794,49 +652,11 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
         if (emu->pol->select(&emu->par, &io))
             return wd_fail(err, errlen, "policy %s failed", emu->pol->name);
     }
-    mark_selection(emu, n_tokens, probs, n, expert);
+    wd_emu_mark_selection(emu, n_tokens, probs, n, expert);
     return 0;
 }
 
 /* ---- step ----------------------------------------------------------------------------- */
-static int push_lat(struct phase_acc *a, double v) {
-    if (a->n_lat == a->cap_lat) {
-        size_t c = a->cap_lat ? 2 * a->cap_lat : 1024;
-        double *p = realloc(a->lat, c * sizeof(double));
-        if (!p) return 1;
-        a->lat = p, a->cap_lat = c;
-    }
-    a->lat[a->n_lat++] = v;
-    return 0;
-}
-
-void wd_emu_set_phase(wd_emu *emu, wd_emu_phase p) {
-    emu->phase_mode = p;
-    emu->prefill_open = 0;
-}
-
-wd_emu_phase wd_emu_closed_phase(const wd_emu *emu, int *new_sample) {
-    *new_sample = emu->last_closed >= 0 && emu->last_new;
-    return emu->last_closed == PH_PREFILL  ? WD_PHASE_PREFILL
-           : emu->last_closed == PH_DECODE ? WD_PHASE_DECODE
-                                           : WD_PHASE_AUTO;
-}
-
-void wd_emu_finish_forward(wd_emu *emu, double seconds) {
-    if (!(seconds > 0)) return;
-    emu->t += seconds;
-    if (emu->last_closed < 0) return;
-    struct phase_acc *a = &emu->ph[emu->last_closed];
-    if (a->n_lat) a->lat[a->n_lat - 1] += seconds, a->bs += seconds;
-}
-
-/* The phase of a forward pass that starts with n_tokens tokens. */
-static int phase_of(const wd_emu *emu, int n_tokens) {
-    if (emu->phase_mode == WD_PHASE_PREFILL) return PH_PREFILL;
-    if (emu->phase_mode == WD_PHASE_DECODE) return PH_DECODE;
-    return n_tokens > 1 ? PH_PREFILL : PH_DECODE;
-}
-
 int wd_emu_step(wd_emu *emu, int layer, int n_tokens, const int *n, const int *expert,
                 wd_emu_step_result *res, char *err, size_t errlen) {
     return wd_emu_step_measured(emu, layer, n_tokens, n, expert, NULL, res, err, errlen);
@@ -866,37 +686,8 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
         sum += f;
     }
     if (crit < 0 && na) crit = 0;
-    /* faults: devices that ran slow or whose transfers met a fault window */
-    int any_slow = 0, any_link = 0, any_rerouted = 0;
-    if (emu->sc.n_faults)
-        for (int i = 0; i < na; i++) {
-            const wd_emu_dev_time *x = &emu->dt[i];
-            int d = x->device;
-            double a = t1 + x->t_dl + x->t_c;
-            unsigned char f = 0;
-            if (slow_factor(emu, d, t1 + x->t_dl) != 1.0) f |= FL_SLOWED, any_slow = 1;
-            if (link_fault_in(emu, d, WD_DL, t1, t1 + x->t_dl) ||
-                link_fault_in(emu, d, WD_UL, a, a + x->t_ul))
-                f |= FL_LINK, any_link = 1;
-            emu->dev_flag[d] = f;
-        }
-    if (reserve_flags(emu, n_tokens)) return wd_fail(err, errlen, "step: out of memory");
-    int have_sel = emu->sel_n == n_tokens;
-    emu->sel_n = -1;
-    long replaced = have_sel ? emu->sel_replaced : 0;
-    long nonstraggler = have_sel ? emu->sel_nonstraggler : 0;
-    for (int t = 0; t < n_tokens; t++) {
-        unsigned char f = have_sel ? emu->sel_flag[t] : 0;
-        if (n[t] == 0) f |= FL_DROPPED;
-        if (any_slow || any_link)
-            for (int j = 0; j < n[t]; j++) {
-                int e = expert[(size_t)t * emu->E + j];
-                f |= emu->dev_flag[emu->rep[e] >= 0 ? emu->rep[e] : emu->rep_dev[emu->rep_off[e]]];
-            }
-        any_rerouted |= (f & FL_REROUTED) != 0;
-        emu->sel_flag[t] = f; /* this step's flags, merged into the forward's below */
-    }
-    emu->c_steps[0] += any_rerouted, emu->c_steps[1] += any_slow, emu->c_steps[2] += any_link;
+    if (wd_emu_account_faults(emu, n_tokens, n, expert, t1))
+        return wd_fail(err, errlen, "step: out of memory");
     emu->t = t1 + wait;
     if (emu->any_syn && emu->t >= emu->forget_t) {
         double ft = INFINITY;
@@ -908,125 +699,9 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
             }
         emu->forget_t = ft;
     }
-    /* statistics */
-    if (layer == 0) {
-        emu->fwd_open = 1, emu->f_start = t0, emu->f_phase = phase_of(emu, n_tokens);
-        emu->f_bs = emu->f_dl = emu->f_c = emu->f_ul = emu->f_air = emu->f_str = 0;
-        emu->fwd_n = n_tokens;
-        memset(emu->fwd_flag, 0, n_tokens);
-    }
-    struct phase_acc *a = &emu->ph[emu->fwd_open ? emu->f_phase : phase_of(emu, n_tokens)];
-    emu->steps++;
-    emu->last_closed = -1;
-    for (int t = 0; t < n_tokens; t++) a->experts += n[t], a->dropped += emu->k - n[t];
-    a->replaced += replaced, a->nonstraggler += nonstraggler;
-    a->token_layers += n_tokens;
-    for (int i = 0; i < na; i++)
-        a->bits_dl += emu->dt[i].bits[WD_DL], a->bits_ul += emu->dt[i].bits[WD_UL];
-    if (emu->fwd_open && emu->fwd_n == n_tokens)
-        for (int t = 0; t < n_tokens; t++) emu->fwd_flag[t] |= emu->sel_flag[t];
-    if (emu->fwd_open) {
-        emu->f_bs += tbs;
-        if (crit >= 0) {
-            const wd_emu_dev_time *x = &emu->dt[crit];
-            double air = x->air[WD_DL] + x->air[WD_UL];
-            emu->f_dl += x->t_dl - x->air[WD_DL], emu->f_c += x->t_c;
-            emu->f_ul += x->t_ul - x->air[WD_UL], emu->f_air += air;
-            emu->f_str += wait - sum / na;
-        }
-        if (layer == emu->L - 1) { /* one sample per forward pass (or explicit prefill) */
-            double lat = emu->t - emu->f_start;
-            int join = emu->f_phase == PH_PREFILL && emu->phase_mode == WD_PHASE_PREFILL;
-            emu->last_new = !(join && emu->prefill_open && a->n_lat);
-            if (!emu->last_new)
-                a->lat[a->n_lat - 1] += lat;
-            else if (push_lat(a, lat))
-                return wd_fail(err, errlen, "step: out of memory");
-            emu->prefill_open |= join;
-            emu->last_closed = emu->f_phase;
-            a->tokens += n_tokens, a->forwards++;
-            a->bs += emu->f_bs, a->dl += emu->f_dl, a->c += emu->f_c, a->ul += emu->f_ul;
-            a->air += emu->f_air, a->str += emu->f_str;
-            emu->fwd_open = 0;
-            if (emu->fwd_n == n_tokens)
-                for (int t = 0; t < n_tokens; t++)
-                    for (int b = 0; b < 5; b++) emu->c_tok[b] += (emu->fwd_flag[t] >> b) & 1;
-        }
-    }
+    if (wd_emu_record_step(emu, layer, n_tokens, n, t0, tbs, wait, sum, crit))
+        return wd_fail(err, errlen, "step: out of memory");
     if (res)
         *res = (wd_emu_step_result){layer, n_tokens, na, t0, tbs, wait, tbs + wait, crit, emu->dt};
     return 0;
-}
-
-/* ---- statistics ------------------------------------------------------------------------- */
-void wd_emu_reset_stats(wd_emu *emu) {
-    for (int p = 0; p < 2; p++) {
-        double *lat = emu->ph[p].lat;
-        size_t cap = emu->ph[p].cap_lat;
-        memset(&emu->ph[p], 0, sizeof emu->ph[p]);
-        emu->ph[p].lat = lat, emu->ph[p].cap_lat = cap;
-    }
-    emu->steps = 0;
-    emu->fwd_open = 0, emu->prefill_open = 0, emu->last_closed = -1;
-    memset(emu->c_tok, 0, sizeof emu->c_tok);
-    memset(emu->c_steps, 0, sizeof emu->c_steps);
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double quantile(const double *s, size_t n, double q) { /* linear, as numpy */
-    double pos = q * (double)(n - 1);
-    size_t i = (size_t)pos;
-    if (i + 1 >= n) return s[n - 1];
-    return s[i] + (pos - (double)i) * (s[i + 1] - s[i]);
-}
-
-static void summarize_phase(const struct phase_acc *a, wd_emu_phase_summary *s) {
-    s->forwards = a->forwards, s->samples = (long)a->n_lat, s->tokens = a->tokens;
-    s->experts_replaced = a->replaced, s->experts_dropped = a->dropped;
-    s->experts_dropped_nonstraggler = a->nonstraggler;
-    if (a->token_layers > 0) {
-        s->experts_per_token = a->experts / a->token_layers;
-    }
-    if (a->tokens > 0) {
-        s->dl_bits_per_token = a->bits_dl / (double)a->tokens;
-        s->ul_bits_per_token = a->bits_ul / (double)a->tokens;
-    }
-    if (!a->n_lat) return;
-    double sum = 0, F = (double)a->n_lat;
-    for (size_t i = 0; i < a->n_lat; i++) sum += a->lat[i];
-    s->mean_s = sum / (double)a->n_lat;
-    double *v = malloc(a->n_lat * sizeof(double));
-    if (v) {
-        memcpy(v, a->lat, a->n_lat * sizeof(double));
-        qsort(v, a->n_lat, sizeof(double), cmp_double);
-        s->p50_s = quantile(v, a->n_lat, 0.50);
-        s->p95_s = quantile(v, a->n_lat, 0.95);
-        s->p99_s = quantile(v, a->n_lat, 0.99);
-        s->max_s = v[a->n_lat - 1];
-        free(v);
-    }
-    s->bs_s = a->bs / F, s->dl_s = a->dl / F, s->comp_s = a->c / F, s->ul_s = a->ul / F;
-    s->air_s = a->air / F, s->straggle_s = a->str / F;
-}
-
-void wd_emu_summarize(const wd_emu *emu, wd_emu_summary *s) {
-    memset(s, 0, sizeof *s);
-    summarize_phase(&emu->ph[PH_PREFILL], &s->prefill);
-    summarize_phase(&emu->ph[PH_DECODE], &s->decode);
-    s->tokens = s->prefill.tokens + s->decode.tokens;
-    s->forwards = s->prefill.forwards + s->decode.forwards;
-    s->steps = emu->steps;
-    s->experts_replaced = s->prefill.experts_replaced + s->decode.experts_replaced;
-    s->experts_dropped = s->prefill.experts_dropped + s->decode.experts_dropped;
-    s->virtual_time_s = emu->t;
-    s->tokens_rerouted = emu->c_tok[0], s->tokens_fallback = emu->c_tok[1];
-    s->tokens_dropped = emu->c_tok[2], s->tokens_slowed = emu->c_tok[3];
-    s->tokens_link_fault = emu->c_tok[4];
-    s->steps_rerouted = emu->c_steps[0], s->steps_slowed = emu->c_steps[1];
-    s->steps_link_fault = emu->c_steps[2];
-    s->n_faults = emu->sc.n_faults;
 }
