@@ -613,7 +613,8 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
             emu->tau_dev[d] = emu->mark[d]
                                   ? device_tau(emu, d, emu->t, emu->dt[emu->slot[d]].share[WD_DL],
                                                emu->dt[emu->slot[d]].share[WD_UL], &u)
-                                  : device_tau(emu, d, emu->t, s, s, &u);
+                                  : device_tau(emu, d, emu->t, emu->split[2 * d] ? s : 1.0,
+                                               emu->split[2 * d + 1] ? s : 1.0, &u);
             emu->tau_until[d] = 0; /* not the predict shares: drop the cache */
             emu->rep_dirty = 1;
         }
