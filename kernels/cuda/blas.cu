@@ -17,6 +17,33 @@ struct wd_cuda_blas {
     void *workspace;
 };
 
+/* A cuBLAS failure as an error code of this backend: WD_CUDA_CUBLAS_ERROR +
+ * call * 100 + status, so wd_cuda_error_string can name the call and the
+ * cuBLAS status rather than a bare "unknown error". */
+enum { BLAS_SET_STREAM = 0, BLAS_SET_WORKSPACE, BLAS_SET_MATH_MODE, BLAS_GEMM, BLAS_CALLS };
+static const char *const blas_call_name[BLAS_CALLS] = {"cublasSetStream", "cublasSetWorkspace",
+                                                       "cublasSetMathMode", "cublasGemmEx"};
+static int blas_rc(int call, cublasStatus_t st) {
+    return st == CUBLAS_STATUS_SUCCESS ? 0 : WD_CUDA_CUBLAS_ERROR + call * 100 + (int)st;
+}
+
+/* the text of an error code from blas_rc (a cuBLAS status is below 100) */
+const char *wd_cuda_blas_error_string(int code, char *buf, size_t len) {
+    int call = (code - WD_CUDA_CUBLAS_ERROR) / 100, st = (code - WD_CUDA_CUBLAS_ERROR) % 100;
+    snprintf(buf, len, "%s failed: %s", call >= 0 && call < BLAS_CALLS ? blas_call_name[call] : "cuBLAS",
+             cublasGetStatusString((cublasStatus_t)st));
+    return buf;
+}
+
+/* the handle on stream s with its own workspace; cublasSetStream resets the
+   workspace to cuBLAS's default pool, so both are set together */
+static int blas_bind(wd_cuda_blas *b, cudaStream_t s, int own_workspace) {
+    int rc = blas_rc(BLAS_SET_STREAM, cublasSetStream(b->h, s));
+    if (!rc && own_workspace)
+        rc = blas_rc(BLAS_SET_WORKSPACE, cublasSetWorkspace(b->h, b->workspace, WD_BLAS_WORKSPACE));
+    return rc;
+}
+
 extern "C" wd_cuda_blas *wd_cuda_blas_create(wd_cuda_stream_t s, size_t max_elems, char *err,
                                              size_t errlen) {
     wd_cuda_blas *b = (wd_cuda_blas *)calloc(1, sizeof *b);
@@ -40,10 +67,16 @@ extern "C" wd_cuda_blas *wd_cuda_blas_create(wd_cuda_stream_t s, size_t max_elem
         wd_cuda_blas_free(b);
         return NULL;
     }
-    cublasSetStream(b->h, s);
-    cublasSetWorkspace(b->h, b->workspace, WD_BLAS_WORKSPACE);
     /* fp32 GEMMs stay true fp32 (no TF32): the exact mode relies on it */
-    cublasSetMathMode(b->h, CUBLAS_DEFAULT_MATH);
+    int rc = blas_bind(b, s, 1);
+    if (!rc) rc = blas_rc(BLAS_SET_MATH_MODE, cublasSetMathMode(b->h, CUBLAS_DEFAULT_MATH));
+    if (rc) {
+        char why[128];
+        snprintf(err, errlen, "kernels/cuda/blas.cu: %s",
+                 wd_cuda_blas_error_string(rc, why, sizeof why));
+        wd_cuda_blas_free(b);
+        return NULL;
+    }
     return b;
 }
 
@@ -67,7 +100,7 @@ static int gemm_typed(wd_cuda_blas *b, float *y, const void *x, const void *w, w
     cublasStatus_t st =
         cublasGemmEx(b->h, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, w, t, cols, x, t, cols,
                      &beta, y, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    return st == CUBLAS_STATUS_SUCCESS ? 0 : (int)cudaErrorUnknown;
+    return blas_rc(BLAS_GEMM, st);
 }
 
 extern "C" int wd_cuda_gemm(wd_cuda_blas *b, float *d_y, const float *d_x, const void *d_w,
@@ -79,6 +112,13 @@ extern "C" int wd_cuda_gemm(wd_cuda_blas *b, float *d_y, const float *d_x, const
     if ((size_t)n * cols > b->cap) return (int)cudaErrorMemoryAllocation;
     WD_CU((cudaError_t)wd_cuda_convert(b->xb, WD_DT_BF16, d_x, WD_DT_F32, (size_t)n * cols, b->s));
     return gemm_typed(b, d_y, b->xb, d_w, dt, n, rows, cols, 0.0f);
+}
+
+extern "C" int wd_cuda_gemm_typed_input(wd_cuda_blas *b, float *d_y, const void *d_x,
+                                        const void *d_w, wd_dtype dt, int n, int rows, int cols) {
+    if (n <= 0 || rows <= 0) return 0;
+    if (!b || (dt != WD_DT_F32 && dt != WD_DT_BF16)) return (int)cudaErrorInvalidValue;
+    return gemm_typed(b, d_y, d_x, d_w, dt, n, rows, cols, 0.0f);
 }
 
 extern "C" int wd_cuda_matmul(wd_cuda_blas *b, float *d_y, const float *d_x, const void *d_w,
@@ -118,7 +158,7 @@ extern "C" int wd_cuda_expert_ffn(wd_cuda_blas *b, const wd_cuda_expert *e, floa
         }
         return 0;
     }
-    if (b->s != s) cublasSetStream(b->h, s); /* s: cuBLAS's default workspace pool */
+    if (b->s != s) WD_CU((cudaError_t)blas_bind(b, s, 0)); /* s: cuBLAS's default workspace pool */
     char *p = (char *)d_scratch;
     void *xg = p;
     p += align256((size_t)n * H * 4);
@@ -135,9 +175,9 @@ extern "C" int wd_cuda_expert_ffn(wd_cuda_blas *b, const wd_cuda_expert *e, floa
     if (!rc) rc = wd_cuda_silu_mul_cast(hh, e->dt, g, u, (size_t)n * F, s);
     if (!rc) rc = gemm_typed(b, y, hh, e->w2, e->dt, n, H, F, 0.0f);
     if (!rc) rc = wd_cuda_scatter(d_out, y, d_rows, d_scale, n, H, accumulate, s);
-    if (b->s != s) { /* cublasSetStream resets the workspace to the default pool */
-        cublasSetStream(b->h, b->s);
-        cublasSetWorkspace(b->h, b->workspace, WD_BLAS_WORKSPACE);
+    if (b->s != s) { /* back to the handle's own stream and workspace */
+        int rc2 = blas_bind(b, b->s, 1);
+        if (!rc) rc = rc2;
     }
     return rc;
 }

@@ -43,6 +43,9 @@ typedef struct CUstream_st *wd_cuda_stream_t;
 /* Number of usable CUDA devices; 0 when there is no GPU or no driver. */
 int wd_cuda_device_count(void);
 const char *wd_cuda_error_string(int code);
+/* error codes from WD_CUDA_CUBLAS_ERROR up are cuBLAS failures (call and
+   status, named by wd_cuda_error_string) */
+#define WD_CUDA_CUBLAS_ERROR 100000
 /* One line describing device `dev` (name, SMs, memory, compute capability). */
 int wd_cuda_device_info(int dev, char *buf, size_t len);
 /* Synchronises the current device; returns the first pending error. */
@@ -107,7 +110,9 @@ int wd_cuda_combine(float *d_out, const float *const *src, int n_src, int n, int
 /* x[i] += y[i] */
 int wd_cuda_add(float *d_x, const float *d_y, size_t n, wd_cuda_stream_t s);
 
-/* Spin on the global timer for ns nanoseconds (one thread). */
+/* Spin on the global timer for ns nanoseconds (one thread), at most
+ * WD_CUDA_DELAY_MAX_NS: a wrong value cannot burn minutes of GPU time. */
+#define WD_CUDA_DELAY_MAX_NS 1000000000ull
 int wd_cuda_delay(uint64_t ns, wd_cuda_stream_t s);
 /* Same, writing the kernel's own start/end global timer into d_t[0..1]. */
 int wd_cuda_delay_timed(uint64_t ns, unsigned long long *d_t, wd_cuda_stream_t s);
@@ -129,6 +134,9 @@ int wd_cuda_matmul(wd_cuda_blas *b, float *d_y, const float *d_x, const void *d_
 /* Always cuBLAS (benchmarks, tests). */
 int wd_cuda_gemm(wd_cuda_blas *b, float *d_y, const float *d_x, const void *d_w, wd_dtype dt,
                  int n, int rows, int cols);
+/* The same GEMM with x already in the weights' dtype (no conversion). */
+int wd_cuda_gemm_typed_input(wd_cuda_blas *b, float *d_y, const void *d_x, const void *d_w,
+                             wd_dtype dt, int n, int rows, int cols);
 
 /* ---- the fused expert FFN ---------------------------------------------------
  * For t < n, with r = rows ? rows[t] : t and a = scale ? scale[t] : 1:
@@ -155,7 +163,10 @@ typedef struct wd_cuda_devset wd_cuda_devset;
 typedef struct {
     int n_devices;       /* emulated devices */
     const int *sm_count; /* per device, or NULL; > 0 asks for a green context with
-                            about that many SMs (CUDA 12.4+ driver); else a plain stream */
+                            that many SMs, rounded up to the GPU's SM group size (CUDA
+                            12.4+ driver); else a plain stream. The partitions are split
+                            one after another from the GPU's SMs, so they never overlap;
+                            requests beyond the GPU's SMs make creation fail */
     const int *priority; /* per device, or NULL (0 = default); lower = higher priority */
     const int *ids;      /* per device, or NULL: its number in logs and NVTX names */
     int gpu;             /* CUDA device ordinal */
@@ -174,6 +185,11 @@ wd_cuda_stream_t wd_cuda_devset_stream(const wd_cuda_devset *ds, int d);
 wd_cuda_blas *wd_cuda_devset_blas(const wd_cuda_devset *ds, int d);
 void *wd_cuda_devset_scratch(const wd_cuda_devset *ds, int d);
 int wd_cuda_devset_green(const wd_cuda_devset *ds, int d); /* 1 when a green context */
+int wd_cuda_devset_sm_count(const wd_cuda_devset *ds, int d); /* its SMs (0: plain stream) */
+/* The SMs (%smid) that a kernel of `blocks` blocks on device d's stream ran
+ * on, as a bitmap over 0..255 (uint32_t[8]); 0 on success. Tests use it to
+ * check that green contexts do not overlap. */
+int wd_cuda_devset_sms_used(wd_cuda_devset *ds, int d, int blocks, uint32_t *bitmap);
 
 /* One expert call on device d, as the emulated system sees it:
  *   [delay dl_ns] [event] expert [event] [delay ul_ns]
@@ -254,10 +270,14 @@ int wd_cuda_model_create_random(wd_cuda_model **out, const wd_config *cfg, uint6
  *   select         the selection hook (policy, emulator) and grouping by expert
  *   launch_experts enqueueing the expert part (kernels, NCCL, or one graph)
  *   timing         the timing hook (measured compute) and its waits
- *   tail           embedding/LM head enqueue and the final wait */
+ *   tail           embedding/LM head enqueue and the final wait
+ *   capture        CUDA-graph captures and instantiations (first use of a
+ *                  layer's BS graph or of a chosen expert set), not counted
+ *                  in launch_bs/launch_experts; captures is their number
+ *   delays_clamped real-time link delays cut to WD_CUDA_DELAY_MAX_NS */
 typedef struct {
-    long forwards, layers;
-    double launch_bs, wait_router, select, launch_experts, timing, tail;
+    long forwards, layers, captures, delays_clamped;
+    double launch_bs, wait_router, select, launch_experts, timing, tail, capture;
 } wd_cuda_profile;
 void wd_cuda_model_profile(const wd_cuda_model *cm, wd_cuda_profile *out);
 void wd_cuda_model_profile_reset(wd_cuda_model *cm);

@@ -102,6 +102,7 @@ struct wd_cuda_model {
     int cap_mode;           /* experts_layer mode while capturing (see there) */
     int broken;             /* an error left GPUs or ranks out of step: no more forwards */
     wd_cuda_profile prof;
+    double cap_pending;    /* capture seconds inside the current profile lap */
     cudaGraphExec_t *bs_graph; /* [n_layers] */
     expert_graph *xg;       /* [n_layers][WD_GRAPH_SETS] */
     int *xg_n;              /* [n_layers] */
@@ -125,8 +126,7 @@ extern "C" void wd_cuda_model_spec_default(wd_cuda_model_spec *spec) {
 
 static int fail(char *err, size_t errlen, const char *what, int code) {
     if (code)
-        snprintf(err, errlen, "kernels/cuda/model.cu: %s (%s)", what,
-                 cudaGetErrorString((cudaError_t)code));
+        snprintf(err, errlen, "kernels/cuda/model.cu: %s (%s)", what, wd_cuda_error_string(code));
     else
         snprintf(err, errlen, "kernels/cuda/model.cu: %s", what);
     cudaGetLastError();
@@ -1094,11 +1094,20 @@ static int experts_layer(wd_cuda_model *cm, int l, int n, int mode, char *err, s
     return 0;
 }
 
-/* Capture fn's work on the BS stream into an executable graph. */
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+/* Capture fn's work on the BS stream into an executable graph (counted and
+   timed in the profile). */
 typedef int (*capture_fn)(wd_cuda_model *cm, int l, char *err, size_t errlen);
 static int capture(wd_cuda_model *cm, int l, capture_fn fn, cudaGraphExec_t *exec, char *err,
                    size_t errlen) {
     cudaGraph_t g = NULL;
+    double t0 = now_s();
+    cm->prof.captures++;
     CK((int)cudaStreamBeginCapture(cm->bs, cudaStreamCaptureModeThreadLocal), "begin capture");
     int rc = fn(cm, l, err, errlen);
     cudaError_t e = cudaStreamEndCapture(cm->bs, &g);
@@ -1111,6 +1120,9 @@ static int capture(wd_cuda_model *cm, int l, capture_fn fn, cudaGraphExec_t *exe
     e = cudaGraphInstantiate(exec, g, 0);
     cudaGraphDestroy(g);
     if (e != cudaSuccess) return fail(err, errlen, "graph instantiation", (int)e);
+    double dt = now_s() - t0;
+    cm->prof.capture += dt;
+    cm->cap_pending += dt; /* not counted again in the launch_* laps */
     return 0;
 }
 static int bs_capture(wd_cuda_model *cm, int l, char *err, size_t errlen) {
@@ -1118,12 +1130,6 @@ static int bs_capture(wd_cuda_model *cm, int l, char *err, size_t errlen) {
 }
 static int experts_capture(wd_cuda_model *cm, int l, char *err, size_t errlen) {
     return experts_layer(cm, l, 1, cm->cap_mode, err, errlen);
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
 extern "C" void wd_cuda_model_profile(const wd_cuda_model *cm, wd_cuda_profile *out) {
@@ -1158,7 +1164,9 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
     CK(wd_cuda_embed(cm->x, cm->embed, cm->dt, cm->tokens, n, H, bs), "embedding");
     wd_cuda_profile *pf = &cm->prof;
     double t_prev, t_now;
-#define LAP(field) (t_now = now_s(), pf->field += t_now - t_prev, t_prev = t_now)
+#define LAP(field)                                                                         \
+    (t_now = now_s(), pf->field += t_now - t_prev - cm->cap_pending, cm->cap_pending = 0,      \
+     t_prev = t_now)
     for (int l = 0; l < c->n_layers; l++) {
         t_prev = now_s();
         if (graph) {
@@ -1215,6 +1223,10 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
             if (cm->spec.realtime && timing && timing->link_delays && cm->h_dev_tokens[d])
                 timing->link_delays(timing->ctx, l, d, cm->h_dev_tokens[d], &cm->h_dl[d],
                                     &cm->h_ul[d]);
+        for (int d = 0; d < nd; d++) { /* the delay kernel spins at most this long */
+            if (cm->h_dl[d] > WD_CUDA_DELAY_MAX_NS) cm->h_dl[d] = WD_CUDA_DELAY_MAX_NS, pf->delays_clamped++;
+            if (cm->h_ul[d] > WD_CUDA_DELAY_MAX_NS) cm->h_ul[d] = WD_CUDA_DELAY_MAX_NS, pf->delays_clamped++;
+        }
         for (int d = 0; d < nd; d++) {
             h_delay[d] = cm->h_dl[d];
             h_delay[nd + d] = cm->h_ul[d];

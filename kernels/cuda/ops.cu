@@ -17,7 +17,13 @@ extern "C" int wd_cuda_device_count(void) {
     return n;
 }
 
+const char *wd_cuda_blas_error_string(int code, char *buf, size_t len);
+
 extern "C" const char *wd_cuda_error_string(int code) {
+    if (code >= WD_CUDA_CUBLAS_ERROR) {
+        static __thread char buf[128]; /* per thread: the text of the last cuBLAS code */
+        return wd_cuda_blas_error_string(code, buf, sizeof buf);
+    }
     return cudaGetErrorString((cudaError_t)code);
 }
 
@@ -736,6 +742,7 @@ extern "C" int wd_cuda_add(float *d_x, const float *d_y, size_t n, wd_cuda_strea
 /* ---- delay: spin on the global timer ------------------------------------------------ */
 __global__ void delay_kernel(unsigned long long ns, const uint64_t *d_ns, unsigned long long *t) {
     if (d_ns) ns = *d_ns;
+    if (ns > WD_CUDA_DELAY_MAX_NS) ns = WD_CUDA_DELAY_MAX_NS; /* a wrong value never spins for minutes */
     unsigned long long t0 = wd_globaltimer(), t1 = t0;
     while (t1 - t0 < ns) {
         __nanosleep(200);
