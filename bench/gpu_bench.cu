@@ -123,6 +123,14 @@ template <typename F> static double time_it(F fn, int reps, cudaStream_t s = 0) 
     return median(t);
 }
 
+/* selection hook: the first k of the model's top-k (k = 0: no expert) */
+static int select_first_k(void *ctx, int layer, int pos0, const float *probs, wd_selection *sel) {
+    int k = *(const int *)ctx;
+    for (int t = 0; t < sel->n_tokens; t++)
+        if (sel->n[t] > k) sel->n[t] = k;
+    return 0;
+}
+
 typedef struct {
     uint64_t dl, ul;
 } link_ctx;
@@ -380,7 +388,8 @@ int main(int argc, char **argv) {
            that captured no CUDA graph (a token that captures pays the capture
            and instantiation, which is no decode cost); *captured counts the
            tokens left out. */
-        auto decode = [&](int n, const wd_cuda_timing_hooks *th, int *captured) {
+        auto decode = [&](int n, const wd_cuda_timing_hooks *th, int *captured,
+                          const wd_moe_hooks *mh = NULL) {
             if (wd_cuda_model_set_pos(cm, decode_base) != 0) {
                 fprintf(stderr, "gpu_bench: set_pos failed\n");
                 exit(1);
@@ -393,7 +402,7 @@ int main(int argc, char **argv) {
                 wd_cuda_profile p0, p1;
                 wd_cuda_model_profile(cm, &p0);
                 CK(cudaEventRecord(a));
-                if (wd_cuda_model_forward(cm, &tok, 1, logits.data(), 0, NULL, th, err, sizeof err)) {
+                if (wd_cuda_model_forward(cm, &tok, 1, logits.data(), 0, mh, th, err, sizeof err)) {
                     fprintf(stderr, "gpu_bench: %s\n", err);
                     exit(1);
                 }
@@ -413,11 +422,11 @@ int main(int argc, char **argv) {
         /* warm up: decode series until one captures nothing (every expert set
            the greedy tokens reach has its graph), at most `rounds` series */
         auto warm_graphs = [&](const wd_cuda_timing_hooks *th, int rounds, long *captures,
-                               double *capture_s) {
+                               double *capture_s, const wd_moe_hooks *mh = NULL) {
             wd_cuda_profile p0, p1;
             wd_cuda_model_profile(cm, &p0);
             int r = 0, cap = 1;
-            for (; r < rounds && cap; r++) decode(ndecode, th, &cap);
+            for (; r < rounds && cap; r++) decode(ndecode, th, &cap, mh);
             wd_cuda_model_profile(cm, &p1);
             *captures = p1.captures - p0.captures;
             *capture_s = p1.capture - p0.capture;
@@ -454,6 +463,19 @@ int main(int argc, char **argv) {
                    pf.launch_experts * per, pf.forwards ? pf.tail * 1e6 / pf.forwards : 0.0);
             report("decode: host select + launches per layer", "-", "%.1f us",
                    (pf.launch_bs + pf.select + pf.launch_experts) * per, "decode_host_us_per_layer");
+            /* where a decode token's time goes: the same decode with no expert
+               (the BS part alone: attention, router, LM head, host round trips)
+               and with the top-1 expert only */
+            for (int k : {0, 1}) {
+                wd_moe_hooks mh = {&k, select_first_k, NULL};
+                long nc;
+                double tc2;
+                warm_graphs(NULL, 4, &nc, &tc2, &mh);
+                double tk = decode(ndecode, NULL, NULL, &mh) * scale32;
+                report(k ? "decode breakdown: top-1 expert only, ms/token"
+                         : "decode breakdown: no experts (BS part), ms/token",
+                       "-", "%.2f ms", tk * 1e3, k ? "decode_top1_ms" : "decode_bs_only_ms");
+            }
         } else {
             printf("CUDA graphs not possible for this model: decode launch by launch\n");
         }

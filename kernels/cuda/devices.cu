@@ -16,17 +16,18 @@
 
 #include "kernels/cuda/common.cuh"
 
-typedef CUresult (*pfn_device_get)(CUdevice *, int);
-typedef CUresult (*pfn_get_dev_resource)(CUdevice, CUdevResource *, CUdevResourceType);
-typedef CUresult (*pfn_split_by_count)(CUdevResource *, unsigned int *, const CUdevResource *,
-                                       CUdevResource *, unsigned int, unsigned int);
-typedef CUresult (*pfn_generate_desc)(CUdevResourceDesc *, CUdevResource *, unsigned int);
-typedef CUresult (*pfn_green_create)(CUgreenCtx *, CUdevResourceDesc, CUdevice, unsigned int);
-typedef CUresult (*pfn_green_destroy)(CUgreenCtx);
-typedef CUresult (*pfn_green_stream)(CUstream *, CUgreenCtx, unsigned int, int);
-typedef CUresult (*pfn_ctx_from_green)(CUcontext *, CUgreenCtx);
-typedef CUresult (*pfn_ctx_push)(CUcontext);
-typedef CUresult (*pfn_ctx_pop)(CUcontext *);
+/* the signatures of the headers we compile against (entry points are asked
+   for in that ABI: get_entry) */
+typedef decltype(&cuDeviceGet) pfn_device_get;
+typedef decltype(&cuDeviceGetDevResource) pfn_get_dev_resource;
+typedef decltype(&cuDevSmResourceSplitByCount) pfn_split_by_count;
+typedef decltype(&cuDevResourceGenerateDesc) pfn_generate_desc;
+typedef decltype(&cuGreenCtxCreate) pfn_green_create;
+typedef decltype(&cuGreenCtxDestroy) pfn_green_destroy;
+typedef decltype(&cuGreenCtxStreamCreate) pfn_green_stream;
+typedef decltype(&cuCtxFromGreenCtx) pfn_ctx_from_green;
+typedef decltype(&cuCtxPushCurrent) pfn_ctx_push;
+typedef decltype(&cuCtxPopCurrent) pfn_ctx_pop;
 
 typedef struct {
     pfn_device_get device_get;
@@ -41,29 +42,35 @@ typedef struct {
     pfn_ctx_pop ctx_pop;
 } green_api;
 
-static int get_entry(const char *sym, void **fn) {
+/* The entry point of sym in the ABI of the headers we were compiled with
+   (CUDART_VERSION: some green-context symbols, cuGreenCtxStreamCreate among
+   them, appeared after 12.4, so asking for the 12.4 ABI fails on them). */
+static int get_entry(const char *sym, void **fn, const char **missing) {
     cudaDriverEntryPointQueryResult q;
-    if (cudaGetDriverEntryPointByVersion(sym, fn, 12040, cudaEnableDefault, &q) != cudaSuccess ||
+    if (cudaGetDriverEntryPointByVersion(sym, fn, CUDART_VERSION, cudaEnableDefault, &q) !=
+            cudaSuccess ||
         q != cudaDriverEntryPointSuccess || !*fn) {
         cudaGetLastError();
+        if (!*missing) *missing = sym;
         return -1;
     }
     return 0;
 }
 
-static int green_api_load(green_api *g) {
+static int green_api_load(green_api *g, const char **missing) {
     memset(g, 0, sizeof *g);
+    *missing = NULL;
     int rc = 0;
-    rc |= get_entry("cuDeviceGet", (void **)&g->device_get);
-    rc |= get_entry("cuDeviceGetDevResource", (void **)&g->get_dev_resource);
-    rc |= get_entry("cuDevSmResourceSplitByCount", (void **)&g->split_by_count);
-    rc |= get_entry("cuDevResourceGenerateDesc", (void **)&g->generate_desc);
-    rc |= get_entry("cuGreenCtxCreate", (void **)&g->green_create);
-    rc |= get_entry("cuGreenCtxDestroy", (void **)&g->green_destroy);
-    rc |= get_entry("cuGreenCtxStreamCreate", (void **)&g->green_stream);
-    rc |= get_entry("cuCtxFromGreenCtx", (void **)&g->ctx_from_green);
-    rc |= get_entry("cuCtxPushCurrent", (void **)&g->ctx_push);
-    rc |= get_entry("cuCtxPopCurrent", (void **)&g->ctx_pop);
+    rc |= get_entry("cuDeviceGet", (void **)&g->device_get, missing);
+    rc |= get_entry("cuDeviceGetDevResource", (void **)&g->get_dev_resource, missing);
+    rc |= get_entry("cuDevSmResourceSplitByCount", (void **)&g->split_by_count, missing);
+    rc |= get_entry("cuDevResourceGenerateDesc", (void **)&g->generate_desc, missing);
+    rc |= get_entry("cuGreenCtxCreate", (void **)&g->green_create, missing);
+    rc |= get_entry("cuGreenCtxDestroy", (void **)&g->green_destroy, missing);
+    rc |= get_entry("cuGreenCtxStreamCreate", (void **)&g->green_stream, missing);
+    rc |= get_entry("cuCtxFromGreenCtx", (void **)&g->ctx_from_green, missing);
+    rc |= get_entry("cuCtxPushCurrent", (void **)&g->ctx_push, missing);
+    rc |= get_entry("cuCtxPopCurrent", (void **)&g->ctx_pop, missing);
     return rc ? -1 : 0;
 }
 
@@ -186,14 +193,17 @@ extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec
     CUdevResource pool;
     memset(&pool, 0, sizeof pool);
     if (want_green) {
-        ds->have_api = green_api_load(&ds->api) == 0 &&
+        const char *missing = NULL;
+        ds->have_api = green_api_load(&ds->api, &missing) == 0 &&
                        ds->api.device_get(&cudev, ds->gpu) == CUDA_SUCCESS &&
                        ds->api.get_dev_resource(cudev, &pool, CU_DEV_RESOURCE_TYPE_SM) ==
                            CUDA_SUCCESS;
         if (!ds->have_api)
             wd_cuda_log(log, loglen,
-                        "cuda: green contexts unavailable (driver older than 12.4?): plain "
-                        "streams for every device\n");
+                        "cuda: green contexts unavailable (%s%s): plain streams for every "
+                        "device\n",
+                        missing ? "no driver entry point " : "cannot read the GPU's SM resource",
+                        missing ? missing : "");
         else if (want_green > (long)pool.sm.smCount) {
             snprintf(err, errlen,
                      "the devices ask for %ld SMs in all (profile \"gpu_sms\"), GPU %d has %u: "
