@@ -48,14 +48,14 @@ extern "C" wd_cuda_blas *wd_cuda_blas_create(wd_cuda_stream_t s, size_t max_elem
                                              size_t errlen) {
     wd_cuda_blas *b = (wd_cuda_blas *)calloc(1, sizeof *b);
     if (!b) {
-        snprintf(err, errlen, "kernels/cuda/blas.cu: out of host memory");
+        snprintf(err, errlen, "cuda: out of host memory");
         return NULL;
     }
     b->s = s;
     b->cap = max_elems ? max_elems : 1;
     cublasStatus_t st = cublasCreate(&b->h);
     if (st != CUBLAS_STATUS_SUCCESS) {
-        snprintf(err, errlen, "kernels/cuda/blas.cu: cublasCreate failed (%s)",
+        snprintf(err, errlen, "cuda: cublasCreate failed (%s)",
                  cublasGetStatusString(st));
         free(b);
         return NULL;
@@ -63,7 +63,7 @@ extern "C" wd_cuda_blas *wd_cuda_blas_create(wd_cuda_stream_t s, size_t max_elem
     if (cudaMalloc(&b->xb, b->cap * sizeof(__nv_bfloat16)) != cudaSuccess ||
         cudaMalloc(&b->workspace, WD_BLAS_WORKSPACE) != cudaSuccess) {
         cudaGetLastError();
-        snprintf(err, errlen, "kernels/cuda/blas.cu: out of GPU memory for the cuBLAS buffers");
+        snprintf(err, errlen, "cuda: out of GPU memory for the cuBLAS buffers");
         wd_cuda_blas_free(b);
         return NULL;
     }
@@ -72,7 +72,7 @@ extern "C" wd_cuda_blas *wd_cuda_blas_create(wd_cuda_stream_t s, size_t max_elem
     if (!rc) rc = blas_rc(BLAS_SET_MATH_MODE, cublasSetMathMode(b->h, CUBLAS_DEFAULT_MATH));
     if (rc) {
         char why[128];
-        snprintf(err, errlen, "kernels/cuda/blas.cu: %s",
+        snprintf(err, errlen, "cuda: %s",
                  wd_cuda_blas_error_string(rc, why, sizeof why));
         wd_cuda_blas_free(b);
         return NULL;

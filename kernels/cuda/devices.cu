@@ -161,18 +161,18 @@ static int make_green(wd_cuda_devset *ds, wd_dev *d, CUdevice dev, CUdevResource
 extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec, char *log,
                                                  size_t loglen, char *err, size_t errlen) {
     if (spec->n_devices <= 0) {
-        snprintf(err, errlen, "kernels/cuda/devices.cu: n_devices must be positive");
+        snprintf(err, errlen, "cuda: n_devices must be positive");
         return NULL;
     }
     if (cudaSetDevice(spec->gpu) != cudaSuccess) {
         cudaGetLastError();
-        snprintf(err, errlen, "kernels/cuda/devices.cu: no CUDA device %d", spec->gpu);
+        snprintf(err, errlen, "cuda: no CUDA device %d", spec->gpu);
         return NULL;
     }
     wd_cuda_devset *ds = (wd_cuda_devset *)calloc(1, sizeof *ds);
     if (!ds || !(ds->dev = (wd_dev *)calloc((size_t)spec->n_devices, sizeof(wd_dev)))) {
         free(ds);
-        snprintf(err, errlen, "kernels/cuda/devices.cu: out of host memory");
+        snprintf(err, errlen, "cuda: out of host memory");
         return NULL;
     }
     ds->n = spec->n_devices;
@@ -180,7 +180,7 @@ extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec
     if (!(ds->ids = (int *)malloc((size_t)ds->n * sizeof(int)))) {
         free(ds->dev);
         free(ds);
-        snprintf(err, errlen, "kernels/cuda/devices.cu: out of host memory");
+        snprintf(err, errlen, "cuda: out of host memory");
         return NULL;
     }
     for (int d = 0; d < ds->n; d++) ds->ids[d] = spec->ids ? spec->ids[d] : d;
@@ -241,7 +241,7 @@ extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec
                 wd_cuda_log(log, loglen, "cuda: device %d: plain stream (%s)\n", ds->ids[d], why);
             if (cudaStreamCreateWithPriority(&v->s, cudaStreamNonBlocking, prio) != cudaSuccess) {
                 cudaGetLastError();
-                snprintf(err, errlen, "kernels/cuda/devices.cu: cannot create stream %d", ds->ids[d]);
+                snprintf(err, errlen, "cuda: cannot create stream %d", ds->ids[d]);
                 wd_cuda_devset_free(ds);
                 return NULL;
             }
@@ -266,7 +266,7 @@ extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec
         if (!ok) {
             cudaGetLastError();
             snprintf(err, errlen,
-                     "kernels/cuda/devices.cu: cannot create events/cuBLAS/scratch of device %d",
+                     "cuda: cannot create events/cuBLAS/scratch of device %d",
                      ds->ids[d]);
             wd_cuda_devset_free(ds);
             return NULL;

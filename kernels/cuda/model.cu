@@ -126,16 +126,16 @@ extern "C" void wd_cuda_model_spec_default(wd_cuda_model_spec *spec) {
 
 static int fail(char *err, size_t errlen, const char *what, int code) {
     if (code)
-        snprintf(err, errlen, "kernels/cuda/model.cu: %s (%s)", what, wd_cuda_error_string(code));
+        snprintf(err, errlen, "cuda: %s (%s)", what, wd_cuda_error_string(code));
     else
-        snprintf(err, errlen, "kernels/cuda/model.cu: %s", what);
+        snprintf(err, errlen, "cuda: %s", what);
     cudaGetLastError();
     return -1;
 }
 
 #ifdef WD_HAVE_NCCL
 static int nccl_fail(char *err, size_t errlen, const char *what, ncclResult_t r) {
-    snprintf(err, errlen, "kernels/cuda/model.cu: %s (NCCL: %s)", what, ncclGetErrorString(r));
+    snprintf(err, errlen, "cuda: %s (NCCL: %s)", what, ncclGetErrorString(r));
     return -1;
 }
 /* An NCCL failure leaves the peers waiting: the model is marked broken (no
@@ -197,12 +197,12 @@ static int upload_tensor(wd_cuda_model *cm, gpu_part *p, void **out, const wd_te
                          wd_dtype dt, char *err, size_t errlen) {
     if (!t) return fail(err, errlen, "a tensor the model needs is missing", 0);
     if (numel(t) != n) {
-        snprintf(err, errlen, "kernels/cuda/model.cu: tensor %s has %lld elements, expected %lld",
+        snprintf(err, errlen, "cuda: tensor %s has %lld elements, expected %lld",
                  t->name ? t->name : "?", (long long)numel(t), (long long)n);
         return -1;
     }
     if (t->dtype != WD_DT_F32 && t->dtype != WD_DT_F16 && t->dtype != WD_DT_BF16) {
-        snprintf(err, errlen, "kernels/cuda/model.cu: tensor %s: dtype %s not supported on the GPU",
+        snprintf(err, errlen, "cuda: tensor %s: dtype %s not supported on the GPU",
                  t->name ? t->name : "?", wd_dtype_name(t->dtype));
         return -1;
     }
@@ -210,7 +210,7 @@ static int upload_tensor(wd_cuda_model *cm, gpu_part *p, void **out, const wd_te
     size_t esrc = wd_dtype_bytes(t->dtype, 1), edst = wd_dtype_bytes(dt, 1);
     void *d = wd_cuda_malloc((size_t)n * edst);
     if (!d) {
-        snprintf(err, errlen, "kernels/cuda/model.cu: out of GPU memory on GPU %d for %s (%.1f MB)",
+        snprintf(err, errlen, "cuda: out of GPU memory on GPU %d for %s (%.1f MB)",
                  p->ordinal, t->name ? t->name : "?", n * (double)edst / 1e6);
         return -1;
     }
@@ -383,7 +383,7 @@ static int random_tensor(wd_cuda_model *cm, gpu_part *p, void **out, int64_t n, 
     void *d = wd_cuda_malloc((size_t)n * es);
     if (!d) {
         snprintf(err, errlen,
-                 "kernels/cuda/model.cu: out of GPU memory on GPU %d (%.1f GB of weights so far)",
+                 "cuda: out of GPU memory on GPU %d (%.1f GB of weights so far)",
                  p->ordinal, cm->weight_bytes / 1e9);
         return -1;
     }
@@ -455,7 +455,7 @@ static int setup_parts(wd_cuda_model *cm, char *log, size_t loglen, char *err, s
         p->ordinal = s->gpu + i;
         p->global = cm->rank * cm->L + i;
         if (cudaSetDevice(p->ordinal) != cudaSuccess) {
-            snprintf(err, errlen, "kernels/cuda/model.cu: cannot use GPU %d", p->ordinal);
+            snprintf(err, errlen, "cuda: cannot use GPU %d", p->ordinal);
             cudaGetLastError();
             return -1;
         }
@@ -529,7 +529,7 @@ static int exchange_config(wd_cuda_model *cm, int64_t *h, int64_t **d, char *err
         if (h[w] != mine[w]) {
             cm->broken = 1;
             snprintf(err, errlen,
-                     "kernels/cuda/model.cu: rank 0 runs another model (experts %lld, layers %lld, "
+                     "cuda: rank 0 runs another model (experts %lld, layers %lld, "
                      "hidden %lld, ffn %lld, vocab %lld; here %lld, %lld, %lld, %lld, %lld)",
                      (long long)h[1], (long long)h[2], (long long)h[3], (long long)h[4],
                      (long long)h[5], (long long)mine[1], (long long)mine[2], (long long)mine[3],
@@ -620,7 +620,7 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
                         size_t loglen, char *err, size_t errlen) {
     *out = NULL;
     int ngpu = wd_cuda_device_count();
-    if (ngpu <= 0) return fail(err, errlen, "no CUDA device", 0);
+    if (ngpu <= 0) return fail(err, errlen, "no CUDA device (no GPU or no driver here: run with --backend cpu)", 0);
     wd_cuda_model_spec spec;
     if (spec_in)
         spec = *spec_in;
@@ -645,14 +645,14 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
     if (spec.n_ranks > 1 && !spec.nccl_id)
         return fail(err, errlen, "a multi-process run needs the NCCL unique id of rank 0", 0);
     if (spec.gpu < 0 || spec.gpu + spec.n_gpus > ngpu) {
-        snprintf(err, errlen, "kernels/cuda/model.cu: GPUs %d..%d asked, %d present", spec.gpu,
+        snprintf(err, errlen, "cuda: GPUs %d..%d asked, %d present", spec.gpu,
                  spec.gpu + spec.n_gpus - 1, ngpu);
         return -1;
     }
     if (spec.n_gpus * spec.n_ranks > 64) return fail(err, errlen, "at most 64 GPUs", 0);
     if (spec.n_devices < spec.n_gpus * spec.n_ranks) {
         snprintf(err, errlen,
-                 "kernels/cuda/model.cu: %d emulated devices cannot spread over %d GPUs "
+                 "cuda: %d emulated devices cannot spread over %d GPUs "
                  "(a GPU would have none)",
                  spec.n_devices, spec.n_gpus * spec.n_ranks);
         return -1;
@@ -1150,7 +1150,7 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
     int graph = cm->graphs && n == 1;
     for (int t = 0; t < n; t++)
         if (tokens[t] < 0 || tokens[t] >= V) {
-            snprintf(err, errlen, "kernels/cuda/model.cu: token id %d outside the vocab (%d)",
+            snprintf(err, errlen, "cuda: token id %d outside the vocab (%d)",
                      tokens[t], V);
             return -1;
         }
@@ -1301,7 +1301,7 @@ extern "C" int wd_cuda_model_forward(wd_cuda_model *cm, const int *tokens, int n
         return fail(err, errlen, "an earlier GPU or NCCL error left the GPUs out of step; free the model", 0);
     if (n <= 0) return fail(err, errlen, "no tokens", 0);
     if (cm->pos + n > cm->spec.max_ctx) {
-        snprintf(err, errlen, "kernels/cuda/model.cu: %d tokens at position %d exceed the KV cache (%d)",
+        snprintf(err, errlen, "cuda: %d tokens at position %d exceed the KV cache (%d)",
                  n, cm->pos, cm->spec.max_ctx);
         return -1;
     }
