@@ -48,7 +48,7 @@ WDMOE_API const char *wdmoe_version(void);
 WDMOE_API void wdmoe_free(void *p);
 
 /* ---- scenarios ----------------------------------------------------------- */
-/* The scenario format is docs/ (scenarios); unknown keys and out-of-range
+/* The scenario format is docs/emulation.md; unknown keys and out-of-range
  * values are errors naming the key path. parse: json is the text, path names
  * it in messages and relative trace files resolve against its folder. */
 WDMOE_API int wdmoe_scenario_load(wdmoe_scenario **out, const char *path, char *err,
