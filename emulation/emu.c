@@ -11,6 +11,8 @@ struct wd_emu {
     int has_shape, nd, E, L, k;
     const wd_policy *pol;
     wd_policy_params par;
+    wd_policy custom; /* wd_emu_set_policy_fn: pol points here */
+    void *pol_user;
     wd_link **link; /* [nd * 2] */
     wd_synth *syn;  /* [nd] */
     unsigned char *has_syn;
@@ -343,8 +345,17 @@ int wd_emu_set_policy(wd_emu *emu, const char *name, const wd_policy_params *p, 
     const wd_policy *pol = wd_policy_find(name);
     if (!pol) return wd_fail(err, errlen, "unknown policy '%s'", name);
     emu->pol = pol;
+    emu->pol_user = NULL;
     if (p) emu->par = *p;
     return 0;
+}
+
+void wd_emu_set_policy_fn(wd_emu *emu, const char *name, wd_policy_fn fn, void *user,
+                          const wd_policy_params *p) {
+    emu->custom = (wd_policy){name, "a caller's policy", fn};
+    emu->pol = &emu->custom;
+    emu->pol_user = user;
+    if (p) emu->par = *p;
 }
 
 /* ---- predict ---------------------------------------------------------------------- */
@@ -589,7 +600,7 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
     if (reserve_flags(emu, n_tokens)) return wd_fail(err, errlen, "select: out of memory");
     wd_emu_predict(emu, emu->tau_e, emu->avail_e);
     wd_policy_io io = {n_tokens,     emu->E, emu->k, probs,  emu->tau_e,
-                       emu->avail_e, n,      expert, weight, emu->pscratch};
+                       emu->avail_e, n,      expert, weight, emu->pscratch, emu->pol_user};
     if (emu->pol->select(&emu->par, &io))
         return wd_fail(err, errlen, "policy %s failed", emu->pol->name);
     double t1 = emu->t + bs_time(emu, n_tokens);
@@ -769,6 +780,11 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
 }
 
 /* ---- statistics ------------------------------------------------------------------------- */
+const double *wd_emu_token_latencies(const wd_emu *emu, size_t *n) {
+    *n = emu->n_lat;
+    return emu->lat;
+}
+
 void wd_emu_reset_stats(wd_emu *emu) {
     emu->n_lat = 0;
     emu->tokens = emu->forwards = emu->steps = 0;

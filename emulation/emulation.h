@@ -249,6 +249,7 @@ typedef struct {
     int *expert;
     float *weight;
     double *scratch; /* WD_POLICY_SCRATCH(n_tokens, n_experts) doubles */
+    void *user;      /* a caller's policy (wd_emu_set_policy_fn): its pointer; else NULL */
 } wd_policy_io;
 
 typedef int (*wd_policy_fn)(const wd_policy_params *p, wd_policy_io *io);
@@ -339,6 +340,11 @@ void wd_emu_advance(wd_emu *emu, double seconds); /* idle time (e.g. embeddings,
 int wd_emu_set_policy(wd_emu *emu, const char *name, const wd_policy_params *p, char *err,
                       size_t errlen);
 const char *wd_emu_policy_name(const wd_emu *emu);
+/* Replace the policy by a caller's function (libwdmoe's custom policies): the
+ * same contract as a registered one, called with io->user = user; name (kept
+ * by pointer: it must outlive the emulator) is for messages. */
+void wd_emu_set_policy_fn(wd_emu *emu, const char *name, wd_policy_fn fn, void *user,
+                          const wd_policy_params *p);
 
 /* Predicted latency of one token through each expert now (s): downlink of
  * H*activation_bits bits + compute + uplink at the current rates with a
@@ -365,6 +371,9 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
                          const double *t_c, wd_emu_step_result *res, char *err, size_t errlen);
 
 void wd_emu_summarize(const wd_emu *emu, wd_emu_summary *s);
+/* The end-to-end latency (s) of every token recorded so far, in order; *n their count.
+ * Valid until the next step or reset. */
+const double *wd_emu_token_latencies(const wd_emu *emu, size_t *n);
 void wd_emu_reset_stats(wd_emu *emu);
 /* One aligned table (two columns: metric, value). */
 void wd_emu_summary_print(FILE *f, const wd_emu_summary *s);

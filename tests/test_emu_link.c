@@ -75,22 +75,21 @@ static double direct_count(const long *ms, long n, double t0, double bits, doubl
         }
 }
 
-static void test_shared_traces(void) {
+static void test_mahimahi_traces(void) {
     const char *names[4] = {"ATT-LTE-driving-2016.down", "ATT-LTE-driving-2016.up",
                             "TMobile-LTE-short.down", "TMobile-LTE-short.up"};
     char path[1024], err[512];
-    snprintf(path, sizeof path, "%s/traces/%s", WD_SHARED_DATA, names[0]);
-    if (!wd_test_file_exists(path)) {
-        printf("SKIPPED part: shared Mahimahi traces absent (%s)\n", path);
-        return;
-    }
     for (int f = 0; f < 4; f++) {
-        snprintf(path, sizeof path, "%s/traces/%s", WD_SHARED_DATA, names[f]);
+        snprintf(path, sizeof path, "%s/bench/traces/%s", WD_SOURCE_DIR, names[f]);
         FILE *fp = fopen(path, "r");
+        CHECKF(fp != NULL, "%s: cannot open", path);
+        if (!fp) continue;
         long cap = 1 << 20, n = 0, v;
         long *ms = malloc(cap * sizeof(long));
-        while (fscanf(fp, "%ld", &v) == 1) ms[n++] = v;
+        if (!ms) abort();
+        while (n < cap && fscanf(fp, "%ld", &v) == 1) ms[n++] = v;
         fclose(fp);
+        CHECKF(n > 1000 && n < cap, "%s: %ld opportunities", path, n);
         wd_link *l = make(WD_LINK_MAHIMAHI, path, 0, 0.004, 0, err, sizeof err);
         CHECK(l != NULL);
         if (!l) continue;
@@ -229,7 +228,7 @@ int main(void) {
     test_constant();
     test_mahimahi_one();
     test_csv();
-    test_shared_traces();
+    test_mahimahi_traces();
     test_shared_tables();
     test_bad_input();
     return wd_test_finish("test_emu_link");
