@@ -128,7 +128,7 @@ struct wd_link {
     double memo_share[2], memo_rate[2];
     int memo_next;
     /* csv: start times t[i] (t[0] = 0), rates r[i], loops with period */
-    double *t, *r, period;
+    double *t, *r, period, period_bits; /* period_bits: bits of one loop at share 1 */
     long cur; /* cursor: last segment used */
     /* mahimahi: opportunity times in ms (sorted), loop period in ms;
      * pre[j] = opportunities before j ms (j = 0 .. period + 1; NULL for huge

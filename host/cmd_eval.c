@@ -413,7 +413,7 @@ int wd_cmd_eval(int argc, char **argv) {
     sigaction(SIGTERM, &old_term, NULL);
     if (o.progress) fputc('\n', stderr);
     if (run_rc) {
-        fprintf(stderr, "wdmoe eval: %s\n", err);
+        fprintf(stderr, "wdmoe eval: %s\n", emu && *wd_eval_emu_error(emu) ? wd_eval_emu_error(emu) : err);
         if (!r.items) goto done;
         fprintf(stderr, "wdmoe eval: writing the results of the %ld items done\n", r.items);
         r.interrupted = 1;

@@ -392,7 +392,8 @@ int wd_cmd_generate(int argc, char **argv) {
     fflush(stdout);
     double t0 = now_s();
     if (eng_forward(&eng, ids, n_ids, logits, 0, err, sizeof(err))) {
-        fprintf(stderr, "\nwdmoe generate: %s\n", err);
+        fprintf(stderr, "\nwdmoe generate: %s\n",
+                wd_scheduler_error(sched)[0] ? wd_scheduler_error(sched) : err);
         goto done;
     }
     double t_prefill = now_s() - t0, virt_prefill = sched ? wd_emu_time(wd_scheduler_emu(sched)) : 0;
@@ -414,7 +415,8 @@ int wd_cmd_generate(int argc, char **argv) {
         fflush(stdout);
         if (step + 1 < steps) {
             if (eng_forward(&eng, &next, 1, logits, 0, err, sizeof(err))) {
-                fprintf(stderr, "\nwdmoe generate: %s\n", err);
+                fprintf(stderr, "\nwdmoe generate: %s\n",
+                        wd_scheduler_error(sched)[0] ? wd_scheduler_error(sched) : err);
                 goto done;
             }
             n_decode++;

@@ -143,6 +143,19 @@ row csv-bad-number 1 "rate.csv:3: bad downlink_bps 'fast'" -- $(scen csvnum)
 printf 'time_s,downlink_bps\n0,1e6\n0.5,2e6\n0.5,3e6\n' >"$tmp/order.csv"
 sc csvorder '{"devices": [{"downlink": {"model": "csv", "file": "order.csv"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}'
 row csv-time-order 1 "order.csv:4: time_s 0.5 is not after the previous" -- $(scen csvorder)
+# equal epoch-millisecond times: t + 1e-6 == t there (this looped forever)
+printf 'time_s,downlink_bps\n1700000000000,1e6\n1700000000000,2e6\n' >"$tmp/dupms.csv"
+sc csvdup '{"devices": [{"downlink": {"model": "csv", "file": "dupms.csv"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}'
+row csv-equal-large-times 1 "dupms.csv:3: time_s 1700000000000 is not after the previous" -- $(scen csvdup)
+printf 'time_s,downlink_bps\n1e15,1e6\n1e15,2e6\n' >"$tmp/dup15.csv"
+sc csvdup15 '{"devices": [{"downlink": {"model": "csv", "file": "dup15.csv"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}'
+row csv-equal-1e15-times 1 "dup15.csv:3: time_s 1e+15 is not after the previous" -- $(scen csvdup15)
+# a link too slow to deliver within max_wait_s: one rule and one message for every kind
+sc slowconst '{"max_wait_s": 60, "devices": [{"downlink": {"model": "constant", "rate_mbps": 1e-5}, "uplink": {"model": "constant", "rate_mbps": 10}}]}'
+row link-never-completes-constant 1 "slowconst.json: layer 0: device 0 (device-0) never completes: its downlink (constant 10 bit/s)" "max_wait_s = 60 s" -- $(scen slowconst)
+printf 'time_s,downlink_bps\n0,10\n1,10\n' >"$tmp/slow.csv"
+sc slowcsv '{"devices": [{"downlink": {"model": "csv", "file": "slow.csv"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}'
+row link-never-completes-csv 1 "slowcsv.json: layer 0: device 0 (device-0) never completes: its downlink (trace $tmp/slow.csv)" "raise its rate, or max_wait_s" -- $(scen slowcsv)
 printf 'time_s,rate\n0,1e6\n' >"$tmp/col.csv"
 sc csvcol '{"devices": [{"downlink": {"model": "csv", "file": "col.csv"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}'
 row csv-no-column 1 "col.csv:1: no column 'downlink_bps'" -- $(scen csvcol)
