@@ -3,6 +3,7 @@
 #ifndef WD_CLI_H
 #define WD_CLI_H
 
+#include <signal.h>
 #include <stdio.h>
 
 typedef struct {
@@ -21,6 +22,10 @@ int wd_cmd_serve(int argc, char **argv);
  * cleanly and write what is complete; a second one ends the process. */
 void wd_cli_install_signals(void);
 int wd_cli_interrupted(void);
+/* The flag itself, for loops that take a pointer (wd_eval_opts.stop). A first
+ * SIGTERM also ends the process after a 10 s grace period, so a single
+ * SIGTERM (`timeout`) always stops a run. */
+const volatile sig_atomic_t *wd_cli_interrupt_flag(void);
 /* path is (or will be) written atomically through "<path>.tmp.<pid>"
  * (wd_atomic_open, the .wdpr writer): a second signal removes that
  * temporary file before ending the process, so nothing partial is left. */
