@@ -70,6 +70,8 @@ mk cfgrange; cfg cfgrange 'c["num_hidden_layers"] = 0'
 row config-range 1 "cfgrange/config.json" "num_hidden_layers" -- $(gen "$tmp/cfgrange")
 mk cfgtopk; cfg cfgtopk 'c["num_experts_per_tok"] = 9'
 row config-topk 1 "cfgtopk/config.json" "num_experts_per_tok" -- $(gen "$tmp/cfgtopk")
+mk cfgheads; cfg cfgheads 'c["num_attention_heads"] = 32; c["num_key_value_heads"] = 32; c["head_dim"] = 268435458'
+row config-heads-overflow 1 "cfgheads/config.json: num_attention_heads 32 x head_dim 268435458 = 8589934656 is too large" -- $(gen "$tmp/cfgheads")
 mk cfgshape; cfg cfgshape 'c["intermediate_size"] = 128'
 row config-vs-tensors 1 "cfgshape: tensor model.layers.0.block_sparse_moe.experts.0.w1.weight has shape [172, 64], expected [128, 64]" -- $(gen "$tmp/cfgshape")
 mk sttrunc; head -c 5000 "$M/model.safetensors" >"$tmp/sttrunc/model.safetensors"

@@ -137,6 +137,12 @@ int wd_config_load(wd_config *cfg, const char *path, char *err, size_t errlen) {
         snprintf(err, errlen, "%s: head_dim %d must be even for RoPE", path, cfg->head_dim);
         goto done;
     }
+    if ((int64_t)cfg->n_heads * cfg->head_dim > INT32_MAX) {
+        snprintf(err, errlen,
+                 "%s: num_attention_heads %d x head_dim %d = %lld is too large (at most %d)", path,
+                 cfg->n_heads, cfg->head_dim, (long long)cfg->n_heads * cfg->head_dim, INT32_MAX);
+        goto done;
+    }
     if (cfg->top_k > cfg->n_experts) {
         snprintf(err, errlen, "%s: num_experts_per_tok %d exceeds num_local_experts %d", path,
                  cfg->top_k, cfg->n_experts);
