@@ -98,6 +98,18 @@ mk strange; sthead strange 'h["model.norm.weight"]["data_offsets"] = [0, 10**12]
 row st-range 1 "strange/model.safetensors" "model.norm.weight" -- $(gen "$tmp/strange")
 mk stshape; sthead stshape 'h["model.norm.weight"]["shape"] = [65]'
 row st-shape-bytes 1 "stshape/model.safetensors" "model.norm.weight" -- $(gen "$tmp/stshape")
+mk stdup; python3 - "$tmp/stdup/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]
+b = open(p, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+e = dict(h["model.norm.weight"])
+s = json.dumps(h)[:-1] + ', "model.norm.weight": ' + json.dumps(e) + "}"  # named twice
+s = s.encode() + b" " * (-len(s) % 8)
+open(p, "wb").write(struct.pack("<Q", len(s)) + s + b[8 + n:])
+PY
+row st-duplicate-tensor 1 "stdup/model.safetensors: the header names tensor model.norm.weight twice" -- $(gen "$tmp/stdup")
 mk stmiss; sthead stmiss 'del h["model.layers.3.block_sparse_moe.experts.1.w2.weight"]'
 row st-missing-tensor 1 "stmiss: missing tensor model.layers.3.block_sparse_moe.experts.1.w2.weight" -- $(gen "$tmp/stmiss")
 mk idx; mv "$tmp/idx/model.safetensors" "$tmp/idx/model-00001-of-00001.safetensors"
@@ -175,10 +187,32 @@ row placement-expert 1 "place.json: devices[0].experts: expert 9 is out of range
 sc hole '{"devices": [{"distance_m": 100, "experts": [0, 1]}, {"distance_m": 100, "experts": [3]}]}'
 row placement-missing 1 "hole.json: expert 2 is hosted by no device" -- $(scen hole)
 
+# ---- FIFOs and devices as inputs: refused before an open that blocks or a read without end ----
+mkfifo "$tmp/fifo.json" "$tmp/fifo.gguf" "$tmp/fifo.jsonl"
+row scenario-fifo 1 "fifo.json: not a regular file (a FIFO or pipe)" -- generate --model "$M" --scenario "$tmp/fifo.json" -n 4 --json "$out/r.json"
+row scenario-dev-zero 1 "/dev/zero: not a regular file (a character device)" -- generate --model "$M" --scenario /dev/zero -n 4 --json "$out/r.json"
+row model-fifo 1 "fifo.gguf: not a regular file (a FIFO or pipe)" -- $(gen "$tmp/fifo.gguf")
+mk cfgfifo; rm "$tmp/cfgfifo/config.json"; mkfifo "$tmp/cfgfifo/config.json"
+row config-fifo 1 "cfgfifo/config.json: not a regular file (a FIFO or pipe)" -- $(gen "$tmp/cfgfifo")
+sc zerotrace '{"devices": [{"downlink": {"model": "mahimahi", "file": "/dev/zero"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}'
+row trace-dev-zero 1 "/dev/zero: not a regular file (a character device)" -- $(scen zerotrace)
+row eval-data-fifo 1 "fifo.jsonl: not a regular file (a FIFO or pipe)" -- eval --model "$M" --task piqa --data "$tmp/fifo.jsonl" --quiet --out "$out/e.json"
+row eval-data-dev-zero 1 "/dev/zero: not a regular file (a character device)" -- eval --model "$M" --task hellaswag --data /dev/zero --quiet --out "$out/e.json"
+
 # ---- recorded probabilities (replay) ----
 "$bin" generate --model "$M" --scenario "$tmp/good.json" -n 8 --record-probs "$tmp/p.wdpr" >/dev/null 2>&1 || bad "recording probabilities"
 head -c 100 "$tmp/p.wdpr" >"$tmp/short.wdpr"
 row wdpr-truncated 1 "short.wdpr: size 100 does not match" -- replay --probs "$tmp/short.wdpr" --scenario "$tmp/good.json" --out "$out/r.json"
+python3 - "$tmp/p.wdpr" "$tmp/heads.wdpr" <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+struct.pack_into("<I", b, 4 + 4 * 6, 1 << 20)  # n_heads
+struct.pack_into("<I", b, 4 + 4 * 8, 1 << 20)  # head_dim
+open(sys.argv[2], "wb").write(b)
+PY
+row wdpr-heads 1 "heads.wdpr: bad header (heads 1048576, kv heads" -- replay --probs "$tmp/heads.wdpr" --scenario "$tmp/good.json" --out "$out/r.json"
+mkfifo "$tmp/fifo.wdpr"
+row wdpr-fifo 1 "fifo.wdpr: not a regular file (a FIFO or pipe)" -- replay --probs "$tmp/fifo.wdpr" --scenario "$tmp/good.json" --out "$out/r.json"
 printf 'NOPE%044d' 0 >"$tmp/magic.wdpr"
 row wdpr-magic 1 "magic.wdpr: not a router-probability file" -- replay --probs "$tmp/magic.wdpr" --scenario "$tmp/good.json" --out "$out/r.json"
 

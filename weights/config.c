@@ -4,6 +4,7 @@
 #include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "weights/weights.h"
 
@@ -58,13 +59,10 @@ static int get_float(json_object *root, const char *key, float def, float *out, 
 
 int wd_config_load(wd_config *cfg, const char *path, char *err, size_t errlen) {
     memset(cfg, 0, sizeof(*cfg));
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return 1;
-    }
-    fclose(f);
-    json_object *root = json_object_from_file(path);
+    int fd = wd_input_open(path, WD_MAX_JSON_INPUT, err, errlen);
+    if (fd < 0) return 1;
+    json_object *root = json_object_from_fd(fd);
+    close(fd);
     if (!root) {
         snprintf(err, errlen, "%s: malformed JSON: %s", path, json_util_get_last_err());
         char *nl = strchr(err, '\n'); /* json-c's message ends with a newline */

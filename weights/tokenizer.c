@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "weights/tokenizer_internal.h"
 
@@ -743,13 +744,10 @@ fail:
 
 int wd_tokenizer_load_json(wd_tokenizer **out, const char *path, char *err, size_t errlen) {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return 1;
-    }
-    fclose(f);
-    json_object *root = json_object_from_file(path);
+    int fd = wd_input_open(path, WD_MAX_JSON_INPUT, err, errlen);
+    if (fd < 0) return 1;
+    json_object *root = json_object_from_fd(fd);
+    close(fd);
     if (!root) {
         snprintf(err, errlen, "%s: malformed JSON: %s", path, json_util_get_last_err());
         size_t l = strlen(err);
