@@ -119,6 +119,14 @@ mk tokjson; printf '{"model": {"type": "BPE", "vocab": {' >"$tmp/tokjson/tokeniz
 row tokenizer-syntax 1 "tokjson/tokenizer.json: malformed JSON" -- $(gen "$tmp/tokjson")
 mk toktype; sed -i 's/"type": "BPE"/"type": "WordPiece"/' "$tmp/toktype/tokenizer.json"
 row tokenizer-model 1 "toktype/tokenizer.json" "WordPiece" -- $(gen "$tmp/toktype")
+mk tcfgjson; printf '{"bos_token": "<s>",' >"$tmp/tcfgjson/tokenizer_config.json"
+row tokenizer-config-syntax 1 "tcfgjson/tokenizer_config.json: malformed JSON" -- $(gen "$tmp/tcfgjson")
+mk tcfgtype; printf '{"bos_token": 1}' >"$tmp/tcfgtype/tokenizer_config.json"
+row tokenizer-config-type 1 "tcfgtype/tokenizer_config.json: \"bos_token\" must be a string" -- $(gen "$tmp/tcfgtype")
+mk tcfgbos; printf '{"bos_token": {"content": "<|begin_of_text|>"}, "eos_token": "</s>"}' >"$tmp/tcfgbos/tokenizer_config.json"
+row tokenizer-config-bos 1 "tcfgbos/tokenizer_config.json: bos_token \"<|begin_of_text|>\" is not a token of the vocab" -- $(gen "$tmp/tcfgbos")
+mk tcfgok; printf '{"bos_token": {"content": "<s>"}, "eos_token": "</s>", "unk_token": null}' >"$tmp/tcfgok/tokenizer_config.json"
+"$bin" generate --model "$tmp/tcfgok" -n 2 --ids 2>/dev/null | grep -q "^ids: 1 " && ok || bad "a good tokenizer_config.json is refused or gives no BOS"
 
 # ---- GGUF ----
 { printf 'GGUX\x03\x00\x00\x00'; head -c 100 /dev/zero; } >"$tmp/magic.gguf"
