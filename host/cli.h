@@ -36,6 +36,35 @@ char *wd_cli_utf8(const char *s);
 /* "12.3 MB", "4.56 GB", "7.8 TB" (decimal units). */
 void wd_cli_format_bytes(char *buf, size_t cap, double bytes);
 
+/* The output guard (host/outputs.c), one for every command: collect the
+ * inputs and the outputs, then wd_cli_io_check before any work. It refuses an
+ * output that is an input (same device and inode), two outputs naming one
+ * file, an output that exists and is not a regular file, and an output whose
+ * folder does not exist or is not writable: one line on stderr, returns the
+ * exit status 2 (1 when out of memory); 0 when all is well. Inputs that do not
+ * exist are skipped (their loader reports them). */
+#define WD_CLI_IO_MAX_OUT 8
+typedef struct {
+    const char *cmd;
+    struct wd_cli_io_in *in;
+    int n_in, cap_in, oom, n_out;
+    struct {
+        const char *opt, *path;
+    } out[WD_CLI_IO_MAX_OUT];
+} wd_cli_io;
+void wd_cli_io_init(wd_cli_io *io, const char *cmd);
+/* what: for the message ("the data", "the probabilities"); path may be NULL */
+int wd_cli_io_input(wd_cli_io *io, const char *path, const char *what);
+/* the files of folder dir whose names end in one of the '|'-separated suffixes */
+int wd_cli_io_folder(wd_cli_io *io, const char *dir, const char *suffixes, const char *what);
+int wd_cli_io_model(wd_cli_io *io, const char *path);    /* a .gguf, or a folder's model files */
+int wd_cli_io_scenario(wd_cli_io *io, const char *path); /* the file and its trace files */
+/* an eval data set: the file, or a folder's data files, and MMLU's dev split */
+int wd_cli_io_eval_data(wd_cli_io *io, const char *path);
+void wd_cli_io_output(wd_cli_io *io, const char *opt, const char *path); /* path may be NULL */
+int wd_cli_io_check(wd_cli_io *io);
+void wd_cli_io_free(wd_cli_io *io);
+
 /* Option parsing helpers: each prints "wdmoe CMD: bad value for --opt: 'x'"
  * and returns non-zero when the value is not a number in [lo, hi]. */
 int wd_cli_int(const char *cmd, const char *opt, const char *val, long lo, long hi, int *out);

@@ -278,6 +278,16 @@ int wd_cmd_eval(int argc, char **argv) {
                 task_name);
         return 2;
     }
+    wd_cli_io io; /* nothing read may be written over; every output can be written */
+    wd_cli_io_init(&io, cmd);
+    wd_cli_io_model(&io, model_path);
+    wd_cli_io_scenario(&io, scenario);
+    wd_cli_io_eval_data(&io, data);
+    wd_cli_io_output(&io, "--out", out);
+    wd_cli_io_output(&io, "--records", records);
+    int io_rc = wd_cli_io_check(&io);
+    wd_cli_io_free(&io);
+    if (io_rc) return io_rc;
     char err[2048];
     wd_eval_set set;
     if (wd_eval_load(&set, task, data, shots, err, sizeof(err))) {

@@ -253,6 +253,16 @@ int wd_cmd_generate(int argc, char **argv) {
                         "--scenario\n");
         return 2;
     }
+    wd_cli_io io; /* nothing read may be written over; every output can be written */
+    wd_cli_io_init(&io, cmd);
+    wd_cli_io_model(&io, model_path);
+    wd_cli_io_scenario(&io, scenario_path);
+    wd_cli_io_output(&io, "--json", json_path);
+    wd_cli_io_output(&io, "--records", records_path);
+    wd_cli_io_output(&io, "--record-probs", probs_path);
+    int io_rc = wd_cli_io_check(&io);
+    wd_cli_io_free(&io);
+    if (io_rc) return io_rc;
     char err[1024];
     wd_scenario sc;
     int have_sc = 0;

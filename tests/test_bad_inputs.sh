@@ -242,6 +242,47 @@ echo '{"question": "1+1?", "answer": "two"}' >"$tmp/gsm.jsonl"
 row gsm8k-answer 1 "gsm.jsonl: line 1: the answer has no final" -- eval --model "$M" --task gsm8k --data "$tmp/gsm.jsonl" --shots 0 --quiet --out "$out/e.json"
 row eval-data-missing 1 "$tmp/none.jsonl: cannot open" -- $(evl piqa "$tmp/none.jsonl")
 
+# ---- outputs: never over an input, never two in one file, every folder checked before the run ----
+# row_keep: like row, and every file named after -- keeps its bytes (sha256 before and after)
+row_keep() {
+    local files=() a
+    for a in "$@"; do [ -f "$a" ] && files+=("$a"); done
+    local before after
+    before=$(sha256sum "${files[@]}")
+    row "$@"
+    after=$(sha256sum "${files[@]}")
+    [ "$before" = "$after" ] || bad "$1: an input changed"
+}
+mk keep
+cp "$tmp/good.json" "$tmp/keep/sc.json"
+G=(generate --model "$tmp/keep" --scenario "$tmp/keep/sc.json" -n 2)
+row_keep out-is-weights 2 "--json $tmp/keep/model.safetensors is a file of the model" "refusing to overwrite an input" -- "${G[@]}" --json "$tmp/keep/model.safetensors"
+row_keep out-is-scenario 2 "--records $tmp/keep/sc.json is the scenario" -- "${G[@]}" --records "$tmp/keep/sc.json"
+row_keep out-is-config 2 "--record-probs $tmp/keep/config.json is a file of the model" -- "${G[@]}" --record-probs "$tmp/keep/config.json"
+ln "$tmp/keep/tokenizer.json" "$tmp/keep/hardlink.json"
+row_keep out-is-input-hard-link 2 "--json $tmp/keep/hardlink.json is a file of the model ($tmp/keep/tokenizer.json)" -- "${G[@]}" --json "$tmp/keep/hardlink.json"
+printf '1\n2\n3\n' >"$tmp/keep/t.down"
+printf '{"devices": [{"downlink": {"model": "mahimahi", "file": "t.down"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}' >"$tmp/keep/tr.json"
+row_keep out-is-trace 2 "--out $tmp/keep/t.down is a trace of the scenario" -- trace --scenario "$tmp/keep/tr.json" --duration 1 --out "$tmp/keep/t.down"
+row_keep trace-out-is-scenario 2 "--out $tmp/keep/tr.json is the scenario" -- trace --scenario "$tmp/keep/tr.json" --duration 1 --out "$tmp/keep/tr.json"
+cp "$ev/piqa_10.jsonl" "$tmp/keep/piqa.jsonl"
+row_keep eval-out-is-data 2 "--out $tmp/keep/piqa.jsonl is the data" -- eval --model "$M" --task piqa --data "$tmp/keep/piqa.jsonl" --quiet --out "$tmp/keep/piqa.jsonl"
+row_keep eval-records-is-data 2 "--records $tmp/keep/piqa.jsonl is the data" -- eval --model "$M" --task piqa --data "$tmp/keep/piqa.jsonl" --quiet --records "$tmp/keep/piqa.jsonl"
+"$bin" generate --model "$M" --scenario "$tmp/good.json" -n 4 --record-probs "$tmp/keep/p.wdpr" >/dev/null 2>&1 || bad "recording probabilities"
+row_keep replay-out-is-probs 2 "--out $tmp/keep/p.wdpr is the recorded probabilities" -- replay --probs "$tmp/keep/p.wdpr" --scenario "$tmp/good.json" --out "$tmp/keep/p.wdpr"
+# two outputs, one file (also spelled differently)
+row out-twice-json-records 2 "--json and --records both name $out/x" -- "${G[@]}" --json "$out/x" --records "$out/x"
+row out-twice-json-probs 2 "--json and --record-probs both name" -- "${G[@]}" --json "$out/x" --record-probs "$out/../out/x"
+row out-twice-records-probs 2 "--records and --record-probs both name $out/x" -- "${G[@]}" --records "$out/x" --record-probs "$out/x"
+row eval-out-twice 2 "--out and --records both name $out/x" -- eval --model "$M" --task piqa --data "$ev/piqa_10.jsonl" --quiet --out "$out/x" --records "$out/x"
+# every output's folder, before the run
+row out-folder-json 2 "--json $out/none/r.json: the folder $out/none does not exist" -- "${G[@]}" --json "$out/none/r.json"
+row out-folder-eval-out 2 "--out $out/none/e.json: the folder $out/none does not exist" -- eval --model "$M" --task piqa --data "$ev/piqa_10.jsonl" --quiet --out "$out/none/e.json"
+row out-folder-eval-records 2 "--records $out/none/e.jsonl: the folder $out/none does not exist" -- eval --model "$M" --task piqa --data "$ev/piqa_10.jsonl" --quiet --records "$out/none/e.jsonl"
+row out-folder-replay 2 "--out $out/none/r.json: the folder $out/none does not exist" -- replay --probs "$tmp/keep/p.wdpr" --scenario "$tmp/good.json" --out "$out/none/r.json"
+row out-is-device 2 "--json /dev/null: exists and is not a regular file" -- "${G[@]}" --json /dev/null
+row out-is-folder 2 "--out $tmp: exists and is not a regular file (a folder)" -- trace --scenario "$tmp/good.json" --duration 1 --out "$tmp"
+
 # ---- usage ----
 row usage-value 2 "bad value for -n: 'many'" -- generate --model "$M" -n many
 row usage-option 2 "unknown option '--fast'" -- generate --model "$M" --fast
