@@ -673,9 +673,11 @@ static int never_completes(const wd_emu *emu, int layer, const wd_emu_dev_time *
     const wd_link_spec *ls = &emu->sc.dev[d].link[dir];
     char what[1100];
     if (!isfinite(x->t_dl + x->t_c) && isfinite(x->t_dl))
-        return wd_fail(err, errlen, "%s: layer %d: device %d (%s) never completes: it is "
-                       "down (a fault) past max_wait_s = %g s", emu->sc.path[0] ? emu->sc.path : "scenario", layer,
-                       d, emu->sc.dev[d].name, emu->sc.max_wait_s);
+        return wd_fail(err, errlen,
+                       "%s: layer %d: device %d (%s) never completes: it is down (a fault) past "
+                       "max_wait_s = %g s",
+                       emu->sc.path[0] ? emu->sc.path : "scenario", layer, d, emu->sc.dev[d].name,
+                       emu->sc.max_wait_s);
     if (ls->model == WD_LINK_CONSTANT)
         snprintf(what, sizeof what, "constant %g bit/s", ls->rate_bps);
     else if (ls->model == WD_LINK_SYNTHETIC)

@@ -151,7 +151,8 @@ typedef struct {
 /* Rate of the current piece at a share, before windows and rate_scale. */
 static double piece_rate(wd_link *l, const piece *p, double share) {
     if (l->model == WD_LINK_CONSTANT) return share * l->rate;
-    if (l->model == WD_LINK_CSV) return share * (p->k < 0 ? l->period_bits / l->period : l->r[p->k]);
+    if (l->model == WD_LINK_CSV)
+        return share * (p->k < 0 ? l->period_bits / l->period : l->r[p->k]);
     if (p->k == l->memo_k[0] && share == l->memo_share[0]) return l->memo_rate[0];
     if (p->k == l->memo_k[1] && share == l->memo_share[1]) return l->memo_rate[1];
     wd_synth *s = l->syn;

@@ -409,7 +409,8 @@ int wd_cmd_eval(int argc, char **argv) {
     int run_rc = wd_eval_run(&set, order, n, &lm, &o, &r, err, sizeof(err));
     if (o.progress) fputc('\n', stderr);
     if (run_rc) {
-        fprintf(stderr, "wdmoe eval: %s\n", emu && *wd_eval_emu_error(emu) ? wd_eval_emu_error(emu) : err);
+        fprintf(stderr, "wdmoe eval: %s\n",
+                emu && *wd_eval_emu_error(emu) ? wd_eval_emu_error(emu) : err);
         if (!r.items) goto done;
         fprintf(stderr, "wdmoe eval: writing the results of the %ld items done\n", r.items);
         r.interrupted = 1;

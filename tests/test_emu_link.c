@@ -148,7 +148,8 @@ static void test_max_wait_and_far_clock(void) {
     CHECK(isinf(wd_link_tx_time(l, 0, 1e10, 1.0))); /* 5000 s at ~2 Mbit/s > 3600 s */
     double far[3] = {1e12, 1e297, 1.7e308};
     for (int i = 0; i < 3; i++) {
-        double d = wd_link_tx_time(l, far[i], 1e6, 1.0), m = wd_link_mean_rate(l, far[i], far[i] * 1.0000001);
+        double d = wd_link_tx_time(l, far[i], 1e6, 1.0);
+        double m = wd_link_mean_rate(l, far[i], far[i] * 1.0000001);
         CHECKF(d >= 0 && m >= 0, "t0 %g: tx %g, mean rate %g", far[i], d, m);
     }
     wd_link_free(l);
@@ -246,7 +247,8 @@ static void test_bad_input(void) {
                  "no rows for device 1");
     expect_error(WD_LINK_CSV, "empty.csv", "", "empty CSV");
     /* equal large times: t + 1e-6 == t above ~1.7e10 (this looped forever) */
-    expect_error(WD_LINK_CSV, "dupms.csv", "time_s,downlink_bps\n1700000000000,5\n1700000000000,6\n",
+    expect_error(WD_LINK_CSV, "dupms.csv",
+                 "time_s,downlink_bps\n1700000000000,5\n1700000000000,6\n",
                  ":3: time_s 1700000000000 is not after");
     expect_error(WD_LINK_CSV, "dup15.csv", "time_s,downlink_bps\n1e15,5\n1e15,6\n",
                  ":3: time_s 1e+15 is not after");

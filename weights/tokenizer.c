@@ -743,7 +743,8 @@ static int load_json(wd_tokenizer **out, json_object *root, const char *path, ch
             }
             if (!bad) {
                 t->bos = config_token(t, cfg, "bos_token", "<s>", cp, err, errlen);
-                t->eos = t->bos < -1 ? -2 : config_token(t, cfg, "eos_token", "</s>", cp, err, errlen);
+                t->eos = t->bos < -1 ? -2
+                                     : config_token(t, cfg, "eos_token", "</s>", cp, err, errlen);
                 bad = t->eos < -1;
             }
             if (cfg) json_object_put(cfg);
