@@ -261,6 +261,8 @@ row_keep out-is-scenario 2 "--records $tmp/keep/sc.json is the scenario" -- "${G
 row_keep out-is-config 2 "--record-probs $tmp/keep/config.json is a file of the model" -- "${G[@]}" --record-probs "$tmp/keep/config.json"
 ln "$tmp/keep/tokenizer.json" "$tmp/keep/hardlink.json"
 row_keep out-is-input-hard-link 2 "--json $tmp/keep/hardlink.json is a file of the model ($tmp/keep/tokenizer.json)" -- "${G[@]}" --json "$tmp/keep/hardlink.json"
+ln -s model.safetensors "$tmp/keep/symlink.json"
+row_keep out-is-input-symlink 2 "--json $tmp/keep/symlink.json is a file of the model ($tmp/keep/model.safetensors)" -- "${G[@]}" --json "$tmp/keep/symlink.json"
 printf '1\n2\n3\n' >"$tmp/keep/t.down"
 printf '{"devices": [{"downlink": {"model": "mahimahi", "file": "t.down"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}' >"$tmp/keep/tr.json"
 row_keep out-is-trace 2 "--out $tmp/keep/t.down is a trace of the scenario" -- trace --scenario "$tmp/keep/tr.json" --duration 1 --out "$tmp/keep/t.down"
