@@ -516,7 +516,6 @@ static int json_id(json_object *v, int *id) {
     return 0;
 }
 
-/* A special token named by tokenizer_config.json ("<s>" or {"content": "<s>"}). */
 /* bos_token / eos_token of tokenizer_config.json (cpath): a string, an object
  * with a string "content", or null / absent (then def, -1 when not in the
  * vocab). -2 with a message when it is of another type or names no token. */
