@@ -88,8 +88,8 @@ void wd_probs_write_abort(wd_probs_writer *w) {
 int wd_probs_read(wd_probs *p, const char *path, char *err, size_t errlen) {
     memset(p, 0, sizeof *p);
     if (!host_is_le()) return wd_fail(err, errlen, "%s: big-endian hosts are not supported", path);
-    FILE *f = fopen(path, "rb");
-    if (!f) return wd_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f = wd_open_input(path, 0, err, errlen); /* the size is checked against the header */
+    if (!f) return 1;
     unsigned char h[HEADER_BYTES];
     int rc = 1;
     if (fread(h, 1, sizeof h, f) != sizeof h || memcmp(h, "WDPR", 4)) {
@@ -110,6 +110,16 @@ int wd_probs_read(wd_probs *p, const char *path, char *err, size_t errlen) {
         p->hidden > (1 << 24) || p->ffn > (1 << 26) || p->weight_bits > 64) {
         snprintf(err, errlen, "%s: bad header (layers %d, experts %d, top_k %d, hidden %d, ffn %d)",
                  path, p->n_layers, p->n_experts, p->top_k, p->hidden, p->ffn);
+        goto out;
+    }
+    /* attention shape (0: not recorded, the emulator uses hidden) */
+    if (p->n_heads < 0 || p->n_heads > (1 << 16) || p->n_kv_heads < 0 ||
+        p->n_kv_heads > p->n_heads || p->head_dim < 0 || p->head_dim > (1 << 16) ||
+        (long long)p->n_heads * p->head_dim > (1 << 24) || p->weight_bits < 0) {
+        snprintf(err, errlen,
+                 "%s: bad header (heads %d, kv heads %d, head_dim %d, weight bits %d: at most "
+                 "65536 heads of 65536, kv heads <= heads, heads x head_dim <= 2^24)",
+                 path, p->n_heads, p->n_kv_heads, p->head_dim, p->weight_bits);
         goto out;
     }
     size_t per = (size_t)p->n_layers * p->n_experts, n = per * (size_t)p->n_tokens;

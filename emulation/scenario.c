@@ -626,8 +626,8 @@ int wd_scenario_parse(wd_scenario *sc, const char *text, const char *path, char 
 
 int wd_scenario_load(wd_scenario *sc, const char *path, char *err, size_t errlen) {
     memset(sc, 0, sizeof *sc);
-    FILE *f = fopen(path, "rb");
-    if (!f) return wd_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f = wd_open_input(path, WD_MAX_TEXT_INPUT, err, errlen);
+    if (!f) return 1;
     size_t cap = 1 << 14, n = 0;
     char *buf = malloc(cap + 1);
     while (buf) {

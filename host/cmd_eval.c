@@ -16,16 +16,6 @@
 #include "kernels/cuda/cuda_backend.h"
 #endif
 
-/* Set by SIGINT/SIGTERM; the one piece of global state, as a signal handler needs it. */
-static volatile sig_atomic_t eval_stop = 0;
-
-static void on_sigint(int sig) {
-    (void)sig;
-    eval_stop = 1;
-    signal(SIGINT, SIG_DFL); /* a second signal ends the process (results are written */
-    signal(SIGTERM, SIG_DFL); /* only at the end, atomically: nothing partial is left) */
-}
-
 static void help(FILE *f) {
     fprintf(f,
             "usage: wdmoe eval --model PATH --task T --data PATH [options]\n\n"
@@ -288,6 +278,16 @@ int wd_cmd_eval(int argc, char **argv) {
                 task_name);
         return 2;
     }
+    wd_cli_io io; /* nothing read may be written over; every output can be written */
+    wd_cli_io_init(&io, cmd);
+    wd_cli_io_model(&io, model_path);
+    wd_cli_io_scenario(&io, scenario);
+    wd_cli_io_eval_data(&io, data);
+    wd_cli_io_output(&io, "--out", out);
+    wd_cli_io_output(&io, "--records", records);
+    int io_rc = wd_cli_io_check(&io);
+    wd_cli_io_free(&io);
+    if (io_rc) return io_rc;
     char err[2048];
     wd_eval_set set;
     if (wd_eval_load(&set, task, data, shots, err, sizeof(err))) {
@@ -392,7 +392,7 @@ int wd_cmd_eval(int argc, char **argv) {
     o.ppl_window = window;
     o.ppl_stride = stride;
     o.ref = agreement ? &ref_lm : NULL;
-    o.stop = &eval_stop;
+    o.stop = wd_cli_interrupt_flag();
     o.records = rec;
     char label[64];
     snprintf(label, sizeof(label), "%s", wd_eval_task_name(task));
@@ -401,19 +401,16 @@ int wd_cmd_eval(int argc, char **argv) {
         o.progress = progress_cb;
         o.progress_ctx = &prog;
     }
-    struct sigaction sa, old_sa, old_term;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_sigint;
-    sigemptyset(&sa.sa_mask);
-    eval_stop = 0;
-    sigaction(SIGINT, &sa, &old_sa);
-    sigaction(SIGTERM, &sa, &old_term);
+    /* a first SIGINT/SIGTERM stops after the current item and writes the items
+     * done; a second one quits at once, removing temporary files */
+    wd_cli_install_signals();
+    wd_cli_remove_on_quit(out);
+    wd_cli_remove_on_quit(records);
     int run_rc = wd_eval_run(&set, order, n, &lm, &o, &r, err, sizeof(err));
-    sigaction(SIGINT, &old_sa, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
     if (o.progress) fputc('\n', stderr);
     if (run_rc) {
-        fprintf(stderr, "wdmoe eval: %s\n", err);
+        fprintf(stderr, "wdmoe eval: %s\n",
+                emu && *wd_eval_emu_error(emu) ? wd_eval_emu_error(emu) : err);
         if (!r.items) goto done;
         fprintf(stderr, "wdmoe eval: writing the results of the %ld items done\n", r.items);
         r.interrupted = 1;

@@ -162,6 +162,16 @@ static int compare_topk(engine *e, const int *seq, int n_seq, int n_prompt, cons
     return 0;
 }
 
+/* One token's bytes to stdout, whatever its length (pieces can be long). */
+static void put_piece(const wd_tokenizer *tok, int prev, int id) {
+    char buf[256], *p = buf;
+    int len = wd_tokenizer_piece(tok, prev, id, buf, (int)sizeof buf);
+    if (len > (int)sizeof buf && (p = malloc((size_t)len)))
+        len = wd_tokenizer_piece(tok, prev, id, p, len);
+    if (p) fwrite(p, 1, (size_t)len, stdout);
+    if (p != buf) free(p);
+}
+
 int wd_cmd_generate(int argc, char **argv) {
     const char *cmd = "generate", *model_path = NULL, *prompt = "", *scenario_path = NULL;
     const char *policy = NULL, *json_path = NULL, *records_path = NULL, *probs_path = NULL;
@@ -243,6 +253,16 @@ int wd_cmd_generate(int argc, char **argv) {
                         "--scenario\n");
         return 2;
     }
+    wd_cli_io io; /* nothing read may be written over; every output can be written */
+    wd_cli_io_init(&io, cmd);
+    wd_cli_io_model(&io, model_path);
+    wd_cli_io_scenario(&io, scenario_path);
+    wd_cli_io_output(&io, "--json", json_path);
+    wd_cli_io_output(&io, "--records", records_path);
+    wd_cli_io_output(&io, "--record-probs", probs_path);
+    int io_rc = wd_cli_io_check(&io);
+    wd_cli_io_free(&io);
+    if (io_rc) return io_rc;
     char err[1024];
     wd_scenario sc;
     int have_sc = 0;
@@ -384,15 +404,13 @@ int wd_cmd_generate(int argc, char **argv) {
     memcpy(all, ids, (size_t)n_ids * sizeof(int));
     wd_rng rng;
     wd_rng_seed(&rng, (uint64_t)seed);
-    for (int i = 0; i < n_ids; i++) { /* the prompt as the model sees it */
-        char piece[256];
-        int len = wd_tokenizer_piece(m->tok, i ? ids[i - 1] : -1, ids[i], piece, sizeof(piece));
-        fwrite(piece, 1, (size_t)len, stdout);
-    }
+    for (int i = 0; i < n_ids; i++) /* the prompt as the model sees it */
+        put_piece(m->tok, i ? ids[i - 1] : -1, ids[i]);
     fflush(stdout);
     double t0 = now_s();
     if (eng_forward(&eng, ids, n_ids, logits, 0, err, sizeof(err))) {
-        fprintf(stderr, "\nwdmoe generate: %s\n", err);
+        fprintf(stderr, "\nwdmoe generate: %s\n",
+                wd_scheduler_error(sched)[0] ? wd_scheduler_error(sched) : err);
         goto done;
     }
     double t_prefill = now_s() - t0, virt_prefill = sched ? wd_emu_time(wd_scheduler_emu(sched)) : 0;
@@ -408,13 +426,12 @@ int wd_cmd_generate(int argc, char **argv) {
         all[n_all++] = next;
         produced++;
         if (next == m->cfg.eos_id) break;
-        char piece[256];
-        int len = wd_tokenizer_piece(m->tok, all[n_all - 2], next, piece, sizeof(piece));
-        fwrite(piece, 1, (size_t)len, stdout);
+        put_piece(m->tok, all[n_all - 2], next);
         fflush(stdout);
         if (step + 1 < steps) {
             if (eng_forward(&eng, &next, 1, logits, 0, err, sizeof(err))) {
-                fprintf(stderr, "\nwdmoe generate: %s\n", err);
+                fprintf(stderr, "\nwdmoe generate: %s\n",
+                        wd_scheduler_error(sched)[0] ? wd_scheduler_error(sched) : err);
                 goto done;
             }
             n_decode++;

@@ -94,6 +94,18 @@ int wd_cmd_replay(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    wd_cli_io io; /* nothing read may be written over; the output can be written */
+    wd_cli_io_init(&io, C);
+    wd_cli_io_input(&io, probs_path, "the recorded probabilities");
+    for (int s = 0; s < ns; s++) wd_cli_io_scenario(&io, scen[s]);
+    wd_cli_io_output(&io, "--out", out);
+    int io_rc = wd_cli_io_check(&io);
+    wd_cli_io_free(&io);
+    if (io_rc) return io_rc;
+    /* a first SIGINT/SIGTERM stops after the current run and writes the runs done;
+     * a second one quits at once, removing the temporary file */
+    wd_cli_install_signals();
+    wd_cli_remove_on_quit(out);
     char err[1024];
     wd_probs pr;
     if (wd_probs_read(&pr, probs_path, err, sizeof err)) {
@@ -116,7 +128,7 @@ int wd_cmd_replay(int argc, char **argv) {
     printf("%-24s %-10s %10s %10s %10s %10s %9s %9s\n", "scenario", "policy", "mean ms", "p50 ms",
            "p95 ms", "p99 ms", "exp/tok", "vs topk");
     int rc = 0;
-    for (int s = 0; s < ns && !rc; s++) {
+    for (int s = 0; s < ns && !rc && !wd_cli_interrupted(); s++) {
         wd_scenario sc;
         if (wd_scenario_load(&sc, scen[s], err, sizeof err)) {
             rc = 1;
@@ -137,7 +149,7 @@ int wd_cmd_replay(int argc, char **argv) {
             if (!dup) list[nl++] = pol[i];
         }
         double base = 0;
-        for (int i = 0; i < nl && !rc; i++) {
+        for (int i = 0; i < nl && !rc && !wd_cli_interrupted(); i++) {
             wd_emu_summary sum;
             if (run_one(&sc, list[i], &pr, n_tok, &sum, err, sizeof err)) {
                 rc = 1;
@@ -168,6 +180,8 @@ int wd_cmd_replay(int argc, char **argv) {
         }
         wd_scenario_free(&sc);
     }
+    int stopped = wd_cli_interrupted();
+    json_object_object_add(root, "interrupted", json_object_new_boolean(stopped));
     if (!rc && out) {
         const char *txt = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY |
                                                                    JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -184,6 +198,7 @@ int wd_cmd_replay(int argc, char **argv) {
         }
     }
     if (rc) fprintf(stderr, "wdmoe replay: %s\n", err);
+    if (!rc && stopped) rc = 130;
     json_object_put(root);
     wd_probs_free(&pr);
     return rc;

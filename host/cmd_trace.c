@@ -46,6 +46,16 @@ int wd_cmd_trace(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    wd_cli_io io; /* nothing read may be written over; the output can be written */
+    wd_cli_io_init(&io, C);
+    wd_cli_io_scenario(&io, scen);
+    wd_cli_io_output(&io, "--out", out);
+    int io_rc = wd_cli_io_check(&io);
+    wd_cli_io_free(&io);
+    if (io_rc) return io_rc;
+    /* SIGINT/SIGTERM: stop, remove the temporary file, write nothing */
+    wd_cli_install_signals();
+    wd_cli_remove_on_quit(out);
     char err[1024];
     wd_scenario sc;
     wd_emu *emu = NULL;
@@ -66,12 +76,18 @@ int wd_cmd_trace(int argc, char **argv) {
     int rc = 1;
     if (wd_atomic_open(&af, out, err, sizeof err)) goto done;
     fprintf(af.f, "time_s,device,downlink_bps,uplink_bps\n");
-    for (long k = 0; k < n; k++) {
+    for (long k = 0; k < n && !wd_cli_interrupted(); k++) {
         double t = k * period;
         for (int d = 0; d < nd; d++)
             fprintf(af.f, "%.10g,%d,%.17g,%.17g\n", t, d,
                     wd_link_mean_rate(wd_emu_link(emu, d, WD_DL), t, t + period),
                     wd_link_mean_rate(wd_emu_link(emu, d, WD_UL), t, t + period));
+    }
+    if (wd_cli_interrupted()) {
+        wd_atomic_abort(&af);
+        snprintf(err, sizeof err, "interrupted: nothing written");
+        rc = 130;
+        goto done;
     }
     if (wd_atomic_commit(&af, err, sizeof err)) goto done;
     printf("wrote %s: %d devices x %ld samples of %g s\n", out, nd, n, period);

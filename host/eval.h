@@ -193,6 +193,7 @@ int wd_eval_emu_create(wd_eval_emu **out, const wd_model *m, const char *scenari
                        const char *policy, long long seed, char *err, size_t errlen);
 const wd_moe_hooks *wd_eval_emu_hooks(const wd_eval_emu *e);
 const char *wd_eval_emu_policy(const wd_eval_emu *e);
+const char *wd_eval_emu_error(const wd_eval_emu *e); /* why a hook failed ("" if none) */
 int wd_eval_emu_measured(const wd_eval_emu *e); /* the scenario asks for measured compute */
 struct json_object *wd_eval_emu_latency_json(const wd_eval_emu *e); /* per-token latency stats */
 void wd_eval_emu_print(FILE *f, const wd_eval_emu *e);

@@ -76,7 +76,8 @@ static int bind_tensors(wd_model *m, const wd_layout *lay, const char *file, cha
                         size_t errlen) {
     const wd_config *c = &m->cfg;
     load_ctx lc = {m, file, err, errlen};
-    int H = c->hidden, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim;
+    int H = c->hidden; /* shapes in 64 bits: a product of config fields may pass int range */
+    int64_t Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim;
     char name[256];
     if (!(m->embed = need(&lc, lay->embed, c->vocab, H))) return 1;
     if (!(m->norm = need(&lc, lay->norm, H, 0))) return 1;

@@ -23,6 +23,9 @@
 #define LLVMFuzzerTestOneInput fz_tokenizer
 #include "tests/fuzz/fuzz_tokenizer.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fz_tokenizer_piece
+#include "tests/fuzz/fuzz_tokenizer_piece.c"
+#undef LLVMFuzzerTestOneInput
 #define LLVMFuzzerTestOneInput fz_gguf
 #include "tests/fuzz/fuzz_gguf.c"
 #undef LLVMFuzzerTestOneInput
@@ -66,6 +69,7 @@ static const target targets[] = {
     {"st_index", fz_init_st_index, fz_st_index, {0}},
     {"config", NULL, fz_config, {M "moe4-top2/config.json", M "sliced4-top4/config.json"}},
     {"tokenizer", NULL, fz_tokenizer, {M "moe4-top2/tokenizer.json"}},
+    {"tokenizer_piece", NULL, fz_tokenizer_piece, {0}},
     {"gguf", NULL, fz_gguf, {M "moe4-top2.gguf"}},
     {"scenario", fz_init_scenario, fz_scenario,
      {"bench/scenarios/paper-cell.json", "bench/scenarios/att-lte-driving.json",

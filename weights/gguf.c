@@ -237,11 +237,8 @@ static int check_dup_keys(gguf_file *f, char *err, size_t errlen) {
 static int gguf_parse(gguf_file *f, const char *path, char *err, size_t errlen) {
     memset(f, 0, sizeof(*f));
     f->path = path;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return 1;
-    }
+    int fd = wd_input_open(path, 0, err, errlen); /* regular: a FIFO would block open */
+    if (fd < 0) return 1;
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         snprintf(err, errlen, "%s: not a regular file", path);
