@@ -65,6 +65,14 @@ void wd_cli_io_output(wd_cli_io *io, const char *opt, const char *path); /* path
 int wd_cli_io_check(wd_cli_io *io);
 void wd_cli_io_free(wd_cli_io *io);
 
+/* The option convention of every command (host/cli_args.c): a new argv (free
+ * it, not its strings) where --name=VALUE is split in two and llama.cpp's
+ * short aliases (-m -p -f -n -t -c -s, --temp) are spelled out where the
+ * command has that option; NULL when out of memory. */
+char **wd_cli_normalize(const char *cmd, int argc, char **argv, int *out_argc);
+/* 1 when option opt of command cmd takes a value (its table) */
+int wd_cli_takes_value(const char *cmd, const char *opt);
+
 /* Option parsing helpers: each prints "wdmoe CMD: bad value for --opt: 'x'"
  * and returns non-zero when the value is not a number in [lo, hi]. */
 int wd_cli_int(const char *cmd, const char *opt, const char *val, long lo, long hi, int *out);

@@ -11,15 +11,18 @@
 int wd_cmd_trace(int argc, char **argv);
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: wdmoe trace --scenario FILE --duration S --out FILE.csv [--period S]\n\n"
+    fprintf(f, "usage: wdmoe trace --scenario FILE --duration S --out FILE.csv [--period S]\n"
+               "                   [--seed N]\n\n"
                "Writes the full-band rate of every device's downlink and uplink, averaged over\n"
                "each period (default: the scenario's radio.sample_period_s), as CSV with the\n"
-               "columns time_s,device,downlink_bps,uplink_bps. Faults are not applied.\n");
+               "columns time_s,device,downlink_bps,uplink_bps. Faults are not applied.\n"
+               "--seed replaces the scenario's seed (its channel realisation).\n");
 }
 
 int wd_cmd_trace(int argc, char **argv) {
     const char *C = "trace", *scen = NULL, *out = NULL, *v;
     double duration = -1, period = 0;
+    long long seed = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(stdout), 0;
@@ -31,6 +34,11 @@ int wd_cmd_trace(int argc, char **argv) {
             if (!(v = wd_cli_value(C, argc, argv, &i)) ||
                 wd_cli_double(C, a, v, 1e-9, 1e7, &duration))
                 return 2;
+        } else if (!strcmp(a, "--seed")) {
+            int sv;
+            if (!(v = wd_cli_value(C, argc, argv, &i)) || wd_cli_int(C, a, v, 0, 2147483647, &sv))
+                return 2;
+            seed = sv;
         } else if (!strcmp(a, "--period")) {
             if (!(v = wd_cli_value(C, argc, argv, &i)) ||
                 wd_cli_double(C, a, v, 1e-6, 1e4, &period))
@@ -64,6 +72,7 @@ int wd_cmd_trace(int argc, char **argv) {
         return 1;
     }
     sc.n_faults = 0; /* the channel only */
+    if (seed >= 0) sc.seed = (uint64_t)seed;
     if (period <= 0) period = sc.radio.sample_period_s;
     if (wd_emu_create(&emu, &sc, NULL, err, sizeof err)) {
         fprintf(stderr, "wdmoe trace: %s\n", err);
