@@ -73,6 +73,16 @@ char **wd_cli_normalize(const char *cmd, int argc, char **argv, int *out_argc);
 /* 1 when option opt of command cmd takes a value (its table) */
 int wd_cli_takes_value(const char *cmd, const char *opt);
 
+/* Provenance of a result file (host/provenance.c): schema_version,
+ * wdmoe_version, git_commit, date, command_line, seeds. Bumped when a result
+ * file changes shape (docs/results.md). */
+#define WD_RESULT_SCHEMA 2
+struct json_object;
+void wd_cli_provenance(struct json_object *doc, const char *cmd, int argc, char **argv,
+                       const char *const *seed_names, const long long *seeds, int n_seeds);
+const char *wd_version(void);    /* "0.1.0": CMake's PROJECT_VERSION */
+const char *wd_git_commit(void); /* of the source tree at build time, or "unknown" */
+
 /* Option parsing helpers: each prints "wdmoe CMD: bad value for --opt: 'x'"
  * and returns non-zero when the value is not a number in [lo, hi]. */
 int wd_cli_int(const char *cmd, const char *opt, const char *val, long lo, long hi, int *out);

@@ -3,10 +3,11 @@
  *
  *   --name VALUE and --name=VALUE are the same;
  *   llama.cpp's short aliases where the meaning is the same: -m (--model),
- *   -p (--prompt), -f (--prompt-file), -n (--steps), -t (--threads), -c (--ctx),
+ *   -p (--prompt), -f (--prompt-file), -t (--threads), -c (--ctx),
  *   -s (--seed), --temp (--temperature); -h is --help everywhere.
  *
- * A command's table says which of its options take a value, so a value is
+ * (-n, generate's own spelling of --steps, is the command's.) A command's
+ * table says which of its options take a value, so a value is
  * never mistaken for an option (`--prompt -p` keeps "-p" as the prompt).
  * tests/test_cli_options.sh checks every table against the command's --help. */
 #include <stdlib.h>
@@ -22,13 +23,13 @@ typedef struct {
 #define CUDA_VALUE_OPTS "--gpus", "--gpu", "--ranks", "--rank", "--nccl-id"
 
 static const char *const generate_v[] = {
-    "--model", "--prompt", "--steps", "--temperature", "--top-p", "--seed", "--threads", "--ctx",
+    "--model", "--prompt", "--prompt-file", "-n", "--steps", "--temperature", "--top-p", "--seed", "--threads", "--ctx",
     "--backend", "--scenario", "--policy", "--json", "--records", "--record-probs",
     CUDA_VALUE_OPTS, NULL};
 static const char *const eval_v[] = {
     "--model", "--task", "--data", "--limit", "--seed", "--shots", "--scenario", "--policy",
     "--max-new-tokens", "--window", "--stride", "--ctx", "--threads", "--backend", "--out",
-    "--records", CUDA_VALUE_OPTS, NULL};
+    "--json", "--records", CUDA_VALUE_OPTS, NULL};
 static const char *const trace_v[] = {"--scenario", "--duration", "--out", "--period", "--seed",
                                       NULL};
 static const char *const replay_v[] = {"--probs", "--scenario", "--policy", "--tokens", "--out",
@@ -43,8 +44,8 @@ static const cmd_opts tables[] = {
 static const struct {
     const char *alias, *name;
 } aliases[] = {
-    {"-m", "--model"}, {"-p", "--prompt"},  {"-f", "--prompt-file"}, {"-n", "--steps"},
-    {"-t", "--threads"}, {"-c", "--ctx"}, {"-s", "--seed"},        {"--temp", "--temperature"},
+    {"-m", "--model"},   {"-p", "--prompt"}, {"-f", "--prompt-file"},
+    {"-t", "--threads"}, {"-c", "--ctx"},    {"-s", "--seed"}, {"--temp", "--temperature"},
 };
 
 static int in_list(const char *const *list, const char *name, size_t len) {

@@ -54,10 +54,12 @@ static void help(FILE *f) {
             "  --gpus N, --gpu I, --no-cuda-graphs\n"
             "                       GPUs for --backend cuda, as in `wdmoe generate --help`\n"
             "                       (one process: no --ranks)\n"
-            "  --out FILE           result JSON (written atomically)\n"
+            "  --json FILE          result JSON (written atomically; - prints it to stdout\n"
+            "                       instead of the table); also lm-evaluation-harness's\n"
+            "                       results layout (results, n-shot, versions, config)\n"
+            "  --out FILE           the same as --json FILE\n"
             "  --records FILE       one JSON line per item (written atomically)\n"
-            "  --json               print the result JSON instead of the table\n"
-            "  --quiet              no progress bar\n"
+                        "  --quiet              no progress bar\n"
             "  -h, --help           this help\n\n"
             "Ctrl-C stops after the current item and writes the results of the items done\n"
             "(exit status 130).\n");
@@ -234,7 +236,7 @@ int wd_cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--data")) VAL(data);
         else if (!strcmp(a, "--scenario")) VAL(scenario);
         else if (!strcmp(a, "--policy")) VAL(policy);
-        else if (!strcmp(a, "--out")) VAL(out);
+        else if (!strcmp(a, "--out") || !strcmp(a, "--json")) VAL(out);
         else if (!strcmp(a, "--records")) VAL(records);
         else if (!strcmp(a, "--backend")) VAL(backend);
         else if (!strcmp(a, "--limit")) INT(limit, 0, 1 << 30);
@@ -251,7 +253,6 @@ int wd_cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--agreement")) agreement = 1;
         else if (!strcmp(a, "--no-agreement")) agreement = 0;
         else if (!strcmp(a, "--no-shared-prefix")) shared = 0;
-        else if (!strcmp(a, "--json")) json_stdout = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
         else {
             fprintf(stderr, "wdmoe eval: unknown option '%s' (see --help)\n", a);
@@ -268,6 +269,10 @@ int wd_cmd_eval(int argc, char **argv) {
     if (gpu.ranks > 1) {
         fprintf(stderr, "wdmoe eval: --ranks is for `wdmoe generate` (eval runs in one process)\n");
         return 2;
+    }
+    if (out && !strcmp(out, "-")) { /* stdout: never a file named "-" */
+        json_stdout = 1;
+        out = NULL;
     }
     int use_cuda = !strcmp(backend, "cuda");
     wd_eval_task task;
@@ -420,8 +425,18 @@ int wd_cmd_eval(int argc, char **argv) {
     /* the result document: configuration, then results (deterministic order) */
     doc = json_object_new_object();
     json_object_object_add(doc, "command", json_object_new_string("eval"));
-    json_object_object_add(doc, "version", json_object_new_string("wdmoe 0.1.0"));
-    json_object_object_add(doc, "model", json_object_new_string(model_path));
+    {
+        static const char *const seed_names[] = {"seed"};
+        long long seeds[] = {seed};
+        wd_cli_provenance(doc, "eval", argc, argv, seed_names, seeds, 1);
+        json_object *jm = json_object_new_object(); /* the same shape as generate's */
+        json_object_object_add(jm, "path", json_object_new_string(model_path));
+        json_object_object_add(jm, "layers", json_object_new_int(m->cfg.n_layers));
+        json_object_object_add(jm, "hidden", json_object_new_int(m->cfg.hidden));
+        json_object_object_add(jm, "experts", json_object_new_int(m->cfg.n_experts));
+        json_object_object_add(jm, "top_k", json_object_new_int(m->cfg.top_k));
+        json_object_object_add(doc, "model", jm);
+    }
     json_object_object_add(doc, "task", json_object_new_string(wd_eval_task_name(task)));
     json_object_object_add(doc, "data", json_object_new_string(data));
     json_object_object_add(doc, "shots", json_object_new_int(set.shots));
@@ -450,8 +465,10 @@ int wd_cmd_eval(int argc, char **argv) {
     json_object_object_add(doc, "agreement", wd_eval_agreement_json(&r));
     json_object_object_add(doc, "latency", emu ? wd_eval_emu_latency_json(emu) : NULL);
     json_object_object_add(doc, "throughput", wd_eval_throughput_json(&r));
-    const char *text = json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PRETTY |
-                                                               JSON_C_TO_STRING_SPACED);
+    wd_eval_add_lm_eval(doc, &r, wd_eval_task_name(task), model_path, set.shots, limit,
+                        wd_version());
+    const char *text = json_object_to_json_string_ext(
+        doc, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);
     if (json_stdout)
         printf("%s\n", text);
     else

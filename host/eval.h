@@ -182,6 +182,10 @@ struct json_object *wd_eval_metrics_json(const wd_eval_result *r);
 struct json_object *wd_eval_groups_json(const wd_eval_result *r);
 struct json_object *wd_eval_agreement_json(const wd_eval_result *r);
 struct json_object *wd_eval_throughput_json(const wd_eval_result *r);
+/* lm-evaluation-harness's layout added to doc (host/eval_lmeval.c): results,
+ * n-samples, n-shot, versions, config */
+void wd_eval_add_lm_eval(struct json_object *doc, const wd_eval_result *r, const char *task,
+                         const char *model_path, int shots, int limit, const char *version);
 
 /* ---- emulation (host/eval_emu.c) ----------------------------------------------- */
 /* The BS scheduler of a scenario (NULL: the default cell with one device per

@@ -36,7 +36,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("wdmoe 0.1.0\n");
+        printf("wdmoe %s (%s)\n", wd_version(), wd_git_commit());
         return 0;
     }
     for (int i = 0; i < n_commands; i++)

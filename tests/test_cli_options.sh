@@ -25,6 +25,15 @@ b=$("$bin" generate --model="$M" --prompt="Once upon" --steps=12 --threads=1 --s
 c=$("$bin" generate --model "$M" --prompt "Once upon" --steps 12 --threads 1 --seed 7 --temperature 0 2>/dev/null)
 [ -n "$c" ] && [ "$a" = "$c" ] && ok || bad "aliases differ: '$a' vs '$c'"
 [ "$b" = "$c" ] && ok || bad "--name=VALUE differs: '$b' vs '$c'"
+# -f / --prompt-file: the prompt from a file (one trailing newline dropped)
+printf 'Once upon\n' >"$WD_BINARY_DIR/cli_options_prompt.txt"
+f=$("$bin" generate -m "$M" -f "$WD_BINARY_DIR/cli_options_prompt.txt" -n 12 -t 1 -s 7 --temp 0 2>/dev/null)
+[ "$f" = "$c" ] && ok || bad "-f prompt file differs: '$f' vs '$c'"
+rm -f "$WD_BINARY_DIR/cli_options_prompt.txt"
+# --json - : the result JSON alone on stdout, never a file named "-"
+j=$(cd "$WD_BINARY_DIR" && "$bin" generate -m "$M" -n 3 -t 1 --scenario "$WD_SOURCE_DIR/bench/scenarios/paper-cell.json" --json - 2>/dev/null)
+echo "$j" | python3 -c "import json,sys; d=json.load(sys.stdin); assert d['schema_version'] >= 2 and d['git_commit'] and d['seeds']['sampling'] == 42 and d['command_line'][:2] == ['wdmoe', 'generate']" &&
+  [ ! -e "$WD_BINARY_DIR/-" ] && ok || bad "generate --json -: '$j'"
 # a value that looks like an alias or an option stays the value
 d=$("$bin" generate --model "$M" --prompt -p -n 2 --threads 1 2>/dev/null | head -c 2)
 [ "$d" = "-p" ] && ok || bad "--prompt -p was not taken as the prompt ('$d')"
