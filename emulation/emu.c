@@ -236,7 +236,10 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
                        file, shape->hidden, shape->ffn, shape->n_layers, shape->n_experts,
                        shape->top_k, shape->weight_bytes);
     const wd_policy *pol = wd_policy_find(sc->policy);
-    if (!pol) return wd_fail(err, errlen, "%s: unknown policy '%s'", file, sc->policy);
+    char known[256];
+    if (!pol)
+        return wd_fail(err, errlen, "%s: unknown policy '%s' (known: %s)", file, sc->policy,
+                       wd_policy_names(known, sizeof known));
     wd_emu *emu = calloc(1, sizeof *emu);
     if (!emu) return wd_fail(err, errlen, "%s: out of memory", file);
     if (copy_scenario(&emu->sc, sc)) goto oom;
@@ -343,7 +346,10 @@ wd_link *wd_emu_link(wd_emu *emu, int d, int dir) {
 int wd_emu_set_policy(wd_emu *emu, const char *name, const wd_policy_params *p, char *err,
                       size_t errlen) {
     const wd_policy *pol = wd_policy_find(name);
-    if (!pol) return wd_fail(err, errlen, "unknown policy '%s'", name);
+    char known[256];
+    if (!pol)
+        return wd_fail(err, errlen, "unknown policy '%s' (known: %s)", name,
+                       wd_policy_names(known, sizeof known));
     emu->pol = pol;
     emu->pol_user = NULL;
     if (p) emu->par = *p;

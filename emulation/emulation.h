@@ -262,6 +262,8 @@ typedef struct {
 const wd_policy *wd_policy_find(const char *name); /* NULL when unknown */
 int wd_policy_count(void);
 const wd_policy *wd_policy_at(int i);
+/* "topk, wdmoe, ..." into buf: the names an unknown policy's message lists */
+const char *wd_policy_names(char *buf, size_t cap);
 void wd_policy_defaults(wd_policy_params *p);
 
 /* Helpers for policy files. The m most probable available experts of one

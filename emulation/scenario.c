@@ -465,10 +465,8 @@ static int parse_policy(pctx *c, json_object *v, wd_scenario *sc) {
             return 1;
     }
     if (!wd_policy_find(sc->policy)) {
-        char known[256] = "";
-        for (int i = 0; i < wd_policy_count(); i++)
-            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "",
-                     wd_policy_at(i)->name);
+        char known[256];
+        wd_policy_names(known, sizeof known);
         return fail(c, json_object_is_type(v, json_type_string) ? "policy" : "policy.name",
                     "unknown policy '%s' (known: %s)", sc->policy, known);
     }

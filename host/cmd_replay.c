@@ -77,7 +77,9 @@ int wd_cmd_replay(int argc, char **argv) {
             if (is_s)
                 scen[ns++] = v;
             else if (!wd_policy_find(v)) {
-                fprintf(stderr, "wdmoe replay: unknown policy '%s'\n", v);
+                char known[256];
+                fprintf(stderr, "wdmoe replay: unknown policy '%s' (known: %s)\n", v,
+                        wd_policy_names(known, sizeof known));
                 usage(stderr);
                 return 2;
             } else {
