@@ -58,9 +58,10 @@ static const wd_tensor *need(load_ctx *c, const char *name, int64_t d0, int64_t 
                  got, want);
         return NULL;
     }
-    if (t->dtype == WD_DT_Q8_0 && (t->ndim != 2 || t->shape[t->ndim - 1] % 32)) {
-        snprintf(c->err, c->errlen, "%s: tensor %s: Q8_0 rows must be a multiple of 32", c->file,
-                 name);
+    if (wd_dtype_quantised(t->dtype) &&
+        (t->ndim != 2 || t->shape[t->ndim - 1] % wd_dtype_block(t->dtype))) {
+        snprintf(c->err, c->errlen, "%s: tensor %s: %s rows must be a multiple of %d", c->file,
+                 name, wd_dtype_name(t->dtype), wd_dtype_block(t->dtype));
         return NULL;
     }
     return t;
