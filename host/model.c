@@ -117,9 +117,9 @@ static int bind_tensors(wd_model *m, const wd_layout *lay, const char *file, cha
             if (!(L->w2[e] = need(&lc, name, H, c->ffn))) return 1;
             snprintf(name, sizeof(name), lay->w3, l, e);
             if (!(L->w3[e] = need(&lc, name, c->ffn, H))) return 1;
-            if (L->w1[e]->dtype != L->w3[e]->dtype || L->w1[e]->dtype != L->w2[e]->dtype) {
-                snprintf(err, errlen, "%s: layer %d expert %d: w1, w2, w3 differ in dtype", file,
-                         l, e);
+            if (L->w1[e]->dtype != L->w3[e]->dtype) {
+                snprintf(err, errlen, "%s: layer %d expert %d: w1 (%s) and w3 (%s) differ in dtype",
+                         file, l, e, wd_dtype_name(L->w1[e]->dtype), wd_dtype_name(L->w3[e]->dtype));
                 return 1;
             }
         }

@@ -90,11 +90,12 @@ void wd_attention(wd_pool *pool, float *out, const float *q, const float *k, con
                   int n, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch);
 
 /* SwiGLU expert on n token vectors: y = w2( silu(w1 x) * (w3 x) ).
- * w1, w3: [ffn x hidden]; w2: [hidden x ffn], all of dtype dt.
+ * w1, w3: [ffn x hidden] of dtype dt; w2: [hidden x ffn] of dtype dt2 (GGUF
+ * K-quant mixes often store w2 with more bits, e.g. Q6_K beside Q4_K).
  * scratch: at least 2*n*ffn floats. */
 void wd_expert_ffn(wd_pool *pool, float *y, const float *x, int n, const void *w1,
-                   const void *w3, const void *w2, wd_dtype dt, int hidden, int ffn,
-                   float *scratch);
+                   const void *w3, const void *w2, wd_dtype dt, wd_dtype dt2, int hidden,
+                   int ffn, float *scratch);
 
 /* Measured memory read bandwidth in bytes/s (streams `bytes` of memory
  * `reps` times with the pool's threads and keeps the best). */

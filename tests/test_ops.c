@@ -469,7 +469,7 @@ static void test_expert_ffn(wd_pool *pool) {
                     ref_matmul(u, xd, d3, n, F, H);
                     for (int i = 0; i < n * F; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
                     ref_matmul(yd, g, d2, n, H, F);
-                    wd_expert_ffn(pool, y, x, n, w1, w3, w2, (wd_dtype)dt, H, F, scr);
+                    wd_expert_ffn(pool, y, x, n, w1, w3, w2, (wd_dtype)dt, (wd_dtype)dt, H, F, scr);
                     double e = wd_rel_l2(y, yd, (size_t)n * H);
                     CHECKF(e <= 1e-5, "expert_ffn %s n %d H %d F %d: %.3g", wd_dtype_name(dt), n, H,
                            F, e);

@@ -181,21 +181,22 @@ static void test_random(wd_pool *pool) {
 
 static void test_expert(wd_pool *pool) {
     for (int qi = 0; qi < NQ; qi++) {
-        wd_dtype dt = QTYPES[qi];
-        int H = 2 * wd_dtype_block(dt), F = 3 * wd_dtype_block(dt);
+        /* w2 of another type, as K-quant mixes store it (Q4_K with Q6_K down) */
+        wd_dtype dt = QTYPES[qi], dt2 = QTYPES[(qi + 4) % NQ];
+        const int H = 512, F = 768;
         uint8_t *w1 = malloc(wd_dtype_bytes(dt, (int64_t)F * H)), *w3 = malloc(wd_dtype_bytes(dt, (int64_t)F * H));
-        uint8_t *w2 = malloc(wd_dtype_bytes(dt, (int64_t)H * F));
+        uint8_t *w2 = malloc(wd_dtype_bytes(dt2, (int64_t)H * F));
         float *d1 = malloc(4 * (size_t)F * H), *d3 = malloc(4 * (size_t)F * H), *d2 = malloc(4 * (size_t)H * F);
         float *x = malloc(4 * (size_t)9 * H), *y = malloc(4 * (size_t)9 * H), *scr = malloc(4 * (size_t)18 * F);
         double *g = malloc(8 * (size_t)9 * F), *u = malloc(8 * (size_t)9 * F), *yd = malloc(8 * (size_t)9 * H);
         float *hf = malloc(4 * (size_t)9 * F);
         if (w1 && w3 && w2 && d1 && d3 && d2 && x && y && scr && g && u && yd && hf) {
-            fill_random(w1, dt, F, H), fill_random(w3, dt, F, H), fill_random(w2, dt, H, F);
+            fill_random(w1, dt, F, H), fill_random(w3, dt, F, H), fill_random(w2, dt2, H, F);
             for (int r = 0; r < F; r++) {
                 wd_row_to_f32(d1 + (size_t)r * H, w1, dt, r, H);
                 wd_row_to_f32(d3 + (size_t)r * H, w3, dt, r, H);
             }
-            for (int r = 0; r < H; r++) wd_row_to_f32(d2 + (size_t)r * F, w2, dt, r, F);
+            for (int r = 0; r < H; r++) wd_row_to_f32(d2 + (size_t)r * F, w2, dt2, r, F);
             for (int i = 0; i < 9 * H; i++) x[i] = 4 * rnd_uniform();
             static const int ns[] = {1, 3, 9};
             for (int ni = 0; ni < 3; ni++) {
@@ -204,9 +205,10 @@ static void test_expert(wd_pool *pool) {
                 ref_product(u, x, d3, n, F, H);
                 for (int i = 0; i < n * F; i++) hf[i] = (float)(g[i] / (1 + exp(-g[i])) * u[i]);
                 ref_product(yd, hf, d2, n, H, F);
-                wd_expert_ffn(pool, y, x, n, w1, w3, w2, dt, H, F, scr);
+                wd_expert_ffn(pool, y, x, n, w1, w3, w2, dt, dt2, H, F, scr);
                 double e = rel_l2(y, yd, (size_t)n * H);
-                CHECKF(e <= 1e-5, "expert_ffn %s n %d: rel l2 %.3g", wd_dtype_name(dt), n, e);
+                CHECKF(e <= 1e-5, "expert_ffn %s/%s n %d: rel l2 %.3g", wd_dtype_name(dt),
+                       wd_dtype_name(dt2), n, e);
             }
         } else {
             CHECK(!"allocation");
