@@ -208,7 +208,7 @@ static double tbytes(const wd_tensor *t) { return t ? (double)t->nbytes : 0; }
 
 double wd_model_active_bytes(const wd_model *m, int k) {
     const wd_config *c = &m->cfg;
-    double b = tbytes(m->lm_head) + (double)c->hidden * wd_dtype_bytes(m->embed->dtype, 1);
+    double b = tbytes(m->lm_head) + (double)wd_dtype_bytes(m->embed->dtype, c->hidden); /* one row */
     for (int l = 0; l < c->n_layers; l++) {
         const wd_layer *L = &m->layers[l];
         b += tbytes(L->wq) + tbytes(L->wk) + tbytes(L->wv) + tbytes(L->wo) + tbytes(L->gate);

@@ -401,22 +401,69 @@ static float dot512_q4_1(const uint8_t *w, const float *x, int nb) {
     return _mm512_reduce_add_ps(acc);
 }
 
-/* AVX-512: each block dequantised into registers-then-L1 (deq_block512) and dotted. */
-static float dot_row512(const uint8_t *w, const float *x, wd_dtype dt, int cols) {
-    if (dt == WD_DT_Q4_0) return dot512_q4_0(w, x, cols / 32);
-    if (dt == WD_DT_Q4_1) return dot512_q4_1(w, x, cols / 32);
-    const int bs = wd_dtype_block(dt);
-    const size_t bb = block_bytes(dt);
-    _Alignas(64) float tmp[256];
-    __m512 acc = _mm512_setzero_ps(), acc2 = acc;
-    for (int b = 0; b < cols / bs; b++, x += bs) {
-        deq_block512(tmp, w + (size_t)b * bb, dt);
-        for (int j = 0; j < bs; j += 32) {
-            acc = _mm512_fmadd_ps(_mm512_load_ps(tmp + j), _mm512_loadu_ps(x + j), acc);
-            acc2 = _mm512_fmadd_ps(_mm512_load_ps(tmp + j + 16), _mm512_loadu_ps(x + j + 16), acc2);
+/* Q4_K and Q5_K (q5: the fifth bits from qh), 16 weights per step. */
+static inline float dot512_q45_k(const uint8_t *w, const float *x, int nb, const int q5) {
+    const __m128i m4 = _mm_set1_epi8(0xF), one = _mm_set1_epi8(1);
+    const size_t bb = q5 ? WD_Q5_K_BYTES : WD_Q4_K_BYTES;
+    __m512 acc = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++, w += bb, x += 256) {
+        const float d = f16_at(w), dmin = f16_at(w + 2);
+        const uint8_t *qs = w + (q5 ? 48 : 16);
+        __m128i ha = _mm_setzero_si128(), hb = ha;
+        if (q5) ha = ld16b(w + 16), hb = ld16b(w + 32);
+        for (int c = 0; c < 4; c++) {
+            __m128i qa = ld16b(qs + 32 * c), qb = ld16b(qs + 32 * c + 16);
+            for (int h = 0; h < 2; h++) {
+                const float *xs = x + 64 * c + 32 * h;
+                __m128i va = _mm_and_si128(h ? _mm_srli_epi16(qa, 4) : qa, m4);
+                __m128i vb = _mm_and_si128(h ? _mm_srli_epi16(qb, 4) : qb, m4);
+                if (q5) {
+                    __m128i sh = _mm_cvtsi32_si128(2 * c + h);
+                    va = _mm_or_si128(va, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ha, sh), one), 4));
+                    vb = _mm_or_si128(vb, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(hb, sh), one), 4));
+                }
+                __m512 x0 = _mm512_loadu_ps(xs), x1 = _mm512_loadu_ps(xs + 16);
+                __m512 sum = _mm512_fmadd_ps(cvt16u(vb), x1, _mm512_mul_ps(cvt16u(va), x0));
+                int sc, mn;
+                k4_scale_min(2 * c + h, w + 4, &sc, &mn);
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc), sum, acc);
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(-dmin * (float)mn), _mm512_add_ps(x0, x1), acc);
+            }
         }
     }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc, acc2));
+    return _mm512_reduce_add_ps(acc);
+}
+
+static float dot512_q6_k(const uint8_t *w, const float *x, int nb) {
+    const __m128i m4 = _mm_set1_epi8(0xF), m3 = _mm_set1_epi8(3), e32 = _mm_set1_epi8(32);
+    __m512 acc = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++, w += WD_Q6_K_BYTES, x += 256) {
+        const float d = f16_at(w + 208);
+        const int8_t *sc = (const int8_t *)(w + 192);
+        for (int g = 0; g < 8; g++) {
+            const int h = g >> 2, k = g & 3;
+            const uint8_t *ql = w + 64 * h + 32 * (k & 1), *qh = w + 128 + 32 * h;
+            const __m128i sl = _mm_cvtsi32_si128(4 * (k >> 1)), shh = _mm_cvtsi32_si128(2 * k);
+            for (int half = 0; half < 2; half++) {
+                __m128i q = _mm_and_si128(_mm_srl_epi16(ld16b(ql + 16 * half), sl), m4);
+                q = _mm_or_si128(q, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ld16b(qh + 16 * half), shh), m3), 4));
+                __m512 s = _mm512_mul_ps(cvt16s(_mm_sub_epi8(q, e32)), _mm512_loadu_ps(x + 32 * g + 16 * half));
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc[2 * g + half]), s, acc);
+            }
+        }
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+static float dot_row512(const uint8_t *w, const float *x, wd_dtype dt, int cols) {
+    switch (dt) {
+    case WD_DT_Q4_0: return dot512_q4_0(w, x, cols / 32);
+    case WD_DT_Q4_1: return dot512_q4_1(w, x, cols / 32);
+    case WD_DT_Q4_K: return dot512_q45_k(w, x, cols / 256, 0);
+    case WD_DT_Q5_K: return dot512_q45_k(w, x, cols / 256, 1);
+    case WD_DT_Q6_K: return dot512_q6_k(w, x, cols / 256);
+    default: return dot_row_scalar(w, x, dt, cols);
+    }
 }
 #endif
 
