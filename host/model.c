@@ -58,8 +58,12 @@ static const wd_tensor *need(load_ctx *c, const char *name, int64_t d0, int64_t 
                  got, want);
         return NULL;
     }
-    if (wd_dtype_quantised(t->dtype) &&
-        (t->ndim != 2 || t->shape[t->ndim - 1] % wd_dtype_block(t->dtype))) {
+    if (wd_dtype_quantised(t->dtype) && t->ndim != 2) {
+        snprintf(c->err, c->errlen, "%s: tensor %s: a %s vector (quantised tensors must be matrices)",
+                 c->file, name, wd_dtype_name(t->dtype));
+        return NULL;
+    }
+    if (wd_dtype_quantised(t->dtype) && t->shape[1] % wd_dtype_block(t->dtype)) {
         snprintf(c->err, c->errlen, "%s: tensor %s: %s rows must be a multiple of %d", c->file,
                  name, wd_dtype_name(t->dtype), wd_dtype_block(t->dtype));
         return NULL;
