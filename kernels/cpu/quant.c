@@ -375,37 +375,52 @@ static float dot_row_avx2(const uint8_t *w, const float *x, wd_dtype dt, int col
 #endif /* QUANT_AVX2 */
 
 #ifdef WD_AVX512
-static float dot512_q4_0(const uint8_t *w, const float *x, int nb) {
+/* Two accumulators (blocks alternate) and separate ones for min terms: the
+ * per-block FMAs into one register would chain on its latency. */
+static inline __m512 q4_0_blk512(const uint8_t *w, const float *x, __m512 acc) {
     const __m128i m4 = _mm_set1_epi8(0xF), e8 = _mm_set1_epi8(8);
-    __m512 acc = _mm512_setzero_ps();
-    for (int b = 0; b < nb; b++, w += WD_Q4_0_BYTES, x += 32) {
-        __m128i q = ld16b(w + 2);
-        __m512 s = _mm512_mul_ps(cvt16s(_mm_sub_epi8(_mm_and_si128(q, m4), e8)), _mm512_loadu_ps(x));
-        s = _mm512_fmadd_ps(cvt16s(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8)),
-                            _mm512_loadu_ps(x + 16), s);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(f16_at(w)), s, acc);
+    __m128i q = ld16b(w + 2);
+    __m512 s = _mm512_mul_ps(cvt16s(_mm_sub_epi8(_mm_and_si128(q, m4), e8)), _mm512_loadu_ps(x));
+    s = _mm512_fmadd_ps(cvt16s(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8)),
+                        _mm512_loadu_ps(x + 16), s);
+    return _mm512_fmadd_ps(_mm512_set1_ps(f16_at(w)), s, acc);
+}
+static float dot512_q4_0(const uint8_t *w, const float *x, int nb) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    int b = 0;
+    for (; b + 2 <= nb; b += 2, w += 2 * WD_Q4_0_BYTES, x += 64) {
+        a0 = q4_0_blk512(w, x, a0);
+        a1 = q4_0_blk512(w + WD_Q4_0_BYTES, x + 32, a1);
     }
-    return _mm512_reduce_add_ps(acc);
+    if (b < nb) a0 = q4_0_blk512(w, x, a0);
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+/* acc += d * (q . x), macc += m * sum(x) */
+static inline void q4_1_blk512(const uint8_t *w, const float *x, __m512 *acc, __m512 *macc) {
+    const __m128i m4 = _mm_set1_epi8(0xF);
+    __m128i q = ld16b(w + 4);
+    __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+    __m512 s = _mm512_mul_ps(cvt16u(_mm_and_si128(q, m4)), x0);
+    s = _mm512_fmadd_ps(cvt16u(_mm_and_si128(_mm_srli_epi16(q, 4), m4)), x1, s);
+    *acc = _mm512_fmadd_ps(_mm512_set1_ps(f16_at(w)), s, *acc);
+    *macc = _mm512_fmadd_ps(_mm512_set1_ps(f16_at(w + 2)), _mm512_add_ps(x0, x1), *macc);
 }
 static float dot512_q4_1(const uint8_t *w, const float *x, int nb) {
-    const __m128i m4 = _mm_set1_epi8(0xF);
-    __m512 acc = _mm512_setzero_ps();
-    for (int b = 0; b < nb; b++, w += WD_Q4_1_BYTES, x += 32) {
-        __m128i q = ld16b(w + 4);
-        __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
-        __m512 s = _mm512_mul_ps(cvt16u(_mm_and_si128(q, m4)), x0);
-        s = _mm512_fmadd_ps(cvt16u(_mm_and_si128(_mm_srli_epi16(q, 4), m4)), x1, s);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(f16_at(w)), s, acc);
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(f16_at(w + 2)), _mm512_add_ps(x0, x1), acc);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, m0 = a0, m1 = a0;
+    int b = 0;
+    for (; b + 2 <= nb; b += 2, w += 2 * WD_Q4_1_BYTES, x += 64) {
+        q4_1_blk512(w, x, &a0, &m0);
+        q4_1_blk512(w + WD_Q4_1_BYTES, x + 32, &a1, &m1);
     }
-    return _mm512_reduce_add_ps(acc);
+    if (b < nb) q4_1_blk512(w, x, &a0, &m0);
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(m0, m1)));
 }
 
 /* Q4_K and Q5_K (q5: the fifth bits from qh), 16 weights per step. */
 static inline float dot512_q45_k(const uint8_t *w, const float *x, int nb, const int q5) {
     const __m128i m4 = _mm_set1_epi8(0xF), one = _mm_set1_epi8(1);
     const size_t bb = q5 ? WD_Q5_K_BYTES : WD_Q4_K_BYTES;
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, macc[2] = {acc[0], acc[0]};
     for (int b = 0; b < nb; b++, w += bb, x += 256) {
         const float d = f16_at(w), dmin = f16_at(w + 2);
         const uint8_t *qs = w + (q5 ? 48 : 16);
@@ -426,17 +441,17 @@ static inline float dot512_q45_k(const uint8_t *w, const float *x, int nb, const
                 __m512 sum = _mm512_fmadd_ps(cvt16u(vb), x1, _mm512_mul_ps(cvt16u(va), x0));
                 int sc, mn;
                 k4_scale_min(2 * c + h, w + 4, &sc, &mn);
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc), sum, acc);
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(-dmin * (float)mn), _mm512_add_ps(x0, x1), acc);
+                acc[h] = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc), sum, acc[h]);
+                macc[h] = _mm512_fmadd_ps(_mm512_set1_ps(dmin * (float)mn), _mm512_add_ps(x0, x1), macc[h]);
             }
         }
     }
-    return _mm512_reduce_add_ps(acc);
+    return _mm512_reduce_add_ps(_mm512_sub_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(macc[0], macc[1])));
 }
 
 static float dot512_q6_k(const uint8_t *w, const float *x, int nb) {
     const __m128i m4 = _mm_set1_epi8(0xF), m3 = _mm_set1_epi8(3), e32 = _mm_set1_epi8(32);
-    __m512 acc = _mm512_setzero_ps();
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int b = 0; b < nb; b++, w += WD_Q6_K_BYTES, x += 256) {
         const float d = f16_at(w + 208);
         const int8_t *sc = (const int8_t *)(w + 192);
@@ -448,11 +463,11 @@ static float dot512_q6_k(const uint8_t *w, const float *x, int nb) {
                 __m128i q = _mm_and_si128(_mm_srl_epi16(ld16b(ql + 16 * half), sl), m4);
                 q = _mm_or_si128(q, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ld16b(qh + 16 * half), shh), m3), 4));
                 __m512 s = _mm512_mul_ps(cvt16s(_mm_sub_epi8(q, e32)), _mm512_loadu_ps(x + 32 * g + 16 * half));
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc[2 * g + half]), s, acc);
+                acc[half] = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc[2 * g + half]), s, acc[half]);
             }
         }
     }
-    return _mm512_reduce_add_ps(acc);
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
 }
 
 static float dot_row512(const uint8_t *w, const float *x, wd_dtype dt, int cols) {
