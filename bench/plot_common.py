@@ -1,34 +1,22 @@
-"""Shared helpers of the bench/plot_*.py scripts: matplotlib (installed with
-pip --user when missing, where the network allows), atomic PNG writes."""
+"""Shared helpers of the bench/plot_*.py scripts: matplotlib (from bench/requirements.txt,
+see pyplot), atomic PNG writes."""
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
 
 def pyplot():
-    """matplotlib.pyplot with the Agg backend, or None when it cannot be had."""
+    """matplotlib.pyplot with the Agg backend, or None (with a note) when it is missing.
+    Nothing is installed from here: `bash .ci/setup` puts bench/requirements.txt into the
+    virtual environment build/venv, whose python bench/repro_all.sh uses."""
     try:
         import matplotlib
     except ImportError:
-        print("plot: matplotlib missing, trying pip install --user matplotlib", file=sys.stderr)
-        r = subprocess.run([sys.executable, "-m", "pip", "install", "--user", "--quiet",
-                            "matplotlib"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if r.returncode != 0:
-            print("plot: could not install matplotlib; no PNG written", file=sys.stderr)
-            return None
-        import site
-        import importlib
-        importlib.invalidate_caches()
-        p = site.getusersitepackages()
-        if p not in sys.path:
-            sys.path.append(p)
-        try:
-            import matplotlib
-        except ImportError:
-            print("plot: matplotlib still not importable; no PNG written", file=sys.stderr)
-            return None
+        print("plot: matplotlib is missing, no PNG written: run `bash .ci/setup` and use "
+              "build/venv/bin/python, or `pip install -r bench/requirements.txt` in your "
+              "own environment", file=sys.stderr)
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt

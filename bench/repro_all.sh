@@ -28,9 +28,12 @@ else
     par_args=(--limit 0 --seeds "$seeds" --jobs "$jobs")
     thr_args=(--limit 1000)
 fi
-python3 "$here/repro_accuracy.py" "$model" --out "$out/accuracy" "${acc_args[@]}"
-python3 "$here/repro_latency.py" "$model" --out "$out/latency" "${lat_args[@]}"
-python3 "$here/repro_bandwidth.py" "$model" --out "$out/bandwidth" "${bw_args[@]}"
-python3 "$here/repro_pareto.py" "$model" --out "$out/pareto" "${par_args[@]}"
-python3 "$here/repro_throughput.py" "$model" --out "$out/throughput" "${thr_args[@]}"
+# build/venv (bash .ci/setup) has matplotlib for the plots; else $PYTHON or python3
+py=${PYTHON:-python3}
+[ -z "${PYTHON:-}" ] && [ -x "$here/../build/venv/bin/python" ] && py="$here/../build/venv/bin/python"
+"$py" "$here/repro_accuracy.py" "$model" --out "$out/accuracy" "${acc_args[@]}"
+"$py" "$here/repro_latency.py" "$model" --out "$out/latency" "${lat_args[@]}"
+"$py" "$here/repro_bandwidth.py" "$model" --out "$out/bandwidth" "${bw_args[@]}"
+"$py" "$here/repro_pareto.py" "$model" --out "$out/pareto" "${par_args[@]}"
+"$py" "$here/repro_throughput.py" "$model" --out "$out/throughput" "${thr_args[@]}"
 echo "tables and plots in $out"

@@ -234,7 +234,10 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
                        file, shape->hidden, shape->ffn, shape->n_layers, shape->n_experts,
                        shape->top_k, shape->weight_bytes);
     const wd_policy *pol = wd_policy_find(sc->policy);
-    if (!pol) return wd_fail(err, errlen, "%s: unknown policy '%s'", file, sc->policy);
+    char known[256];
+    if (!pol)
+        return wd_fail(err, errlen, "%s: unknown policy '%s' (known: %s)", file, sc->policy,
+                       wd_policy_names(known, sizeof known));
     wd_emu *emu = calloc(1, sizeof *emu);
     if (!emu) return wd_fail(err, errlen, "%s: out of memory", file);
     if (copy_scenario(&emu->sc, sc)) goto oom;
@@ -349,10 +352,22 @@ wd_link *wd_emu_link(wd_emu *emu, int d, int dir) {
 int wd_emu_set_policy(wd_emu *emu, const char *name, const wd_policy_params *p, char *err,
                       size_t errlen) {
     const wd_policy *pol = wd_policy_find(name);
-    if (!pol) return wd_fail(err, errlen, "unknown policy '%s'", name);
+    char known[256];
+    if (!pol)
+        return wd_fail(err, errlen, "unknown policy '%s' (known: %s)", name,
+                       wd_policy_names(known, sizeof known));
     emu->pol = pol;
+    emu->pol_user = NULL;
     if (p) emu->par = *p;
     return 0;
+}
+
+void wd_emu_set_policy_fn(wd_emu *emu, const char *name, wd_policy_fn fn, void *user,
+                          const wd_policy_params *p) {
+    emu->custom = (wd_policy){name, "a caller's policy", fn};
+    emu->pol = &emu->custom;
+    emu->pol_user = user;
+    if (p) emu->par = *p;
 }
 
 /* ---- predict ---------------------------------------------------------------------- */
@@ -597,7 +612,7 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
     }
     wd_emu_predict(emu, emu->tau_e, emu->avail_e);
     wd_policy_io io = {n_tokens,     emu->E, emu->k, probs,  emu->tau_e,
-                       emu->avail_e, n,      expert, weight, emu->pscratch};
+                       emu->avail_e, n,      expert, weight, emu->pscratch, emu->pol_user};
     if (emu->pol->select(&emu->par, &io))
         return wd_fail(err, errlen, "policy %s failed", emu->pol->name);
     double t1 = emu->t + bs_time(emu, n_tokens);
@@ -663,6 +678,33 @@ int wd_emu_step(wd_emu *emu, int layer, int n_tokens, const int *n, const int *e
     return wd_emu_step_measured(emu, layer, n_tokens, n, expert, NULL, res, err, errlen);
 }
 
+/* One message for a transfer that never completes, whatever the link kind:
+ * which device, which link, and what to change. */
+static int never_completes(const wd_emu *emu, int layer, const wd_emu_dev_time *x, char *err,
+                           size_t errlen) {
+    int d = x->device, dir = isfinite(x->t_dl) ? WD_UL : WD_DL;
+    const wd_link_spec *ls = &emu->sc.dev[d].link[dir];
+    char what[1100];
+    if (!isfinite(x->t_dl + x->t_c) && isfinite(x->t_dl))
+        return wd_fail(err, errlen,
+                       "%s: layer %d: device %d (%s) never completes: it is down (a fault) past "
+                       "max_wait_s = %g s",
+                       emu->sc.path[0] ? emu->sc.path : "scenario", layer, d, emu->sc.dev[d].name,
+                       emu->sc.max_wait_s);
+    if (ls->model == WD_LINK_CONSTANT)
+        snprintf(what, sizeof what, "constant %g bit/s", ls->rate_bps);
+    else if (ls->model == WD_LINK_SYNTHETIC)
+        snprintf(what, sizeof what, "synthetic");
+    else
+        snprintf(what, sizeof what, "trace %s", ls->file);
+    return wd_fail(err, errlen,
+                   "%s: layer %d: device %d (%s) never completes: its %s (%s) does not deliver "
+                   "%.0f bits within max_wait_s = %g s (the link is down or too slow: raise "
+                   "its rate, or max_wait_s up to 3600)",
+                   emu->sc.path[0] ? emu->sc.path : "scenario", layer, d, emu->sc.dev[d].name,
+                   dir == WD_DL ? "downlink" : "uplink", what, x->bits[dir], emu->sc.max_wait_s);
+}
+
 int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, const int *expert,
                          const double *t_c, wd_emu_step_result *res, char *err, size_t errlen) {
     if (!emu->has_shape) return wd_fail(err, errlen, "emulator: no model shape");
@@ -678,11 +720,7 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
     for (int i = 0; i < na; i++) {
         const wd_emu_dev_time *x = &emu->dt[i];
         double f = x->t_dl + x->t_c + x->t_ul;
-        if (!isfinite(f))
-            return wd_fail(err, errlen,
-                           "layer %d: device %d (%s) never completes: its link "
-                           "stays down past max_wait_s",
-                           layer, x->device, emu->sc.dev[x->device].name);
+        if (!isfinite(f)) return never_completes(emu, layer, x, err, errlen);
         if (f > wait) wait = f, crit = i;
         sum += f;
     }

@@ -10,6 +10,8 @@ struct wd_emu {
     int has_shape, nd, E, L, k;
     const wd_policy *pol;
     wd_policy_params par;
+    wd_policy custom; /* wd_emu_set_policy_fn: pol points here */
+    void *pol_user;
     wd_link **link; /* [nd * 2] */
     unsigned char *air_on; /* [nd * 2]: the link pays the air interface */
     unsigned char *split;  /* [nd * 2]: the link's capacity is the band shared by the active

@@ -297,6 +297,7 @@ typedef struct {
     int *expert;
     float *weight;
     double *scratch; /* WD_POLICY_SCRATCH(n_tokens, n_experts) doubles */
+    void *user;      /* a caller's policy (wd_emu_set_policy_fn): its pointer; else NULL */
 } wd_policy_io;
 
 typedef int (*wd_policy_fn)(const wd_policy_params *p, wd_policy_io *io);
@@ -309,6 +310,8 @@ typedef struct {
 const wd_policy *wd_policy_find(const char *name); /* NULL when unknown */
 int wd_policy_count(void);
 const wd_policy *wd_policy_at(int i);
+/* "topk, wdmoe, ..." into buf: the names an unknown policy's message lists */
+const char *wd_policy_names(char *buf, size_t cap);
 void wd_policy_defaults(wd_policy_params *p);
 
 /* Helpers for policy files. The m most probable available experts of one
@@ -409,6 +412,11 @@ void wd_emu_advance(wd_emu *emu, double seconds); /* idle time (e.g. embeddings,
 int wd_emu_set_policy(wd_emu *emu, const char *name, const wd_policy_params *p, char *err,
                       size_t errlen);
 const char *wd_emu_policy_name(const wd_emu *emu);
+/* Replace the policy by a caller's function (libwdmoe's custom policies): the
+ * same contract as a registered one, called with io->user = user; name (kept
+ * by pointer: it must outlive the emulator) is for messages. */
+void wd_emu_set_policy_fn(wd_emu *emu, const char *name, wd_policy_fn fn, void *user,
+                          const wd_policy_params *p);
 
 /* Predicted latency of one token through each expert now (s): downlink of
  * H*activation_bits bits + compute + uplink at the current rates with a
@@ -450,6 +458,9 @@ void wd_emu_finish_forward(wd_emu *emu, double seconds);
  * it started a latency sample (else it joined the prompt before it). */
 wd_emu_phase wd_emu_closed_phase(const wd_emu *emu, int *new_sample);
 void wd_emu_summarize(const wd_emu *emu, wd_emu_summary *s);
+/* The decode samples (time per output token, s) recorded so far, in order; *n their
+ * count. Valid until the next step or reset. */
+const double *wd_emu_token_latencies(const wd_emu *emu, size_t *n);
 void wd_emu_reset_stats(wd_emu *emu);
 /* One aligned table (two columns: metric, value). */
 void wd_emu_summary_print(FILE *f, const wd_emu_summary *s);
@@ -499,6 +510,13 @@ void wd_probs_write_abort(wd_probs_writer *w);                          /* frees
 int wd_probs_read(wd_probs *p, const char *path, char *err, size_t errlen);
 void wd_probs_free(wd_probs *p);
 wd_emu_shape wd_probs_shape(const wd_probs *p);
+/* Replay the first n_tokens (0: all; rounded up to a whole forward pass) of
+ * recorded probabilities through emu with its policy: each forward pass as
+ * recorded (a prompt's tokens together as its prefill, decode steps one token
+ * each; version 1 files: every token a decode step), every layer.
+ * on_layer(ctx, layer) (may be NULL) is called before each layer's select. */
+int wd_probs_replay(wd_emu *emu, const wd_probs *p, long n_tokens,
+                    void (*on_layer)(void *ctx, int layer), void *ctx, char *err, size_t errlen);
 
 /* ---- results files --------------------------------------------------------------- */
 /* Write a file atomically: temporary name in the same folder, fsync, rename. */

@@ -18,6 +18,12 @@ __attribute__((format(printf, 3, 4))) static inline int wd_fail(char *err, size_
     return 1;
 }
 
+/* A regular input file of at most max_bytes (0: any size), opened for
+ * reading; NULL with "PATH: ..." in err (FIFOs and devices are refused before
+ * they can block or read without end). emulation/input.c */
+FILE *wd_open_input(const char *path, long long max_bytes, char *err, size_t errlen);
+#define WD_MAX_TEXT_INPUT (1LL << 30) /* scenarios and traces */
+
 #define WD_MTU_BITS 12000.0 /* one Mahimahi delivery opportunity: 1500 bytes */
 
 /* ---- rng: splitmix64, deterministic streams per (seed, device, purpose) ---- */
@@ -130,7 +136,7 @@ struct wd_link {
     double memo_share[2], memo_rate[2];
     int memo_next;
     /* csv: start times t[i] (t[0] = 0), rates r[i], loops with period */
-    double *t, *r, period;
+    double *t, *r, period, period_bits; /* period_bits: bits of one loop at share 1 */
     long cur; /* cursor: last segment used */
     /* mahimahi: opportunity times in ms (sorted), loop period in ms;
      * pre[j] = opportunities before j ms (j = 0 .. period + 1; NULL for huge

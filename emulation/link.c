@@ -74,6 +74,8 @@ int wd_link_create_from(wd_link **out, const wd_link_spec *sp, int dir, int devi
         rc = wd_trace_load_csv(l, sp->file, col, sp->csv_device >= 0 ? sp->csv_device : device, err,
                                errlen);
         l->offset = sp->offset_s;
+        for (long i = 0; !rc && l->model == WD_LINK_CSV && i < l->n; i++)
+            l->period_bits += l->r[i] * ((i + 1 < l->n ? l->t[i + 1] : l->period) - l->t[i]);
     } else {
         const wd_link *d = NULL; /* a link that loaded the same file */
         for (int i = 0; i < n_prev && !d; i++)
@@ -142,13 +144,15 @@ static double win_scale(const wd_link *l, double t, double *next) {
 /* ---- piecewise-constant walk ------------------------------------------------ */
 typedef struct {
     double a, b; /* current piece (absolute time) */
-    long k, L;   /* sample / segment index, loop count (csv) */
+    long k;      /* sample / segment index */
+    double L;    /* loop count (csv); a double: the clock may be far past LONG_MAX periods */
 } piece;
 
 /* Rate of the current piece at a share, before windows and rate_scale. */
 static double piece_rate(wd_link *l, const piece *p, double share) {
     if (l->model == WD_LINK_CONSTANT) return share * l->rate;
-    if (l->model == WD_LINK_CSV) return share * l->r[p->k];
+    if (l->model == WD_LINK_CSV)
+        return share * (p->k < 0 ? l->period_bits / l->period : l->r[p->k]);
     if (p->k == l->memo_k[0] && share == l->memo_share[0]) return l->memo_rate[0];
     if (p->k == l->memo_k[1] && share == l->memo_share[1]) return l->memo_rate[1];
     wd_synth *s = l->syn;
@@ -183,14 +187,33 @@ static long csv_find(wd_link *l, double x) {
     return l->cur = lo;
 }
 
+/* A csv clock so far past the trace's start (a billion loops) that doubles no
+ * longer resolve its samples: one piece to the end at the trace's mean rate
+ * (k = -1), never a walk that cannot advance. */
+static int csv_far(const wd_link *l, piece *p, double t) {
+    if (fabs(t + l->offset) <= l->period * 1e9) return 0;
+    p->a = t, p->b = INFINITY, p->k = -1;
+    return 1;
+}
+
+/* Skip `loops` whole loops from the start of one (k = 0): the caller counts
+ * their bits as loops * period_bits. */
+static void piece_skip(wd_link *l, piece *p, double loops) {
+    p->L += loops;
+    p->a = p->L * l->period - l->offset;
+    if (csv_far(l, p, p->a)) return;
+    p->b = p->a + l->t[1];
+}
+
 static void piece_start(wd_link *l, piece *p, double t) {
     if (l->model == WD_LINK_CONSTANT) {
         p->a = t, p->b = INFINITY;
     } else if (l->model == WD_LINK_CSV) {
+        if (csv_far(l, p, t)) return;
         double x = t + l->offset;
         double L = floor(x / l->period), ph = x - L * l->period;
         if (ph < 0) ph = 0;
-        p->L = (long)L;
+        p->L = L;
         p->k = csv_find(l, ph);
         double base = L * l->period - l->offset;
         p->a = t;
@@ -209,9 +232,11 @@ static void piece_next(wd_link *l, piece *p) {
     p->a = p->b;
     if (l->model == WD_LINK_CSV) {
         if (++p->k == l->n) p->k = 0, p->L++;
+        if (!p->k && csv_far(l, p, p->a)) return;
         l->cur = p->k;
-        double base = (double)p->L * l->period - l->offset;
+        double base = p->L * l->period - l->offset;
         p->b = base + (p->k + 1 < l->n ? l->t[p->k + 1] : l->period);
+        if (p->b <= p->a) p->b = nextafter(p->a, INFINITY); /* always advance */
     } else if (l->model == WD_LINK_SYNTHETIC) {
         p->k++;
         p->b = (double)(p->k + 1) * l->syn->ts;
@@ -346,7 +371,16 @@ static double mm_bits(const wd_link *l, double a, double b, int closed, int wind
 }
 
 /* ---- public ------------------------------------------------------------------ */
+static double tx_time(wd_link *l, double t0, double bits, double share);
+
+/* One rule for every link kind: a transfer still running max_wait_s after it
+ * started never completes (INFINITY). */
 double wd_link_tx_time(wd_link *l, double t0, double bits, double share) {
+    double d = tx_time(l, t0, bits, share);
+    return d - l->latency > l->max_wait ? INFINITY : d;
+}
+
+static double tx_time(wd_link *l, double t0, double bits, double share) {
     if (bits <= 0) return 0.0;
     if (!(share > 0)) return INFINITY;
     if (l->model == WD_LINK_CONSTANT && !l->n_win) {
@@ -367,6 +401,14 @@ double wd_link_tx_time(wd_link *l, double t0, double bits, double share) {
         if (piece_send(l, p.a, p.b, r, &rem, &done)) return done - t0 + l->latency;
         if (p.b == INFINITY || p.b - t0 > l->max_wait) return INFINITY;
         piece_next(l, &p);
+        if (l->model == WD_LINK_CSV && p.k == 0 && !l->n_win && l->period_bits > 0) {
+            double per = share * l->period_bits * l->scale, loops = floor(rem / per) - 1;
+            if (loops >= 1) { /* whole loops at once: bounded work for any trace */
+                if (p.a + loops * l->period - t0 > l->max_wait) return INFINITY;
+                rem -= loops * per;
+                piece_skip(l, &p, loops);
+            }
+        }
     }
 }
 
@@ -389,6 +431,13 @@ static double pw_bits(wd_link *l, double a, double b, double share, int windows)
         }
         if (p.b >= b) return bits;
         piece_next(l, &p);
+        if (l->model == WD_LINK_CSV && p.k == 0 && !(windows && l->n_win)) {
+            double loops = floor((b - p.a) / l->period) - 1;
+            if (loops >= 1) { /* whole loops at once: bounded work for any interval */
+                bits += loops * share * l->period_bits * l->scale;
+                piece_skip(l, &p, loops);
+            }
+        }
     }
 }
 

@@ -28,6 +28,16 @@ static const wd_policy table[] = {
 int wd_policy_count(void) { return (int)(sizeof table / sizeof table[0]); }
 const wd_policy *wd_policy_at(int i) { return i >= 0 && i < wd_policy_count() ? &table[i] : NULL; }
 
+const char *wd_policy_names(char *buf, size_t cap) {
+    if (!cap) return buf;
+    buf[0] = 0;
+    for (int i = 0; i < wd_policy_count(); i++) {
+        size_t used = strlen(buf);
+        snprintf(buf + used, cap - used, "%s%s", i ? ", " : "", table[i].name);
+    }
+    return buf;
+}
+
 const wd_policy *wd_policy_find(const char *name) {
     for (int i = 0; i < wd_policy_count(); i++)
         if (!strcmp(table[i].name, name)) return &table[i];

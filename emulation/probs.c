@@ -108,8 +108,8 @@ void wd_probs_write_abort(wd_probs_writer *w) {
 int wd_probs_read(wd_probs *p, const char *path, char *err, size_t errlen) {
     memset(p, 0, sizeof *p);
     if (!host_is_le()) return wd_fail(err, errlen, "%s: big-endian hosts are not supported", path);
-    FILE *f = fopen(path, "rb");
-    if (!f) return wd_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f = wd_open_input(path, 0, err, errlen); /* the size is checked against the header */
+    if (!f) return 1;
     unsigned char h[HEADER_BYTES];
     int rc = 1;
     if (fread(h, 1, sizeof h, f) != sizeof h || memcmp(h, "WDPR", 4)) {
@@ -130,6 +130,16 @@ int wd_probs_read(wd_probs *p, const char *path, char *err, size_t errlen) {
         p->hidden > (1 << 24) || p->ffn > (1 << 26) || p->weight_bits > 64) {
         snprintf(err, errlen, "%s: bad header (layers %d, experts %d, top_k %d, hidden %d, ffn %d)",
                  path, p->n_layers, p->n_experts, p->top_k, p->hidden, p->ffn);
+        goto out;
+    }
+    /* attention shape (0: not recorded, the emulator uses hidden) */
+    if (p->n_heads < 0 || p->n_heads > (1 << 16) || p->n_kv_heads < 0 ||
+        p->n_kv_heads > p->n_heads || p->head_dim < 0 || p->head_dim > (1 << 16) ||
+        (long long)p->n_heads * p->head_dim > (1 << 24) || p->weight_bits < 0) {
+        snprintf(err, errlen,
+                 "%s: bad header (heads %d, kv heads %d, head_dim %d, weight bits %d: at most "
+                 "65536 heads of 65536, kv heads <= heads, heads x head_dim <= 2^24)",
+                 path, p->n_heads, p->n_kv_heads, p->head_dim, p->weight_bits);
         goto out;
     }
     size_t per = (size_t)p->n_layers * p->n_experts, n = per * (size_t)p->n_tokens;
@@ -203,4 +213,50 @@ wd_emu_shape wd_probs_shape(const wd_probs *p) {
                       0,
                       0};
     return s;
+}
+
+int wd_probs_replay(wd_emu *emu, const wd_probs *pr, long n_tok,
+                    void (*on_layer)(void *ctx, int layer), void *ctx, char *err, size_t errlen) {
+    int E = pr->n_experts, L = pr->n_layers, rc = 1;
+    const unsigned char *fl = pr->flags; /* NULL (built in code): every token a decode step */
+#define FLAGS(t) (fl ? fl[t] : WD_PROBS_FORWARD | WD_PROBS_SAMPLE)
+    if (n_tok <= 0 || n_tok > pr->n_tokens) n_tok = pr->n_tokens;
+    while (n_tok < pr->n_tokens && !(FLAGS(n_tok) & WD_PROBS_FORWARD)) n_tok++;
+    long most = 1; /* the longest forward pass */
+    for (long t = 0, start = 0; t <= n_tok; t++)
+        if (t == n_tok || (FLAGS(t) & WD_PROBS_FORWARD)) {
+            if (t - start > most) most = t - start;
+            start = t;
+        }
+    int *n = malloc(most * sizeof(int)), *ex = malloc(most * E * sizeof(int));
+    float *w = malloc(most * E * sizeof(float)), *p = malloc(most * E * sizeof(float));
+    if (!n || !ex || !w || !p) {
+        wd_fail(err, errlen, "replay: out of memory");
+        goto out;
+    }
+    for (long t0 = 0; t0 < n_tok;) {
+        long t1 = t0 + 1;
+        while (t1 < n_tok && !(FLAGS(t1) & WD_PROBS_FORWARD)) t1++;
+        int nt = (int)(t1 - t0);
+        unsigned f = FLAGS(t0);
+        if (!(f & WD_PROBS_PREFILL))
+            wd_emu_set_phase(emu, WD_PHASE_DECODE);
+        else if (f & WD_PROBS_SAMPLE)
+            wd_emu_set_phase(emu, WD_PHASE_PREFILL); /* a new prompt */
+        for (int l = 0; l < L; l++) {
+            for (int i = 0; i < nt; i++)
+                memcpy(p + (size_t)i * E, pr->probs + ((size_t)(t0 + i) * L + l) * E,
+                       E * sizeof(float));
+            if (on_layer) on_layer(ctx, l);
+            if (wd_emu_select(emu, nt, p, n, ex, w, err, errlen) ||
+                wd_emu_step(emu, l, nt, n, ex, NULL, err, errlen))
+                goto out;
+        }
+        t0 = t1;
+    }
+    rc = 0;
+out:
+    free(n), free(ex), free(w), free(p);
+    return rc;
+#undef FLAGS
 }

@@ -553,10 +553,8 @@ static int parse_policy(pctx *c, json_object *v, wd_scenario *sc) {
             return 1;
     }
     if (!wd_policy_find(sc->policy)) {
-        char known[256] = "";
-        for (int i = 0; i < wd_policy_count(); i++)
-            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "",
-                     wd_policy_at(i)->name);
+        char known[256];
+        wd_policy_names(known, sizeof known);
         return fail(c, json_object_is_type(v, json_type_string) ? "policy" : "policy.name",
                     "unknown policy '%s' (known: %s)", sc->policy, known);
     }
@@ -714,8 +712,8 @@ int wd_scenario_parse(wd_scenario *sc, const char *text, const char *path, char 
 
 int wd_scenario_load(wd_scenario *sc, const char *path, char *err, size_t errlen) {
     memset(sc, 0, sizeof *sc);
-    FILE *f = fopen(path, "rb");
-    if (!f) return wd_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    FILE *f = wd_open_input(path, WD_MAX_TEXT_INPUT, err, errlen);
+    if (!f) return 1;
     size_t cap = 1 << 14, n = 0;
     char *buf = malloc(cap + 1);
     while (buf) {

@@ -206,6 +206,11 @@ int wd_emu_record_step(wd_emu *emu, int layer, int n_tokens, const int *n, doubl
     return 0;
 }
 
+const double *wd_emu_token_latencies(const wd_emu *emu, size_t *n) {
+    *n = emu->ph[PH_DECODE].n_lat;
+    return emu->ph[PH_DECODE].lat;
+}
+
 /* ---- statistics ------------------------------------------------------------------------- */
 void wd_emu_reset_stats(wd_emu *emu) {
     for (int p = 0; p < 2; p++) {

@@ -6,11 +6,8 @@
 #include "emulation/internal.h"
 
 static char *read_all(const char *path, size_t *len, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
+    FILE *f = wd_open_input(path, WD_MAX_TEXT_INPUT, err, errlen);
+    if (!f) return NULL;
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap + 1);
     while (buf) {
@@ -97,7 +94,7 @@ int wd_trace_load_csv(wd_link *l, const char *path, const char *column, int devi
     char *p = buf, *line, *f[MAX_COLS + 1];
     long lineno = 0, cap_t = 0, cap_r = 0, n = 0;
     int ncol = 0, c_time = -1, c_dev = -1, c_rate = -1, rc = 1;
-    double t_first = 0, t_prev = 0;
+    double t_first = 0, t_prev = 0, off_prev = 0;
     while ((line = next_line(&p))) {
         lineno++;
         if (!*line || *line == '#') continue;
@@ -143,9 +140,11 @@ int wd_trace_load_csv(wd_link *l, const char *path, const char *column, int devi
             }
             if (d != (double)device) continue; /* no int cast: d may be huge */
         }
-        if (n && !(t >= t_prev + 1e-6)) {
+        /* by differences: t_prev + 1e-6 == t_prev above about 1.7e10 s, and the
+         * stored offsets from the first row must stay increasing too */
+        if (n && !(t - t_prev >= 1e-6 && t - t_first > off_prev)) {
             snprintf(err, errlen,
-                     "%s:%ld: time_s %.9g is not after the previous %.9g (by 1 us or "
+                     "%s:%ld: time_s %.15g is not after the previous %.15g (by 1 us or "
                      "more)",
                      path, lineno, t, t_prev);
             goto out;
@@ -155,7 +154,7 @@ int wd_trace_load_csv(wd_link *l, const char *path, const char *column, int devi
             snprintf(err, errlen, "%s: out of memory", path);
             goto out;
         }
-        t_prev = t;
+        t_prev = t, off_prev = t - t_first;
         n++;
     }
     if (!ncol) {

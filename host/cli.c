@@ -49,13 +49,27 @@ static volatile sig_atomic_t interrupted;
 
 static void quit_now(int sig);
 
+/* A first SIGTERM also starts a grace timer: `timeout`, service managers and
+ * batch systems send one SIGTERM and may wait forever, so a run stuck in a
+ * long computation that does not poll the flag still ends (SIGALRM). */
+#define WD_CLI_GRACE_S 10
+
 static void on_signal(int sig) {
     if (interrupted) quit_now(sig);
     interrupted = 1;
     static const char msg[] = "\nwdmoe: interrupted, finishing and writing completed results "
                               "(again to quit now)\n";
-    ssize_t w = write(2, msg, sizeof(msg) - 1);
+    static const char msg_term[] = "\nwdmoe: terminated, finishing and writing completed "
+                                   "results (quits in 10 s, or at once on a second signal)\n";
+    ssize_t w = sig == SIGTERM ? write(2, msg_term, sizeof(msg_term) - 1)
+                               : write(2, msg, sizeof(msg) - 1);
     (void)w;
+    if (sig == SIGTERM) alarm(WD_CLI_GRACE_S);
+}
+
+static void on_alarm(int sig) {
+    (void)sig;
+    quit_now(SIGTERM);
 }
 
 void wd_cli_install_signals(void) {
@@ -65,7 +79,11 @@ void wd_cli_install_signals(void) {
     sa.sa_flags = 0;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_alarm;
+    sigaction(SIGALRM, &sa, NULL);
 }
+
+const volatile sig_atomic_t *wd_cli_interrupt_flag(void) { return &interrupted; }
 
 int wd_cli_interrupted(void) { return interrupted != 0; }
 

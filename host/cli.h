@@ -3,6 +3,7 @@
 #ifndef WD_CLI_H
 #define WD_CLI_H
 
+#include <signal.h>
 #include <stdio.h>
 
 typedef struct {
@@ -21,6 +22,10 @@ int wd_cmd_serve(int argc, char **argv);
  * cleanly and write what is complete; a second one ends the process. */
 void wd_cli_install_signals(void);
 int wd_cli_interrupted(void);
+/* The flag itself, for loops that take a pointer (wd_eval_opts.stop). A first
+ * SIGTERM also ends the process after a 10 s grace period, so a single
+ * SIGTERM (`timeout`) always stops a run. */
+const volatile sig_atomic_t *wd_cli_interrupt_flag(void);
 /* path is (or will be) written atomically through "<path>.tmp.<pid>"
  * (wd_atomic_open, the .wdpr writer): a second signal removes that
  * temporary file before ending the process, so nothing partial is left. */
@@ -30,6 +35,53 @@ void wd_cli_remove_on_quit(const char *path);
 char *wd_cli_utf8(const char *s);
 /* "12.3 MB", "4.56 GB", "7.8 TB" (decimal units). */
 void wd_cli_format_bytes(char *buf, size_t cap, double bytes);
+
+/* The output guard (host/outputs.c), one for every command: collect the
+ * inputs and the outputs, then wd_cli_io_check before any work. It refuses an
+ * output that is an input (same device and inode), two outputs naming one
+ * file, an output that exists and is not a regular file, and an output whose
+ * folder does not exist or is not writable: one line on stderr, returns the
+ * exit status 2 (1 when out of memory); 0 when all is well. Inputs that do not
+ * exist are skipped (their loader reports them). */
+#define WD_CLI_IO_MAX_OUT 8
+typedef struct {
+    const char *cmd;
+    struct wd_cli_io_in *in;
+    int n_in, cap_in, oom, n_out;
+    struct {
+        const char *opt, *path;
+    } out[WD_CLI_IO_MAX_OUT];
+} wd_cli_io;
+void wd_cli_io_init(wd_cli_io *io, const char *cmd);
+/* what: for the message ("the data", "the probabilities"); path may be NULL */
+int wd_cli_io_input(wd_cli_io *io, const char *path, const char *what);
+/* the files of folder dir whose names end in one of the '|'-separated suffixes */
+int wd_cli_io_folder(wd_cli_io *io, const char *dir, const char *suffixes, const char *what);
+int wd_cli_io_model(wd_cli_io *io, const char *path);    /* a .gguf, or a folder's model files */
+int wd_cli_io_scenario(wd_cli_io *io, const char *path); /* the file and its trace files */
+/* an eval data set: the file, or a folder's data files, and MMLU's dev split */
+int wd_cli_io_eval_data(wd_cli_io *io, const char *path);
+void wd_cli_io_output(wd_cli_io *io, const char *opt, const char *path); /* path may be NULL */
+int wd_cli_io_check(wd_cli_io *io);
+void wd_cli_io_free(wd_cli_io *io);
+
+/* The option convention of every command (host/cli_args.c): a new argv (free
+ * it, not its strings) where --name=VALUE is split in two and llama.cpp's
+ * short aliases (-m -p -f -n -t -c -s, --temp) are spelled out where the
+ * command has that option; NULL when out of memory. */
+char **wd_cli_normalize(const char *cmd, int argc, char **argv, int *out_argc);
+/* 1 when option opt of command cmd takes a value (its table) */
+int wd_cli_takes_value(const char *cmd, const char *opt);
+
+/* Provenance of a result file (host/provenance.c): schema_version,
+ * wdmoe_version, git_commit, date, command_line, seeds. Bumped when a result
+ * file changes shape (docs/results.md). */
+#define WD_RESULT_SCHEMA 2
+struct json_object;
+void wd_cli_provenance(struct json_object *doc, const char *cmd, int argc, char **argv,
+                       const char *const *seed_names, const long long *seeds, int n_seeds);
+const char *wd_version(void);    /* "0.1.0": CMake's PROJECT_VERSION */
+const char *wd_git_commit(void); /* of the source tree at build time, or "unknown" */
 
 /* Option parsing helpers: each prints "wdmoe CMD: bad value for --opt: 'x'"
  * and returns non-zero when the value is not a number in [lo, hi]. */

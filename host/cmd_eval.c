@@ -16,16 +16,6 @@
 #include "kernels/cuda/cuda_backend.h"
 #endif
 
-/* Set by SIGINT/SIGTERM; the one piece of global state, as a signal handler needs it. */
-static volatile sig_atomic_t eval_stop = 0;
-
-static void on_sigint(int sig) {
-    (void)sig;
-    eval_stop = 1;
-    signal(SIGINT, SIG_DFL); /* a second signal ends the process (results are written */
-    signal(SIGTERM, SIG_DFL); /* only at the end, atomically: nothing partial is left) */
-}
-
 static void help(FILE *f) {
     fprintf(f,
             "usage: wdmoe eval --model PATH --task T --data PATH [options]\n\n"
@@ -64,10 +54,12 @@ static void help(FILE *f) {
             "  --gpus N, --gpu I, --no-cuda-graphs\n"
             "                       GPUs for --backend cuda, as in `wdmoe generate --help`\n"
             "                       (one process: no --ranks)\n"
-            "  --out FILE           result JSON (written atomically)\n"
+            "  --json FILE          result JSON (written atomically; - prints it to stdout\n"
+            "                       instead of the table); also lm-evaluation-harness's\n"
+            "                       results layout (results, n-shot, versions, config)\n"
+            "  --out FILE           the same as --json FILE\n"
             "  --records FILE       one JSON line per item (written atomically)\n"
-            "  --json               print the result JSON instead of the table\n"
-            "  --quiet              no progress bar\n"
+                        "  --quiet              no progress bar\n"
             "  -h, --help           this help\n\n"
             "Ctrl-C stops after the current item and writes the results of the items done\n"
             "(exit status 130).\n");
@@ -249,7 +241,7 @@ int wd_cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--data")) VAL(data);
         else if (!strcmp(a, "--scenario")) VAL(scenario);
         else if (!strcmp(a, "--policy")) VAL(policy);
-        else if (!strcmp(a, "--out")) VAL(out);
+        else if (!strcmp(a, "--out") || !strcmp(a, "--json")) VAL(out);
         else if (!strcmp(a, "--records")) VAL(records);
         else if (!strcmp(a, "--backend")) VAL(backend);
         else if (!strcmp(a, "--limit")) INT(limit, 0, 1 << 30);
@@ -266,7 +258,6 @@ int wd_cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--agreement")) agreement = 1;
         else if (!strcmp(a, "--no-agreement")) agreement = 0;
         else if (!strcmp(a, "--no-shared-prefix")) shared = 0;
-        else if (!strcmp(a, "--json")) json_stdout = 1;
         else if (!strcmp(a, "--quiet")) quiet = 1;
         else {
             fprintf(stderr, "wdmoe eval: unknown option '%s' (see --help)\n", a);
@@ -284,6 +275,10 @@ int wd_cmd_eval(int argc, char **argv) {
         fprintf(stderr, "wdmoe eval: --ranks is for `wdmoe generate` (eval runs in one process)\n");
         return 2;
     }
+    if (out && !strcmp(out, "-")) { /* stdout: never a file named "-" */
+        json_stdout = 1;
+        out = NULL;
+    }
     int use_cuda = !strcmp(backend, "cuda");
     wd_eval_task task;
     if (wd_eval_task_parse(task_name, &task)) {
@@ -293,6 +288,16 @@ int wd_cmd_eval(int argc, char **argv) {
                 task_name);
         return 2;
     }
+    wd_cli_io io; /* nothing read may be written over; every output can be written */
+    wd_cli_io_init(&io, cmd);
+    wd_cli_io_model(&io, model_path);
+    wd_cli_io_scenario(&io, scenario);
+    wd_cli_io_eval_data(&io, data);
+    wd_cli_io_output(&io, "--out", out);
+    wd_cli_io_output(&io, "--records", records);
+    int io_rc = wd_cli_io_check(&io);
+    wd_cli_io_free(&io);
+    if (io_rc) return io_rc;
     char err[2048];
     wd_eval_set set;
     if (wd_eval_load(&set, task, data, shots, err, sizeof(err))) {
@@ -397,7 +402,7 @@ int wd_cmd_eval(int argc, char **argv) {
     o.ppl_window = window;
     o.ppl_stride = stride;
     o.ref = agreement ? &ref_lm : NULL;
-    o.stop = &eval_stop;
+    o.stop = wd_cli_interrupt_flag();
     o.records = rec;
     char label[64];
     snprintf(label, sizeof(label), "%s", wd_eval_task_name(task));
@@ -406,20 +411,17 @@ int wd_cmd_eval(int argc, char **argv) {
         o.progress = progress_cb;
         o.progress_ctx = &prog;
     }
-    struct sigaction sa, old_sa, old_term;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_sigint;
-    sigemptyset(&sa.sa_mask);
-    eval_stop = 0;
-    sigaction(SIGINT, &sa, &old_sa);
-    sigaction(SIGTERM, &sa, &old_term);
+    /* a first SIGINT/SIGTERM stops after the current item and writes the items
+     * done; a second one quits at once, removing temporary files */
+    wd_cli_install_signals();
+    wd_cli_remove_on_quit(out);
+    wd_cli_remove_on_quit(records);
     if (emu) lm.phase = wd_eval_emu_phase, lm.phase_ctx = emu;
     int run_rc = wd_eval_run(&set, order, n, &lm, &o, &r, err, sizeof(err));
-    sigaction(SIGINT, &old_sa, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
     if (o.progress) fputc('\n', stderr);
     if (run_rc) {
-        fprintf(stderr, "wdmoe eval: %s\n", err);
+        fprintf(stderr, "wdmoe eval: %s\n",
+                emu && *wd_eval_emu_error(emu) ? wd_eval_emu_error(emu) : err);
         if (!r.items) goto done;
         fprintf(stderr, "wdmoe eval: writing the results of the %ld items done\n", r.items);
         r.interrupted = 1;
@@ -429,8 +431,18 @@ int wd_cmd_eval(int argc, char **argv) {
     /* the result document: configuration, then results (deterministic order) */
     doc = json_object_new_object();
     json_object_object_add(doc, "command", json_object_new_string("eval"));
-    json_object_object_add(doc, "version", json_object_new_string("wdmoe 0.1.0"));
-    json_object_object_add(doc, "model", json_object_new_string(model_path));
+    {
+        static const char *const seed_names[] = {"seed"};
+        long long seeds[] = {seed};
+        wd_cli_provenance(doc, "eval", argc, argv, seed_names, seeds, 1);
+        json_object *jm = json_object_new_object(); /* the same shape as generate's */
+        json_object_object_add(jm, "path", json_object_new_string(model_path));
+        json_object_object_add(jm, "layers", json_object_new_int(m->cfg.n_layers));
+        json_object_object_add(jm, "hidden", json_object_new_int(m->cfg.hidden));
+        json_object_object_add(jm, "experts", json_object_new_int(m->cfg.n_experts));
+        json_object_object_add(jm, "top_k", json_object_new_int(m->cfg.top_k));
+        json_object_object_add(doc, "model", jm);
+    }
     json_object_object_add(doc, "task", json_object_new_string(wd_eval_task_name(task)));
     json_object_object_add(doc, "data", json_object_new_string(data));
     json_object_object_add(doc, "shots", json_object_new_int(set.shots));
@@ -459,8 +471,10 @@ int wd_cmd_eval(int argc, char **argv) {
     json_object_object_add(doc, "agreement", wd_eval_agreement_json(&r));
     json_object_object_add(doc, "latency", emu ? wd_eval_emu_latency_json(emu) : NULL);
     json_object_object_add(doc, "throughput", wd_eval_throughput_json(&r));
-    const char *text = json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PRETTY |
-                                                               JSON_C_TO_STRING_SPACED);
+    wd_eval_add_lm_eval(doc, &r, wd_eval_task_name(task), model_path, set.shots, limit,
+                        wd_version());
+    const char *text = json_object_to_json_string_ext(
+        doc, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);
     if (json_stdout)
         printf("%s\n", text);
     else

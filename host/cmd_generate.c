@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "host/cli.h"
@@ -24,6 +25,7 @@ static void help(FILE *f) {
             "options:\n"
             "  --model PATH          model folder (config.json, *.safetensors, tokenizer.json) or .gguf\n"
             "  --prompt TEXT         prompt (default: empty, generation starts from BOS)\n"
+            "  -f, --prompt-file F   the prompt from a file (one trailing newline dropped)\n"
             "  -n, --steps N         tokens to generate (default 128)\n"
             "  --temperature T       sampling temperature, 0 = greedy (default 0)\n"
             "  --top-p P             nucleus sampling mass in (0, 1] (default 0.9)\n"
@@ -37,6 +39,7 @@ static void help(FILE *f) {
             "  --policy P            override the scenario's policy (topk, wdmoe, wlr-drop, dynamic, fastest,\n"
             "                        wdmoe-straggler)\n"
             "  --json FILE           write the result JSON (config echo, latency, quality) atomically\n"
+            "                        (-: to stdout, and the generated text to stderr)\n"
             "  --records FILE        per layer step JSON lines: experts, weights, t_dl, t_c, t_ul, bits\n"
             "  --record-probs FILE   router probabilities of every token (.wdpr, for `wdmoe replay`)\n"
             "  --no-compare          skip the quality comparison against top-k\n"
@@ -163,10 +166,47 @@ static int compare_topk(engine *e, const int *seq, int n_seq, int n_prompt, cons
     return 0;
 }
 
+/* One token's bytes to f, whatever its length (pieces can be long). */
+static void put_piece(FILE *f, const wd_tokenizer *tok, int prev, int id) {
+    char buf[256], *p = buf;
+    int len = wd_tokenizer_piece(tok, prev, id, buf, (int)sizeof buf);
+    if (len > (int)sizeof buf && (p = malloc((size_t)len)))
+        len = wd_tokenizer_piece(tok, prev, id, p, len);
+    if (p) fwrite(p, 1, (size_t)len, f);
+    if (p != buf) free(p);
+}
+
+/* The text of a prompt file (at most 64 MiB, NUL bytes refused), one trailing
+   newline dropped; NULL with "PATH: ..." in err. */
+static char *read_prompt(const char *path, char *err, size_t errlen) {
+    const long long cap = 64LL << 20;
+    int fd = wd_input_open(path, cap, err, errlen);
+    if (fd < 0) return NULL;
+    char *buf = malloc((size_t)cap + 1);
+    size_t len = 0;
+    ssize_t got = 0;
+    while (buf && (got = read(fd, buf + len, (size_t)cap - len)) > 0) len += (size_t)got;
+    close(fd);
+    if (!buf || got < 0) {
+        snprintf(err, errlen, "%s: %s", path, buf ? "cannot read" : "out of memory");
+        free(buf);
+        return NULL;
+    }
+    buf[len] = 0;
+    if (strlen(buf) != len) {
+        snprintf(err, errlen, "%s: the prompt holds a NUL byte", path);
+        free(buf);
+        return NULL;
+    }
+    if (len && buf[len - 1] == '\n') buf[--len] = 0;
+    return buf;
+}
+
 int wd_cmd_generate(int argc, char **argv) {
     const char *cmd = "generate", *model_path = NULL, *prompt = "", *scenario_path = NULL;
     const char *policy = NULL, *json_path = NULL, *records_path = NULL, *probs_path = NULL;
-    const char *backend = "cpu";
+    const char *backend = "cpu", *prompt_file = NULL;
+    char *prompt_buf = NULL;
     int steps = 128, threads = 0, ctx = 0, seed = 42, print_ids = 0, compare = 1;
     double temperature = 0, top_p = 0.9;
     int realtime = 0;
@@ -188,6 +228,8 @@ int wd_cmd_generate(int argc, char **argv) {
             realtime = 1;
         } else if (!strcmp(a, "--model")) {
             if (!(model_path = wd_cli_value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--prompt-file")) {
+            if (!(prompt_file = wd_cli_value(cmd, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--prompt")) {
             if (!(prompt = wd_cli_value(cmd, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--scenario")) {
@@ -244,7 +286,31 @@ int wd_cmd_generate(int argc, char **argv) {
                         "--scenario\n");
         return 2;
     }
+    wd_cli_io io; /* nothing read may be written over; every output can be written */
+    wd_cli_io_init(&io, cmd);
+    wd_cli_io_model(&io, model_path);
+    wd_cli_io_scenario(&io, scenario_path);
+    wd_cli_io_input(&io, prompt_file, "the prompt");
+    int json_stdout = json_path && !strcmp(json_path, "-"); /* never a file named "-" */
+    FILE *text_out = json_stdout ? stderr : stdout; /* stdout holds the JSON alone then */
+    wd_cli_io_output(&io, "--json", json_stdout ? NULL : json_path);
+    wd_cli_io_output(&io, "--records", records_path);
+    wd_cli_io_output(&io, "--record-probs", probs_path);
+    int io_rc = wd_cli_io_check(&io);
+    wd_cli_io_free(&io);
+    if (io_rc) return io_rc;
     char err[1024];
+    if (prompt_file) { /* read whole, as llama.cpp's -f does */
+        if (strcmp(prompt, "")) {
+            fprintf(stderr, "wdmoe generate: --prompt and --prompt-file exclude each other\n");
+            return 2;
+        }
+        if (!(prompt_buf = read_prompt(prompt_file, err, sizeof err))) {
+            fprintf(stderr, "wdmoe generate: %s\n", err);
+            return 1;
+        }
+        prompt = prompt_buf;
+    }
     wd_scenario sc;
     int have_sc = 0;
     if (scenario_path) {
@@ -346,7 +412,7 @@ int wd_cmd_generate(int argc, char **argv) {
     /* from here on a first SIGINT/SIGTERM stops after the current token and writes
      * what is complete; a second one quits at once, removing temporary files */
     wd_cli_install_signals();
-    wd_cli_remove_on_quit(json_path);
+    if (!json_stdout) wd_cli_remove_on_quit(json_path);
     wd_cli_remove_on_quit(records_path);
     wd_cli_remove_on_quit(probs_path);
     if (have_sc) {
@@ -385,16 +451,14 @@ int wd_cmd_generate(int argc, char **argv) {
     memcpy(all, ids, (size_t)n_ids * sizeof(int));
     wd_rng rng;
     wd_rng_seed(&rng, (uint64_t)seed);
-    for (int i = 0; i < n_ids; i++) { /* the prompt as the model sees it */
-        char piece[256];
-        int len = wd_tokenizer_piece(m->tok, i ? ids[i - 1] : -1, ids[i], piece, sizeof(piece));
-        fwrite(piece, 1, (size_t)len, stdout);
-    }
-    fflush(stdout);
+    for (int i = 0; i < n_ids; i++) /* the prompt as the model sees it */
+        put_piece(text_out, m->tok, i ? ids[i - 1] : -1, ids[i]);
+    fflush(text_out);
     double t0 = now_s();
     if (sched) wd_emu_set_phase(wd_scheduler_emu(sched), WD_PHASE_PREFILL);
     if (eng_forward(&eng, ids, n_ids, logits, 0, err, sizeof(err))) {
-        fprintf(stderr, "\nwdmoe generate: %s\n", err);
+        fprintf(stderr, "\nwdmoe generate: %s\n",
+                wd_scheduler_error(sched)[0] ? wd_scheduler_error(sched) : err);
         goto done;
     }
     double t_prefill = now_s() - t0, virt_prefill = sched ? wd_emu_time(wd_scheduler_emu(sched)) : 0;
@@ -410,25 +474,24 @@ int wd_cmd_generate(int argc, char **argv) {
         all[n_all++] = next;
         produced++;
         if (next == m->cfg.eos_id) break;
-        char piece[256];
-        int len = wd_tokenizer_piece(m->tok, all[n_all - 2], next, piece, sizeof(piece));
-        fwrite(piece, 1, (size_t)len, stdout);
-        fflush(stdout);
+        put_piece(text_out, m->tok, all[n_all - 2], next);
+        fflush(text_out);
         if (step + 1 < steps) {
             if (eng_forward(&eng, &next, 1, logits, 0, err, sizeof(err))) {
-                fprintf(stderr, "\nwdmoe generate: %s\n", err);
+                fprintf(stderr, "\nwdmoe generate: %s\n",
+                        wd_scheduler_error(sched)[0] ? wd_scheduler_error(sched) : err);
                 goto done;
             }
             n_decode++;
         }
     }
     double t_decode = now_s() - t1;
-    printf("\n");
-    fflush(stdout);
+    fputc('\n', text_out);
+    fflush(text_out);
     if (print_ids) {
-        printf("ids:");
-        for (int i = 0; i < n_all; i++) printf(" %d", all[i]);
-        printf("\n");
+        fprintf(text_out, "ids:");
+        for (int i = 0; i < n_all; i++) fprintf(text_out, " %d", all[i]);
+        fputc('\n', text_out);
     }
     fprintf(stderr,
             "prefill: %d tokens in %.2f ms (%.1f tok/s) | decode: %d steps in %.2f ms "
@@ -469,7 +532,9 @@ int wd_cmd_generate(int argc, char **argv) {
         if (json_path) {
             json_object *root = json_object_new_object();
             json_object_object_add(root, "command", json_object_new_string("generate"));
-            json_object_object_add(root, "version", json_object_new_string("0.1.0"));
+            static const char *const seed_names[] = {"sampling", "scenario"};
+            long long seeds[] = {seed, (long long)sc.seed};
+            wd_cli_provenance(root, "generate", argc, argv, seed_names, seeds, 2);
             json_object *jm = json_object_new_object();
             json_object_object_add(jm, "path", json_object_new_string(model_path));
             json_object_object_add(jm, "layers", json_object_new_int(m->cfg.n_layers));
@@ -508,13 +573,14 @@ int wd_cmd_generate(int argc, char **argv) {
             }
             const char *s = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY |
                                                                      JSON_C_TO_STRING_NOSLASHESCAPE);
-            int wrc = wd_emu_write_atomic(json_path, s, strlen(s), err, sizeof(err));
+            int wrc = json_stdout ? (printf("%s\n", s) < 0)
+                                  : wd_emu_write_atomic(json_path, s, strlen(s), err, sizeof(err));
             json_object_put(root);
             if (wrc) {
-                fprintf(stderr, "wdmoe generate: %s\n", err);
+                fprintf(stderr, "wdmoe generate: %s\n", json_stdout ? "cannot write stdout" : err);
                 goto done;
             }
-            fprintf(stderr, "wrote %s\n", json_path);
+            if (!json_stdout) fprintf(stderr, "wrote %s\n", json_path);
         }
     }
     rc = wd_cli_interrupted() ? 130 : 0;
@@ -523,6 +589,7 @@ oom:
     fprintf(stderr, "wdmoe generate: out of memory\n");
 done:
     if (records) wd_atomic_abort(&records_file);
+    free(prompt_buf);
     free(ids);
     free(gpu_sms);
     free(all);

@@ -36,46 +36,15 @@ static int run_one(const wd_scenario *sc, const char *policy, const wd_probs *pr
                    wd_emu_summary *sum, char *err, size_t errlen) {
     wd_emu_shape shape = wd_probs_shape(pr);
     wd_emu *emu = NULL;
-    int E = pr->n_experts, L = pr->n_layers, rc = 1;
-    long most = 1; /* the longest forward pass */
-    for (long t = 0, start = 0; t <= n_tok; t++)
-        if (t == n_tok || (pr->flags[t] & WD_PROBS_FORWARD)) {
-            if (t - start > most) most = t - start;
-            start = t;
-        }
-    int *n = malloc(most * sizeof(int)), *ex = malloc(most * E * sizeof(int));
-    float *w = malloc(most * E * sizeof(float)), *p = malloc(most * E * sizeof(float));
-    if (!n || !ex || !w || !p) {
-        snprintf(err, errlen, "out of memory");
-        goto out;
-    }
+    int rc = 1;
     if (wd_emu_create(&emu, sc, &shape, err, errlen) ||
-        wd_emu_set_policy(emu, policy, &sc->params, err, errlen))
+        wd_emu_set_policy(emu, policy, &sc->params, err, errlen) ||
+        wd_probs_replay(emu, pr, n_tok, NULL, NULL, err, errlen))
         goto out;
-    for (long t0 = 0; t0 < n_tok;) {
-        long t1 = t0 + 1;
-        while (t1 < n_tok && !(pr->flags[t1] & WD_PROBS_FORWARD)) t1++;
-        int nt = (int)(t1 - t0);
-        unsigned f = pr->flags[t0];
-        if (!(f & WD_PROBS_PREFILL))
-            wd_emu_set_phase(emu, WD_PHASE_DECODE);
-        else if (f & WD_PROBS_SAMPLE)
-            wd_emu_set_phase(emu, WD_PHASE_PREFILL); /* a new prompt */
-        for (int l = 0; l < L; l++) {
-            for (int i = 0; i < nt; i++)
-                memcpy(p + (size_t)i * E, pr->probs + ((size_t)(t0 + i) * L + l) * E,
-                       E * sizeof(float));
-            if (wd_emu_select(emu, nt, p, n, ex, w, err, errlen) ||
-                wd_emu_step(emu, l, nt, n, ex, NULL, err, errlen))
-                goto out;
-        }
-        t0 = t1;
-    }
     wd_emu_summarize(emu, sum);
     rc = 0;
 out:
     wd_emu_free(emu);
-    free(n), free(ex), free(w), free(p);
     return rc;
 }
 
@@ -103,7 +72,9 @@ int wd_cmd_replay(int argc, char **argv) {
             if (is_s)
                 scen[ns++] = v;
             else if (!wd_policy_find(v)) {
-                fprintf(stderr, "wdmoe replay: unknown policy '%s'\n", v);
+                char known[256];
+                fprintf(stderr, "wdmoe replay: unknown policy '%s' (known: %s)\n", v,
+                        wd_policy_names(known, sizeof known));
                 usage(stderr);
                 return 2;
             } else {
@@ -120,6 +91,18 @@ int wd_cmd_replay(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    wd_cli_io io; /* nothing read may be written over; the output can be written */
+    wd_cli_io_init(&io, C);
+    wd_cli_io_input(&io, probs_path, "the recorded probabilities");
+    for (int s = 0; s < ns; s++) wd_cli_io_scenario(&io, scen[s]);
+    wd_cli_io_output(&io, "--out", out);
+    int io_rc = wd_cli_io_check(&io);
+    wd_cli_io_free(&io);
+    if (io_rc) return io_rc;
+    /* a first SIGINT/SIGTERM stops after the current run and writes the runs done;
+     * a second one quits at once, removing the temporary file */
+    wd_cli_install_signals();
+    wd_cli_remove_on_quit(out);
     char err[1024];
     wd_probs pr;
     if (wd_probs_read(&pr, probs_path, err, sizeof err)) {
@@ -144,7 +127,7 @@ int wd_cmd_replay(int argc, char **argv) {
            "TPOT ms", "p50 ms", "p95 ms", "p99 ms", "TTFT ms", "exp/tok", "replaced", "dropped",
            "not-strag", "vs topk");
     int rc = 0;
-    for (int s = 0; s < ns && !rc; s++) {
+    for (int s = 0; s < ns && !rc && !wd_cli_interrupted(); s++) {
         wd_scenario sc;
         if (wd_scenario_load(&sc, scen[s], err, sizeof err)) {
             rc = 1;
@@ -165,7 +148,7 @@ int wd_cmd_replay(int argc, char **argv) {
             if (!dup) list[nl++] = pol[i];
         }
         double base = 0;
-        for (int i = 0; i < nl && !rc; i++) {
+        for (int i = 0; i < nl && !rc && !wd_cli_interrupted(); i++) {
             wd_emu_summary sum;
             if (run_one(&sc, list[i], &pr, n_tok, &sum, err, sizeof err)) {
                 rc = 1;
@@ -199,6 +182,8 @@ int wd_cmd_replay(int argc, char **argv) {
         }
         wd_scenario_free(&sc);
     }
+    int stopped = wd_cli_interrupted();
+    json_object_object_add(root, "interrupted", json_object_new_boolean(stopped));
     if (!rc && out) {
         const char *txt = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY |
                                                                    JSON_C_TO_STRING_NOSLASHESCAPE);
@@ -215,6 +200,7 @@ int wd_cmd_replay(int argc, char **argv) {
         }
     }
     if (rc) fprintf(stderr, "wdmoe replay: %s\n", err);
+    if (!rc && stopped) rc = 130;
     json_object_put(root);
     wd_probs_free(&pr);
     return rc;

@@ -11,15 +11,18 @@
 int wd_cmd_trace(int argc, char **argv);
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: wdmoe trace --scenario FILE --duration S --out FILE.csv [--period S]\n\n"
+    fprintf(f, "usage: wdmoe trace --scenario FILE --duration S --out FILE.csv [--period S]\n"
+               "                   [--seed N]\n\n"
                "Writes the full-band rate of every device's downlink and uplink, averaged over\n"
                "each period (default: the scenario's radio.sample_period_s), as CSV with the\n"
-               "columns time_s,device,downlink_bps,uplink_bps. Faults are not applied.\n");
+               "columns time_s,device,downlink_bps,uplink_bps. Faults are not applied.\n"
+               "--seed replaces the scenario's seed (its channel realisation).\n");
 }
 
 int wd_cmd_trace(int argc, char **argv) {
     const char *C = "trace", *scen = NULL, *out = NULL, *v;
     double duration = -1, period = 0;
+    long long seed = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(stdout), 0;
@@ -31,6 +34,11 @@ int wd_cmd_trace(int argc, char **argv) {
             if (!(v = wd_cli_value(C, argc, argv, &i)) ||
                 wd_cli_double(C, a, v, 1e-9, 1e7, &duration))
                 return 2;
+        } else if (!strcmp(a, "--seed")) {
+            int sv;
+            if (!(v = wd_cli_value(C, argc, argv, &i)) || wd_cli_int(C, a, v, 0, 2147483647, &sv))
+                return 2;
+            seed = sv;
         } else if (!strcmp(a, "--period")) {
             if (!(v = wd_cli_value(C, argc, argv, &i)) ||
                 wd_cli_double(C, a, v, 1e-6, 1e4, &period))
@@ -46,6 +54,16 @@ int wd_cmd_trace(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    wd_cli_io io; /* nothing read may be written over; the output can be written */
+    wd_cli_io_init(&io, C);
+    wd_cli_io_scenario(&io, scen);
+    wd_cli_io_output(&io, "--out", out);
+    int io_rc = wd_cli_io_check(&io);
+    wd_cli_io_free(&io);
+    if (io_rc) return io_rc;
+    /* SIGINT/SIGTERM: stop, remove the temporary file, write nothing */
+    wd_cli_install_signals();
+    wd_cli_remove_on_quit(out);
     char err[1024];
     wd_scenario sc;
     wd_emu *emu = NULL;
@@ -54,6 +72,7 @@ int wd_cmd_trace(int argc, char **argv) {
         return 1;
     }
     sc.n_faults = 0; /* the channel only */
+    if (seed >= 0) sc.seed = (uint64_t)seed;
     if (period <= 0) period = sc.radio.sample_period_s;
     if (wd_emu_create(&emu, &sc, NULL, err, sizeof err)) {
         fprintf(stderr, "wdmoe trace: %s\n", err);
@@ -66,12 +85,18 @@ int wd_cmd_trace(int argc, char **argv) {
     int rc = 1;
     if (wd_atomic_open(&af, out, err, sizeof err)) goto done;
     fprintf(af.f, "time_s,device,downlink_bps,uplink_bps\n");
-    for (long k = 0; k < n; k++) {
+    for (long k = 0; k < n && !wd_cli_interrupted(); k++) {
         double t = k * period;
         for (int d = 0; d < nd; d++)
             fprintf(af.f, "%.10g,%d,%.17g,%.17g\n", t, d,
                     wd_link_mean_rate(wd_emu_link(emu, d, WD_DL), t, t + period),
                     wd_link_mean_rate(wd_emu_link(emu, d, WD_UL), t, t + period));
+    }
+    if (wd_cli_interrupted()) {
+        wd_atomic_abort(&af);
+        snprintf(err, sizeof err, "interrupted: nothing written");
+        rc = 130;
+        goto done;
     }
     if (wd_atomic_commit(&af, err, sizeof err)) goto done;
     printf("wrote %s: %d devices x %ld samples of %g s\n", out, nd, n, period);

@@ -187,6 +187,10 @@ struct json_object *wd_eval_metrics_json(const wd_eval_result *r);
 struct json_object *wd_eval_groups_json(const wd_eval_result *r);
 struct json_object *wd_eval_agreement_json(const wd_eval_result *r);
 struct json_object *wd_eval_throughput_json(const wd_eval_result *r);
+/* lm-evaluation-harness's layout added to doc (host/eval_lmeval.c): results,
+ * n-samples, n-shot, versions, config */
+void wd_eval_add_lm_eval(struct json_object *doc, const wd_eval_result *r, const char *task,
+                         const char *model_path, int shots, int limit, const char *version);
 
 /* ---- emulation (host/eval_emu.c) ----------------------------------------------- */
 /* The BS scheduler of a scenario (NULL: the default cell with one device per
@@ -198,6 +202,7 @@ int wd_eval_emu_create(wd_eval_emu **out, const wd_model *m, const char *scenari
                        const char *policy, long long seed, char *err, size_t errlen);
 const wd_moe_hooks *wd_eval_emu_hooks(const wd_eval_emu *e);
 const char *wd_eval_emu_policy(const wd_eval_emu *e);
+const char *wd_eval_emu_error(const wd_eval_emu *e); /* why a hook failed ("" if none) */
 int wd_eval_emu_measured(const wd_eval_emu *e); /* the scenario asks for measured compute */
 struct json_object *wd_eval_emu_latency_json(const wd_eval_emu *e); /* prefill/decode latency */
 void wd_eval_emu_phase(void *e, int decode); /* for wd_eval_lm.phase (phase_ctx: the wd_eval_emu) */

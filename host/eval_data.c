@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "host/eval.h"
 
@@ -62,9 +63,10 @@ static char *xprintf(const char *fmt, ...) {
 
 /* Whole file, NUL-terminated. */
 static int read_file(const char *path, char **out, size_t *len, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
+    int fd = wd_input_open(path, WD_MAX_JSON_INPUT, err, errlen);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "rb");
     if (!f) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        if (fd >= 0) close(fd), snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return 1;
     }
     size_t cap = 1 << 16, n = 0;

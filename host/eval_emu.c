@@ -40,6 +40,8 @@ fail:
 
 const wd_moe_hooks *wd_eval_emu_hooks(const wd_eval_emu *e) { return &e->hooks; }
 
+const char *wd_eval_emu_error(const wd_eval_emu *e) { return wd_scheduler_error(e->k); }
+
 int wd_eval_emu_measured(const wd_eval_emu *e) { return e->sc.compute_measured; }
 
 const char *wd_eval_emu_policy(const wd_eval_emu *e) {

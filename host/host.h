@@ -121,6 +121,9 @@ void wd_scheduler_free(wd_scheduler *k);
 void wd_scheduler_hooks(wd_scheduler *k, wd_moe_hooks *hooks);
 /* the emulator: wd_emu_summarize, wd_emu_set_policy, wd_emu_reset_stats ... */
 wd_emu *wd_scheduler_emu(wd_scheduler *k);
+/* Why the last hook call failed ("" when none did): the hooks cannot return a
+ * message, so a forward that fails in them reports this one instead. */
+const char *wd_scheduler_error(const wd_scheduler *k);
 /* Record the router probabilities of every token to a .wdpr file (for
  * `wdmoe replay`); finished by wd_scheduler_finish. */
 int wd_scheduler_record_probs(wd_scheduler *k, const char *path, char *err, size_t errlen);

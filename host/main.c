@@ -1,5 +1,6 @@
 /* wdmoe: the command-line entry point. One table of subcommands. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "host/cli.h"
@@ -35,11 +36,21 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("wdmoe 0.1.0\n");
+        printf("wdmoe %s (%s)\n", wd_version(), wd_git_commit());
         return 0;
     }
     for (int i = 0; i < n_commands; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+        if (!strcmp(argv[1], commands[i].name)) {
+            int n;
+            char **args = wd_cli_normalize(commands[i].name, argc - 1, argv + 1, &n);
+            if (!args) {
+                fprintf(stderr, "wdmoe: out of memory\n");
+                return 1;
+            }
+            int rc = commands[i].run(n, args);
+            free(args);
+            return rc;
+        }
     fprintf(stderr, "wdmoe: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

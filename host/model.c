@@ -58,9 +58,14 @@ static const wd_tensor *need(load_ctx *c, const char *name, int64_t d0, int64_t 
                  got, want);
         return NULL;
     }
-    if (t->dtype == WD_DT_Q8_0 && (t->ndim != 2 || t->shape[t->ndim - 1] % 32)) {
-        snprintf(c->err, c->errlen, "%s: tensor %s: Q8_0 rows must be a multiple of 32", c->file,
-                 name);
+    if (wd_dtype_quantised(t->dtype) && t->ndim != 2) {
+        snprintf(c->err, c->errlen, "%s: tensor %s: a %s vector (quantised tensors must be matrices)",
+                 c->file, name, wd_dtype_name(t->dtype));
+        return NULL;
+    }
+    if (wd_dtype_quantised(t->dtype) && t->shape[1] % wd_dtype_block(t->dtype)) {
+        snprintf(c->err, c->errlen, "%s: tensor %s: %s rows must be a multiple of %d", c->file,
+                 name, wd_dtype_name(t->dtype), wd_dtype_block(t->dtype));
         return NULL;
     }
     return t;
@@ -76,7 +81,8 @@ static int bind_tensors(wd_model *m, const wd_layout *lay, const char *file, cha
                         size_t errlen) {
     const wd_config *c = &m->cfg;
     load_ctx lc = {m, file, err, errlen};
-    int H = c->hidden, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim;
+    int H = c->hidden; /* shapes in 64 bits: a product of config fields may pass int range */
+    int64_t Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim;
     char name[256];
     if (!(m->embed = need(&lc, lay->embed, c->vocab, H))) return 1;
     if (!(m->norm = need(&lc, lay->norm, H, 0))) return 1;
@@ -116,9 +122,9 @@ static int bind_tensors(wd_model *m, const wd_layout *lay, const char *file, cha
             if (!(L->w2[e] = need(&lc, name, H, c->ffn))) return 1;
             snprintf(name, sizeof(name), lay->w3, l, e);
             if (!(L->w3[e] = need(&lc, name, c->ffn, H))) return 1;
-            if (L->w1[e]->dtype != L->w3[e]->dtype || L->w1[e]->dtype != L->w2[e]->dtype) {
-                snprintf(err, errlen, "%s: layer %d expert %d: w1, w2, w3 differ in dtype", file,
-                         l, e);
+            if (L->w1[e]->dtype != L->w3[e]->dtype) {
+                snprintf(err, errlen, "%s: layer %d expert %d: w1 (%s) and w3 (%s) differ in dtype",
+                         file, l, e, wd_dtype_name(L->w1[e]->dtype), wd_dtype_name(L->w3[e]->dtype));
                 return 1;
             }
         }
@@ -207,7 +213,7 @@ static double tbytes(const wd_tensor *t) { return t ? (double)t->nbytes : 0; }
 
 double wd_model_active_bytes(const wd_model *m, int k) {
     const wd_config *c = &m->cfg;
-    double b = tbytes(m->lm_head) + (double)c->hidden * wd_dtype_bytes(m->embed->dtype, 1);
+    double b = tbytes(m->lm_head) + (double)wd_dtype_bytes(m->embed->dtype, c->hidden); /* one row */
     for (int l = 0; l < c->n_layers; l++) {
         const wd_layer *L = &m->layers[l];
         b += tbytes(L->wq) + tbytes(L->wk) + tbytes(L->wv) + tbytes(L->wo) + tbytes(L->gate);

@@ -31,9 +31,10 @@ struct wd_scheduler {
     /* real-time mode: the last step's per-device times */
     wd_emu_step_result last;
     int have_last;
+    char err[1536]; /* the last failure of a hook (wd_scheduler_error) */
 };
 
-static double weight_bytes(wd_dtype dt) { return (double)wd_dtype_bytes(dt, 32) / 32.0; }
+static double weight_bytes(wd_dtype dt) { return (double)wd_dtype_bytes(dt, 256) / 256.0; }
 
 int wd_scheduler_create(wd_scheduler **out, const wd_model *m, const wd_scenario *sc, char *err,
                         size_t errlen) {
@@ -132,7 +133,7 @@ static int after_step(wd_scheduler *k, int layer, int pos0, const wd_selection *
 static int sched_select(void *ctx, int layer, int pos0, const float *probs, wd_selection *sel) {
     wd_scheduler *k = ctx;
     int n = sel->n_tokens, E = sel->n_experts;
-    char err[512];
+    char err[1024];
     if (k->rec) {
         if (n > k->cap) {
             free(k->probs_buf);
@@ -146,7 +147,7 @@ static int sched_select(void *ctx, int layer, int pos0, const float *probs, wd_s
     }
     wd_emu_step_result r;
     if (wd_emu_select(k->emu, n, probs, sel->n, sel->expert, sel->weight, err, sizeof(err))) {
-        fprintf(stderr, "wdmoe: emulation: %s\n", err);
+        snprintf(k->err, sizeof k->err, "emulation: %s", err);
         return 1;
     }
     if (k->measured) { /* the step follows the kernel times (wd_scheduler_expert_times) */
@@ -167,7 +168,7 @@ static int sched_select(void *ctx, int layer, int pos0, const float *probs, wd_s
         return 0;
     }
     if (wd_emu_step(k->emu, layer, n, sel->n, sel->expert, &r, err, sizeof(err))) {
-        fprintf(stderr, "wdmoe: emulation: %s\n", err);
+        snprintf(k->err, sizeof k->err, "emulation: %s", err);
         return 1;
     }
     return after_step(k, layer, pos0, sel, &r);
@@ -177,7 +178,7 @@ static int sched_select(void *ctx, int layer, int pos0, const float *probs, wd_s
 static int after_step(wd_scheduler *k, int layer, int pos0, const wd_selection *sel,
                       const wd_emu_step_result *r) {
     int n = sel->n_tokens, E = sel->n_experts;
-    char err[512];
+    char err[1024];
     k->last = *r;
     k->have_last = 1;
     if (k->records) write_record(k, layer, pos0, sel, r);
@@ -199,7 +200,7 @@ static int after_step(wd_scheduler *k, int layer, int pos0, const wd_selection *
                         k->rec, k->probs_buf + (size_t)t * k->n_layers * E,
                         f0 | (t == 0 ? WD_PROBS_FORWARD | (new_sample ? WD_PROBS_SAMPLE : 0) : 0),
                         err, sizeof(err))) {
-                    fprintf(stderr, "wdmoe: %s\n", err);
+                    snprintf(k->err, sizeof k->err, "%s", err);
                     return 1;
                 }
     }
@@ -211,10 +212,10 @@ int wd_scheduler_measured(const wd_scheduler *k) { return k->measured; }
 
 int wd_scheduler_expert_times(wd_scheduler *k, int layer, const double *seconds, int n_experts) {
     if (!k->measured) return 0;
-    char err[512];
+    char err[1024];
     if (layer != k->pend_layer || n_experts != k->n_experts || k->pend_n < 1) {
-        fprintf(stderr, "wdmoe: emulation: expert times for layer %d without its selection\n",
-                layer);
+        snprintf(k->err, sizeof k->err,
+                 "emulation: expert times for layer %d without its selection", layer);
         return 1;
     }
     int nd = wd_emu_n_devices(k->emu);
@@ -230,7 +231,7 @@ int wd_scheduler_expert_times(wd_scheduler *k, int layer, const double *seconds,
     wd_emu_step_result r;
     if (wd_emu_step_measured(k->emu, layer, k->pend_n, k->pend_sel_n, k->pend_expert, k->t_c, &r,
                              err, sizeof(err))) {
-        fprintf(stderr, "wdmoe: emulation: %s\n", err);
+        snprintf(k->err, sizeof k->err, "emulation: %s", err);
         return 1;
     }
     wd_selection sel = {k->pend_n, k->n_experts, k->pend_sel_n, k->pend_expert, k->pend_weight};
@@ -249,6 +250,8 @@ void wd_scheduler_link_delays(wd_scheduler *k, int layer, int expert, uint64_t *
             *ul_ns = (uint64_t)(k->last.dev[i].t_ul * 1e9 + 0.5);
         }
 }
+
+const char *wd_scheduler_error(const wd_scheduler *k) { return k ? k->err : ""; }
 
 void wd_scheduler_hooks(wd_scheduler *k, wd_moe_hooks *hooks) {
     hooks->ctx = k;

@@ -70,6 +70,8 @@ mk cfgrange; cfg cfgrange 'c["num_hidden_layers"] = 0'
 row config-range 1 "cfgrange/config.json" "num_hidden_layers" -- $(gen "$tmp/cfgrange")
 mk cfgtopk; cfg cfgtopk 'c["num_experts_per_tok"] = 9'
 row config-topk 1 "cfgtopk/config.json" "num_experts_per_tok" -- $(gen "$tmp/cfgtopk")
+mk cfgheads; cfg cfgheads 'c["num_attention_heads"] = 32; c["num_key_value_heads"] = 32; c["head_dim"] = 268435458'
+row config-heads-overflow 1 "cfgheads/config.json: num_attention_heads 32 x head_dim 268435458 = 8589934656 is too large" -- $(gen "$tmp/cfgheads")
 mk cfgshape; cfg cfgshape 'c["intermediate_size"] = 128'
 row config-vs-tensors 1 "cfgshape: tensor model.layers.0.block_sparse_moe.experts.0.w1.weight has shape [172, 64], expected [128, 64]" -- $(gen "$tmp/cfgshape")
 mk sttrunc; head -c 5000 "$M/model.safetensors" >"$tmp/sttrunc/model.safetensors"
@@ -96,6 +98,18 @@ mk strange; sthead strange 'h["model.norm.weight"]["data_offsets"] = [0, 10**12]
 row st-range 1 "strange/model.safetensors" "model.norm.weight" -- $(gen "$tmp/strange")
 mk stshape; sthead stshape 'h["model.norm.weight"]["shape"] = [65]'
 row st-shape-bytes 1 "stshape/model.safetensors" "model.norm.weight" -- $(gen "$tmp/stshape")
+mk stdup; python3 - "$tmp/stdup/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]
+b = open(p, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+e = dict(h["model.norm.weight"])
+s = json.dumps(h)[:-1] + ', "model.norm.weight": ' + json.dumps(e) + "}"  # named twice
+s = s.encode() + b" " * (-len(s) % 8)
+open(p, "wb").write(struct.pack("<Q", len(s)) + s + b[8 + n:])
+PY
+row st-duplicate-tensor 1 "stdup/model.safetensors: the header names tensor model.norm.weight twice" -- $(gen "$tmp/stdup")
 mk stmiss; sthead stmiss 'del h["model.layers.3.block_sparse_moe.experts.1.w2.weight"]'
 row st-missing-tensor 1 "stmiss: missing tensor model.layers.3.block_sparse_moe.experts.1.w2.weight" -- $(gen "$tmp/stmiss")
 mk idx; mv "$tmp/idx/model.safetensors" "$tmp/idx/model-00001-of-00001.safetensors"
@@ -105,6 +119,14 @@ mk tokjson; printf '{"model": {"type": "BPE", "vocab": {' >"$tmp/tokjson/tokeniz
 row tokenizer-syntax 1 "tokjson/tokenizer.json: malformed JSON" -- $(gen "$tmp/tokjson")
 mk toktype; sed -i 's/"type": "BPE"/"type": "WordPiece"/' "$tmp/toktype/tokenizer.json"
 row tokenizer-model 1 "toktype/tokenizer.json" "WordPiece" -- $(gen "$tmp/toktype")
+mk tcfgjson; printf '{"bos_token": "<s>",' >"$tmp/tcfgjson/tokenizer_config.json"
+row tokenizer-config-syntax 1 "tcfgjson/tokenizer_config.json: malformed JSON" -- $(gen "$tmp/tcfgjson")
+mk tcfgtype; printf '{"bos_token": 1}' >"$tmp/tcfgtype/tokenizer_config.json"
+row tokenizer-config-type 1 "tcfgtype/tokenizer_config.json: \"bos_token\" must be a string" -- $(gen "$tmp/tcfgtype")
+mk tcfgbos; printf '{"bos_token": {"content": "<|begin_of_text|>"}, "eos_token": "</s>"}' >"$tmp/tcfgbos/tokenizer_config.json"
+row tokenizer-config-bos 1 "tcfgbos/tokenizer_config.json: bos_token \"<|begin_of_text|>\" is not a token of the vocab" -- $(gen "$tmp/tcfgbos")
+mk tcfgok; printf '{"bos_token": {"content": "<s>"}, "eos_token": "</s>", "unk_token": null}' >"$tmp/tcfgok/tokenizer_config.json"
+"$bin" generate --model "$tmp/tcfgok" -n 2 --ids 2>/dev/null | grep -q "^ids: 1 " && ok || bad "a good tokenizer_config.json is refused or gives no BOS"
 
 # ---- GGUF ----
 { printf 'GGUX\x03\x00\x00\x00'; head -c 100 /dev/zero; } >"$tmp/magic.gguf"
@@ -143,6 +165,19 @@ row csv-bad-number 1 "rate.csv:3: bad downlink_bps 'fast'" -- $(scen csvnum)
 printf 'time_s,downlink_bps\n0,1e6\n0.5,2e6\n0.5,3e6\n' >"$tmp/order.csv"
 sc csvorder '{"devices": [{"downlink": {"model": "csv", "file": "order.csv"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}'
 row csv-time-order 1 "order.csv:4: time_s 0.5 is not after the previous" -- $(scen csvorder)
+# equal epoch-millisecond times: t + 1e-6 == t there (this looped forever)
+printf 'time_s,downlink_bps\n1700000000000,1e6\n1700000000000,2e6\n' >"$tmp/dupms.csv"
+sc csvdup '{"devices": [{"downlink": {"model": "csv", "file": "dupms.csv"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}'
+row csv-equal-large-times 1 "dupms.csv:3: time_s 1700000000000 is not after the previous" -- $(scen csvdup)
+printf 'time_s,downlink_bps\n1e15,1e6\n1e15,2e6\n' >"$tmp/dup15.csv"
+sc csvdup15 '{"devices": [{"downlink": {"model": "csv", "file": "dup15.csv"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}'
+row csv-equal-1e15-times 1 "dup15.csv:3: time_s 1e+15 is not after the previous" -- $(scen csvdup15)
+# a link too slow to deliver within max_wait_s: one rule and one message for every kind
+sc slowconst '{"max_wait_s": 60, "devices": [{"downlink": {"model": "constant", "rate_mbps": 1e-5}, "uplink": {"model": "constant", "rate_mbps": 10}}]}'
+row link-never-completes-constant 1 "slowconst.json: layer 0: device 0 (device-0) never completes: its downlink (constant 10 bit/s)" "max_wait_s = 60 s" -- $(scen slowconst)
+printf 'time_s,downlink_bps\n0,10\n1,10\n' >"$tmp/slow.csv"
+sc slowcsv '{"devices": [{"downlink": {"model": "csv", "file": "slow.csv"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}'
+row link-never-completes-csv 1 "slowcsv.json: layer 0: device 0 (device-0) never completes: its downlink (trace $tmp/slow.csv)" "raise its rate, or max_wait_s" -- $(scen slowcsv)
 printf 'time_s,rate\n0,1e6\n' >"$tmp/col.csv"
 sc csvcol '{"devices": [{"downlink": {"model": "csv", "file": "col.csv"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}'
 row csv-no-column 1 "col.csv:1: no column 'downlink_bps'" -- $(scen csvcol)
@@ -160,10 +195,32 @@ row placement-expert 1 "place.json: devices[0].experts: expert 9 is out of range
 sc hole '{"devices": [{"distance_m": 100, "experts": [0, 1]}, {"distance_m": 100, "experts": [3]}]}'
 row placement-missing 1 "hole.json: expert 2 is hosted by no device" -- $(scen hole)
 
+# ---- FIFOs and devices as inputs: refused before an open that blocks or a read without end ----
+mkfifo "$tmp/fifo.json" "$tmp/fifo.gguf" "$tmp/fifo.jsonl"
+row scenario-fifo 1 "fifo.json: not a regular file (a FIFO or pipe)" -- generate --model "$M" --scenario "$tmp/fifo.json" -n 4 --json "$out/r.json"
+row scenario-dev-zero 1 "/dev/zero: not a regular file (a character device)" -- generate --model "$M" --scenario /dev/zero -n 4 --json "$out/r.json"
+row model-fifo 1 "fifo.gguf: not a regular file (a FIFO or pipe)" -- $(gen "$tmp/fifo.gguf")
+mk cfgfifo; rm "$tmp/cfgfifo/config.json"; mkfifo "$tmp/cfgfifo/config.json"
+row config-fifo 1 "cfgfifo/config.json: not a regular file (a FIFO or pipe)" -- $(gen "$tmp/cfgfifo")
+sc zerotrace '{"devices": [{"downlink": {"model": "mahimahi", "file": "/dev/zero"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}'
+row trace-dev-zero 1 "/dev/zero: not a regular file (a character device)" -- $(scen zerotrace)
+row eval-data-fifo 1 "fifo.jsonl: not a regular file (a FIFO or pipe)" -- eval --model "$M" --task piqa --data "$tmp/fifo.jsonl" --quiet --out "$out/e.json"
+row eval-data-dev-zero 1 "/dev/zero: not a regular file (a character device)" -- eval --model "$M" --task hellaswag --data /dev/zero --quiet --out "$out/e.json"
+
 # ---- recorded probabilities (replay) ----
 "$bin" generate --model "$M" --scenario "$tmp/good.json" -n 8 --record-probs "$tmp/p.wdpr" >/dev/null 2>&1 || bad "recording probabilities"
 head -c 100 "$tmp/p.wdpr" >"$tmp/short.wdpr"
 row wdpr-truncated 1 "short.wdpr: size 100 does not match" -- replay --probs "$tmp/short.wdpr" --scenario "$tmp/good.json" --out "$out/r.json"
+python3 - "$tmp/p.wdpr" "$tmp/heads.wdpr" <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+struct.pack_into("<I", b, 4 + 4 * 6, 1 << 20)  # n_heads
+struct.pack_into("<I", b, 4 + 4 * 8, 1 << 20)  # head_dim
+open(sys.argv[2], "wb").write(b)
+PY
+row wdpr-heads 1 "heads.wdpr: bad header (heads 1048576, kv heads" -- replay --probs "$tmp/heads.wdpr" --scenario "$tmp/good.json" --out "$out/r.json"
+mkfifo "$tmp/fifo.wdpr"
+row wdpr-fifo 1 "fifo.wdpr: not a regular file (a FIFO or pipe)" -- replay --probs "$tmp/fifo.wdpr" --scenario "$tmp/good.json" --out "$out/r.json"
 printf 'NOPE%044d' 0 >"$tmp/magic.wdpr"
 row wdpr-magic 1 "magic.wdpr: not a router-probability file" -- replay --probs "$tmp/magic.wdpr" --scenario "$tmp/good.json" --out "$out/r.json"
 
@@ -184,6 +241,49 @@ row jsonl-answer 1 "arc2.jsonl: line 1: \"answer\"" -- $(evl arc_easy "$tmp/arc2
 echo '{"question": "1+1?", "answer": "two"}' >"$tmp/gsm.jsonl"
 row gsm8k-answer 1 "gsm.jsonl: line 1: the answer has no final" -- eval --model "$M" --task gsm8k --data "$tmp/gsm.jsonl" --shots 0 --quiet --out "$out/e.json"
 row eval-data-missing 1 "$tmp/none.jsonl: cannot open" -- $(evl piqa "$tmp/none.jsonl")
+
+# ---- outputs: never over an input, never two in one file, every folder checked before the run ----
+# row_keep: like row, and every file named after -- keeps its bytes (sha256 before and after)
+row_keep() {
+    local files=() a
+    for a in "$@"; do [ -f "$a" ] && files+=("$a"); done
+    local before after
+    before=$(sha256sum "${files[@]}")
+    row "$@"
+    after=$(sha256sum "${files[@]}")
+    [ "$before" = "$after" ] || bad "$1: an input changed"
+}
+mk keep
+cp "$tmp/good.json" "$tmp/keep/sc.json"
+G=(generate --model "$tmp/keep" --scenario "$tmp/keep/sc.json" -n 2)
+row_keep out-is-weights 2 "--json $tmp/keep/model.safetensors is a file of the model" "refusing to overwrite an input" -- "${G[@]}" --json "$tmp/keep/model.safetensors"
+row_keep out-is-scenario 2 "--records $tmp/keep/sc.json is the scenario" -- "${G[@]}" --records "$tmp/keep/sc.json"
+row_keep out-is-config 2 "--record-probs $tmp/keep/config.json is a file of the model" -- "${G[@]}" --record-probs "$tmp/keep/config.json"
+ln "$tmp/keep/tokenizer.json" "$tmp/keep/hardlink.json"
+row_keep out-is-input-hard-link 2 "--json $tmp/keep/hardlink.json is a file of the model ($tmp/keep/tokenizer.json)" -- "${G[@]}" --json "$tmp/keep/hardlink.json"
+ln -s model.safetensors "$tmp/keep/symlink.json"
+row_keep out-is-input-symlink 2 "--json $tmp/keep/symlink.json is a file of the model ($tmp/keep/model.safetensors)" -- "${G[@]}" --json "$tmp/keep/symlink.json"
+printf '1\n2\n3\n' >"$tmp/keep/t.down"
+printf '{"devices": [{"downlink": {"model": "mahimahi", "file": "t.down"}, "uplink": {"model": "constant", "rate_mbps": 10}}]}' >"$tmp/keep/tr.json"
+row_keep out-is-trace 2 "--out $tmp/keep/t.down is a trace of the scenario" -- trace --scenario "$tmp/keep/tr.json" --duration 1 --out "$tmp/keep/t.down"
+row_keep trace-out-is-scenario 2 "--out $tmp/keep/tr.json is the scenario" -- trace --scenario "$tmp/keep/tr.json" --duration 1 --out "$tmp/keep/tr.json"
+cp "$ev/piqa_10.jsonl" "$tmp/keep/piqa.jsonl"
+row_keep eval-out-is-data 2 "--out $tmp/keep/piqa.jsonl is the data" -- eval --model "$M" --task piqa --data "$tmp/keep/piqa.jsonl" --quiet --out "$tmp/keep/piqa.jsonl"
+row_keep eval-records-is-data 2 "--records $tmp/keep/piqa.jsonl is the data" -- eval --model "$M" --task piqa --data "$tmp/keep/piqa.jsonl" --quiet --records "$tmp/keep/piqa.jsonl"
+"$bin" generate --model "$M" --scenario "$tmp/good.json" -n 4 --record-probs "$tmp/keep/p.wdpr" >/dev/null 2>&1 || bad "recording probabilities"
+row_keep replay-out-is-probs 2 "--out $tmp/keep/p.wdpr is the recorded probabilities" -- replay --probs "$tmp/keep/p.wdpr" --scenario "$tmp/good.json" --out "$tmp/keep/p.wdpr"
+# two outputs, one file (also spelled differently)
+row out-twice-json-records 2 "--json and --records both name $out/x" -- "${G[@]}" --json "$out/x" --records "$out/x"
+row out-twice-json-probs 2 "--json and --record-probs both name" -- "${G[@]}" --json "$out/x" --record-probs "$out/../out/x"
+row out-twice-records-probs 2 "--records and --record-probs both name $out/x" -- "${G[@]}" --records "$out/x" --record-probs "$out/x"
+row eval-out-twice 2 "--out and --records both name $out/x" -- eval --model "$M" --task piqa --data "$ev/piqa_10.jsonl" --quiet --out "$out/x" --records "$out/x"
+# every output's folder, before the run
+row out-folder-json 2 "--json $out/none/r.json: the folder $out/none does not exist" -- "${G[@]}" --json "$out/none/r.json"
+row out-folder-eval-out 2 "--out $out/none/e.json: the folder $out/none does not exist" -- eval --model "$M" --task piqa --data "$ev/piqa_10.jsonl" --quiet --out "$out/none/e.json"
+row out-folder-eval-records 2 "--records $out/none/e.jsonl: the folder $out/none does not exist" -- eval --model "$M" --task piqa --data "$ev/piqa_10.jsonl" --quiet --records "$out/none/e.jsonl"
+row out-folder-replay 2 "--out $out/none/r.json: the folder $out/none does not exist" -- replay --probs "$tmp/keep/p.wdpr" --scenario "$tmp/good.json" --out "$out/none/r.json"
+row out-is-device 2 "--json /dev/null: exists and is not a regular file" -- "${G[@]}" --json /dev/null
+row out-is-folder 2 "--out $tmp: exists and is not a regular file (a folder)" -- trace --scenario "$tmp/good.json" --duration 1 --out "$tmp"
 
 # ---- usage ----
 row usage-value 2 "bad value for -n: 'many'" -- generate --model "$M" -n many

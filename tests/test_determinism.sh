@@ -26,6 +26,10 @@ cat >"$tmp/cell.json" <<'JSON'
  "policy": {"name": "wdmoe", "gamma": 1.05}, "bandwidth_allocation": "minmax"}
 JSON
 prompt="Once upon a time there was a little robot who liked to count the stars at night"
+stable() { # file: drop the top-level "date" line and the "command_line" array, in place
+    awk '/^  "date": ?"/ {next} /^  "command_line": ?\[/ {skip=1} skip { if (/^  \]/) skip=0; next } 1' \
+        "$1" >"$1.stable" && mv "$1.stable" "$1"
+}
 gen() { # tag threads (the files are written under the same names, then moved: paths are echoed)
     local r="$tmp/run"
     rm -rf "$r"; mkdir -p "$r"
@@ -36,6 +40,8 @@ gen() { # tag threads (the files are written under the same names, then moved: p
     "$bin" replay --probs "$r/probs.wdpr" --scenario "$tmp/cell.json" \
         --policy wdmoe --policy fastest --out "$r/replay.json" >/dev/null 2>&1 ||
         bad "replay ($1) exited $?"
+    # what describes the run rather than the result: the date and the command line (threads)
+    stable "$r/result.json"
     mv "$r" "$tmp/$1"
 }
 same() { # label file...: all byte-identical
@@ -60,9 +66,11 @@ ev() { # tag threads
         --scenario "$tmp/cell.json" --agreement --threads "$2" --quiet --out "$r/eval.json" \
         --records "$r/eval.jsonl" >/dev/null 2>"$r/eval.err" ||
         bad "eval ($1) exited $?: $(tail -2 "$r/eval.err")"
-    # the machine-dependent keys: "threads" (one line) and the "throughput" block
+    # the machine-dependent keys: "threads" (one line) and the "throughput" block; the date
+    # and the command line
     awk '/^  "threads":/ {next} /^  "throughput":/ {skip=1} skip && /^  }/ {skip=0; next} !skip' \
         "$r/eval.json" >"$r/eval.stable.json"
+    stable "$r/eval.stable.json"
     cp "$r"/eval* "$tmp/$1/"
 }
 ev a 1
@@ -73,6 +81,8 @@ same "eval result" "$tmp/a/eval.stable.json" "$tmp/b/eval.stable.json" "$tmp/c/e
 grep -q '"throughput"' "$tmp/a/eval.json" && ! grep -q '"throughput"' "$tmp/a/eval.stable.json" && ok ||
     bad "the throughput block was not found and removed"
 grep -q '"metrics"' "$tmp/a/eval.stable.json" && ok || bad "stable eval result lost its metrics"
+grep -q '"date"' "$tmp/a/eval.json" && ! grep -q '"date"\|"command_line"' "$tmp/a/eval.stable.json" &&
+    grep -q '"git_commit"' "$tmp/a/result.json" && ok || bad "provenance keys not found or not removed"
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

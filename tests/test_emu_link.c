@@ -75,22 +75,21 @@ static double direct_count(const long *ms, long n, double t0, double bits, doubl
         }
 }
 
-static void test_shared_traces(void) {
+static void test_mahimahi_traces(void) {
     const char *names[4] = {"ATT-LTE-driving-2016.down", "ATT-LTE-driving-2016.up",
                             "TMobile-LTE-short.down", "TMobile-LTE-short.up"};
     char path[1024], err[512];
-    snprintf(path, sizeof path, "%s/traces/%s", WD_SHARED_DATA, names[0]);
-    if (!wd_test_file_exists(path)) {
-        printf("SKIPPED part: shared Mahimahi traces absent (%s)\n", path);
-        return;
-    }
     for (int f = 0; f < 4; f++) {
-        snprintf(path, sizeof path, "%s/traces/%s", WD_SHARED_DATA, names[f]);
+        snprintf(path, sizeof path, "%s/bench/traces/%s", WD_SOURCE_DIR, names[f]);
         FILE *fp = fopen(path, "r");
+        CHECKF(fp != NULL, "%s: cannot open", path);
+        if (!fp) continue;
         long cap = 1 << 20, n = 0, v;
         long *ms = malloc(cap * sizeof(long));
-        while (fscanf(fp, "%ld", &v) == 1) ms[n++] = v;
+        if (!ms) abort();
+        while (n < cap && fscanf(fp, "%ld", &v) == 1) ms[n++] = v;
         fclose(fp);
+        CHECKF(n > 1000 && n < cap, "%s: %ld opportunities", path, n);
         wd_link *l = make(WD_LINK_MAHIMAHI, path, 0, 0.004, 0, err, sizeof err);
         CHECK(l != NULL);
         if (!l) continue;
@@ -132,6 +131,29 @@ static void test_shared_traces(void) {
     }
 }
 
+/* One rule for every link kind: a transfer not done max_wait_s after it
+ * started never completes; and a clock far beyond the trace (1e297 s, past
+ * LONG_MAX periods) gives an answer, not undefined behaviour or a hang. */
+static void test_max_wait_and_far_clock(void) {
+    char err[512];
+    wd_link *l = make(WD_LINK_CONSTANT, NULL, 1.0, 0.5, 0, err, sizeof err); /* 1 bit/s */
+    CHECK_NEAR(wd_link_tx_time(l, 0, 3599, 1.0), 3599.5, 1e-9); /* default max_wait 3600 s */
+    CHECK(isinf(wd_link_tx_time(l, 0, 3601, 1.0)));
+    wd_link_free(l);
+    const char *p = wd_test_write_tmp(tmpdir, "far.csv", "time_s,downlink_bps\n0,1e6\n1,2e6\n");
+    l = make(WD_LINK_CSV, p, 0, 0, 0, err, sizeof err);
+    CHECK(l != NULL);
+    if (!l) return;
+    CHECK(isinf(wd_link_tx_time(l, 0, 1e10, 1.0))); /* 5000 s at ~2 Mbit/s > 3600 s */
+    double far[3] = {1e12, 1e297, 1.7e308};
+    for (int i = 0; i < 3; i++) {
+        double d = wd_link_tx_time(l, far[i], 1e6, 1.0);
+        double m = wd_link_mean_rate(l, far[i], far[i] * 1.0000001);
+        CHECKF(d >= 0 && m >= 0, "t0 %g: tx %g, mean rate %g", far[i], d, m);
+    }
+    wd_link_free(l);
+}
+
 static void test_csv(void) {
     char err[512];
     const char *p = wd_test_write_tmp(tmpdir, "rates.csv", "# a comment\n"
@@ -150,6 +172,11 @@ static void test_csv(void) {
     CHECK_NEAR(wd_link_rate(l, 2.0), 2e6, 0);
     CHECK_NEAR(wd_link_rate(l, 7.0), 2e6, 0);
     CHECK_NEAR(wd_link_mean_rate(l, 0, 5), (1e6 + 4e6 + 8e6) / 5, 1e-6);
+    /* many loops (skipped whole): 13e6 bits per 5 s loop */
+    CHECK_NEAR(wd_link_mean_rate(l, 0, 5000), 13e6 / 5, 1e-3);
+    CHECK_NEAR(wd_link_mean_rate(l, 0.5, 5000.5), 13e6 / 5, 1e-3);
+    CHECK_NEAR(wd_link_tx_time(l, 0.5, 6e6 + 100 * 13e6, 1.0), 502.875, 1e-9);
+    CHECK_NEAR(wd_link_tx_time(l, 0.5, 3e6 + 50 * 13e6, 0.5), 502.875, 1e-9);
     wd_link_free(l);
     l = make(WD_LINK_CSV, p, 0, 0, 1.0, err, sizeof err); /* offset 1 s into the trace */
     CHECK_NEAR(wd_link_tx_time(l, 0.0, 4e6, 1.0), 2.0, 1e-12);
@@ -218,6 +245,12 @@ static void test_bad_input(void) {
     expect_error(WD_LINK_CSV, "nodev.csv", "time_s,device,downlink_bps\n0,0,5\n",
                  "no rows for device 1");
     expect_error(WD_LINK_CSV, "empty.csv", "", "empty CSV");
+    /* equal large times: t + 1e-6 == t above ~1.7e10 (this looped forever) */
+    expect_error(WD_LINK_CSV, "dupms.csv",
+                 "time_s,downlink_bps\n1700000000000,5\n1700000000000,6\n",
+                 ":3: time_s 1700000000000 is not after");
+    expect_error(WD_LINK_CSV, "dup15.csv", "time_s,downlink_bps\n1e15,5\n1e15,6\n",
+                 ":3: time_s 1e+15 is not after");
     char err[512] = "";
     CHECK(make(WD_LINK_MAHIMAHI, "/nonexistent/x.mm", 0, 0, 0, err, sizeof err) == NULL);
     CHECK(strstr(err, "/nonexistent/x.mm: cannot open") != NULL);
@@ -252,7 +285,8 @@ int main(void) {
     test_mahimahi_one();
     test_mahimahi_first_window();
     test_csv();
-    test_shared_traces();
+    test_mahimahi_traces();
+    test_max_wait_and_far_clock();
     test_shared_tables();
     test_bad_input();
     return wd_test_finish("test_emu_link");

@@ -16,7 +16,7 @@ static void run(const char *name, const wd_policy_params *p, int n_tokens, int k
                 const float *probs, const double *tau, const unsigned char *avail, out_t *o) {
     const wd_policy *pol = wd_policy_find(name);
     CHECKF(pol != NULL, "policy %s", name);
-    wd_policy_io io = {n_tokens, E, k, probs, tau, avail, o->n, o->ex, o->w, o->scratch};
+    wd_policy_io io = {n_tokens, E, k, probs, tau, avail, o->n, o->ex, o->w, o->scratch, NULL};
     CHECK(pol->select(p, &io) == 0);
 }
 

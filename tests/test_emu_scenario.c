@@ -129,13 +129,8 @@ static void test_defaults_and_merge(void) {
 }
 
 static void test_shipped(void) {
-    setenv("WD_SHARED_DATA", WD_SHARED_DATA, 1);
     const char *names[3] = {"paper-cell", "att-lte-driving", "tmobile-lte-short"};
     wd_emu_shape mixtral = {4096, 14336, 32, 8, 2, 2.0, 32, 8, 128, 0, 0};
-    char trace[1024];
-    snprintf(trace, sizeof trace, "%s/traces/ATT-LTE-driving-2016.down", WD_SHARED_DATA);
-    int have_traces = wd_test_file_exists(trace);
-    if (!have_traces) printf("SKIPPED part: shared traces absent (%s)\n", trace);
     for (int i = 0; i < 3; i++) {
         char path[1024], err[1024];
         snprintf(path, sizeof path, "%s/bench/scenarios/%s.json", WD_SOURCE_DIR, names[i]);
@@ -149,11 +144,9 @@ static void test_shipped(void) {
                 CHECK(r >= 50 && r <= 500);
             }
         }
-        if (i == 0 || have_traces) {
-            wd_emu *emu = NULL;
-            CHECKF(wd_emu_create(&emu, &sc, &mixtral, err, sizeof err) == 0, "%s", err);
-            wd_emu_free(emu);
-        }
+        wd_emu *emu = NULL; /* the traces are shipped in bench/traces */
+        CHECKF(wd_emu_create(&emu, &sc, &mixtral, err, sizeof err) == 0, "%s", err);
+        wd_emu_free(emu);
         wd_scenario_free(&sc);
     }
 }

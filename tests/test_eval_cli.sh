@@ -51,7 +51,7 @@ fi
 grep -q "acc_norm" "$tmp/hs.txt" && ok || bad "table on stdout"
 
 # 2. same seed, same results (timing removed); shuffle picks other items
-strip() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d.pop('throughput'); print(json.dumps(d, sort_keys=True))" "$1"; }
+strip() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); [d.pop(k) for k in ('throughput', 'date', 'command_line')]; print(json.dumps(d, sort_keys=True))" "$1"; }
 for i in 1 2; do
     "$bin" eval --model "$model" --task hellaswag --data "$data/hellaswag_20.txt" --limit 5 \
         --shuffle --seed 7 --quiet --out "$tmp/seed$i.json" --records "$tmp/seed$i.jsonl" >/dev/null 2>&1 || bad "seeded run $i"
@@ -61,6 +61,13 @@ cmp -s "$tmp/seed1.jsonl" "$tmp/seed2.jsonl" && ok || bad "records differ betwee
 "$bin" eval --model "$model" --task hellaswag --data "$data/hellaswag_20.txt" --limit 5 \
     --shuffle --seed 8 --quiet --records "$tmp/seed3.jsonl" >/dev/null 2>&1
 cmp -s "$tmp/seed1.jsonl" "$tmp/seed3.jsonl" && bad "another seed picked the same items" || ok
+
+# lm-evaluation-harness's layout beside wdmoe's own keys; provenance keys
+[ "$(json "$tmp/seed1.json" "d['results']['hellaswag']['acc,none'] == d['metrics']['acc'], d['results']['hellaswag']['acc_norm_stderr,none'] == d['metrics']['acc_norm_stderr'], d['n-samples']['hellaswag']['effective'], d['config']['model'], d['seeds']['seed'], d['model']['experts']")" = "(True, True, 5, 'wdmoe', 7, 4)" ] && ok || bad "lm-eval layout or provenance: $(json "$tmp/seed1.json" "d.get('results'), d.get('config')")"
+# --json - prints the result document alone; no file named "-"
+(cd "$tmp" && "$bin" eval --model "$model" --task hellaswag --data "$data/hellaswag_20.txt" --limit 2 \
+    --quiet --json - 2>/dev/null) | python3 -c "import json,sys; d=json.load(sys.stdin); assert d['items'] == 2" &&
+    [ ! -e "$tmp/-" ] && ok || bad "eval --json -"
 
 # 3. from scratch: same metrics, more tokens forwarded
 "$bin" eval --model "$model" --task hellaswag --data "$data/hellaswag_20.txt" --limit 6 \

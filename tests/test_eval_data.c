@@ -1,6 +1,5 @@
-/* Evaluation data readers: every item of the shipped data sets parses (item
- * counts from SOURCES.md; skipped visibly where the shared data is absent),
- * the copied subsets in tests/data/eval, prompts as lm-evaluation-harness
+/* Evaluation data readers: the copied subsets in tests/data/eval (the full
+ * data sets: test_eval_data_full), prompts as lm-evaluation-harness
  * builds them, GSM8K answer extraction, and bad input (one message naming
  * the file and the line). */
 #include <stdio.h>
@@ -8,6 +7,7 @@
 
 #include "host/eval.h"
 #include "test_util.h"
+#include "eval_check.h"
 
 static char tmpdir[256];
 
@@ -23,42 +23,6 @@ static void expect_error(wd_eval_task task, const char *name, const char *text, 
     CHECKF(strstr(err, what) != NULL, "message '%s' lacks '%s'", err, what);
 }
 
-static void check_mc_invariants(const wd_eval_set *set) {
-    int bad = 0;
-    for (int i = 0; i < set->n_items; i++) {
-        const wd_eval_item *it = &set->items[i];
-        if (it->n_choices < 2 || it->gold < 0 || it->gold >= it->n_choices || !it->context)
-            bad++;
-        for (int c = 0; c < it->n_choices; c++)
-            if (!it->cont[c] || it->cont[c][0] != ' ' || it->norm_len[c] < 0) bad++;
-    }
-    CHECKF(bad == 0, "%s: %d malformed items", set->path, bad);
-}
-
-static void shipped(wd_eval_task task, const char *rel, int shots, int expect_items) {
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/datasets/%s", WD_SHARED_DATA, rel);
-    if (!wd_test_file_exists(path)) {
-        printf("SKIPPED (shared data absent): %s\n", path);
-        return;
-    }
-    wd_eval_set set;
-    char err[1024];
-    int rc = wd_eval_load(&set, task, path, shots, err, sizeof(err));
-    CHECKF(rc == 0, "%s", err);
-    if (rc) return;
-    CHECKF(set.n_items == expect_items, "%s: %d items, expected %d", rel, set.n_items,
-           expect_items);
-    if (wd_eval_task_is_mc(task)) check_mc_invariants(&set);
-    if (task == WD_EVAL_GSM8K) {
-        int bad = 0;
-        for (int i = 0; i < set.n_items; i++)
-            if (!set.items[i].target || !set.items[i].target[0]) bad++;
-        CHECKF(bad == 0, "gsm8k: %d items without a target", bad);
-    }
-    printf("%s: %d items\n", rel, set.n_items);
-    wd_eval_set_free(&set);
-}
 
 static void subsets(void) {
     char path[1024];
@@ -245,16 +209,6 @@ int main(void) {
     for (int i = 0; i < WD_EVAL_N_TASKS; i++)
         CHECK(wd_eval_task_parse(wd_eval_task_name((wd_eval_task)i), &t) == 0 && (int)t == i);
 
-    /* every item of the shipped data sets (counts from SOURCES.md) */
-    shipped(WD_EVAL_HELLASWAG, "hellaswag_val_full.txt", -1, 10042);
-    shipped(WD_EVAL_ARC_EASY, "arc_easy_test.jsonl", -1, 2376);
-    shipped(WD_EVAL_ARC_CHALLENGE, "arc_challenge_test.jsonl", -1, 1172);
-    shipped(WD_EVAL_PIQA, "piqa_valid.jsonl", -1, 1838);
-    shipped(WD_EVAL_WINOGRANDE, "winogrande_dev.jsonl", -1, 1267);
-    shipped(WD_EVAL_GSM8K, "gsm8k/test.jsonl", 0, 1319);
-    shipped(WD_EVAL_GSM8K, "gsm8k/test.jsonl", 5, 1314);
-    shipped(WD_EVAL_MMLU, "mmlu", 0, 14042);
-    shipped(WD_EVAL_MMLU, "mmlu", 5, 14042);
     char cmd[600];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", tmpdir);

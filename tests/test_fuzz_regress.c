@@ -23,6 +23,9 @@
 #define LLVMFuzzerTestOneInput fz_tokenizer
 #include "tests/fuzz/fuzz_tokenizer.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fz_tokenizer_piece
+#include "tests/fuzz/fuzz_tokenizer_piece.c"
+#undef LLVMFuzzerTestOneInput
 #define LLVMFuzzerTestOneInput fz_gguf
 #include "tests/fuzz/fuzz_gguf.c"
 #undef LLVMFuzzerTestOneInput
@@ -56,7 +59,7 @@ typedef struct {
     const char *name;
     int (*init)(int *, char ***);
     int (*one)(const uint8_t *, size_t);
-    const char *shipped[4]; /* relative to WD_SOURCE_DIR ("@" prefix: WD_SHARED_DATA) */
+    const char *shipped[4]; /* relative to WD_SOURCE_DIR */
 } target;
 
 #define M "weights/models/stories260k/"
@@ -66,12 +69,13 @@ static const target targets[] = {
     {"st_index", fz_init_st_index, fz_st_index, {0}},
     {"config", NULL, fz_config, {M "moe4-top2/config.json", M "sliced4-top4/config.json"}},
     {"tokenizer", NULL, fz_tokenizer, {M "moe4-top2/tokenizer.json"}},
+    {"tokenizer_piece", NULL, fz_tokenizer_piece, {0}},
     {"gguf", NULL, fz_gguf, {M "moe4-top2.gguf"}},
     {"scenario", fz_init_scenario, fz_scenario,
      {"bench/scenarios/paper-cell.json", "bench/scenarios/att-lte-driving.json",
       "bench/scenarios/tmobile-lte-short.json"}},
     {"csv_trace", NULL, fz_csv_trace, {0}},
-    {"mahimahi", NULL, fz_mahimahi, {"@traces/ATT-LTE-driving-2016.up"}},
+    {"mahimahi", NULL, fz_mahimahi, {"bench/traces/ATT-LTE-driving-2016.up"}},
     {"probs", NULL, fz_probs, {0}},
     {"eval_text", NULL, fz_eval_text, {E "hellaswag_20.txt", M "greedy-200.txt"}},
     {"eval_mmlu", fz_init_eval_mmlu, fz_eval_mmlu,
@@ -108,7 +112,6 @@ static int run_file(const target *t, const char *path) {
 }
 
 int main(void) {
-    setenv("WD_SHARED_DATA", WD_SHARED_DATA, 0); /* for the shipped scenarios' traces */
     int total = 0;
     for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
         const target *t = &targets[i];
@@ -127,15 +130,9 @@ int main(void) {
             closedir(dp);
         }
         for (int j = 0; j < 4 && t->shipped[j]; j++) {
-            const char *s = t->shipped[j];
-            if (s[0] == '@')
-                snprintf(path, sizeof path, "%s/%s", WD_SHARED_DATA, s + 1);
-            else
-                snprintf(path, sizeof path, "%s/%s", WD_SOURCE_DIR, s);
-            if (!wd_test_file_exists(path)) {
-                printf("  %s: %s absent, not run\n", t->name, path);
-                continue;
-            }
+            snprintf(path, sizeof path, "%s/%s", WD_SOURCE_DIR, t->shipped[j]);
+            CHECKF(wd_test_file_exists(path), "%s: shipped seed %s absent", t->name, path);
+            if (!wd_test_file_exists(path)) continue;
             ran += run_file(t, path);
         }
         printf("  %-12s %d inputs\n", t->name, ran);

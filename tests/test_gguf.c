@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "host/host.h"
 #include "tests/test_util.h"
 #include "weights/weights.h"
 
@@ -132,7 +133,7 @@ static void kv_str(buf *b, const char *k, const char *v) {
     put_str(b, v);
 }
 
-enum { F32 = 0, F16 = 1, Q8_0 = 8, BF16 = 30 };
+enum { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, BF16 = 30 };
 
 /* Model shape of the synthetic files */
 #define SH 32 /* hidden */
@@ -154,6 +155,8 @@ typedef struct {
     int drop_tensor; /* index of a tensor to leave out, or -1 */
     int gate_experts; /* rows of ffn_gate_inp (SE normally) */
     uint32_t q_type, k_type, embd_type;
+    uint32_t down_type; /* stacked ffn_down_exps (Q8_0 by default) */
+    int q4_model; /* 1: every matrix Q4_0/Q4_1 (alternating); 2: F32 with the same values */
 } spec;
 
 /* Field positions recorded while writing, for targeted corruption. */
@@ -166,6 +169,8 @@ static size_t type_row_bytes(uint32_t type, int64_t cols) {
     switch (type) {
     case F32: return (size_t)cols * 4;
     case F16: case BF16: return (size_t)cols * 2;
+    case Q4_0: return (size_t)(cols / 32) * 18;
+    case Q4_1: return (size_t)(cols / 32) * 20;
     default: return (size_t)(cols / 32) * 34;
     }
 }
@@ -182,11 +187,37 @@ typedef struct {
 static float elem_value(int k, int64_t r, int64_t c) {
     return (float)((k * 7 + r * 3 + c) % 61 - 30);
 }
+/* Q4_0 / Q4_1 tensors hold 4-bit values instead: q - 8 with scale 1 (and min -8). */
+static int q4_value(int k, int64_t r, int64_t c) { return (int)((k * 7 + r * 3 + c) % 16); }
+static float type_value(uint32_t type, int k, int64_t r, int64_t c) {
+    return type == Q4_0 || type == Q4_1 ? (float)(q4_value(k, r, c) - 8) : elem_value(k, r, c);
+}
 
-static void fill_tensor(buf *b, int k, const tdesc *t) {
+static void fill_tensor(buf *b, int k, const tdesc *t, int q4_values) {
     int64_t cols = (int64_t)t->ne[0];
     int64_t rows = (int64_t)(t->ne[1] ? t->ne[1] : 1) * (int64_t)(t->ndim == 3 ? t->ne[2] : 1);
     if (t->ndim == 1) rows = 1;
+    if (q4_values && t->type == F32) { /* the values a Q4 tensor of this index holds */
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) {
+                float v = (float)(q4_value(k, r, c) - 8);
+                put(b, &v, 4);
+            }
+        return;
+    }
+    if (t->type == Q4_0 || t->type == Q4_1) {
+        const uint16_t one = wd_f32_to_f16(1.0f), m8 = wd_f32_to_f16(-8.0f);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c0 = 0; c0 < cols; c0 += 32) {
+                put(b, &one, 2);
+                if (t->type == Q4_1) put(b, &m8, 2);
+                for (int j = 0; j < 16; j++) {
+                    uint8_t v = (uint8_t)(q4_value(k, r, c0 + j) | q4_value(k, r, c0 + j + 16) << 4);
+                    put(b, &v, 1);
+                }
+            }
+        return;
+    }
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t c = 0; c < cols; c++) {
             float v = elem_value(k, r, c);
@@ -219,6 +250,8 @@ static int make_tdescs(const spec *s, tdesc *t) {
         t[n].ne[1] = b_;                                           \
         t[n].ne[2] = c_;                                           \
         t[n].type = ty;                                            \
+        if (s->q4_model && nd > 1) /* gate and up share a type (w1, w3) */             \
+            t[n].type = s->q4_model == 2 ? F32 : n % 2 && !strstr(t[n].name, "_up") ? Q4_0 : Q4_1; \
         n++;                                                       \
     } while (0)
     T("token_embd.weight", 2, SH, SV, 0, s->embd_type);
@@ -249,7 +282,7 @@ static int make_tdescs(const spec *s, tdesc *t) {
         } else {
             T("blk.0.ffn_gate_exps.weight", 3, SH, SF, SE, F32);
             T("blk.0.ffn_up_exps.weight", 3, SH, SF, SE, BF16);
-            T("blk.0.ffn_down_exps.weight", 3, SF, SH, SE, Q8_0);
+            T("blk.0.ffn_down_exps.weight", 3, SF, SH, SE, s->down_type);
         }
     }
 #undef T
@@ -335,13 +368,13 @@ static buf build(const spec *s, marks *m, float score_a_pref, float score_ab) {
     m->data_start = b.n;
     for (int j = 0; j < nk; j++) {
         while (b.n < m->data_start + offs[j]) put(&b, "", 1);
-        fill_tensor(&b, keep[j], &t[keep[j]]);
+        fill_tensor(&b, keep[j], &t[keep[j]], s->q4_model != 0);
     }
     return b;
 }
 
 static spec default_spec(void) {
-    spec s = {"llama", 3, 0, 0, 0, 0, 0, -1, SE, F16, Q8_0, BF16};
+    spec s = {"llama", 3, 0, 0, 0, 0, 0, -1, SE, F16, Q8_0, BF16, Q8_0, 0};
     return s;
 }
 
@@ -478,7 +511,7 @@ static void test_synthetic(void) {
     marks m;
     spec s = default_spec();
     /* 1. stacked experts, mixed dtypes: closed-form element checks */
-    for (int variant = 0; variant < 4; variant++) {
+    for (int variant = 0; variant < 5; variant++) {
         s = default_spec();
         if (variant == 1) {
             s.per_expert = 1;
@@ -492,6 +525,12 @@ static void test_synthetic(void) {
             s.embd_type = F32;
         }
         if (variant == 3) s.dense = 1;
+        if (variant == 4) { /* 4-bit quantised tensors (row offsets, Q/K unpermute, expert views) */
+            s.q_type = Q4_0;
+            s.k_type = Q4_1;
+            s.embd_type = Q4_1;
+            s.down_type = Q4_0;
+        }
         buf b = build(&s, &m, -1.5f, -1.0f);
         const char *path = tmp_path("synth");
         CHECK(wd_test_write_file(path, b.p, b.n) == 0);
@@ -534,13 +573,14 @@ static void test_synthetic(void) {
                     for (int i = 0; i < SHD / 2; i++)
                         for (int c = 0; c < SH; c++) {
                             int64_t hf = h * SHD + j * (SHD / 2) + i, gg = h * SHD + 2 * i + j;
-                            nbad += tget(t, hf, c) != elem_value(w ? kk : kq, gg, c);
+                            nbad += tget(t, hf, c) != type_value(w ? s.k_type : s.q_type,
+                                                                 w ? kk : kq, gg, c);
                         }
         }
         const wd_tensor *emb = wd_tensors_find(ts, "model.embed_tokens.weight");
         CHECK(emb && emb->shape[0] == SV && emb->shape[1] == SH);
         for (int r = 0; emb && r < SV; r++)
-            for (int c = 0; c < SH; c++) nbad += tget(emb, r, c) != elem_value(kemb, r, c);
+            for (int c = 0; c < SH; c++) nbad += tget(emb, r, c) != type_value(s.embd_type, kemb, r, c);
         if (s.with_output) {
             const wd_tensor *o = wd_tensors_find(ts, "lm_head.weight");
             CHECK(o && o->dtype == WD_DT_F16);
@@ -552,7 +592,8 @@ static void test_synthetic(void) {
         if (!s.dense && !s.per_expert) {
             const int kk3[3] = {kg, kd, ku};
             const char *wn[3] = {"w1", "w2", "w3"};
-            const wd_dtype dts[3] = {WD_DT_F32, WD_DT_Q8_0, WD_DT_BF16};
+            const wd_dtype dts[3] = {WD_DT_F32, s.down_type == Q4_0 ? WD_DT_Q4_0 : WD_DT_Q8_0, WD_DT_BF16};
+            const uint32_t gtypes[3] = {F32, s.down_type, BF16};
             for (int e = 0; e < SE; e++)
                 for (int x = 0; x < 3; x++) {
                     char nm[128];
@@ -562,7 +603,7 @@ static void test_synthetic(void) {
                     int64_t rows = x == 1 ? SH : SF;
                     for (int64_t r = 0; t && r < rows; r++)
                         for (int c = 0; c < t->shape[1]; c++)
-                            nbad += tget(t, r, c) != elem_value(kk3[x], e * rows + r, c);
+                            nbad += tget(t, r, c) != type_value(gtypes[x], kk3[x], e * rows + r, c);
                 }
             const wd_tensor *gi = wd_tensors_find(ts, "model.layers.0.block_sparse_moe.gate.weight");
             CHECK(gi && gi->shape[0] == SE && gi->shape[1] == SH);
@@ -646,7 +687,10 @@ static void test_synthetic(void) {
     MUTATE("ndims5", "5 dimensions", { uint32_t v = 5; memcpy(x + m.t0_ndim, &v, 4); });
     MUTATE("ndims0", "0 dimensions", { uint32_t v = 0; memcpy(x + m.t0_ndim, &v, 4); });
     MUTATE("type999", "unknown ggml type 999", { uint32_t v = 999; memcpy(x + m.t0_type, &v, 4); });
-    MUTATE("typeq4k", "type Q4_K", { uint32_t v = 12; memcpy(x + m.t0_type, &v, 4); });
+    MUTATE("typeq2k", "type Q2_K, which is not supported", { uint32_t v = 10; memcpy(x + m.t0_type, &v, 4); });
+    /* token_embd has rows of 32: not a whole Q4_K block of 256 */
+    MUTATE("typeq4k", "Q4_K tensor \"token_embd.weight\" has a row of 32 (not a multiple of 256)",
+           { uint32_t v = 12; memcpy(x + m.t0_type, &v, 4); });
     MUTATE("offset_far", "past the end", { uint64_t v = (uint64_t)1 << 40; memcpy(x + m.t0_offset, &v, 8); });
     MUTATE("offset_wrap", "", { uint64_t v = UINT64_MAX - 31; memcpy(x + m.t0_offset, &v, 8); });
     MUTATE("offset_end", "past the end", {
@@ -729,10 +773,62 @@ static void test_synthetic(void) {
     }
 }
 
+/* A whole model through wd_model_load and wd_forward with every matrix Q4_0 or
+ * Q4_1 (embedding lookup, Q/K row order, experts, LM head on the blocks)
+ * against the same model stored as F32: the logits agree to fp32 rounding. */
+static void test_quantised_model(void) {
+    char err[512];
+    float *lg[2] = {NULL, NULL};
+    const int toks[5] = {1, 4, 7, 3, 5}, n = 5;
+    for (int v = 0; v < 2; v++) {
+        spec s = default_spec();
+        s.with_output = 1;
+        s.q4_model = v ? 2 : 1;
+        marks m;
+        buf b = build(&s, &m, -1.5f, -1.0f);
+        const char *path = tmp_path(v ? "model_f32" : "model_q4");
+        CHECK(wd_test_write_file(path, b.p, b.n) == 0);
+        free(b.p);
+        wd_model *md = NULL;
+        int rc = wd_model_load(&md, path, err, sizeof err);
+        CHECKF(rc == 0, "%s", err);
+        if (rc) continue;
+        CHECK(md->embed->dtype == (v ? WD_DT_F32 : WD_DT_Q4_1) && md->layers[0].wq->dtype == (v ? WD_DT_F32 : WD_DT_Q4_1));
+        CHECK(md->layers[0].wk->dtype == (v ? WD_DT_F32 : WD_DT_Q4_0) && md->lm_head->dtype == (v ? WD_DT_F32 : WD_DT_Q4_1));
+        wd_pool *pool = wd_pool_create(2);
+        wd_session *ses = wd_session_create(md, 16, pool);
+        lg[v] = malloc(sizeof(float) * n * SV);
+        CHECK(ses && lg[v]);
+        if (ses && lg[v]) {
+            rc = wd_forward(ses, toks, 3, lg[v], 1, err, sizeof err); /* prefill 3, decode 2 */
+            for (int t = 3; !rc && t < n; t++) rc = wd_forward(ses, toks + t, 1, lg[v] + t * SV, 0, err, sizeof err);
+            CHECKF(rc == 0, "%s", err);
+        }
+        wd_session_free(ses);
+        wd_pool_destroy(pool);
+        wd_model_free(md);
+    }
+    if (lg[0] && lg[1]) {
+        double num = 0, den = 0;
+        int finite = 1;
+        for (int i = 0; i < n * SV; i++) {
+            finite &= isfinite(lg[0][i]) && isfinite(lg[1][i]);
+            num += ((double)lg[0][i] - lg[1][i]) * ((double)lg[0][i] - lg[1][i]);
+            den += (double)lg[1][i] * lg[1][i];
+        }
+        double e = sqrt(num / (den > 0 ? den : 1));
+        CHECKF(finite && den > 0 && e <= 1e-5, "Q4 model vs F32 model: logits rel L2 %.3g", e);
+        printf("  Q4_0/Q4_1 model vs the same values in F32: logits rel L2 %.2g (%d positions)\n", e, n);
+    }
+    free(lg[0]);
+    free(lg[1]);
+}
+
 int main(void) {
     CHECK(mkdtemp(g_dir) != NULL);
     test_shipped();
     test_synthetic();
+    test_quantised_model();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);

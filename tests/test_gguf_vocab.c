@@ -1,6 +1,6 @@
 /* The Llama 32000-token SentencePiece vocab (vocab-only GGUF) reproduces
- * llama.cpp's tokenizer test vectors exactly (shared data; skipped, visibly,
- * where absent). Inputs are separated by "\n__ggml_vocab_test__\n"; .out has
+ * llama.cpp's tokenizer test vectors exactly (copied into tests/data/vocab,
+ * MIT, see its LICENSE.md). Inputs are separated by "\n__ggml_vocab_test__\n"; .out has
  * one line of ids per input, without BOS. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,12 +9,9 @@
 #include "tests/test_util.h"
 #include "weights/weights.h"
 
-#define VOCAB WD_SHARED_DATA "/vocab/ggml-vocab-llama-spm.gguf"
+#define VOCAB WD_SOURCE_DIR "/tests/data/vocab/ggml-vocab-llama-spm.gguf"
 
 int main(void) {
-    if (!wd_test_file_exists(VOCAB) || !wd_test_file_exists(VOCAB ".inp") ||
-        !wd_test_file_exists(VOCAB ".out"))
-        WD_TEST_SKIP("%s (+ .inp/.out) not found (shared data absent)", VOCAB);
     char err[512] = "";
     wd_tokenizer *tok = NULL;
     int rc = wd_gguf_load_tokenizer(&tok, VOCAB, err, sizeof(err));

@@ -123,6 +123,8 @@ grep -q "interrupted, finishing" "$tmp/run/stderr" && ok || bad "SIGINT: no note
 "$bin" replay --probs "$tmp/run/probs.wdpr" --scenario "$tmp/sig.json" >/dev/null 2>&1 && ok || bad "replay of the interrupted run's probabilities"
 run_signal "SIGTERM" kill -TERM
 [ -f "$tmp/run/result.json" ] && ok || bad "SIGTERM: no result JSON"
+# a single SIGTERM (`timeout`) also arms a grace timer that ends a run stuck where the flag is not polled
+grep -q "terminated, finishing.*quits in 10 s" "$tmp/run/stderr" && ok || bad "SIGTERM: no grace note on stderr"
 twice() { kill -INT "$1"; sleep 0.001; kill -INT "$1"; }
 run_signal "SIGINT twice" twice
 

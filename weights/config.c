@@ -4,6 +4,7 @@
 #include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "weights/weights.h"
 
@@ -58,13 +59,10 @@ static int get_float(json_object *root, const char *key, float def, float *out, 
 
 int wd_config_load(wd_config *cfg, const char *path, char *err, size_t errlen) {
     memset(cfg, 0, sizeof(*cfg));
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return 1;
-    }
-    fclose(f);
-    json_object *root = json_object_from_file(path);
+    int fd = wd_input_open(path, WD_MAX_JSON_INPUT, err, errlen);
+    if (fd < 0) return 1;
+    json_object *root = json_object_from_fd(fd);
+    close(fd);
     if (!root) {
         snprintf(err, errlen, "%s: malformed JSON: %s", path, json_util_get_last_err());
         char *nl = strchr(err, '\n'); /* json-c's message ends with a newline */
@@ -135,6 +133,12 @@ int wd_config_load(wd_config *cfg, const char *path, char *err, size_t errlen) {
     }
     if (cfg->head_dim % 2) {
         snprintf(err, errlen, "%s: head_dim %d must be even for RoPE", path, cfg->head_dim);
+        goto done;
+    }
+    if ((int64_t)cfg->n_heads * cfg->head_dim > INT32_MAX) {
+        snprintf(err, errlen,
+                 "%s: num_attention_heads %d x head_dim %d = %lld is too large (at most %d)", path,
+                 cfg->n_heads, cfg->head_dim, (long long)cfg->n_heads * cfg->head_dim, INT32_MAX);
         goto done;
     }
     if (cfg->top_k > cfg->n_experts) {

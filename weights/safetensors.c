@@ -160,13 +160,62 @@ static int parse_entry(entry *e, const char *name, json_object *v, uint64_t data
     return 0;
 }
 
+/* A top-level key of the header, as raw JSON text (escapes not decoded). */
+typedef struct {
+    const char *s;
+    size_t n;
+} key_span;
+
+static int cmp_span(const void *a, const void *b) {
+    const key_span *x = a, *y = b;
+    int c = memcmp(x->s, y->s, x->n < y->n ? x->n : y->n);
+    return c ? c : (x->n > y->n) - (x->n < y->n);
+}
+
+/* json-c keeps the last of duplicate keys: scan the (valid) header text for a
+ * top-level key given twice. Writes it (at most cap - 1 bytes) to dup; 0: none
+ * (or out of memory: then json-c's view stands). */
+static int duplicate_key(const char *h, size_t n, char *dup, size_t cap) {
+    size_t cnt = 0, m = 0;
+    key_span *ks = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        int depth = 0;
+        char last = 0; /* last structural character outside strings */
+        for (size_t i = 0; i < n; i++) {
+            char c = h[i];
+            if (c == '"') {
+                size_t j = i + 1;
+                while (j < n && h[j] != '"') j += h[j] == '\\' ? 2 : 1;
+                if (depth == 1 && (last == '{' || last == ',')) {
+                    if (pass) ks[m++] = (key_span){h + i + 1, j - i - 1};
+                    else cnt++;
+                }
+                i = j, last = '"';
+            } else if (c == '{' || c == '[') {
+                depth++, last = c;
+            } else if (c == '}' || c == ']') {
+                depth--, last = c;
+            } else if (c == ',' || c == ':') {
+                last = c;
+            }
+        }
+        if (!pass && !(ks = malloc((cnt ? cnt : 1) * sizeof *ks))) return 0;
+    }
+    qsort(ks, m, sizeof *ks, cmp_span);
+    int found = 0;
+    for (size_t i = 1; i < m && !found; i++)
+        if (!cmp_span(&ks[i - 1], &ks[i])) {
+            snprintf(dup, cap, "%.*s", (int)(ks[i].n < cap ? ks[i].n : cap - 1), ks[i].s);
+            found = 1;
+        }
+    free(ks);
+    return found;
+}
+
 /* Maps one safetensors file and appends its tensors (sorted by offset) to ts. */
 static int load_file(wd_tensors *ts, const char *path, char *err, size_t errlen) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return 1;
-    }
+    int fd = wd_input_open(path, 0, err, errlen); /* regular: a FIFO would block open */
+    if (fd < 0) return 1;
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "%s: not a regular file", path);
@@ -238,6 +287,11 @@ static int load_file(wd_tensors *ts, const char *path, char *err, size_t errlen)
     }
     if (!json_object_is_type(root, json_type_object)) {
         snprintf(err, errlen, "%s: malformed header JSON: not an object", path);
+        goto done;
+    }
+    char dup[256];
+    if (duplicate_key(hdr, (size_t)hlen, dup, sizeof dup)) {
+        snprintf(err, errlen, "%s: the header names tensor %s twice", path, dup);
         goto done;
     }
     int n_obj = json_object_object_length(root);
@@ -318,12 +372,12 @@ static int load_index(wd_tensors *ts, const char *idx_path, const char *dir, cha
     char **shard_paths = NULL;
     int *start = NULL;
     int n_shards = 0;
-    json_object *root = json_object_from_file(idx_path);
+    int fd = wd_input_open(idx_path, WD_MAX_JSON_INPUT, err, errlen);
+    if (fd < 0) return 1;
+    json_object *root = json_object_from_fd(fd);
+    close(fd);
     if (!root) {
-        if (access(idx_path, R_OK) != 0)
-            snprintf(err, errlen, "%s: cannot open: %s", idx_path, strerror(errno));
-        else
-            snprintf(err, errlen, "%s: malformed JSON: %s", idx_path, json_util_get_last_err());
+        snprintf(err, errlen, "%s: malformed JSON: %s", idx_path, json_util_get_last_err());
         char *nl = strchr(err, '\n'); /* json-c's message ends with a newline */
         if (nl) *nl = 0;
         return 1;

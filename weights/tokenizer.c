@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "weights/tokenizer_internal.h"
 
@@ -515,16 +516,23 @@ static int json_id(json_object *v, int *id) {
     return 0;
 }
 
-/* A special token named by tokenizer_config.json ("<s>" or {"content": "<s>"}). */
-static int config_token(const wd_tokenizer *t, json_object *cfg, const char *key, const char *def) {
+/* bos_token / eos_token of tokenizer_config.json (cpath): a string, an object
+ * with a string "content", or null / absent (then def, -1 when not in the
+ * vocab). -2 with a message when it is of another type or names no token. */
+static int config_token(const wd_tokenizer *t, json_object *cfg, const char *key, const char *def,
+                        const char *cpath, char *err, size_t errlen) {
     json_object *v = get_key(cfg, key);
-    const char *s = def;
-    if (v && json_object_is_type(v, json_type_string)) s = json_object_get_string(v);
-    else if (v && json_object_is_type(v, json_type_object)) {
-        json_object *c = get_key(v, "content");
-        if (c && json_object_is_type(c, json_type_string)) s = json_object_get_string(c);
+    if (!v || json_object_is_type(v, json_type_null)) return vocab_find(t, def, strlen(def));
+    if (json_object_is_type(v, json_type_object)) v = get_key(v, "content");
+    if (!v || !json_object_is_type(v, json_type_string)) {
+        snprintf(err, errlen, "%s: \"%s\" must be a string or {\"content\": string}", cpath, key);
+        return -2;
     }
-    return vocab_find(t, s, strlen(s));
+    const char *s = json_object_get_string(v);
+    int id = vocab_find(t, s, strlen(s));
+    if (id < 0)
+        snprintf(err, errlen, "%s: %s \"%.80s\" is not a token of the vocab", cpath, key, s);
+    return id < 0 ? -2 : id;
 }
 
 static int load_json(wd_tokenizer **out, json_object *root, const char *path, char *err,
@@ -721,16 +729,29 @@ static int load_json(wd_tokenizer **out, json_object *root, const char *path, ch
         if (cp) {
             memcpy(cp, path, dl);
             strcpy(cp + dl, "tokenizer_config.json");
-            FILE *f = fopen(cp, "rb");
-            if (f) {
-                fclose(f);
-                cfg = json_object_from_file(cp);
+            int fd = access(cp, F_OK) ? -1 : wd_input_open(cp, WD_MAX_JSON_INPUT, err, errlen);
+            int bad = fd < 0 && !access(cp, F_OK);
+            if (fd >= 0) {
+                cfg = json_object_from_fd(fd);
+                close(fd);
+                if (!cfg || !json_object_is_type(cfg, json_type_object)) {
+                    snprintf(err, errlen, "%s: %s", cp,
+                             cfg ? "not a JSON object" : "malformed JSON");
+                    bad = 1;
+                }
             }
+            if (!bad) {
+                t->bos = config_token(t, cfg, "bos_token", "<s>", cp, err, errlen);
+                t->eos = t->bos < -1 ? -2
+                                     : config_token(t, cfg, "eos_token", "</s>", cp, err, errlen);
+                bad = t->eos < -1;
+            }
+            if (cfg) json_object_put(cfg);
             free(cp);
+            if (bad) goto fail;
+        } else {
+            goto oom;
         }
-        t->bos = config_token(t, cfg, "bos_token", "<s>");
-        t->eos = config_token(t, cfg, "eos_token", "</s>");
-        if (cfg) json_object_put(cfg);
     }
     *out = t;
     return 0;
@@ -743,13 +764,10 @@ fail:
 
 int wd_tokenizer_load_json(wd_tokenizer **out, const char *path, char *err, size_t errlen) {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return 1;
-    }
-    fclose(f);
-    json_object *root = json_object_from_file(path);
+    int fd = wd_input_open(path, WD_MAX_JSON_INPUT, err, errlen);
+    if (fd < 0) return 1;
+    json_object *root = json_object_from_fd(fd);
+    close(fd);
     if (!root) {
         snprintf(err, errlen, "%s: malformed JSON: %s", path, json_util_get_last_err());
         size_t l = strlen(err);

@@ -67,6 +67,13 @@ typedef struct {
 /* path: config.json. model_type must be "mixtral". */
 int wd_config_load(wd_config *cfg, const char *path, char *err, size_t errlen);
 
+/* ---- input files ------------------------------------------------------ */
+/* A read-only descriptor of a regular file of at most max_bytes (0: any
+ * size); -1 with "PATH: ..." in err. FIFOs and devices are refused before they
+ * can block or read without end (weights/input.c). */
+int wd_input_open(const char *path, long long max_bytes, char *err, size_t errlen);
+#define WD_MAX_JSON_INPUT (1LL << 30) /* config.json, tokenizer.json, index, data sets */
+
 /* ---- tokenizer -------------------------------------------------------- */
 typedef struct wd_tokenizer wd_tokenizer;
 

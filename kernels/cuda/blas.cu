@@ -17,18 +17,45 @@ struct wd_cuda_blas {
     void *workspace;
 };
 
+/* A cuBLAS failure as an error code of this backend: WD_CUDA_CUBLAS_ERROR +
+ * call * 100 + status, so wd_cuda_error_string can name the call and the
+ * cuBLAS status rather than a bare "unknown error". */
+enum { BLAS_SET_STREAM = 0, BLAS_SET_WORKSPACE, BLAS_SET_MATH_MODE, BLAS_GEMM, BLAS_CALLS };
+static const char *const blas_call_name[BLAS_CALLS] = {"cublasSetStream", "cublasSetWorkspace",
+                                                       "cublasSetMathMode", "cublasGemmEx"};
+static int blas_rc(int call, cublasStatus_t st) {
+    return st == CUBLAS_STATUS_SUCCESS ? 0 : WD_CUDA_CUBLAS_ERROR + call * 100 + (int)st;
+}
+
+/* the text of an error code from blas_rc (a cuBLAS status is below 100) */
+const char *wd_cuda_blas_error_string(int code, char *buf, size_t len) {
+    int call = (code - WD_CUDA_CUBLAS_ERROR) / 100, st = (code - WD_CUDA_CUBLAS_ERROR) % 100;
+    snprintf(buf, len, "%s failed: %s", call >= 0 && call < BLAS_CALLS ? blas_call_name[call] : "cuBLAS",
+             cublasGetStatusString((cublasStatus_t)st));
+    return buf;
+}
+
+/* the handle on stream s with its own workspace; cublasSetStream resets the
+   workspace to cuBLAS's default pool, so both are set together */
+static int blas_bind(wd_cuda_blas *b, cudaStream_t s, int own_workspace) {
+    int rc = blas_rc(BLAS_SET_STREAM, cublasSetStream(b->h, s));
+    if (!rc && own_workspace)
+        rc = blas_rc(BLAS_SET_WORKSPACE, cublasSetWorkspace(b->h, b->workspace, WD_BLAS_WORKSPACE));
+    return rc;
+}
+
 extern "C" wd_cuda_blas *wd_cuda_blas_create(wd_cuda_stream_t s, size_t max_elems, char *err,
                                              size_t errlen) {
     wd_cuda_blas *b = (wd_cuda_blas *)calloc(1, sizeof *b);
     if (!b) {
-        snprintf(err, errlen, "kernels/cuda/blas.cu: out of host memory");
+        snprintf(err, errlen, "cuda: out of host memory");
         return NULL;
     }
     b->s = s;
     b->cap = max_elems ? max_elems : 1;
     cublasStatus_t st = cublasCreate(&b->h);
     if (st != CUBLAS_STATUS_SUCCESS) {
-        snprintf(err, errlen, "kernels/cuda/blas.cu: cublasCreate failed (%s)",
+        snprintf(err, errlen, "cuda: cublasCreate failed (%s)",
                  cublasGetStatusString(st));
         free(b);
         return NULL;
@@ -36,14 +63,20 @@ extern "C" wd_cuda_blas *wd_cuda_blas_create(wd_cuda_stream_t s, size_t max_elem
     if (cudaMalloc(&b->xb, b->cap * sizeof(__nv_bfloat16)) != cudaSuccess ||
         cudaMalloc(&b->workspace, WD_BLAS_WORKSPACE) != cudaSuccess) {
         cudaGetLastError();
-        snprintf(err, errlen, "kernels/cuda/blas.cu: out of GPU memory for the cuBLAS buffers");
+        snprintf(err, errlen, "cuda: out of GPU memory for the cuBLAS buffers");
         wd_cuda_blas_free(b);
         return NULL;
     }
-    cublasSetStream(b->h, s);
-    cublasSetWorkspace(b->h, b->workspace, WD_BLAS_WORKSPACE);
     /* fp32 GEMMs stay true fp32 (no TF32): the exact mode relies on it */
-    cublasSetMathMode(b->h, CUBLAS_DEFAULT_MATH);
+    int rc = blas_bind(b, s, 1);
+    if (!rc) rc = blas_rc(BLAS_SET_MATH_MODE, cublasSetMathMode(b->h, CUBLAS_DEFAULT_MATH));
+    if (rc) {
+        char why[128];
+        snprintf(err, errlen, "cuda: %s",
+                 wd_cuda_blas_error_string(rc, why, sizeof why));
+        wd_cuda_blas_free(b);
+        return NULL;
+    }
     return b;
 }
 
@@ -67,18 +100,26 @@ static int gemm_typed(wd_cuda_blas *b, float *y, const void *x, const void *w, w
     cublasStatus_t st =
         cublasGemmEx(b->h, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &alpha, w, t, cols, x, t, cols,
                      &beta, y, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    return st == CUBLAS_STATUS_SUCCESS ? 0 : (int)cudaErrorUnknown;
+    return blas_rc(BLAS_GEMM, st);
 }
 
 extern "C" int wd_cuda_gemm(wd_cuda_blas *b, float *d_y, const float *d_x, const void *d_w,
                             wd_dtype dt, int n, int rows, int cols) {
     if (n <= 0 || rows <= 0) return 0;
     if (!b) return (int)cudaErrorInvalidValue;
+    if (wd_dtype_quantised(dt)) return wd_cuda_gemm_quant(d_y, d_x, d_w, dt, n, rows, cols, b->s);
     if (dt == WD_DT_F32) return gemm_typed(b, d_y, d_x, d_w, dt, n, rows, cols, 0.0f);
     if (dt != WD_DT_BF16) return (int)cudaErrorInvalidValue;
     if ((size_t)n * cols > b->cap) return (int)cudaErrorMemoryAllocation;
     WD_CU((cudaError_t)wd_cuda_convert(b->xb, WD_DT_BF16, d_x, WD_DT_F32, (size_t)n * cols, b->s));
     return gemm_typed(b, d_y, b->xb, d_w, dt, n, rows, cols, 0.0f);
+}
+
+extern "C" int wd_cuda_gemm_typed_input(wd_cuda_blas *b, float *d_y, const void *d_x,
+                                        const void *d_w, wd_dtype dt, int n, int rows, int cols) {
+    if (n <= 0 || rows <= 0) return 0;
+    if (!b || (dt != WD_DT_F32 && dt != WD_DT_BF16)) return (int)cudaErrorInvalidValue;
+    return gemm_typed(b, d_y, d_x, d_w, dt, n, rows, cols, 0.0f);
 }
 
 extern "C" int wd_cuda_matmul(wd_cuda_blas *b, float *d_y, const float *d_x, const void *d_w,
@@ -104,7 +145,8 @@ extern "C" int wd_cuda_expert_ffn(wd_cuda_blas *b, const wd_cuda_expert *e, floa
                                   const float *d_x, const int *d_rows, const float *d_scale,
                                   int n, int accumulate, void *d_scratch, wd_cuda_stream_t s) {
     if (n <= 0) return 0;
-    if (e->dt != WD_DT_F32 && e->dt != WD_DT_BF16) return (int)cudaErrorInvalidValue;
+    const int quant = wd_dtype_quantised(e->dt);
+    if (e->dt != WD_DT_F32 && e->dt != WD_DT_BF16 && !quant) return (int)cudaErrorInvalidValue;
     int H = e->hidden, F = e->ffn;
     if (n <= WD_CUDA_GEMV_MAX_N || !b) {
         /* small batch: fused kernels, in chunks of WD_CUDA_GEMV_MAX_N tokens */
@@ -118,7 +160,7 @@ extern "C" int wd_cuda_expert_ffn(wd_cuda_blas *b, const wd_cuda_expert *e, floa
         }
         return 0;
     }
-    if (b->s != s) cublasSetStream(b->h, s); /* s: cuBLAS's default workspace pool */
+    if (b->s != s) WD_CU((cudaError_t)blas_bind(b, s, 0)); /* s: cuBLAS's default workspace pool */
     char *p = (char *)d_scratch;
     void *xg = p;
     p += align256((size_t)n * H * 4);
@@ -129,15 +171,24 @@ extern "C" int wd_cuda_expert_ffn(wd_cuda_blas *b, const wd_cuda_expert *e, floa
     void *hh = p;
     p += align256((size_t)n * F * 4);
     float *y = (float *)p;
-    int rc = wd_cuda_gather_cast(xg, e->dt, d_x, d_rows, n, H, s);
-    if (!rc) rc = gemm_typed(b, g, xg, e->w1, e->dt, n, F, H, 0.0f);
-    if (!rc) rc = gemm_typed(b, u, xg, e->w3, e->dt, n, F, H, 0.0f);
-    if (!rc) rc = wd_cuda_silu_mul_cast(hh, e->dt, g, u, (size_t)n * F, s);
-    if (!rc) rc = gemm_typed(b, y, hh, e->w2, e->dt, n, H, F, 0.0f);
+    int rc;
+    if (quant) { /* activations stay fp32: the tiled kernel on the blocks */
+        rc = wd_cuda_gather_cast(xg, WD_DT_F32, d_x, d_rows, n, H, s);
+        if (!rc) rc = wd_cuda_gemm_quant(g, (const float *)xg, e->w1, e->dt, n, F, H, s);
+        if (!rc) rc = wd_cuda_gemm_quant(u, (const float *)xg, e->w3, e->dt, n, F, H, s);
+        if (!rc) rc = wd_cuda_silu_mul_cast(hh, WD_DT_F32, g, u, (size_t)n * F, s);
+        if (!rc) rc = wd_cuda_gemm_quant(y, (const float *)hh, e->w2, wd_cuda_expert_dt2(e), n, H, F, s);
+    } else {
+        rc = wd_cuda_gather_cast(xg, e->dt, d_x, d_rows, n, H, s);
+        if (!rc) rc = gemm_typed(b, g, xg, e->w1, e->dt, n, F, H, 0.0f);
+        if (!rc) rc = gemm_typed(b, u, xg, e->w3, e->dt, n, F, H, 0.0f);
+        if (!rc) rc = wd_cuda_silu_mul_cast(hh, e->dt, g, u, (size_t)n * F, s);
+        if (!rc) rc = gemm_typed(b, y, hh, e->w2, e->dt, n, H, F, 0.0f);
+    }
     if (!rc) rc = wd_cuda_scatter(d_out, y, d_rows, d_scale, n, H, accumulate, s);
-    if (b->s != s) { /* cublasSetStream resets the workspace to the default pool */
-        cublasSetStream(b->h, b->s);
-        cublasSetWorkspace(b->h, b->workspace, WD_BLAS_WORKSPACE);
+    if (b->s != s) { /* back to the handle's own stream and workspace */
+        int rc2 = blas_bind(b, b->s, 1);
+        if (!rc) rc = rc2;
     }
     return rc;
 }

@@ -19,7 +19,11 @@ file(GLOB WD_CUDA_SRC CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/kernels/cuda/*.cu
                                         ${CMAKE_SOURCE_DIR}/kernels/cuda/*.c)
 add_library(wd_cuda STATIC ${WD_CUDA_SRC})
 target_include_directories(wd_cuda PUBLIC ${CMAKE_SOURCE_DIR})
-# nvtx3 is header-only; it sits in the toolkit's include folder.
+# nvtx3 is header-only: CUDAToolkit's CUDA::nvtx3 target where CMake has it
+# (3.25+), else the toolkit's include folder.
+if(TARGET CUDA::nvtx3)
+  target_link_libraries(wd_cuda PRIVATE CUDA::nvtx3)
+endif()
 target_include_directories(wd_cuda PRIVATE ${CUDAToolkit_INCLUDE_DIRS})
 target_compile_options(wd_cuda PRIVATE
   $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -lineinfo -Xcompiler=-Wall,-Wno-unused-parameter>)
@@ -28,8 +32,12 @@ set_target_properties(wd_cuda PROPERTIES CUDA_SEPARABLE_COMPILATION OFF
 target_link_libraries(wd_cuda PUBLIC wd_host CUDA::cudart CUDA::cublas ${CMAKE_DL_LIBS})
 
 # NCCL (optional): several GPUs in one process (ncclCommInitAll, grouped send/recv).
-find_path(WD_NCCL_INCLUDE nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/include /usr/include)
-find_library(WD_NCCL_LIB nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/lib /usr/lib/x86_64-linux-gnu)
+# CUDAToolkit has no NCCL target: looked for beside the toolkit, then in the
+# usual places (NCCL_ROOT / CMAKE_PREFIX_PATH point elsewhere).
+find_path(WD_NCCL_INCLUDE nccl.h HINTS ${NCCL_ROOT}/include ${CUDAToolkit_INCLUDE_DIRS}
+          /usr/local/include /usr/include)
+find_library(WD_NCCL_LIB nccl HINTS ${NCCL_ROOT}/lib ${CUDAToolkit_LIBRARY_DIR} /usr/local/lib
+             /usr/lib/x86_64-linux-gnu)
 if(WD_NCCL_INCLUDE AND WD_NCCL_LIB)
   message(STATUS "wdmoe: NCCL found: ${WD_NCCL_LIB}")
   target_include_directories(wd_cuda PRIVATE ${WD_NCCL_INCLUDE})

@@ -43,6 +43,9 @@ typedef struct CUstream_st *wd_cuda_stream_t;
 /* Number of usable CUDA devices; 0 when there is no GPU or no driver. */
 int wd_cuda_device_count(void);
 const char *wd_cuda_error_string(int code);
+/* error codes from WD_CUDA_CUBLAS_ERROR up are cuBLAS failures (call and
+   status, named by wd_cuda_error_string) */
+#define WD_CUDA_CUBLAS_ERROR 100000
 /* One line describing device `dev` (name, SMs, memory, compute capability). */
 int wd_cuda_device_info(int dev, char *buf, size_t len);
 /* Synchronises the current device; returns the first pending error. */
@@ -55,8 +58,10 @@ int wd_cuda_download(void *dst, const void *d_src, size_t bytes);
 int wd_cuda_poison(void *d_p, size_t bytes);
 
 /* ---- kernels --------------------------------------------------------------
- * Weight/cache dtypes: WD_DT_BF16 or WD_DT_F32. All take a stream (NULL:
- * the legacy default stream). */
+ * Weight/cache dtypes: WD_DT_BF16 or WD_DT_F32; weights (GEMV, GEMM, fused
+ * expert, embedding) may also be llama.cpp blocks (Q8_0, Q4_0, Q4_1, Q4_K,
+ * Q5_K, Q6_K: kernels/cuda/quant.cu), used in place, never expanded. All take
+ * a stream (NULL: the legacy default stream). */
 
 /* Largest token count the GEMV / fused-expert kernels take in one launch. */
 #define WD_CUDA_GEMV_MAX_N 8
@@ -64,6 +69,11 @@ int wd_cuda_poison(void *d_p, size_t bytes);
 /* dst[i] = convert(src[i]) for n elements; src F32/F16/BF16, dst F32/BF16. */
 int wd_cuda_convert(void *d_dst, wd_dtype dst_dt, const void *d_src, wd_dtype src_dt,
                     size_t n, wd_cuda_stream_t s);
+
+/* dst[t][:] = W[idx ? idx[t] : t][:] dequantised (exactly as the CPU) to dst_dt
+ * (F32 or BF16); W of quantised dtype dt with rows of cols weights. */
+int wd_cuda_dequant_rows(void *d_dst, wd_dtype dst_dt, const void *d_w, wd_dtype dt,
+                         const int *d_idx, int n, int cols, wd_cuda_stream_t s);
 
 /* x[t][:] = table[tokens[t]][:] as fp32; tokens: device [n]. */
 int wd_cuda_embed(float *d_x, const void *d_table, wd_dtype dt, const int *d_tokens, int n,
@@ -107,7 +117,9 @@ int wd_cuda_combine(float *d_out, const float *const *src, int n_src, int n, int
 /* x[i] += y[i] */
 int wd_cuda_add(float *d_x, const float *d_y, size_t n, wd_cuda_stream_t s);
 
-/* Spin on the global timer for ns nanoseconds (one thread). */
+/* Spin on the global timer for ns nanoseconds (one thread), at most
+ * WD_CUDA_DELAY_MAX_NS: a wrong value cannot burn minutes of GPU time. */
+#define WD_CUDA_DELAY_MAX_NS 1000000000ull
 int wd_cuda_delay(uint64_t ns, wd_cuda_stream_t s);
 /* Same, writing the kernel's own start/end global timer into d_t[0..1]. */
 int wd_cuda_delay_timed(uint64_t ns, unsigned long long *d_t, wd_cuda_stream_t s);
@@ -123,18 +135,22 @@ wd_cuda_stream_t wd_cuda_blas_stream(const wd_cuda_blas *b);
 
 /* y[n][rows] = x[n][cols] W^T (W row-major [rows x cols], dtype dt).
  * n <= WD_CUDA_GEMV_MAX_N uses the GEMV kernel; larger n uses cuBLAS
- * (BF16: x converted to BF16, fp32 accumulate and output; F32: SGEMM). */
+ * (BF16: x converted to BF16, fp32 accumulate and output; F32: SGEMM), or
+ * for quantised W a tiled fp32 kernel dequantising tiles in shared memory. */
 int wd_cuda_matmul(wd_cuda_blas *b, float *d_y, const float *d_x, const void *d_w,
                    wd_dtype dt, int n, int rows, int cols);
 /* Always cuBLAS (benchmarks, tests). */
 int wd_cuda_gemm(wd_cuda_blas *b, float *d_y, const float *d_x, const void *d_w, wd_dtype dt,
                  int n, int rows, int cols);
+/* The same GEMM with x already in the weights' dtype (no conversion). */
+int wd_cuda_gemm_typed_input(wd_cuda_blas *b, float *d_y, const void *d_x, const void *d_w,
+                             wd_dtype dt, int n, int rows, int cols);
 
 /* ---- the fused expert FFN ---------------------------------------------------
  * For t < n, with r = rows ? rows[t] : t and a = scale ? scale[t] : 1:
  *   f = w2( silu(w1 x[r]) * (w3 x[r]) )
  *   accumulate == 0: out[r] = a * f;  accumulate != 0: out[r] += a * f (atomic).
- * w1, w3: [ffn x hidden]; w2: [hidden x ffn]; all of dtype dt.
+ * w1, w3: [ffn x hidden]; w2: [hidden x ffn]; of dtype dt (w2: see dt2).
  * n <= WD_CUDA_GEMV_MAX_N: two fused kernels (gate+up+SiLU*mul; down+scale+
  * write). Larger n: cuBLAS GEMMs (b must be non-NULL) with the same epilogue.
  * scratch: device, wd_cuda_expert_scratch_bytes(n, hidden, ffn) bytes. */
@@ -142,6 +158,9 @@ typedef struct {
     const void *w1, *w3, *w2;
     wd_dtype dt;
     int hidden, ffn;
+    /* w2's dtype where dt and it are both block types (K-quant mixes: Q6_K beside
+     * Q4_K); otherwise (e.g. 0 from a zeroed or shorter initialiser) w2 is dt */
+    wd_dtype dt2;
 } wd_cuda_expert;
 
 size_t wd_cuda_expert_scratch_bytes(int n, int hidden, int ffn);
@@ -155,7 +174,10 @@ typedef struct wd_cuda_devset wd_cuda_devset;
 typedef struct {
     int n_devices;       /* emulated devices */
     const int *sm_count; /* per device, or NULL; > 0 asks for a green context with
-                            about that many SMs (CUDA 12.4+ driver); else a plain stream */
+                            that many SMs, rounded up to the GPU's SM group size (CUDA
+                            12.4+ driver); else a plain stream. The partitions are split
+                            one after another from the GPU's SMs, so they never overlap;
+                            requests beyond the GPU's SMs make creation fail */
     const int *priority; /* per device, or NULL (0 = default); lower = higher priority */
     const int *ids;      /* per device, or NULL: its number in logs and NVTX names */
     int gpu;             /* CUDA device ordinal */
@@ -174,6 +196,11 @@ wd_cuda_stream_t wd_cuda_devset_stream(const wd_cuda_devset *ds, int d);
 wd_cuda_blas *wd_cuda_devset_blas(const wd_cuda_devset *ds, int d);
 void *wd_cuda_devset_scratch(const wd_cuda_devset *ds, int d);
 int wd_cuda_devset_green(const wd_cuda_devset *ds, int d); /* 1 when a green context */
+int wd_cuda_devset_sm_count(const wd_cuda_devset *ds, int d); /* its SMs (0: plain stream) */
+/* The SMs (%smid) that a kernel of `blocks` blocks on device d's stream ran
+ * on, as a bitmap over 0..255 (uint32_t[8]); 0 on success. Tests use it to
+ * check that green contexts do not overlap. */
+int wd_cuda_devset_sms_used(wd_cuda_devset *ds, int d, int blocks, uint32_t *bitmap);
 
 /* One expert call on device d, as the emulated system sees it:
  *   [delay dl_ns] [event] expert [event] [delay ul_ns]
@@ -254,10 +281,14 @@ int wd_cuda_model_create_random(wd_cuda_model **out, const wd_config *cfg, uint6
  *   select         the selection hook (policy, emulator) and grouping by expert
  *   launch_experts enqueueing the expert part (kernels, NCCL, or one graph)
  *   timing         the timing hook (measured compute) and its waits
- *   tail           embedding/LM head enqueue and the final wait */
+ *   tail           embedding/LM head enqueue and the final wait
+ *   capture        CUDA-graph captures and instantiations (first use of a
+ *                  layer's BS graph or of a chosen expert set), not counted
+ *                  in launch_bs/launch_experts; captures is their number
+ *   delays_clamped real-time link delays cut to WD_CUDA_DELAY_MAX_NS */
 typedef struct {
-    long forwards, layers;
-    double launch_bs, wait_router, select, launch_experts, timing, tail;
+    long forwards, layers, captures, delays_clamped;
+    double launch_bs, wait_router, select, launch_experts, timing, tail, capture;
 } wd_cuda_profile;
 void wd_cuda_model_profile(const wd_cuda_model *cm, wd_cuda_profile *out);
 void wd_cuda_model_profile_reset(wd_cuda_model *cm);

@@ -16,17 +16,18 @@
 
 #include "kernels/cuda/common.cuh"
 
-typedef CUresult (*pfn_device_get)(CUdevice *, int);
-typedef CUresult (*pfn_get_dev_resource)(CUdevice, CUdevResource *, CUdevResourceType);
-typedef CUresult (*pfn_split_by_count)(CUdevResource *, unsigned int *, const CUdevResource *,
-                                       CUdevResource *, unsigned int, unsigned int);
-typedef CUresult (*pfn_generate_desc)(CUdevResourceDesc *, CUdevResource *, unsigned int);
-typedef CUresult (*pfn_green_create)(CUgreenCtx *, CUdevResourceDesc, CUdevice, unsigned int);
-typedef CUresult (*pfn_green_destroy)(CUgreenCtx);
-typedef CUresult (*pfn_green_stream)(CUstream *, CUgreenCtx, unsigned int, int);
-typedef CUresult (*pfn_ctx_from_green)(CUcontext *, CUgreenCtx);
-typedef CUresult (*pfn_ctx_push)(CUcontext);
-typedef CUresult (*pfn_ctx_pop)(CUcontext *);
+/* the signatures of the headers we compile against (entry points are asked
+   for in that ABI: get_entry) */
+typedef decltype(&cuDeviceGet) pfn_device_get;
+typedef decltype(&cuDeviceGetDevResource) pfn_get_dev_resource;
+typedef decltype(&cuDevSmResourceSplitByCount) pfn_split_by_count;
+typedef decltype(&cuDevResourceGenerateDesc) pfn_generate_desc;
+typedef decltype(&cuGreenCtxCreate) pfn_green_create;
+typedef decltype(&cuGreenCtxDestroy) pfn_green_destroy;
+typedef decltype(&cuGreenCtxStreamCreate) pfn_green_stream;
+typedef decltype(&cuCtxFromGreenCtx) pfn_ctx_from_green;
+typedef decltype(&cuCtxPushCurrent) pfn_ctx_push;
+typedef decltype(&cuCtxPopCurrent) pfn_ctx_pop;
 
 typedef struct {
     pfn_device_get device_get;
@@ -41,29 +42,35 @@ typedef struct {
     pfn_ctx_pop ctx_pop;
 } green_api;
 
-static int get_entry(const char *sym, void **fn) {
+/* The entry point of sym in the ABI of the headers we were compiled with
+   (CUDART_VERSION: some green-context symbols, cuGreenCtxStreamCreate among
+   them, appeared after 12.4, so asking for the 12.4 ABI fails on them). */
+static int get_entry(const char *sym, void **fn, const char **missing) {
     cudaDriverEntryPointQueryResult q;
-    if (cudaGetDriverEntryPointByVersion(sym, fn, 12040, cudaEnableDefault, &q) != cudaSuccess ||
+    if (cudaGetDriverEntryPointByVersion(sym, fn, CUDART_VERSION, cudaEnableDefault, &q) !=
+            cudaSuccess ||
         q != cudaDriverEntryPointSuccess || !*fn) {
         cudaGetLastError();
+        if (!*missing) *missing = sym;
         return -1;
     }
     return 0;
 }
 
-static int green_api_load(green_api *g) {
+static int green_api_load(green_api *g, const char **missing) {
     memset(g, 0, sizeof *g);
+    *missing = NULL;
     int rc = 0;
-    rc |= get_entry("cuDeviceGet", (void **)&g->device_get);
-    rc |= get_entry("cuDeviceGetDevResource", (void **)&g->get_dev_resource);
-    rc |= get_entry("cuDevSmResourceSplitByCount", (void **)&g->split_by_count);
-    rc |= get_entry("cuDevResourceGenerateDesc", (void **)&g->generate_desc);
-    rc |= get_entry("cuGreenCtxCreate", (void **)&g->green_create);
-    rc |= get_entry("cuGreenCtxDestroy", (void **)&g->green_destroy);
-    rc |= get_entry("cuGreenCtxStreamCreate", (void **)&g->green_stream);
-    rc |= get_entry("cuCtxFromGreenCtx", (void **)&g->ctx_from_green);
-    rc |= get_entry("cuCtxPushCurrent", (void **)&g->ctx_push);
-    rc |= get_entry("cuCtxPopCurrent", (void **)&g->ctx_pop);
+    rc |= get_entry("cuDeviceGet", (void **)&g->device_get, missing);
+    rc |= get_entry("cuDeviceGetDevResource", (void **)&g->get_dev_resource, missing);
+    rc |= get_entry("cuDevSmResourceSplitByCount", (void **)&g->split_by_count, missing);
+    rc |= get_entry("cuDevResourceGenerateDesc", (void **)&g->generate_desc, missing);
+    rc |= get_entry("cuGreenCtxCreate", (void **)&g->green_create, missing);
+    rc |= get_entry("cuGreenCtxDestroy", (void **)&g->green_destroy, missing);
+    rc |= get_entry("cuGreenCtxStreamCreate", (void **)&g->green_stream, missing);
+    rc |= get_entry("cuCtxFromGreenCtx", (void **)&g->ctx_from_green, missing);
+    rc |= get_entry("cuCtxPushCurrent", (void **)&g->ctx_push, missing);
+    rc |= get_entry("cuCtxPopCurrent", (void **)&g->ctx_pop, missing);
     return rc ? -1 : 0;
 }
 
@@ -98,32 +105,29 @@ void wd_cuda_log(char *log, size_t len, const char *fmt, ...) {
     va_end(ap);
 }
 
-/* A green context with about `want` SMs and a stream in it; 0 on success. */
-static int make_green(wd_cuda_devset *ds, wd_dev *d, int want, int priority, char *why,
-                      size_t wlen) {
+/* A green context holding `want` SMs (rounded up to the GPU's SM group
+ * granularity) split off *pool, and a stream in it; *pool becomes what is left,
+ * so the partitions of a devset never overlap. 0 on success; 1 when the pool
+ * holds too few SMs (a request to refuse, not a driver failure); -1 when a
+ * driver step failed. */
+static int make_green(wd_cuda_devset *ds, wd_dev *d, CUdevice dev, CUdevResource *pool, int want,
+                      int priority, char *why, size_t wlen) {
     green_api *a = &ds->api;
-    CUdevice dev;
-    CUdevResource all, part, rest;
+    CUdevResource part, rest;
     CUdevResourceDesc desc;
     unsigned int groups = 1;
-    if (a->device_get(&dev, ds->gpu) != CUDA_SUCCESS) {
-        snprintf(why, wlen, "cuDeviceGet failed");
-        return -1;
-    }
-    if (a->get_dev_resource(dev, &all, CU_DEV_RESOURCE_TYPE_SM) != CUDA_SUCCESS) {
-        snprintf(why, wlen, "cuDeviceGetDevResource failed");
-        return -1;
-    }
-    if ((unsigned)want >= all.sm.smCount) {
-        snprintf(why, wlen, "asks for %d of %u SMs: the whole GPU", want, all.sm.smCount);
-        return -1;
+    if ((unsigned)want > pool->sm.smCount) {
+        snprintf(why, wlen, "asks for %d SMs, %u left", want, pool->sm.smCount);
+        return 1;
     }
     memset(&part, 0, sizeof part);
     memset(&rest, 0, sizeof rest);
-    if (a->split_by_count(&part, &groups, &all, &rest, 0, (unsigned)want) != CUDA_SUCCESS ||
+    if (a->split_by_count(&part, &groups, pool, &rest, 0, (unsigned)want) != CUDA_SUCCESS ||
         groups < 1) {
-        snprintf(why, wlen, "cuDevSmResourceSplitByCount(%d) failed", want);
-        return -1;
+        /* the rounded-up group does not fit in what is left */
+        snprintf(why, wlen, "asks for %d SMs, %u left (SM groups are rounded up)", want,
+                 pool->sm.smCount);
+        return 1;
     }
     if (a->generate_desc(&desc, &part, 1) != CUDA_SUCCESS) {
         snprintf(why, wlen, "cuDevResourceGenerateDesc failed");
@@ -135,33 +139,40 @@ static int make_green(wd_cuda_devset *ds, wd_dev *d, int want, int priority, cha
         return -1;
     }
     CUstream cs;
-    if (a->green_stream(&cs, d->green, CU_STREAM_NON_BLOCKING, priority) != CUDA_SUCCESS ||
-        a->ctx_from_green(&d->green_cu, d->green) != CUDA_SUCCESS) {
+    if (a->green_stream(&cs, d->green, CU_STREAM_NON_BLOCKING, priority) != CUDA_SUCCESS) {
         a->green_destroy(d->green);
         d->green = NULL;
         snprintf(why, wlen, "cuGreenCtxStreamCreate failed");
         return -1;
     }
+    if (a->ctx_from_green(&d->green_cu, d->green) != CUDA_SUCCESS) {
+        cudaStreamDestroy((cudaStream_t)cs);
+        a->green_destroy(d->green);
+        d->green = NULL;
+        snprintf(why, wlen, "cuCtxFromGreenCtx failed");
+        return -1;
+    }
     d->s = (cudaStream_t)cs;
     d->sm_count = (int)part.sm.smCount;
+    *pool = rest;
     return 0;
 }
 
 extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec, char *log,
                                                  size_t loglen, char *err, size_t errlen) {
     if (spec->n_devices <= 0) {
-        snprintf(err, errlen, "kernels/cuda/devices.cu: n_devices must be positive");
+        snprintf(err, errlen, "cuda: n_devices must be positive");
         return NULL;
     }
     if (cudaSetDevice(spec->gpu) != cudaSuccess) {
         cudaGetLastError();
-        snprintf(err, errlen, "kernels/cuda/devices.cu: no CUDA device %d", spec->gpu);
+        snprintf(err, errlen, "cuda: no CUDA device %d", spec->gpu);
         return NULL;
     }
     wd_cuda_devset *ds = (wd_cuda_devset *)calloc(1, sizeof *ds);
     if (!ds || !(ds->dev = (wd_dev *)calloc((size_t)spec->n_devices, sizeof(wd_dev)))) {
         free(ds);
-        snprintf(err, errlen, "kernels/cuda/devices.cu: out of host memory");
+        snprintf(err, errlen, "cuda: out of host memory");
         return NULL;
     }
     ds->n = spec->n_devices;
@@ -169,18 +180,38 @@ extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec
     if (!(ds->ids = (int *)malloc((size_t)ds->n * sizeof(int)))) {
         free(ds->dev);
         free(ds);
-        snprintf(err, errlen, "kernels/cuda/devices.cu: out of host memory");
+        snprintf(err, errlen, "cuda: out of host memory");
         return NULL;
     }
     for (int d = 0; d < ds->n; d++) ds->ids[d] = spec->ids ? spec->ids[d] : d;
-    int want_green = 0;
-    for (int d = 0; spec->sm_count && d < ds->n; d++) want_green |= spec->sm_count[d] > 0;
+    long want_green = 0;
+    for (int d = 0; spec->sm_count && d < ds->n; d++)
+        if (spec->sm_count[d] > 0) want_green += spec->sm_count[d];
+    /* green contexts: the GPU's SM resource is split once, request by request,
+       each from what the earlier ones left, so partitions are disjoint */
+    CUdevice cudev = 0;
+    CUdevResource pool;
+    memset(&pool, 0, sizeof pool);
     if (want_green) {
-        ds->have_api = green_api_load(&ds->api) == 0;
+        const char *missing = NULL;
+        ds->have_api = green_api_load(&ds->api, &missing) == 0 &&
+                       ds->api.device_get(&cudev, ds->gpu) == CUDA_SUCCESS &&
+                       ds->api.get_dev_resource(cudev, &pool, CU_DEV_RESOURCE_TYPE_SM) ==
+                           CUDA_SUCCESS;
         if (!ds->have_api)
             wd_cuda_log(log, loglen,
-                        "cuda: green contexts unavailable (driver older than 12.4?): plain "
-                        "streams for every device\n");
+                        "cuda: green contexts unavailable (%s%s): plain streams for every "
+                        "device\n",
+                        missing ? "no driver entry point " : "cannot read the GPU's SM resource",
+                        missing ? missing : "");
+        else if (want_green > (long)pool.sm.smCount) {
+            snprintf(err, errlen,
+                     "the devices ask for %ld SMs in all (profile \"gpu_sms\"), GPU %d has %u: "
+                     "lower gpu_sms",
+                     want_green, ds->gpu, pool.sm.smCount);
+            wd_cuda_devset_free(ds);
+            return NULL;
+        }
     }
     int lo = 0, hi = 0;
     cudaDeviceGetStreamPriorityRange(&lo, &hi); /* lo: least priority (0), hi: greatest */
@@ -194,7 +225,15 @@ extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec
         if (prio > lo) prio = lo;
         int want = spec->sm_count ? spec->sm_count[d] : 0;
         char why[160] = "";
-        if (want > 0 && ds->have_api && make_green(ds, v, want, prio, why, sizeof why) == 0) {
+        int grc = want > 0 && ds->have_api
+                      ? make_green(ds, v, cudev, &pool, want, prio, why, sizeof why)
+                      : -1;
+        if (grc == 1) {
+            snprintf(err, errlen, "device %d: green context %s: lower gpu_sms", ds->ids[d], why);
+            wd_cuda_devset_free(ds);
+            return NULL;
+        }
+        if (grc == 0) {
             wd_cuda_log(log, loglen, "cuda: device %d: green context with %d SMs (asked %d)\n",
                         ds->ids[d], v->sm_count, want);
         } else {
@@ -202,7 +241,7 @@ extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec
                 wd_cuda_log(log, loglen, "cuda: device %d: plain stream (%s)\n", ds->ids[d], why);
             if (cudaStreamCreateWithPriority(&v->s, cudaStreamNonBlocking, prio) != cudaSuccess) {
                 cudaGetLastError();
-                snprintf(err, errlen, "kernels/cuda/devices.cu: cannot create stream %d", ds->ids[d]);
+                snprintf(err, errlen, "cuda: cannot create stream %d", ds->ids[d]);
                 wd_cuda_devset_free(ds);
                 return NULL;
             }
@@ -227,7 +266,7 @@ extern "C" wd_cuda_devset *wd_cuda_devset_create(const wd_cuda_devset_spec *spec
         if (!ok) {
             cudaGetLastError();
             snprintf(err, errlen,
-                     "kernels/cuda/devices.cu: cannot create events/cuBLAS/scratch of device %d",
+                     "cuda: cannot create events/cuBLAS/scratch of device %d",
                      ds->ids[d]);
             wd_cuda_devset_free(ds);
             return NULL;
@@ -246,12 +285,10 @@ extern "C" void wd_cuda_devset_free(wd_cuda_devset *ds) {
         if (v->ev0) cudaEventDestroy(v->ev0);
         if (v->ev1) cudaEventDestroy(v->ev1);
         if (v->done) cudaEventDestroy(v->done);
-        if (v->green) {
-            /* the green stream goes with its context */
-            ds->api.green_destroy(v->green);
-        } else if (v->s) {
-            cudaStreamDestroy(v->s);
-        }
+        /* a stream made by cuGreenCtxStreamCreate is not destroyed with its
+           green context: destroy it first */
+        if (v->s) cudaStreamDestroy(v->s);
+        if (v->green) ds->api.green_destroy(v->green);
     }
     free(ds->dev);
     free(ds->ids);
@@ -271,6 +308,36 @@ extern "C" void *wd_cuda_devset_scratch(const wd_cuda_devset *ds, int d) {
 cudaEvent_t wd_cuda_devset_done_event(const wd_cuda_devset *ds, int d) { return ds->dev[d].done; }
 extern "C" int wd_cuda_devset_green(const wd_cuda_devset *ds, int d) {
     return ds->dev[d].green != NULL;
+}
+extern "C" int wd_cuda_devset_sm_count(const wd_cuda_devset *ds, int d) {
+    return ds->dev[d].green ? ds->dev[d].sm_count : 0;
+}
+
+/* ---- which SMs a stream's kernels reach (partition checks) ---------------------- */
+__global__ void sms_used_kernel(uint32_t *bitmap) {
+    unsigned smid;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+    if (threadIdx.x == 0 && smid < 256) atomicOr(&bitmap[smid / 32], 1u << (smid % 32));
+    /* stay resident a while so the blocks spread over every SM the stream may use */
+    unsigned long long t0 = wd_globaltimer();
+    while (wd_globaltimer() - t0 < 20000ull) __nanosleep(500);
+}
+
+extern "C" int wd_cuda_devset_sms_used(wd_cuda_devset *ds, int d, int blocks, uint32_t *bitmap) {
+    if (d < 0 || d >= ds->n || blocks <= 0) return (int)cudaErrorInvalidValue;
+    wd_dev *v = &ds->dev[d];
+    uint32_t *dmap = NULL;
+    WD_CU(cudaMalloc(&dmap, 8 * sizeof(uint32_t)));
+    cudaError_t e = cudaMemsetAsync(dmap, 0, 8 * sizeof(uint32_t), v->s);
+    if (e == cudaSuccess) {
+        sms_used_kernel<<<blocks, 32, 0, v->s>>>(dmap);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(bitmap, dmap, 8 * sizeof(uint32_t), cudaMemcpyDeviceToHost, v->s);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(v->s);
+    cudaFree(dmap);
+    return (int)e;
 }
 
 extern "C" void wd_cuda_nvtx_push(const char *name) { nvtxRangePushA(name); }

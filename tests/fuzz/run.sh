@@ -50,10 +50,10 @@ add() { # target files...
 add safetensors "$models/sliced4-top4/model.safetensors"
 add config "$models/moe4-top2/config.json" "$models/sliced4-top4/config.json"
 add tokenizer "$models/moe4-top2/tokenizer.json"
-add gguf "$models/moe4-top2.gguf" "$shared/vocab/ggml-vocab-llama-spm.gguf"
+add gguf "$models/moe4-top2.gguf" "$root/tests/data/vocab/ggml-vocab-llama-spm.gguf"
 add scenario "$root"/bench/scenarios/*.json
-add mahimahi "$shared/traces/ATT-LTE-driving-2016.up"
-for f in "$shared"/traces/*.down; do # the long traces: their first 4000 lines
+add mahimahi "$root/bench/traces/ATT-LTE-driving-2016.up"
+for f in "$root"/bench/traces/*.down; do # the long traces: their first 4000 lines
     [ -f "$f" ] && head -n 4000 "$f" >"$seeds/mahimahi/head-$(basename "$f")"
 done
 add csv_trace "$root"/tests/data/traces/*.csv

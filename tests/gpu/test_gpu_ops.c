@@ -3,6 +3,7 @@
  * with NaN before each run (a kernel that skips an element fails), any NaN
  * fails. Skipped (exit 77) without a GPU. */
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels/cuda/cuda_backend.h"
 #include "tests/test_util.h"
@@ -261,7 +262,7 @@ static void test_expert(wd_cuda_blas *blas, wd_dtype dt, int n, int H, int F, in
     float *w1 = rand_vec((size_t)F * H, 0.05f), *w3 = rand_vec((size_t)F * H, 0.05f),
           *w2 = rand_vec((size_t)H * F, 0.05f);
     wd_cuda_expert e = {weights(w1, (size_t)F * H, dt), weights(w3, (size_t)F * H, dt),
-                        weights(w2, (size_t)H * F, dt), dt, H, F};
+                        weights(w2, (size_t)H * F, dt), dt, H, F, dt};
     int *rows = malloc((size_t)n * 4);
     float *scale = malloc((size_t)n * 4);
     for (int t = 0; t < n; t++) {
@@ -272,7 +273,7 @@ static void test_expert(wd_cuda_blas *blas, wd_dtype dt, int n, int H, int F, in
     float *ref = malloc((size_t)total * H * 4), *xs = malloc((size_t)n * H * 4),
           *ys = malloc((size_t)n * H * 4), *scr = malloc((size_t)2 * n * F * 4);
     for (int t = 0; t < n; t++) memcpy(xs + (size_t)t * H, x + (size_t)rows[t] * H, (size_t)H * 4);
-    wd_expert_ffn(NULL, ys, xs, n, w1, w3, w2, WD_DT_F32, H, F, scr);
+    wd_expert_ffn(NULL, ys, xs, n, w1, w3, w2, WD_DT_F32, WD_DT_F32, H, F, scr);
     float *dout;
     if (accumulate) {
         memcpy(ref, base, (size_t)total * H * 4);
@@ -381,12 +382,84 @@ static void test_convert_embed_combine(void) {
     wd_cuda_free(dtok); wd_cuda_free(demb);
 }
 
+static int popcount8(const uint32_t *m) {
+    int c = 0;
+    for (int i = 0; i < 8; i++) c += __builtin_popcount(m[i]);
+    return c;
+}
+
+/* Green contexts: requests split one after another from the GPU's SMs, so the
+ * SMs a kernel on each partition reaches (%smid) are disjoint across devices
+ * and no more than the partition holds; a plain stream reaches more; requests
+ * beyond the GPU's SMs are refused with a message. */
+static void test_green_contexts(void) {
+    int req[4] = {16, 16, 32, 0};
+    wd_cuda_devset_spec spec = {0};
+    spec.n_devices = 4;
+    spec.sm_count = req;
+    spec.max_tokens = 4;
+    spec.hidden = 64;
+    spec.ffn = 172;
+    char log[2048] = "", err[256] = "";
+    wd_cuda_devset *ds = wd_cuda_devset_create(&spec, log, sizeof log, err, sizeof err);
+    CHECKF(ds != NULL, "devset with green contexts: %s", err);
+    if (!ds) return;
+    if (!wd_cuda_devset_green(ds, 0)) {
+        printf("  green contexts: NOT TESTED (%s)\n", log);
+        wd_cuda_devset_free(ds);
+        return;
+    }
+    uint32_t maps[4][8];
+    int total = 0;
+    for (int d = 0; d < 4; d++) {
+        CHECK(wd_cuda_devset_sms_used(ds, d, 1024, maps[d]) == 0);
+        int used = popcount8(maps[d]), have = wd_cuda_devset_sm_count(ds, d);
+        if (d < 3) {
+            CHECKF(wd_cuda_devset_green(ds, d), "device %d has no green context", d);
+            CHECKF(have >= req[d], "device %d: %d SMs < %d asked", d, have, req[d]);
+            CHECKF(used > 0 && used <= have, "device %d: kernel ran on %d SMs, partition %d", d,
+                   used, have);
+            total += have;
+            printf("  green context %d: asked %d SMs, got %d, a kernel reached %d\n", d, req[d],
+                   have, used);
+        } else {
+            CHECK(!wd_cuda_devset_green(ds, d));
+            printf("  plain stream: a kernel reached %d SMs\n", used);
+        }
+    }
+    int overlap = 0;
+    for (int a = 0; a < 3; a++)
+        for (int b = a + 1; b < 3; b++)
+            for (int i = 0; i < 8; i++) overlap += __builtin_popcount(maps[a][i] & maps[b][i]);
+    CHECKF(overlap == 0, "green partitions share %d SMs", overlap);
+    printf("  green contexts disjoint: %s (%d SMs in 3 partitions)\n", overlap ? "NO" : "yes",
+           total);
+    wd_cuda_devset_free(ds);
+    /* more than the GPU has: refused, with a message naming gpu_sms */
+    int big[2] = {4096, 8};
+    spec.n_devices = 2;
+    spec.sm_count = big;
+    err[0] = 0;
+    ds = wd_cuda_devset_create(&spec, NULL, 0, err, sizeof err);
+    CHECKF(ds == NULL && strstr(err, "gpu_sms"), "a request beyond the GPU was not refused (%s)",
+           err);
+    if (ds) wd_cuda_devset_free(ds);
+    else printf("  request beyond the GPU refused: %s\n", err);
+}
+
 static void test_delay(void) {
     unsigned long long *dt = wd_cuda_malloc(16), t[2];
     CHECK(wd_cuda_delay_timed(100000, dt, NULL) == 0);
     CHECK(wd_cuda_sync() == 0 && wd_cuda_download(t, dt, 16) == 0);
     CHECKF(t[1] - t[0] >= 100000, "delay kernel spun %llu ns < 100000", t[1] - t[0]);
     printf("  delay 100 us: kernel spun %.2f us\n", (t[1] - t[0]) / 1e3);
+    /* a wrong value cannot spin for minutes: clamped to WD_CUDA_DELAY_MAX_NS */
+    CHECK(wd_cuda_delay_timed(600ull * 1000000000ull, dt, NULL) == 0);
+    CHECK(wd_cuda_sync() == 0 && wd_cuda_download(t, dt, 16) == 0);
+    CHECKF(t[1] - t[0] >= WD_CUDA_DELAY_MAX_NS && t[1] - t[0] < WD_CUDA_DELAY_MAX_NS + 200000000ull,
+           "a 600 s delay spun %.3f s, clamp %.3f s", (t[1] - t[0]) / 1e9,
+           WD_CUDA_DELAY_MAX_NS / 1e9);
+    printf("  delay 600 s asked: clamped, spun %.3f s\n", (t[1] - t[0]) / 1e9);
     wd_cuda_free(dt);
 }
 
@@ -432,6 +505,17 @@ int main(void) {
     }
     test_convert_embed_combine();
     test_delay();
+    test_green_contexts();
+    /* a cuBLAS failure names the call and the cuBLAS status (lda = 0 is invalid) */
+    {
+        float *dy = wd_cuda_malloc(64 * 4);
+        int rc = wd_cuda_gemm_typed_input(blas, dy, dy, dy, WD_DT_F32, 2, 4, 0);
+        const char *msg = wd_cuda_error_string(rc);
+        CHECKF(rc >= WD_CUDA_CUBLAS_ERROR && strstr(msg, "cublasGemmEx"),
+               "cuBLAS failure reported as %d: %s", rc, msg);
+        printf("  cuBLAS failure reported as: %s\n", msg);
+        wd_cuda_free(dy);
+    }
     wd_cuda_blas_free(blas);
     return wd_test_finish("test_gpu_ops");
 }
