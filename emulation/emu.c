@@ -35,13 +35,22 @@ struct wd_emu {
     double *pscratch;
     size_t pscratch_n;
     double t;
-    /* statistics */
-    double *lat;
-    size_t n_lat, cap_lat;
-    long tokens, forwards, steps;
-    double s_bs, s_dl, s_c, s_ul, s_str, s_experts, s_token_layers, bits_dl, bits_ul;
-    int fwd_open;
-    double f_start, f_bs, f_dl, f_c, f_ul, f_str;
+    /* statistics, per phase (PH_PREFILL, PH_DECODE): one latency sample per
+     * forward pass (prefill: time to first token; decode: time per output
+     * token), sums of the critical-path terms per forward */
+    wd_emu_phase phase_mode;
+    struct phase_acc {
+        double *lat;
+        size_t n_lat, cap_lat;
+        long forwards, tokens, replaced, dropped;
+        double bs, dl, c, ul, air, str, experts, token_layers, bits_dl, bits_ul;
+    } ph[2];
+    long steps;
+    int fwd_open, f_phase;
+    int prefill_open; /* explicit prefill: later prefill passes join the open sample */
+    int last_closed;  /* phase of the forward just closed (-1: none, or a step since) */
+    double f_start, f_bs, f_dl, f_c, f_ul, f_air, f_str;
+    long sel_replaced; /* of the last selection: top-k experts replaced (outage) */
     /* faults and unreachable experts: per-token flags (FL_*) of the last
      * selection (sel_n tokens, -1: none pending) and of the open forward */
     unsigned char *sel_flag, *fwd_flag, *dev_flag;
@@ -50,6 +59,7 @@ struct wd_emu {
     long c_tok[5], c_steps[3];
 };
 
+enum { PH_PREFILL = 0, PH_DECODE = 1 };
 enum { FL_REROUTED = 1, FL_FALLBACK = 2, FL_DROPPED = 4, FL_SLOWED = 8, FL_LINK = 16 };
 
 /* ---- compute ------------------------------------------------------------------ */
@@ -88,8 +98,8 @@ void wd_emu_free(wd_emu *emu) {
                  emu->tau_until, emu->tau_best, emu->tau_e,    emu->avail_e, emu->mark,
                  emu->dev_gen,   emu->dev_tok,  emu->exp_gen,  emu->cnt_e,   emu->exp_dev,
                  emu->exp_list,  emu->active,   emu->slot,     emu->dt,      emu->ready,
-                 emu->bits,      emu->share,    emu->pscratch, emu->lat,     emu->sel_flag,
-                 emu->fwd_flag,  emu->dev_flag, emu->top_ids};
+                 emu->bits,      emu->share,    emu->pscratch, emu->ph[0].lat, emu->sel_flag,
+                 emu->fwd_flag,  emu->dev_flag, emu->top_ids, emu->ph[1].lat};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
     free(emu);
 }
@@ -278,6 +288,7 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
     emu->dev_flag = calloc(nd, 1);
     emu->top_ids = calloc(E, sizeof(int));
     emu->sel_n = -1;
+    emu->last_closed = -1;
     if (!emu->dev_flag || !emu->top_ids || !emu->link || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 || !emu->tau_dev ||
         !emu->tau_from || !emu->tau_until || !emu->mark || !emu->dev_gen || !emu->dev_tok ||
         !emu->active || !emu->slot || !emu->dt || !emu->ready || !emu->bits || !emu->share ||
@@ -533,15 +544,19 @@ static int reserve_flags(wd_emu *emu, int n) {
  * expert (rerouted), all of it was unreachable (fallback), or nothing was
  * reachable (dropped). */
 static void mark_selection(wd_emu *emu, int n_tokens, const float *probs, const int *n) {
-    int E = emu->E, all = 1;
-    for (int e = 0; e < E; e++) all &= emu->avail_e[e] != 0;
+    int E = emu->E, reach = 0;
+    for (int e = 0; e < E; e++) reach += emu->avail_e[e] != 0;
+    emu->sel_replaced = 0;
     for (int t = 0; t < n_tokens; t++) {
         unsigned char f = n[t] == 0 ? FL_DROPPED : 0;
-        if (!all) {
+        if (reach < E) {
             int k = wd_policy_top(probs + (size_t)t * E, NULL, E, emu->k, emu->top_ids), gone = 0;
             for (int j = 0; j < k; j++) gone += !emu->avail_e[emu->top_ids[j]];
             if (gone) f |= FL_REROUTED;
             if (gone == k && n[t] > 0) f |= FL_FALLBACK;
+            /* the unreachable ones that a reachable expert could stand in for */
+            int kk = k < reach ? k : reach;
+            emu->sel_replaced += kk - (k - gone);
         }
         emu->sel_flag[t] = f;
     }
@@ -649,15 +664,35 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
 }
 
 /* ---- step ----------------------------------------------------------------------------- */
-static int push_lat(wd_emu *emu, double v) {
-    if (emu->n_lat == emu->cap_lat) {
-        size_t c = emu->cap_lat ? 2 * emu->cap_lat : 1024;
-        double *p = realloc(emu->lat, c * sizeof(double));
+static int push_lat(struct phase_acc *a, double v) {
+    if (a->n_lat == a->cap_lat) {
+        size_t c = a->cap_lat ? 2 * a->cap_lat : 1024;
+        double *p = realloc(a->lat, c * sizeof(double));
         if (!p) return 1;
-        emu->lat = p, emu->cap_lat = c;
+        a->lat = p, a->cap_lat = c;
     }
-    emu->lat[emu->n_lat++] = v;
+    a->lat[a->n_lat++] = v;
     return 0;
+}
+
+void wd_emu_set_phase(wd_emu *emu, wd_emu_phase p) {
+    emu->phase_mode = p;
+    emu->prefill_open = 0;
+}
+
+void wd_emu_finish_forward(wd_emu *emu, double seconds) {
+    if (!(seconds > 0)) return;
+    emu->t += seconds;
+    if (emu->last_closed < 0) return;
+    struct phase_acc *a = &emu->ph[emu->last_closed];
+    if (a->n_lat) a->lat[a->n_lat - 1] += seconds, a->bs += seconds;
+}
+
+/* The phase of a forward pass that starts with n_tokens tokens. */
+static int phase_of(const wd_emu *emu, int n_tokens) {
+    if (emu->phase_mode == WD_PHASE_PREFILL) return PH_PREFILL;
+    if (emu->phase_mode == WD_PHASE_DECODE) return PH_DECODE;
+    return n_tokens > 1 ? PH_PREFILL : PH_DECODE;
 }
 
 int wd_emu_step(wd_emu *emu, int layer, int n_tokens, const int *n, const int *expert,
@@ -706,6 +741,7 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
     if (reserve_flags(emu, n_tokens)) return wd_fail(err, errlen, "step: out of memory");
     int have_sel = emu->sel_n == n_tokens;
     emu->sel_n = -1;
+    long replaced = have_sel ? emu->sel_replaced : 0;
     for (int t = 0; t < n_tokens; t++) {
         unsigned char f = have_sel ? emu->sel_flag[t] : 0;
         if (n[t] == 0) f |= FL_DROPPED;
@@ -730,33 +766,43 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
         emu->forget_t = ft;
     }
     /* statistics */
-    emu->steps++;
-    for (int t = 0; t < n_tokens; t++) emu->s_experts += n[t];
-    emu->s_token_layers += n_tokens;
-    for (int i = 0; i < na; i++)
-        emu->bits_dl += emu->dt[i].bits[WD_DL], emu->bits_ul += emu->dt[i].bits[WD_UL];
     if (layer == 0) {
-        emu->fwd_open = 1, emu->f_start = t0;
-        emu->f_bs = emu->f_dl = emu->f_c = emu->f_ul = emu->f_str = 0;
+        emu->fwd_open = 1, emu->f_start = t0, emu->f_phase = phase_of(emu, n_tokens);
+        emu->f_bs = emu->f_dl = emu->f_c = emu->f_ul = emu->f_air = emu->f_str = 0;
         emu->fwd_n = n_tokens;
         memset(emu->fwd_flag, 0, n_tokens);
     }
+    struct phase_acc *a = &emu->ph[emu->fwd_open ? emu->f_phase : phase_of(emu, n_tokens)];
+    emu->steps++;
+    emu->last_closed = -1;
+    for (int t = 0; t < n_tokens; t++) a->experts += n[t], a->dropped += emu->k - n[t];
+    a->replaced += replaced;
+    a->token_layers += n_tokens;
+    for (int i = 0; i < na; i++)
+        a->bits_dl += emu->dt[i].bits[WD_DL], a->bits_ul += emu->dt[i].bits[WD_UL];
     if (emu->fwd_open && emu->fwd_n == n_tokens)
         for (int t = 0; t < n_tokens; t++) emu->fwd_flag[t] |= emu->sel_flag[t];
     if (emu->fwd_open) {
         emu->f_bs += tbs;
         if (crit >= 0) {
-            emu->f_dl += emu->dt[crit].t_dl, emu->f_c += emu->dt[crit].t_c;
-            emu->f_ul += emu->dt[crit].t_ul, emu->f_str += wait - sum / na;
+            const wd_emu_dev_time *x = &emu->dt[crit];
+            double air = x->air[WD_DL] + x->air[WD_UL];
+            emu->f_dl += x->t_dl - x->air[WD_DL], emu->f_c += x->t_c;
+            emu->f_ul += x->t_ul - x->air[WD_UL], emu->f_air += air;
+            emu->f_str += wait - sum / na;
         }
-        if (layer == emu->L - 1) {
+        if (layer == emu->L - 1) { /* one sample per forward pass (or explicit prefill) */
             double lat = emu->t - emu->f_start;
-            for (int t = 0; t < n_tokens; t++)
-                if (push_lat(emu, lat)) return wd_fail(err, errlen, "step: out of memory");
-            emu->tokens += n_tokens, emu->forwards++;
-            emu->s_bs += emu->f_bs * n_tokens, emu->s_dl += emu->f_dl * n_tokens;
-            emu->s_c += emu->f_c * n_tokens, emu->s_ul += emu->f_ul * n_tokens;
-            emu->s_str += emu->f_str * n_tokens;
+            int join = emu->f_phase == PH_PREFILL && emu->phase_mode == WD_PHASE_PREFILL;
+            if (join && emu->prefill_open && a->n_lat)
+                a->lat[a->n_lat - 1] += lat;
+            else if (push_lat(a, lat))
+                return wd_fail(err, errlen, "step: out of memory");
+            emu->prefill_open |= join;
+            emu->last_closed = emu->f_phase;
+            a->tokens += n_tokens, a->forwards++;
+            a->bs += emu->f_bs, a->dl += emu->f_dl, a->c += emu->f_c, a->ul += emu->f_ul;
+            a->air += emu->f_air, a->str += emu->f_str;
             emu->fwd_open = 0;
             if (emu->fwd_n == n_tokens)
                 for (int t = 0; t < n_tokens; t++)
@@ -770,11 +816,14 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
 
 /* ---- statistics ------------------------------------------------------------------------- */
 void wd_emu_reset_stats(wd_emu *emu) {
-    emu->n_lat = 0;
-    emu->tokens = emu->forwards = emu->steps = 0;
-    emu->s_bs = emu->s_dl = emu->s_c = emu->s_ul = emu->s_str = 0;
-    emu->s_experts = emu->s_token_layers = emu->bits_dl = emu->bits_ul = 0;
-    emu->fwd_open = 0;
+    for (int p = 0; p < 2; p++) {
+        double *lat = emu->ph[p].lat;
+        size_t cap = emu->ph[p].cap_lat;
+        memset(&emu->ph[p], 0, sizeof emu->ph[p]);
+        emu->ph[p].lat = lat, emu->ph[p].cap_lat = cap;
+    }
+    emu->steps = 0;
+    emu->fwd_open = 0, emu->prefill_open = 0, emu->last_closed = -1;
     memset(emu->c_tok, 0, sizeof emu->c_tok);
     memset(emu->c_steps, 0, sizeof emu->c_steps);
 }
@@ -791,9 +840,43 @@ static double quantile(const double *s, size_t n, double q) { /* linear, as nump
     return s[i] + (pos - (double)i) * (s[i + 1] - s[i]);
 }
 
+static void summarize_phase(const struct phase_acc *a, wd_emu_phase_summary *s) {
+    s->forwards = a->forwards, s->samples = (long)a->n_lat, s->tokens = a->tokens;
+    s->experts_replaced = a->replaced, s->experts_dropped = a->dropped;
+    if (a->token_layers > 0) {
+        s->experts_per_token = a->experts / a->token_layers;
+    }
+    if (a->tokens > 0) {
+        s->dl_bits_per_token = a->bits_dl / (double)a->tokens;
+        s->ul_bits_per_token = a->bits_ul / (double)a->tokens;
+    }
+    if (!a->n_lat) return;
+    double sum = 0, F = (double)a->n_lat;
+    for (size_t i = 0; i < a->n_lat; i++) sum += a->lat[i];
+    s->mean_s = sum / (double)a->n_lat;
+    double *v = malloc(a->n_lat * sizeof(double));
+    if (v) {
+        memcpy(v, a->lat, a->n_lat * sizeof(double));
+        qsort(v, a->n_lat, sizeof(double), cmp_double);
+        s->p50_s = quantile(v, a->n_lat, 0.50);
+        s->p95_s = quantile(v, a->n_lat, 0.95);
+        s->p99_s = quantile(v, a->n_lat, 0.99);
+        s->max_s = v[a->n_lat - 1];
+        free(v);
+    }
+    s->bs_s = a->bs / F, s->dl_s = a->dl / F, s->comp_s = a->c / F, s->ul_s = a->ul / F;
+    s->air_s = a->air / F, s->straggle_s = a->str / F;
+}
+
 void wd_emu_summarize(const wd_emu *emu, wd_emu_summary *s) {
     memset(s, 0, sizeof *s);
-    s->tokens = emu->tokens, s->forwards = emu->forwards, s->steps = emu->steps;
+    summarize_phase(&emu->ph[PH_PREFILL], &s->prefill);
+    summarize_phase(&emu->ph[PH_DECODE], &s->decode);
+    s->tokens = s->prefill.tokens + s->decode.tokens;
+    s->forwards = s->prefill.forwards + s->decode.forwards;
+    s->steps = emu->steps;
+    s->experts_replaced = s->prefill.experts_replaced + s->decode.experts_replaced;
+    s->experts_dropped = s->prefill.experts_dropped + s->decode.experts_dropped;
     s->virtual_time_s = emu->t;
     s->tokens_rerouted = emu->c_tok[0], s->tokens_fallback = emu->c_tok[1];
     s->tokens_dropped = emu->c_tok[2], s->tokens_slowed = emu->c_tok[3];
@@ -801,21 +884,4 @@ void wd_emu_summarize(const wd_emu *emu, wd_emu_summary *s) {
     s->steps_rerouted = emu->c_steps[0], s->steps_slowed = emu->c_steps[1];
     s->steps_link_fault = emu->c_steps[2];
     s->n_faults = emu->sc.n_faults;
-    if (emu->s_token_layers > 0) s->experts_per_token = emu->s_experts / emu->s_token_layers;
-    if (!emu->n_lat) return;
-    double *v = malloc(emu->n_lat * sizeof(double)), sum = 0, T = (double)emu->tokens;
-    for (size_t i = 0; i < emu->n_lat; i++) sum += emu->lat[i];
-    s->mean_s = sum / (double)emu->n_lat;
-    if (v) {
-        memcpy(v, emu->lat, emu->n_lat * sizeof(double));
-        qsort(v, emu->n_lat, sizeof(double), cmp_double);
-        s->p50_s = quantile(v, emu->n_lat, 0.50);
-        s->p95_s = quantile(v, emu->n_lat, 0.95);
-        s->p99_s = quantile(v, emu->n_lat, 0.99);
-        s->max_s = v[emu->n_lat - 1];
-        free(v);
-    }
-    s->bs_s = emu->s_bs / T, s->dl_s = emu->s_dl / T, s->comp_s = emu->s_c / T;
-    s->ul_s = emu->s_ul / T, s->straggle_s = emu->s_str / T;
-    s->dl_bits_per_token = emu->bits_dl / T, s->ul_bits_per_token = emu->bits_ul / T;
 }

@@ -236,9 +236,10 @@ double wd_alloc_minmax_solve(int n, double (*need)(void *ctx, int i, double T), 
  * out: for token t, n[t] experts expert[t*E + j], j < n[t], ordered by
  *      descending probability (ties: lower id), weight[t*E + j] renormalised
  *      to sum to 1 over the chosen set. Same layout as host's wd_selection.
- * Rules shared by every policy: unreachable experts are never chosen; a
- * token whose candidates are all unreachable falls back to the reachable
- * expert of highest probability; when none is reachable n[t] = 0. */
+ * Rules shared by every policy: unreachable experts are never chosen; an
+ * unreachable expert of the model's top-k is replaced by the next most
+ * probable reachable one (top-k stays k; only a policy's own rule uses
+ * fewer); when none is reachable n[t] = 0. */
 #define WD_POLICY_SCRATCH(n_tokens, n_experts) (4 * (size_t)(n_tokens) + 2 * (size_t)(n_experts))
 typedef struct {
     int n_tokens, n_experts, top_k;
@@ -266,9 +267,10 @@ void wd_policy_defaults(wd_policy_params *p);
 /* Helpers for policy files. The m most probable available experts of one
  * token (ties: lower id), descending; returns how many (<= m). */
 int wd_policy_top(const float *p, const unsigned char *available, int n_experts, int m, int *ids);
-/* The shared start: top-k of token t over all experts, unreachable ones
- * dropped, fallback to the most probable reachable one; writes n[t] and
- * expert[t*E..]; returns n[t]. */
+/* The shared start: the k most probable reachable experts of token t (an
+ * unreachable expert of the model's top-k is replaced by the next most
+ * probable reachable one, so the set keeps k experts while k are
+ * reachable); writes n[t] and expert[t*E..]; returns n[t]. */
 int wd_policy_base(wd_policy_io *io, int t, int k);
 /* weight[t*E + j] = p / sum p over the chosen set (equal when the sum is 0). */
 void wd_policy_renorm(wd_policy_io *io, int t);
@@ -290,6 +292,7 @@ typedef struct {
     double bits[2];         /* [WD_DL], [WD_UL] */
     double share[2];        /* band shares */
     double t_dl, t_c, t_ul; /* s */
+    double air[2];          /* the air-interface overhead included in t_dl, t_ul (s) */
 } wd_emu_dev_time;
 
 typedef struct {
@@ -302,24 +305,41 @@ typedef struct {
     const wd_emu_dev_time *dev; /* [n_active], owned by the emulator, valid until the next step */
 } wd_emu_step_result;
 
+/* Latency of one phase. Prefill: forward passes over a prompt (or any
+ * scored text); one sample per forward, the time to first token (TTFT).
+ * Decode: forward passes that produce one output token each; one sample per
+ * forward, the time per output token (TPOT). The two are never averaged
+ * together. The breakdown is per forward pass along the critical path (the
+ * slowest device's times in each layer): bs + dl + comp + ul + air = mean_s;
+ * dl and ul are data airtime only, air the air-interface overhead of both
+ * directions (scheduling, slot alignment, processing, HARQ); straggle: the
+ * sum over layers of (slowest - mean of the active devices). */
 typedef struct {
-    long tokens, forwards, steps;
-    double mean_s, p50_s, p95_s, p99_s, max_s; /* per-token end-to-end latency */
-    /* per-token means; bs + dl + comp + ul = mean_s (the critical path:
-     * the slowest device's times in each layer); straggle: mean over layers of
-     * (slowest - mean of active devices), the time the others wait */
-    double bs_s, dl_s, comp_s, ul_s, straggle_s;
+    long forwards, samples, tokens; /* samples: latency samples (forwards, or prompts) */
+    double mean_s, p50_s, p95_s, p99_s, max_s;
+    double bs_s, dl_s, comp_s, ul_s, air_s, straggle_s;
     double experts_per_token; /* mean experts per token per layer */
-    double dl_bits_per_token, ul_bits_per_token;
+    double dl_bits_per_token, ul_bits_per_token; /* per token, all layers */
+    /* per (token, layer): experts of the model's top-k that were unreachable
+     * and replaced by the next most probable reachable one; and top-k slots
+     * left empty (k - chosen: the policy dropped them, or fewer than k
+     * experts were reachable) */
+    long experts_replaced, experts_dropped;
+} wd_emu_phase_summary;
+
+typedef struct {
+    long tokens, forwards, steps; /* both phases */
+    wd_emu_phase_summary prefill, decode;
+    long experts_replaced, experts_dropped; /* both phases */
     double virtual_time_s; /* clock at the end */
     /* Faults and unreachable experts. Tokens (of the recorded forwards)
      * affected in at least one layer: rerouted (the model's own top-k held
      * an unreachable expert, so the policy chose around it), fallback (all
-     * of its top-k unreachable: the best reachable expert instead), dropped
-     * (nothing reachable: that layer's experts were skipped), slowed (a
-     * chosen device ran under a slow fault), link_fault (a transfer of a
-     * chosen device met a down or link fault window: rate scaled or zero,
-     * it waited). Layer steps with any such token. */
+     * of its top-k unreachable), dropped (nothing reachable: that layer's
+     * experts were skipped), slowed (a chosen device ran under a slow
+     * fault), link_fault (a transfer of a chosen device met a down or link
+     * fault window: rate scaled or zero, it waited). Layer steps with any
+     * such token. */
     long tokens_rerouted, tokens_fallback, tokens_dropped, tokens_slowed, tokens_link_fault;
     long steps_rerouted, steps_slowed, steps_link_fault;
     int n_faults; /* the scenario's faults (the table shows the counts when > 0 or any is) */
@@ -364,6 +384,17 @@ int wd_emu_step(wd_emu *emu, int layer, int n_tokens, const int *n, const int *e
 int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, const int *expert,
                          const double *t_c, wd_emu_step_result *res, char *err, size_t errlen);
 
+/* Which phase the forward passes that start now belong to (layer 0 decides
+ * for the whole pass). AUTO (the default): a pass of several tokens is
+ * prefill, of one token decode. Hosts set PREFILL for a prompt (even of one
+ * token) and for scoring, DECODE for generated tokens. */
+typedef enum { WD_PHASE_AUTO = 0, WD_PHASE_PREFILL = 1, WD_PHASE_DECODE = 2 } wd_emu_phase;
+/* Explicit PREFILL: the passes until the next call are one sample (a prompt
+ * split into chunks is one time to first token). */
+void wd_emu_set_phase(wd_emu *emu, wd_emu_phase p);
+/* BS work after the last layer of a forward pass (LM head): advances the
+ * clock and adds to that pass's latency sample and BS term. */
+void wd_emu_finish_forward(wd_emu *emu, double seconds);
 void wd_emu_summarize(const wd_emu *emu, wd_emu_summary *s);
 void wd_emu_reset_stats(wd_emu *emu);
 /* One aligned table (two columns: metric, value). */

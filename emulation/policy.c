@@ -71,13 +71,10 @@ int wd_policy_top(const float *p, const unsigned char *avail, int E, int m, int 
 
 int wd_policy_base(wd_policy_io *io, int t, int k) {
     int E = io->n_experts, *ids = io->expert + (size_t)t * E;
-    const float *p = io->probs + (size_t)t * E;
     if (k > E) k = E;
-    int n = wd_policy_top(p, NULL, E, k, ids), m = 0;
-    for (int j = 0; j < n; j++)
-        if (io->available[ids[j]]) ids[m++] = ids[j];
-    if (!m) m = wd_policy_top(p, io->available, E, 1, ids);
-    return io->n[t] = m;
+    /* the k most probable reachable experts: an unreachable one of the
+       model's top-k is replaced by the next most probable reachable one */
+    return io->n[t] = wd_policy_top(io->probs + (size_t)t * E, io->available, E, k, ids);
 }
 
 void wd_policy_renorm(wd_policy_io *io, int t) {

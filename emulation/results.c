@@ -9,24 +9,45 @@
 #include "emulation/internal.h"
 
 void wd_emu_summary_print(FILE *f, const wd_emu_summary *s) {
-    fprintf(f, "  %-28s %14ld\n", "tokens", s->tokens);
-    fprintf(f, "  %-28s %14ld\n", "layer steps", s->steps);
+    const wd_emu_phase_summary *P = &s->prefill, *D = &s->decode;
+    fprintf(f, "  %-28s %16s %16s\n", "", "prefill (TTFT)", "decode (TPOT)");
     const struct {
         const char *name;
-        double v;
+        long p, d;
+    } n[] = {
+        {"forward passes", P->forwards, D->forwards},
+        {"tokens", P->tokens, D->tokens},
+        {"experts replaced (outage)", P->experts_replaced, D->experts_replaced},
+        {"experts dropped", P->experts_dropped, D->experts_dropped},
+    };
+    for (size_t i = 0; i < 2; i++) fprintf(f, "  %-28s %16ld %16ld\n", n[i].name, n[i].p, n[i].d);
+    const struct {
+        const char *name;
+        double p, d;
     } ms[] = {
-        {"latency mean (ms)", s->mean_s}, {"latency p50 (ms)", s->p50_s},
-        {"latency p95 (ms)", s->p95_s},   {"latency p99 (ms)", s->p99_s},
-        {"latency max (ms)", s->max_s},   {"  BS compute (ms)", s->bs_s},
-        {"  downlink (ms)", s->dl_s},     {"  device compute (ms)", s->comp_s},
-        {"  uplink (ms)", s->ul_s},       {"straggler wait (ms)", s->straggle_s},
+        {"latency mean (ms)", P->mean_s, D->mean_s},
+        {"latency p50 (ms)", P->p50_s, D->p50_s},
+        {"latency p95 (ms)", P->p95_s, D->p95_s},
+        {"latency p99 (ms)", P->p99_s, D->p99_s},
+        {"latency max (ms)", P->max_s, D->max_s},
+        {"  BS compute (ms)", P->bs_s, D->bs_s},
+        {"  downlink (ms)", P->dl_s, D->dl_s},
+        {"  device compute (ms)", P->comp_s, D->comp_s},
+        {"  uplink (ms)", P->ul_s, D->ul_s},
+        {"  air interface (ms)", P->air_s, D->air_s},
+        {"straggler wait (ms)", P->straggle_s, D->straggle_s},
     };
     for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
-        fprintf(f, "  %-28s %14.4f\n", ms[i].name, ms[i].v * 1e3);
-    fprintf(f, "  %-28s %14.4f\n", "experts per token", s->experts_per_token);
-    fprintf(f, "  %-28s %14.0f\n", "downlink bits per token", s->dl_bits_per_token);
-    fprintf(f, "  %-28s %14.0f\n", "uplink bits per token", s->ul_bits_per_token);
-    fprintf(f, "  %-28s %14.6f\n", "virtual time (s)", s->virtual_time_s);
+        fprintf(f, "  %-28s %16.4f %16.4f\n", ms[i].name, ms[i].p * 1e3, ms[i].d * 1e3);
+    fprintf(f, "  %-28s %16.4f %16.4f\n", "experts per token", P->experts_per_token,
+            D->experts_per_token);
+    for (size_t i = 2; i < 4; i++) fprintf(f, "  %-28s %16ld %16ld\n", n[i].name, n[i].p, n[i].d);
+    fprintf(f, "  %-28s %16.0f %16.0f\n", "downlink bits per token", P->dl_bits_per_token,
+            D->dl_bits_per_token);
+    fprintf(f, "  %-28s %16.0f %16.0f\n", "uplink bits per token", P->ul_bits_per_token,
+            D->ul_bits_per_token);
+    fprintf(f, "  %-28s %16ld\n", "layer steps", s->steps);
+    fprintf(f, "  %-28s %16.6f\n", "virtual time (s)", s->virtual_time_s);
     if (s->n_faults || s->tokens_rerouted || s->tokens_fallback || s->tokens_dropped ||
         s->tokens_slowed || s->tokens_link_fault) {
         const struct {
@@ -43,8 +64,40 @@ void wd_emu_summary_print(FILE *f, const wd_emu_summary *s) {
             {"layer steps on a faulty link", s->steps_link_fault},
         };
         for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
-            fprintf(f, "  %-28s %14ld\n", c[i].name, c[i].v);
+            fprintf(f, "  %-28s %16ld\n", c[i].name, c[i].v);
     }
+}
+
+static json_object *phase_json(const wd_emu_phase_summary *s) {
+    json_object *o = json_object_new_object();
+    if (!o) return NULL;
+    json_object_object_add(o, "forwards", json_object_new_int64(s->forwards));
+    json_object_object_add(o, "samples", json_object_new_int64(s->samples));
+    json_object_object_add(o, "tokens", json_object_new_int64(s->tokens));
+    const struct {
+        const char *name;
+        double v;
+    } d[] = {
+        {"mean_s", s->mean_s},
+        {"p50_s", s->p50_s},
+        {"p95_s", s->p95_s},
+        {"p99_s", s->p99_s},
+        {"max_s", s->max_s},
+        {"bs_s", s->bs_s},
+        {"downlink_s", s->dl_s},
+        {"device_compute_s", s->comp_s},
+        {"uplink_s", s->ul_s},
+        {"air_interface_s", s->air_s},
+        {"straggler_wait_s", s->straggle_s},
+        {"experts_per_token", s->experts_per_token},
+        {"downlink_bits_per_token", s->dl_bits_per_token},
+        {"uplink_bits_per_token", s->ul_bits_per_token},
+    };
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+        json_object_object_add(o, d[i].name, json_object_new_double(d[i].v));
+    json_object_object_add(o, "experts_replaced", json_object_new_int64(s->experts_replaced));
+    json_object_object_add(o, "experts_dropped", json_object_new_int64(s->experts_dropped));
+    return o;
 }
 
 struct json_object *wd_emu_summary_json(const wd_emu_summary *s) {
@@ -53,27 +106,11 @@ struct json_object *wd_emu_summary_json(const wd_emu_summary *s) {
     json_object_object_add(o, "tokens", json_object_new_int64(s->tokens));
     json_object_object_add(o, "forwards", json_object_new_int64(s->forwards));
     json_object_object_add(o, "steps", json_object_new_int64(s->steps));
-    const struct {
-        const char *name;
-        double v;
-    } d[] = {
-        {"latency_mean_s", s->mean_s},
-        {"latency_p50_s", s->p50_s},
-        {"latency_p95_s", s->p95_s},
-        {"latency_p99_s", s->p99_s},
-        {"latency_max_s", s->max_s},
-        {"bs_s", s->bs_s},
-        {"downlink_s", s->dl_s},
-        {"device_compute_s", s->comp_s},
-        {"uplink_s", s->ul_s},
-        {"straggler_wait_s", s->straggle_s},
-        {"experts_per_token", s->experts_per_token},
-        {"downlink_bits_per_token", s->dl_bits_per_token},
-        {"uplink_bits_per_token", s->ul_bits_per_token},
-        {"virtual_time_s", s->virtual_time_s},
-    };
-    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
-        json_object_object_add(o, d[i].name, json_object_new_double(d[i].v));
+    json_object_object_add(o, "prefill", phase_json(&s->prefill));
+    json_object_object_add(o, "decode", phase_json(&s->decode));
+    json_object_object_add(o, "experts_replaced", json_object_new_int64(s->experts_replaced));
+    json_object_object_add(o, "experts_dropped", json_object_new_int64(s->experts_dropped));
+    json_object_object_add(o, "virtual_time_s", json_object_new_double(s->virtual_time_s));
     const struct {
         const char *name;
         long v;

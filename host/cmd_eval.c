@@ -209,7 +209,12 @@ static void print_table(FILE *f, const wd_eval_result *r, const char *task, cons
     fprintf(f, "%-22s %.1f (%ld tokens, %ld forwards)\n", "tokens / s", r->tokens_forwarded / s,
             r->tokens_forwarded, r->forwards);
     if (emu) {
-        fprintf(f, "emulated latency:\n");
+        fprintf(f, "emulated latency (%s):\n",
+                r->task == WD_EVAL_GSM8K
+                    ? "prefill: one sample per prompt; decode: per generated token"
+                : r->task == WD_EVAL_PERPLEXITY
+                    ? "prefill: one sample per scored window; no decode"
+                    : "multiple-choice scoring is prefill: one sample per item; no decode");
         wd_eval_emu_print(f, emu);
     }
 }
@@ -408,6 +413,7 @@ int wd_cmd_eval(int argc, char **argv) {
     eval_stop = 0;
     sigaction(SIGINT, &sa, &old_sa);
     sigaction(SIGTERM, &sa, &old_term);
+    if (emu) lm.phase = wd_eval_emu_phase, lm.phase_ctx = emu;
     int run_rc = wd_eval_run(&set, order, n, &lm, &o, &r, err, sizeof(err));
     sigaction(SIGINT, &old_sa, NULL);
     sigaction(SIGTERM, &old_term, NULL);

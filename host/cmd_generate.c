@@ -391,12 +391,13 @@ int wd_cmd_generate(int argc, char **argv) {
     }
     fflush(stdout);
     double t0 = now_s();
+    if (sched) wd_emu_set_phase(wd_scheduler_emu(sched), WD_PHASE_PREFILL);
     if (eng_forward(&eng, ids, n_ids, logits, 0, err, sizeof(err))) {
         fprintf(stderr, "\nwdmoe generate: %s\n", err);
         goto done;
     }
     double t_prefill = now_s() - t0, virt_prefill = sched ? wd_emu_time(wd_scheduler_emu(sched)) : 0;
-    if (sched) wd_emu_reset_stats(wd_scheduler_emu(sched)); /* latency stats: decode only */
+    if (sched) wd_emu_set_phase(wd_scheduler_emu(sched), WD_PHASE_DECODE);
     int n_all = n_ids, produced = 0, n_decode = 0;
     double t1 = now_s();
     for (int step = 0; step < steps && !wd_cli_interrupted(); step++) {

@@ -15,10 +15,13 @@ int wd_cmd_replay(int argc, char **argv);
 static void usage(FILE *f) {
     fprintf(f, "usage: wdmoe replay --probs FILE.wdpr --scenario FILE [--scenario FILE2 ...]\n"
                "                    [--policy P ...] [--tokens N] [--out result.json]\n\n"
-               "Replays recorded router probabilities (one decode token per step) through each\n"
-               "scenario with each policy (default: topk and the scenario's own policy; topk\n"
-               "always runs as the baseline). Prints latency per token and the reduction\n"
-               "against topk; --out writes the results as JSON (atomically).\n\npolicies:");
+               "Replays recorded router probabilities through each scenario with each policy\n"
+               "(default: topk and the scenario's own policy; topk always runs as the baseline).\n"
+               "Every recorded token is replayed as one single-token forward pass, so the\n"
+               "latency is the time per output token (TPOT, decode steps); prompt tokens are\n"
+               "never batched into a prefill here. Prints TPOT, the experts replaced (outage)\n"
+               "and dropped per token-layer, and the reduction against topk; --out writes the\n"
+               "results as JSON (atomically).\n\npolicies:");
     for (int i = 0; i < wd_policy_count(); i++) fprintf(f, " %s", wd_policy_at(i)->name);
     fprintf(f, "\n");
 }
@@ -38,6 +41,7 @@ static int run_one(const wd_scenario *sc, const char *policy, const wd_probs *pr
     if (wd_emu_create(&emu, sc, &shape, err, errlen) ||
         wd_emu_set_policy(emu, policy, &sc->params, err, errlen))
         goto out;
+    wd_emu_set_phase(emu, WD_PHASE_DECODE);
     for (long t = 0; t < n_tok; t++)
         for (int l = 0; l < L; l++) {
             const float *p = pr->probs + ((size_t)t * L + l) * E;
@@ -113,8 +117,8 @@ int wd_cmd_replay(int argc, char **argv) {
     json_object_object_add(jp, "ffn", json_object_new_int(pr.ffn));
     json_object_object_add(root, "probs", jp);
     json_object_object_add(root, "runs", runs);
-    printf("%-24s %-10s %10s %10s %10s %10s %9s %9s\n", "scenario", "policy", "mean ms", "p50 ms",
-           "p95 ms", "p99 ms", "exp/tok", "vs topk");
+    printf("%-24s %-10s %10s %10s %10s %10s %9s %9s %9s %9s\n", "scenario", "policy",
+           "TPOT ms", "p50 ms", "p95 ms", "p99 ms", "exp/tok", "replaced", "dropped", "vs topk");
     int rc = 0;
     for (int s = 0; s < ns && !rc; s++) {
         wd_scenario sc;
@@ -143,11 +147,12 @@ int wd_cmd_replay(int argc, char **argv) {
                 rc = 1;
                 break;
             }
-            if (i == 0) base = sum.mean_s;
-            double red = base > 0 ? 100.0 * (1.0 - sum.mean_s / base) : 0.0;
-            printf("%-24.24s %-10s %10.3f %10.3f %10.3f %10.3f %9.3f %8.2f%%\n", sc.name, list[i],
-                   sum.mean_s * 1e3, sum.p50_s * 1e3, sum.p95_s * 1e3, sum.p99_s * 1e3,
-                   sum.experts_per_token, red);
+            const wd_emu_phase_summary *d = &sum.decode;
+            if (i == 0) base = d->mean_s;
+            double red = base > 0 ? 100.0 * (1.0 - d->mean_s / base) : 0.0;
+            printf("%-24.24s %-10s %10.3f %10.3f %10.3f %10.3f %9.3f %9ld %9ld %8.2f%%\n", sc.name,
+                   list[i], d->mean_s * 1e3, d->p50_s * 1e3, d->p95_s * 1e3, d->p99_s * 1e3,
+                   d->experts_per_token, d->experts_replaced, d->experts_dropped, red);
             json_object *r = json_object_new_object(), *par = json_object_new_object();
             json_object_object_add(r, "scenario", json_object_new_string(sc.name));
             json_object_object_add(r, "scenario_file", json_object_new_string(scen[s]));

@@ -23,6 +23,9 @@ static int sess_forward(void *ctx, const int *tokens, int n, float *logits, int 
     return wd_forward(ctx, tokens, n, logits, all, err, errlen);
 }
 static int sess_get_pos(void *ctx) { return wd_session_pos(ctx); }
+static void set_phase(const wd_eval_lm *lm, int decode) {
+    if (lm->phase) lm->phase(lm->phase_ctx, decode);
+}
 static void sess_set_pos(void *ctx, int pos) { wd_session_set_pos(ctx, pos); }
 static int sess_encode(void *ctx, const char *text, int add_bos, int **ids, int *n) {
     const wd_model *m = wd_session_model(ctx);
@@ -285,6 +288,7 @@ static int check_tokens(const int *seq, int len, int vocab, char *err, size_t er
 static int score_seqs(scorer *sc, int n, const int *const *seq, const int *len,
                       const int *ctx_len, double *ll, int *greedy, char *err, size_t errlen) {
     int min_ctx = ctx_len[0];
+    set_phase(sc->lm, 0); /* scoring an item is prefill: one latency sample for all of it */
     for (int i = 0; i < n; i++) {
         if (ctx_len[i] < 1 || len[i] <= ctx_len[i]) {
             snprintf(err, errlen,
@@ -558,7 +562,9 @@ static int eval_gsm8k_item(scorer *sc, const wd_eval_set *set, int idx, char *er
     if (check_tokens(ids, n, sc->vocab, err, errlen)) goto done;
     if (!(gen = malloc((size_t)max_new * sizeof(int)))) goto oom;
     set_pos(sc, 0);
+    set_phase(lm, 0); /* the prompt: time to first token */
     if (run_tokens(sc, ids, n, n - 1, keep_last, sc, err, errlen)) goto done;
+    set_phase(lm, 1); /* generated tokens: time per output token */
     for (int step = 0; step < max_new; step++) {
         if (sc->o->stop && *sc->o->stop) { /* interrupted: the item does not count */
             rc = 0;
@@ -672,6 +678,7 @@ static int eval_perplexity(scorer *sc, const wd_eval_set *set, int limit, char *
         int end = begin + W < n ? begin + W : n;
         ppl_acc p = {sc, ids, begin, prev_end > begin + 1 ? prev_end : begin + 1, 0, 0, 0};
         set_pos(sc, 0);
+        set_phase(lm, 0);
         if (run_tokens(sc, ids + begin, end - 1 - begin, p.first - 1 - begin, ppl_row, &p, err,
                        errlen)) {
             rc = 1;

@@ -109,6 +109,11 @@ typedef struct {
     /* malloc'd ids; 0 on success */
     int (*encode)(void *ctx, const char *text, int add_bos, int **ids, int *n);
     char *(*decode)(void *ctx, const int *ids, int n); /* malloc'd */
+    /* optional (NULL: none): told which phase the next forwards belong to,
+     * decode 0: prefill (a prompt, a scored item, a perplexity window: one
+     * latency sample each), 1: decode (generated tokens) */
+    void (*phase)(void *phase_ctx, int decode);
+    void *phase_ctx;
 } wd_eval_lm;
 
 /* A session (and its model's tokenizer, which must be present). */
@@ -194,7 +199,8 @@ int wd_eval_emu_create(wd_eval_emu **out, const wd_model *m, const char *scenari
 const wd_moe_hooks *wd_eval_emu_hooks(const wd_eval_emu *e);
 const char *wd_eval_emu_policy(const wd_eval_emu *e);
 int wd_eval_emu_measured(const wd_eval_emu *e); /* the scenario asks for measured compute */
-struct json_object *wd_eval_emu_latency_json(const wd_eval_emu *e); /* per-token latency stats */
+struct json_object *wd_eval_emu_latency_json(const wd_eval_emu *e); /* prefill/decode latency */
+void wd_eval_emu_phase(void *e, int decode); /* for wd_eval_lm.phase (phase_ctx: the wd_eval_emu) */
 void wd_eval_emu_print(FILE *f, const wd_eval_emu *e);
 void wd_eval_emu_free(wd_eval_emu *e); /* after the sessions using its hooks stop */
 

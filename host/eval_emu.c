@@ -52,6 +52,11 @@ json_object *wd_eval_emu_latency_json(const wd_eval_emu *e) {
     return wd_emu_summary_json(&sum);
 }
 
+void wd_eval_emu_phase(void *e, int decode) {
+    wd_emu_set_phase(wd_scheduler_emu(((wd_eval_emu *)e)->k),
+                     decode ? WD_PHASE_DECODE : WD_PHASE_PREFILL);
+}
+
 void wd_eval_emu_print(FILE *f, const wd_eval_emu *e) {
     wd_emu_summary sum;
     wd_emu_summarize(wd_scheduler_emu(e->k), &sum);

@@ -186,7 +186,7 @@ static int after_step(wd_scheduler *k, int layer, int pos0, const wd_selection *
         double lm = wd_compute_time(&k->bs, 2.0 * c->hidden * c->vocab,
                                     (double)c->hidden * c->vocab *
                                         weight_bytes(k->m->lm_head->dtype));
-        wd_emu_advance(k->emu, lm);
+        wd_emu_finish_forward(k->emu, lm);
         k->forwards++;
         if (k->rec)
             for (int t = 0; t < n; t++)

@@ -44,11 +44,18 @@ static void test_topk(wd_policy_params *p) {
     run("topk", p, 1, 2, tie, flat, all, &o);
     expect(&o, 0, 2, 0, 1); /* ties: lower id */
     unsigned char one_down[E] = {1, 0, 1, 1}, both_down[E] = {1, 0, 0, 1}, none[E] = {0};
+    /* outage: an unreachable expert of the top-k is replaced by the next most
+       probable reachable one, so top-k stays k */
     run("topk", p, 1, 2, pr, flat, one_down, &o);
-    expect(&o, 0, 1, 2, -1);
-    CHECK_NEAR(o.w[0], 1.0, 1e-7);
+    expect(&o, 0, 2, 2, 3);
+    CHECK_NEAR(o.w[0], 0.3 / 0.5, 1e-6);
+    CHECK_NEAR(o.w[1], 0.2 / 0.5, 1e-6);
     run("topk", p, 1, 2, pr, flat, both_down, &o);
-    expect(&o, 0, 1, 3, -1); /* fallback: the most probable reachable */
+    expect(&o, 0, 2, 3, 0); /* both replaced: the two most probable reachable */
+    unsigned char one_left[E] = {0, 0, 1, 0};
+    run("topk", p, 1, 2, pr, flat, one_left, &o);
+    expect(&o, 0, 1, 2, -1); /* fewer reachable than k: all of them */
+    CHECK_NEAR(o.w[0], 1.0, 1e-7);
     run("topk", p, 1, 2, pr, flat, none, &o);
     expect(&o, 0, 0, -1, -1); /* all devices down: no expert */
     run("topk", p, 1, 4, pr, flat, all, &o);
@@ -184,6 +191,10 @@ static void test_invariants(wd_policy_params *p) {
         for (int i = 0; i < wd_policy_count(); i++) {
             out_t o;
             run(wd_policy_at(i)->name, p, T, k, pr, tau, av, &o);
+            int n_av = 0;
+            for (int e = 0; e < E; e++) n_av += av[e];
+            for (int t = 0; t < T && i == 0; t++) /* topk: k stays k while k are reachable */
+                CHECK(o.n[t] == (k < n_av ? k : n_av));
             for (int t = 0; t < T; t++) {
                 CHECK(o.n[t] >= (any ? 1 : 0) && o.n[t] <= k);
                 double ws = 0;

@@ -83,13 +83,13 @@ static void test_step_formulas(void) {
     wd_emu_summary s;
     wd_emu_summarize(emu, &s);
     CHECK(s.tokens == 1 && s.steps == 2 && s.forwards == 1);
-    CHECK_NEAR(s.mean_s, wd_emu_time(emu), 1e-15);
-    CHECK_NEAR(s.bs_s + s.dl_s + s.comp_s + s.ul_s, s.mean_s, 1e-12);
-    CHECK_NEAR(s.bs_s, 2 * t_bs, 1e-15);
-    CHECK_NEAR(s.comp_s, tc1 + tc0, 1e-15);
-    CHECK_NEAR(s.straggle_s, (tc1 - tc0) / 2, 1e-12);
-    CHECK_NEAR(s.experts_per_token, 1.5, 0);
-    CHECK_NEAR(s.dl_bits_per_token, 3 * bits, 0);
+    CHECK_NEAR(s.decode.mean_s, wd_emu_time(emu), 1e-15);
+    CHECK_NEAR(s.decode.bs_s + s.decode.dl_s + s.decode.comp_s + s.decode.ul_s, s.decode.mean_s, 1e-12);
+    CHECK_NEAR(s.decode.bs_s, 2 * t_bs, 1e-15);
+    CHECK_NEAR(s.decode.comp_s, tc1 + tc0, 1e-15);
+    CHECK_NEAR(s.decode.straggle_s, (tc1 - tc0) / 2, 1e-12);
+    CHECK_NEAR(s.decode.experts_per_token, 1.5, 0);
+    CHECK_NEAR(s.decode.dl_bits_per_token, 3 * bits, 0);
     /* measured mode: device 0's compute time given, device 1's modeled */
     double meas[2] = {0.125, NAN};
     n[0] = 2, ex[0] = 0, ex[1] = 1;
@@ -185,6 +185,120 @@ static void test_faults(void) {
     wd_scenario_free(&sc);
 }
 
+/* Prefill and decode with constant times: 2 devices, both experts chosen,
+ * constant links. TTFT and TPOT are the closed forms written out here. */
+static double layer_time(int n_tok) {
+    const double H = 512, F = 1024, wb = 2, bits = H * 16;
+    double attn = 4 * H * H + 2 * H;
+    double t_bs = roofline(&BS, n_tok * 2 * attn, attn * wb + n_tok * 4 * H * 4);
+    double t_dl = 1e-3 + n_tok * bits / (0.5 * 100e6), t_ul = 1e-3 + n_tok * bits / (0.5 * 50e6);
+    double t_c = roofline(&DEV, 6 * H * F * n_tok, 3 * H * F * wb + n_tok * (2 * H + 3 * F) * 4);
+    return t_bs + t_dl + t_c + t_ul;
+}
+
+static void forward(wd_emu *emu, int n_tok, double lm_head) {
+    int n[8], ex[8 * 2];
+    char err[256];
+    for (int t = 0; t < n_tok; t++) n[t] = 2, ex[2 * t] = 0, ex[2 * t + 1] = 1;
+    for (int l = 0; l < 2; l++)
+        CHECKF(wd_emu_step(emu, l, n_tok, n, ex, NULL, err, sizeof err) == 0, "%s", err);
+    wd_emu_finish_forward(emu, lm_head);
+}
+
+static void test_phases(void) {
+    wd_scenario sc;
+    const_scenario(&sc, 2);
+    wd_emu_shape sh = {512, 1024, 2, 2, 2, 2.0, 0, 0, 0, 0, 0};
+    wd_emu *emu;
+    char err[512];
+    CHECKF(wd_emu_create(&emu, &sc, &sh, err, sizeof err) == 0, "%s", err);
+    const double lm = 2.5e-4;
+    double ttft = 2 * layer_time(5) + lm, tpot = 2 * layer_time(1) + lm;
+    /* a prompt of 5 tokens (one pass), then 4 decode steps */
+    wd_emu_set_phase(emu, WD_PHASE_PREFILL);
+    forward(emu, 5, lm);
+    wd_emu_set_phase(emu, WD_PHASE_DECODE);
+    for (int i = 0; i < 4; i++) forward(emu, 1, lm);
+    /* a second prompt of 1 token split nowhere, and a third in two chunks (3 + 2):
+       one sample each */
+    wd_emu_set_phase(emu, WD_PHASE_PREFILL);
+    forward(emu, 1, lm);
+    wd_emu_set_phase(emu, WD_PHASE_PREFILL);
+    forward(emu, 3, 0);
+    forward(emu, 2, lm);
+    wd_emu_summary s;
+    wd_emu_summarize(emu, &s);
+    CHECK(s.prefill.samples == 3 && s.prefill.forwards == 4 && s.prefill.tokens == 11);
+    CHECK(s.decode.samples == 4 && s.decode.forwards == 4 && s.decode.tokens == 4);
+    double chunked = 2 * layer_time(3) + 2 * layer_time(2) + lm;
+    CHECK_NEAR(s.prefill.mean_s, (ttft + tpot + chunked) / 3, 1e-15);
+    CHECK_NEAR(s.prefill.max_s, ttft > chunked ? ttft : chunked, 1e-15);
+    CHECK_NEAR(s.decode.mean_s, tpot, 1e-15);
+    CHECK_NEAR(s.decode.p50_s, tpot, 1e-15);
+    CHECK_NEAR(s.decode.max_s, tpot, 1e-15);
+    CHECK_NEAR(s.decode.bs_s + s.decode.dl_s + s.decode.comp_s + s.decode.ul_s + s.decode.air_s,
+               tpot, 1e-15);
+    CHECK(s.decode.experts_dropped == 0 && s.decode.experts_per_token == 2);
+    /* AUTO: a pass of several tokens is prefill, of one token decode */
+    wd_emu_reset_stats(emu);
+    wd_emu_set_phase(emu, WD_PHASE_AUTO);
+    forward(emu, 5, lm);
+    forward(emu, 1, lm);
+    forward(emu, 1, lm);
+    wd_emu_summarize(emu, &s);
+    CHECK(s.prefill.samples == 1 && s.decode.samples == 2);
+    CHECK_NEAR(s.prefill.mean_s, ttft, 1e-15);
+    CHECK_NEAR(s.decode.mean_s, tpot, 1e-15);
+    wd_emu_free(emu);
+    wd_scenario_free(&sc);
+}
+
+/* Outage through the emulator: device 1 down; top-2 of 4 experts keeps 2
+ * experts (the unreachable one replaced), counted per token-layer. */
+static void test_outage_replacement(void) {
+    wd_scenario sc;
+    const_scenario(&sc, 4);
+    wd_fault f = {1, WD_FAULT_DOWN, 3, 0.0, INFINITY, 0};
+    sc.faults = malloc(sizeof f);
+    memcpy(sc.faults, &f, sizeof f);
+    sc.n_faults = 1;
+    wd_emu_shape sh = {512, 1024, 2, 4, 2, 2.0, 0, 0, 0, 0, 0};
+    wd_emu *emu;
+    char err[512];
+    CHECKF(wd_emu_create(&emu, &sc, &sh, err, sizeof err) == 0, "%s", err);
+    /* token 0: top-2 {1, 2}, 1 down -> {2, 3}; token 1: top-2 {0, 3}, untouched */
+    float p[8] = {0.1f, 0.4f, 0.3f, 0.2f, 0.4f, 0.1f, 0.2f, 0.3f};
+    int n[2], ex[8];
+    float w[8];
+    for (int l = 0; l < 2; l++) {
+        CHECK(wd_emu_select(emu, 2, p, n, ex, w, err, sizeof err) == 0);
+        CHECK(n[0] == 2 && ex[0] == 2 && ex[1] == 3 && n[1] == 2 && ex[4] == 0 && ex[5] == 3);
+        CHECK(wd_emu_step(emu, l, 2, n, ex, NULL, err, sizeof err) == 0);
+    }
+    wd_emu_summary s;
+    wd_emu_summarize(emu, &s);
+    CHECK(s.prefill.experts_replaced == 2 && s.prefill.experts_dropped == 0);
+    CHECK(s.experts_replaced == 2 && s.tokens_rerouted == 1 && s.prefill.experts_per_token == 2);
+    /* a policy may drop on top: dropped counts what it leaves out of k */
+    CHECK(wd_emu_set_policy(emu, "dynamic", NULL, err, sizeof err) == 0);
+    wd_emu_reset_stats(emu);
+    float q[4] = {0.03f, 0.8f, 0.12f, 0.05f}; /* 1 down -> {2, 3}; weight of 3 < theta: dropped */
+    for (int l = 0; l < 2; l++) {
+        CHECK(wd_emu_select(emu, 1, q, n, ex, w, err, sizeof err) == 0);
+        CHECK(n[0] == 1 && ex[0] == 2);
+        CHECK(wd_emu_step(emu, l, 1, n, ex, NULL, err, sizeof err) == 0);
+    }
+    wd_emu_summarize(emu, &s);
+    CHECK(s.decode.experts_replaced == 2 && s.decode.experts_dropped == 2);
+    struct json_object *j = wd_emu_summary_json(&s);
+    struct json_object *d = json_object_object_get(j, "decode");
+    CHECK(json_object_get_int(json_object_object_get(j, "experts_replaced")) == 2 &&
+          json_object_get_int(json_object_object_get(d, "experts_dropped")) == 2);
+    json_object_put(j);
+    wd_emu_free(emu);
+    wd_scenario_free(&sc);
+}
+
 /* Replay-like loop over a scenario: the JSON summary as a string. */
 static char *run_json(const wd_scenario *sc, const char *policy, uint64_t seed) {
     wd_scenario s = *sc;
@@ -208,8 +322,8 @@ static char *run_json(const wd_scenario *sc, const char *policy, uint64_t seed) 
         }
     wd_emu_summary su;
     wd_emu_summarize(emu, &su);
-    CHECK(su.tokens == 10 && su.mean_s > 0 && su.p50_s <= su.p95_s && su.p95_s <= su.p99_s &&
-          su.p99_s <= su.max_s);
+    CHECK(su.tokens == 10 && su.decode.mean_s > 0 && su.decode.p50_s <= su.decode.p95_s && su.decode.p95_s <= su.decode.p99_s &&
+          su.decode.p99_s <= su.decode.max_s);
     struct json_object *j = wd_emu_summary_json(&su);
     char *out = strdup(json_object_to_json_string(j));
     json_object_put(j);
@@ -359,6 +473,8 @@ int main(void) {
     test_step_formulas();
     test_placement();
     test_faults();
+    test_phases();
+    test_outage_replacement();
     test_determinism();
     test_probs_file();
     test_trace_and_replay();

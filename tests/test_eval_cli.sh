@@ -76,7 +76,7 @@ if [ -f "$scen" ]; then
         "$bin" eval --model "$sliced" --task arc_easy --data "$data/arc_easy_10.jsonl" --limit 3 \
             --scenario "$scen" --policy dynamic --seed 3 --quiet --out "$tmp/emu$i.json" >/dev/null 2>&1 || bad "scenario run $i"
     done
-    [ "$(json "$tmp/emu1.json" "d['policy'], d['latency']['latency_mean_s'] > 0, d['latency']['experts_per_token'] < 4")" = "('dynamic', True, True)" ] && ok || bad "emulated latency in the result"
+    [ "$(json "$tmp/emu1.json" "d['policy'], d['latency']['prefill']['mean_s'] > 0, d['latency']['prefill']['experts_per_token'] < 4, d['latency']['decode']['samples'] == 0")" = "('dynamic', True, True, True)" ] && ok || bad "emulated latency in the result: multiple-choice scoring is prefill only"
     [ "$(json "$tmp/emu1.json" "d['agreement']['positions'] > 0, d['agreement']['kl_mean'] > 0")" = "(True, True)" ] && ok || bad "sliced experts, fewer of them: KL > 0"
     [ "$(strip "$tmp/emu1.json")" = "$(strip "$tmp/emu2.json")" ] && ok || bad "scenario runs with the same seed differ"
     # moe4-top2: identical experts, any selection gives the top-k distribution

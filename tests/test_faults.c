@@ -155,7 +155,7 @@ int main(void) {
           b->tokens_link_fault == 0 && b->n_faults == 0);
     double T = b->virtual_time_s; /* the decode's span of virtual time */
     CHECK(T > 0);
-    printf("  no faults: %ld tokens, mean %.3f ms, virtual %.3f s\n", b->tokens, b->mean_s * 1e3, T);
+    printf("  no faults: %ld tokens, mean %.3f ms, virtual %.3f s\n", b->tokens, b->decode.mean_s * 1e3, T);
 
     /* 1. device 0 unreachable in the middle third of the run */
     double t1 = T / 3, t2 = 2 * T / 3;
@@ -174,7 +174,7 @@ int main(void) {
     CHECK(strstr(r.json, "\"tokens_rerouted\":") != NULL);
     printf("  down [%.3f, %.3f): rerouted %ld tokens (%ld steps), on a faulty link %ld, mean %.3f ms\n", t1,
            t2, r.sum.tokens_rerouted, r.sum.steps_rerouted, r.sum.tokens_link_fault,
-           r.sum.mean_s * 1e3);
+           r.sum.decode.mean_s * 1e3);
 
     /* 2. device 1 down for good from mid-run (to_s = inf): completes, never chosen after */
     snprintf(f, sizeof f, "{\"device\": 1, \"kind\": \"down\", \"from_s\": %.9g}", T / 2);
@@ -207,17 +207,17 @@ int main(void) {
     CHECKF(r.sum.steps_slowed == r.spy.chose_watched_steps, "slowed steps %ld vs %ld",
            r.sum.steps_slowed, r.spy.chose_watched_steps);
     CHECK(r.sum.tokens_rerouted == 0);
-    CHECK(r.sum.mean_s > b->mean_s && r.sum.comp_s > b->comp_s);
-    double slow_topk = r.sum.mean_s;
+    CHECK(r.sum.decode.mean_s > b->decode.mean_s && r.sum.decode.comp_s > b->decode.comp_s);
+    double slow_topk = r.sum.decode.mean_s;
     printf("  device 3 slow x10, topk: slowed %ld tokens, mean %.3f ms (no fault %.3f)\n",
-           r.sum.tokens_slowed, r.sum.mean_s * 1e3, b->mean_s * 1e3);
+           r.sum.tokens_slowed, r.sum.decode.mean_s * 1e3, b->decode.mean_s * 1e3);
     run(m, pool, "{\"name\": \"fastest\", \"m\": 4}", slow, INFINITY, INFINITY, 3, &r);
     CHECK(r.ok && r.sum.tokens == STEPS);
     CHECK(!memcmp(r.tokens, base.tokens, sizeof r.tokens));
     CHECK(r.spy.chose_watched_steps == 0 && r.sum.tokens_slowed == 0);
-    CHECK(r.sum.mean_s < slow_topk);
+    CHECK(r.sum.decode.mean_s < slow_topk);
     printf("  device 3 slow x10, fastest: slowed %ld tokens, mean %.3f ms\n", r.sum.tokens_slowed,
-           r.sum.mean_s * 1e3);
+           r.sum.decode.mean_s * 1e3);
 
     /* 5. device 0's downlink at a tenth of its rate: still chosen by top-k, each
      * token that uses it counted, latency up */
@@ -229,9 +229,9 @@ int main(void) {
     CHECKF(r.sum.tokens_link_fault == r.spy.chose_watched_tokens && r.sum.tokens_link_fault > 0,
            "link_fault %ld, counted here %ld", r.sum.tokens_link_fault, r.spy.chose_watched_tokens);
     CHECK(r.sum.steps_link_fault == r.spy.chose_watched_steps);
-    CHECK(r.sum.mean_s > b->mean_s && r.sum.dl_s > b->dl_s);
+    CHECK(r.sum.decode.mean_s > b->decode.mean_s && r.sum.decode.dl_s > b->decode.dl_s);
     printf("  downlink of device 0 at 10%%: %ld tokens on it, mean %.3f ms\n",
-           r.sum.tokens_link_fault, r.sum.mean_s * 1e3);
+           r.sum.tokens_link_fault, r.sum.decode.mean_s * 1e3);
 
     /* 6. a device goes down just after a step chose it: its transfer waits for
      * the end of the 50 ms window (the step's latency shows it), later steps
@@ -246,11 +246,11 @@ int main(void) {
     CHECK(r.ok && r.sum.tokens == STEPS);
     CHECK(!memcmp(r.tokens, base.tokens, sizeof r.tokens));
     CHECK(r.spy.dead_chosen == 0);
-    CHECKF(r.sum.max_s >= 0.05 && r.sum.max_s < 0.05 + 2 * b->max_s, "max %.6f s", r.sum.max_s);
-    CHECK(r.sum.mean_s > b->mean_s);
+    CHECKF(r.sum.decode.max_s >= 0.05 && r.sum.decode.max_s < 0.05 + 2 * b->decode.max_s, "max %.6f s", r.sum.decode.max_s);
+    CHECK(r.sum.decode.mean_s > b->decode.mean_s);
     CHECK(r.sum.tokens_link_fault >= 1 && r.sum.steps_link_fault >= 1);
     printf("  device 0 down for 50 ms while in use: max latency %.3f ms (no fault %.3f), "
-           "%ld tokens waited\n", r.sum.max_s * 1e3, b->max_s * 1e3, r.sum.tokens_link_fault);
+           "%ld tokens waited\n", r.sum.decode.max_s * 1e3, b->decode.max_s * 1e3, r.sum.tokens_link_fault);
 
     /* 7. every device down for a while: tokens in the window are dropped */
     snprintf(f, sizeof f,
