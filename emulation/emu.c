@@ -22,6 +22,14 @@ struct wd_emu {
     int any_syn, rep_dirty; /* rep_dirty: recompute the best replicas */
     double *tc1;            /* [nd] compute time of one token through one expert */
     double *tau_dev, *tau_e, *tau_best;
+    double *en_dev, *en_e;        /* predicted energy of one token through a device / expert */
+    double p_bs_w, p_ue_w;        /* transmit powers (W) */
+    struct dev_acc { /* per device over the run: busy time, energy, expert calls, queue */
+        double busy, e_c, e_dl, e_ul, qwait;
+        long calls, tokens;
+        int max_q;
+    } *dacc;
+    double bs_busy, t_reset; /* BS busy time; clock at the last reset */
     double *tau_from, *tau_until; /* tau_dev[d] holds on [from, until) */
     double pred_lo, pred_hi;      /* all of them hold on [pred_lo, pred_hi) */
     double forget_t;              /* the synthetic channels drop nothing before */
@@ -44,6 +52,7 @@ struct wd_emu {
         size_t n_lat, cap_lat;
         long forwards, tokens, replaced, dropped;
         double bs, dl, c, ul, air, str, experts, token_layers, bits_dl, bits_ul;
+        double e_dl, e_ul, e_c, e_bs; /* energy (J): radio, device compute, BS compute */
     } ph[2];
     long steps;
     int fwd_open, f_phase;
@@ -99,7 +108,8 @@ void wd_emu_free(wd_emu *emu) {
                  emu->dev_gen,   emu->dev_tok,  emu->exp_gen,  emu->cnt_e,   emu->exp_dev,
                  emu->exp_list,  emu->active,   emu->slot,     emu->dt,      emu->ready,
                  emu->bits,      emu->share,    emu->pscratch, emu->ph[0].lat, emu->sel_flag,
-                 emu->fwd_flag,  emu->dev_flag, emu->top_ids, emu->ph[1].lat};
+                 emu->fwd_flag,  emu->dev_flag, emu->top_ids, emu->ph[1].lat, emu->en_dev,
+                 emu->en_e,      emu->dacc};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
     free(emu);
 }
@@ -265,6 +275,11 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
     emu->los = calloc(nd, sizeof(int));
     emu->tc1 = calloc(nd, sizeof(double));
     emu->tau_dev = calloc(nd, sizeof(double));
+    emu->en_dev = calloc(nd, sizeof(double));
+    emu->dacc = calloc(nd, sizeof *emu->dacc);
+    emu->en_e = calloc(E, sizeof(double));
+    emu->p_bs_w = wd_dbm_to_watt(sc->radio.bs_tx_power_dbm);
+    emu->p_ue_w = wd_dbm_to_watt(sc->radio.ue_tx_power_dbm);
     emu->tau_from = calloc(nd, sizeof(double));
     emu->tau_until = calloc(nd, sizeof(double)); /* [0, 0): empty, nothing cached */
     emu->mark = calloc(nd, 1);
@@ -289,7 +304,7 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
     emu->top_ids = calloc(E, sizeof(int));
     emu->sel_n = -1;
     emu->last_closed = -1;
-    if (!emu->dev_flag || !emu->top_ids || !emu->link || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 || !emu->tau_dev ||
+    if (!emu->en_dev || !emu->dacc || !emu->en_e || !emu->dev_flag || !emu->top_ids || !emu->link || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 || !emu->tau_dev ||
         !emu->tau_from || !emu->tau_until || !emu->mark || !emu->dev_gen || !emu->dev_tok ||
         !emu->active || !emu->slot || !emu->dt || !emu->ready || !emu->bits || !emu->share ||
         !emu->rep_off || !emu->rep || !emu->tau_e || !emu->tau_best || !emu->avail_e ||
@@ -365,6 +380,7 @@ static double device_tau(wd_emu *emu, int d, double t, double s_dl, double s_ul,
     wd_link *dl = emu->link[2 * d], *ul = emu->link[2 * d + 1];
     double u1, u2, tc = emu->tc1[d];
     *until = INFINITY;
+    emu->en_dev[d] = INFINITY;
     for (int i = 0; i < emu->sc.n_faults; i++) { /* device faults: the next change */
         const wd_fault *f = &emu->sc.faults[i];
         if (f->device != d || f->kind == WD_FAULT_LINK) continue;
@@ -379,6 +395,9 @@ static double device_tau(wd_emu *emu, int d, double t, double s_dl, double s_ul,
     if (u1 < *until) *until = u1;
     if (u2 < *until) *until = u2;
     if (!(rd > 0) || !(ru > 0)) return INFINITY;
+    emu->en_dev[d] = wd_energy_tx(emu->p_bs_w * s_dl, emu->bits_tok / rd) +
+                     wd_energy_tx(emu->p_ue_w, emu->bits_tok / ru) +
+                     wd_energy_tx(emu->sc.dev[d].profile.busy_w, tc);
     return dl->latency + emu->bits_tok / rd + tc + ul->latency + emu->bits_tok / ru;
 }
 
@@ -411,6 +430,7 @@ int wd_emu_predict(wd_emu *emu, double *tau, unsigned char *avail) {
             }
             emu->rep[e] = best;
             emu->tau_best[e] = bt;
+            emu->en_e[e] = best >= 0 ? emu->en_dev[best] : INFINITY;
         }
     int reach = 0;
     for (int e = 0; e < emu->E; e++) {
@@ -488,6 +508,7 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
                 emu->cnt_e[e] = 0;
                 emu->exp_dev[e] = d;
                 emu->exp_list[emu->n_exp++] = e;
+                emu->dt[emu->slot[d]].calls++;
             }
             emu->cnt_e[e]++;
         }
@@ -604,7 +625,7 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
     if (reserve_flags(emu, n_tokens)) return wd_fail(err, errlen, "select: out of memory");
     wd_emu_predict(emu, emu->tau_e, emu->avail_e);
     wd_policy_io io = {n_tokens,     emu->E, emu->k, probs,  emu->tau_e,
-                       emu->avail_e, n,      expert, weight, emu->pscratch};
+                       emu->avail_e, n,      expert, weight, emu->pscratch, emu->en_e};
     if (emu->pol->select(&emu->par, &io))
         return wd_fail(err, errlen, "policy %s failed", emu->pol->name);
     double t1 = emu->t + bs_time(emu, n_tokens);
@@ -627,6 +648,7 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
         for (int e = 0; e < emu->E; e++) {
             int d = emu->rep[e];
             emu->tau_e[e] = d >= 0 ? emu->tau_dev[d] : INFINITY;
+            emu->en_e[e] = d >= 0 ? emu->en_dev[d] : INFINITY;
             emu->avail_e[e] = d >= 0 && isfinite(emu->tau_e[e]);
         }
         if (emu->pol->select(&emu->par, &io))
@@ -683,9 +705,66 @@ void wd_emu_set_phase(wd_emu *emu, wd_emu_phase p) {
 void wd_emu_finish_forward(wd_emu *emu, double seconds) {
     if (!(seconds > 0)) return;
     emu->t += seconds;
+    emu->bs_busy += seconds;
     if (emu->last_closed < 0) return;
     struct phase_acc *a = &emu->ph[emu->last_closed];
     if (a->n_lat) a->lat[a->n_lat - 1] += seconds, a->bs += seconds;
+    a->e_bs += wd_energy_tx(emu->sc.bs.busy_w, seconds);
+}
+
+/* Energy and device accounting of the step just planned (t1: the BS is
+ * done; tbs: BS compute). A device serving several experts runs them one
+ * after another in the order they were first chosen: each call waits for
+ * the earlier ones (its queue). emu->ready serves as per-device scratch. */
+static void account_energy(wd_emu *emu, struct phase_acc *a, double t1, double tbs) {
+    (void)t1;
+    a->e_bs += wd_energy_tx(emu->sc.bs.busy_w, tbs);
+    emu->bs_busy += tbs;
+    int na = emu->n_active;
+    for (int i = 0; i < na; i++) {
+        const wd_emu_dev_time *x = &emu->dt[i];
+        int d = x->device;
+        struct dev_acc *v = &emu->dacc[d];
+        const wd_link *dl = emu->link[2 * d], *ul = emu->link[2 * d + 1];
+        double air_dl = x->t_dl - x->air[WD_DL] - dl->latency;
+        double air_ul = x->t_ul - x->air[WD_UL] - ul->latency;
+        double e_dl = wd_energy_tx(emu->p_bs_w * x->share[WD_DL], air_dl > 0 ? air_dl : 0);
+        double e_ul = wd_energy_tx(emu->p_ue_w, air_ul > 0 ? air_ul : 0);
+        double e_c = wd_energy_tx(emu->sc.dev[d].profile.busy_w, x->t_c);
+        a->e_dl += e_dl, a->e_ul += e_ul, a->e_c += e_c;
+        v->e_dl += e_dl, v->e_ul += e_ul, v->e_c += e_c, v->busy += x->t_c;
+        v->calls += x->calls, v->tokens += x->tokens;
+        if (x->calls - 1 > v->max_q) v->max_q = x->calls - 1;
+        emu->ready[i] = 0;
+    }
+    for (int j = 0; j < emu->n_exp; j++) { /* queue: each call waits for the earlier ones */
+        int e = emu->exp_list[j], d = emu->exp_dev[e], i = emu->slot[d];
+        const wd_emu_dev_time *x = &emu->dt[i];
+        if (x->calls < 2) continue;
+        double modeled = 0; /* the call's share of the device's (possibly slowed) time */
+        for (int q = 0; q < emu->n_exp; q++) {
+            int e2 = emu->exp_list[q];
+            if (emu->exp_dev[e2] == d) modeled += expert_time(emu, d, emu->cnt_e[e2]);
+        }
+        double tc = modeled > 0 ? x->t_c * expert_time(emu, d, emu->cnt_e[e]) / modeled : 0;
+        emu->dacc[d].qwait += emu->ready[i];
+        emu->ready[i] += tc;
+    }
+}
+
+int wd_emu_device_stats_get(const wd_emu *emu, int d, wd_emu_device_stats *o) {
+    memset(o, 0, sizeof *o);
+    if (d < 0 || d >= emu->nd) return 1;
+    const struct dev_acc *v = &emu->dacc[d];
+    double span = emu->t - emu->t_reset, idle = span - v->busy;
+    o->busy_s = v->busy;
+    o->utilisation = span > 0 ? v->busy / span : 0;
+    o->energy_compute_j = v->e_c;
+    o->energy_idle_j = wd_energy_tx(emu->sc.dev[d].profile.idle_w, idle > 0 ? idle : 0);
+    o->energy_dl_j = v->e_dl, o->energy_ul_j = v->e_ul;
+    o->queue_wait_s = v->qwait;
+    o->calls = v->calls, o->tokens = v->tokens, o->max_queue = v->max_q;
+    return 0;
 }
 
 /* The phase of a forward pass that starts with n_tokens tokens. */
@@ -780,6 +859,7 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
     a->token_layers += n_tokens;
     for (int i = 0; i < na; i++)
         a->bits_dl += emu->dt[i].bits[WD_DL], a->bits_ul += emu->dt[i].bits[WD_UL];
+    account_energy(emu, a, t1, tbs);
     if (emu->fwd_open && emu->fwd_n == n_tokens)
         for (int t = 0; t < n_tokens; t++) emu->fwd_flag[t] |= emu->sel_flag[t];
     if (emu->fwd_open) {
@@ -823,6 +903,8 @@ void wd_emu_reset_stats(wd_emu *emu) {
         emu->ph[p].lat = lat, emu->ph[p].cap_lat = cap;
     }
     emu->steps = 0;
+    memset(emu->dacc, 0, emu->nd * sizeof *emu->dacc);
+    emu->bs_busy = 0, emu->t_reset = emu->t;
     emu->fwd_open = 0, emu->prefill_open = 0, emu->last_closed = -1;
     memset(emu->c_tok, 0, sizeof emu->c_tok);
     memset(emu->c_steps, 0, sizeof emu->c_steps);
@@ -868,10 +950,30 @@ static void summarize_phase(const struct phase_acc *a, wd_emu_phase_summary *s) 
     s->air_s = a->air / F, s->straggle_s = a->str / F;
 }
 
+static void phase_energy(const struct phase_acc *a, wd_emu_phase_summary *s) {
+    s->energy_dl_j = a->e_dl, s->energy_ul_j = a->e_ul;
+    s->energy_device_j = a->e_c, s->energy_bs_j = a->e_bs;
+    double sum = a->e_dl + a->e_ul + a->e_c + a->e_bs;
+    s->energy_per_token_j = a->tokens > 0 ? sum / (double)a->tokens : 0;
+}
+
 void wd_emu_summarize(const wd_emu *emu, wd_emu_summary *s) {
     memset(s, 0, sizeof *s);
     summarize_phase(&emu->ph[PH_PREFILL], &s->prefill);
     summarize_phase(&emu->ph[PH_DECODE], &s->decode);
+    phase_energy(&emu->ph[PH_PREFILL], &s->prefill);
+    phase_energy(&emu->ph[PH_DECODE], &s->decode);
+    const wd_emu_phase_summary *P = &s->prefill, *D = &s->decode;
+    s->energy_active_j = P->energy_dl_j + P->energy_ul_j + P->energy_device_j + P->energy_bs_j +
+                         D->energy_dl_j + D->energy_ul_j + D->energy_device_j + D->energy_bs_j;
+    for (int d = 0; d < emu->nd; d++) {
+        wd_emu_device_stats ds;
+        wd_emu_device_stats_get(emu, d, &ds);
+        s->energy_idle_j += ds.energy_idle_j;
+    }
+    double bs_idle = emu->t - emu->t_reset - emu->bs_busy;
+    s->energy_idle_j += wd_energy_tx(emu->sc.bs.idle_w, bs_idle > 0 ? bs_idle : 0);
+    s->energy_total_j = s->energy_active_j + s->energy_idle_j;
     s->tokens = s->prefill.tokens + s->decode.tokens;
     s->forwards = s->prefill.forwards + s->decode.forwards;
     s->steps = emu->steps;
@@ -884,4 +986,5 @@ void wd_emu_summarize(const wd_emu *emu, wd_emu_summary *s) {
     s->steps_rerouted = emu->c_steps[0], s->steps_slowed = emu->c_steps[1];
     s->steps_link_fault = emu->c_steps[2];
     s->n_faults = emu->sc.n_faults;
+    s->energy_per_token_j = s->tokens > 0 ? s->energy_total_j / (double)s->tokens : 0;
 }

@@ -11,6 +11,7 @@ int wd_policy_wdmoe(const wd_policy_params *p, wd_policy_io *io);
 int wd_policy_wlr_drop(const wd_policy_params *p, wd_policy_io *io);
 int wd_policy_dynamic(const wd_policy_params *p, wd_policy_io *io);
 int wd_policy_fastest(const wd_policy_params *p, wd_policy_io *io);
+int wd_policy_energy(const wd_policy_params *p, wd_policy_io *io);
 
 static const wd_policy table[] = {
     {"topk", "the model's own top-k (baseline)", wd_policy_topk},
@@ -20,6 +21,8 @@ static const wd_policy table[] = {
      wd_policy_wlr_drop},
     {"dynamic", "latency-blind: drop experts whose weight < theta", wd_policy_dynamic},
     {"fastest", "the k fastest among the m most probable", wd_policy_fastest},
+    {"energy", "drop the expert of highest energy per gate weight while the kept top-k mass >= quality",
+     wd_policy_energy},
 };
 
 int wd_policy_count(void) { return (int)(sizeof table / sizeof table[0]); }
@@ -33,6 +36,7 @@ const wd_policy *wd_policy_find(const char *name) {
 
 void wd_policy_defaults(wd_policy_params *p) {
     p->alpha = 0.5, p->dtheta = 0.05, p->gamma = 1.05, p->theta = 0.3, p->m = 0;
+    p->quality = 0.8;
 }
 
 /* m <= 2 (top-k of Mixtral-like models): one pass, no data-dependent branches. */

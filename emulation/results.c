@@ -46,8 +46,22 @@ void wd_emu_summary_print(FILE *f, const wd_emu_summary *s) {
             D->dl_bits_per_token);
     fprintf(f, "  %-28s %16.0f %16.0f\n", "uplink bits per token", P->ul_bits_per_token,
             D->ul_bits_per_token);
+    const struct {
+        const char *name;
+        double p, d;
+    } en[] = {
+        {"energy per token (mJ)", P->energy_per_token_j, D->energy_per_token_j},
+        {"  downlink radio (mJ)", P->energy_dl_j, D->energy_dl_j},
+        {"  uplink radio (mJ)", P->energy_ul_j, D->energy_ul_j},
+        {"  device compute (mJ)", P->energy_device_j, D->energy_device_j},
+        {"  BS compute (mJ)", P->energy_bs_j, D->energy_bs_j},
+    };
+    for (size_t i = 0; i < sizeof en / sizeof en[0]; i++)
+        fprintf(f, "  %-28s %16.4g %16.4g\n", en[i].name, en[i].p * 1e3, en[i].d * 1e3);
     fprintf(f, "  %-28s %16ld\n", "layer steps", s->steps);
     fprintf(f, "  %-28s %16.6f\n", "virtual time (s)", s->virtual_time_s);
+    fprintf(f, "  %-28s %16.4g\n", "energy, with idle (J)", s->energy_total_j);
+    fprintf(f, "  %-28s %16.4g\n", "energy per token (mJ)", s->energy_per_token_j * 1e3);
     if (s->n_faults || s->tokens_rerouted || s->tokens_fallback || s->tokens_dropped ||
         s->tokens_slowed || s->tokens_link_fault) {
         const struct {
@@ -92,6 +106,11 @@ static json_object *phase_json(const wd_emu_phase_summary *s) {
         {"experts_per_token", s->experts_per_token},
         {"downlink_bits_per_token", s->dl_bits_per_token},
         {"uplink_bits_per_token", s->ul_bits_per_token},
+        {"energy_per_token_j", s->energy_per_token_j},
+        {"energy_downlink_j", s->energy_dl_j},
+        {"energy_uplink_j", s->energy_ul_j},
+        {"energy_device_j", s->energy_device_j},
+        {"energy_bs_j", s->energy_bs_j},
     };
     for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
         json_object_object_add(o, d[i].name, json_object_new_double(d[i].v));
@@ -111,6 +130,11 @@ struct json_object *wd_emu_summary_json(const wd_emu_summary *s) {
     json_object_object_add(o, "experts_replaced", json_object_new_int64(s->experts_replaced));
     json_object_object_add(o, "experts_dropped", json_object_new_int64(s->experts_dropped));
     json_object_object_add(o, "virtual_time_s", json_object_new_double(s->virtual_time_s));
+    json_object_object_add(o, "energy_active_j", json_object_new_double(s->energy_active_j));
+    json_object_object_add(o, "energy_idle_j", json_object_new_double(s->energy_idle_j));
+    json_object_object_add(o, "energy_total_j", json_object_new_double(s->energy_total_j));
+    json_object_object_add(o, "energy_per_token_j",
+                           json_object_new_double(s->energy_per_token_j));
     const struct {
         const char *name;
         long v;

@@ -307,7 +307,7 @@ static int parse_profile(pctx *c, json_object *v, const char *path, wd_compute_p
     }
     static const char *const keys[] = {"preset", "peak_tflops", "mem_bw_gbs",  "efficiency",
                                        "overhead_us", "mem_gb", "calibration", "gpu_sms",
-                                       NULL};
+                                       "idle_w", "busy_w", NULL};
     if (check_keys(c, v, path, keys)) return 1;
     json_object *pre = get(v, "preset");
     if (pre) {
@@ -321,7 +321,11 @@ static int parse_profile(pctx *c, json_object *v, const char *path, wd_compute_p
            num(c, v, path, "overhead_us", 0, 0, 1e7, 1e-6, &p->overhead_s) ||
            num(c, v, path, "mem_gb", 0, 0, 1e6, 1e9, &p->mem_capacity) ||
            num(c, v, path, "calibration", 0, 1, 1e6, 1, &p->calibration) ||
-           int32(c, v, path, "gpu_sms", 0, 4096, &p->gpu_sms);
+           int32(c, v, path, "gpu_sms", 0, 4096, &p->gpu_sms) ||
+           num(c, v, path, "idle_w", 0, 0, 1e6, 1, &p->idle_w) ||
+           num(c, v, path, "busy_w", 0, 0, 1e6, 1, &p->busy_w) ||
+           (p->busy_w < p->idle_w && fail(c, path, "busy_w %g is below idle_w %g", p->busy_w,
+                                          p->idle_w));
 }
 
 static int parse_link(pctx *c, json_object *o, const char *path, wd_link_spec *l) {
@@ -455,13 +459,15 @@ static int parse_policy(pctx *c, json_object *v, wd_scenario *sc) {
     if (json_object_is_type(v, json_type_string)) {
         snprintf(sc->policy, sizeof sc->policy, "%s", json_object_get_string(v));
     } else {
-        static const char *const keys[] = {"name", "alpha", "dtheta", "gamma", "theta", "m", NULL};
+        static const char *const keys[] = {"name",  "alpha", "dtheta", "gamma",
+                                           "theta", "m",     "quality", NULL};
         if (check_keys(c, v, P, keys) || string(c, v, P, "name", sc->policy, sizeof sc->policy) ||
             num(c, v, P, "alpha", 0, 0, 1, 1, &sc->params.alpha) ||
             num(c, v, P, "dtheta", 1e-3, 0, 1, 1, &sc->params.dtheta) ||
             num(c, v, P, "gamma", 0, 1, 100, 1, &sc->params.gamma) ||
             num(c, v, P, "theta", 0, 0, 1, 1, &sc->params.theta) ||
-            int32(c, v, P, "m", 0, 4096, &sc->params.m))
+            int32(c, v, P, "m", 0, 4096, &sc->params.m) ||
+            num(c, v, P, "quality", 0, 0, 1, 1, &sc->params.quality))
             return 1;
     }
     if (!wd_policy_find(sc->policy)) {
