@@ -752,6 +752,12 @@ static void account_energy(wd_emu *emu, struct phase_acc *a, double t1, double t
     }
 }
 
+double wd_emu_energy_active_j(const wd_emu *emu) {
+    double e = 0;
+    for (int p = 0; p < 2; p++) e += emu->ph[p].e_dl + emu->ph[p].e_ul + emu->ph[p].e_c + emu->ph[p].e_bs;
+    return e;
+}
+
 int wd_emu_device_stats_get(const wd_emu *emu, int d, wd_emu_device_stats *o) {
     memset(o, 0, sizeof *o);
     if (d < 0 || d >= emu->nd) return 1;

@@ -167,6 +167,21 @@ typedef struct {
     double quality; /* energy: gate mass of the top-k a token keeps at least (0.8) */
 } wd_policy_params;
 
+/* Many users (`wdmoe serve-cell`; the command's options override): Poisson
+ * arrivals of `users` requests at rate_per_s (the first at 0), or a request
+ * trace (CSV: arrival_s,max_new_tokens,prompt); prompts cycle through the
+ * lines of a prompts file. Zeros: the command's defaults. */
+typedef struct {
+    int users;
+    double rate_per_s;
+    int max_new_tokens;
+    int prefill_chunk;      /* prompt tokens per step over all users */
+    double kv_budget_bytes; /* BS KV-cache memory for all users (0: unlimited) */
+    int max_batch;          /* running users at most (0: unlimited) */
+    double tpot_slo_s, ttft_slo_s; /* goodput: requests meeting both (0: not checked) */
+    char prompts[1024], trace[1024]; /* resolved paths ("" none) */
+} wd_workload;
+
 typedef struct {
     char name[64];
     char path[1024]; /* file it was loaded from ("" when built in code) */
@@ -184,6 +199,7 @@ typedef struct {
     double max_wait_s; /* a transfer not done after this is "never" (error) */
     int compute_measured; /* "compute": "measured": device compute times from the GPU
                              backend's kernel timings x calibration (else modeled) */
+    wd_workload workload;
 } wd_scenario;
 
 /* A default cell: n devices 50..500 m away (UMa, 3.5 GHz, synthetic links),
@@ -431,6 +447,8 @@ typedef struct {
     int max_queue;
 } wd_emu_device_stats;
 int wd_emu_device_stats_get(const wd_emu *emu, int device, wd_emu_device_stats *out);
+/* Active energy (J) so far, both phases (cheap: no summary). */
+double wd_emu_energy_active_j(const wd_emu *emu);
 void wd_emu_reset_stats(wd_emu *emu);
 /* One aligned table (two columns: metric, value). */
 void wd_emu_summary_print(FILE *f, const wd_emu_summary *s);

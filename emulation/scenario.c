@@ -481,6 +481,35 @@ static int parse_policy(pctx *c, json_object *v, wd_scenario *sc) {
     return 0;
 }
 
+static int parse_workload(pctx *c, json_object *o, wd_workload *w) {
+    static const char *const keys[] = {"users",       "rate_per_s",   "max_new_tokens",
+                                       "prefill_chunk", "kv_budget_mb", "max_batch",
+                                       "tpot_slo_ms", "ttft_slo_ms",  "prompts",
+                                       "trace",       NULL};
+    const char *P = "workload";
+    if (is_obj(c, o, P) || check_keys(c, o, P, keys) ||
+        int32(c, o, P, "users", 1, 1000000, &w->users) ||
+        num(c, o, P, "rate_per_s", 0, 1, 1e9, 1, &w->rate_per_s) ||
+        int32(c, o, P, "max_new_tokens", 1, 1 << 24, &w->max_new_tokens) ||
+        int32(c, o, P, "prefill_chunk", 1, 1 << 24, &w->prefill_chunk) ||
+        num(c, o, P, "kv_budget_mb", 0, 0, 1e9, 1e6, &w->kv_budget_bytes) ||
+        int32(c, o, P, "max_batch", 0, 1 << 24, &w->max_batch) ||
+        num(c, o, P, "tpot_slo_ms", 0, 0, 1e9, 1e-3, &w->tpot_slo_s) ||
+        num(c, o, P, "ttft_slo_ms", 0, 0, 1e9, 1e-3, &w->ttft_slo_s))
+        return 1;
+    const char *files[] = {"prompts", "trace"};
+    char *out[] = {w->prompts, w->trace};
+    for (int i = 0; i < 2; i++) {
+        if (!get(o, files[i])) continue;
+        char p[512], raw[1024] = "";
+        sub(p, sizeof p, P, files[i]);
+        if (string(c, o, P, files[i], raw, sizeof raw) ||
+            expand_path(c, p, raw, out[i], sizeof w->prompts))
+            return 1;
+    }
+    return 0;
+}
+
 static int parse_faults(pctx *c, json_object *v, wd_scenario *sc) {
     if (!json_object_is_type(v, json_type_array)) return fail(c, "faults", "expected an array");
     int n = (int)json_object_array_length(v);
@@ -539,6 +568,7 @@ static int parse_root(pctx *c, json_object *root, wd_scenario *sc) {
                                        "device_count",
                                        "faults",
                                        "compute",
+                                       "workload",
                                        NULL};
     if (check_keys(c, root, "", keys) || string(c, root, "", "name", sc->name, sizeof sc->name))
         return 1;
@@ -588,6 +618,7 @@ static int parse_root(pctx *c, json_object *root, wd_scenario *sc) {
         if (check_device(c, p, &sc->dev[i], &sc->radio)) return 1;
     }
     if ((v = get(root, "faults")) && parse_faults(c, v, sc)) return 1;
+    if ((v = get(root, "workload")) && parse_workload(c, v, &sc->workload)) return 1;
     return 0;
 }
 
