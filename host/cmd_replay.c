@@ -117,8 +117,9 @@ int wd_cmd_replay(int argc, char **argv) {
     json_object_object_add(jp, "ffn", json_object_new_int(pr.ffn));
     json_object_object_add(root, "probs", jp);
     json_object_object_add(root, "runs", runs);
-    printf("%-24s %-10s %10s %10s %10s %10s %9s %9s %9s %9s\n", "scenario", "policy",
-           "TPOT ms", "p50 ms", "p95 ms", "p99 ms", "exp/tok", "replaced", "dropped", "vs topk");
+    printf("%-24s %-10s %10s %10s %10s %10s %9s %9s %9s %9s %9s\n", "scenario", "policy",
+           "TPOT ms", "p50 ms", "p95 ms", "p99 ms", "exp/tok", "replaced", "dropped", "mJ/tok",
+           "vs topk");
     int rc = 0;
     for (int s = 0; s < ns && !rc; s++) {
         wd_scenario sc;
@@ -150,9 +151,10 @@ int wd_cmd_replay(int argc, char **argv) {
             const wd_emu_phase_summary *d = &sum.decode;
             if (i == 0) base = d->mean_s;
             double red = base > 0 ? 100.0 * (1.0 - d->mean_s / base) : 0.0;
-            printf("%-24.24s %-10s %10.3f %10.3f %10.3f %10.3f %9.3f %9ld %9ld %8.2f%%\n", sc.name,
-                   list[i], d->mean_s * 1e3, d->p50_s * 1e3, d->p95_s * 1e3, d->p99_s * 1e3,
-                   d->experts_per_token, d->experts_replaced, d->experts_dropped, red);
+            printf("%-24.24s %-10s %10.3f %10.3f %10.3f %10.3f %9.3f %9ld %9ld %9.4g %8.2f%%\n",
+                   sc.name, list[i], d->mean_s * 1e3, d->p50_s * 1e3, d->p95_s * 1e3,
+                   d->p99_s * 1e3, d->experts_per_token, d->experts_replaced, d->experts_dropped,
+                   d->energy_per_token_j * 1e3, red);
             json_object *r = json_object_new_object(), *par = json_object_new_object();
             json_object_object_add(r, "scenario", json_object_new_string(sc.name));
             json_object_object_add(r, "scenario_file", json_object_new_string(scen[s]));

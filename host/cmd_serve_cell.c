@@ -34,7 +34,7 @@ static void help(FILE *f) {
             "  --max-batch N         running users at most (default: unlimited)\n"
             "  --tpot-slo-ms X       goodput counts requests with TPOT <= X (default 50)\n"
             "  --ttft-slo-ms X       ... and TTFT <= X (default: not checked)\n"
-            "  --seed S              arrivals and sampling (default: the scenario's seed)\n"
+            "  --seed S              seed of the channel, arrivals and sampling (default: the scenario's)\n"
             "  --temperature T       sampling temperature, 0 = greedy (default 0)\n"
             "  --top-p P             nucleus mass (default 0.9)\n"
             "  --threads N           CPU threads (default: all cores)\n"
@@ -310,6 +310,7 @@ int wd_cmd_serve_cell(int argc, char **argv) {
     if (!trace && wl->trace[0]) trace = wl->trace;
     if (!prompts && wl->prompts[0]) prompts = wl->prompts;
     uint64_t run_seed = seed >= 0 ? (uint64_t)seed : sc.seed;
+    sc.seed = run_seed;
     if (wd_model_load(&m, model_path, err, sizeof err)) {
         fprintf(stderr, "wdmoe serve-cell: %s\n", err);
         goto done;
