@@ -376,7 +376,7 @@ int wd_cmd_serve_cell(int argc, char **argv) {
     /* tables */
     printf("%s, policy %s, %d devices: %d requests, %ld steps, %.4f s virtual\n",
            sc.name, wd_emu_policy_name(emu), sc.n_devices, n, res.steps, res.makespan_s);
-    printf("  %-34s %10s %10s %10s %10s\n", "", "mean", "p50", "p95", "p99");
+    printf("  %-36s %10s %10s %10s %10s\n", "", "mean", "p50", "p95", "p99");
     const struct {
         const char *name;
         dist d;
@@ -384,21 +384,21 @@ int wd_cmd_serve_cell(int argc, char **argv) {
     } rows[] = {{"TTFT (ms)", d_ttft, 1e3},
                 {"TPOT per user (ms)", d_tpot, 1e3},
                 {"queue wait before admission (ms)", d_queue, 1e3},
-                {"energy per output token (mJ)", d_ept, 1e3}};
+                {"active energy per output token (mJ)", d_ept, 1e3}};
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
-        printf("  %-34s %10.3f %10.3f %10.3f %10.3f\n", rows[i].name, rows[i].d.mean * rows[i].scale,
+        printf("  %-36s %10.3f %10.3f %10.3f %10.3f\n", rows[i].name, rows[i].d.mean * rows[i].scale,
                rows[i].d.p50 * rows[i].scale, rows[i].d.p95 * rows[i].scale,
                rows[i].d.p99 * rows[i].scale);
-    printf("  %-34s %10.2f tok/s\n", "throughput", thr);
-    printf("  %-34s %10.2f tok/s (%d of %d requests meet TPOT <= %g ms%s)\n", "goodput", goodput,
+    printf("  %-36s %10.2f tok/s\n", "throughput", thr);
+    printf("  %-36s %10.2f tok/s (%d of %d requests meet TPOT <= %g ms%s)\n", "goodput", goodput,
            n_good, n, tpot_slo * 1e3, ttft_slo > 0 ? " and the TTFT SLO" : "");
-    printf("  %-34s %10.4f\n", "Jain fairness (1/TPOT)", jain);
-    printf("  %-34s %10.2f users, %.2f waiting\n", "mean batch", mean_batch, mean_wait);
-    printf("  %-34s %10.4g J (%.4g active, %.4g idle); %.4g mJ per output token\n",
+    printf("  %-36s %10.4f\n", "Jain fairness (1/TPOT)", jain);
+    printf("  %-36s %10.2f users, %.2f waiting\n", "mean batch", mean_batch, mean_wait);
+    printf("  %-36s %10.4g J (%.4g active, %.4g idle); %.4g mJ per output token\n",
            "energy of the cell", sum.energy_total_j, sum.energy_active_j, sum.energy_idle_j,
            e_out * 1e3);
     if (n_cmp)
-        printf("  %-34s %10.2f %% agreement, mean KL %.4g nats\n", "quality vs top-k",
+        printf("  %-36s %10.2f %% agreement, mean KL %.4g nats\n", "quality vs top-k",
                100 * agree / n_cmp, kl / n_cmp);
     printf("\n  %-16s %8s %9s %10s %9s %10s %10s %10s\n", "device", "util %", "calls",
            "tok/call", "max queue", "queue ms", "compute J", "radio J");
