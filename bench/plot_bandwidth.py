@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Latency against bandwidth or distance, one line per policy, from
+"""Time per output token (decode) against bandwidth or distance, one line per
+policy with the 95 % CI over channel seeds as error bars, from
 bench/repro_bandwidth.py's bandwidth.json / distance.json.
 
     bench/plot_bandwidth.py bandwidth.json bandwidth.png
@@ -19,16 +20,25 @@ def main():
     if plt is None:
         return 1
     xkey = doc["columns"][0]
-    rows = [r for r in doc["rows"] if r.get("mean_ms") is not None]
+    rows = [r for r in doc["rows"] if r.get("tpot_ms") is not None]
     fig, ax = plt.subplots(figsize=(6, 4))
     for policy in dict.fromkeys(r["policy"] for r in rows):
-        pts = sorted((r[xkey], r["mean_ms"]) for r in rows if r["policy"] == policy)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=policy)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+        pts = sorted((r[xkey], r["tpot_ms"], r.get("tpot_ms_ci") or 0.0) for r in rows
+                     if r["policy"] == policy)
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                    marker="o", ms=4, capsize=3, label=policy)
+    if xkey in ("bandwidth_mhz", "distance_scale", "devices"):
+        ax.set_xscale("log")
+        xs = sorted({r[xkey] for r in rows})
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{x:g}" for x in xs])
+        ax.minorticks_off()
     ax.set_xlabel({"bandwidth_mhz": "total bandwidth (MHz)",
-                   "distance_scale": "device distance (x base)"}.get(xkey, xkey))
-    ax.set_ylabel("mean per-token latency (ms, emulated)")
+                   "distance_scale": "device distance (x base)",
+                   "devices": "number of devices",
+                   "orin_share": "share of Jetson AGX Orin devices (rest: phones)",
+                   "ue_tx_power_dbm": "device transmit power (dBm)"}.get(xkey, xkey))
+    ax.set_ylabel("TPOT, decode (ms, emulated)")
     if xkey == "distance_scale":
         snr = {}
         for r in rows:
@@ -40,7 +50,13 @@ def main():
             sec.set_xticklabels([f"{snr[k]:.0f} dB" for k in sorted(snr)], fontsize=7)
             sec.set_xlabel("mean SNR")
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    meta = doc.get("meta") or {}
+    fig.text(0.0, -0.04,
+             f"model: {os.path.basename(str(meta.get('model', '?')).rstrip('/'))}; scenario: "
+             f"{os.path.basename(str(meta.get('scenario', '?')))}; "
+             f"{len(meta.get('seeds') or [])} channel seeds; error bars: 95 % CI of the mean (t)",
+             fontsize=7, ha="left", va="top")
     pc.save(fig, sys.argv[2])
     return 0
 

@@ -85,7 +85,9 @@ def main():
                 "delta": None if (b is None or w is None) else 100 * (w - b),
                 "agreement": agr.get("token_agreement"),
                 "kl": agr.get("kl_mean"),
-                "latency_ms": (rc.latency(wd).get("latency_mean_s") or 0) * 1e3 or None,
+                # multiple-choice scoring is prefill; GSM8K generation is decode
+                "latency_ms": (rc.phase(wd, "decode" if t == "gsm8k" else "prefill")
+                               .get("mean_s") or 0) * 1e3 or None,
                 "llama2_70b": rc.LLAMA2_70B.get(t),
             })
     except rc.Interrupted:
@@ -94,7 +96,7 @@ def main():
                ("topk", "top-k acc %", 2), ("topk_se", "± se", 2),
                ("wdmoe", f"{a.policy} acc %", 2), ("wdmoe_se", "± se", 2),
                ("delta", "Δ (points)", 2), ("agreement", "token agreement", 4),
-               ("kl", "KL(top-k‖policy)", 5), ("latency_ms", f"{a.policy} ms/token", 3),
+               ("kl", "KL(top-k‖policy)", 5), ("latency_ms", f"{a.policy} latency ms*", 3),
                ("llama2_70b", "Llama-2-70B % (published)", 1)]
     notes = [
         f"model: {a.model}; scenario: {a.scenario or 'default cell (one device per expert)'}; "
@@ -103,6 +105,8 @@ def main():
         "lm-evaluation-harness (sample stddev / sqrt(n))",
         rc.LLAMA2_70B_SOURCE,
         "token agreement / KL: next-token distributions of the policy vs top-k on the same inputs",
+        "* latency: multiple-choice scoring is prefill (time to score one item); GSM8K: time per "
+        "output token (decode steps only)",
     ]
     if runner.stop:
         notes.append("interrupted: the rows above are the runs that completed")

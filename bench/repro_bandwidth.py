@@ -1,9 +1,19 @@
 #!/usr/bin/env python3
-"""Paper experiment: latency against the radio: total bandwidth, and device
-distance (with the resulting SNR), for top-k and the latency-aware policies.
+"""Paper experiment: latency against the radio and the cell: total bandwidth,
+device distance (with the resulting SNR), number of devices, device mix and
+device transmit power, for top-k and the latency-aware policies.
 
     bench/repro_bandwidth.py MODEL [--scenario FILE] [--bandwidths 5,10,20,50,100]
-                             [--distance-scales 0.25,0.5,1,2,4] [--out DIR]
+                             [--distance-scales 0.25,0.5,1,2,4] [--devices 4,8,16,32]
+                             [--orin-shares 0,0.25,0.5,0.75,1] [--tx-powers 10,17,23,26]
+                             [--sweeps bandwidth,distance,devices,mix,power] [--out DIR]
+
+Number of devices: n devices 50 .. 500 m from the BS (evenly spread), the base
+scenario's profiles in turn; experts are placed on them by the default rule
+(several per device when there are fewer devices than experts, replicas when
+there are more). Device mix: the share of Jetson AGX Orin devices, the rest
+phones (the Orins the farthest). Transmit power: every device's uplink power
+(dBm).
 
 Variants of the base scenario (default bench/scenarios/paper-cell.json) are
 written to DIR/scenarios/: downlink and uplink bandwidth set to each value
@@ -51,11 +61,16 @@ def main():
     ap.add_argument("--scenario", default=rc.default_scenario())
     ap.add_argument("--bandwidths", default="5,10,20,50,100", help="MHz, comma-separated")
     ap.add_argument("--distance-scales", default="0.25,0.5,1,2,4")
+    ap.add_argument("--devices", default="4,8,16,32")
+    ap.add_argument("--orin-shares", default="0,0.25,0.5,0.75,1")
+    ap.add_argument("--tx-powers", default="10,17,23,26", help="device uplink power, dBm")
+    ap.add_argument("--sweeps", default="bandwidth,distance,devices,mix,power")
     ap.add_argument("--policies", default="topk,wdmoe")
     ap.add_argument("--task", default="gsm8k")
     ap.add_argument("--data", default=None)
     ap.add_argument("--limit", type=int, default=3)
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    rc.seed_args(ap)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(rc.REPO, "bench", "results", "bandwidth"))
     ap.add_argument("--wdmoe", default=None)
@@ -77,30 +92,53 @@ def main():
     if a.task == "gsm8k":
         extra += ["--max-new-tokens", str(a.max_new_tokens)]
 
+    seeds = rc.seeds_list(a.seeds, a.first_seed)
+
     def sweep(kind, values, make):
-        rows = []
+        jobs, keys, info = [], [], {}
         for v in values:
             doc = make(v)
             path = rc.write_scenario(doc, a.scenario, os.path.join(scen_dir, f"{kind}_{v:g}.json"))
-            snr, rate = mean_snr_db(runner, path, doc.get("radio", {}),
-                                    os.path.join(scen_dir, f"{kind}_{v:g}_trace.csv"))
-            base_mean = None
+            info[v] = mean_snr_db(runner, path, doc.get("radio", {}),
+                                  os.path.join(scen_dir, f"{kind}_{v:g}_trace.csv"))
             for p in policies:
-                res = runner.eval(a.task, data, os.path.join(runs, f"{kind}_{v:g}_{p}.json"),
-                                  extra + ["--scenario", path, "--policy", p])
-                lat = rc.latency(res)
-                mean = lat.get("latency_mean_s")
-                if p == policies[0]:
-                    base_mean = mean
-                rows.append({
-                    kind: v, "policy": p,
-                    "mean_ms": None if mean is None else 1e3 * mean,
-                    "p95_ms": None if lat.get("latency_p95_s") is None else 1e3 * lat["latency_p95_s"],
-                    "reduction_pct": (None if not base_mean or mean is None
-                                      else 100 * (1 - mean / base_mean)),
-                    "experts_per_token": lat.get("experts_per_token"),
-                    "mean_snr_db": snr, "mean_rate_mbps": rate,
-                })
+                for s in seeds:
+                    jobs.append((a.task, data, os.path.join(runs, f"{kind}_{v:g}_{p}_seed{s}.json"),
+                                 extra + ["--scenario", path, "--policy", p, "--seed", str(s)]))
+                    keys.append((v, p, s))
+        try:
+            docs = dict(zip(keys, runner.eval_many(jobs, a.jobs)))
+        except rc.Interrupted:
+            docs = {k: rc.reuse(j[2]) for k, j in zip(keys, jobs)}
+        rows = []
+        for v in values:
+            for p in policies:
+                per = [(s, docs.get((v, p, s))) for s in seeds]
+                per = [(s, d) for s, d in per if d is not None]
+                if not per:
+                    continue
+                tpot = [rc.phase(d, "decode").get("mean_s") for _, d in per]
+                red = []
+                for (s, d), t in zip(per, tpot):
+                    b = docs.get((v, policies[0], s))
+                    b = b and rc.phase(b, "decode").get("mean_s")
+                    red.append(100 * (1 - t / b) if t is not None and b else None)
+                row = {kind: v, "policy": p, "seeds": len(per),
+                       "mean_snr_db": info[v][0], "mean_rate_mbps": info[v][1]}
+                row["tpot_ms"], row["tpot_ms_ci"] = rc.ci95([None if t is None else 1e3 * t
+                                                            for t in tpot])
+                row["ttft_ms"], row["ttft_ms_ci"] = rc.ci95(
+                    [None if rc.phase(d, "prefill").get("mean_s") is None
+                     else 1e3 * rc.phase(d, "prefill")["mean_s"] for _, d in per])
+                row["air_ms"], row["air_ms_ci"] = rc.ci95(
+                    [None if rc.phase(d, "decode").get("air_interface_s") is None
+                     else 1e3 * rc.phase(d, "decode")["air_interface_s"] for _, d in per])
+                row["reduction_pct"], row["reduction_pct_ci"] = rc.ci95(red)
+                for col, key in (("experts_per_token", "experts_per_token"),
+                                 ("replaced", "experts_replaced"), ("dropped", "experts_dropped")):
+                    row[col], row[col + "_ci"] = rc.ci95([rc.phase(d, "decode").get(key)
+                                                          for _, d in per])
+                rows.append(row)
         return rows
 
     def with_bandwidth(mhz):
@@ -120,33 +158,82 @@ def main():
                 dev["position_m"] = [x * scale for x in dev["position_m"]]
         return d
 
-    bw_rows, dist_rows = [], []
+    def with_devices(n):
+        d = rc.load_scenario(a.scenario)
+        base_devs = d.get("devices") or [{}]
+        n = int(n)
+        d["devices"] = []
+        for i in range(n):
+            dev = {k: v for k, v in base_devs[i % len(base_devs)].items()
+                   if k in ("profile", "downlink", "uplink", "los", "speed_mps")}
+            dev["name"] = f"dev{i}"
+            dev["distance_m"] = 50 + (450 * i / (n - 1) if n > 1 else 0)
+            d["devices"].append(dev)
+        d.pop("device_count", None)
+        return d
+
+    def with_mix(share):
+        d = rc.load_scenario(a.scenario)
+        devs = d.get("devices") or []
+        n_orin = round(share * len(devs))
+        order = sorted(range(len(devs)), key=lambda i: devs[i].get("distance_m", 0))
+        for rank, i in enumerate(order):
+            devs[i]["profile"] = "jetson-agx-orin" if rank >= len(devs) - n_orin else "phone"
+        return d
+
+    def with_power(dbm):
+        d = rc.load_scenario(a.scenario)
+        d.setdefault("radio", {})["ue_tx_power_dbm"] = dbm
+        return d
+
+    sweeps = [s for s in a.sweeps.split(",") if s]
+    table = {"bandwidth": ("bandwidth_mhz", floats(a.bandwidths), with_bandwidth,
+                           "bandwidth MHz", "Latency against total bandwidth"),
+             "distance": ("distance_scale", floats(a.distance_scales), with_distance,
+                          "distance x", "Latency against device distance"),
+             "devices": ("devices", floats(a.devices), with_devices, "devices",
+                         "Latency against the number of devices"),
+             "mix": ("orin_share", floats(a.orin_shares), with_mix, "share of AGX Orin",
+                     "Latency against the device mix (phones .. Jetson AGX Orin)"),
+             "power": ("ue_tx_power_dbm", floats(a.tx_powers), with_power, "UE power dBm",
+                       "Latency against device transmit power")}
+    for s in sweeps:
+        if s not in table:
+            sys.exit(f"repro_bandwidth: unknown sweep {s} (one of {', '.join(table)})")
+    results = {}
     try:
-        bw_rows = sweep("bandwidth_mhz", floats(a.bandwidths), with_bandwidth)
-        dist_rows = sweep("distance_scale", floats(a.distance_scales), with_distance)
+        for s in sweeps:
+            kind, values, make = table[s][:3]
+            results[s] = sweep(kind, values, make)
     except rc.Interrupted:
         pass
-    common = [("policy", "policy", 0), ("mean_ms", "mean ms/token", 3), ("p95_ms", "p95", 3),
-              ("reduction_pct", f"reduction vs {policies[0]} %", 1),
-              ("experts_per_token", "experts/token", 3), ("mean_snr_db", "mean SNR dB", 1),
-              ("mean_rate_mbps", "mean rate Mbit/s", 1)]
-    notes = [f"model: {a.model}; base scenario: {a.scenario}; task: {a.task}, {a.limit} items",
+    common = [("policy", "policy", 0), ("tpot_ms", "TPOT ms (decode)", 3),
+              ("ttft_ms", "TTFT ms (prefill)", 3), ("air_ms", "air interface ms", 3),
+              ("reduction_pct", f"TPOT reduction vs {policies[0]} %", 1),
+              ("experts_per_token", "experts/token", 3),
+              ("replaced", "experts replaced (outage)", 1), ("dropped", "experts dropped", 1),
+              ("mean_snr_db", "mean SNR dB", 1), ("mean_rate_mbps", "mean rate Mbit/s", 1),
+              ("seeds", "seeds", 0)]
+    notes = [f"model: {a.model}; base scenario: {a.scenario}; task: {a.task}, {a.limit} items; "
+             f"{len(seeds)} channel seeds, mean ± half-width of the 95 % CI (t-distribution)",
+             "TPOT: decode steps only; TTFT: the prompt's prefill; never averaged together",
              "SNR: Shannon-equivalent of the emulated channel's mean full-band rate, "
              "averaged over devices and both directions"]
     if runner.stop:
         notes.append("interrupted: the rows above are the runs that completed")
     distances = [dev.get("distance_m") for dev in base.get("devices", [])]
-    rc.write_tables(a.out, "bandwidth", "Latency against total bandwidth",
-                    [("bandwidth_mhz", "bandwidth MHz", 0)] + common, bw_rows, notes,
-                    {"scenario": a.scenario, "policies": policies})
-    rc.write_tables(a.out, "distance", "Latency against device distance",
-                    [("distance_scale", "distance x", 2)] + common, dist_rows,
-                    notes + [f"base distances (m): {distances}"],
-                    {"scenario": a.scenario, "policies": policies})
-    rc.plot("plot_bandwidth.py", os.path.join(a.out, "bandwidth.json"),
-            os.path.join(a.out, "bandwidth.png"))
-    rc.plot("plot_bandwidth.py", os.path.join(a.out, "distance.json"),
-            os.path.join(a.out, "distance.png"))
+    for s in sweeps:
+        if s not in results:
+            continue
+        kind, _, _, head, title = table[s]
+        extra_notes = [f"base distances (m): {distances}"] if s == "distance" else []
+        digits = 2 if s in ("distance", "mix") else 0
+        rc.write_tables(a.out, s, title, [(kind, head, digits)] + common, results[s],
+                        notes + extra_notes,
+                        {"model": a.model, "scenario": a.scenario, "policies": policies,
+                         "seeds": seeds})
+        rc.plot("plot_bandwidth.py", os.path.join(a.out, s + ".json"),
+                os.path.join(a.out, s + ".png"))
     return 130 if runner.stop else 0
 
 

@@ -5,9 +5,11 @@ Markdown, CSV and JSON, every file written atomically (temporary name in the
 same folder, fsync, rename), so an interrupted run never leaves half a table.
 Ctrl-C stops a script between runs; the rows completed so far are written.
 """
+import concurrent.futures
 import csv
 import io
 import json
+import math
 import os
 import shutil
 import signal
@@ -103,6 +105,83 @@ def atomic_write(path, text):
         raise
 
 
+# ---- statistics over channel seeds ---------------------------------------------
+def _betacf(a, b, x):
+    """Continued fraction of the incomplete beta function (Numerical Recipes 6.4)."""
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > 1e-300 else 1e-300)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > 1e-300 else 1e-300)
+        c = 1.0 + aa / c
+        c = c if abs(c) > 1e-300 else 1e-300
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > 1e-300 else 1e-300)
+        c = 1.0 + aa / c
+        c = c if abs(c) > 1e-300 else 1e-300
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betai(a, b, x):
+    """Regularised incomplete beta I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    lbt = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x)
+           + b * math.log(1.0 - x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(lbt) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(lbt) * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t, df):
+    """Student's t distribution function."""
+    p = 0.5 * _betai(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - p if t >= 0 else p
+
+
+def t_quantile(q, df):
+    """The q quantile (0.5 < q < 1) of Student's t with df degrees of freedom."""
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < q:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_cdf(mid, df) < q:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def ci95(values):
+    """(mean, half-width of the 95 % confidence interval of the mean, t-distribution);
+    the half-width is None for fewer than two values; (None, None) for none."""
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    if not v:
+        return None, None
+    m = sum(v) / len(v)
+    if len(v) < 2:
+        return m, None
+    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+    return m, t_quantile(0.975, len(v) - 1) * sd / math.sqrt(len(v))
+
+
+def seeds_list(n, first=1):
+    return list(range(first, first + n))
+
+
 def fmt(v, digits=4):
     if v is None:
         return "-"
@@ -111,21 +190,36 @@ def fmt(v, digits=4):
     return str(v)
 
 
+def cell(r, c, digits):
+    """A table cell: "mean ± half-width" when the row has c + "_ci" (95 % CI)."""
+    h = r.get(c + "_ci")
+    if h is not None and r.get(c) is not None:
+        return f"{fmt(r.get(c), digits)} ± {fmt(h, digits)}"
+    return fmt(r.get(c), digits)
+
+
 def write_tables(out_dir, name, title, columns, rows, notes=(), meta=None):
-    """rows: list of dicts keyed by column id; columns: list of (id, header, digits)."""
+    """rows: list of dicts keyed by column id; columns: list of (id, header, digits).
+    A column c whose rows carry c + "_ci" prints as mean ± half-width (Markdown) and
+    gets a c_ci95 column of its own (CSV)."""
     md = io.StringIO()
     md.write(f"# {title}\n\n")
     md.write("| " + " | ".join(h for _, h, _ in columns) + " |\n")
     md.write("|" + "|".join("---" for _ in columns) + "|\n")
     for r in rows:
-        md.write("| " + " | ".join(fmt(r.get(c), d) for c, _, d in columns) + " |\n")
+        md.write("| " + " | ".join(cell(r, c, d) for c, _, d in columns) + " |\n")
     if notes:
         md.write("\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     cs = io.StringIO()
     w = csv.writer(cs, lineterminator="\n")
-    w.writerow([c for c, _, _ in columns])
+    ids = []
+    for c, _, _ in columns:
+        ids.append(c)
+        if any(r.get(c + "_ci") is not None for r in rows):
+            ids.append(c + "_ci")
+    w.writerow([c + "95" if c.endswith("_ci") else c for c in ids])
     for r in rows:
-        w.writerow(["" if r.get(c) is None else r.get(c) for c, _, _ in columns])
+        w.writerow(["" if r.get(c) is None else r.get(c) for c in ids])
     doc = {"title": title, "columns": [c for c, _, _ in columns], "rows": rows,
            "notes": list(notes)}
     if meta:
@@ -180,6 +274,36 @@ class Runner:
             raise Interrupted()
         return doc
 
+    def eval_many(self, jobs, parallel=1):
+        """Several `wdmoe eval` runs, `parallel` at a time (each with one thread when
+        parallel > 1). jobs: list of (task, data, out_json, extra). A run whose result
+        JSON already exists, complete, is not run again (resume). Returns the result
+        documents in order (None for runs not done because of Ctrl-C)."""
+        done = [reuse(j[2]) for j in jobs]
+        todo = [i for i, d in enumerate(done) if d is None]
+        if self.verbose and len(todo) < len(jobs):
+            print(f"repro: {len(jobs) - len(todo)} of {len(jobs)} runs reused from an earlier "
+                  "run", file=sys.stderr)
+        threads = self.threads
+        if parallel > 1:
+            self.threads = 1
+        try:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallel)) as ex:
+                futs = {ex.submit(self._eval_or_none, *jobs[i]): i for i in todo}
+                for f in concurrent.futures.as_completed(futs):
+                    done[futs[f]] = f.result()
+        finally:
+            self.threads = threads
+        if any(d is None for d in done):
+            raise Interrupted()
+        return done
+
+    def _eval_or_none(self, task, data, out_json, extra):
+        try:
+            return self.eval(task, data, out_json, extra)
+        except Interrupted:
+            return None
+
     def trace(self, scenario, out_csv, duration=1.0):
         """Mean full-band rate per device and direction from `wdmoe trace`, or None."""
         cmd = [self.wdmoe, "trace", "--scenario", scenario, "--duration", str(duration),
@@ -196,6 +320,16 @@ class Runner:
                 acc[1] += float(row["uplink_bps"])
                 acc[2] += 1
         return {d: (a[0] / a[2], a[1] / a[2]) for d, a in sorted(rates.items())}
+
+
+def reuse(out_json):
+    """The result document of a finished earlier run at out_json, or None."""
+    try:
+        with open(out_json) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return None if doc.get("interrupted") else doc
 
 
 def load_scenario(path):
@@ -240,8 +374,26 @@ def latency(doc):
     return lat
 
 
+def phase(doc, which):
+    """The "prefill" (time to first token) or "decode" (time per output token)
+    latency summary of a result document ({} when absent)."""
+    return (doc.get("latency") or {}).get(which) or {}
+
+
+def seed_args(ap, default=10):
+    ap.add_argument("--seeds", type=int, default=default,
+                    help=f"channel seeds per configuration (default {default}); tables give "
+                    "the mean over seeds and its 95 %% confidence interval")
+    ap.add_argument("--first-seed", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="runs in parallel (default: one per core); finished runs are reused")
+
+
 def plot(script, *args):
-    """Run a bench/plot_*.py script; PNGs are optional (matplotlib may be missing)."""
+    """Run a bench/plot_*.py script; PNGs are optional (matplotlib may be missing;
+    WD_NO_PLOT=1 skips them)."""
+    if os.environ.get("WD_NO_PLOT") == "1":
+        return
     p = subprocess.run([sys.executable, os.path.join(REPO, "bench", script)] + list(args))
     if p.returncode != 0:
         print(f"repro: {script} made no plot (see above); tables are written", file=sys.stderr)

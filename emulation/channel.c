@@ -124,6 +124,8 @@ int wd_synth_init(wd_synth *s, const wd_radio *rd, double pl_db, double sigma_db
     double gain_db = rd->bs_antenna_gain_dbi + rd->ue_antenna_gain_dbi - pl_db;
     s->bw[WD_DL] = rd->bandwidth_hz[WD_DL];
     s->bw[WD_UL] = rd->bandwidth_hz[WD_UL];
+    s->la = rd->link_adaptation;
+    s->gap = wd_db_to_linear(rd->snr_gap_db);
     s->snr0[WD_DL] = wd_dbm_to_watt(rd->bs_tx_power_dbm) * wd_db_to_linear(gain_db) /
                      (n0 * s->bw[WD_DL] * wd_db_to_linear(rd->ue_noise_figure_db));
     s->snr0[WD_UL] = wd_dbm_to_watt(rd->ue_tx_power_dbm) * wd_db_to_linear(gain_db) /

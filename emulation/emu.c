@@ -12,6 +12,12 @@ struct wd_emu {
     const wd_policy *pol;
     wd_policy_params par;
     wd_link **link; /* [nd * 2] */
+    unsigned char *air_on; /* [nd * 2]: the link pays the air interface */
+    unsigned char *split;  /* [nd * 2]: the link's capacity is the band shared by the active
+                              devices (else the device's own: a trace, used whole) */
+    int *c_active;         /* [nd] the devices sharing the band in allocate() */
+    double *c_ready, *c_bits, *c_share;
+    double air_mean[2], air_duty[2]; /* prediction: mean overhead of a small transfer, duty */
     wd_synth *syn;  /* [nd] */
     unsigned char *has_syn;
     int *los;
@@ -50,7 +56,7 @@ struct wd_emu {
     struct phase_acc {
         double *lat;
         size_t n_lat, cap_lat;
-        long forwards, tokens, replaced, dropped;
+        long forwards, tokens, replaced, dropped, nonstraggler;
         double bs, dl, c, ul, air, str, experts, token_layers, bits_dl, bits_ul;
         double e_dl, e_ul, e_c, e_bs; /* energy (J): radio, device compute, BS compute */
     } ph[2];
@@ -58,8 +64,10 @@ struct wd_emu {
     int fwd_open, f_phase;
     int prefill_open; /* explicit prefill: later prefill passes join the open sample */
     int last_closed;  /* phase of the forward just closed (-1: none, or a step since) */
+    int last_new;     /* it started a latency sample */
     double f_start, f_bs, f_dl, f_c, f_ul, f_air, f_str;
     long sel_replaced; /* of the last selection: top-k experts replaced (outage) */
+    long sel_nonstraggler; /* of the last selection: drops of experts faster than the wait */
     /* faults and unreachable experts: per-token flags (FL_*) of the last
      * selection (sel_n tokens, -1: none pending) and of the open forward */
     unsigned char *sel_flag, *fwd_flag, *dev_flag;
@@ -108,8 +116,9 @@ void wd_emu_free(wd_emu *emu) {
                  emu->dev_gen,   emu->dev_tok,  emu->exp_gen,  emu->cnt_e,   emu->exp_dev,
                  emu->exp_list,  emu->active,   emu->slot,     emu->dt,      emu->ready,
                  emu->bits,      emu->share,    emu->pscratch, emu->ph[0].lat, emu->sel_flag,
-                 emu->fwd_flag,  emu->dev_flag, emu->top_ids, emu->ph[1].lat, emu->en_dev,
-                 emu->en_e,      emu->dacc};
+                 emu->fwd_flag,  emu->dev_flag, emu->top_ids, emu->ph[1].lat, emu->air_on,
+                 emu->split, emu->c_active, emu->c_ready, emu->c_bits, emu->c_share, emu->en_dev,
+                 emu->en_e,  emu->dacc};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
     free(emu);
 }
@@ -129,6 +138,37 @@ static int copy_scenario(wd_scenario *dst, const wd_scenario *src) {
         memcpy(dst->dev[i].hosted, src->dev[i].hosted, n * sizeof(int));
     }
     return 0;
+}
+
+/* Prediction of the air interface: the mean overhead of a small transfer
+ * over start times spread across one TDD period (expected HARQ rounds), and
+ * the share of time each direction may send. */
+static int air_prediction(wd_emu *emu, char *err, size_t errlen) {
+    const wd_air *A = &emu->sc.radio.air;
+    if (!A->enabled) return 0;
+    wd_link_spec ideal = {.model = WD_LINK_CONSTANT, .rate_bps = 1e15, .rate_scale = 1.0};
+    wd_link *l;
+    if (wd_link_create(&l, &ideal, WD_DL, 0, 0, err, errlen)) return 1;
+    int n = A->duplex == WD_DUPLEX_FDD ? 1 : (int)strlen(A->pattern), m = 56 * n;
+    double period = n * wd_air_slot_s(A);
+    for (int dir = 0; dir < 2; dir++) {
+        double sum = 0, ov;
+        for (int j = 0; j < m; j++)
+            wd_air_tx_time(A, l, dir, (j + 0.5) * period / m, 1.0, 1.0, 0, 0, 1, &ov), sum += ov;
+        emu->air_mean[dir] = sum / m;
+        emu->air_duty[dir] = wd_air_duty(A, dir);
+    }
+    wd_link_free(l);
+    return 0;
+}
+
+/* Transfer time of bits over device d's link dir from t; *air: its air-interface part. */
+static double tx_time(wd_emu *emu, int d, int dir, double t, double bits, double share,
+                      double *air) {
+    wd_link *l = emu->link[2 * d + dir];
+    *air = 0;
+    if (!emu->air_on[2 * d + dir]) return wd_link_tx_time(l, t, bits, share);
+    return wd_air_tx_time(&emu->sc.radio.air, l, dir, t, bits, share, emu->sc.seed, d, 0, air);
 }
 
 static int build_links(wd_emu *emu, char *err, size_t errlen) {
@@ -170,6 +210,14 @@ static int build_links(wd_emu *emu, char *err, size_t errlen) {
             }
         }
     }
+    for (int i = 0; i < 2 * emu->nd; i++) {
+        const wd_link_spec *ls = &sc->dev[i / 2].link[i % 2];
+        emu->air_on[i] = r->air.enabled && (ls->air < 0 ? ls->model == WD_LINK_SYNTHETIC : ls->air);
+        emu->split[i] = ls->shared < 0 ? ls->model == WD_LINK_SYNTHETIC ||
+                                             ls->model == WD_LINK_CONSTANT
+                                       : ls->shared;
+    }
+    if (air_prediction(emu, err, errlen)) return 1;
     for (int i = 0; i < sc->n_faults; i++) {
         const wd_fault *f = &sc->faults[i];
         if (f->kind == WD_FAULT_SLOW) continue;
@@ -270,6 +318,12 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
     emu->rep_time = NAN;
     emu->rep_dirty = 1;
     emu->link = calloc(2 * nd, sizeof *emu->link);
+    emu->air_on = calloc(2 * nd, 1);
+    emu->split = calloc(2 * nd, 1);
+    emu->c_active = calloc(nd, sizeof(int));
+    emu->c_ready = calloc(nd, sizeof(double));
+    emu->c_bits = calloc(nd, sizeof(double));
+    emu->c_share = calloc(nd, sizeof(double));
     emu->syn = calloc(nd, sizeof *emu->syn);
     emu->has_syn = calloc(nd, 1);
     emu->los = calloc(nd, sizeof(int));
@@ -304,7 +358,10 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
     emu->top_ids = calloc(E, sizeof(int));
     emu->sel_n = -1;
     emu->last_closed = -1;
-    if (!emu->en_dev || !emu->dacc || !emu->en_e || !emu->dev_flag || !emu->top_ids || !emu->link || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 || !emu->tau_dev ||
+    if (!emu->en_dev || !emu->dacc || !emu->en_e || !emu->dev_flag || !emu->top_ids ||
+        !emu->link || !emu->air_on || !emu->split || !emu->c_active || !emu->c_ready ||
+        !emu->c_bits || !emu->c_share || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 ||
+        !emu->tau_dev ||
         !emu->tau_from || !emu->tau_until || !emu->mark || !emu->dev_gen || !emu->dev_tok ||
         !emu->active || !emu->slot || !emu->dt || !emu->ready || !emu->bits || !emu->share ||
         !emu->rep_off || !emu->rep || !emu->tau_e || !emu->tau_best || !emu->avail_e ||
@@ -395,10 +452,16 @@ static double device_tau(wd_emu *emu, int d, double t, double s_dl, double s_ul,
     if (u1 < *until) *until = u1;
     if (u2 < *until) *until = u2;
     if (!(rd > 0) || !(ru > 0)) return INFINITY;
+    double a[2] = {0, 0}, f[2] = {1, 1};
+    for (int k = 0; k < 2; k++)
+        if (emu->air_on[2 * d + k]) a[k] = emu->air_mean[k], f[k] = emu->air_duty[k];
+    /* energy: the radio sends only during the data airtime (not while it waits
+     * for a grant, a slot or the other direction's TDD slots) */
     emu->en_dev[d] = wd_energy_tx(emu->p_bs_w * s_dl, emu->bits_tok / rd) +
                      wd_energy_tx(emu->p_ue_w, emu->bits_tok / ru) +
                      wd_energy_tx(emu->sc.dev[d].profile.busy_w, tc);
-    return dl->latency + emu->bits_tok / rd + tc + ul->latency + emu->bits_tok / ru;
+    return dl->latency + a[0] + emu->bits_tok / (rd * f[0]) + tc + ul->latency + a[1] +
+           emu->bits_tok / (ru * f[1]);
 }
 
 int wd_emu_predict(wd_emu *emu, double *tau, unsigned char *avail) {
@@ -409,7 +472,9 @@ int wd_emu_predict(wd_emu *emu, double *tau, unsigned char *avail) {
         for (int d = 0; d < emu->nd; d++) {
             if (!(t >= emu->tau_from[d] && t < emu->tau_until[d])) {
                 double old = emu->tau_dev[d];
-                emu->tau_dev[d] = device_tau(emu, d, t, emu->s0, emu->s0, &emu->tau_until[d]);
+                emu->tau_dev[d] = device_tau(emu, d, t, emu->split[2 * d] ? emu->s0 : 1.0,
+                                             emu->split[2 * d + 1] ? emu->s0 : 1.0,
+                                             &emu->tau_until[d]);
                 emu->tau_from[d] = t;
                 changed |= emu->tau_dev[d] != old;
             }
@@ -450,12 +515,18 @@ typedef struct {
 static double need_fn(void *c, int i, double T) {
     need_ctx *k = c;
     wd_emu *emu = k->emu;
+    int j = 2 * emu->active[i] + k->dir;
+    if (emu->air_on[j]) /* approximately: the mean overhead off the deadline, data in the
+                           direction's share of time */
+        return wd_link_share_needed(emu->link[j], emu->ready[i],
+                                    emu->bits[i] / emu->air_duty[k->dir],
+                                    T - emu->air_mean[k->dir]);
     return wd_link_share_needed(emu->link[2 * emu->active[i] + k->dir], emu->ready[i], emu->bits[i],
                                 T);
 }
 
 /* Shares of one direction for the active devices (ready[], bits[] set). */
-static void allocate(wd_emu *emu, int dir, int minmax) {
+static void allocate_set(wd_emu *emu, int dir, int minmax) {
     int na = emu->n_active;
     for (int i = 0; i < na; i++) emu->share[i] = 1.0 / na;
     if (!minmax || na < 2) return;
@@ -464,11 +535,13 @@ static void allocate(wd_emu *emu, int dir, int minmax) {
     for (int i = 0; i < na; i++) {
         wd_link *l = emu->link[2 * emu->active[i] + dir];
         closed &= l->model == WD_LINK_CONSTANT && !l->n_win && l->rate * l->scale > 0 &&
+                  !emu->air_on[2 * emu->active[i] + dir] &&
                   emu->ready[i] + l->latency ==
                       emu->ready[0] + emu->link[2 * emu->active[0] + dir]->latency;
         if (closed) sum += emu->bits[i] / (l->rate * l->scale);
         double a = emu->ready[i] + l->latency;
-        double f = emu->ready[i] + wd_link_tx_time(l, emu->ready[i], emu->bits[i], 1.0 / na);
+        double air, f = emu->ready[i] + tx_time(emu, emu->active[i], dir, emu->ready[i],
+                                                emu->bits[i], 1.0 / na, &air);
         if (a > lo) lo = a;
         if (f > hi) hi = f;
     }
@@ -482,6 +555,30 @@ static void allocate(wd_emu *emu, int dir, int minmax) {
     if (!isfinite(hi)) return; /* someone never finishes: keep the equal split */
     need_ctx c = {emu, dir};
     wd_alloc_minmax_solve(na, need_fn, &c, lo, hi, emu->share);
+}
+
+/* Shares of one direction: the devices whose links share the band split it
+ * (equal or min-max); a device on a link of its own (a trace) uses it whole. */
+static void allocate(wd_emu *emu, int dir, int minmax) {
+    int na = emu->n_active, ns = 0;
+    for (int i = 0; i < na; i++) ns += emu->split[2 * emu->active[i] + dir];
+    if (ns == na) {
+        allocate_set(emu, dir, minmax);
+        return;
+    }
+    int *act = emu->active;
+    double *ready = emu->ready, *bits = emu->bits, *share = emu->share;
+    for (int i = 0, j = 0; i < na; i++)
+        if (emu->split[2 * act[i] + dir])
+            emu->c_active[j] = act[i], emu->c_ready[j] = ready[i], emu->c_bits[j++] = bits[i];
+    /* the subset in place of the active set, then back */
+    emu->active = emu->c_active, emu->ready = emu->c_ready, emu->bits = emu->c_bits;
+    emu->share = emu->c_share, emu->n_active = ns;
+    if (ns) allocate_set(emu, dir, minmax);
+    emu->active = act, emu->ready = ready, emu->bits = bits, emu->share = share;
+    emu->n_active = na;
+    for (int i = 0, j = 0; i < na; i++)
+        share[i] = emu->split[2 * act[i] + dir] ? emu->c_share[j++] : 1.0;
 }
 
 static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, double t1, int minmax,
@@ -533,7 +630,8 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
     for (int i = 0; i < na; i++) {
         wd_emu_dev_time *x = &emu->dt[i];
         x->share[WD_DL] = emu->share[i];
-        x->t_dl = wd_link_tx_time(emu->link[2 * x->device], t1, x->bits[WD_DL], x->share[WD_DL]);
+        x->t_dl = tx_time(emu, x->device, WD_DL, t1, x->bits[WD_DL], x->share[WD_DL],
+                          &x->air[WD_DL]);
         if (emu->sc.n_faults) x->t_c *= slow_factor(emu, x->device, t1 + x->t_dl);
         emu->ready[i] = t1 + x->t_dl + x->t_c; /* uplink: each when its compute is done */
         emu->bits[i] = x->bits[WD_UL];
@@ -542,10 +640,9 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
     for (int i = 0; i < na; i++) {
         wd_emu_dev_time *x = &emu->dt[i];
         x->share[WD_UL] = emu->share[i];
-        x->t_ul = isfinite(emu->ready[i])
-                      ? wd_link_tx_time(emu->link[2 * x->device + 1], emu->ready[i], x->bits[WD_UL],
-                                        x->share[WD_UL])
-                      : INFINITY;
+        x->t_ul = isfinite(emu->ready[i]) ? tx_time(emu, x->device, WD_UL, emu->ready[i],
+                                                    x->bits[WD_UL], x->share[WD_UL], &x->air[WD_UL])
+                                          : INFINITY;
     }
 }
 
@@ -564,10 +661,31 @@ static int reserve_flags(wd_emu *emu, int n) {
 /* Per token of the selection just made: its own top-k held an unreachable
  * expert (rerouted), all of it was unreachable (fallback), or nothing was
  * reachable (dropped). */
-static void mark_selection(wd_emu *emu, int n_tokens, const float *probs, const int *n) {
+static void mark_selection(wd_emu *emu, int n_tokens, const float *probs, const int *n,
+                           const int *expert) {
     int E = emu->E, reach = 0;
     for (int e = 0; e < E; e++) reach += emu->avail_e[e] != 0;
-    emu->sel_replaced = 0;
+    emu->sel_replaced = emu->sel_nonstraggler = 0;
+    /* drops of experts that would not have set the layer's wait: tau below the
+       largest tau of the experts the tokens held before the policy dropped */
+    int kk = emu->k < reach ? emu->k : reach, any_drop = 0;
+    for (int t = 0; t < n_tokens && !any_drop; t++) any_drop = n[t] < kk;
+    if (any_drop) {
+        double wait = 0;
+        for (int t = 0; t < n_tokens; t++) {
+            int m = wd_policy_top(probs + (size_t)t * E, emu->avail_e, E, kk, emu->top_ids);
+            for (int j = 0; j < m; j++)
+                if (emu->tau_e[emu->top_ids[j]] > wait) wait = emu->tau_e[emu->top_ids[j]];
+        }
+        for (int t = 0; t < n_tokens; t++) {
+            int m = wd_policy_top(probs + (size_t)t * E, emu->avail_e, E, kk, emu->top_ids);
+            for (int j = 0; j < m; j++) {
+                int e = emu->top_ids[j], kept = 0;
+                for (int q = 0; q < n[t] && !kept; q++) kept = expert[(size_t)t * E + q] == e;
+                emu->sel_nonstraggler += !kept && emu->tau_e[e] < wait;
+            }
+        }
+    }
     for (int t = 0; t < n_tokens; t++) {
         unsigned char f = n[t] == 0 ? FL_DROPPED : 0;
         if (reach < E) {
@@ -681,7 +799,7 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
         if (emu->pol->select(&emu->par, &io))
             return wd_fail(err, errlen, "policy %s failed", emu->pol->name);
     }
-    mark_selection(emu, n_tokens, probs, n);
+    mark_selection(emu, n_tokens, probs, n, expert);
     return 0;
 }
 
@@ -700,6 +818,13 @@ static int push_lat(struct phase_acc *a, double v) {
 void wd_emu_set_phase(wd_emu *emu, wd_emu_phase p) {
     emu->phase_mode = p;
     emu->prefill_open = 0;
+}
+
+wd_emu_phase wd_emu_closed_phase(const wd_emu *emu, int *new_sample) {
+    *new_sample = emu->last_closed >= 0 && emu->last_new;
+    return emu->last_closed == PH_PREFILL  ? WD_PHASE_PREFILL
+           : emu->last_closed == PH_DECODE ? WD_PHASE_DECODE
+                                           : WD_PHASE_AUTO;
 }
 
 void wd_emu_finish_forward(wd_emu *emu, double seconds) {
@@ -827,6 +952,7 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
     int have_sel = emu->sel_n == n_tokens;
     emu->sel_n = -1;
     long replaced = have_sel ? emu->sel_replaced : 0;
+    long nonstraggler = have_sel ? emu->sel_nonstraggler : 0;
     for (int t = 0; t < n_tokens; t++) {
         unsigned char f = have_sel ? emu->sel_flag[t] : 0;
         if (n[t] == 0) f |= FL_DROPPED;
@@ -861,7 +987,7 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
     emu->steps++;
     emu->last_closed = -1;
     for (int t = 0; t < n_tokens; t++) a->experts += n[t], a->dropped += emu->k - n[t];
-    a->replaced += replaced;
+    a->replaced += replaced, a->nonstraggler += nonstraggler;
     a->token_layers += n_tokens;
     for (int i = 0; i < na; i++)
         a->bits_dl += emu->dt[i].bits[WD_DL], a->bits_ul += emu->dt[i].bits[WD_UL];
@@ -880,7 +1006,8 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
         if (layer == emu->L - 1) { /* one sample per forward pass (or explicit prefill) */
             double lat = emu->t - emu->f_start;
             int join = emu->f_phase == PH_PREFILL && emu->phase_mode == WD_PHASE_PREFILL;
-            if (join && emu->prefill_open && a->n_lat)
+            emu->last_new = !(join && emu->prefill_open && a->n_lat);
+            if (!emu->last_new)
                 a->lat[a->n_lat - 1] += lat;
             else if (push_lat(a, lat))
                 return wd_fail(err, errlen, "step: out of memory");
@@ -931,6 +1058,7 @@ static double quantile(const double *s, size_t n, double q) { /* linear, as nump
 static void summarize_phase(const struct phase_acc *a, wd_emu_phase_summary *s) {
     s->forwards = a->forwards, s->samples = (long)a->n_lat, s->tokens = a->tokens;
     s->experts_replaced = a->replaced, s->experts_dropped = a->dropped;
+    s->experts_dropped_nonstraggler = a->nonstraggler;
     if (a->token_layers > 0) {
         s->experts_per_token = a->experts / a->token_layers;
     }

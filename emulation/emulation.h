@@ -118,6 +118,11 @@ typedef struct {
     double window_s;   /* mahimahi: window of the rate estimate used for prediction */
     double rate_scale; /* multiplies the rate (1) */
     double latency_s;  /* fixed latency added to every transfer */
+    int air;           /* pays the radio's air interface: -1 default (synthetic yes, others
+                          no: constant rates are ideal pipes, traces already hold it), 0, 1 */
+    int shared;        /* the capacity is the cell's band, split among the devices active in
+                          a layer step: -1 default (synthetic and constant yes; csv and
+                          mahimahi no: a trace is one user's own delivery schedule), 0, 1 */
 } wd_link_spec;
 
 typedef struct {
@@ -130,6 +135,44 @@ typedef struct {
     int n_hosted;         /* experts hosted (the same ids in every layer); 0 = default placement */
     int *hosted;
 } wd_device_spec;
+
+/* ---- NR air interface (3GPP TS 38.211 / 38.213 / 38.214) -------------------- */
+typedef enum { WD_DUPLEX_TDD = 0, WD_DUPLEX_FDD = 1 } wd_duplex;
+typedef enum { WD_LA_CQI = 0, WD_LA_SHANNON = 1 } wd_link_adaptation;
+typedef enum { WD_UL_DYNAMIC = 0, WD_UL_CONFIGURED = 1 } wd_ul_scheduling;
+#define WD_TDD_MAX_SLOTS 40
+typedef struct {
+    int enabled;                 /* 1 (default): links with "air_interface" on pay it */
+    int numerology;              /* mu: SCS 15 * 2^mu kHz, slot 1 / 2^mu ms (1: 30 kHz) */
+    wd_duplex duplex;            /* TDD (default) or FDD */
+    char pattern[WD_TDD_MAX_SLOTS + 1]; /* TDD slots, 'D', 'S', 'U' ("DDDSU") */
+    int special[3];              /* S slot symbols: downlink, guard, uplink (10, 2, 2) */
+    double gnb_proc_sym;         /* gNB processing per step, OFDM symbols (N1 of mu) */
+    double n1_sym;               /* UE PDSCH processing N1 (38.214 Table 5.3-1, cap. 1) */
+    double n2_sym;               /* UE PUSCH preparation N2 (38.214 Table 6.4-1, cap. 1) */
+    double pdcch_sym;            /* symbols of the PDCCH carrying a grant (2) */
+    wd_ul_scheduling ul_sched;   /* dynamic: SR -> grant -> PUSCH; configured: no SR/grant */
+    double bler;                 /* HARQ: each (re)transmission fails with this (0.1) */
+    int max_retx;                /* HARQ: retransmissions at most (3) */
+} wd_air;
+
+/* N1 / N2 / gNB processing defaults of a numerology (capability 1, no
+ * additional DM-RS); the other fields: the defaults above. */
+void wd_air_defaults(wd_air *a, int numerology);
+/* Check a TDD pattern and special slot; 0 when valid, else a message. */
+int wd_air_check(const wd_air *a, char *err, size_t errlen);
+double wd_air_slot_s(const wd_air *a);
+/* Fraction of time direction dir may carry data (TDD symbols / all; FDD 1). */
+double wd_air_duty(const wd_air *a, int dir);
+
+/* Link adaptation: spectral efficiency (bit/s/Hz) at a linear SNR. CQI: the
+ * highest entry of 38.214 Table 5.2.2.1-3 (256-QAM) whose efficiency does
+ * not exceed log2(1 + snr / gap), 0 below CQI 1, at most 7.4063. Shannon:
+ * log2(1 + snr), uncapped. */
+#define WD_CQI_MAX 15
+double wd_cqi_efficiency(int cqi); /* Table 5.2.2.1-3; 0 for CQI 0 (out of range) */
+int wd_cqi_from_snr(double snr_linear, double gap_linear);
+double wd_link_se(wd_link_adaptation la, double snr_linear, double gap_linear);
 
 typedef struct {
     wd_pathloss_model model;
@@ -148,6 +191,9 @@ typedef struct {
     double sample_period_s; /* channel sample period */
     double outage_snr_db;   /* full-band SNR below this: rate 0 */
     double latency_s;       /* default per-transfer latency */
+    wd_link_adaptation link_adaptation; /* synthetic links: CQI table (default) or Shannon */
+    double snr_gap_db;      /* CQI: SNR gap to capacity (0 dB) */
+    wd_air air;             /* air interface of the links that pay it */
 } wd_radio;
 
 typedef struct {
@@ -347,6 +393,9 @@ typedef struct {
      * left empty (k - chosen: the policy dropped them, or fewer than k
      * experts were reachable) */
     long experts_replaced, experts_dropped;
+    /* of the dropped: experts whose predicted latency was below the largest
+     * of the step's top-k, so dropping them set no wait */
+    long experts_dropped_nonstraggler;
     /* energy (J, totals of the phase): radio transmit energy per direction
      * (downlink: the BS's power x the band share x airtime; uplink: the UE's
      * power x airtime; airtime excludes the air-interface overhead and the
@@ -433,6 +482,10 @@ void wd_emu_set_phase(wd_emu *emu, wd_emu_phase p);
 /* BS work after the last layer of a forward pass (LM head): advances the
  * clock and adds to that pass's latency sample and BS term. */
 void wd_emu_finish_forward(wd_emu *emu, double seconds);
+/* The forward pass that the last step closed: WD_PHASE_PREFILL or
+ * WD_PHASE_DECODE (WD_PHASE_AUTO when none was closed since); *new_sample:
+ * it started a latency sample (else it joined the prompt before it). */
+wd_emu_phase wd_emu_closed_phase(const wd_emu *emu, int *new_sample);
 void wd_emu_summarize(const wd_emu *emu, wd_emu_summary *s);
 /* One device over the run (since the last reset): time computing, expert
  * calls and tokens, energy (J) of its compute (busy watts) and of the radio
@@ -468,21 +521,31 @@ wd_link *wd_emu_link(wd_emu *emu, int device, int dir);
 int wd_emu_device_los(const wd_emu *emu, int device); /* drawn LOS state (synthetic) */
 
 /* ---- recorded router probabilities (.wdpr) ------------------------------------- */
-/* Little-endian binary: a 48-byte header then float32 probs [token][layer][E].
- *   char magic[4] = "WDPR"; uint32 version = 1, n_layers, n_experts, top_k,
+/* Little-endian binary: a 48-byte header, float32 probs [token][layer][E],
+ * then (version 2) one flag byte per token (WD_PROBS_*).
+ *   char magic[4] = "WDPR"; uint32 version = 2, n_layers, n_experts, top_k,
  *   hidden, ffn, n_heads, n_kv_heads, head_dim, weight_bits, n_tokens.
+ * Version 1 files (no flags) read as one decode step per token.
  * Writer: open (header with n_tokens 0, temporary name), one call per token
- * with probs [n_layers][E], close (patches n_tokens, renames into place). */
+ * with probs [n_layers][E], close (flags, patches n_tokens, renames into place). */
+#define WD_PROBS_PREFILL 1 /* the token was part of a prefill (prompt, scoring) */
+#define WD_PROBS_FORWARD 2 /* it starts a forward pass (the pass runs to the next such token) */
+#define WD_PROBS_SAMPLE 4  /* it starts a latency sample (a prompt; every decode step) */
 typedef struct {
     int n_layers, n_experts, top_k, hidden, ffn, n_heads, n_kv_heads, head_dim, weight_bits;
     long n_tokens;
-    float *probs; /* reader: [n_tokens][n_layers][n_experts] */
+    float *probs;          /* reader: [n_tokens][n_layers][n_experts] */
+    unsigned char *flags;  /* reader: [n_tokens] WD_PROBS_* (version 1: every token a decode
+                              step: FORWARD | SAMPLE) */
 } wd_probs;
 
 typedef struct wd_probs_writer wd_probs_writer;
 int wd_probs_write_open(wd_probs_writer **w, const char *path, const wd_probs *shape, char *err,
                         size_t errlen);
 int wd_probs_write_token(wd_probs_writer *w, const float *probs, char *err, size_t errlen);
+/* The same with the token's WD_PROBS_* flags (write_token: a decode step). */
+int wd_probs_write_token_flags(wd_probs_writer *w, const float *probs, unsigned flags, char *err,
+                               size_t errlen);
 int wd_probs_write_close(wd_probs_writer *w, char *err, size_t errlen); /* frees w */
 void wd_probs_write_abort(wd_probs_writer *w);                          /* frees w, removes tmp */
 int wd_probs_read(wd_probs *p, const char *path, char *err, size_t errlen);

@@ -51,6 +51,8 @@ typedef struct {
     /* read by every rate query: first */
     double ts;    /* sample period */
     double bw[2]; /* Hz */
+    wd_link_adaptation la;
+    double gap; /* CQI: SNR gap (linear) */
     /* samples [k0, k0 + n): full-band SNR (0 in outage) per direction */
     long k0, n;
     double *snr[2];
@@ -158,6 +160,17 @@ double wd_link_rate_share(wd_link *l, double t, double share);
  * finish by deadline (latency included). */
 double wd_link_share_needed(wd_link *l, double a, double bits, double deadline);
 int wd_link_fixed_se(const wd_link *l); /* rate proportional to the share */
+/* Bits deliverable in [a, b) at a share, fault windows included. */
+double wd_link_bits(wd_link *l, double a, double b, double share);
+
+/* ---- air interface (air.c) ------------------------------------------------------ */
+/* Time (s) to deliver bits from t0 over link l (direction dir) through the
+ * air interface: scheduling, slot alignment, TDD regions, processing, HARQ
+ * (drawn from seed, device, dir, t0; expected 1: the expected number of
+ * rounds instead of a draw), plus the link latency. *overhead: the part of
+ * it that is neither data airtime nor the link latency. */
+double wd_air_tx_time(const wd_air *a, wd_link *l, int dir, double t0, double bits, double share,
+                      uint64_t seed, int device, int expected, double *overhead);
 
 /* ---- trace files ------------------------------------------------------------ */
 int wd_trace_load_csv(wd_link *l, const char *path, const char *column, int device, char *err,

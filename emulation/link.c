@@ -158,7 +158,7 @@ static double piece_rate(wd_link *l, const piece *p, double share) {
     /* downlink: the BS power spreads over the band, so the spectral
      * efficiency does not depend on the share; uplink: the device's full
      * power in its share */
-    double r = l->dir == WD_DL || share == 1.0 ? b * log2(1.0 + snr) : b * log2(1.0 + snr / share);
+    double r = b * wd_link_se(s->la, l->dir == WD_DL ? snr : snr / share, s->gap);
     int j = l->memo_next; /* samples never change: the memo needs no invalidation */
     l->memo_k[j] = p->k, l->memo_share[j] = share, l->memo_rate[j] = r;
     l->memo_next = j ^ 1;
@@ -263,8 +263,10 @@ static long mm_lower(const wd_link *l, double x) {
     return lo;
 }
 
-/* Opportunities with trace time (ms) < x, counted from trace time 0. */
+/* Opportunities with trace time (ms) < x, counted from trace time 0 (none
+ * before it: the trace starts at 0, no loop precedes the first). */
 static double mm_count_before(const wd_link *l, double x) {
+    if (x <= 0) return 0.0;
     double L = floor(x / l->period_ms);
     return L * (double)l->n + (double)mm_lower(l, x - L * l->period_ms);
 }
@@ -388,6 +390,11 @@ static double pw_bits(wd_link *l, double a, double b, double share, int windows)
         if (p.b >= b) return bits;
         piece_next(l, &p);
     }
+}
+
+double wd_link_bits(wd_link *l, double a, double b, double share) {
+    if (l->model == WD_LINK_MAHIMAHI) return share * mm_bits(l, a, b, 0, 1);
+    return pw_bits(l, a, b, share, 1);
 }
 
 double wd_link_mean_rate(wd_link *l, double a, double b) {

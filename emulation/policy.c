@@ -11,6 +11,7 @@ int wd_policy_wdmoe(const wd_policy_params *p, wd_policy_io *io);
 int wd_policy_wlr_drop(const wd_policy_params *p, wd_policy_io *io);
 int wd_policy_dynamic(const wd_policy_params *p, wd_policy_io *io);
 int wd_policy_fastest(const wd_policy_params *p, wd_policy_io *io);
+int wd_policy_wdmoe_straggler(const wd_policy_params *p, wd_policy_io *io);
 int wd_policy_energy(const wd_policy_params *p, wd_policy_io *io);
 
 static const wd_policy table[] = {
@@ -21,6 +22,8 @@ static const wd_policy table[] = {
      wd_policy_wlr_drop},
     {"dynamic", "latency-blind: drop experts whose weight < theta", wd_policy_dynamic},
     {"fastest", "the k fastest among the m most probable", wd_policy_fastest},
+    {"wdmoe-straggler", "wdmoe, dropping only an expert that sets the layer's wait",
+     wd_policy_wdmoe_straggler},
     {"energy", "drop the expert of highest energy per gate weight while the kept top-k mass >= quality",
      wd_policy_energy},
 };

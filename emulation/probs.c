@@ -12,6 +12,8 @@ struct wd_probs_writer {
     wd_atomic_file a;
     wd_probs shape;
     long n_tokens;
+    unsigned char *flags; /* [cap] */
+    long cap;
 };
 
 static void put_u32(unsigned char *p, uint32_t v) {
@@ -30,7 +32,7 @@ static int host_is_le(void) {
 
 static void header(unsigned char *h, const wd_probs *s, long n_tokens) {
     memcpy(h, "WDPR", 4);
-    uint32_t w[HEADER_WORDS] = {1,           s->n_layers,    s->n_experts,      s->top_k,
+    uint32_t w[HEADER_WORDS] = {2,           s->n_layers,    s->n_experts,      s->top_k,
                                 s->hidden,   s->ffn,         s->n_heads,        s->n_kv_heads,
                                 s->head_dim, s->weight_bits, (uint32_t)n_tokens};
     for (int i = 0; i < HEADER_WORDS; i++) put_u32(h + 4 + 4 * i, w[i]);
@@ -58,23 +60,40 @@ int wd_probs_write_open(wd_probs_writer **out, const char *path, const wd_probs 
     return 0;
 }
 
-int wd_probs_write_token(wd_probs_writer *w, const float *probs, char *err, size_t errlen) {
+int wd_probs_write_token_flags(wd_probs_writer *w, const float *probs, unsigned flags, char *err,
+                               size_t errlen) {
     size_t n = (size_t)w->shape.n_layers * w->shape.n_experts;
+    if (w->n_tokens == w->cap) {
+        long c = w->cap ? 2 * w->cap : 1024;
+        unsigned char *f = realloc(w->flags, (size_t)c);
+        if (!f) return wd_fail(err, errlen, "%s: out of memory", w->a.path);
+        w->flags = f, w->cap = c;
+    }
     if (fwrite(probs, sizeof(float), n, w->a.f) != n)
         return wd_fail(err, errlen, "%s: cannot write: %s", w->a.path, strerror(errno));
-    w->n_tokens++;
+    w->flags[w->n_tokens++] = (unsigned char)flags;
     return 0;
+}
+
+int wd_probs_write_token(wd_probs_writer *w, const float *probs, char *err, size_t errlen) {
+    return wd_probs_write_token_flags(w, probs, WD_PROBS_FORWARD | WD_PROBS_SAMPLE, err, errlen);
 }
 
 int wd_probs_write_close(wd_probs_writer *w, char *err, size_t errlen) {
     unsigned char h[HEADER_BYTES];
     header(h, &w->shape, w->n_tokens);
+    if (w->n_tokens && fwrite(w->flags, 1, (size_t)w->n_tokens, w->a.f) != (size_t)w->n_tokens) {
+        snprintf(err, errlen, "%s: cannot write: %s", w->a.path, strerror(errno));
+        wd_probs_write_abort(w);
+        return 1;
+    }
     if (fseek(w->a.f, 0, SEEK_SET) || fwrite(h, 1, sizeof h, w->a.f) != sizeof h) {
         snprintf(err, errlen, "%s: cannot write: %s", w->a.path, strerror(errno));
         wd_probs_write_abort(w);
         return 1;
     }
     int rc = wd_atomic_commit(&w->a, err, errlen);
+    free(w->flags);
     free(w);
     return rc;
 }
@@ -82,6 +101,7 @@ int wd_probs_write_close(wd_probs_writer *w, char *err, size_t errlen) {
 void wd_probs_write_abort(wd_probs_writer *w) {
     if (!w) return;
     wd_atomic_abort(&w->a);
+    free(w->flags);
     free(w);
 }
 
@@ -98,8 +118,8 @@ int wd_probs_read(wd_probs *p, const char *path, char *err, size_t errlen) {
     }
     uint32_t w[HEADER_WORDS];
     for (int i = 0; i < HEADER_WORDS; i++) w[i] = get_u32(h + 4 + 4 * i);
-    if (w[0] != 1) {
-        snprintf(err, errlen, "%s: version %u (this build reads 1)", path, w[0]);
+    if (w[0] != 1 && w[0] != 2) {
+        snprintf(err, errlen, "%s: version %u (this build reads 1 and 2)", path, w[0]);
         goto out;
     }
     p->n_layers = (int)w[1], p->n_experts = (int)w[2], p->top_k = (int)w[3];
@@ -116,7 +136,8 @@ int wd_probs_read(wd_probs *p, const char *path, char *err, size_t errlen) {
     if (fseek(f, 0, SEEK_END)) goto io;
     long size = ftell(f);
     if (size < 0) goto io;
-    if ((size_t)size != HEADER_BYTES + n * sizeof(float)) {
+    size_t nflags = w[0] == 2 ? (size_t)p->n_tokens : 0;
+    if ((size_t)size != HEADER_BYTES + n * sizeof(float) + nflags) {
         snprintf(err, errlen,
                  "%s: size %ld does not match %ld tokens x %d layers x %d experts "
                  "(truncated or not closed?)",
@@ -130,6 +151,24 @@ int wd_probs_read(wd_probs *p, const char *path, char *err, size_t errlen) {
         goto out;
     }
     if (fread(p->probs, sizeof(float), n, f) != n) goto io;
+    if (!(p->flags = malloc(p->n_tokens ? (size_t)p->n_tokens : 1))) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        goto out;
+    }
+    if (nflags && fread(p->flags, 1, nflags, f) != nflags) goto io;
+    for (long t = 0; t < p->n_tokens; t++) {
+        if (!nflags) p->flags[t] = WD_PROBS_FORWARD | WD_PROBS_SAMPLE;
+        unsigned char g = p->flags[t];
+        int fwd = (g & WD_PROBS_FORWARD) != 0, smp = (g & WD_PROBS_SAMPLE) != 0;
+        /* a pass starts at the first token; inside a pass the phase stays and no
+           sample starts; a decode pass is a sample of its own */
+        if (g > 7 || (t == 0 && !fwd) ||
+            (!fwd && (smp || ((g ^ p->flags[t - 1]) & WD_PROBS_PREFILL))) ||
+            (fwd && !(g & WD_PROBS_PREFILL) && !smp)) {
+            snprintf(err, errlen, "%s: token %ld: bad phase flags %u", path, t, g);
+            goto out;
+        }
+    }
     for (size_t i = 0; i < n; i++)
         if (!(p->probs[i] >= 0.0f && p->probs[i] <= 1.0f)) {
             snprintf(err, errlen, "%s: token %zu layer %zu: probability %g is not in [0, 1]", path,
@@ -147,8 +186,8 @@ out:
 }
 
 void wd_probs_free(wd_probs *p) {
-    free(p->probs);
-    p->probs = NULL;
+    free(p->probs), free(p->flags);
+    p->probs = NULL, p->flags = NULL;
 }
 
 wd_emu_shape wd_probs_shape(const wd_probs *p) {

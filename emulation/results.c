@@ -19,6 +19,8 @@ void wd_emu_summary_print(FILE *f, const wd_emu_summary *s) {
         {"tokens", P->tokens, D->tokens},
         {"experts replaced (outage)", P->experts_replaced, D->experts_replaced},
         {"experts dropped", P->experts_dropped, D->experts_dropped},
+        {"  of them not the straggler", P->experts_dropped_nonstraggler,
+         D->experts_dropped_nonstraggler},
     };
     for (size_t i = 0; i < 2; i++) fprintf(f, "  %-28s %16ld %16ld\n", n[i].name, n[i].p, n[i].d);
     const struct {
@@ -41,7 +43,7 @@ void wd_emu_summary_print(FILE *f, const wd_emu_summary *s) {
         fprintf(f, "  %-28s %16.4f %16.4f\n", ms[i].name, ms[i].p * 1e3, ms[i].d * 1e3);
     fprintf(f, "  %-28s %16.4f %16.4f\n", "experts per token", P->experts_per_token,
             D->experts_per_token);
-    for (size_t i = 2; i < 4; i++) fprintf(f, "  %-28s %16ld %16ld\n", n[i].name, n[i].p, n[i].d);
+    for (size_t i = 2; i < 5; i++) fprintf(f, "  %-28s %16ld %16ld\n", n[i].name, n[i].p, n[i].d);
     fprintf(f, "  %-28s %16.0f %16.0f\n", "downlink bits per token", P->dl_bits_per_token,
             D->dl_bits_per_token);
     fprintf(f, "  %-28s %16.0f %16.0f\n", "uplink bits per token", P->ul_bits_per_token,
@@ -116,6 +118,8 @@ static json_object *phase_json(const wd_emu_phase_summary *s) {
         json_object_object_add(o, d[i].name, json_object_new_double(d[i].v));
     json_object_object_add(o, "experts_replaced", json_object_new_int64(s->experts_replaced));
     json_object_object_add(o, "experts_dropped", json_object_new_int64(s->experts_dropped));
+    json_object_object_add(o, "experts_dropped_nonstraggler",
+                           json_object_new_int64(s->experts_dropped_nonstraggler));
     return o;
 }
 

@@ -204,6 +204,9 @@ static void defaults(wd_scenario *sc) {
     r->sample_period_s = 1e-3;
     r->outage_snr_db = -10.0;
     r->latency_s = 0.0;
+    r->link_adaptation = WD_LA_CQI;
+    r->snr_gap_db = 0.0;
+    wd_air_defaults(&r->air, 1);
     wd_profile_preset("bs-a100", &sc->bs);
     sc->activation_bits = 16;
     snprintf(sc->policy, sizeof sc->policy, "topk");
@@ -226,6 +229,8 @@ static void device_defaults(wd_device_spec *d, const wd_radio *r) {
         l->window_s = 0.1;
         l->rate_scale = 1.0;
         l->latency_s = r->latency_s;
+        l->air = -1;
+        l->shared = -1;
     }
 }
 
@@ -240,6 +245,63 @@ static const char *const fading_names[] = {"none", "rayleigh", "rician", NULL};
 static const char *const link_names[] = {"synthetic", "constant", "csv", "mahimahi", NULL};
 static const char *const alloc_names[] = {"equal", "minmax", "joint", NULL};
 static const char *const compute_names[] = {"modeled", "measured", NULL};
+static const char *const la_names[] = {"cqi", "shannon", NULL};
+static const char *const duplex_names[] = {"tdd", "fdd", NULL};
+static const char *const ul_sched_names[] = {"dynamic", "configured", NULL};
+
+static int parse_air(pctx *c, json_object *o, wd_air *a) {
+    static const char *const keys[] = {"enabled",
+                                       "numerology",
+                                       "duplex",
+                                       "tdd_pattern",
+                                       "special_slot_symbols",
+                                       "gnb_processing_symbols",
+                                       "ue_pdsch_processing_symbols",
+                                       "ue_pusch_preparation_symbols",
+                                       "pdcch_symbols",
+                                       "uplink_scheduling",
+                                       "harq_bler",
+                                       "harq_max_retx",
+                                       NULL};
+    const char *P = "radio.air_interface";
+    int mu = a->numerology, dup = a->duplex, uls = a->ul_sched;
+    if (check_keys(c, o, P, keys) || int32(c, o, P, "numerology", 0, 4, &mu)) return 1;
+    if (mu != a->numerology) { /* processing defaults follow the numerology */
+        wd_air d;
+        wd_air_defaults(&d, mu);
+        a->numerology = mu, a->n1_sym = d.n1_sym, a->n2_sym = d.n2_sym;
+        a->gnb_proc_sym = d.gnb_proc_sym;
+    }
+    if (boolean(c, o, P, "enabled", &a->enabled) || choice(c, o, P, "duplex", duplex_names, &dup) ||
+        string(c, o, P, "tdd_pattern", a->pattern, sizeof a->pattern) ||
+        num(c, o, P, "gnb_processing_symbols", 0, 0, 1e4, 1, &a->gnb_proc_sym) ||
+        num(c, o, P, "ue_pdsch_processing_symbols", 0, 0, 1e4, 1, &a->n1_sym) ||
+        num(c, o, P, "ue_pusch_preparation_symbols", 0, 0, 1e4, 1, &a->n2_sym) ||
+        num(c, o, P, "pdcch_symbols", 0, 0, 14, 1, &a->pdcch_sym) ||
+        choice(c, o, P, "uplink_scheduling", ul_sched_names, &uls) ||
+        num(c, o, P, "harq_bler", 0, 0, 0.99, 1, &a->bler) ||
+        int32(c, o, P, "harq_max_retx", 0, 32, &a->max_retx))
+        return 1;
+    a->duplex = (wd_duplex)dup, a->ul_sched = (wd_ul_scheduling)uls;
+    json_object *v = get(o, "special_slot_symbols");
+    char p[512], e[256];
+    if (v) {
+        sub(p, sizeof p, P, "special_slot_symbols");
+        if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) != 3)
+            return fail(c, p, "expected [downlink, guard, uplink] symbols");
+        for (int i = 0; i < 3; i++) {
+            json_object *x = json_object_array_get_idx(v, i);
+            if (!json_object_is_type(x, json_type_int))
+                return fail(c, p, "expected [downlink, guard, uplink] symbols");
+            int64_t k = json_object_get_int64(x);
+            if (k < 0 || k > 14) return fail(c, p, "entry %d: %lld is out of range [0, 14]", i,
+                                             (long long)k);
+            a->special[i] = (int)k;
+        }
+    }
+    if (wd_air_check(a, e, sizeof e)) return fail(c, P, "%s", e);
+    return 0;
+}
 
 static int parse_radio(pctx *c, json_object *o, wd_radio *r) {
     static const char *const keys[] = {"model",
@@ -263,6 +325,9 @@ static int parse_radio(pctx *c, json_object *o, wd_radio *r) {
                                        "sample_period_s",
                                        "outage_snr_db",
                                        "latency_s",
+                                       "link_adaptation",
+                                       "snr_gap_db",
+                                       "air_interface",
                                        NULL};
     const char *P = "radio";
     int m = r->model, los = r->los, fad = r->fading;
@@ -290,6 +355,13 @@ static int parse_radio(pctx *c, json_object *o, wd_radio *r) {
         num(c, o, P, "outage_snr_db", -60, 0, 60, 1, &r->outage_snr_db) ||
         num(c, o, P, "latency_s", 0, 0, 10, 1, &r->latency_s))
         return 1;
+    int la = r->link_adaptation;
+    if (choice(c, o, P, "link_adaptation", la_names, &la) ||
+        num(c, o, P, "snr_gap_db", 0, 0, 30, 1, &r->snr_gap_db))
+        return 1;
+    r->link_adaptation = (wd_link_adaptation)la;
+    json_object *air = get(o, "air_interface");
+    if (air && (is_obj(c, air, "radio.air_interface") || parse_air(c, air, &r->air))) return 1;
     if (r->ue_height_m >= r->bs_height_m)
         return fail(c, "radio.ue_height_m", "must be below bs_height_m");
     r->los = (wd_los_mode)los, r->fading = (wd_fading_kind)fad;
@@ -333,12 +405,17 @@ static int parse_link(pctx *c, json_object *o, const char *path, wd_link_spec *l
     int m = l->model;
     if (choice(c, o, path, "model", link_names, &m)) return 1;
     l->model = (wd_link_model)m;
-    static const char *const k_syn[] = {"model", "latency_s", "rate_scale", NULL};
-    static const char *const k_const[] = {"model", "latency_s", "rate_scale", "rate_mbps", NULL};
+    static const char *const k_syn[] = {"model", "latency_s", "rate_scale", "air_interface",
+                                        "shared_capacity", NULL};
+    static const char *const k_const[] = {"model",     "latency_s",     "rate_scale",
+                                          "rate_mbps", "air_interface", "shared_capacity",
+                                          NULL};
     static const char *const k_csv[] = {"model",  "latency_s", "rate_scale", "file",
-                                        "column", "device",    "offset_s",   NULL};
-    static const char *const k_mm[] = {"model",    "latency_s", "rate_scale", "file",
-                                       "offset_s", "window_s",  NULL};
+                                        "column", "device",    "offset_s",   "air_interface",
+                                        "shared_capacity", NULL};
+    static const char *const k_mm[] = {"model",    "latency_s", "rate_scale",    "file",
+                                       "offset_s", "window_s",  "air_interface",
+                                       "shared_capacity", NULL};
     const char *const *keys = m == WD_LINK_SYNTHETIC  ? k_syn
                               : m == WD_LINK_CONSTANT ? k_const
                               : m == WD_LINK_CSV      ? k_csv
@@ -351,6 +428,16 @@ static int parse_link(pctx *c, json_object *o, const char *path, wd_link_spec *l
         num(c, o, path, "offset_s", 0, 0, 1e9, 1, &l->offset_s) ||
         num(c, o, path, "window_s", 1e-3, 0, 3600, 1, &l->window_s))
         return 1;
+    if (get(o, "air_interface")) {
+        int on = 0;
+        if (boolean(c, o, path, "air_interface", &on)) return 1;
+        l->air = on;
+    }
+    if (get(o, "shared_capacity")) {
+        int on = 0;
+        if (boolean(c, o, path, "shared_capacity", &on)) return 1;
+        l->shared = on;
+    }
     json_object *f = get(o, "file");
     if (f) {
         char p[512], raw[1024] = "";

@@ -17,43 +17,65 @@ static void usage(FILE *f) {
                "                    [--policy P ...] [--tokens N] [--out result.json]\n\n"
                "Replays recorded router probabilities through each scenario with each policy\n"
                "(default: topk and the scenario's own policy; topk always runs as the baseline).\n"
-               "Every recorded token is replayed as one single-token forward pass, so the\n"
-               "latency is the time per output token (TPOT, decode steps); prompt tokens are\n"
-               "never batched into a prefill here. Prints TPOT, the experts replaced (outage)\n"
-               "and dropped per token-layer, and the reduction against topk; --out writes the\n"
-               "results as JSON (atomically).\n\npolicies:");
+               "Forward passes are replayed as recorded: a prompt's tokens together (its time\n"
+               "to first token, TTFT), each generated token alone (time per output token,\n"
+               "TPOT; a file of format version 1 has no phases: every token a decode step).\n"
+               "--tokens N stops at the first pass boundary at or after N tokens. Prints\n"
+               "TPOT and TTFT, the experts replaced (outage)\n"
+               "and dropped per token-layer (not-strag: dropped although faster than the\n"
+               "step's slowest top-k expert), and the reduction against topk; --out writes\n"
+               "the results as JSON (atomically).\n\npolicies:");
     for (int i = 0; i < wd_policy_count(); i++) fprintf(f, " %s", wd_policy_at(i)->name);
     fprintf(f, "\n");
 }
 
-/* One scenario x policy run: fresh emulator, every token, every layer. */
+/* One scenario x policy run: fresh emulator, every forward pass as recorded
+ * (a prompt's tokens together as its prefill, decode steps one token each),
+ * every layer. */
 static int run_one(const wd_scenario *sc, const char *policy, const wd_probs *pr, long n_tok,
                    wd_emu_summary *sum, char *err, size_t errlen) {
     wd_emu_shape shape = wd_probs_shape(pr);
     wd_emu *emu = NULL;
     int E = pr->n_experts, L = pr->n_layers, rc = 1;
-    int n[1], *ex = malloc(E * sizeof(int));
-    float *w = malloc(E * sizeof(float));
-    if (!ex || !w) {
+    long most = 1; /* the longest forward pass */
+    for (long t = 0, start = 0; t <= n_tok; t++)
+        if (t == n_tok || (pr->flags[t] & WD_PROBS_FORWARD)) {
+            if (t - start > most) most = t - start;
+            start = t;
+        }
+    int *n = malloc(most * sizeof(int)), *ex = malloc(most * E * sizeof(int));
+    float *w = malloc(most * E * sizeof(float)), *p = malloc(most * E * sizeof(float));
+    if (!n || !ex || !w || !p) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
     if (wd_emu_create(&emu, sc, &shape, err, errlen) ||
         wd_emu_set_policy(emu, policy, &sc->params, err, errlen))
         goto out;
-    wd_emu_set_phase(emu, WD_PHASE_DECODE);
-    for (long t = 0; t < n_tok; t++)
+    for (long t0 = 0; t0 < n_tok;) {
+        long t1 = t0 + 1;
+        while (t1 < n_tok && !(pr->flags[t1] & WD_PROBS_FORWARD)) t1++;
+        int nt = (int)(t1 - t0);
+        unsigned f = pr->flags[t0];
+        if (!(f & WD_PROBS_PREFILL))
+            wd_emu_set_phase(emu, WD_PHASE_DECODE);
+        else if (f & WD_PROBS_SAMPLE)
+            wd_emu_set_phase(emu, WD_PHASE_PREFILL); /* a new prompt */
         for (int l = 0; l < L; l++) {
-            const float *p = pr->probs + ((size_t)t * L + l) * E;
-            if (wd_emu_select(emu, 1, p, n, ex, w, err, errlen) ||
-                wd_emu_step(emu, l, 1, n, ex, NULL, err, errlen))
+            for (int i = 0; i < nt; i++)
+                memcpy(p + (size_t)i * E, pr->probs + ((size_t)(t0 + i) * L + l) * E,
+                       E * sizeof(float));
+            if (wd_emu_select(emu, nt, p, n, ex, w, err, errlen) ||
+                wd_emu_step(emu, l, nt, n, ex, NULL, err, errlen))
                 goto out;
         }
+        t0 = t1;
+    }
     wd_emu_summarize(emu, sum);
     rc = 0;
 out:
     wd_emu_free(emu);
-    free(ex), free(w);
+    free(n), free(ex), free(w), free(p);
     return rc;
 }
 
@@ -105,6 +127,7 @@ int wd_cmd_replay(int argc, char **argv) {
         return 1;
     }
     long n_tok = max_tok && max_tok < pr.n_tokens ? max_tok : pr.n_tokens;
+    while (n_tok < pr.n_tokens && !(pr.flags[n_tok] & WD_PROBS_FORWARD)) n_tok++; /* whole passes */
     json_object *root = json_object_new_object(), *runs = json_object_new_array();
     json_object *jp = json_object_new_object();
     json_object_object_add(root, "command", json_object_new_string("replay"));
@@ -117,9 +140,9 @@ int wd_cmd_replay(int argc, char **argv) {
     json_object_object_add(jp, "ffn", json_object_new_int(pr.ffn));
     json_object_object_add(root, "probs", jp);
     json_object_object_add(root, "runs", runs);
-    printf("%-24s %-10s %10s %10s %10s %10s %9s %9s %9s %9s %9s\n", "scenario", "policy",
-           "TPOT ms", "p50 ms", "p95 ms", "p99 ms", "exp/tok", "replaced", "dropped", "mJ/tok",
-           "vs topk");
+    printf("%-24s %-16s %10s %10s %10s %10s %10s %9s %9s %9s %9s %9s %9s\n", "scenario",
+           "policy", "TPOT ms", "p50 ms", "p95 ms", "p99 ms", "TTFT ms", "exp/tok", "replaced",
+           "dropped", "not-strag", "mJ/tok", "vs topk");
     int rc = 0;
     for (int s = 0; s < ns && !rc; s++) {
         wd_scenario sc;
@@ -151,9 +174,11 @@ int wd_cmd_replay(int argc, char **argv) {
             const wd_emu_phase_summary *d = &sum.decode;
             if (i == 0) base = d->mean_s;
             double red = base > 0 ? 100.0 * (1.0 - d->mean_s / base) : 0.0;
-            printf("%-24.24s %-10s %10.3f %10.3f %10.3f %10.3f %9.3f %9ld %9ld %9.4g %8.2f%%\n",
+            printf("%-24.24s %-16s %10.3f %10.3f %10.3f %10.3f %10.3f %9.3f %9ld %9ld %9ld "
+                   "%9.4g %8.2f%%\n",
                    sc.name, list[i], d->mean_s * 1e3, d->p50_s * 1e3, d->p95_s * 1e3,
-                   d->p99_s * 1e3, d->experts_per_token, d->experts_replaced, d->experts_dropped,
+                   d->p99_s * 1e3, sum.prefill.mean_s * 1e3, d->experts_per_token,
+                   d->experts_replaced, d->experts_dropped, d->experts_dropped_nonstraggler,
                    d->energy_per_token_j * 1e3, red);
             json_object *r = json_object_new_object(), *par = json_object_new_object();
             json_object_object_add(r, "scenario", json_object_new_string(sc.name));

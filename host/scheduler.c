@@ -73,7 +73,7 @@ int wd_scheduler_record_probs(wd_scheduler *k, const char *path, char *err, size
     const wd_config *c = &m->cfg;
     wd_probs shape = {c->n_layers, c->n_experts, c->top_k, c->hidden, c->ffn,
                       c->n_heads, c->n_kv_heads, c->head_dim,
-                      (int)(8 * weight_bytes(m->layers[0].w1[0]->dtype)), 0, NULL};
+                      (int)(8 * weight_bytes(m->layers[0].w1[0]->dtype)), 0, NULL, NULL};
     return wd_probs_write_open(&k->rec, path, &shape, err, errlen);
 }
 
@@ -118,9 +118,10 @@ static void write_record(wd_scheduler *k, int layer, int pos0, const wd_selectio
         const wd_emu_dev_time *v = &r->dev[d];
         fprintf(k->records,
                 "%s{\"device\":%d,\"tokens\":%d,\"t_dl\":%.9g,\"t_c\":%.9g,\"t_ul\":%.9g,"
+                "\"air_dl\":%.9g,\"air_ul\":%.9g,"
                 "\"bits_dl\":%.0f,\"bits_ul\":%.0f,\"share_dl\":%.6g,\"share_ul\":%.6g}",
-                d ? "," : "", v->device, v->tokens, v->t_dl, v->t_c, v->t_ul, v->bits[WD_DL],
-                v->bits[WD_UL], v->share[WD_DL], v->share[WD_UL]);
+                d ? "," : "", v->device, v->tokens, v->t_dl, v->t_c, v->t_ul, v->air[WD_DL],
+                v->air[WD_UL], v->bits[WD_DL], v->bits[WD_UL], v->share[WD_DL], v->share[WD_UL]);
     }
     fprintf(k->records, "]}\n");
 }
@@ -188,10 +189,16 @@ static int after_step(wd_scheduler *k, int layer, int pos0, const wd_selection *
                                         weight_bytes(k->m->lm_head->dtype));
         wd_emu_finish_forward(k->emu, lm);
         k->forwards++;
+        int new_sample = 0;
+        unsigned f0 = wd_emu_closed_phase(k->emu, &new_sample) == WD_PHASE_PREFILL
+                          ? WD_PROBS_PREFILL
+                          : 0;
         if (k->rec)
             for (int t = 0; t < n; t++)
-                if (wd_probs_write_token(k->rec, k->probs_buf + (size_t)t * k->n_layers * E,
-                                         err, sizeof(err))) {
+                if (wd_probs_write_token_flags(
+                        k->rec, k->probs_buf + (size_t)t * k->n_layers * E,
+                        f0 | (t == 0 ? WD_PROBS_FORWARD | (new_sample ? WD_PROBS_SAMPLE : 0) : 0),
+                        err, sizeof(err))) {
                     fprintf(stderr, "wdmoe: %s\n", err);
                     return 1;
                 }

@@ -44,6 +44,7 @@ static wd_emu *make(wd_scenario *sc, int synthetic, wd_alloc_mode mode) {
     CHECK(wd_scenario_default(sc, 4, err, sizeof err) == 0);
     sc->alloc = mode;
     sc->radio.outage_snr_db = -60;
+    sc->radio.air.enabled = 0; /* the allocation alone: no slot alignment or HARQ */
     if (!synthetic)
         for (int d = 0; d < 4; d++)
             for (int k = 0; k < 2; k++) {

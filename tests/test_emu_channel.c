@@ -136,6 +136,7 @@ static void test_budget_and_shadowing(void) {
     sc.radio.fading = WD_FADING_NONE;
     sc.radio.shadowing = 0;
     sc.radio.outage_snr_db = -60;
+    sc.radio.link_adaptation = WD_LA_SHANNON; /* the formula below; the CQI table: test_emu_air */
     sc.dev[0].x_m = 200, sc.dev[0].y_m = 0;
     sc.dev[0].los = WD_LOS_NEVER;
     wd_emu *emu;

@@ -107,7 +107,7 @@ int main(void) {
             }
         }
     /* .wdpr: a valid file with random byte edits */
-    wd_probs shape = {2, 4, 2, 8, 16, 0, 0, 0, 16, 0, NULL};
+    wd_probs shape = {2, 4, 2, 8, 16, 0, 0, 0, 16, 0, NULL, NULL};
     wd_probs_writer *w;
     snprintf(path, sizeof path, "%s/p.wdpr", dir);
     CHECK(wd_probs_write_open(&w, path, &shape, err, sizeof err) == 0);

@@ -50,7 +50,7 @@ static void test_mahimahi_one(void) {
     CHECK(l != NULL);
     if (!l) return;
     CHECK_NEAR(wd_link_tx_time(l, 0, 12e6, 1.0), 1.0, 1e-12); /* 12 Mbit/s */
-    CHECK_NEAR(wd_link_mean_rate(l, 0, 10), 12e6, 1e-3);
+    CHECK_NEAR(wd_link_mean_rate(l, 0, 10), 12e6 * 9999 / 10000, 1e-3); /* first at 1 ms */
     CHECK_NEAR(wd_link_rate(l, 3.05), 12e6, 1e-3);
     CHECK_NEAR(wd_link_tx_time(l, 0.0005, 12000, 1.0), 0.0005, 1e-12); /* next at 1 ms */
     CHECK_NEAR(wd_link_tx_time(l, 0.0005, 12001, 1.0), 0.0015, 1e-12); /* two packets */
@@ -223,11 +223,34 @@ static void test_bad_input(void) {
     CHECK(strstr(err, "/nonexistent/x.mm: cannot open") != NULL);
 }
 
+/* The first window of an offset-0 link: opportunities at 3, 7 and 10 ms,
+ * looping every 10 ms. Nothing precedes time 0 (the previous loop's 10 ms
+ * opportunity is not at time 0 of this one). */
+static void test_mahimahi_first_window(void) {
+    char err[512];
+    const char *p = wd_test_write_tmp(tmpdir, "first.mm", "3\n7\n10\n");
+    wd_link_spec s = {0};
+    s.model = WD_LINK_MAHIMAHI, s.rate_scale = 1, s.csv_device = -1, s.window_s = 0.005;
+    snprintf(s.file, sizeof s.file, "%s", p);
+    wd_link *l = NULL;
+    CHECKF(wd_link_create(&l, &s, WD_DL, 0, 0, err, sizeof err) == 0, "%s", err);
+    if (!l) return;
+    CHECK_NEAR(wd_link_mean_rate(l, 0, 0.002), 0.0, 0);          /* none in [0, 2 ms) */
+    CHECK_NEAR(wd_link_mean_rate(l, 0, 0.010), 2 * 12000 / 0.010, 1e-6); /* 3 and 7 ms */
+    CHECK_NEAR(wd_link_rate(l, 0.001), 12000 / 0.005, 1e-6);      /* window [0, 5 ms): 3 ms */
+    CHECK_NEAR(wd_link_rate(l, 0.006), 12000 / 0.005, 1e-6);      /* [5, 10 ms): 7 ms */
+    CHECK_NEAR(wd_link_rate(l, 0.011), 2 * 12000 / 0.005, 1e-6);  /* [10, 15 ms): 10, 13 ms */
+    CHECK_NEAR(wd_link_tx_time(l, 0, 12000, 1.0), 0.003, 1e-12);
+    CHECK(isinf(wd_link_share_needed(l, 0, 12000, 0.0025))); /* nothing by then */
+    wd_link_free(l);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "%s/test_emu_link.tmp", WD_BINARY_DIR);
     mkdir(tmpdir, 0755);
     test_constant();
     test_mahimahi_one();
+    test_mahimahi_first_window();
     test_csv();
     test_shared_traces();
     test_shared_tables();

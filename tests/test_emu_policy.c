@@ -112,6 +112,34 @@ static void test_wdmoe(wd_policy_params *p) {
     expect(&o, 0, 1, 2, -1);
 }
 
+/* wdmoe-straggler: drops only an expert that sets the wait. */
+static void test_wdmoe_straggler(wd_policy_params *p) {
+    out_t o;
+    float tie[E] = {0.5f, 0.5f, 0, 0};
+    double slow_second[E] = {1, 10, 1, 1}, fast_second[E] = {10, 1, 1, 1};
+    run("wdmoe", p, 1, 2, tie, slow_second, all, &o);
+    expect(&o, 0, 1, 0, -1);
+    run("wdmoe-straggler", p, 1, 2, tie, slow_second, all, &o);
+    expect(&o, 0, 1, 0, -1); /* expert 1 is the straggler: dropped as by wdmoe */
+    /* the second expert is faster than the first: wdmoe drops it when p/tau says
+       so (0.9/1 vs 0.1/0.2: ratio 1.8 > gamma / (2 - gamma)); the variant keeps it */
+    float skew[E] = {0.9f, 0.1f, 0, 0};
+    double faster[E] = {1, 0.2, 1, 1};
+    run("wdmoe", p, 1, 2, skew, faster, all, &o);
+    expect(&o, 0, 1, 0, -1);
+    run("wdmoe-straggler", p, 1, 2, skew, faster, all, &o);
+    expect(&o, 0, 2, 0, 1);
+    /* batch: token 1's second expert (3) is the slowest of the step: it may drop;
+       token 0's second (1) is not */
+    float b[2 * E] = {0.5f, 0.5f, 0, 0, 0, 0, 0.5f, 0.5f};
+    double tb[E] = {1, 5, 1, 10};
+    run("wdmoe-straggler", p, 2, 2, b, tb, all, &o);
+    expect(&o, 0, 2, 0, 1);
+    expect(&o, 1, 1, 2, -1);
+    run("wdmoe-straggler", p, 1, 2, tie, fast_second, all, &o);
+    expect(&o, 0, 2, 0, 1); /* the less probable (1) is the fast one: kept */
+}
+
 static void test_wlr_drop(wd_policy_params *p) {
     out_t o;
     float pr[E] = {0.8f, 0.2f, 0, 0};
@@ -264,10 +292,11 @@ int main(void) {
     wd_policy_params p;
     wd_policy_defaults(&p);
     CHECK(wd_policy_find("nope") == NULL);
-    CHECK(wd_policy_count() == 6);
+    CHECK(wd_policy_count() == 7);
     test_energy(&p);
     test_topk(&p);
     test_wdmoe(&p);
+    test_wdmoe_straggler(&p);
     test_wlr_drop(&p);
     test_dynamic(&p);
     test_fastest(&p);

@@ -299,6 +299,72 @@ static void test_outage_replacement(void) {
     wd_scenario_free(&sc);
 }
 
+/* Drops of an expert that sets no wait are counted: expert 0 (fast device)
+ * holds weight 0.1, expert 1 (slow device) 0.9. dynamic drops expert 0 although
+ * the step waits for device 1 anyway; wdmoe-straggler keeps it. */
+static void test_nonstraggler_drops(void) {
+    wd_scenario sc;
+    const_scenario(&sc, 2);
+    sc.dev[1].profile.peak_flops = 1e9;
+    wd_emu_shape sh = {512, 1024, 2, 2, 2, 2.0, 0, 0, 0, 0, 0};
+    const char *pol[2] = {"dynamic", "wdmoe-straggler"};
+    for (int i = 0; i < 2; i++) {
+        wd_emu *emu;
+        char err[512];
+        CHECKF(wd_emu_create(&emu, &sc, &sh, err, sizeof err) == 0, "%s", err);
+        CHECK(wd_emu_set_policy(emu, pol[i], NULL, err, sizeof err) == 0);
+        float p[2] = {0.1f, 0.9f}, w[2];
+        int n[1], ex[2];
+        for (int l = 0; l < 2; l++) {
+            CHECK(wd_emu_select(emu, 1, p, n, ex, w, err, sizeof err) == 0);
+            CHECK(wd_emu_step(emu, l, 1, n, ex, NULL, err, sizeof err) == 0);
+        }
+        wd_emu_summary s;
+        wd_emu_summarize(emu, &s);
+        CHECKF(s.decode.experts_dropped == (i ? 0 : 2) &&
+                   s.decode.experts_dropped_nonstraggler == (i ? 0 : 2),
+               "%s: dropped %ld, not the straggler %ld", pol[i], s.decode.experts_dropped,
+               s.decode.experts_dropped_nonstraggler);
+        wd_emu_free(emu);
+    }
+    wd_scenario_free(&sc);
+}
+
+/* A Mahimahi trace is one user's delivery schedule: two devices on the same
+ * trace (12 Mbit/s: one 1500-byte opportunity every ms) each get all of it,
+ * unless the scenario asks for the capacity to be shared. */
+static void test_trace_capacity(void) {
+    const char *mm = wd_test_write_tmp(tmpdir, "one.mm", "1\n");
+    for (int shared = 0; shared < 2; shared++) {
+        char json[2048], err[512];
+        snprintf(json, sizeof json,
+                 "{\"devices\": [{}, {}], \"device_defaults\": {"
+                 " \"profile\": {\"peak_tflops\": 1e3, \"mem_bw_gbs\": 1e5, \"overhead_us\": 0},"
+                 " \"downlink\": {\"model\": \"mahimahi\", \"file\": \"%s\"%s},"
+                 " \"uplink\": {\"model\": \"mahimahi\", \"file\": \"%s\"%s}}}",
+                 mm, shared ? ", \"shared_capacity\": true" : "", mm,
+                 shared ? ", \"shared_capacity\": true" : "");
+        wd_scenario sc;
+        CHECKF(wd_scenario_parse(&sc, json, "trace.json", err, sizeof err) == 0, "%s", err);
+        wd_emu_shape sh = {1500, 64, 1, 2, 2, 2.0, 0, 0, 0, 0, 0}; /* 24000 bits a token */
+        wd_emu *emu;
+        CHECKF(wd_emu_create(&emu, &sc, &sh, err, sizeof err) == 0, "%s", err);
+        int n[1] = {2}, ex[2] = {0, 1};
+        wd_emu_step_result r;
+        wd_emu_advance(emu, 0.0105);
+        CHECKF(wd_emu_step(emu, 0, 1, n, ex, &r, err, sizeof err) == 0, "%s", err);
+        CHECK(r.n_active == 2);
+        for (int i = 0; i < 2; i++) {
+            CHECK_NEAR(r.dev[i].share[WD_DL], shared ? 0.5 : 1.0, 0);
+            /* 2 opportunities whole, 4 at half: from 10.5 ms + BS time */
+            double start = 0.0105 + r.t_bs, want = shared ? 0.014 : 0.012;
+            CHECK_NEAR(start + r.dev[i].t_dl, want, 1e-9);
+        }
+        wd_emu_free(emu);
+        wd_scenario_free(&sc);
+    }
+}
+
 /* Replay-like loop over a scenario: the JSON summary as a string. */
 static char *run_json(const wd_scenario *sc, const char *policy, uint64_t seed) {
     wd_scenario s = *sc;
@@ -349,13 +415,18 @@ static void test_determinism(void) {
 
 static void test_probs_file(void) {
     char err[512];
-    wd_probs shape = {3, 4, 2, 64, 128, 8, 4, 8, 16, 0, NULL};
+    wd_probs shape = {3, 4, 2, 64, 128, 8, 4, 8, 16, 0, NULL, NULL};
     wd_probs_writer *w;
     CHECKF(wd_probs_write_open(&w, tmp("p.wdpr"), &shape, err, sizeof err) == 0, "%s", err);
     float tok[12];
+    /* a prompt of 3 tokens in two passes (2 + 1), then 2 decode steps */
+    const unsigned fl[5] = {WD_PROBS_PREFILL | WD_PROBS_FORWARD | WD_PROBS_SAMPLE, WD_PROBS_PREFILL,
+                            WD_PROBS_PREFILL | WD_PROBS_FORWARD, WD_PROBS_FORWARD | WD_PROBS_SAMPLE,
+                            WD_PROBS_FORWARD | WD_PROBS_SAMPLE};
     for (int t = 0; t < 5; t++) {
         for (int i = 0; i < 12; i++) tok[i] = (float)((t * 12 + i) % 7) / 7.0f;
-        CHECK(wd_probs_write_token(w, tok, err, sizeof err) == 0);
+        CHECK(t < 3 ? wd_probs_write_token_flags(w, tok, fl[t], err, sizeof err) == 0
+                    : wd_probs_write_token(w, tok, err, sizeof err) == 0);
     }
     CHECK(wd_probs_write_close(w, err, sizeof err) == 0);
     wd_probs p;
@@ -366,9 +437,34 @@ static void test_probs_file(void) {
     int same = 1;
     for (int i = 0; i < 60; i++) same &= p.probs[i] == (float)(i % 7) / 7.0f;
     CHECK(same);
+    for (int t = 0; t < 5; t++) CHECK(p.flags[t] == fl[t]);
     wd_emu_shape sh = wd_probs_shape(&p);
     CHECK(sh.hidden == 64 && sh.weight_bytes == 2.0 && sh.n_layers == 3);
     wd_probs_free(&p);
+    /* version 1 (no flags): every token a decode step */
+    FILE *f1 = fopen(tmp("p.wdpr"), "rb"), *f2 = fopen(tmp("v1.wdpr"), "wb");
+    unsigned char buf[48 + 60 * 4];
+    CHECK(f1 && f2 && fread(buf, 1, sizeof buf, f1) == sizeof buf);
+    buf[4] = 1;
+    CHECK(fwrite(buf, 1, sizeof buf, f2) == sizeof buf);
+    fclose(f1), fclose(f2);
+    CHECKF(wd_probs_read(&p, tmp("v1.wdpr"), err, sizeof err) == 0, "%s", err);
+    for (int t = 0; t < 5; t++) CHECK(p.flags[t] == (WD_PROBS_FORWARD | WD_PROBS_SAMPLE));
+    wd_probs_free(&p);
+    /* flags that break a pass: a continuation changing phase */
+    f2 = fopen(tmp("flags.wdpr"), "wb");
+    buf[4] = 2;
+    const unsigned char badf[5] = {7, 1, 3, 6, 0 /* decode continuation of a decode pass */};
+    const unsigned char worse[5] = {7, 1, 0, 6, 6}; /* token 2: leaves the prefill mid-pass */
+    CHECK(fwrite(buf, 1, sizeof buf, f2) == sizeof buf && fwrite(badf, 1, 5, f2) == 5);
+    fclose(f2);
+    CHECKF(wd_probs_read(&p, tmp("flags.wdpr"), err, sizeof err) == 0, "%s", err);
+    wd_probs_free(&p);
+    f2 = fopen(tmp("flags.wdpr"), "wb");
+    CHECK(fwrite(buf, 1, sizeof buf, f2) == sizeof buf && fwrite(worse, 1, 5, f2) == 5);
+    fclose(f2);
+    CHECK(wd_probs_read(&p, tmp("flags.wdpr"), err, sizeof err) != 0 &&
+          strstr(err, "token 2: bad phase flags"));
     /* bad files */
     FILE *f = fopen(tmp("bad.wdpr"), "wb");
     fputs("WDPX0000000000000000000000000000000000000000000000", f);
@@ -386,7 +482,7 @@ static void test_probs_file(void) {
 static void test_trace_and_replay(void) {
     char err[512], scen[1024];
     snprintf(scen, sizeof scen, "%s/bench/scenarios/paper-cell.json", WD_SOURCE_DIR);
-    char *targv[] = {"trace", "--scenario",    scen, "--duration", "3",
+    char *targv[] = {"trace", "--scenario",    scen, "--duration", "6",
                      "--out", tmp("cell.csv"), NULL};
     CHECK(wd_cmd_trace(7, targv) == 0);
     char *hargv[] = {"trace", "--help", NULL};
@@ -401,6 +497,7 @@ static void test_trace_and_replay(void) {
         for (int k = 0; k < 2; k++) {
             wd_link_spec *l = &b.dev[d].link[k];
             l->model = WD_LINK_CSV;
+            l->air = 1; /* the same air interface as the synthetic links */
             snprintf(l->file, sizeof l->file, "%s", tmp("cell.csv"));
         }
     /* top_k = 1: one device per step owns the whole band (the synthetic
@@ -409,7 +506,7 @@ static void test_trace_and_replay(void) {
     wd_emu *ea, *eb;
     CHECKF(wd_emu_create(&ea, &a, &sh, err, sizeof err) == 0, "%s", err);
     CHECKF(wd_emu_create(&eb, &b, &sh, err, sizeof err) == 0, "%s", err);
-    wd_probs ps = {4, 8, 1, 256, 512, 0, 0, 0, 16, 0, NULL};
+    wd_probs ps = {4, 8, 1, 256, 512, 0, 0, 0, 16, 0, NULL, NULL};
     wd_probs_writer *w;
     CHECK(wd_probs_write_open(&w, tmp("r.wdpr"), &ps, err, sizeof err) == 0);
     unsigned st = 5;
@@ -434,7 +531,7 @@ static void test_trace_and_replay(void) {
         CHECK(wd_probs_write_token(w, p, err, sizeof err) == 0);
     }
     CHECK(maxdiff_ok);
-    CHECK(wd_emu_time(ea) < 3.0); /* inside the traced span */
+    CHECK(wd_emu_time(ea) < 6.0); /* inside the traced span */
     CHECK_NEAR(wd_emu_time(ea), wd_emu_time(eb), 1e-9 * wd_emu_time(ea));
     CHECK(wd_probs_write_close(w, err, sizeof err) == 0);
     wd_emu_free(ea), wd_emu_free(eb);
@@ -528,6 +625,8 @@ int main(void) {
     test_faults();
     test_phases();
     test_outage_replacement();
+    test_trace_capacity();
+    test_nonstraggler_drops();
     test_determinism();
     test_probs_file();
     test_trace_and_replay();

@@ -98,7 +98,8 @@ p = os.path.join(d, "probs.wdpr")
 if os.path.exists(p):
     b = open(p, "rb").read()
     w = struct.unpack("<4s11I", b[:48])
-    assert w[0] == b"WDPR" and len(b) == 48 + 4 * w[11] * w[2] * w[3], "probs size"
+    flags = w[11] if w[1] == 2 else 0  # version 2: one phase byte per token after the probs
+    assert w[0] == b"WDPR" and len(b) == 48 + 4 * w[11] * w[2] * w[3] + flags, "probs size"
 PY
 }
 run_signal() { # label kill-args...

@@ -225,7 +225,7 @@ int main(int argc, char **argv) {
     snprintf(d, sizeof d, "%s/probs", out);
     mkdir(d, 0755);
     snprintf(p, sizeof p, "%s/tiny.wdpr", d);
-    wd_probs shape = {2, 4, 2, 16, 8, 2, 1, 8, 32, 0, NULL};
+    wd_probs shape = {2, 4, 2, 16, 8, 2, 1, 8, 32, 0, NULL, NULL};
     wd_probs_writer *w;
     if (wd_probs_write_open(&w, p, &shape, err, sizeof err)) {
         fprintf(stderr, "fuzz_seeds: %s\n", err);
