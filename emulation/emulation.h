@@ -500,6 +500,10 @@ typedef struct {
     int max_queue;
 } wd_emu_device_stats;
 int wd_emu_device_stats_get(const wd_emu *emu, int device, wd_emu_device_stats *out);
+/* Every device's stats as a JSON array (name, utilisation, busy time, calls,
+ * tokens, queue, energy terms) and as an aligned table. */
+struct json_object *wd_emu_devices_json(const wd_emu *emu);
+void wd_emu_devices_print(FILE *f, const wd_emu *emu);
 /* Active energy (J) so far, both phases (cheap: no summary). */
 double wd_emu_energy_active_j(const wd_emu *emu);
 void wd_emu_reset_stats(wd_emu *emu);

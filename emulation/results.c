@@ -153,6 +153,46 @@ struct json_object *wd_emu_summary_json(const wd_emu_summary *s) {
     return o;
 }
 
+struct json_object *wd_emu_devices_json(const wd_emu *emu) {
+    json_object *arr = json_object_new_array();
+    if (!arr) return NULL;
+    const wd_scenario *sc = wd_emu_scenario(emu);
+    for (int d = 0; d < wd_emu_n_devices(emu); d++) {
+        wd_emu_device_stats ds;
+        wd_emu_device_stats_get(emu, d, &ds);
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "name", json_object_new_string(sc->dev[d].name));
+        const struct {
+            const char *name;
+            double v;
+        } f[] = {{"utilisation", ds.utilisation},         {"busy_s", ds.busy_s},
+                 {"queue_wait_s", ds.queue_wait_s},       {"energy_compute_j", ds.energy_compute_j},
+                 {"energy_idle_j", ds.energy_idle_j},     {"energy_downlink_j", ds.energy_dl_j},
+                 {"energy_uplink_j", ds.energy_ul_j}};
+        for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+            json_object_object_add(o, f[i].name, json_object_new_double(f[i].v));
+        json_object_object_add(o, "calls", json_object_new_int64(ds.calls));
+        json_object_object_add(o, "tokens", json_object_new_int64(ds.tokens));
+        json_object_object_add(o, "max_queue", json_object_new_int(ds.max_queue));
+        json_object_array_add(arr, o);
+    }
+    return arr;
+}
+
+void wd_emu_devices_print(FILE *f, const wd_emu *emu) {
+    const wd_scenario *sc = wd_emu_scenario(emu);
+    fprintf(f, "  %-16s %8s %9s %10s %9s %10s %10s %10s\n", "device", "util %", "calls",
+            "tok/call", "max queue", "queue ms", "compute J", "radio J");
+    for (int d = 0; d < wd_emu_n_devices(emu); d++) {
+        wd_emu_device_stats ds;
+        wd_emu_device_stats_get(emu, d, &ds);
+        fprintf(f, "  %-16.16s %8.2f %9ld %10.2f %9d %10.3f %10.4g %10.4g\n", sc->dev[d].name,
+                100 * ds.utilisation, ds.calls, ds.calls ? (double)ds.tokens / ds.calls : 0,
+                ds.max_queue, ds.queue_wait_s * 1e3, ds.energy_compute_j,
+                ds.energy_dl_j + ds.energy_ul_j);
+    }
+}
+
 int wd_atomic_open(wd_atomic_file *a, const char *path, char *err, size_t errlen) {
     memset(a, 0, sizeof *a);
     if (snprintf(a->path, sizeof a->path, "%s", path) >= (int)sizeof a->path)

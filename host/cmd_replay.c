@@ -33,7 +33,7 @@ static void usage(FILE *f) {
  * (a prompt's tokens together as its prefill, decode steps one token each),
  * every layer. */
 static int run_one(const wd_scenario *sc, const char *policy, const wd_probs *pr, long n_tok,
-                   wd_emu_summary *sum, char *err, size_t errlen) {
+                   wd_emu_summary *sum, json_object **devices, char *err, size_t errlen) {
     wd_emu_shape shape = wd_probs_shape(pr);
     wd_emu *emu = NULL;
     int E = pr->n_experts, L = pr->n_layers, rc = 1;
@@ -72,6 +72,7 @@ static int run_one(const wd_scenario *sc, const char *policy, const wd_probs *pr
         t0 = t1;
     }
     wd_emu_summarize(emu, sum);
+    *devices = wd_emu_devices_json(emu);
     rc = 0;
 out:
     wd_emu_free(emu);
@@ -167,7 +168,8 @@ int wd_cmd_replay(int argc, char **argv) {
         double base = 0;
         for (int i = 0; i < nl && !rc; i++) {
             wd_emu_summary sum;
-            if (run_one(&sc, list[i], &pr, n_tok, &sum, err, sizeof err)) {
+            json_object *devs = NULL;
+            if (run_one(&sc, list[i], &pr, n_tok, &sum, &devs, err, sizeof err)) {
                 rc = 1;
                 break;
             }
@@ -194,6 +196,7 @@ int wd_cmd_replay(int argc, char **argv) {
             json_object_object_add(r, "bandwidth_allocation",
                                    json_object_new_string(wd_alloc_name(sc.alloc)));
             json_object_object_add(r, "summary", wd_emu_summary_json(&sum));
+            json_object_object_add(r, "devices", devs);
             json_object_object_add(r, "latency_reduction_vs_topk",
                                    json_object_new_double(red / 100.0));
             json_object_array_add(runs, r);

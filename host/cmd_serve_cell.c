@@ -400,16 +400,9 @@ int wd_cmd_serve_cell(int argc, char **argv) {
     if (n_cmp)
         printf("  %-36s %10.2f %% agreement, mean KL %.4g nats\n", "quality vs top-k",
                100 * agree / n_cmp, kl / n_cmp);
-    printf("\n  %-16s %8s %9s %10s %9s %10s %10s %10s\n", "device", "util %", "calls",
-           "tok/call", "max queue", "queue ms", "compute J", "radio J");
-    for (int d = 0; d < sc.n_devices; d++) {
-        wd_emu_device_stats ds;
-        wd_emu_device_stats_get(emu, d, &ds);
-        printf("  %-16s %8.2f %9ld %10.2f %9d %10.3f %10.4g %10.4g\n", sc.dev[d].name,
-               100 * ds.utilisation, ds.calls, ds.calls ? (double)ds.tokens / ds.calls : 0,
-               ds.max_queue, ds.queue_wait_s * 1e3, ds.energy_compute_j,
-               ds.energy_dl_j + ds.energy_ul_j);
-    }
+    printf("\n");
+    fflush(stdout);
+    wd_emu_devices_print(stdout, emu);
     if (users_table) {
         printf("\n  %5s %10s %10s %10s %10s %6s %10s\n", "user", "arrive ms", "queue ms",
                "TTFT ms", "TPOT ms", "out", "mJ/token");
@@ -429,7 +422,7 @@ int wd_cmd_serve_cell(int argc, char **argv) {
     if (json_path) {
         root = json_object_new_object();
         json_object *cfg = json_object_new_object(), *ju = json_object_new_array(),
-                    *jd = json_object_new_array(), *jt = json_object_new_object();
+                    *jt = json_object_new_object();
         json_object_object_add(root, "command", json_object_new_string("serve-cell"));
         json_object_object_add(cfg, "model", json_object_new_string(model_path));
         json_object_object_add(cfg, "scenario", json_object_new_string(scenario_path));
@@ -490,23 +483,7 @@ int wd_cmd_serve_cell(int argc, char **argv) {
             json_object_array_add(ju, o1);
         }
         json_object_object_add(root, "users", ju);
-        for (int d = 0; d < sc.n_devices; d++) {
-            wd_emu_device_stats ds;
-            wd_emu_device_stats_get(emu, d, &ds);
-            json_object *o1 = json_object_new_object();
-            json_object_object_add(o1, "name", json_object_new_string(sc.dev[d].name));
-            const double f[] = {ds.utilisation, ds.busy_s, ds.queue_wait_s, ds.energy_compute_j,
-                                ds.energy_idle_j, ds.energy_dl_j, ds.energy_ul_j};
-            const char *names[] = {"utilisation", "busy_s", "queue_wait_s", "energy_compute_j",
-                                   "energy_idle_j", "energy_downlink_j", "energy_uplink_j"};
-            for (int j = 0; j < 7; j++)
-                json_object_object_add(o1, names[j], json_object_new_double(f[j]));
-            json_object_object_add(o1, "calls", json_object_new_int64(ds.calls));
-            json_object_object_add(o1, "tokens", json_object_new_int64(ds.tokens));
-            json_object_object_add(o1, "max_queue", json_object_new_int(ds.max_queue));
-            json_object_array_add(jd, o1);
-        }
-        json_object_object_add(root, "devices", jd);
+        json_object_object_add(root, "devices", wd_emu_devices_json(emu));
         const char *tn[] = {"t_s", "tokens", "users", "waiting", "kv_bytes", "energy_j"};
         json_object *ta[6];
         for (int j = 0; j < 6; j++) ta[j] = json_object_new_array();
