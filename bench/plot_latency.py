@@ -61,6 +61,7 @@ def main():
         bx.bar(x, tt, color="tab:purple", width=0.7)
         bx.errorbar(x, tt, yerr=[r.get("ttft_ms_ci") or 0 for r in rs], fmt="none", ecolor="k",
                     capsize=3, lw=1)
+        bx.set_ylim(bottom=0)
         bx.set_xticks(x)
         bx.set_xticklabels([r["policy"] for r in rs], rotation=35, ha="right", fontsize=8)
         if j == 0:

@@ -38,7 +38,7 @@ def main():
     ap.add_argument("--scenario", default=rc.default_scenario(),
                     help="emulated cell for the WDMoE runs (default bench/scenarios/paper-cell.json)")
     ap.add_argument("--policy", default="wdmoe")
-    ap.add_argument("--seed", type=int, default=None)
+    rc.seed_args(ap)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(rc.REPO, "bench", "results", "accuracy"))
     ap.add_argument("--wdmoe", default=None)
@@ -64,45 +64,54 @@ def main():
                 extra += ["--shots", str(a.mmlu_shots)]
             if t == "gsm8k":
                 extra += ["--shots", str(a.gsm8k_shots), "--max-new-tokens", str(a.max_new_tokens)]
-            if a.seed is not None:
-                extra += ["--seed", str(a.seed)]
             metric = rc.TASKS[t][1]
-            base = runner.eval(t, data, os.path.join(runs, f"{t}_topk.json"), extra)
+            # top-k without emulation: its routing does not depend on the channel
+            base = rc.reuse(os.path.join(runs, f"{t}_topk.json")) or runner.eval(
+                t, data, os.path.join(runs, f"{t}_topk.json"), extra)
             emu_extra = list(extra) + ["--policy", a.policy]
             if a.scenario:
                 emu_extra += ["--scenario", a.scenario]
-            wd = runner.eval(t, data, os.path.join(runs, f"{t}_{a.policy}.json"), emu_extra)
+            seeds = rc.seeds_list(a.seeds, a.first_seed)
+            wds = runner.eval_many(
+                [(t, data, os.path.join(runs, f"{t}_{a.policy}_seed{s}.json"),
+                  emu_extra + ["--seed", str(s)]) for s in seeds], a.jobs)
             b, bse = rc.metric(base, metric)
-            w, wse = rc.metric(wd, metric)
-            agr = wd.get("agreement") or {}
-            rows.append({
+            ws = [rc.metric(wd, metric)[0] for wd in wds]
+            agr = [wd.get("agreement") or {} for wd in wds]
+            row = {
                 "dataset": rc.TASK_LABELS[t], "task": t, "metric": metric,
-                "items": base.get("items"),
+                "items": base.get("items"), "seeds": len(wds),
                 "topk": None if b is None else 100 * b,
                 "topk_se": None if bse is None else 100 * bse,
-                "wdmoe": None if w is None else 100 * w,
-                "wdmoe_se": None if wse is None else 100 * wse,
-                "delta": None if (b is None or w is None) else 100 * (w - b),
-                "agreement": agr.get("token_agreement"),
-                "kl": agr.get("kl_mean"),
-                # multiple-choice scoring is prefill; GSM8K generation is decode
-                "latency_ms": (rc.phase(wd, "decode" if t == "gsm8k" else "prefill")
-                               .get("mean_s") or 0) * 1e3 or None,
+                "agreement": rc.ci95([g.get("token_agreement") for g in agr])[0],
+                "kl": rc.ci95([g.get("kl_mean") for g in agr])[0],
                 "llama2_70b": rc.LLAMA2_70B.get(t),
-            })
+            }
+            row["wdmoe"], row["wdmoe_ci"] = rc.ci95([None if w is None else 100 * w for w in ws])
+            row["delta"], row["delta_ci"] = rc.ci95(
+                [None if (b is None or w is None) else 100 * (w - b) for w in ws])
+            # multiple-choice scoring is prefill; GSM8K generation is decode
+            ph = "decode" if t == "gsm8k" else "prefill"
+            row["latency_ms"], row["latency_ms_ci"] = rc.ci95(
+                [None if rc.phase(wd, ph).get("mean_s") is None else 1e3 * rc.phase(wd, ph)["mean_s"]
+                 for wd in wds])
+            rows.append(row)
     except rc.Interrupted:
         pass
     columns = [("dataset", "dataset", 0), ("metric", "metric", 0), ("items", "items", 0),
                ("topk", "top-k acc %", 2), ("topk_se", "± se", 2),
-               ("wdmoe", f"{a.policy} acc %", 2), ("wdmoe_se", "± se", 2),
+               ("wdmoe", f"{a.policy} acc %", 2),
                ("delta", "Δ (points)", 2), ("agreement", "token agreement", 4),
                ("kl", "KL(top-k‖policy)", 5), ("latency_ms", f"{a.policy} latency ms*", 3),
-               ("llama2_70b", "Llama-2-70B % (published)", 1)]
+               ("llama2_70b", "Llama-2-70B % (published)", 1), ("seeds", "seeds", 0)]
     notes = [
         f"model: {a.model}; scenario: {a.scenario or 'default cell (one device per expert)'}; "
         f"policy: {a.policy}; limit: {a.limit or 'all'} items per task",
-        "top-k: the model's own routing (Mixtral: top-2); standard errors as "
-        "lm-evaluation-harness (sample stddev / sqrt(n))",
+        "top-k: the model's own routing (Mixtral: top-2), no emulation; ± se: standard error "
+        "as lm-evaluation-harness (sample stddev / sqrt(n) over items)",
+        f"{a.policy}: over channel seeds {a.first_seed}..{a.first_seed + a.seeds - 1}, mean ± "
+        "half-width of the 95 % CI over seeds (t-distribution): the channel's effect, not "
+        "the items' sampling error",
         rc.LLAMA2_70B_SOURCE,
         "token agreement / KL: next-token distributions of the policy vs top-k on the same inputs",
         "* latency: multiple-choice scoring is prefill (time to score one item); GSM8K: time per "

@@ -9,20 +9,23 @@ here=$(cd "$(dirname "$0")" && pwd)
 model=${1:-$here/../weights/models/stories260k/moe4-top2}
 out=${2:-$here/results}
 quick=${QUICK:-1}
-# SEEDS channel seeds per configuration (default 10; mean and 95 % CI in the
-# tables); JOBS runs in parallel (default: one per core); a rerun with the same
-# OUT_DIR reuses the runs that finished.
-seeds=${SEEDS:-10}
+# SEEDS channel seeds per configuration (mean and 95 % CI in the tables; default
+# 10, 3 in the quick run); JOBS runs in parallel (default: one per core); a rerun
+# with the same OUT_DIR reuses the runs that finished.
 jobs=${JOBS:-$(nproc 2>/dev/null || echo 1)}
+if [ "$quick" = 1 ]; then seeds=${SEEDS:-3}; else seeds=${SEEDS:-10}; fi
 if [ "$quick" = 1 ]; then
-    acc_args=(--limit 40 --gsm8k-limit 4 --mmlu-shots 0 --gsm8k-shots 0 --max-new-tokens 48)
+    acc_args=(--limit 40 --gsm8k-limit 4 --mmlu-shots 0 --gsm8k-shots 0 --max-new-tokens 48
+              --seeds "$seeds" --jobs "$jobs")
     lat_args=(--limit 3 --max-new-tokens 48 --seeds "$seeds" --jobs "$jobs")
     bw_args=(--limit 2 --max-new-tokens 32 --seeds "$seeds" --jobs "$jobs")
-    par_args=(--limit 40)
+    par_args=(--limit 40 --seeds "$seeds" --jobs "$jobs")
     thr_args=(--limit 100 --repeat 2)
 else
-    acc_args=(); lat_args=(--limit 50 --max-new-tokens 256 --seeds "$seeds" --jobs "$jobs")
-    bw_args=(--limit 20 --seeds "$seeds" --jobs "$jobs"); par_args=(--limit 0)
+    acc_args=(--seeds "$seeds" --jobs "$jobs")
+    lat_args=(--limit 50 --max-new-tokens 256 --seeds "$seeds" --jobs "$jobs")
+    bw_args=(--limit 20 --seeds "$seeds" --jobs "$jobs")
+    par_args=(--limit 0 --seeds "$seeds" --jobs "$jobs")
     thr_args=(--limit 1000)
 fi
 python3 "$here/repro_accuracy.py" "$model" --out "$out/accuracy" "${acc_args[@]}"

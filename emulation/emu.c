@@ -3,84 +3,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "emulation/internal.h"
-
-struct wd_emu {
-    wd_scenario sc; /* deep copy */
-    wd_emu_shape shape;
-    int has_shape, nd, E, L, k;
-    const wd_policy *pol;
-    wd_policy_params par;
-    wd_link **link; /* [nd * 2] */
-    unsigned char *air_on; /* [nd * 2]: the link pays the air interface */
-    unsigned char *split;  /* [nd * 2]: the link's capacity is the band shared by the active
-                              devices (else the device's own: a trace, used whole) */
-    int *c_active;         /* [nd] the devices sharing the band in allocate() */
-    double *c_ready, *c_bits, *c_share;
-    double air_mean[2], air_duty[2]; /* prediction: mean overhead of a small transfer, duty */
-    wd_synth *syn;  /* [nd] */
-    unsigned char *has_syn;
-    int *los;
-    int *rep_off, *rep_dev; /* expert e on devices rep_dev[rep_off[e] .. rep_off[e+1]) */
-    int *rep;               /* [E] replica in use now (-1: none reachable) */
-    double rep_time;
-    double bits_tok, s0, bs_flops_tok, bs_bytes_step, bs1;
-    int any_syn, rep_dirty; /* rep_dirty: recompute the best replicas */
-    double *tc1;            /* [nd] compute time of one token through one expert */
-    double *tau_dev, *tau_e, *tau_best;
-    double *en_dev, *en_e;        /* predicted energy of one token through a device / expert */
-    double p_bs_w, p_ue_w;        /* transmit powers (W) */
-    struct dev_acc { /* per device over the run: busy time, energy, expert calls, queue */
-        double busy, e_c, e_dl, e_ul, qwait;
-        long calls, tokens;
-        int max_q;
-    } *dacc;
-    double bs_busy, t_reset; /* BS busy time; clock at the last reset */
-    double *tau_from, *tau_until; /* tau_dev[d] holds on [from, until) */
-    double pred_lo, pred_hi;      /* all of them hold on [pred_lo, pred_hi) */
-    double forget_t;              /* the synthetic channels drop nothing before */
-    unsigned char *avail_e, *mark;
-    /* step scratch */
-    long gen, tok;
-    long *dev_gen, *dev_tok, *exp_gen;
-    int *cnt_e, *exp_dev, *exp_list, *active, *slot, n_active, n_exp;
-    wd_emu_dev_time *dt;
-    double *ready, *bits, *share;
-    double *pscratch;
-    size_t pscratch_n;
-    double t;
-    /* statistics, per phase (PH_PREFILL, PH_DECODE): one latency sample per
-     * forward pass (prefill: time to first token; decode: time per output
-     * token), sums of the critical-path terms per forward */
-    wd_emu_phase phase_mode;
-    struct phase_acc {
-        double *lat;
-        size_t n_lat, cap_lat;
-        long forwards, tokens, replaced, dropped, nonstraggler;
-        double bs, dl, c, ul, air, str, experts, token_layers, bits_dl, bits_ul;
-        double e_dl, e_ul, e_c, e_bs; /* energy (J): radio, device compute, BS compute */
-    } ph[2];
-    long steps;
-    int fwd_open, f_phase;
-    int prefill_open; /* explicit prefill: later prefill passes join the open sample */
-    int last_closed;  /* phase of the forward just closed (-1: none, or a step since) */
-    int last_new;     /* it started a latency sample */
-    double f_start, f_bs, f_dl, f_c, f_ul, f_air, f_str;
-    long sel_replaced; /* of the last selection: top-k experts replaced (outage) */
-    long sel_nonstraggler; /* of the last selection: drops of experts faster than the wait */
-    /* faults and unreachable experts: per-token flags (FL_*) of the last
-     * selection (sel_n tokens, -1: none pending) and of the open forward */
-    unsigned char *sel_flag, *fwd_flag, *dev_flag;
-    int *top_ids;
-    int flag_cap, sel_n, fwd_n;
-    long c_tok[5], c_steps[3];
-};
-
-enum { PH_PREFILL = 0, PH_DECODE = 1 };
-enum { FL_REROUTED = 1, FL_FALLBACK = 2, FL_DROPPED = 4, FL_SLOWED = 8, FL_LINK = 16 };
+#include "emulation/emu_private.h"
 
 /* ---- compute ------------------------------------------------------------------ */
-static double expert_time(const wd_emu *emu, int d, int n) {
+double wd_emu_expert_time(const wd_emu *emu, int d, int n) {
     double H = emu->shape.hidden, F = emu->shape.ffn;
     double flops = 6.0 * H * F * n;
     double bytes = 3.0 * H * F * emu->shape.weight_bytes + n * (2.0 * H + 3.0 * F) * 4.0;
@@ -92,7 +18,7 @@ static double bs_time(const wd_emu *emu, int n) {
                            emu->bs_bytes_step + n * 4.0 * emu->shape.hidden * 4.0);
 }
 
-static double slow_factor(const wd_emu *emu, int d, double t) {
+double wd_emu_slow_factor(const wd_emu *emu, int d, double t) {
     double s = 1.0;
     for (int i = 0; i < emu->sc.n_faults; i++) {
         const wd_fault *f = &emu->sc.faults[i];
@@ -117,8 +43,8 @@ void wd_emu_free(wd_emu *emu) {
                  emu->exp_list,  emu->active,   emu->slot,     emu->dt,      emu->ready,
                  emu->bits,      emu->share,    emu->pscratch, emu->ph[0].lat, emu->sel_flag,
                  emu->fwd_flag,  emu->dev_flag, emu->top_ids, emu->ph[1].lat, emu->air_on,
-                 emu->split, emu->c_active, emu->c_ready, emu->c_bits, emu->c_share, emu->en_dev,
-                 emu->en_e,  emu->dacc};
+                 emu->split, emu->c_active, emu->c_ready, emu->c_bits, emu->c_share,
+                 emu->base_ids, emu->en_dev, emu->en_e, emu->dacc};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
     free(emu);
 }
@@ -203,7 +129,13 @@ static int build_links(wd_emu *emu, char *err, size_t errlen) {
                 if (!*l) return wd_fail(err, errlen, "%s: out of memory", file);
             } else {
                 char e2[768];
-                if (wd_link_create_from(l, ls, k, d, sc->max_wait_s, emu->link, 2 * d + k, e2,
+                wd_link_spec s2 = *ls; /* a start drawn from the seed: the channel seed
+                                          moves each device within its trace */
+                if (ls->offset_jitter_s > 0) {
+                    wd_erng g = {wd_stream_seed(sc->seed, d, 30)}; /* both directions alike */
+                    s2.offset_s += ls->offset_jitter_s * wd_erng_uniform(&g);
+                }
+                if (wd_link_create_from(l, &s2, k, d, sc->max_wait_s, emu->link, 2 * d + k, e2,
                                         sizeof e2))
                     return wd_fail(err, errlen, "%s: devices[%d].%s: %s", file, d,
                                    k == WD_DL ? "downlink" : "uplink", e2);
@@ -378,7 +310,7 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
         emu->bs_bytes_step =
             shape->bs_layer_bytes > 0 ? shape->bs_layer_bytes : elems * shape->weight_bytes;
         emu->bits_tok = H * sc->activation_bits;
-        for (int d = 0; d < nd; d++) emu->tc1[d] = expert_time(emu, d, 1);
+        for (int d = 0; d < nd; d++) emu->tc1[d] = wd_emu_expert_time(emu, d, 1);
         emu->bs1 = bs_time(emu, 1);
     }
     *out = emu;
@@ -613,7 +545,7 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
     for (int i = 0; i < emu->n_exp; i++) {
         int e = emu->exp_list[i], d = emu->exp_dev[e];
         emu->dt[emu->slot[d]].t_c +=
-            emu->cnt_e[e] == 1 ? emu->tc1[d] : expert_time(emu, d, emu->cnt_e[e]);
+            emu->cnt_e[e] == 1 ? emu->tc1[d] : wd_emu_expert_time(emu, d, emu->cnt_e[e]);
     }
     int na = emu->n_active;
     if (measured)
@@ -632,7 +564,7 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
         x->share[WD_DL] = emu->share[i];
         x->t_dl = tx_time(emu, x->device, WD_DL, t1, x->bits[WD_DL], x->share[WD_DL],
                           &x->air[WD_DL]);
-        if (emu->sc.n_faults) x->t_c *= slow_factor(emu, x->device, t1 + x->t_dl);
+        if (emu->sc.n_faults) x->t_c *= wd_emu_slow_factor(emu, x->device, t1 + x->t_dl);
         emu->ready[i] = t1 + x->t_dl + x->t_c; /* uplink: each when its compute is done */
         emu->bits[i] = x->bits[WD_UL];
     }
@@ -644,74 +576,6 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
                                                     x->bits[WD_UL], x->share[WD_UL], &x->air[WD_UL])
                                           : INFINITY;
     }
-}
-
-/* ---- fault accounting ------------------------------------------------------------------ */
-static int reserve_flags(wd_emu *emu, int n) {
-    if (n <= emu->flag_cap) return 0;
-    unsigned char *a = realloc(emu->sel_flag, n), *b;
-    if (!a) return 1;
-    emu->sel_flag = a;
-    if (!(b = realloc(emu->fwd_flag, n))) return 1;
-    emu->fwd_flag = b;
-    emu->flag_cap = n;
-    return 0;
-}
-
-/* Per token of the selection just made: its own top-k held an unreachable
- * expert (rerouted), all of it was unreachable (fallback), or nothing was
- * reachable (dropped). */
-static void mark_selection(wd_emu *emu, int n_tokens, const float *probs, const int *n,
-                           const int *expert) {
-    int E = emu->E, reach = 0;
-    for (int e = 0; e < E; e++) reach += emu->avail_e[e] != 0;
-    emu->sel_replaced = emu->sel_nonstraggler = 0;
-    /* drops of experts that would not have set the layer's wait: tau below the
-       largest tau of the experts the tokens held before the policy dropped */
-    int kk = emu->k < reach ? emu->k : reach, any_drop = 0;
-    for (int t = 0; t < n_tokens && !any_drop; t++) any_drop = n[t] < kk;
-    if (any_drop) {
-        double wait = 0;
-        for (int t = 0; t < n_tokens; t++) {
-            int m = wd_policy_top(probs + (size_t)t * E, emu->avail_e, E, kk, emu->top_ids);
-            for (int j = 0; j < m; j++)
-                if (emu->tau_e[emu->top_ids[j]] > wait) wait = emu->tau_e[emu->top_ids[j]];
-        }
-        for (int t = 0; t < n_tokens; t++) {
-            int m = wd_policy_top(probs + (size_t)t * E, emu->avail_e, E, kk, emu->top_ids);
-            for (int j = 0; j < m; j++) {
-                int e = emu->top_ids[j], kept = 0;
-                for (int q = 0; q < n[t] && !kept; q++) kept = expert[(size_t)t * E + q] == e;
-                emu->sel_nonstraggler += !kept && emu->tau_e[e] < wait;
-            }
-        }
-    }
-    for (int t = 0; t < n_tokens; t++) {
-        unsigned char f = n[t] == 0 ? FL_DROPPED : 0;
-        if (reach < E) {
-            int k = wd_policy_top(probs + (size_t)t * E, NULL, E, emu->k, emu->top_ids), gone = 0;
-            for (int j = 0; j < k; j++) gone += !emu->avail_e[emu->top_ids[j]];
-            if (gone) f |= FL_REROUTED;
-            if (gone == k && n[t] > 0) f |= FL_FALLBACK;
-            /* the unreachable ones that a reachable expert could stand in for */
-            int kk = k < reach ? k : reach;
-            emu->sel_replaced += kk - (k - gone);
-        }
-        emu->sel_flag[t] = f;
-    }
-    emu->sel_n = n_tokens;
-}
-
-/* Does a fault window of device d (down, or link in direction dir) overlap [a, b)? */
-static int link_fault_in(const wd_emu *emu, int d, int dir, double a, double b) {
-    for (int i = 0; i < emu->sc.n_faults; i++) {
-        const wd_fault *f = &emu->sc.faults[i];
-        if (f->device != d || f->kind == WD_FAULT_SLOW) continue;
-        if (f->kind == WD_FAULT_LINK && (!(f->dir_mask & (1 << dir)) || f->value == 1.0))
-            continue;
-        if (a < f->to_s && b > f->from_s) return 1;
-    }
-    return 0;
 }
 
 /* ---- select ------------------------------------------------------------------------- */
@@ -740,7 +604,12 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
         if (!p) return wd_fail(err, errlen, "select: out of memory");
         emu->pscratch = p, emu->pscratch_n = need;
     }
-    if (reserve_flags(emu, n_tokens)) return wd_fail(err, errlen, "select: out of memory");
+    if (wd_emu_reserve_flags(emu, n_tokens)) return wd_fail(err, errlen, "select: out of memory");
+    if ((size_t)n_tokens * emu->k > emu->base_cap) {
+        int *b = realloc(emu->base_ids, (size_t)n_tokens * emu->k * sizeof(int));
+        if (!b) return wd_fail(err, errlen, "select: out of memory");
+        emu->base_ids = b, emu->base_cap = (size_t)n_tokens * emu->k;
+    }
     wd_emu_predict(emu, emu->tau_e, emu->avail_e);
     wd_policy_io io = {n_tokens,     emu->E, emu->k, probs,  emu->tau_e,
                        emu->avail_e, n,      expert, weight, emu->pscratch, emu->en_e};
@@ -759,7 +628,8 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
             emu->tau_dev[d] = emu->mark[d]
                                   ? device_tau(emu, d, emu->t, emu->dt[emu->slot[d]].share[WD_DL],
                                                emu->dt[emu->slot[d]].share[WD_UL], &u)
-                                  : device_tau(emu, d, emu->t, s, s, &u);
+                                  : device_tau(emu, d, emu->t, emu->split[2 * d] ? s : 1.0,
+                                               emu->split[2 * d + 1] ? s : 1.0, &u);
             emu->tau_until[d] = 0; /* not the predict shares: drop the cache */
             emu->rep_dirty = 1;
         }
@@ -799,112 +669,11 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
         if (emu->pol->select(&emu->par, &io))
             return wd_fail(err, errlen, "policy %s failed", emu->pol->name);
     }
-    mark_selection(emu, n_tokens, probs, n, expert);
+    wd_emu_mark_selection(emu, n_tokens, probs, n, expert);
     return 0;
 }
 
 /* ---- step ----------------------------------------------------------------------------- */
-static int push_lat(struct phase_acc *a, double v) {
-    if (a->n_lat == a->cap_lat) {
-        size_t c = a->cap_lat ? 2 * a->cap_lat : 1024;
-        double *p = realloc(a->lat, c * sizeof(double));
-        if (!p) return 1;
-        a->lat = p, a->cap_lat = c;
-    }
-    a->lat[a->n_lat++] = v;
-    return 0;
-}
-
-void wd_emu_set_phase(wd_emu *emu, wd_emu_phase p) {
-    emu->phase_mode = p;
-    emu->prefill_open = 0;
-}
-
-wd_emu_phase wd_emu_closed_phase(const wd_emu *emu, int *new_sample) {
-    *new_sample = emu->last_closed >= 0 && emu->last_new;
-    return emu->last_closed == PH_PREFILL  ? WD_PHASE_PREFILL
-           : emu->last_closed == PH_DECODE ? WD_PHASE_DECODE
-                                           : WD_PHASE_AUTO;
-}
-
-void wd_emu_finish_forward(wd_emu *emu, double seconds) {
-    if (!(seconds > 0)) return;
-    emu->t += seconds;
-    emu->bs_busy += seconds;
-    if (emu->last_closed < 0) return;
-    struct phase_acc *a = &emu->ph[emu->last_closed];
-    if (a->n_lat) a->lat[a->n_lat - 1] += seconds, a->bs += seconds;
-    a->e_bs += wd_energy_tx(emu->sc.bs.busy_w, seconds);
-}
-
-/* Energy and device accounting of the step just planned (t1: the BS is
- * done; tbs: BS compute). A device serving several experts runs them one
- * after another in the order they were first chosen: each call waits for
- * the earlier ones (its queue). emu->ready serves as per-device scratch. */
-static void account_energy(wd_emu *emu, struct phase_acc *a, double t1, double tbs) {
-    (void)t1;
-    a->e_bs += wd_energy_tx(emu->sc.bs.busy_w, tbs);
-    emu->bs_busy += tbs;
-    int na = emu->n_active;
-    for (int i = 0; i < na; i++) {
-        const wd_emu_dev_time *x = &emu->dt[i];
-        int d = x->device;
-        struct dev_acc *v = &emu->dacc[d];
-        const wd_link *dl = emu->link[2 * d], *ul = emu->link[2 * d + 1];
-        double air_dl = x->t_dl - x->air[WD_DL] - dl->latency;
-        double air_ul = x->t_ul - x->air[WD_UL] - ul->latency;
-        double e_dl = wd_energy_tx(emu->p_bs_w * x->share[WD_DL], air_dl > 0 ? air_dl : 0);
-        double e_ul = wd_energy_tx(emu->p_ue_w, air_ul > 0 ? air_ul : 0);
-        double e_c = wd_energy_tx(emu->sc.dev[d].profile.busy_w, x->t_c);
-        a->e_dl += e_dl, a->e_ul += e_ul, a->e_c += e_c;
-        v->e_dl += e_dl, v->e_ul += e_ul, v->e_c += e_c, v->busy += x->t_c;
-        v->calls += x->calls, v->tokens += x->tokens;
-        if (x->calls - 1 > v->max_q) v->max_q = x->calls - 1;
-        emu->ready[i] = 0;
-    }
-    for (int j = 0; j < emu->n_exp; j++) { /* queue: each call waits for the earlier ones */
-        int e = emu->exp_list[j], d = emu->exp_dev[e], i = emu->slot[d];
-        const wd_emu_dev_time *x = &emu->dt[i];
-        if (x->calls < 2) continue;
-        double modeled = 0; /* the call's share of the device's (possibly slowed) time */
-        for (int q = 0; q < emu->n_exp; q++) {
-            int e2 = emu->exp_list[q];
-            if (emu->exp_dev[e2] == d) modeled += expert_time(emu, d, emu->cnt_e[e2]);
-        }
-        double tc = modeled > 0 ? x->t_c * expert_time(emu, d, emu->cnt_e[e]) / modeled : 0;
-        emu->dacc[d].qwait += emu->ready[i];
-        emu->ready[i] += tc;
-    }
-}
-
-double wd_emu_energy_active_j(const wd_emu *emu) {
-    double e = 0;
-    for (int p = 0; p < 2; p++) e += emu->ph[p].e_dl + emu->ph[p].e_ul + emu->ph[p].e_c + emu->ph[p].e_bs;
-    return e;
-}
-
-int wd_emu_device_stats_get(const wd_emu *emu, int d, wd_emu_device_stats *o) {
-    memset(o, 0, sizeof *o);
-    if (d < 0 || d >= emu->nd) return 1;
-    const struct dev_acc *v = &emu->dacc[d];
-    double span = emu->t - emu->t_reset, idle = span - v->busy;
-    o->busy_s = v->busy;
-    o->utilisation = span > 0 ? v->busy / span : 0;
-    o->energy_compute_j = v->e_c;
-    o->energy_idle_j = wd_energy_tx(emu->sc.dev[d].profile.idle_w, idle > 0 ? idle : 0);
-    o->energy_dl_j = v->e_dl, o->energy_ul_j = v->e_ul;
-    o->queue_wait_s = v->qwait;
-    o->calls = v->calls, o->tokens = v->tokens, o->max_queue = v->max_q;
-    return 0;
-}
-
-/* The phase of a forward pass that starts with n_tokens tokens. */
-static int phase_of(const wd_emu *emu, int n_tokens) {
-    if (emu->phase_mode == WD_PHASE_PREFILL) return PH_PREFILL;
-    if (emu->phase_mode == WD_PHASE_DECODE) return PH_DECODE;
-    return n_tokens > 1 ? PH_PREFILL : PH_DECODE;
-}
-
 int wd_emu_step(wd_emu *emu, int layer, int n_tokens, const int *n, const int *expert,
                 wd_emu_step_result *res, char *err, size_t errlen) {
     return wd_emu_step_measured(emu, layer, n_tokens, n, expert, NULL, res, err, errlen);
@@ -934,37 +703,8 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
         sum += f;
     }
     if (crit < 0 && na) crit = 0;
-    /* faults: devices that ran slow or whose transfers met a fault window */
-    int any_slow = 0, any_link = 0, any_rerouted = 0;
-    if (emu->sc.n_faults)
-        for (int i = 0; i < na; i++) {
-            const wd_emu_dev_time *x = &emu->dt[i];
-            int d = x->device;
-            double a = t1 + x->t_dl + x->t_c;
-            unsigned char f = 0;
-            if (slow_factor(emu, d, t1 + x->t_dl) != 1.0) f |= FL_SLOWED, any_slow = 1;
-            if (link_fault_in(emu, d, WD_DL, t1, t1 + x->t_dl) ||
-                link_fault_in(emu, d, WD_UL, a, a + x->t_ul))
-                f |= FL_LINK, any_link = 1;
-            emu->dev_flag[d] = f;
-        }
-    if (reserve_flags(emu, n_tokens)) return wd_fail(err, errlen, "step: out of memory");
-    int have_sel = emu->sel_n == n_tokens;
-    emu->sel_n = -1;
-    long replaced = have_sel ? emu->sel_replaced : 0;
-    long nonstraggler = have_sel ? emu->sel_nonstraggler : 0;
-    for (int t = 0; t < n_tokens; t++) {
-        unsigned char f = have_sel ? emu->sel_flag[t] : 0;
-        if (n[t] == 0) f |= FL_DROPPED;
-        if (any_slow || any_link)
-            for (int j = 0; j < n[t]; j++) {
-                int e = expert[(size_t)t * emu->E + j];
-                f |= emu->dev_flag[emu->rep[e] >= 0 ? emu->rep[e] : emu->rep_dev[emu->rep_off[e]]];
-            }
-        any_rerouted |= (f & FL_REROUTED) != 0;
-        emu->sel_flag[t] = f; /* this step's flags, merged into the forward's below */
-    }
-    emu->c_steps[0] += any_rerouted, emu->c_steps[1] += any_slow, emu->c_steps[2] += any_link;
+    if (wd_emu_account_faults(emu, n_tokens, n, expert, t1))
+        return wd_fail(err, errlen, "step: out of memory");
     emu->t = t1 + wait;
     if (emu->any_syn && emu->t >= emu->forget_t) {
         double ft = INFINITY;
@@ -976,149 +716,9 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
             }
         emu->forget_t = ft;
     }
-    /* statistics */
-    if (layer == 0) {
-        emu->fwd_open = 1, emu->f_start = t0, emu->f_phase = phase_of(emu, n_tokens);
-        emu->f_bs = emu->f_dl = emu->f_c = emu->f_ul = emu->f_air = emu->f_str = 0;
-        emu->fwd_n = n_tokens;
-        memset(emu->fwd_flag, 0, n_tokens);
-    }
-    struct phase_acc *a = &emu->ph[emu->fwd_open ? emu->f_phase : phase_of(emu, n_tokens)];
-    emu->steps++;
-    emu->last_closed = -1;
-    for (int t = 0; t < n_tokens; t++) a->experts += n[t], a->dropped += emu->k - n[t];
-    a->replaced += replaced, a->nonstraggler += nonstraggler;
-    a->token_layers += n_tokens;
-    for (int i = 0; i < na; i++)
-        a->bits_dl += emu->dt[i].bits[WD_DL], a->bits_ul += emu->dt[i].bits[WD_UL];
-    account_energy(emu, a, t1, tbs);
-    if (emu->fwd_open && emu->fwd_n == n_tokens)
-        for (int t = 0; t < n_tokens; t++) emu->fwd_flag[t] |= emu->sel_flag[t];
-    if (emu->fwd_open) {
-        emu->f_bs += tbs;
-        if (crit >= 0) {
-            const wd_emu_dev_time *x = &emu->dt[crit];
-            double air = x->air[WD_DL] + x->air[WD_UL];
-            emu->f_dl += x->t_dl - x->air[WD_DL], emu->f_c += x->t_c;
-            emu->f_ul += x->t_ul - x->air[WD_UL], emu->f_air += air;
-            emu->f_str += wait - sum / na;
-        }
-        if (layer == emu->L - 1) { /* one sample per forward pass (or explicit prefill) */
-            double lat = emu->t - emu->f_start;
-            int join = emu->f_phase == PH_PREFILL && emu->phase_mode == WD_PHASE_PREFILL;
-            emu->last_new = !(join && emu->prefill_open && a->n_lat);
-            if (!emu->last_new)
-                a->lat[a->n_lat - 1] += lat;
-            else if (push_lat(a, lat))
-                return wd_fail(err, errlen, "step: out of memory");
-            emu->prefill_open |= join;
-            emu->last_closed = emu->f_phase;
-            a->tokens += n_tokens, a->forwards++;
-            a->bs += emu->f_bs, a->dl += emu->f_dl, a->c += emu->f_c, a->ul += emu->f_ul;
-            a->air += emu->f_air, a->str += emu->f_str;
-            emu->fwd_open = 0;
-            if (emu->fwd_n == n_tokens)
-                for (int t = 0; t < n_tokens; t++)
-                    for (int b = 0; b < 5; b++) emu->c_tok[b] += (emu->fwd_flag[t] >> b) & 1;
-        }
-    }
+    if (wd_emu_record_step(emu, layer, n_tokens, n, t0, tbs, wait, sum, crit))
+        return wd_fail(err, errlen, "step: out of memory");
     if (res)
         *res = (wd_emu_step_result){layer, n_tokens, na, t0, tbs, wait, tbs + wait, crit, emu->dt};
     return 0;
-}
-
-/* ---- statistics ------------------------------------------------------------------------- */
-void wd_emu_reset_stats(wd_emu *emu) {
-    for (int p = 0; p < 2; p++) {
-        double *lat = emu->ph[p].lat;
-        size_t cap = emu->ph[p].cap_lat;
-        memset(&emu->ph[p], 0, sizeof emu->ph[p]);
-        emu->ph[p].lat = lat, emu->ph[p].cap_lat = cap;
-    }
-    emu->steps = 0;
-    memset(emu->dacc, 0, emu->nd * sizeof *emu->dacc);
-    emu->bs_busy = 0, emu->t_reset = emu->t;
-    emu->fwd_open = 0, emu->prefill_open = 0, emu->last_closed = -1;
-    memset(emu->c_tok, 0, sizeof emu->c_tok);
-    memset(emu->c_steps, 0, sizeof emu->c_steps);
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double quantile(const double *s, size_t n, double q) { /* linear, as numpy */
-    double pos = q * (double)(n - 1);
-    size_t i = (size_t)pos;
-    if (i + 1 >= n) return s[n - 1];
-    return s[i] + (pos - (double)i) * (s[i + 1] - s[i]);
-}
-
-static void summarize_phase(const struct phase_acc *a, wd_emu_phase_summary *s) {
-    s->forwards = a->forwards, s->samples = (long)a->n_lat, s->tokens = a->tokens;
-    s->experts_replaced = a->replaced, s->experts_dropped = a->dropped;
-    s->experts_dropped_nonstraggler = a->nonstraggler;
-    if (a->token_layers > 0) {
-        s->experts_per_token = a->experts / a->token_layers;
-    }
-    if (a->tokens > 0) {
-        s->dl_bits_per_token = a->bits_dl / (double)a->tokens;
-        s->ul_bits_per_token = a->bits_ul / (double)a->tokens;
-    }
-    if (!a->n_lat) return;
-    double sum = 0, F = (double)a->n_lat;
-    for (size_t i = 0; i < a->n_lat; i++) sum += a->lat[i];
-    s->mean_s = sum / (double)a->n_lat;
-    double *v = malloc(a->n_lat * sizeof(double));
-    if (v) {
-        memcpy(v, a->lat, a->n_lat * sizeof(double));
-        qsort(v, a->n_lat, sizeof(double), cmp_double);
-        s->p50_s = quantile(v, a->n_lat, 0.50);
-        s->p95_s = quantile(v, a->n_lat, 0.95);
-        s->p99_s = quantile(v, a->n_lat, 0.99);
-        s->max_s = v[a->n_lat - 1];
-        free(v);
-    }
-    s->bs_s = a->bs / F, s->dl_s = a->dl / F, s->comp_s = a->c / F, s->ul_s = a->ul / F;
-    s->air_s = a->air / F, s->straggle_s = a->str / F;
-}
-
-static void phase_energy(const struct phase_acc *a, wd_emu_phase_summary *s) {
-    s->energy_dl_j = a->e_dl, s->energy_ul_j = a->e_ul;
-    s->energy_device_j = a->e_c, s->energy_bs_j = a->e_bs;
-    double sum = a->e_dl + a->e_ul + a->e_c + a->e_bs;
-    s->energy_per_token_j = a->tokens > 0 ? sum / (double)a->tokens : 0;
-}
-
-void wd_emu_summarize(const wd_emu *emu, wd_emu_summary *s) {
-    memset(s, 0, sizeof *s);
-    summarize_phase(&emu->ph[PH_PREFILL], &s->prefill);
-    summarize_phase(&emu->ph[PH_DECODE], &s->decode);
-    phase_energy(&emu->ph[PH_PREFILL], &s->prefill);
-    phase_energy(&emu->ph[PH_DECODE], &s->decode);
-    const wd_emu_phase_summary *P = &s->prefill, *D = &s->decode;
-    s->energy_active_j = P->energy_dl_j + P->energy_ul_j + P->energy_device_j + P->energy_bs_j +
-                         D->energy_dl_j + D->energy_ul_j + D->energy_device_j + D->energy_bs_j;
-    for (int d = 0; d < emu->nd; d++) {
-        wd_emu_device_stats ds;
-        wd_emu_device_stats_get(emu, d, &ds);
-        s->energy_idle_j += ds.energy_idle_j;
-    }
-    double bs_idle = emu->t - emu->t_reset - emu->bs_busy;
-    s->energy_idle_j += wd_energy_tx(emu->sc.bs.idle_w, bs_idle > 0 ? bs_idle : 0);
-    s->energy_total_j = s->energy_active_j + s->energy_idle_j;
-    s->tokens = s->prefill.tokens + s->decode.tokens;
-    s->forwards = s->prefill.forwards + s->decode.forwards;
-    s->steps = emu->steps;
-    s->experts_replaced = s->prefill.experts_replaced + s->decode.experts_replaced;
-    s->experts_dropped = s->prefill.experts_dropped + s->decode.experts_dropped;
-    s->virtual_time_s = emu->t;
-    s->tokens_rerouted = emu->c_tok[0], s->tokens_fallback = emu->c_tok[1];
-    s->tokens_dropped = emu->c_tok[2], s->tokens_slowed = emu->c_tok[3];
-    s->tokens_link_fault = emu->c_tok[4];
-    s->steps_rerouted = emu->c_steps[0], s->steps_slowed = emu->c_steps[1];
-    s->steps_link_fault = emu->c_steps[2];
-    s->n_faults = emu->sc.n_faults;
-    s->energy_per_token_j = s->tokens > 0 ? s->energy_total_j / (double)s->tokens : 0;
 }

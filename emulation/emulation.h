@@ -115,6 +115,7 @@ typedef struct {
     char column[64];   /* csv: rate column (default "downlink_bps" / "uplink_bps") */
     int csv_device;    /* csv: rows whose "device" column equals this (-1: own index) */
     double offset_s;   /* csv / mahimahi: the link starts this far into the trace */
+    double offset_jitter_s; /* csv / mahimahi: plus a uniform draw in [0, this) from the seed */
     double window_s;   /* mahimahi: window of the rate estimate used for prediction */
     double rate_scale; /* multiplies the rate (1) */
     double latency_s;  /* fixed latency added to every transfer */

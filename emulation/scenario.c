@@ -412,10 +412,10 @@ static int parse_link(pctx *c, json_object *o, const char *path, wd_link_spec *l
                                           NULL};
     static const char *const k_csv[] = {"model",  "latency_s", "rate_scale", "file",
                                         "column", "device",    "offset_s",   "air_interface",
-                                        "shared_capacity", NULL};
+                                        "shared_capacity", "offset_jitter_s", NULL};
     static const char *const k_mm[] = {"model",    "latency_s", "rate_scale",    "file",
                                        "offset_s", "window_s",  "air_interface",
-                                       "shared_capacity", NULL};
+                                       "shared_capacity", "offset_jitter_s", NULL};
     const char *const *keys = m == WD_LINK_SYNTHETIC  ? k_syn
                               : m == WD_LINK_CONSTANT ? k_const
                               : m == WD_LINK_CSV      ? k_csv
@@ -426,6 +426,7 @@ static int parse_link(pctx *c, json_object *o, const char *path, wd_link_spec *l
         string(c, o, path, "column", l->column, sizeof l->column) ||
         int32(c, o, path, "device", 0, WD_MAX_DEVICES - 1, &l->csv_device) ||
         num(c, o, path, "offset_s", 0, 0, 1e9, 1, &l->offset_s) ||
+        num(c, o, path, "offset_jitter_s", 0, 0, 1e9, 1, &l->offset_jitter_s) ||
         num(c, o, path, "window_s", 1e-3, 0, 3600, 1, &l->window_s))
         return 1;
     if (get(o, "air_interface")) {

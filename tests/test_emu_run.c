@@ -330,6 +330,27 @@ static void test_nonstraggler_drops(void) {
     wd_scenario_free(&sc);
 }
 
+/* offset_jitter_s: the channel seed moves each device within its trace (the
+ * shipped trace scenarios), so runs over several seeds see different channels. */
+static void test_trace_seed(void) {
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/bench/scenarios/att-lte-driving.json", WD_SOURCE_DIR);
+    wd_scenario sc;
+    CHECKF(wd_scenario_load(&sc, path, err, sizeof err) == 0, "%s", err);
+    CHECK(sc.dev[0].link[WD_DL].offset_jitter_s == 15);
+    double r[3][2];
+    for (int i = 0; i < 3; i++) {
+        sc.seed = i < 2 ? 1 : 2;
+        wd_emu *emu;
+        CHECKF(wd_emu_create(&emu, &sc, NULL, err, sizeof err) == 0, "%s", err);
+        for (int d = 0; d < 2; d++) r[i][d] = wd_link_mean_rate(wd_emu_link(emu, d, WD_DL), 0, 2.0);
+        wd_emu_free(emu);
+    }
+    CHECK(r[0][0] == r[1][0] && r[0][1] == r[1][1]);  /* same seed, same channel */
+    CHECK(r[0][0] != r[2][0] || r[0][1] != r[2][1]);  /* another seed, another start */
+    wd_scenario_free(&sc);
+}
+
 /* A Mahimahi trace is one user's delivery schedule: two devices on the same
  * trace (12 Mbit/s: one 1500-byte opportunity every ms) each get all of it,
  * unless the scenario asks for the capacity to be shared. */
@@ -626,6 +647,7 @@ int main(void) {
     test_phases();
     test_outage_replacement();
     test_trace_capacity();
+    test_trace_seed();
     test_nonstraggler_drops();
     test_determinism();
     test_probs_file();

@@ -1,0 +1,106 @@
+/* Private to emulation/emu.c, stats.c and energy.c: the emulator's state. */
+#ifndef WD_EMU_PRIVATE_H
+#define WD_EMU_PRIVATE_H
+
+#include "emulation/internal.h"
+
+struct wd_emu {
+    wd_scenario sc; /* deep copy */
+    wd_emu_shape shape;
+    int has_shape, nd, E, L, k;
+    const wd_policy *pol;
+    wd_policy_params par;
+    wd_link **link; /* [nd * 2] */
+    unsigned char *air_on; /* [nd * 2]: the link pays the air interface */
+    unsigned char *split;  /* [nd * 2]: the link's capacity is the band shared by the active
+                              devices (else the device's own: a trace, used whole) */
+    int *c_active;         /* [nd] the devices sharing the band in allocate() */
+    double *c_ready, *c_bits, *c_share;
+    double air_mean[2], air_duty[2]; /* prediction: mean overhead of a small transfer, duty */
+    wd_synth *syn;  /* [nd] */
+    unsigned char *has_syn;
+    int *los;
+    int *rep_off, *rep_dev; /* expert e on devices rep_dev[rep_off[e] .. rep_off[e+1]) */
+    int *rep;               /* [E] replica in use now (-1: none reachable) */
+    double rep_time;
+    double bits_tok, s0, bs_flops_tok, bs_bytes_step, bs1;
+    int any_syn, rep_dirty; /* rep_dirty: recompute the best replicas */
+    double *tc1;            /* [nd] compute time of one token through one expert */
+    double *tau_dev, *tau_e, *tau_best;
+    double *en_dev, *en_e; /* predicted energy of one token through a device / expert (J) */
+    double p_bs_w, p_ue_w; /* transmit powers (W) */
+    struct dev_acc {       /* per device since the last reset: busy time, energy, calls, queue */
+        double busy, e_c, e_dl, e_ul, qwait;
+        long calls, tokens;
+        int max_q;
+    } *dacc;
+    double bs_busy, t_reset; /* BS busy time; clock at the last reset */
+    double *tau_from, *tau_until; /* tau_dev[d] holds on [from, until) */
+    double pred_lo, pred_hi;      /* all of them hold on [pred_lo, pred_hi) */
+    double forget_t;              /* the synthetic channels drop nothing before */
+    unsigned char *avail_e, *mark;
+    /* step scratch */
+    long gen, tok;
+    long *dev_gen, *dev_tok, *exp_gen;
+    int *cnt_e, *exp_dev, *exp_list, *active, *slot, n_active, n_exp;
+    wd_emu_dev_time *dt;
+    double *ready, *bits, *share;
+    double *pscratch;
+    size_t pscratch_n;
+    double t;
+    /* statistics, per phase (PH_PREFILL, PH_DECODE): one latency sample per
+     * forward pass (prefill: time to first token; decode: time per output
+     * token), sums of the critical-path terms per forward */
+    wd_emu_phase phase_mode;
+    struct phase_acc {
+        double *lat;
+        size_t n_lat, cap_lat;
+        long forwards, tokens, replaced, dropped, nonstraggler;
+        double bs, dl, c, ul, air, str, experts, token_layers, bits_dl, bits_ul;
+        double e_dl, e_ul, e_c, e_bs; /* energy (J): radio, device compute, BS compute */
+    } ph[2];
+    long steps;
+    int fwd_open, f_phase;
+    int prefill_open; /* explicit prefill: later prefill passes join the open sample */
+    int last_closed;  /* phase of the forward just closed (-1: none, or a step since) */
+    int last_new;     /* it started a latency sample */
+    double f_start, f_bs, f_dl, f_c, f_ul, f_air, f_str;
+    long sel_replaced; /* of the last selection: top-k experts replaced (outage) */
+    long sel_nonstraggler; /* of the last selection: drops of experts faster than the wait */
+    int *base_ids;         /* [base_cap] scratch of mark_selection */
+    size_t base_cap;
+    /* faults and unreachable experts: per-token flags (FL_*) of the last
+     * selection (sel_n tokens, -1: none pending) and of the open forward */
+    unsigned char *sel_flag, *fwd_flag, *dev_flag;
+    int *top_ids;
+    int flag_cap, sel_n, fwd_n;
+    long c_tok[5], c_steps[3];
+};
+
+enum { PH_PREFILL = 0, PH_DECODE = 1 };
+enum { FL_REROUTED = 1, FL_FALLBACK = 2, FL_DROPPED = 4, FL_SLOWED = 8, FL_LINK = 16 };
+
+/* emu.c */
+double wd_emu_slow_factor(const wd_emu *emu, int d, double t); /* slow faults at t */
+double wd_emu_expert_time(const wd_emu *emu, int d, int n);   /* roofline of n tokens */
+
+/* energy.c: energy and per-device accounting */
+/* The step just planned (dt, exp_list): radio, device and BS energy into
+ * the phase a and the devices; busy time, calls, queue. */
+void wd_emu_account_energy(wd_emu *emu, struct phase_acc *a, double tbs);
+void wd_emu_energy_reset(wd_emu *emu);
+void wd_emu_energy_summarize(const wd_emu *emu, wd_emu_summary *s); /* after the phases */
+
+/* stats.c: fault accounting and statistics */
+int wd_emu_reserve_flags(wd_emu *emu, int n);
+/* Per token of the selection just made: rerouted, fallback, dropped flags;
+ * experts replaced on outage and dropped although not the straggler. */
+void wd_emu_mark_selection(wd_emu *emu, int n_tokens, const float *probs, const int *n,
+                           const int *expert);
+/* The fault flags of a planned step (devices in dt, compute from t1); 1: no memory. */
+int wd_emu_account_faults(wd_emu *emu, int n_tokens, const int *n, const int *expert, double t1);
+/* The statistics of a step taken (clock already advanced); 1: no memory. */
+int wd_emu_record_step(wd_emu *emu, int layer, int n_tokens, const int *n, double t0, double tbs,
+                       double wait, double sum, int crit);
+
+#endif
