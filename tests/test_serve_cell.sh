@@ -40,6 +40,23 @@ printf 'arrival_s,max_new_tokens,prompt\n0,4,Once upon a time\n0.001,3,The cat, 
 "$bin" serve-cell --model "$model" --scenario "$scen" --trace "$tmp/trace.csv" --users-table >"$tmp/t.txt" 2>&1 || bad "trace run"
 grep -q "2 requests" "$tmp/t.txt" && ok || bad "trace: 2 requests"
 
+# one request arriving at 0 is `wdmoe generate`: the same tokens and the same latency,
+# energy and device reports, bit for bit
+"$bin" generate --model "$model" --prompt "Once upon a time" -n 12 --scenario "$scen" \
+    --policy wdmoe --json "$tmp/gen.json" >/dev/null 2>&1 || bad "generate run"
+printf 'arrival_s,max_new_tokens,prompt\n0,12,Once upon a time\n' >"$tmp/one.csv"
+"$bin" serve-cell --model "$model" --scenario "$scen" --policy wdmoe --trace "$tmp/one.csv" \
+    --json "$tmp/one.json" >/dev/null 2>&1 || bad "one-request serve-cell run"
+python3 - "$tmp/gen.json" "$tmp/one.json" <<'PY' && ok || bad "one request differs from generate"
+import json, sys
+g, s = (json.load(open(p)) for p in sys.argv[1:3])
+u = s["users"][0]
+assert g["latency"] == s["latency"], "latency"
+assert g["devices"] == s["devices"], "devices"
+assert g["tokens"][g["prompt_tokens"]:] == u["tokens"], "tokens"
+assert u["ttft_s"] == g["latency"]["prefill"]["mean_s"], "ttft"
+PY
+
 check_bad() { # expected-substring args...
     local want="$1"; shift
     local msg
