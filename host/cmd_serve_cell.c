@@ -484,9 +484,10 @@ int wd_cmd_serve_cell(int argc, char **argv) {
         }
         json_object_object_add(root, "users", ju);
         json_object_object_add(root, "devices", wd_emu_devices_json(emu));
-        const char *tn[] = {"t_s", "tokens", "users", "waiting", "kv_bytes", "energy_j"};
-        json_object *ta[6];
-        for (int j = 0; j < 6; j++) ta[j] = json_object_new_array();
+        const char *tn[] = {"t_s",      "tokens",   "users",       "waiting",
+                            "kv_bytes", "energy_j", "device_util", "device_queue_s"};
+        json_object *ta[8];
+        for (int j = 0; j < 8; j++) ta[j] = json_object_new_array();
         for (long s = 0; s < res.n_timeline; s++) {
             const wd_serve_step *st = &res.timeline[s];
             json_object_array_add(ta[0], json_object_new_double(st->t_start));
@@ -495,8 +496,10 @@ int wd_cmd_serve_cell(int argc, char **argv) {
             json_object_array_add(ta[3], json_object_new_int(st->waiting));
             json_object_array_add(ta[4], json_object_new_double(st->kv_bytes));
             json_object_array_add(ta[5], json_object_new_double(st->energy_j));
+            json_object_array_add(ta[6], json_object_new_double(st->device_util));
+            json_object_array_add(ta[7], json_object_new_double(st->device_queue_s));
         }
-        for (int j = 0; j < 6; j++) json_object_object_add(jt, tn[j], ta[j]);
+        for (int j = 0; j < 8; j++) json_object_object_add(jt, tn[j], ta[j]);
         json_object_object_add(root, "timeline", jt);
         const char *txt = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY);
         if (!txt || wd_emu_write_atomic(json_path, txt, strlen(txt), err, sizeof err)) {

@@ -190,6 +190,8 @@ typedef struct {
     double t_start, t_end; /* virtual */
     int tokens, running, waiting, seqs;
     double kv_bytes, energy_j; /* KV reserved; active energy of the step */
+    double device_util;        /* mean over devices of compute time / step time */
+    double device_queue_s;     /* expert calls' waiting behind earlier calls, summed */
 } wd_serve_step;
 
 typedef struct {

@@ -39,6 +39,16 @@ static double now_s(void) {
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
+/* Summed busy time and queue wait of every device so far. */
+static void device_totals(const wd_emu *emu, double *busy, double *queue) {
+    *busy = *queue = 0;
+    for (int d = 0; d < wd_emu_n_devices(emu); d++) {
+        wd_emu_device_stats ds;
+        wd_emu_device_stats_get(emu, d, &ds);
+        *busy += ds.busy_s, *queue += ds.queue_wait_s;
+    }
+}
+
 /* The scheduler's hooks, with the batched expert calls timed (wall clock,
  * for the emulator's own speed: GFLOP/s of the real expert GEMMs). */
 typedef struct {
@@ -256,9 +266,12 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
         for (int i = 0; i < nb; i++) n_tok += ntok[i];
         int ph = pre ? WD_PHASE_PREFILL : WD_PHASE_DECODE;
         if (ph != phase) wd_emu_set_phase(emu, (wd_emu_phase)ph), phase = ph;
-        double e0 = wd_emu_energy_active_j(emu);
+        double e0 = wd_emu_energy_active_j(emu), b0, q0, b1, q1;
+        device_totals(emu, &b0, &q0);
         if (wd_forward_batch(batch, seqs, toks, ntok, nb, logits, err, errlen)) goto done;
         double t1 = wd_emu_time(emu), e_step = wd_emu_energy_active_j(emu) - e0;
+        device_totals(emu, &b1, &q1);
+        double span = (t1 - t) * wd_emu_n_devices(emu);
         if (res->n_timeline == tl_cap) {
             long cap = tl_cap ? 2 * tl_cap : 256;
             wd_serve_step *p = realloc(res->timeline, (size_t)cap * sizeof *p);
@@ -269,7 +282,8 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
             res->timeline = p, tl_cap = cap;
         }
         res->timeline[res->n_timeline++] =
-            (wd_serve_step){t, t1, n_tok, n_run, n_wait, nb, kv_used, e_step};
+            (wd_serve_step){t,       t1,     n_tok,  n_run, n_wait, nb,
+                            kv_used, e_step, span > 0 ? (b1 - b0) / span : 0, q1 - q0};
         /* outputs: a user whose prompt is complete samples its next token */
         for (int i = 0; i < nb; i++) {
             int id = who[i];

@@ -135,6 +135,18 @@ static void test_two_users(const wd_model *m, wd_pool *pool, const wd_scenario *
         calls += ds.calls;
     }
     CHECK(calls > 0);
+    double busy = 0, from_timeline = 0; /* the timeline's utilisation adds up to the busy time */
+    for (int d = 0; d < 4; d++) {
+        wd_emu_device_stats ds;
+        wd_emu_device_stats_get(emu, d, &ds);
+        busy += ds.busy_s;
+    }
+    for (long s = 0; s < r.n_timeline; s++) {
+        const wd_serve_step *st = &r.timeline[s];
+        CHECK(st->device_util > 0 && st->device_util <= 1 && st->device_queue_s == 0);
+        from_timeline += st->device_util * (st->t_end - st->t_start) * 4;
+    }
+    CHECK_NEAR(from_timeline, busy, 1e-12 * busy);
     free(p);
     wd_serve_result_free(&r);
     wd_scheduler_free(k);
