@@ -93,7 +93,7 @@ static double bench_policy_only(const char *policy, const float *probs, double s
     while (t1 - t0 < seconds) {
         for (int i = 0; i < TOKENS * LAYERS; i++) {
             wd_policy_io io = {1,  EXPERTS, 2,      probs + (size_t)i * EXPERTS, tau, av, n,
-                               ex, w,       scratch, NULL};
+                               ex, w,       scratch, NULL, NULL};
             pol->select(&par, &io);
             sink += n[0];
         }

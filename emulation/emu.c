@@ -6,7 +6,7 @@
 #include "emulation/emu_private.h"
 
 /* ---- compute ------------------------------------------------------------------ */
-static double expert_time(const wd_emu *emu, int d, int n) {
+double wd_emu_expert_time(const wd_emu *emu, int d, int n) {
     double H = emu->shape.hidden, F = emu->shape.ffn;
     double flops = 6.0 * H * F * n;
     double bytes = 3.0 * H * F * emu->shape.weight_bytes + n * (2.0 * H + 3.0 * F) * 4.0;
@@ -44,7 +44,7 @@ void wd_emu_free(wd_emu *emu) {
                  emu->bits,      emu->share,    emu->pscratch, emu->ph[0].lat, emu->sel_flag,
                  emu->fwd_flag,  emu->dev_flag, emu->top_ids, emu->ph[1].lat, emu->air_on,
                  emu->split, emu->c_active, emu->c_ready, emu->c_bits, emu->c_share,
-                 emu->base_ids};
+                 emu->base_ids, emu->en_dev, emu->en_e, emu->dacc};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
     free(emu);
 }
@@ -264,6 +264,11 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
     emu->los = calloc(nd, sizeof(int));
     emu->tc1 = calloc(nd, sizeof(double));
     emu->tau_dev = calloc(nd, sizeof(double));
+    emu->en_dev = calloc(nd, sizeof(double));
+    emu->dacc = calloc(nd, sizeof *emu->dacc);
+    emu->en_e = calloc(E, sizeof(double));
+    emu->p_bs_w = wd_dbm_to_watt(sc->radio.bs_tx_power_dbm);
+    emu->p_ue_w = wd_dbm_to_watt(sc->radio.ue_tx_power_dbm);
     emu->tau_from = calloc(nd, sizeof(double));
     emu->tau_until = calloc(nd, sizeof(double)); /* [0, 0): empty, nothing cached */
     emu->mark = calloc(nd, 1);
@@ -288,8 +293,10 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
     emu->top_ids = calloc(E, sizeof(int));
     emu->sel_n = -1;
     emu->last_closed = -1;
-    if (!emu->dev_flag || !emu->top_ids || !emu->link || !emu->air_on || !emu->split ||
-        !emu->c_active || !emu->c_ready || !emu->c_bits || !emu->c_share || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 || !emu->tau_dev ||
+    if (!emu->en_dev || !emu->dacc || !emu->en_e || !emu->dev_flag || !emu->top_ids ||
+        !emu->link || !emu->air_on || !emu->split || !emu->c_active || !emu->c_ready ||
+        !emu->c_bits || !emu->c_share || !emu->syn || !emu->has_syn || !emu->los || !emu->tc1 ||
+        !emu->tau_dev ||
         !emu->tau_from || !emu->tau_until || !emu->mark || !emu->dev_gen || !emu->dev_tok ||
         !emu->active || !emu->slot || !emu->dt || !emu->ready || !emu->bits || !emu->share ||
         !emu->rep_off || !emu->rep || !emu->tau_e || !emu->tau_best || !emu->avail_e ||
@@ -306,7 +313,7 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
         emu->bs_bytes_step =
             shape->bs_layer_bytes > 0 ? shape->bs_layer_bytes : elems * shape->weight_bytes;
         emu->bits_tok = H * sc->activation_bits;
-        for (int d = 0; d < nd; d++) emu->tc1[d] = expert_time(emu, d, 1);
+        for (int d = 0; d < nd; d++) emu->tc1[d] = wd_emu_expert_time(emu, d, 1);
         emu->bs1 = bs_time(emu, 1);
     }
     *out = emu;
@@ -377,6 +384,7 @@ static double device_tau(wd_emu *emu, int d, double t, double s_dl, double s_ul,
     wd_link *dl = emu->link[2 * d], *ul = emu->link[2 * d + 1];
     double u1, u2, tc = emu->tc1[d];
     *until = INFINITY;
+    emu->en_dev[d] = INFINITY;
     for (int i = 0; i < emu->sc.n_faults; i++) { /* device faults: the next change */
         const wd_fault *f = &emu->sc.faults[i];
         if (f->device != d || f->kind == WD_FAULT_LINK) continue;
@@ -394,6 +402,11 @@ static double device_tau(wd_emu *emu, int d, double t, double s_dl, double s_ul,
     double a[2] = {0, 0}, f[2] = {1, 1};
     for (int k = 0; k < 2; k++)
         if (emu->air_on[2 * d + k]) a[k] = emu->air_mean[k], f[k] = emu->air_duty[k];
+    /* energy: the radio sends only during the data airtime (not while it waits
+     * for a grant, a slot or the other direction's TDD slots) */
+    emu->en_dev[d] = wd_energy_tx(emu->p_bs_w * s_dl, emu->bits_tok / rd) +
+                     wd_energy_tx(emu->p_ue_w, emu->bits_tok / ru) +
+                     wd_energy_tx(emu->sc.dev[d].profile.busy_w, tc);
     return dl->latency + a[0] + emu->bits_tok / (rd * f[0]) + tc + ul->latency + a[1] +
            emu->bits_tok / (ru * f[1]);
 }
@@ -429,6 +442,7 @@ int wd_emu_predict(wd_emu *emu, double *tau, unsigned char *avail) {
             }
             emu->rep[e] = best;
             emu->tau_best[e] = bt;
+            emu->en_e[e] = best >= 0 ? emu->en_dev[best] : INFINITY;
         }
     int reach = 0;
     for (int e = 0; e < emu->E; e++) {
@@ -538,6 +552,7 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
                 emu->cnt_e[e] = 0;
                 emu->exp_dev[e] = d;
                 emu->exp_list[emu->n_exp++] = e;
+                emu->dt[emu->slot[d]].calls++;
             }
             emu->cnt_e[e]++;
         }
@@ -545,7 +560,7 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
     for (int i = 0; i < emu->n_exp; i++) {
         int e = emu->exp_list[i], d = emu->exp_dev[e];
         emu->dt[emu->slot[d]].t_c +=
-            emu->cnt_e[e] == 1 ? emu->tc1[d] : expert_time(emu, d, emu->cnt_e[e]);
+            emu->cnt_e[e] == 1 ? emu->tc1[d] : wd_emu_expert_time(emu, d, emu->cnt_e[e]);
     }
     int na = emu->n_active;
     if (measured)
@@ -612,7 +627,8 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
     }
     wd_emu_predict(emu, emu->tau_e, emu->avail_e);
     wd_policy_io io = {n_tokens,     emu->E, emu->k, probs,  emu->tau_e,
-                       emu->avail_e, n,      expert, weight, emu->pscratch, emu->pol_user};
+                       emu->avail_e, n,      expert, weight, emu->pscratch, emu->en_e,
+                       emu->pol_user};
     if (emu->pol->select(&emu->par, &io))
         return wd_fail(err, errlen, "policy %s failed", emu->pol->name);
     double t1 = emu->t + bs_time(emu, n_tokens);
@@ -636,6 +652,7 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
         for (int e = 0; e < emu->E; e++) {
             int d = emu->rep[e];
             emu->tau_e[e] = d >= 0 ? emu->tau_dev[d] : INFINITY;
+            emu->en_e[e] = d >= 0 ? emu->en_dev[d] : INFINITY;
             emu->avail_e[e] = d >= 0 && isfinite(emu->tau_e[e]);
         }
         if (emu->pol->select(&emu->par, &io))

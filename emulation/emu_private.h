@@ -1,4 +1,4 @@
-/* Private to emulation/emu.c and emulation/stats.c: the emulator's state. */
+/* Private to emulation/emu.c, stats.c and energy.c: the emulator's state. */
 #ifndef WD_EMU_PRIVATE_H
 #define WD_EMU_PRIVATE_H
 
@@ -29,6 +29,14 @@ struct wd_emu {
     int any_syn, rep_dirty; /* rep_dirty: recompute the best replicas */
     double *tc1;            /* [nd] compute time of one token through one expert */
     double *tau_dev, *tau_e, *tau_best;
+    double *en_dev, *en_e; /* predicted energy of one token through a device / expert (J) */
+    double p_bs_w, p_ue_w; /* transmit powers (W) */
+    struct dev_acc {       /* per device since the last reset: busy time, energy, calls, queue */
+        double busy, e_c, e_dl, e_ul, qwait;
+        long calls, tokens;
+        int max_q;
+    } *dacc;
+    double bs_busy, t_reset; /* BS busy time; clock at the last reset */
     double *tau_from, *tau_until; /* tau_dev[d] holds on [from, until) */
     double pred_lo, pred_hi;      /* all of them hold on [pred_lo, pred_hi) */
     double forget_t;              /* the synthetic channels drop nothing before */
@@ -51,6 +59,7 @@ struct wd_emu {
         size_t n_lat, cap_lat;
         long forwards, tokens, replaced, dropped, nonstraggler;
         double bs, dl, c, ul, air, str, experts, token_layers, bits_dl, bits_ul;
+        double e_dl, e_ul, e_c, e_bs; /* energy (J): radio, device compute, BS compute */
     } ph[2];
     long steps;
     int fwd_open, f_phase;
@@ -75,6 +84,14 @@ enum { FL_REROUTED = 1, FL_FALLBACK = 2, FL_DROPPED = 4, FL_SLOWED = 8, FL_LINK 
 
 /* emu.c */
 double wd_emu_slow_factor(const wd_emu *emu, int d, double t); /* slow faults at t */
+double wd_emu_expert_time(const wd_emu *emu, int d, int n);   /* roofline of n tokens */
+
+/* energy.c: energy and per-device accounting */
+/* The step just planned (dt, exp_list): radio, device and BS energy into
+ * the phase a and the devices; busy time, calls, queue. */
+void wd_emu_account_energy(wd_emu *emu, struct phase_acc *a, double tbs);
+void wd_emu_energy_reset(wd_emu *emu);
+void wd_emu_energy_summarize(const wd_emu *emu, wd_emu_summary *s); /* after the phases */
 
 /* stats.c: fault accounting and statistics */
 int wd_emu_reserve_flags(wd_emu *emu, int n);

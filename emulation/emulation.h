@@ -82,6 +82,8 @@ typedef struct {
     double calibration;  /* measured compute (GPU backend): kernel seconds x this (0: 1) */
     int gpu_sms;         /* GPU backend: a green context with about this many SMs (0: a
                             plain stream on the whole GPU) */
+    double idle_w;       /* power drawn when idle (W) */
+    double busy_w;       /* power drawn while computing (W, >= idle_w) */
 } wd_compute_profile;
 
 /* Named presets ("phone", "phone-low", "laptop", "jetson-orin-nano",
@@ -209,7 +211,23 @@ typedef struct {
     double gamma;  /* wdmoe: required WLR gain over top-k (1.05) */
     double theta;  /* wlr-drop, dynamic: weight threshold (0.3) */
     int m;         /* fastest: candidates by weight (0 = 2 top_k) */
+    double quality; /* energy: gate mass of the top-k a token keeps at least (0.8) */
 } wd_policy_params;
+
+/* Many users (`wdmoe serve-cell`; the command's options override): Poisson
+ * arrivals of `users` requests at rate_per_s (the first at 0), or a request
+ * trace (CSV: arrival_s,max_new_tokens,prompt); prompts cycle through the
+ * lines of a prompts file. Zeros: the command's defaults. */
+typedef struct {
+    int users;
+    double rate_per_s;
+    int max_new_tokens;
+    int prefill_chunk;      /* prompt tokens per step over all users */
+    double kv_budget_bytes; /* BS KV-cache memory for all users (0: unlimited) */
+    int max_batch;          /* running users at most (0: unlimited) */
+    double tpot_slo_s, ttft_slo_s; /* goodput: requests meeting both (0: not checked) */
+    char prompts[1024], trace[1024]; /* resolved paths ("" none) */
+} wd_workload;
 
 typedef struct {
     char name[64];
@@ -228,6 +246,7 @@ typedef struct {
     double max_wait_s; /* a transfer not done after this is "never" (error) */
     int compute_measured; /* "compute": "measured": device compute times from the GPU
                              backend's kernel timings x calibration (else modeled) */
+    wd_workload workload;
 } wd_scenario;
 
 /* A default cell: n devices 50..500 m away (UMa, 3.5 GHz, synthetic links),
@@ -297,6 +316,8 @@ typedef struct {
     int *expert;
     float *weight;
     double *scratch; /* WD_POLICY_SCRATCH(n_tokens, n_experts) doubles */
+    const double *energy; /* [E] predicted energy of one token through each expert (J:
+                             radio both ways + device compute); NULL when not known */
     void *user;      /* a caller's policy (wd_emu_set_policy_fn): its pointer; else NULL */
 } wd_policy_io;
 
@@ -343,6 +364,7 @@ typedef struct {
     double share[2];        /* band shares */
     double t_dl, t_c, t_ul; /* s */
     double air[2];          /* the air-interface overhead included in t_dl, t_ul (s) */
+    int calls;              /* expert calls it serves (experts with tokens), one after another */
 } wd_emu_dev_time;
 
 typedef struct {
@@ -378,6 +400,13 @@ typedef struct {
     /* of the dropped: experts whose predicted latency was below the largest
      * of the step's top-k, so dropping them set no wait */
     long experts_dropped_nonstraggler;
+    /* energy (J, totals of the phase): radio transmit energy per direction
+     * (downlink: the BS's power x the band share x airtime; uplink: the UE's
+     * power x airtime; airtime excludes the air-interface overhead and the
+     * fixed link latency), device compute (busy watts x compute time) and BS
+     * compute (busy watts x BS time, LM head included); per token: their sum
+     * over the phase's tokens. Idle power is in the run summary. */
+    double energy_dl_j, energy_ul_j, energy_device_j, energy_bs_j, energy_per_token_j;
 } wd_emu_phase_summary;
 
 typedef struct {
@@ -396,7 +425,16 @@ typedef struct {
     long tokens_rerouted, tokens_fallback, tokens_dropped, tokens_slowed, tokens_link_fault;
     long steps_rerouted, steps_slowed, steps_link_fault;
     int n_faults; /* the scenario's faults (the table shows the counts when > 0 or any is) */
+    /* energy of the cell over the virtual time: both phases' active energy
+     * plus the idle watts of every device and the BS while not computing;
+     * per token over both phases' tokens */
+    double energy_active_j, energy_idle_j, energy_total_j, energy_per_token_j;
 } wd_emu_summary;
+
+/* Energy (J) of drawing watts for seconds: the one formula behind every
+ * energy figure (a transfer: transmit power x airtime). */
+double wd_energy_tx(double watts, double seconds);
+
 
 typedef struct wd_emu wd_emu;
 
@@ -461,6 +499,25 @@ void wd_emu_summarize(const wd_emu *emu, wd_emu_summary *s);
 /* The decode samples (time per output token, s) recorded so far, in order; *n their
  * count. Valid until the next step or reset. */
 const double *wd_emu_token_latencies(const wd_emu *emu, size_t *n);
+/* One device over the run (since the last reset): time computing, expert
+ * calls and tokens, energy (J) of its compute (busy watts) and of the radio
+ * transfers to and from it, and its queue: expert calls waiting behind an
+ * earlier call of the same layer step (max_queue: the longest such line,
+ * queue_wait_s: the summed waiting of the calls). utilisation = busy_s /
+ * the virtual time. */
+typedef struct {
+    double busy_s, utilisation, energy_compute_j, energy_idle_j, energy_dl_j, energy_ul_j,
+        queue_wait_s;
+    long calls, tokens;
+    int max_queue;
+} wd_emu_device_stats;
+int wd_emu_device_stats_get(const wd_emu *emu, int device, wd_emu_device_stats *out);
+/* Every device's stats as a JSON array (name, utilisation, busy time, calls,
+ * tokens, queue, energy terms) and as an aligned table. */
+struct json_object *wd_emu_devices_json(const wd_emu *emu);
+void wd_emu_devices_print(FILE *f, const wd_emu *emu);
+/* Active energy (J) so far, both phases (cheap: no summary). */
+double wd_emu_energy_active_j(const wd_emu *emu);
 void wd_emu_reset_stats(wd_emu *emu);
 /* One aligned table (two columns: metric, value). */
 void wd_emu_summary_print(FILE *f, const wd_emu_summary *s);

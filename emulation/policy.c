@@ -12,6 +12,7 @@ int wd_policy_wlr_drop(const wd_policy_params *p, wd_policy_io *io);
 int wd_policy_dynamic(const wd_policy_params *p, wd_policy_io *io);
 int wd_policy_fastest(const wd_policy_params *p, wd_policy_io *io);
 int wd_policy_wdmoe_straggler(const wd_policy_params *p, wd_policy_io *io);
+int wd_policy_energy(const wd_policy_params *p, wd_policy_io *io);
 
 static const wd_policy table[] = {
     {"topk", "the model's own top-k (baseline)", wd_policy_topk},
@@ -23,6 +24,8 @@ static const wd_policy table[] = {
     {"fastest", "the k fastest among the m most probable", wd_policy_fastest},
     {"wdmoe-straggler", "wdmoe, dropping only an expert that sets the layer's wait",
      wd_policy_wdmoe_straggler},
+    {"energy", "drop the expert of highest energy per gate weight while the kept top-k mass >= quality",
+     wd_policy_energy},
 };
 
 int wd_policy_count(void) { return (int)(sizeof table / sizeof table[0]); }
@@ -46,6 +49,7 @@ const wd_policy *wd_policy_find(const char *name) {
 
 void wd_policy_defaults(wd_policy_params *p) {
     p->alpha = 0.5, p->dtheta = 0.05, p->gamma = 1.05, p->theta = 0.3, p->m = 0;
+    p->quality = 0.8;
 }
 
 /* m <= 2 (top-k of Mixtral-like models): one pass, no data-dependent branches. */

@@ -48,8 +48,22 @@ void wd_emu_summary_print(FILE *f, const wd_emu_summary *s) {
             D->dl_bits_per_token);
     fprintf(f, "  %-28s %16.0f %16.0f\n", "uplink bits per token", P->ul_bits_per_token,
             D->ul_bits_per_token);
+    const struct {
+        const char *name;
+        double p, d;
+    } en[] = {
+        {"energy per token (mJ)", P->energy_per_token_j, D->energy_per_token_j},
+        {"  downlink radio (mJ)", P->energy_dl_j, D->energy_dl_j},
+        {"  uplink radio (mJ)", P->energy_ul_j, D->energy_ul_j},
+        {"  device compute (mJ)", P->energy_device_j, D->energy_device_j},
+        {"  BS compute (mJ)", P->energy_bs_j, D->energy_bs_j},
+    };
+    for (size_t i = 0; i < sizeof en / sizeof en[0]; i++)
+        fprintf(f, "  %-28s %16.4g %16.4g\n", en[i].name, en[i].p * 1e3, en[i].d * 1e3);
     fprintf(f, "  %-28s %16ld\n", "layer steps", s->steps);
     fprintf(f, "  %-28s %16.6f\n", "virtual time (s)", s->virtual_time_s);
+    fprintf(f, "  %-28s %16.4g\n", "energy, with idle (J)", s->energy_total_j);
+    fprintf(f, "  %-28s %16.4g\n", "energy per token (mJ)", s->energy_per_token_j * 1e3);
     if (s->n_faults || s->tokens_rerouted || s->tokens_fallback || s->tokens_dropped ||
         s->tokens_slowed || s->tokens_link_fault) {
         const struct {
@@ -94,6 +108,11 @@ static json_object *phase_json(const wd_emu_phase_summary *s) {
         {"experts_per_token", s->experts_per_token},
         {"downlink_bits_per_token", s->dl_bits_per_token},
         {"uplink_bits_per_token", s->ul_bits_per_token},
+        {"energy_per_token_j", s->energy_per_token_j},
+        {"energy_downlink_j", s->energy_dl_j},
+        {"energy_uplink_j", s->energy_ul_j},
+        {"energy_device_j", s->energy_device_j},
+        {"energy_bs_j", s->energy_bs_j},
     };
     for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
         json_object_object_add(o, d[i].name, json_object_new_double(d[i].v));
@@ -115,6 +134,11 @@ struct json_object *wd_emu_summary_json(const wd_emu_summary *s) {
     json_object_object_add(o, "experts_replaced", json_object_new_int64(s->experts_replaced));
     json_object_object_add(o, "experts_dropped", json_object_new_int64(s->experts_dropped));
     json_object_object_add(o, "virtual_time_s", json_object_new_double(s->virtual_time_s));
+    json_object_object_add(o, "energy_active_j", json_object_new_double(s->energy_active_j));
+    json_object_object_add(o, "energy_idle_j", json_object_new_double(s->energy_idle_j));
+    json_object_object_add(o, "energy_total_j", json_object_new_double(s->energy_total_j));
+    json_object_object_add(o, "energy_per_token_j",
+                           json_object_new_double(s->energy_per_token_j));
     const struct {
         const char *name;
         long v;
@@ -127,6 +151,46 @@ struct json_object *wd_emu_summary_json(const wd_emu_summary *s) {
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
         json_object_object_add(o, c[i].name, json_object_new_int64(c[i].v));
     return o;
+}
+
+struct json_object *wd_emu_devices_json(const wd_emu *emu) {
+    json_object *arr = json_object_new_array();
+    if (!arr) return NULL;
+    const wd_scenario *sc = wd_emu_scenario(emu);
+    for (int d = 0; d < wd_emu_n_devices(emu); d++) {
+        wd_emu_device_stats ds;
+        wd_emu_device_stats_get(emu, d, &ds);
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "name", json_object_new_string(sc->dev[d].name));
+        const struct {
+            const char *name;
+            double v;
+        } f[] = {{"utilisation", ds.utilisation},         {"busy_s", ds.busy_s},
+                 {"queue_wait_s", ds.queue_wait_s},       {"energy_compute_j", ds.energy_compute_j},
+                 {"energy_idle_j", ds.energy_idle_j},     {"energy_downlink_j", ds.energy_dl_j},
+                 {"energy_uplink_j", ds.energy_ul_j}};
+        for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+            json_object_object_add(o, f[i].name, json_object_new_double(f[i].v));
+        json_object_object_add(o, "calls", json_object_new_int64(ds.calls));
+        json_object_object_add(o, "tokens", json_object_new_int64(ds.tokens));
+        json_object_object_add(o, "max_queue", json_object_new_int(ds.max_queue));
+        json_object_array_add(arr, o);
+    }
+    return arr;
+}
+
+void wd_emu_devices_print(FILE *f, const wd_emu *emu) {
+    const wd_scenario *sc = wd_emu_scenario(emu);
+    fprintf(f, "  %-16s %8s %9s %10s %9s %10s %10s %10s\n", "device", "util %", "calls",
+            "tok/call", "max queue", "queue ms", "compute J", "radio J");
+    for (int d = 0; d < wd_emu_n_devices(emu); d++) {
+        wd_emu_device_stats ds;
+        wd_emu_device_stats_get(emu, d, &ds);
+        fprintf(f, "  %-16.16s %8.2f %9ld %10.2f %9d %10.3f %10.4g %10.4g\n", sc->dev[d].name,
+                100 * ds.utilisation, ds.calls, ds.calls ? (double)ds.tokens / ds.calls : 0,
+                ds.max_queue, ds.queue_wait_s * 1e3, ds.energy_compute_j,
+                ds.energy_dl_j + ds.energy_ul_j);
+    }
 }
 
 int wd_atomic_open(wd_atomic_file *a, const char *path, char *err, size_t errlen) {

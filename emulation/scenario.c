@@ -379,7 +379,7 @@ static int parse_profile(pctx *c, json_object *v, const char *path, wd_compute_p
     }
     static const char *const keys[] = {"preset", "peak_tflops", "mem_bw_gbs",  "efficiency",
                                        "overhead_us", "mem_gb", "calibration", "gpu_sms",
-                                       NULL};
+                                       "idle_w", "busy_w", NULL};
     if (check_keys(c, v, path, keys)) return 1;
     json_object *pre = get(v, "preset");
     if (pre) {
@@ -393,7 +393,11 @@ static int parse_profile(pctx *c, json_object *v, const char *path, wd_compute_p
            num(c, v, path, "overhead_us", 0, 0, 1e7, 1e-6, &p->overhead_s) ||
            num(c, v, path, "mem_gb", 0, 0, 1e6, 1e9, &p->mem_capacity) ||
            num(c, v, path, "calibration", 0, 1, 1e6, 1, &p->calibration) ||
-           int32(c, v, path, "gpu_sms", 0, 4096, &p->gpu_sms);
+           int32(c, v, path, "gpu_sms", 0, 4096, &p->gpu_sms) ||
+           num(c, v, path, "idle_w", 0, 0, 1e6, 1, &p->idle_w) ||
+           num(c, v, path, "busy_w", 0, 0, 1e6, 1, &p->busy_w) ||
+           (p->busy_w < p->idle_w && fail(c, path, "busy_w %g is below idle_w %g", p->busy_w,
+                                          p->idle_w));
 }
 
 static int parse_link(pctx *c, json_object *o, const char *path, wd_link_spec *l) {
@@ -543,13 +547,15 @@ static int parse_policy(pctx *c, json_object *v, wd_scenario *sc) {
     if (json_object_is_type(v, json_type_string)) {
         snprintf(sc->policy, sizeof sc->policy, "%s", json_object_get_string(v));
     } else {
-        static const char *const keys[] = {"name", "alpha", "dtheta", "gamma", "theta", "m", NULL};
+        static const char *const keys[] = {"name",  "alpha", "dtheta", "gamma",
+                                           "theta", "m",     "quality", NULL};
         if (check_keys(c, v, P, keys) || string(c, v, P, "name", sc->policy, sizeof sc->policy) ||
             num(c, v, P, "alpha", 0, 0, 1, 1, &sc->params.alpha) ||
             num(c, v, P, "dtheta", 1e-3, 0, 1, 1, &sc->params.dtheta) ||
             num(c, v, P, "gamma", 0, 1, 100, 1, &sc->params.gamma) ||
             num(c, v, P, "theta", 0, 0, 1, 1, &sc->params.theta) ||
-            int32(c, v, P, "m", 0, 4096, &sc->params.m))
+            int32(c, v, P, "m", 0, 4096, &sc->params.m) ||
+            num(c, v, P, "quality", 0, 0, 1, 1, &sc->params.quality))
             return 1;
     }
     if (!wd_policy_find(sc->policy)) {
@@ -557,6 +563,35 @@ static int parse_policy(pctx *c, json_object *v, wd_scenario *sc) {
         wd_policy_names(known, sizeof known);
         return fail(c, json_object_is_type(v, json_type_string) ? "policy" : "policy.name",
                     "unknown policy '%s' (known: %s)", sc->policy, known);
+    }
+    return 0;
+}
+
+static int parse_workload(pctx *c, json_object *o, wd_workload *w) {
+    static const char *const keys[] = {"users",       "rate_per_s",   "max_new_tokens",
+                                       "prefill_chunk", "kv_budget_mb", "max_batch",
+                                       "tpot_slo_ms", "ttft_slo_ms",  "prompts",
+                                       "trace",       NULL};
+    const char *P = "workload";
+    if (is_obj(c, o, P) || check_keys(c, o, P, keys) ||
+        int32(c, o, P, "users", 1, 1000000, &w->users) ||
+        num(c, o, P, "rate_per_s", 0, 1, 1e9, 1, &w->rate_per_s) ||
+        int32(c, o, P, "max_new_tokens", 1, 1 << 24, &w->max_new_tokens) ||
+        int32(c, o, P, "prefill_chunk", 1, 1 << 24, &w->prefill_chunk) ||
+        num(c, o, P, "kv_budget_mb", 0, 0, 1e9, 1e6, &w->kv_budget_bytes) ||
+        int32(c, o, P, "max_batch", 0, 1 << 24, &w->max_batch) ||
+        num(c, o, P, "tpot_slo_ms", 0, 0, 1e9, 1e-3, &w->tpot_slo_s) ||
+        num(c, o, P, "ttft_slo_ms", 0, 0, 1e9, 1e-3, &w->ttft_slo_s))
+        return 1;
+    const char *files[] = {"prompts", "trace"};
+    char *out[] = {w->prompts, w->trace};
+    for (int i = 0; i < 2; i++) {
+        if (!get(o, files[i])) continue;
+        char p[512], raw[1024] = "";
+        sub(p, sizeof p, P, files[i]);
+        if (string(c, o, P, files[i], raw, sizeof raw) ||
+            expand_path(c, p, raw, out[i], sizeof w->prompts))
+            return 1;
     }
     return 0;
 }
@@ -619,6 +654,7 @@ static int parse_root(pctx *c, json_object *root, wd_scenario *sc) {
                                        "device_count",
                                        "faults",
                                        "compute",
+                                       "workload",
                                        NULL};
     if (check_keys(c, root, "", keys) || string(c, root, "", "name", sc->name, sizeof sc->name))
         return 1;
@@ -668,6 +704,7 @@ static int parse_root(pctx *c, json_object *root, wd_scenario *sc) {
         if (check_device(c, p, &sc->dev[i], &sc->radio)) return 1;
     }
     if ((v = get(root, "faults")) && parse_faults(c, v, sc)) return 1;
+    if ((v = get(root, "workload")) && parse_workload(c, v, &sc->workload)) return 1;
     return 0;
 }
 

@@ -108,9 +108,11 @@ wd_emu_phase wd_emu_closed_phase(const wd_emu *emu, int *new_sample) {
 void wd_emu_finish_forward(wd_emu *emu, double seconds) {
     if (!(seconds > 0)) return;
     emu->t += seconds;
+    emu->bs_busy += seconds;
     if (emu->last_closed < 0) return;
     struct phase_acc *a = &emu->ph[emu->last_closed];
     if (a->n_lat) a->lat[a->n_lat - 1] += seconds, a->bs += seconds;
+    a->e_bs += wd_energy_tx(emu->sc.bs.busy_w, seconds);
 }
 
 /* The phase of a forward pass that starts with n_tokens tokens. */
@@ -173,6 +175,7 @@ int wd_emu_record_step(wd_emu *emu, int layer, int n_tokens, const int *n, doubl
     a->token_layers += n_tokens;
     for (int i = 0; i < na; i++)
         a->bits_dl += emu->dt[i].bits[WD_DL], a->bits_ul += emu->dt[i].bits[WD_UL];
+    wd_emu_account_energy(emu, a, tbs);
     if (emu->fwd_open && emu->fwd_n == n_tokens)
         for (int t = 0; t < n_tokens; t++) emu->fwd_flag[t] |= emu->sel_flag[t];
     if (emu->fwd_open) {
@@ -220,6 +223,7 @@ void wd_emu_reset_stats(wd_emu *emu) {
         emu->ph[p].lat = lat, emu->ph[p].cap_lat = cap;
     }
     emu->steps = 0;
+    wd_emu_energy_reset(emu);
     emu->fwd_open = 0, emu->prefill_open = 0, emu->last_closed = -1;
     memset(emu->c_tok, 0, sizeof emu->c_tok);
     memset(emu->c_steps, 0, sizeof emu->c_steps);
@@ -282,4 +286,5 @@ void wd_emu_summarize(const wd_emu *emu, wd_emu_summary *s) {
     s->steps_rerouted = emu->c_steps[0], s->steps_slowed = emu->c_steps[1];
     s->steps_link_fault = emu->c_steps[2];
     s->n_faults = emu->sc.n_faults;
+    wd_emu_energy_summarize(emu, s);
 }

@@ -513,6 +513,7 @@ int wd_cmd_generate(int argc, char **argv) {
                 sc.name[0] ? sc.name : scenario_path, wd_emu_policy_name(emu), sc.n_devices,
                 virt_prefill * 1e3);
         wd_emu_summary_print(stderr, &sum);
+        wd_emu_devices_print(stderr, emu);
         if (lp_policy)
             fprintf(stderr,
                     "%-28s %10.2f %%\n%-28s %10.4g nats\n%-28s %10.3f (top-k: %.3f)\n",
@@ -562,6 +563,7 @@ int wd_cmd_generate(int argc, char **argv) {
             json_object_object_add(root, "interrupted", json_object_new_boolean(wd_cli_interrupted()));
             json_object_object_add(root, "virtual_prefill_s", json_object_new_double(virt_prefill));
             json_object_object_add(root, "latency", wd_emu_summary_json(&sum));
+            json_object_object_add(root, "devices", wd_emu_devices_json(emu));
             if (lp_policy) {
                 json_object *jq = json_object_new_object();
                 json_object_object_add(jq, "steps", json_object_new_int(q.steps));

@@ -33,7 +33,7 @@ static void usage(FILE *f) {
  * (a prompt's tokens together as its prefill, decode steps one token each),
  * every layer. */
 static int run_one(const wd_scenario *sc, const char *policy, const wd_probs *pr, long n_tok,
-                   wd_emu_summary *sum, char *err, size_t errlen) {
+                   wd_emu_summary *sum, json_object **devices, char *err, size_t errlen) {
     wd_emu_shape shape = wd_probs_shape(pr);
     wd_emu *emu = NULL;
     int rc = 1;
@@ -42,6 +42,7 @@ static int run_one(const wd_scenario *sc, const char *policy, const wd_probs *pr
         wd_probs_replay(emu, pr, n_tok, NULL, NULL, err, errlen))
         goto out;
     wd_emu_summarize(emu, sum);
+    *devices = wd_emu_devices_json(emu);
     rc = 0;
 out:
     wd_emu_free(emu);
@@ -123,9 +124,9 @@ int wd_cmd_replay(int argc, char **argv) {
     json_object_object_add(jp, "ffn", json_object_new_int(pr.ffn));
     json_object_object_add(root, "probs", jp);
     json_object_object_add(root, "runs", runs);
-    printf("%-24s %-16s %10s %10s %10s %10s %10s %9s %9s %9s %9s %9s\n", "scenario", "policy",
-           "TPOT ms", "p50 ms", "p95 ms", "p99 ms", "TTFT ms", "exp/tok", "replaced", "dropped",
-           "not-strag", "vs topk");
+    printf("%-24s %-16s %10s %10s %10s %10s %10s %9s %9s %9s %9s %9s %9s\n", "scenario",
+           "policy", "TPOT ms", "p50 ms", "p95 ms", "p99 ms", "TTFT ms", "exp/tok", "replaced",
+           "dropped", "not-strag", "mJ/tok", "vs topk");
     int rc = 0;
     for (int s = 0; s < ns && !rc && !wd_cli_interrupted(); s++) {
         wd_scenario sc;
@@ -150,7 +151,8 @@ int wd_cmd_replay(int argc, char **argv) {
         double base = 0;
         for (int i = 0; i < nl && !rc && !wd_cli_interrupted(); i++) {
             wd_emu_summary sum;
-            if (run_one(&sc, list[i], &pr, n_tok, &sum, err, sizeof err)) {
+            json_object *devs = NULL;
+            if (run_one(&sc, list[i], &pr, n_tok, &sum, &devs, err, sizeof err)) {
                 rc = 1;
                 break;
             }
@@ -158,10 +160,11 @@ int wd_cmd_replay(int argc, char **argv) {
             if (i == 0) base = d->mean_s;
             double red = base > 0 ? 100.0 * (1.0 - d->mean_s / base) : 0.0;
             printf("%-24.24s %-16s %10.3f %10.3f %10.3f %10.3f %10.3f %9.3f %9ld %9ld %9ld "
-                   "%8.2f%%\n",
+                   "%9.4g %8.2f%%\n",
                    sc.name, list[i], d->mean_s * 1e3, d->p50_s * 1e3, d->p95_s * 1e3,
                    d->p99_s * 1e3, sum.prefill.mean_s * 1e3, d->experts_per_token,
-                   d->experts_replaced, d->experts_dropped, d->experts_dropped_nonstraggler, red);
+                   d->experts_replaced, d->experts_dropped, d->experts_dropped_nonstraggler,
+                   d->energy_per_token_j * 1e3, red);
             json_object *r = json_object_new_object(), *par = json_object_new_object();
             json_object_object_add(r, "scenario", json_object_new_string(sc.name));
             json_object_object_add(r, "scenario_file", json_object_new_string(scen[s]));
@@ -176,6 +179,7 @@ int wd_cmd_replay(int argc, char **argv) {
             json_object_object_add(r, "bandwidth_allocation",
                                    json_object_new_string(wd_alloc_name(sc.alloc)));
             json_object_object_add(r, "summary", wd_emu_summary_json(&sum));
+            json_object_object_add(r, "devices", devs);
             json_object_object_add(r, "latency_reduction_vs_topk",
                                    json_object_new_double(red / 100.0));
             json_object_array_add(runs, r);

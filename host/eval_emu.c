@@ -51,7 +51,9 @@ const char *wd_eval_emu_policy(const wd_eval_emu *e) {
 json_object *wd_eval_emu_latency_json(const wd_eval_emu *e) {
     wd_emu_summary sum;
     wd_emu_summarize(wd_scheduler_emu(e->k), &sum);
-    return wd_emu_summary_json(&sum);
+    json_object *o = wd_emu_summary_json(&sum);
+    if (o) json_object_object_add(o, "devices", wd_emu_devices_json(wd_scheduler_emu(e->k)));
+    return o;
 }
 
 void wd_eval_emu_phase(void *e, int decode) {
@@ -63,6 +65,7 @@ void wd_eval_emu_print(FILE *f, const wd_eval_emu *e) {
     wd_emu_summary sum;
     wd_emu_summarize(wd_scheduler_emu(e->k), &sum);
     wd_emu_summary_print(f, &sum);
+    wd_emu_devices_print(f, wd_scheduler_emu(e->k));
 }
 
 void wd_eval_emu_free(wd_eval_emu *e) {

@@ -281,50 +281,65 @@ int wd_moe_run_selection(wd_session *s, int layer, const float *u, const wd_sele
 }
 
 /* ---- forward ---------------------------------------------------------- */
-int wd_forward(wd_session *s, const int *tokens, int n, float *logits, int all_logits,
-               char *err, size_t errlen) {
+/* The pass itself: sequence i runs n[i] tokens at its positions with its KV
+ * cache; the BS projections, routers and experts run once over all tokens,
+ * attention per sequence. all_logits (one sequence only): every token's. */
+static int forward_core(wd_session *s, wd_session *const *seqs, const int *const *tokens,
+                        const int *n_seq_tok, int n_seq, float *logits, int all_logits, char *err,
+                        size_t errlen) {
     const wd_model *m = s->m;
     const wd_config *c = &m->cfg;
-    if (n <= 0) {
-        snprintf(err, errlen, "forward: no tokens");
-        return 1;
-    }
-    if (s->pos + n > s->max_ctx) {
-        snprintf(err, errlen, "forward: sequence of %d tokens exceeds the context of %d",
-                 s->pos + n, s->max_ctx);
-        return 1;
-    }
-    for (int t = 0; t < n; t++)
-        if (tokens[t] < 0 || tokens[t] >= c->vocab) {
-            snprintf(err, errlen, "forward: token id %d out of range [0, %d)", tokens[t],
-                     c->vocab);
+    int n = 0;
+    size_t att_need = 0;
+    for (int i = 0; i < n_seq; i++) {
+        wd_session *q = seqs[i];
+        int ni = n_seq_tok[i];
+        if (q->m != m) {
+            snprintf(err, errlen, "forward: sequence %d belongs to another model", i);
             return 1;
         }
+        if (ni <= 0) {
+            snprintf(err, errlen, "forward: no tokens");
+            return 1;
+        }
+        if (q->pos + ni > q->max_ctx) {
+            snprintf(err, errlen, "forward: sequence of %d tokens exceeds the context of %d",
+                     q->pos + ni, q->max_ctx);
+            return 1;
+        }
+        for (int t = 0; t < ni; t++)
+            if (tokens[i][t] < 0 || tokens[i][t] >= c->vocab) {
+                snprintf(err, errlen, "forward: token id %d out of range [0, %d)", tokens[i][t],
+                         c->vocab);
+                return 1;
+            }
+        size_t need = wd_attention_scratch(ni, c->n_heads, q->pos + ni);
+        if (need > att_need) att_need = need;
+        n += ni;
+    }
     if (reserve(s, n)) {
         snprintf(err, errlen, "forward: out of memory for %d tokens", n);
         return 1;
     }
-    size_t need = wd_attention_scratch(n, c->n_heads, s->pos + n);
-    if (need > s->att_scratch_len) {
+    if (att_need > s->att_scratch_len) {
         free(s->att_scratch);
-        s->att_scratch = malloc(need * sizeof(float));
-        s->att_scratch_len = s->att_scratch ? need : 0;
+        s->att_scratch = malloc(att_need * sizeof(float));
+        s->att_scratch_len = s->att_scratch ? att_need : 0;
         if (!s->att_scratch) {
             snprintf(err, errlen, "forward: out of memory for attention");
             return 1;
         }
     }
     int H = c->hidden, hd = c->head_dim, Q = c->n_heads * hd, KV = c->n_kv_heads * hd;
-    int E = c->n_experts, pos0 = s->pos;
+    int E = c->n_experts, pos0 = seqs[0]->pos;
     wd_pool *pool = s->pool;
 
-    for (int t = 0; t < n; t++)
-        wd_row_to_f32(s->x + (size_t)t * H, m->embed->data, m->embed->dtype, tokens[t], H);
+    for (int i = 0, r = 0; i < n_seq; i++)
+        for (int t = 0; t < n_seq_tok[i]; t++, r++)
+            wd_row_to_f32(s->x + (size_t)r * H, m->embed->data, m->embed->dtype, tokens[i][t], H);
 
     for (int l = 0; l < c->n_layers; l++) {
         const wd_layer *L = &m->layers[l];
-        size_t cache_off = (size_t)l * s->max_ctx * KV;
-        float *kc = s->k_cache + cache_off, *vc = s->v_cache + cache_off;
         /* attention (BS) */
         for (int t = 0; t < n; t++)
             wd_rmsnorm(s->xb + (size_t)t * H, s->x + (size_t)t * H, L->attn_norm_f32, H,
@@ -332,14 +347,21 @@ int wd_forward(wd_session *s, const int *tokens, int n, float *logits, int all_l
         wd_matmul(pool, s->q, s->xb, L->wq->data, L->wq->dtype, n, Q, H);
         wd_matmul(pool, s->k, s->xb, L->wk->data, L->wk->dtype, n, KV, H);
         wd_matmul(pool, s->v, s->xb, L->wv->data, L->wv->dtype, n, KV, H);
-        for (int t = 0; t < n; t++) {
-            wd_rope(s->q + (size_t)t * Q, c->n_heads, hd, pos0 + t, c->rope_theta);
-            wd_rope(s->k + (size_t)t * KV, c->n_kv_heads, hd, pos0 + t, c->rope_theta);
+        for (int i = 0, r = 0; i < n_seq; i++) { /* each sequence: its positions and cache */
+            wd_session *q = seqs[i];
+            int ni = n_seq_tok[i], p0 = q->pos;
+            size_t cache_off = (size_t)l * q->max_ctx * KV;
+            float *kc = q->k_cache + cache_off, *vc = q->v_cache + cache_off;
+            for (int t = 0; t < ni; t++) {
+                wd_rope(s->q + (size_t)(r + t) * Q, c->n_heads, hd, p0 + t, c->rope_theta);
+                wd_rope(s->k + (size_t)(r + t) * KV, c->n_kv_heads, hd, p0 + t, c->rope_theta);
+            }
+            memcpy(kc + (size_t)p0 * KV, s->k + (size_t)r * KV, (size_t)ni * KV * 4);
+            memcpy(vc + (size_t)p0 * KV, s->v + (size_t)r * KV, (size_t)ni * KV * 4);
+            wd_attention(pool, s->att + (size_t)r * Q, s->q + (size_t)r * Q, kc, vc, ni, p0,
+                         c->n_heads, c->n_kv_heads, hd, s->att_scratch);
+            r += ni;
         }
-        memcpy(kc + (size_t)pos0 * KV, s->k, (size_t)n * KV * 4);
-        memcpy(vc + (size_t)pos0 * KV, s->v, (size_t)n * KV * 4);
-        wd_attention(pool, s->att, s->q, kc, vc, n, pos0, c->n_heads, c->n_kv_heads, hd,
-                     s->att_scratch);
         wd_matmul(pool, s->xb, s->att, L->wo->data, L->wo->dtype, n, H, Q);
         for (size_t i = 0; i < (size_t)n * H; i++) s->x[i] += s->xb[i];
 
@@ -357,7 +379,7 @@ int wd_forward(wd_session *s, const int *tokens, int n, float *logits, int all_l
             snprintf(err, errlen, "forward: expert selection failed at layer %d", l);
             return 1;
         }
-        /* experts (devices) and combine (BS) */
+        /* experts (devices; one batched call per expert over all its tokens) and combine (BS) */
         memset(s->moe, 0, (size_t)n * H * 4);
         int rc = s->have_hooks && s->hooks.run_experts
                      ? s->hooks.run_experts(s->hooks.ctx, l, s->xb, &s->sel, s->moe)
@@ -368,12 +390,43 @@ int wd_forward(wd_session *s, const int *tokens, int n, float *logits, int all_l
         }
         for (size_t i = 0; i < (size_t)n * H; i++) s->x[i] += s->moe[i];
     }
-    s->pos += n;
+    for (int i = 0; i < n_seq; i++) seqs[i]->pos += n_seq_tok[i];
     if (!logits) return 0;
-    int t0 = all_logits ? 0 : n - 1;
-    for (int t = t0; t < n; t++)
-        wd_rmsnorm(s->xb + (size_t)(t - t0) * H, s->x + (size_t)t * H, m->norm_f32, H,
-                   c->rms_eps);
-    wd_matmul(pool, logits, s->xb, m->lm_head->data, m->lm_head->dtype, n - t0, c->vocab, H);
+    int rows = 0;
+    if (all_logits && n_seq == 1) {
+        for (int t = 0; t < n; t++, rows++)
+            wd_rmsnorm(s->xb + (size_t)t * H, s->x + (size_t)t * H, m->norm_f32, H, c->rms_eps);
+    } else {
+        for (int i = 0, r = 0; i < n_seq; i++, rows++) { /* each sequence's last token */
+            r += n_seq_tok[i];
+            wd_rmsnorm(s->xb + (size_t)i * H, s->x + (size_t)(r - 1) * H, m->norm_f32, H,
+                       c->rms_eps);
+        }
+    }
+    wd_matmul(pool, logits, s->xb, m->lm_head->data, m->lm_head->dtype, rows, c->vocab, H);
     return 0;
+}
+
+int wd_forward(wd_session *s, const int *tokens, int n, float *logits, int all_logits,
+               char *err, size_t errlen) {
+    if (n <= 0) {
+        snprintf(err, errlen, "forward: no tokens");
+        return 1;
+    }
+    return forward_core(s, &s, &tokens, &n, 1, logits, all_logits, err, errlen);
+}
+
+int wd_forward_batch(wd_session *batch, wd_session *const *seqs, const int *const *tokens,
+                     const int *n, int n_seq, float *logits, char *err, size_t errlen) {
+    if (n_seq < 1) {
+        snprintf(err, errlen, "forward: no sequences");
+        return 1;
+    }
+    for (int i = 0; i < n_seq; i++)
+        for (int j = 0; j < i; j++)
+            if (seqs[i] == seqs[j]) {
+                snprintf(err, errlen, "forward: sequence %d appears twice in the batch", i);
+                return 1;
+            }
+    return forward_core(batch, seqs, tokens, n, n_seq, logits, 0, err, errlen);
 }

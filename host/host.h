@@ -96,6 +96,18 @@ const wd_model *wd_session_model(const wd_session *s);
 int wd_forward(wd_session *s, const int *tokens, int n, float *logits, int all_logits,
                char *err, size_t errlen);
 
+/* One batched forward pass over several sequences (continuous batching at
+ * the BS): sequence i runs n[i] tokens at its own positions with its own KV
+ * cache (seqs[i], distinct sessions of one model); the projections, the
+ * routers and the experts run once over all sum(n) tokens, in sequence
+ * order (each expert one batched call over every token routed to it), and
+ * the selection hook of `batch` sees all of them as one layer step. batch
+ * holds the scratch, the hooks and the pool (it may be one of seqs; its own
+ * KV cache is untouched otherwise). logits: NULL or [n_seq][vocab], each
+ * sequence's last token. One sequence with batch == seqs[0] is wd_forward. */
+int wd_forward_batch(wd_session *batch, wd_session *const *seqs, const int *const *tokens,
+                     const int *n, int n_seq, float *logits, char *err, size_t errlen);
+
 /* Expert e of layer l on n token vectors x[n][H] -> y[n][H] (overwritten).
  * scratch: 2*n*F floats. */
 void wd_expert_run(const wd_model *m, int layer, int expert, const float *x, int n, float *y,
@@ -146,6 +158,62 @@ int wd_scheduler_expert_times(wd_scheduler *k, int layer, const double *seconds,
  * is not active). */
 void wd_scheduler_link_delays(wd_scheduler *k, int layer, int expert, uint64_t *dl_ns,
                               uint64_t *ul_ns);
+
+/* ---- serving a cell (host/serve.c) ------------------------------------ */
+/* Many users' requests through the BS with continuous batching on the
+ * scheduler's virtual clock (see serve.c for the rules). */
+typedef struct {
+    double arrival_s; /* virtual time the request reaches the BS */
+    int max_new;      /* tokens to generate at most (EOS ends earlier) */
+    int n_prompt;     /* prompt tokens (BOS first), >= 1 */
+    const int *prompt;
+} wd_serve_request;
+
+typedef struct {
+    int prefill_chunk;      /* prompt tokens per step over all users (<= 0: unlimited) */
+    double kv_budget_bytes; /* BS KV-cache memory for all users (0: unlimited) */
+    int max_batch;          /* running users at most (0: unlimited) */
+    float temperature, top_p;
+    uint64_t seed; /* user i samples with seed + i */
+    int compare;   /* re-score each user's output with the model's top-k */
+} wd_serve_opts;
+
+typedef struct {
+    double arrival_s, admit_s, first_s, finish_s; /* virtual times */
+    double ttft_s;    /* first token - arrival (queueing + prefill) */
+    double tpot_s;    /* (finish - first) / (outputs - 1); 0 with one output */
+    double max_gap_s; /* the longest wait between two of its output tokens */
+    double energy_j;  /* its share (by tokens) of the active energy of its steps */
+    double agreement, mean_kl; /* vs top-k (NAN when not compared) */
+    int n_prompt, n_out;
+    int *tokens; /* [n_out] */
+} wd_serve_user;
+
+typedef struct {
+    double t_start, t_end; /* virtual */
+    int tokens, running, waiting, seqs;
+    double kv_bytes, energy_j; /* KV reserved; active energy of the step */
+    double device_util;        /* mean over devices of compute time / step time */
+    double device_queue_s;     /* expert calls' waiting behind earlier calls, summed */
+} wd_serve_step;
+
+typedef struct {
+    int n_users;
+    wd_serve_user *users; /* in request order */
+    long steps, n_timeline;
+    wd_serve_step *timeline; /* [n_timeline], one per step */
+    double makespan_s, max_kv_bytes;
+    double wall_s, expert_flops, expert_wall_s; /* the emulator's own speed (wall clock) */
+} wd_serve_result;
+
+/* KV bytes one token of one user takes at the BS (fp32 K and V, all layers). */
+double wd_serve_kv_bytes_per_token(const wd_model *m);
+/* Runs every request to completion through the scheduler k (its policy,
+ * radio and clock; the clock is not reset). 0, or 1 with a message. */
+int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_serve_request *req,
+                 int n_req, const wd_serve_opts *o, wd_serve_result *res, char *err,
+                 size_t errlen);
+void wd_serve_result_free(wd_serve_result *r);
 
 /* ---- sampling --------------------------------------------------------- */
 typedef struct { uint64_t state; } wd_rng;

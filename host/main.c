@@ -13,6 +13,8 @@ static const wd_command commands[] = {
     {"trace", "write per-device channel rate traces (CSV) of a scenario", wd_cmd_trace},
     {"replay", "re-run only the emulation on recorded router probabilities, for sweeps",
      wd_cmd_replay},
+    {"serve-cell", "many users through one BS: continuous batching, device queues, energy",
+     wd_cmd_serve_cell},
     {"serve", "serve the experts of ranks 1.. of a multi-node GPU run", wd_cmd_serve},
 };
 static const int n_commands = (int)(sizeof(commands) / sizeof(commands[0]));
@@ -23,7 +25,7 @@ static void usage(FILE *f) {
             "usage: wdmoe COMMAND [options]    (wdmoe COMMAND --help for its options)\n\n"
             "commands:\n");
     for (int i = 0; i < n_commands; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].summary);
 }
 
 int main(int argc, char **argv) {

@@ -12,11 +12,14 @@ typedef struct {
     double scratch[64];
 } out_t;
 
+static const double *energy_in; /* io.energy of the next run() (NULL: none) */
+
 static void run(const char *name, const wd_policy_params *p, int n_tokens, int k,
                 const float *probs, const double *tau, const unsigned char *avail, out_t *o) {
     const wd_policy *pol = wd_policy_find(name);
     CHECKF(pol != NULL, "policy %s", name);
-    wd_policy_io io = {n_tokens, E, k, probs, tau, avail, o->n, o->ex, o->w, o->scratch, NULL};
+    wd_policy_io io = {n_tokens, E, k,      probs,      tau,      avail,
+                       o->n,     o->ex, o->w, o->scratch, energy_in, NULL};
     CHECK(pol->select(p, &io) == 0);
 }
 
@@ -261,11 +264,36 @@ static void test_joint(void) {
     wd_scenario_free(&sc);
 }
 
+/* energy: drop the highest E/p expert while the kept top-k mass >= quality */
+static void test_energy(wd_policy_params *p) {
+    out_t o;
+    float pr[E] = {0.1f, 0.5f, 0.3f, 0.1f};
+    double en[E] = {1, 1, 4, 1}; /* E/p: expert 1: 2, expert 2: 13.3 */
+    energy_in = NULL;            /* no estimates: top-k */
+    run("energy", p, 1, 2, pr, flat, all, &o);
+    expect(&o, 0, 2, 1, 2);
+    energy_in = en;
+    p->quality = 0.6; /* 0.5 / 0.8 = 0.625 >= 0.6: expert 2 goes */
+    run("energy", p, 1, 2, pr, flat, all, &o);
+    expect(&o, 0, 1, 1, -1);
+    CHECK(o.w[0] == 1.0f);
+    p->quality = 0.7; /* 0.625 < 0.7: keeps both */
+    run("energy", p, 1, 2, pr, flat, all, &o);
+    expect(&o, 0, 2, 1, 2);
+    en[1] = 100, en[2] = 1; /* now expert 1 has the highest E/p (200): the only drop left */
+    p->quality = 0.3;       /* 0.3 / 0.8 = 0.375 >= 0.3 */
+    run("energy", p, 1, 2, pr, flat, all, &o);
+    expect(&o, 0, 1, 2, -1);
+    energy_in = NULL;
+    wd_policy_defaults(p);
+}
+
 int main(void) {
     wd_policy_params p;
     wd_policy_defaults(&p);
     CHECK(wd_policy_find("nope") == NULL);
-    CHECK(wd_policy_count() == 6);
+    CHECK(wd_policy_count() == 7);
+    test_energy(&p);
     test_topk(&p);
     test_wdmoe(&p);
     test_wdmoe_straggler(&p);

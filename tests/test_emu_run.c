@@ -20,8 +20,8 @@ static char *tmp(const char *name) {
     return s;
 }
 
-static const wd_compute_profile DEV = {1e12, 1e10, 0.5, 1e-4, 0, 1.0, 0};
-static const wd_compute_profile BS = {1e13, 1e11, 1.0, 0, 0, 1.0, 0};
+static const wd_compute_profile DEV = {1e12, 1e10, 0.5, 1e-4, 0, 1.0, 0, 0.5, 5.0};
+static const wd_compute_profile BS = {1e13, 1e11, 1.0, 0, 0, 1.0, 0, 50.0, 300.0};
 
 /* n devices on constant links: dl 100 Mbit/s, ul 50 Mbit/s, 1 ms latency. */
 static void const_scenario(wd_scenario *sc, int n) {
@@ -585,10 +585,63 @@ static void test_trace_and_replay(void) {
     CHECK(wd_cmd_replay(5, e2) == 1);
 }
 
+/* Energy: a transfer with known power and airtime (constant link, no
+ * latency, alone on the band) costs exactly power x airtime; device and BS
+ * compute at their busy watts; idle watts fill the rest of the virtual time;
+ * a device serving two experts queues the second behind the first. */
+static void test_energy(void) {
+    wd_scenario sc;
+    const_scenario(&sc, 2);
+    sc.radio.bs_tx_power_dbm = 30, sc.radio.ue_tx_power_dbm = 20; /* 1 W, 0.1 W */
+    for (int d = 0; d < 2; d++)
+        for (int k = 0; k < 2; k++) sc.dev[d].link[k].latency_s = 0;
+    const double H = 512, F = 1024, wb = 2;
+    wd_emu_shape sh = {512, 1024, 1, 2, 2, wb, 0, 0, 0, 0, 0};
+    wd_emu *emu;
+    char err[512];
+    CHECKF(wd_emu_create(&emu, &sc, &sh, err, sizeof err) == 0, "%s", err);
+    int n[1] = {1}, ex[1] = {1};
+    wd_emu_step_result r;
+    CHECKF(wd_emu_step(emu, 0, 1, n, ex, &r, err, sizeof err) == 0, "%s", err);
+    double bits = H * 16, p_dl = wd_dbm_to_watt(30), p_ul = wd_dbm_to_watt(20);
+    double bytes = 3 * H * F * wb + (2 * H + 3 * F) * 4, tc = roofline(&DEV, 6 * H * F, bytes);
+    wd_emu_summary s;
+    wd_emu_summarize(emu, &s);
+    CHECK(s.decode.energy_dl_j == p_dl * (bits / 100e6)); /* exact */
+    CHECK(s.decode.energy_ul_j == p_ul * (bits / 50e6));
+    CHECK(s.decode.energy_device_j == 5.0 * tc);
+    CHECK(s.decode.energy_bs_j == 300.0 * r.t_bs);
+    double active = p_dl * bits / 100e6 + p_ul * bits / 50e6 + 5.0 * tc + 300.0 * r.t_bs;
+    CHECK_NEAR(s.decode.energy_per_token_j, active, 1e-15);
+    double T = wd_emu_time(emu), idle = 0.5 * T + 0.5 * (T - tc) + 50.0 * (T - r.t_bs);
+    CHECK_NEAR(s.energy_idle_j, idle, 1e-12);
+    CHECK_NEAR(s.energy_total_j, active + idle, 1e-12);
+    wd_emu_device_stats ds;
+    CHECK(wd_emu_device_stats_get(emu, 1, &ds) == 0);
+    CHECK(ds.busy_s == tc && ds.calls == 1 && ds.tokens == 1 && ds.max_queue == 0);
+    CHECK_NEAR(ds.utilisation, tc / T, 1e-15);
+    CHECK(wd_emu_device_stats_get(emu, 0, &ds) == 0 && ds.busy_s == 0 && ds.calls == 0);
+    wd_emu_free(emu);
+    /* one device hosting both experts: the second call waits for the first */
+    wd_scenario_free(&sc);
+    const_scenario(&sc, 1);
+    CHECKF(wd_emu_create(&emu, &sc, &sh, err, sizeof err) == 0, "%s", err);
+    int n2[1] = {2}, ex2[2] = {0, 1};
+    CHECKF(wd_emu_step(emu, 0, 1, n2, ex2, &r, err, sizeof err) == 0, "%s", err);
+    CHECK(r.n_active == 1 && r.dev[0].calls == 2);
+    CHECK(wd_emu_device_stats_get(emu, 0, &ds) == 0);
+    CHECK(ds.calls == 2 && ds.max_queue == 1);
+    CHECK_NEAR(ds.queue_wait_s, tc, 1e-15);
+    CHECK_NEAR(ds.busy_s, 2 * tc, 1e-15);
+    wd_emu_free(emu);
+    wd_scenario_free(&sc);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "%s/test_emu_run.tmp", WD_BINARY_DIR);
     mkdir(tmpdir, 0755);
     test_step_formulas();
+    test_energy();
     test_placement();
     test_faults();
     test_phases();

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# wdmoe serve-cell from the command line: --help; a small Poisson run writes a
+# result JSON with per-user, per-device and timeline sections, byte-identical
+# across runs and thread counts; a workload block in the scenario is read;
+# a trace file runs; bad traces, prompts and options give one clear message.
+set -u
+bin="$WDMOE"
+model="$WD_SOURCE_DIR/weights/models/stories260k/sliced4-top4"
+scen="$WD_SOURCE_DIR/bench/scenarios/paper-cell.json"
+tmp=$(mktemp -d "${WD_BINARY_DIR}/tmp_serve_cell_XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAILED: $*"; }
+
+"$bin" serve-cell --help | grep -q "usage: wdmoe serve-cell" && ok || bad "--help"
+"$bin" --help | grep -q "serve-cell" && ok || bad "serve-cell in the command list"
+
+printf 'Once upon a time\nThe little dog\nLily and Ben\n' >"$tmp/prompts.txt"
+run() { "$bin" serve-cell --model "$model" --scenario "$scen" --users 6 --rate 400 --max-new 8 \
+    --prompts "$tmp/prompts.txt" --policy energy "$@"; }
+run --threads 1 --json "$tmp/a.json" >"$tmp/a.txt" 2>"$tmp/a.err" || bad "run exited $?"
+run --threads 2 --json "$tmp/b.json" >/dev/null 2>&1 || bad "second run"
+cmp -s "$tmp/a.json" "$tmp/b.json" && ok || bad "result JSON differs across runs/threads"
+for key in '"users"' '"devices"' '"timeline"' '"goodput_tok_s"' '"jain_fairness"' \
+    '"energy_per_output_token_j"' '"energy_per_token_j"' '"ttft"' '"tpot"'; do
+    grep -q "$key" "$tmp/a.json" && ok || bad "no $key in the JSON"
+done
+grep -q "TPOT per user (ms)" "$tmp/a.txt" && ok || bad "no TPOT row"
+grep -q "emulator speed" "$tmp/a.err" && ok || bad "no emulator speed line"
+
+# the workload block of a scenario
+sed 's/"bandwidth_allocation": "equal"/"bandwidth_allocation": "equal", "workload": {"users": 3, "rate_per_s": 100, "max_new_tokens": 4, "prefill_chunk": 8}/' \
+    "$scen" >"$tmp/wl.json"
+"$bin" serve-cell --model "$model" --scenario "$tmp/wl.json" --json "$tmp/wl-out.json" >/dev/null 2>&1 || bad "workload block run"
+grep -q '"requests":3' <(tr -d ' \n' <"$tmp/wl-out.json") && ok || bad "workload block users not used"
+
+# a trace
+printf 'arrival_s,max_new_tokens,prompt\n0,4,Once upon a time\n0.001,3,The cat, the dog\n' >"$tmp/trace.csv"
+"$bin" serve-cell --model "$model" --scenario "$scen" --trace "$tmp/trace.csv" --users-table >"$tmp/t.txt" 2>&1 || bad "trace run"
+grep -q "2 requests" "$tmp/t.txt" && ok || bad "trace: 2 requests"
+
+# one request arriving at 0 is `wdmoe generate`: the same tokens and the same latency,
+# energy and device reports, bit for bit
+"$bin" generate --model "$model" --prompt "Once upon a time" -n 12 --scenario "$scen" \
+    --policy wdmoe --json "$tmp/gen.json" >/dev/null 2>&1 || bad "generate run"
+printf 'arrival_s,max_new_tokens,prompt\n0,12,Once upon a time\n' >"$tmp/one.csv"
+"$bin" serve-cell --model "$model" --scenario "$scen" --policy wdmoe --trace "$tmp/one.csv" \
+    --json "$tmp/one.json" >/dev/null 2>&1 || bad "one-request serve-cell run"
+python3 - "$tmp/gen.json" "$tmp/one.json" <<'PY' && ok || bad "one request differs from generate"
+import json, sys
+g, s = (json.load(open(p)) for p in sys.argv[1:3])
+u = s["users"][0]
+assert g["latency"] == s["latency"], "latency"
+assert g["devices"] == s["devices"], "devices"
+assert g["tokens"][g["prompt_tokens"]:] == u["tokens"], "tokens"
+assert u["ttft_s"] == g["latency"]["prefill"]["mean_s"], "ttft"
+PY
+
+check_bad() { # expected-substring args...
+    local want="$1"; shift
+    local msg
+    msg=$("$bin" serve-cell "$@" 2>&1 >/dev/null); local rc=$?
+    if [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q -- "$want" <<<"$msg"; then ok; else bad "'$*' -> rc $rc: $msg"; fi
+}
+printf 'time,n,prompt\n' >"$tmp/badhdr.csv"
+printf 'arrival_s,max_new_tokens,prompt\n0.5,4,a\n0.1,4,b\n' >"$tmp/order.csv"
+printf 'arrival_s,max_new_tokens,prompt\nx,4,a\n' >"$tmp/num.csv"
+: >"$tmp/empty.txt"
+check_bad "expected the header" --model "$model" --scenario "$scen" --trace "$tmp/badhdr.csv"
+check_bad "must not decrease" --model "$model" --scenario "$scen" --trace "$tmp/order.csv"
+check_bad "line 2: arrival_s" --model "$model" --scenario "$scen" --trace "$tmp/num.csv"
+check_bad "no prompts" --model "$model" --scenario "$scen" --prompts "$tmp/empty.txt"
+check_bad "cannot open" --model "$model" --scenario "$scen" --trace "$tmp/missing.csv"
+check_bad "KV budget" --model "$model" --scenario "$scen" --kv-budget-mb 0.00001
+check_bad "bad value for --rate" --model "$model" --scenario "$scen" --rate -1
+check_bad "are required" --model "$model"
+sed 's/"bandwidth_allocation": "equal"/"bandwidth_allocation": "equal", "workload": {"userz": 3}/' "$scen" >"$tmp/wlbad.json"
+check_bad "workload" --model "$model" --scenario "$tmp/wlbad.json"
+[ ! -e "$tmp/none.json" ] && ok || bad "a failed run left a JSON"
+
+echo "test_serve_cell: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
