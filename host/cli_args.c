@@ -33,12 +33,17 @@ static const char *const eval_v[] = {
 static const char *const trace_v[] = {"--scenario", "--duration", "--out", "--period", "--seed",
                                       NULL};
 static const char *const replay_v[] = {"--probs", "--scenario", "--policy", "--tokens", "--out",
-                                       NULL};
+                                       "--json",  "--seed",     NULL};
 static const char *const serve_v[] = {"--model", CUDA_VALUE_OPTS, NULL};
+static const char *const serve_cell_v[] = {
+    "--model",       "--scenario",    "--policy", "--users",       "--rate",   "--trace",
+    "--prompts",     "--max-new",     "--chunk",  "--kv-budget-mb", "--max-batch",
+    "--tpot-slo-ms", "--ttft-slo-ms", "--seed",   "--temperature", "--top-p",  "--threads",
+    "--json",        NULL};
 
 static const cmd_opts tables[] = {
     {"generate", generate_v}, {"eval", eval_v}, {"trace", trace_v},
-    {"replay", replay_v},     {"serve", serve_v},
+    {"replay", replay_v},     {"serve", serve_v}, {"serve-cell", serve_cell_v},
 };
 
 static const struct {

@@ -14,7 +14,7 @@ int wd_cmd_replay(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(f, "usage: wdmoe replay --probs FILE.wdpr --scenario FILE [--scenario FILE2 ...]\n"
-               "                    [--policy P ...] [--tokens N] [--out result.json]\n\n"
+               "                    [--policy P ...] [--tokens N] [--seed S] [--json result.json]\n\n"
                "Replays recorded router probabilities through each scenario with each policy\n"
                "(default: topk and the scenario's own policy; topk always runs as the baseline).\n"
                "Forward passes are replayed as recorded: a prompt's tokens together (its time\n"
@@ -23,8 +23,9 @@ static void usage(FILE *f) {
                "--tokens N stops at the first pass boundary at or after N tokens. Prints\n"
                "TPOT and TTFT, the experts replaced (outage)\n"
                "and dropped per token-layer (not-strag: dropped although faster than the\n"
-               "step's slowest top-k expert), and the reduction against topk; --out writes\n"
-               "the results as JSON (atomically).\n\npolicies:");
+               "step's slowest top-k expert), and the reduction against topk; --json FILE\n"
+               "(or --out FILE) writes the results as JSON (atomically; - to stdout, and\n"
+               "the table to stderr). --seed S replaces every scenario's seed.\n\npolicies:");
     for (int i = 0; i < wd_policy_count(); i++) fprintf(f, " %s", wd_policy_at(i)->name);
     fprintf(f, "\n");
 }
@@ -50,15 +51,19 @@ out:
 }
 
 int wd_cmd_replay(int argc, char **argv) {
-    const char *C = "replay", *probs_path = NULL, *out = NULL, *scen[MAX_LIST], *pol[MAX_LIST], *v;
-    int ns = 0, np = 0, max_tok = 0;
+    const char *C = "replay", *probs_path = NULL, *out = NULL, *out_opt = "--json", *scen[MAX_LIST], *pol[MAX_LIST], *v;
+    int ns = 0, np = 0, max_tok = 0, seed = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(stdout), 0;
         if (!strcmp(a, "--probs")) {
             if (!(probs_path = wd_cli_value(C, argc, argv, &i))) return 2;
-        } else if (!strcmp(a, "--out")) {
+        } else if (!strcmp(a, "--out") || !strcmp(a, "--json")) {
+            out_opt = a;
             if (!(out = wd_cli_value(C, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--seed")) {
+            if (!(v = wd_cli_value(C, argc, argv, &i)) || wd_cli_int(C, a, v, 0, 2147483647, &seed))
+                return 2;
         } else if (!strcmp(a, "--tokens")) {
             if (!(v = wd_cli_value(C, argc, argv, &i)) ||
                 wd_cli_int(C, a, v, 1, 1L << 30, &max_tok))
@@ -96,14 +101,16 @@ int wd_cmd_replay(int argc, char **argv) {
     wd_cli_io_init(&io, C);
     wd_cli_io_input(&io, probs_path, "the recorded probabilities");
     for (int s = 0; s < ns; s++) wd_cli_io_scenario(&io, scen[s]);
-    wd_cli_io_output(&io, "--out", out);
+    int json_stdout = out && !strcmp(out, "-"); /* never a file named "-" */
+    FILE *table = json_stdout ? stderr : stdout;
+    wd_cli_io_output(&io, out_opt, json_stdout ? NULL : out);
     int io_rc = wd_cli_io_check(&io);
     wd_cli_io_free(&io);
     if (io_rc) return io_rc;
     /* a first SIGINT/SIGTERM stops after the current run and writes the runs done;
      * a second one quits at once, removing the temporary file */
     wd_cli_install_signals();
-    wd_cli_remove_on_quit(out);
+    if (!json_stdout) wd_cli_remove_on_quit(out);
     char err[1024];
     wd_probs pr;
     if (wd_probs_read(&pr, probs_path, err, sizeof err)) {
@@ -115,6 +122,11 @@ int wd_cmd_replay(int argc, char **argv) {
     json_object *root = json_object_new_object(), *runs = json_object_new_array();
     json_object *jp = json_object_new_object();
     json_object_object_add(root, "command", json_object_new_string("replay"));
+    {
+        static const char *const seed_names[] = {"seed"};
+        long long seeds[] = {seed}; /* -1: each scenario's own (in its run) */
+        wd_cli_provenance(root, "replay", argc, argv, seed_names, seeds, 1);
+    }
     json_object_object_add(jp, "file", json_object_new_string(probs_path));
     json_object_object_add(jp, "tokens", json_object_new_int64(n_tok));
     json_object_object_add(jp, "layers", json_object_new_int(pr.n_layers));
@@ -124,7 +136,7 @@ int wd_cmd_replay(int argc, char **argv) {
     json_object_object_add(jp, "ffn", json_object_new_int(pr.ffn));
     json_object_object_add(root, "probs", jp);
     json_object_object_add(root, "runs", runs);
-    printf("%-24s %-16s %10s %10s %10s %10s %10s %9s %9s %9s %9s %9s %9s\n", "scenario",
+    fprintf(table, "%-24s %-16s %10s %10s %10s %10s %10s %9s %9s %9s %9s %9s %9s\n", "scenario",
            "policy", "TPOT ms", "p50 ms", "p95 ms", "p99 ms", "TTFT ms", "exp/tok", "replaced",
            "dropped", "not-strag", "mJ/tok", "vs topk");
     int rc = 0;
@@ -134,6 +146,7 @@ int wd_cmd_replay(int argc, char **argv) {
             rc = 1;
             break;
         }
+        if (seed >= 0) sc.seed = (uint64_t)seed;
         if (sc.compute_measured)
             fprintf(stderr,
                     "wdmoe replay: %s asks for measured compute, which `wdmoe generate --backend "
@@ -159,7 +172,7 @@ int wd_cmd_replay(int argc, char **argv) {
             const wd_emu_phase_summary *d = &sum.decode;
             if (i == 0) base = d->mean_s;
             double red = base > 0 ? 100.0 * (1.0 - d->mean_s / base) : 0.0;
-            printf("%-24.24s %-16s %10.3f %10.3f %10.3f %10.3f %10.3f %9.3f %9ld %9ld %9ld "
+            fprintf(table, "%-24.24s %-16s %10.3f %10.3f %10.3f %10.3f %10.3f %9.3f %9ld %9ld %9ld "
                    "%9.4g %8.2f%%\n",
                    sc.name, list[i], d->mean_s * 1e3, d->p50_s * 1e3, d->p95_s * 1e3,
                    d->p99_s * 1e3, sum.prefill.mean_s * 1e3, d->experts_per_token,
@@ -199,7 +212,14 @@ int wd_cmd_replay(int argc, char **argv) {
         } else {
             memcpy(buf, txt, len);
             buf[len] = '\n';
-            rc = wd_emu_write_atomic(out, buf, len + 1, err, sizeof err);
+            if (json_stdout) {
+                if (fwrite(buf, 1, len + 1, stdout) != len + 1) {
+                    snprintf(err, sizeof err, "cannot write stdout");
+                    rc = 1;
+                }
+            } else {
+                rc = wd_emu_write_atomic(out, buf, len + 1, err, sizeof err);
+            }
             free(buf);
         }
     }

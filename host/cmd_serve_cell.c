@@ -284,6 +284,17 @@ int wd_cmd_serve_cell(int argc, char **argv) {
         fprintf(stderr, "wdmoe serve-cell: --model and --scenario are required (see --help)\n");
         return 2;
     }
+    int json_stdout = json_path && !strcmp(json_path, "-"); /* never a file named "-" */
+    wd_cli_io io; /* nothing read may be written over; the output can be written */
+    wd_cli_io_init(&io, cmd);
+    wd_cli_io_model(&io, model_path);
+    wd_cli_io_scenario(&io, scenario_path);
+    wd_cli_io_input(&io, trace, "the request trace");
+    wd_cli_io_input(&io, prompts, "the prompts");
+    wd_cli_io_output(&io, "--json", json_stdout ? NULL : json_path);
+    int io_rc = wd_cli_io_check(&io);
+    wd_cli_io_free(&io);
+    if (io_rc) return io_rc;
     char err[1024];
     int rc = 1;
     wd_scenario sc;
@@ -424,6 +435,9 @@ int wd_cmd_serve_cell(int argc, char **argv) {
         json_object *cfg = json_object_new_object(), *ju = json_object_new_array(),
                     *jt = json_object_new_object();
         json_object_object_add(root, "command", json_object_new_string("serve-cell"));
+        static const char *const seed_names[] = {"run"};
+        long long seeds[] = {(long long)run_seed};
+        wd_cli_provenance(root, "serve-cell", argc, argv, seed_names, seeds, 1);
         json_object_object_add(cfg, "model", json_object_new_string(model_path));
         json_object_object_add(cfg, "scenario", json_object_new_string(scenario_path));
         json_object_object_add(cfg, "policy", json_object_new_string(wd_emu_policy_name(emu)));
@@ -501,9 +515,12 @@ int wd_cmd_serve_cell(int argc, char **argv) {
         }
         for (int j = 0; j < 8; j++) json_object_object_add(jt, tn[j], ta[j]);
         json_object_object_add(root, "timeline", jt);
-        const char *txt = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PRETTY);
-        if (!txt || wd_emu_write_atomic(json_path, txt, strlen(txt), err, sizeof err)) {
-            fprintf(stderr, "wdmoe serve-cell: %s\n", txt ? err : "out of memory");
+        const char *txt = json_object_to_json_string_ext(
+            root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+        if (!txt || (json_stdout ? printf("%s\n", txt) < 0
+                                 : wd_emu_write_atomic(json_path, txt, strlen(txt), err, sizeof err))) {
+            fprintf(stderr, "wdmoe serve-cell: %s\n",
+                    !txt ? "out of memory" : json_stdout ? "cannot write stdout" : err);
             goto done;
         }
     }

@@ -42,6 +42,7 @@ gen() { # tag threads (the files are written under the same names, then moved: p
         bad "replay ($1) exited $?"
     # what describes the run rather than the result: the date and the command line (threads)
     stable "$r/result.json"
+    stable "$r/replay.json"
     mv "$r" "$tmp/$1"
 }
 same() { # label file...: all byte-identical
