@@ -84,9 +84,11 @@ void wd_expert_ffn(wd_pool *pool, float *y, const float *x, int n, const void *w
                    const void *w3, const void *w2, wd_dtype dt, int hidden, int ffn,
                    float *scratch);
 
-/* Measured memory read bandwidth in bytes/s (streams `bytes` of memory
- * `reps` times with the pool's threads and keeps the best). */
-double wd_measure_read_bandwidth(wd_pool *pool, size_t bytes, int reps);
+/* Measured memory read bandwidth in bytes/s: the median of `passes` timed
+ * whole-buffer reads of `bytes` with all the pool's threads (use a buffer far
+ * larger than the last-level cache). rates: NULL, or `passes` doubles that
+ * receive each pass's bytes/s in order. Returns 0 when out of memory. */
+double wd_measure_read_bandwidth(wd_pool *pool, size_t bytes, int passes, double *rates);
 
 #ifdef __cplusplus
 }
