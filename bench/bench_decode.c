@@ -29,7 +29,7 @@ static void help(void) {
            "After one untimed warm-up, each of --reps repetitions (default 5) times a prefill of\n"
            "--prompt tokens (default 128) and --decode greedy steps (default 64). Prints median,\n"
            "min, max and spread ((max-min)/median) of prefill tok/s and GFLOP/s and decode tok/s;\n"
-           "the read bandwidth (median of --bw-passes whole passes, default 7, over a buffer of\n"
+           "the read bandwidth (median of --bw-passes whole passes, default 7, 0 for none, over a buffer of\n"
            "max(1 GiB, 8x the last-level cache) with the run's threads) and the roofline it gives\n"
            "(bandwidth / active weight bytes per token); peak RSS against the weights' size.\n"
            "With --scenario, decode runs again through the BS scheduler (policy + radio emulation\n"
@@ -63,10 +63,10 @@ static double forward_flops(const wd_config *c, int n, int pos0) {
     return c->n_layers * (n * per_tok + attn) + 2.0 * H * c->vocab;
 }
 
-static void print_row(const char *name, const char *unit, const double *v, int n, double scale,
-                      const char *note) {
+static void print_row(FILE *out, const char *name, const char *unit, const double *v, int n,
+                      double scale, const char *note) {
     wd_bstats s = wd_bstats_of(v, n);
-    printf("%-18s %10.2f %10.2f %10.2f %7.1f%%  %-7s %s\n", name, s.median * scale, s.min * scale,
+    fprintf(out, "%-18s %10.2f %10.2f %10.2f %7.1f%%  %-7s %s\n", name, s.median * scale, s.min * scale,
            s.max * scale, 100 * s.spread, unit, note);
 }
 
@@ -86,7 +86,8 @@ int main(int argc, char **argv) {
             help();
             return 0;
         } else if (iopt && v) {
-            if ((*iopt = wd_bench_posint("bench_decode", a, v)) < 0) return 2;
+            if (iopt == &bw_passes && !strcmp(v, "0")) *iopt = 0; /* 0: no bandwidth probe */
+            else if ((*iopt = wd_bench_posint("bench_decode", a, v)) < 0) return 2;
             i++;
         } else if (!strcmp(a, "--model") && v) {
             model_dir = argv[++i];
@@ -152,7 +153,7 @@ int main(int argc, char **argv) {
     int *toks = malloc(sizeof(int) * (size_t)prompt);
     double *pf = malloc(sizeof(double) * 4 * (size_t)reps), *dec = pf + reps,
            *emu_tps = pf + 2 * (size_t)reps, *emu_share = pf + 3 * (size_t)reps;
-    double *bw = malloc(sizeof(double) * (size_t)bw_passes);
+    double *bw = malloc(sizeof(double) * (size_t)(bw_passes + 1));
     if (!pool || !s || !logits || !toks || !pf || !bw) {
         fprintf(stderr, "bench_decode: out of memory\n");
         return 1;
@@ -178,7 +179,7 @@ int main(int argc, char **argv) {
     struct rusage ru; /* peak RSS before the bandwidth probe allocates its buffer */
     getrusage(RUSAGE_SELF, &ru);
     size_t bw_bytes = wd_bench_bw_bytes();
-    if (wd_measure_read_bandwidth(pool, bw_bytes, bw_passes, bw) <= 0) {
+    if (bw_passes && wd_measure_read_bandwidth(pool, bw_bytes, bw_passes, bw) <= 0) {
         fprintf(stderr, "bench_decode: out of memory for the %zu MiB bandwidth buffer\n",
                 bw_bytes >> 20);
         return 1;
@@ -216,7 +217,7 @@ int main(int argc, char **argv) {
         wd_scenario_free(&sc);
     }
     wd_bstats bws = wd_bstats_of(bw, bw_passes), ds = wd_bstats_of(dec, reps);
-    double roof_tps = bws.median / active;
+    double roof_tps = bw_passes ? bws.median / active : 0;
     double flops = forward_flops(c, prompt, 0);
     double *pflops = malloc(sizeof(double) * (size_t)reps);
     if (!pflops) {
@@ -229,30 +230,36 @@ int main(int argc, char **argv) {
     char cpu[256];
     wd_bench_cpu_model(cpu, sizeof cpu);
 
-    printf("model            %s\n", model_dir);
-    printf("shape            hidden %d, layers %d, heads %d/%d, head_dim %d, ffn %d, experts %d top-%d, vocab %d, %s\n",
+    /* the table goes to stderr when the JSON goes to stdout */
+    FILE *out = json_path && !strcmp(json_path, "-") ? stderr : stdout;
+    fprintf(out, "model            %s\n", model_dir);
+    fprintf(out, "shape            hidden %d, layers %d, heads %d/%d, head_dim %d, ffn %d, experts %d top-%d, vocab %d, %s\n",
            c->hidden, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn, c->n_experts,
            c->top_k, c->vocab, wdt);
-    printf("machine          %s, %ld cores online; %d threads; %d reps\n", cpu,
+    fprintf(out, "machine          %s, %ld cores online; %d threads; %d reps\n", cpu,
            sysconf(_SC_NPROCESSORS_ONLN), nt, reps);
-    printf("%-18s %10s %10s %10s %8s\n", "", "median", "min", "max", "spread");
+    fprintf(out, "%-18s %10s %10s %10s %8s\n", "", "median", "min", "max", "spread");
     char note[256];
     snprintf(note, sizeof note, "(%zu MiB buffer, %d whole passes, %d threads)", bw_bytes >> 20,
              bw_passes, nt);
-    print_row("read bandwidth", "GB/s", bw, bw_passes, 1e-9, note);
-    snprintf(note, sizeof note, "= %.1f %% of the roofline %.1f tok/s (%.1f GB/s / %.1f MB per token)",
-             100 * ds.median / roof_tps, roof_tps, bws.median / 1e9, active / 1e6);
-    print_row("decode", "tok/s", dec, reps, 1, note);
+    if (bw_passes) {
+        print_row(out, "read bandwidth", "GB/s", bw, bw_passes, 1e-9, note);
+        snprintf(note, sizeof note, "= %.1f %% of the roofline %.1f tok/s (%.1f GB/s / %.1f MB per token)",
+                 100 * ds.median / roof_tps, roof_tps, bws.median / 1e9, active / 1e6);
+    } else {
+        snprintf(note, sizeof note, "(no bandwidth probe: --bw-passes 0; %.1f MB per token)", active / 1e6);
+    }
+    print_row(out, "decode", "tok/s", dec, reps, 1, note);
     snprintf(note, sizeof note, "(%d-token prompt)", prompt);
-    print_row("prefill", "tok/s", pf, reps, 1, note);
-    print_row("prefill", "GFLOP/s", pflops, reps, 1e-9, "");
-    printf("%-18s %10.1f MB = %.2fx the weights (%.1f MB, mapped)\n", "peak RSS", rss / 1e6,
+    print_row(out, "prefill", "tok/s", pf, reps, 1, note);
+    print_row(out, "prefill", "GFLOP/s", pflops, reps, 1e-9, "");
+    fprintf(out, "%-18s %10.1f MB = %.2fx the weights (%.1f MB, mapped)\n", "peak RSS", rss / 1e6,
            rss / wbytes, wbytes / 1e6);
     if (scenario) {
-        print_row("decode+emulation", "tok/s", emu_tps, reps, 1, "");
+        print_row(out, "decode+emulation", "tok/s", emu_tps, reps, 1, "");
         snprintf(note, sizeof note, "time in the BS scheduler / rest of the step (policy %s, %s)",
                  emu_policy, scenario);
-        print_row("emulation share", "%", emu_share, reps, 100, note);
+        print_row(out, "emulation share", "%", emu_share, reps, 100, note);
     }
     int rc = 0;
     if (json_path) {
@@ -267,11 +274,14 @@ int main(int argc, char **argv) {
         json_object_object_add(doc, "prompt_tokens", json_object_new_int(prompt));
         json_object_object_add(doc, "decode_tokens", json_object_new_int(decode));
         json_object_object_add(doc, "scenario", scenario ? json_object_new_string(scenario) : NULL);
-        json_object_object_add(doc, "read_bandwidth_bytes_per_s", wd_bstats_json(bw, bw_passes));
-        json_object_object_add(doc, "bandwidth_buffer_bytes", json_object_new_int64((int64_t)bw_bytes));
+        json_object_object_add(doc, "read_bandwidth_bytes_per_s",
+                               bw_passes ? wd_bstats_json(bw, bw_passes) : NULL);
+        json_object_object_add(doc, "bandwidth_buffer_bytes",
+                               bw_passes ? json_object_new_int64((int64_t)bw_bytes) : NULL);
         json_object_object_add(doc, "active_bytes_per_token", json_object_new_double(active));
-        json_object_object_add(doc, "roofline_tok_per_s", json_object_new_double(roof_tps));
-        json_object_object_add(doc, "decode_roofline_fraction", json_object_new_double(ds.median / roof_tps));
+        json_object_object_add(doc, "roofline_tok_per_s", bw_passes ? json_object_new_double(roof_tps) : NULL);
+        json_object_object_add(doc, "decode_roofline_fraction",
+                               bw_passes ? json_object_new_double(ds.median / roof_tps) : NULL);
         json_object_object_add(doc, "decode_tok_per_s", wd_bstats_json(dec, reps));
         json_object_object_add(doc, "prefill_tok_per_s", wd_bstats_json(pf, reps));
         json_object_object_add(doc, "prefill_flop_per_s", wd_bstats_json(pflops, reps));
