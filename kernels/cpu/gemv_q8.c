@@ -24,6 +24,9 @@
 #include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 
+#ifndef Q8_PF_BYTES
+#define Q8_PF_BYTES 8192 /* how far ahead of the 4 row streams, in matrix bytes */
+#endif
 /* Stack bytes for the quantised tokens of one chunk. */
 #define Q8X_STACK 98304
 
@@ -134,50 +137,35 @@ static inline float q8_hsum8(__m256 v) {
     return _mm_cvtss_f32(a);
 }
 
-/* scl[i] = d_w(block b0+i) * d_x(block b0+i) for i < nblk (<= 16) of one row. */
-static inline void q8_0_scales(float *scl, const uint8_t *row_blocks, const float *xd, int nblk) {
-#if defined(WD_AVX512) && defined(WD_Q8_GATHER)
-    const __m512i offs = _mm512_setr_epi32(0, 34, 68, 102, 136, 170, 204, 238, 272, 306, 340, 374,
-                                           408, 442, 476, 510);
-    __mmask16 m = wd_tail_mask(nblk);
-    __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, offs,
-                                            (const void *)row_blocks, 1);
-    __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
-    _mm512_store_ps(scl, _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(m, xd)));
-#else
-    for (int i = 0; i < nblk; i++) scl[i] = wd_q8_scale(row_blocks + (size_t)i * WD_Q8_BYTES) * xd[i];
-#endif
-}
-
-/* R rows (R = 4 or 1; each row's arithmetic is the same either way) x n tokens. */
+/* R rows (R = 4 or 1; each row's arithmetic is the same either way) x n tokens.
+ * The R rows of a tile are contiguous in memory, so the matrix is prefetched
+ * as one linear stream Q8_PF_BYTES ahead of the tile's progress (measured on
+ * one core from DRAM: 2.3x the per-row-stream prefetch for 1904-byte rows). */
 static inline __attribute__((always_inline)) void
 q8_0_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb, int nb, int r,
           const int R) {
     const uint8_t *wr[4];
     for (int i = 0; i < R; i++) wr[i] = w + (size_t)(r + i) * rb;
-    /* the same bytes of the row 4 rows on (the next tile), at most 4 KB ahead */
-    const size_t pf = 4 * rb < 4096 ? 4 * rb : 4096;
     for (int t = 0; t < n; t++) {
         __m256 acc[4];
         for (int i = 0; i < R; i++) acc[i] = _mm256_setzero_ps();
         const int8_t *xqt = xq[t].q;
         const int32_t *xi = xq[t].init;
-        _Alignas(64) float scl[4][16];
-        for (int b0 = 0; b0 < nb; b0 += 16) {
-            const int nblk = nb - b0 < 16 ? nb - b0 : 16;
-            for (int i = 0; i < R; i++)
-                q8_0_scales(scl[i], wr[i] + (size_t)b0 * WD_Q8_BYTES, xq[t].d + b0, nblk);
-            for (int bb = 0; bb < nblk; bb++) {
-                const int b = b0 + bb;
-                const size_t o = (size_t)b * WD_Q8_BYTES;
-                if (t == 0 && !(bb & 1))
-                    for (int i = 0; i < R; i++) _mm_prefetch((const char *)wr[i] + o + pf, _MM_HINT_T0);
-                const __m256i xv = _mm256_load_si256((const __m256i *)(xqt + 32 * b));
-                const __m256i iv = _mm256_load_si256((const __m256i *)(xi + 8 * b));
-                for (int i = 0; i < R; i++) {
-                    __m256i s = q8_dot32(_mm256_loadu_si256((const __m256i *)(wr[i] + o + 2)), xv, iv);
-                    acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(scl[i][bb]), acc[i]);
-                }
+        const float *xd = xq[t].d;
+        for (int b = 0; b < nb; b++) {
+            const size_t o = (size_t)b * WD_Q8_BYTES;
+            if (t == 0) {
+                const char *p = (const char *)wr[0] + (size_t)R * o + Q8_PF_BYTES;
+                _mm_prefetch(p, _MM_HINT_T0);
+                _mm_prefetch(p + 64, _MM_HINT_T0);
+                if (R == 4) _mm_prefetch(p + 128, _MM_HINT_T0);
+            }
+            const __m256i xv = _mm256_load_si256((const __m256i *)(xqt + 32 * b));
+            const __m256i iv = _mm256_load_si256((const __m256i *)(xi + 8 * b));
+            for (int i = 0; i < R; i++) {
+                __m256i s = q8_dot32(_mm256_loadu_si256((const __m256i *)(wr[i] + o + 2)), xv, iv);
+                float sc = wd_q8_scale(wr[i] + o) * xd[b];
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(sc), acc[i]);
             }
         }
         for (int i = 0; i < R; i++) y[(size_t)t * ldy + r + i] = q8_hsum8(acc[i]);
