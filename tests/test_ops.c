@@ -358,6 +358,74 @@ static void test_matmul_unaligned(wd_pool *pool) {
         }
 }
 
+/* wd_matmul_multi: every output has the bits of wd_matmul (and of a fused
+ * gate/up: silu(W x) * (W3 x) as wd_expert_ffn computes it), whatever the
+ * mix of dtypes, odd row counts and the thread split. */
+static void test_matmul_multi(wd_pool *pool) {
+    static const int shapes[][2] = {{37, 64}, {5, 96}, {130, 160}, {16, 32}, {1, 64}};
+    static const int ns[] = {1, 3, 9};
+    enum { NJ = 5 };
+    for (int dt = 0; dt < WD_DT_COUNT; dt++)
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+            int n = ns[ni];
+            wd_mm_job jobs[NJ];
+            void *w[NJ] = {0}, *w3[NJ] = {0};
+            float *x[NJ] = {0}, *y[NJ] = {0}, *u[NJ] = {0}, *ref[NJ] = {0}, *ru[NJ] = {0};
+            int ok = 1;
+            for (int j = 0; j < NJ; j++) {
+                int rows = shapes[j][0], cols = shapes[j][1];
+                double *deq = malloc(sizeof(double) * rows * cols);
+                w[j] = deq ? make_weights((wd_dtype)(j == 3 ? WD_DT_F32 : dt), rows, cols, deq) : NULL;
+                if (j % 2 == 0 && deq) w3[j] = make_weights((wd_dtype)dt, rows, cols, deq);
+                free(deq);
+                x[j] = malloc(sizeof(float) * n * cols);
+                y[j] = malloc(sizeof(float) * n * rows), u[j] = malloc(sizeof(float) * n * rows);
+                ref[j] = malloc(sizeof(float) * n * rows), ru[j] = malloc(sizeof(float) * n * rows);
+                ok &= w[j] && (j % 2 || w3[j]) && x[j] && y[j] && u[j] && ref[j] && ru[j];
+                if (!ok) break;
+                for (int i = 0; i < n * cols; i++) x[j][i] = rnd_uniform();
+                jobs[j] = (wd_mm_job){y[j], x[j], w[j], w3[j], w3[j] ? u[j] : NULL,
+                                      (wd_dtype)(j == 3 ? WD_DT_F32 : dt), rows, cols};
+                wd_matmul(NULL, ref[j], x[j], w[j], jobs[j].dt, n, rows, cols);
+                if (w3[j]) {
+                    wd_matmul(NULL, ru[j], x[j], w3[j], jobs[j].dt, n, rows, cols);
+                    for (int i = 0; i < n * rows; i++) {
+                        float g = ref[j][i]; /* the reference: silu in double, then checked loosely */
+                        ref[j][i] = (float)(g / (1 + exp(-(double)g)) * ru[j][i]);
+                    }
+                }
+            }
+            CHECK(ok);
+            for (int p = 0; p < 2 && ok; p++) {
+                wd_matmul_multi(p ? pool : NULL, jobs, NJ, n);
+                for (int j = 0; j < NJ; j++) {
+                    size_t m = (size_t)n * shapes[j][0];
+                    if (!w3[j]) {
+                        CHECKF(!memcmp(y[j], ref[j], m * sizeof(float)),
+                               "matmul_multi %s n=%d job %d pool=%d: bits differ from wd_matmul",
+                               wd_dtype_name(dt), n, j, p);
+                    } else {
+                        double e = 0, nrm = 0;
+                        for (size_t i = 0; i < m; i++)
+                            e += (y[j][i] - ref[j][i]) * (double)(y[j][i] - ref[j][i]),
+                                nrm += (double)ref[j][i] * ref[j][i];
+                        CHECKF(e <= 1e-10 * nrm, "matmul_multi %s n=%d gate/up job %d pool=%d: rel %.3g",
+                               wd_dtype_name(dt), n, j, p, sqrt(e / (nrm + 1e-300)));
+                    }
+                }
+                if (p == 0) /* pool and serial: the same bits */
+                    for (int j = 0; j < NJ; j++) memcpy(ru[j], y[j], sizeof(float) * n * shapes[j][0]);
+                else
+                    for (int j = 0; j < NJ; j++)
+                        CHECKF(!memcmp(ru[j], y[j], sizeof(float) * n * shapes[j][0]),
+                               "matmul_multi %s n=%d job %d: pool differs from serial",
+                               wd_dtype_name(dt), n, j);
+            }
+            for (int j = 0; j < NJ; j++)
+                free(w[j]), free(w3[j]), free(x[j]), free(y[j]), free(u[j]), free(ref[j]), free(ru[j]);
+        }
+}
+
 static void test_rmsnorm(void) {
     static const int dims[] = {1, 43, 512, 1000};
     for (size_t d = 0; d < sizeof dims / sizeof dims[0]; d++) {
@@ -638,6 +706,7 @@ int main(void) {
     test_conversions();
     test_matmul(pool);
     test_matmul_unaligned(pool);
+    test_matmul_multi(pool);
     test_rmsnorm();
     test_rope();
     test_softmax();

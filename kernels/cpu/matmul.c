@@ -647,3 +647,89 @@ void wd_matmul(wd_pool *pool, float *y, const float *x, const void *w, wd_dtype 
     if (nt <= 1) gemv_task(&c, 0, 1);
     else wd_pool_run(pool, gemv_task, &c, nt);
 }
+
+/* ---- several decode matmuls in one pool run ------------------------------ */
+#define MULTI_MAX_JOBS 64
+
+typedef struct {
+    const wd_mm_job *jobs;
+    int n_jobs, n;
+    int64_t unit0[MULTI_MAX_JOBS + 1]; /* first 16-row unit of each job */
+    double cost0[MULTI_MAX_JOBS + 1];  /* bytes before each job's first unit */
+} multi_ctx;
+
+static double job_unit_bytes(const wd_mm_job *j) {
+    return 16.0 * (double)wd_dtype_bytes(j->dt, j->cols) * (j->w3 ? 2 : 1);
+}
+
+/* Unit index where the cumulative bytes reach `target` (units are never split). */
+static int64_t multi_unit_at(const multi_ctx *c, double target) {
+    for (int j = 0; j < c->n_jobs; j++) {
+        if (target >= c->cost0[j + 1]) continue;
+        double ub = job_unit_bytes(&c->jobs[j]);
+        int64_t k = (int64_t)((target - c->cost0[j]) / ub + 0.5);
+        int64_t units = c->unit0[j + 1] - c->unit0[j];
+        return c->unit0[j] + (k < units ? k : units);
+    }
+    return c->unit0[c->n_jobs];
+}
+
+static void multi_task(void *arg, int task, int n_tasks) {
+    const multi_ctx *c = arg;
+    const double total = c->cost0[c->n_jobs];
+    int64_t u0 = multi_unit_at(c, total * task / n_tasks);
+    int64_t u1 = task + 1 == n_tasks ? c->unit0[c->n_jobs] : multi_unit_at(c, total * (task + 1) / n_tasks);
+    for (int j = 0; j < c->n_jobs && u0 < u1; j++) {
+        if (u0 >= c->unit0[j + 1]) continue;
+        const wd_mm_job *jb = &c->jobs[j];
+        int64_t e = u1 < c->unit0[j + 1] ? u1 : c->unit0[j + 1];
+        int r0 = (int)((u0 - c->unit0[j]) * 16), r1 = (int)((e - c->unit0[j]) * 16);
+        if (r1 > jb->rows) r1 = jb->rows;
+        wd_cpu_gemv_rows(jb->y, jb->x, jb->w, jb->dt, c->n, jb->rows, jb->cols, r0, r1);
+        if (jb->w3) {
+            wd_cpu_gemv_rows(jb->u, jb->x, jb->w3, jb->dt, c->n, jb->rows, jb->cols, r0, r1);
+            for (int t = 0; t < c->n; t++)
+                wd_cpu_silu_mul(jb->y + (size_t)t * jb->rows + r0, jb->u + (size_t)t * jb->rows + r0,
+                                r1 - r0);
+        }
+        u0 = e;
+    }
+}
+
+void wd_matmul_multi(wd_pool *pool, const wd_mm_job *jobs, int n_jobs, int n) {
+    if (n <= 0 || n_jobs <= 0) return;
+    if (n >= WD_GEMM_MIN_N || n_jobs > MULTI_MAX_JOBS) {
+        for (int j = 0; j < n_jobs; j++) {
+            const wd_mm_job *jb = &jobs[j];
+            wd_matmul(pool, jb->y, jb->x, jb->w, jb->dt, n, jb->rows, jb->cols);
+            if (jb->w3) {
+                wd_matmul(pool, jb->u, jb->x, jb->w3, jb->dt, n, jb->rows, jb->cols);
+                wd_cpu_silu_mul(jb->y, jb->u, n * jb->rows);
+            }
+        }
+        return;
+    }
+    multi_ctx c;
+    c.jobs = jobs;
+    c.n_jobs = n_jobs;
+    c.n = n;
+    c.unit0[0] = 0;
+    c.cost0[0] = 0;
+    int64_t elems = 0;
+    for (int j = 0; j < n_jobs; j++) {
+        const wd_mm_job *jb = &jobs[j];
+        int64_t units = jb->rows > 0 && jb->cols > 0 ? (jb->rows + 15) / 16 : 0;
+        if (jb->rows > 0 && jb->cols <= 0) /* empty rows: zeros, as wd_matmul */
+            for (int t = 0; t < n; t++) memset(jb->y + (size_t)t * jb->rows, 0, (size_t)jb->rows * 4);
+        c.unit0[j + 1] = c.unit0[j] + units;
+        c.cost0[j + 1] = c.cost0[j] + (double)units * job_unit_bytes(jb);
+        elems += (int64_t)jb->rows * (jb->cols > 0 ? jb->cols : 0) * (jb->w3 ? 2 : 1);
+    }
+    int64_t units = c.unit0[n_jobs];
+    if (units == 0) return;
+    int nt = wd_pool_size(pool);
+    if (elems * n < WD_MATMUL_SERIAL_ELEMS) nt = 1;
+    if (nt > units) nt = (int)units;
+    if (nt <= 1) multi_task(&c, 0, 1);
+    else wd_pool_run(pool, multi_task, &c, nt);
+}

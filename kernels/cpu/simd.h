@@ -83,6 +83,10 @@ int wd_cpu_sg_unit(int n);
 void wd_cpu_sg_rows2(float *y1, const float *w1, float *y2, const float *w2, const float *x,
                      int n, int rows, int cols, int r0, int r1, float *xt);
 
+/* g[i] = silu(g[i]) * u[i] for i < n (expert.c; the tail is masked, so the
+ * result of an element never depends on where a range starts). */
+void wd_cpu_silu_mul(float *g, const float *u, int n);
+
 /* SiLU on a scalar (reference path). */
 static inline float wd_silu_scalar(float g) { return g / (1.0f + expf(-g)); }
 
