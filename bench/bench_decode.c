@@ -19,6 +19,14 @@ static double now_s(void) {
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
+/* CPU seconds of the whole process (every thread): on a shared machine the
+ * wall time includes the time slices other processes took, this does not. */
+static double cpu_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
 static void help(void) {
     printf("usage: bench_decode [--model DIR|FILE.gguf] [--threads N] [--prompt N] [--decode N]\n"
            "                    [--reps N] [--bw-passes N] [--dir DIR] [--dtype f32|f16|bf16]\n"
@@ -151,8 +159,9 @@ int main(int argc, char **argv) {
     wd_session *s = pool ? wd_session_create(m, prompt + decode + 1, pool) : NULL;
     float *logits = malloc((size_t)c->vocab * sizeof(float));
     int *toks = malloc(sizeof(int) * (size_t)prompt);
-    double *pf = malloc(sizeof(double) * 4 * (size_t)reps), *dec = pf + reps,
-           *emu_tps = pf + 2 * (size_t)reps, *emu_share = pf + 3 * (size_t)reps;
+    double *pf = malloc(sizeof(double) * 5 * (size_t)reps), *dec = pf + reps,
+           *emu_tps = pf + 2 * (size_t)reps, *emu_share = pf + 3 * (size_t)reps,
+           *dec_cpu = pf + 4 * (size_t)reps;
     double *bw = malloc(sizeof(double) * (size_t)(bw_passes + 1));
     if (!pool || !s || !logits || !toks || !pf || !bw) {
         fprintf(stderr, "bench_decode: out of memory\n");
@@ -170,11 +179,13 @@ int main(int argc, char **argv) {
         pf[rep] = prompt / (now_s() - t0);
         int next;
         t0 = now_s();
+        double c0 = cpu_s();
         for (int i = 0; i < decode; i++) {
             next = wd_sample(logits, c->vocab, 0, 1, NULL, NULL);
             if (wd_forward(s, &next, 1, logits, 0, err, sizeof(err))) goto fail;
         }
         dec[rep] = decode / (now_s() - t0);
+        dec_cpu[rep] = decode * nt / (cpu_s() - c0);
     }
     struct rusage ru; /* peak RSS before the bandwidth probe allocates its buffer */
     getrusage(RUSAGE_SELF, &ru);
@@ -250,6 +261,8 @@ int main(int argc, char **argv) {
         snprintf(note, sizeof note, "(no bandwidth probe: --bw-passes 0; %.1f MB per token)", active / 1e6);
     }
     print_row(out, "decode", "tok/s", dec, reps, 1, note);
+    print_row(out, "decode, CPU time", "tok/s", dec_cpu, reps, 1,
+              "(tokens x threads / process CPU seconds: without the time slices other processes took)");
     snprintf(note, sizeof note, "(%d-token prompt)", prompt);
     print_row(out, "prefill", "tok/s", pf, reps, 1, note);
     print_row(out, "prefill", "GFLOP/s", pflops, reps, 1e-9, "");
@@ -283,6 +296,7 @@ int main(int argc, char **argv) {
         json_object_object_add(doc, "decode_roofline_fraction",
                                bw_passes ? json_object_new_double(ds.median / roof_tps) : NULL);
         json_object_object_add(doc, "decode_tok_per_s", wd_bstats_json(dec, reps));
+        json_object_object_add(doc, "decode_tok_per_cpu_s", wd_bstats_json(dec_cpu, reps));
         json_object_object_add(doc, "prefill_tok_per_s", wd_bstats_json(pf, reps));
         json_object_object_add(doc, "prefill_flop_per_s", wd_bstats_json(pflops, reps));
         json_object_object_add(doc, "peak_rss_bytes", json_object_new_double(rss));
