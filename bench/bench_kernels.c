@@ -273,7 +273,7 @@ int main(int argc, char **argv) {
      * each figure at different moments. */
     const int rounds = reps ? reps : quick ? 2 : 8, tok_per_round = quick ? 3 : 6;
     const double win = quick ? 0.03 : 0.06;
-    size_t ring_bytes = quick ? (size_t)256 << 20 : (size_t)1 << 30;
+    size_t ring_bytes = bw_bytes; /* far larger than the LLC, as the bandwidth buffer */
     static const int shapes[][2] = {{512, 512}, {1792, 512}, {512, 1792}, {32000, 512}};
     static const int gshapes[][2] = {{1792, 512}, {512, 1792}};
     char *ring = alloc_weights(ring_bytes);
