@@ -266,7 +266,8 @@ static int moe_run_one_token(wd_session *s, int layer, const float *u, const wd_
     int H = m->cfg.hidden, E = m->cfg.n_experts, F = m->cfg.ffn, k = 0;
     int ex[64];
     float wt[64];
-    for (int e = 0; e < E && k < 64; e++) /* the chosen experts, ascending */
+    if (sel->n[0] > 64 || sel->n[0] > E) return 1; /* the caller takes the general path */
+    for (int e = 0; e < E; e++) /* the chosen experts, ascending */
         for (int j = 0; j < sel->n[0]; j++)
             if (sel->expert[j] == e) {
                 ex[k] = e;
@@ -293,7 +294,7 @@ int wd_moe_run_selection(wd_session *s, int layer, const float *u, const wd_sele
     const wd_model *m = s->m;
     int H = m->cfg.hidden, E = m->cfg.n_experts, n = sel->n_tokens;
     if (reserve(s, n)) return 1;
-    if (n == 1 && E <= 64) return moe_run_one_token(s, layer, u, sel, out);
+    if (n == 1 && moe_run_one_token(s, layer, u, sel, out) == 0) return 0;
     if (n >= 16 && wd_pool_size(s->pool) > 1 && moe_run_parallel(s, layer, u, sel, out) == 0)
         return 0;
     for (int e = 0; e < E; e++) {
