@@ -324,7 +324,7 @@ static void test_matmul_unaligned(wd_pool *pool) {
             void *w = deq ? make_weights((wd_dtype)dt, rows, cols, deq) : NULL;
             size_t bytes = wd_dtype_bytes((wd_dtype)dt, (int64_t)rows * cols);
             unsigned char *buf = aligned_alloc(64, (bytes + 128) / 64 * 64);
-            float *xbuf = aligned_alloc(64, sizeof(float) * (9 * cols + 16));
+            float *xbuf = aligned_alloc(64, (sizeof(float) * (9 * cols + 16) + 63) / 64 * 64);
             float *y0 = malloc(sizeof(float) * 9 * rows), *y1 = malloc(sizeof(float) * 9 * rows);
             if (!w || !buf || !xbuf || !y0 || !y1) {
                 CHECK(!"allocation");
