@@ -117,6 +117,9 @@ done
 RES=$VS/results.tsv
 : >"$RES"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | head -1)" ] &&
+    COMMIT="$COMMIT+local changes"
 run_llama() { # type threads round
     local j=$VS/llama-$1-$2.json
     if ! "$LBIN/llama-bench" -m "$VS/mini-$1.gguf" -t "$2" -p "$PROMPT" -n "$DECODE" -r 1 -o json \
@@ -168,9 +171,6 @@ LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- the table ----------------------------------------------------------------------------
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-DIRTY=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | head -1)
-[ -n "$DIRTY" ] && COMMIT="$COMMIT+local changes"
 python3 - "$RES" "$ROUNDS" "$PROMPT" "$DECODE" "$CPU" "$(nproc)" "$COMMIT" "$LOAD0" "$LOAD1" "${MD:-}" "$THREADS" "$TYPES" <<'EOF'
 import statistics, sys, datetime
 res, rounds, prompt, decode, cpu, cores, commit, load0, load1, md, threads, types = sys.argv[1:]
