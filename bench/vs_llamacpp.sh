@@ -144,11 +144,27 @@ import json, sys
 d = json.load(open('$j'))
 print('wdmoe\t$1\t$2\t$3\tprefill\t%.3f' % d['prefill_tok_per_s']['median'])
 print('wdmoe\t$1\t$2\t$3\tdecode\t%.3f' % d['decode_tok_per_s']['median'])
+print('wdmoe\t$1\t$2\t$3\tdecode_cpu\t%.3f' % d['decode_tok_per_cpu_s']['median'])
 print('wdmoe\t$1\t$2\t$3\tactive_bytes\t%.0f' % d['active_bytes_per_token'])" >>"$RES"
     else
         echo -e "wdmoe\t$1\t$2\t$3\tunsupported\t0" >>"$RES"
     fi
 }
+# One thread, decode per CPU-second (what the time slices other processes take do not change):
+# the CPU time of llama-bench with 6 tg repetitions minus that with 1 (no warm-up) is the CPU
+# time of 5 decodes; wdmoe's is bench_decode's "decode, CPU time".
+run_llama_cpu() { # type round
+    local a b
+    /usr/bin/time -f "%U %S" -o "$VS/cpu-1.txt" "$LBIN/llama-bench" -m "$VS/mini-$1.gguf" -t 1 -p 0 \
+        -n "$DECODE" -r 1 --no-warmup -o json >/dev/null 2>&1 || return 0
+    /usr/bin/time -f "%U %S" -o "$VS/cpu-6.txt" "$LBIN/llama-bench" -m "$VS/mini-$1.gguf" -t 1 -p 0 \
+        -n "$DECODE" -r 6 --no-warmup -o json >/dev/null 2>&1 || return 0
+    python3 -c "
+a = sum(map(float, open('$VS/cpu-1.txt').read().split()))
+b = sum(map(float, open('$VS/cpu-6.txt').read().split()))
+if b > a: print('llama.cpp\t$1\t1\t$2\tdecode_cpu\t%.3f' % (5 * $DECODE / (b - a)))" >>"$RES"
+}
+[ -x /usr/bin/time ] || echo "vs_llamacpp.sh: no /usr/bin/time: the per-CPU-second column stays empty"
 # the read bandwidth with each thread count (median of 7 whole passes), for the roofline
 for th in $THREADS; do
     "$BENCH" --model "$VS/mini-F32.gguf" --threads "$th" --reps 1 --prompt 8 --decode 1 --bw-passes 7 \
@@ -164,6 +180,7 @@ for r in $(seq 1 "$ROUNDS"); do
         for th in $THREADS; do
             if [ $((r % 2)) -eq 1 ]; then run_llama "$t" "$th" "$r"; run_wdmoe "$t" "$th" "$r"
             else run_wdmoe "$t" "$th" "$r"; run_llama "$t" "$th" "$r"; fi
+            [ "$th" = 1 ] && [ -x /usr/bin/time ] && run_llama_cpu "$t" "$r"
         done
     done
 done
@@ -186,15 +203,15 @@ def fmt(m):
     return "%.0f (%.0f-%.0f)" % m if m[0] >= 100 else "%.1f (%.1f-%.1f)" % m
 date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 head = ("| type | threads | decode tok/s llama.cpp | decode tok/s wdmoe | ratio | wdmoe %% of roofline "
-        "| prefill %s tok/s llama.cpp | prefill wdmoe | ratio |" % prompt)
-lines = [head, "|" + "---|" * 9]
+        "| prefill %s tok/s llama.cpp | prefill wdmoe | ratio | decode per CPU-s llama.cpp | wdmoe | ratio |" % prompt)
+lines = [head, "|" + "---|" * 12]
 for t in types.split():
     for th in threads.split():
         ld, wd = med("llama.cpp", t, th, "decode"), med("wdmoe", t, th, "decode")
         lp, wp = med("llama.cpp", t, th, "prefill"), med("wdmoe", t, th, "prefill")
         if not (ld or wd):
             if val.get(("wdmoe", t, th, "unsupported")):
-                lines.append("| %s | %s | | wdmoe cannot load this type | | | | | |" % (t, th))
+                lines.append("| %s | %s | | wdmoe cannot load this type | | | | | | | | |" % (t, th))
             continue
         bw = med("machine", "-", th, "bandwidth")
         ab = med("wdmoe", t, th, "active_bytes")
@@ -203,13 +220,19 @@ for t in types.split():
         rp = "%.2f" % (wp[0] / lp[0]) if (lp and wp) else "n/a"
         if val.get(("wdmoe", t, th, "unsupported")) and not wd:
             rd = rp = "wdmoe cannot load this type"
-        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (t, th, fmt(ld), fmt(wd), rd, roof, fmt(lp), fmt(wp), rp))
+        lc, wc = med("llama.cpp", t, th, "decode_cpu"), med("wdmoe", t, th, "decode_cpu")
+        rc = "%.2f" % (wc[0] / lc[0]) if (lc and wc) else ""
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            t, th, fmt(ld), fmt(wd), rd, roof, fmt(lp), fmt(wp), rp,
+            fmt(lc) if lc else "", fmt(wc) if (wc and th == "1") else "", rc if th == "1" else ""))
 bws = ", ".join("%s thread%s %.1f GB/s" % (th, "" if th == "1" else "s", med("machine", "-", th, "bandwidth")[0] / 1e9)
                 for th in threads.split() if med("machine", "-", th, "bandwidth"))
 note = ("%s; %s, %s cores online; wdmoe %s; llama.cpp from llama-cpp-python's source package. "
         "Synthetic mini Mixtral GGUF (hidden 512, 8 layers, 8 experts top-2, vocab 32000), "
         "decode %s tokens, prefill %s tokens; medians of %s interleaved rounds (min-max); "
-        "ratio = wdmoe / llama.cpp. Read bandwidth (median of 7 whole passes over max(1 GiB, 8x LLC)): %s. "
+        "ratio = wdmoe / llama.cpp. Decode per CPU-second (1 thread): tokens per CPU-second of the "
+        "process, llama.cpp's from the CPU time of 6 minus 1 tg repetitions (from an empty context; "
+        "wdmoe's after its prompt), immune to the time slices other processes take. Read bandwidth (median of 7 whole passes over max(1 GiB, 8x LLC)): %s. "
         "Load average %s at the start, %s at the end (the machine is shared: figures are noisy)."
         % (date, cpu, cores, commit, decode, prompt, rounds, bws or "n/a", load0, load1))
 text = "\n".join(lines)
