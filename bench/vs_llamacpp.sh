@@ -28,17 +28,20 @@ PROMPT=128
 DECODE=64
 MD=""
 UPDATE_DOCS=0
+WDMOE_OPTS=""
 
 usage() {
     cat <<EOF
 usage: bench/vs_llamacpp.sh [--rounds N] [--threads "1 2"] [--types "F32 F16 ..."]
-                            [--prompt N] [--decode N] [--md FILE] [--update-docs]
+                            [--prompt N] [--decode N] [--wdmoe-opts "--hugepages"]
+                            [--md FILE] [--update-docs]
 
 Runs wdmoe (build/bench_decode) and llama.cpp (llama-bench) on the same GGUF files,
 interleaved, --rounds rounds (default $ROUNDS), for each thread count (default "$THREADS")
 and weight type (default "$TYPES"; a type wdmoe cannot load is reported as such).
 Prints one table of medians, min-max and ratios; --md FILE writes it as Markdown;
---update-docs puts it into docs/performance.md between its markers.
+--update-docs puts it into docs/performance.md between its markers; --wdmoe-opts passes
+options to bench_decode (e.g. --hugepages) and is named in the table's note.
 Needs ./build (cmake -S . -B build && cmake --build build) and, the first time,
 PyPI for llama-cpp-python's source (built into build/llamacpp, never the system).
 EOF
@@ -52,6 +55,7 @@ while [ $# -gt 0 ]; do
     --prompt) PROMPT=$2; shift 2 ;;
     --decode) DECODE=$2; shift 2 ;;
     --md) MD=$2; shift 2 ;;
+    --wdmoe-opts) WDMOE_OPTS=$2; shift 2 ;;
     --update-docs) UPDATE_DOCS=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "vs_llamacpp.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -137,8 +141,9 @@ EOF
 }
 run_wdmoe() {
     local j=$VS/wdmoe-$1-$2.json
+    # shellcheck disable=SC2086
     if "$BENCH" --model "$VS/mini-$1.gguf" --threads "$2" --reps 1 --bw-passes 0 --prompt "$PROMPT" \
-        --decode "$DECODE" --json "$j" >/dev/null 2>"$VS/wdmoe-$1-$2.err"; then
+        --decode "$DECODE" $WDMOE_OPTS --json "$j" >/dev/null 2>"$VS/wdmoe-$1-$2.err"; then
         python3 -c "
 import json, sys
 d = json.load(open('$j'))
@@ -188,9 +193,9 @@ LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- the table ----------------------------------------------------------------------------
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-python3 - "$RES" "$ROUNDS" "$PROMPT" "$DECODE" "$CPU" "$(nproc)" "$COMMIT" "$LOAD0" "$LOAD1" "${MD:-}" "$THREADS" "$TYPES" <<'EOF'
+python3 - "$RES" "$ROUNDS" "$PROMPT" "$DECODE" "$CPU" "$(nproc)" "$COMMIT" "$LOAD0" "$LOAD1" "${MD:-}" "$THREADS" "$TYPES" "$WDMOE_OPTS" <<'EOF'
 import statistics, sys, datetime
-res, rounds, prompt, decode, cpu, cores, commit, load0, load1, md, threads, types = sys.argv[1:]
+res, rounds, prompt, decode, cpu, cores, commit, load0, load1, md, threads, types, wopts = sys.argv[1:]
 rows = [l.rstrip("\n").split("\t") for l in open(res) if l.strip()]
 val = {}
 for eng, t, th, r, kind, v in rows:
@@ -234,7 +239,7 @@ note = ("%s; %s, %s cores online; wdmoe %s; llama.cpp from llama-cpp-python's so
         "process, llama.cpp's from the CPU time of 6 minus 1 tg repetitions (from an empty context; "
         "wdmoe's after its prompt), immune to the time slices other processes take. Read bandwidth (median of 7 whole passes over max(1 GiB, 8x LLC)): %s. "
         "Load average %s at the start, %s at the end (the machine is shared: figures are noisy)."
-        % (date, cpu, cores, commit, decode, prompt, rounds, bws or "n/a", load0, load1))
+        % (date, cpu, cores, commit, (" with " + wopts) if wopts else "", decode, prompt, rounds, bws or "n/a", load0, load1))
 text = "\n".join(lines)
 print(text)
 print()
