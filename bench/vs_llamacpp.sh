@@ -232,7 +232,7 @@ for t in types.split():
             fmt(lc) if lc else "", fmt(wc) if (wc and th == "1") else "", rc if th == "1" else ""))
 bws = ", ".join("%s thread%s %.1f GB/s" % (th, "" if th == "1" else "s", med("machine", "-", th, "bandwidth")[0] / 1e9)
                 for th in threads.split() if med("machine", "-", th, "bandwidth"))
-note = ("%s; %s, %s cores online; wdmoe %s; llama.cpp from llama-cpp-python's source package. "
+note = ("%s; %s, %s cores online; wdmoe %s%s; llama.cpp from llama-cpp-python's source package. "
         "Synthetic mini Mixtral GGUF (hidden 512, 8 layers, 8 experts top-2, vocab 32000), "
         "decode %s tokens, prefill %s tokens; medians of %s interleaved rounds (min-max); "
         "ratio = wdmoe / llama.cpp. Decode per CPU-second (1 thread): tokens per CPU-second of the "
