@@ -346,8 +346,10 @@ static void gemv_avx2(float *y, const float *x, const void *w, wd_dtype dt, int 
 /* Rows [r0, r1) of y for all n tokens. */
 void wd_cpu_gemv_rows(float *y, const float *x, const void *w, wd_dtype dt, int n, int rows,
                       int cols, int r0, int r1) {
-    /* block-quantised weights: integer dot products on quantised tokens (gemv_q8.c) */
-    if (dt == WD_DT_Q8_0 && wd_cpu_q8x_fits(cols)) {
+    /* block-quantised weights, decode: integer dot products on quantised tokens
+     * (gemv_q8.c). Only below WD_GEMM_MIN_N tokens, in every build: prefill keeps
+     * fp32 tokens also where (without AVX-512) its matmuls run through here. */
+    if (dt == WD_DT_Q8_0 && n < WD_GEMM_MIN_N && wd_cpu_q8x_fits(cols)) {
         wd_cpu_gemv_q8x(y, rows, x, n, cols, w, (size_t)(cols / 32) * WD_Q8_BYTES, r0, r1,
                         wd_cpu_q8_0_rows);
         return;
