@@ -1,6 +1,6 @@
 /* bench_kernels: CPU kernel figures for this machine.
  *
- *   bench_kernels [--threads N] [--quick]
+ *   bench_kernels [--threads N] [--quick] [--reps N] [--json FILE|-]
  *
  * Prints: measured read bandwidth (and a buffer-size sweep, to show where the
  * caches end); decode matmul (n = 1) GB/s and % of bandwidth per dtype and
@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench_util.h"
 #include "kernels/kernels.h"
 
 static double now_s(void) {
@@ -201,15 +202,21 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-    int threads = 0, quick = 0;
+    int threads = 0, quick = 0, reps = 0;
+    const char *json_path = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: bench_kernels [--threads N] [--quick]\n"
+            printf("usage: bench_kernels [--threads N] [--quick] [--reps N] [--json FILE|-]\n"
                    "  --threads N  pool threads (default: online CPUs)\n"
-                   "  --quick      shorter timings and a 256 MiB bandwidth buffer\n"
+                   "  --quick      shorter timings and 2 rounds\n"
+                   "  --reps N     interleaved rounds (default 8; --quick: 2)\n"
+                   "  --json FILE  every figure with its per-round samples as JSON (\"-\": stdout)\n"
                    "Prints read bandwidth, decode matmul GB/s (%% of bandwidth) per dtype,\n"
                    "a synthetic mini-Mixtral decode step, prefill GEMM GFLOP/s and the\n"
-                   "thread pool's per-run overhead.\n");
+                   "thread pool's per-run overhead. Each figure is measured once per round\n"
+                   "(the best ~3 ms window of the round) and printed as the median over\n"
+                   "rounds with min-max; the bandwidth is the median of whole passes over a\n"
+                   "buffer of max(1 GiB, 8x the last-level cache).\n");
             return 0;
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             threads = atoi(argv[++i]);
@@ -219,6 +226,10 @@ int main(int argc, char **argv) {
             }
         } else if (!strcmp(argv[i], "--quick")) {
             quick = 1;
+        } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
+            if ((reps = wd_bench_posint("bench_kernels", "--reps", argv[++i])) < 0) return 2;
+        } else if (!strcmp(argv[i], "--json") && i + 1 < argc) {
+            json_path = argv[++i];
         } else {
             fprintf(stderr, "bench_kernels: unknown argument '%s' (try --help)\n", argv[i]);
             return 2;
@@ -230,15 +241,15 @@ int main(int argc, char **argv) {
         return 1;
     }
     int nth = wd_pool_size(pool);
-    size_t bw_bytes = quick ? (size_t)256 << 20 : (size_t)1 << 30;
+    size_t bw_bytes = wd_bench_bw_bytes();
     printf("bench_kernels: %d thread%s\n\n", nth, nth > 1 ? "s" : "");
 
     /* pool overhead: back-to-back runs (workers spinning) and after idling */
     for (int i = 0; i < 1000; i++) wd_pool_run(pool, empty_task, NULL, nth);
-    int reps = 200000;
+    const int runs = 200000;
     double t0 = now_s();
-    for (int i = 0; i < reps; i++) wd_pool_run(pool, empty_task, NULL, nth);
-    double hot_us = (now_s() - t0) / reps * 1e6;
+    for (int i = 0; i < runs; i++) wd_pool_run(pool, empty_task, NULL, nth);
+    double hot_us = (now_s() - t0) / runs * 1e6;
     double cold_us = 0;
     for (int i = 0; i < 20; i++) {
         struct timespec ts = {0, 2000000};
@@ -254,15 +265,15 @@ int main(int argc, char **argv) {
     size_t sweep[] = {(size_t)8 << 20, (size_t)64 << 20, (size_t)256 << 20};
     for (int i = 0; i < 3 && !quick; i++)
         printf("  %6zu MiB: %6.1f GB/s\n", sweep[i] >> 20,
-               wd_measure_read_bandwidth(pool, sweep[i], 10) / 1e9);
+               wd_measure_read_bandwidth(pool, sweep[i], 10, NULL) / 1e9);
 
     /* Everything below runs in interleaved rounds and keeps the best (and,
      * for decode tokens, the median) over rounds and ~3 ms sub-windows: on a
      * shared machine other processes slow some moments, and rounds sample
      * each figure at different moments. */
-    const int rounds = quick ? 2 : 8, tok_per_round = quick ? 3 : 6;
+    const int rounds = reps ? reps : quick ? 2 : 8, tok_per_round = quick ? 3 : 6;
     const double win = quick ? 0.03 : 0.06;
-    size_t ring_bytes = quick ? (size_t)256 << 20 : (size_t)1 << 30;
+    size_t ring_bytes = bw_bytes; /* far larger than the LLC, as the bandwidth buffer */
     static const int shapes[][2] = {{512, 512}, {1792, 512}, {512, 1792}, {32000, 512}};
     static const int gshapes[][2] = {{1792, 512}, {512, 1792}};
     char *ring = alloc_weights(ring_bytes);
@@ -284,16 +295,23 @@ int main(int argc, char **argv) {
         return 1;
     }
     for (int i = 0; i < 128 * 1792; i++) x[i] = 1.0f / (1 + i % 5);
-    double bw = 0, gemv[WD_DT_COUNT][4] = {{0}}, gemm[WD_DT_COUNT][2] = {{0}};
+    /* per-round samples: [round] for the bandwidth, [dt][shape][round] for the kernels */
+    double *bws = calloc((size_t)rounds, sizeof(double));
+    double *gv = calloc((size_t)WD_DT_COUNT * 4 * rounds, sizeof(double));
+    double *gm = calloc((size_t)WD_DT_COUNT * 2 * rounds, sizeof(double));
+    if (!bws || !gv || !gm) {
+        fprintf(stderr, "bench_kernels: out of memory\n");
+        return 1;
+    }
+#define GV(dt, s) (gv + ((size_t)(dt) * 4 + (s)) * rounds)
+#define GM(dt, s) (gm + ((size_t)(dt) * 2 + (s)) * rounds)
+    double bw, gemv[WD_DT_COUNT][4] = {{0}}, gemm[WD_DT_COUNT][2] = {{0}};
     for (int r = 0; r < rounds; r++) {
-        double b = wd_measure_read_bandwidth(pool, bw_bytes, 3);
-        if (b > bw) bw = b;
+        bws[r] = wd_measure_read_bandwidth(pool, bw_bytes, 3, NULL);
         for (int dt = 0; dt < WD_DT_COUNT; dt++)
-            for (int s = 0; s < 4; s++) {
-                double g = gemv_window(pool, (wd_dtype)dt, shapes[s][0], shapes[s][1], ring,
-                                       ring_bytes, x, y, win);
-                if (g > gemv[dt][s]) gemv[dt][s] = g;
-            }
+            for (int s = 0; s < 4; s++)
+                GV(dt, s)[r] = gemv_window(pool, (wd_dtype)dt, shapes[s][0], shapes[s][1], ring,
+                                           ring_bytes, x, y, win);
         for (int dt = 0; dt < WD_DT_COUNT; dt++) {
             if (!mm[dt]) continue;
             if (r == 0) mini_token(pool, mm[dt]); /* warm-up */
@@ -301,24 +319,31 @@ int main(int argc, char **argv) {
                 tt[dt][r * tok_per_round + k] = mini_token(pool, mm[dt]);
         }
         for (int dt = 0; dt < WD_DT_COUNT; dt++)
-            for (int s = 0; s < 2; s++) {
-                double g = gemm_window(pool, (wd_dtype)dt, 128, gshapes[s][0], gshapes[s][1],
-                                       gw[dt][s], x, y, win);
-                if (g > gemm[dt][s]) gemm[dt][s] = g;
-            }
+            for (int s = 0; s < 2; s++)
+                GM(dt, s)[r] = gemm_window(pool, (wd_dtype)dt, 128, gshapes[s][0], gshapes[s][1],
+                                           gw[dt][s], x, y, win);
     }
-    printf("measured read bandwidth (%zu MiB buffer, %d threads, best of %d rounds): %.1f GB/s\n\n",
-           bw_bytes >> 20, nth, rounds, bw / 1e9);
+    wd_bstats bst = wd_bstats_of(bws, rounds);
+    bw = bst.median;
+    for (int dt = 0; dt < WD_DT_COUNT; dt++) {
+        for (int s = 0; s < 4; s++) gemv[dt][s] = wd_bstats_of(GV(dt, s), rounds).median;
+        for (int s = 0; s < 2; s++) gemm[dt][s] = wd_bstats_of(GM(dt, s), rounds).median;
+    }
+    printf("read bandwidth (%zu MiB buffer, %d threads, median of 3 whole passes per round, %d rounds):\n"
+           "  median %.1f GB/s, min %.1f, max %.1f, spread %.1f%%\n\n",
+           bw_bytes >> 20, nth, rounds, bw / 1e9, bst.min / 1e9, bst.max / 1e9, 100 * bst.spread);
 
-    printf("decode matmul, n = 1, weights cycled through a %zu MiB ring (DRAM), best 3 ms window of %d rounds:\n",
+    printf("decode matmul, n = 1, weights cycled through a %zu MiB ring (DRAM), best 3 ms window per round,\n"
+           "median [min-max] of %d rounds:\n",
            ring_bytes >> 20, rounds);
-    printf("  %-6s %-11s %9s %8s\n", "dtype", "rows x cols", "GB/s", "% of bw");
+    printf("  %-6s %-11s %9s %15s %8s\n", "dtype", "rows x cols", "GB/s", "[min-max]", "% of bw");
     for (int dt = 0; dt < WD_DT_COUNT; dt++)
         for (int s = 0; s < 4; s++) {
             char shape[32];
+            wd_bstats g = wd_bstats_of(GV(dt, s), rounds);
             snprintf(shape, sizeof shape, "%dx%d", shapes[s][0], shapes[s][1]);
-            printf("  %-6s %-11s %9.1f %7.1f%%\n", wd_dtype_name(dt), shape, gemv[dt][s],
-                   100 * gemv[dt][s] * 1e9 / bw);
+            printf("  %-6s %-11s %9.1f  [%5.1f-%5.1f] %7.1f%%\n", wd_dtype_name(dt), shape,
+                   gemv[dt][s], g.min, g.max, 100 * gemv[dt][s] * 1e9 / bw);
         }
 
     printf("\nsynthetic mini Mixtral decode step (H 512, 8 layers, 8/2 heads, F 1792, 8 experts,\n"
@@ -337,7 +362,7 @@ int main(int argc, char **argv) {
 
     double mhz = cpu_mhz();
     double peak = nth * 2.0 * 16 * 2 * mhz * 1e6;
-    printf("\nprefill GEMM, n = 128, best 3 ms window of %d rounds (peak = %d cores x 2 FMA units x 16 lanes\n"
+    printf("\nprefill GEMM, n = 128, median of %d rounds (best 3 ms window each) (peak = %d cores x 2 FMA units x 16 lanes\n"
            "x 2 flops x %.0f MHz = %.1f GFLOP/s; the MHz is the nominal /proc/cpuinfo figure,\n"
            "the cores turbo above it):\n",
            rounds, nth, mhz, peak / 1e9);
@@ -349,6 +374,56 @@ int main(int argc, char **argv) {
             printf("  %-6s %-11s %9.1f %7.1f%%\n", wd_dtype_name(dt), shape, gemm[dt][s],
                    peak > 0 ? 100 * gemm[dt][s] * 1e9 / peak : 0.0);
         }
+    int rc = 0;
+    if (json_path) {
+        json_object *doc = json_object_new_object(), *jg = json_object_new_array(),
+                    *jm = json_object_new_array(), *jd = json_object_new_array();
+        json_object_object_add(doc, "command", json_object_new_string("bench_kernels"));
+        json_object_object_add(doc, "version", json_object_new_string("wdmoe 0.1.0"));
+        json_object_object_add(doc, "machine", wd_bench_machine_json());
+        json_object_object_add(doc, "threads", json_object_new_int(nth));
+        json_object_object_add(doc, "rounds", json_object_new_int(rounds));
+        json_object_object_add(doc, "pool_overhead_s", json_object_new_double(hot_us * 1e-6));
+        json_object_object_add(doc, "bandwidth_buffer_bytes", json_object_new_int64((int64_t)bw_bytes));
+        json_object_object_add(doc, "read_bandwidth_bytes_per_s", wd_bstats_json(bws, rounds));
+        for (int dt = 0; dt < WD_DT_COUNT; dt++) {
+            for (int s = 0; s < 4; s++) {
+                json_object *o = json_object_new_object();
+                json_object_object_add(o, "dtype", json_object_new_string(wd_dtype_name(dt)));
+                json_object_object_add(o, "rows", json_object_new_int(shapes[s][0]));
+                json_object_object_add(o, "cols", json_object_new_int(shapes[s][1]));
+                double v[64];
+                int nr = rounds < 64 ? rounds : 64;
+                for (int r = 0; r < nr; r++) v[r] = GV(dt, s)[r] * 1e9;
+                json_object_object_add(o, "bytes_per_s", wd_bstats_json(v, nr));
+                json_object_array_add(jg, o);
+            }
+            for (int s = 0; s < 2; s++) {
+                json_object *o = json_object_new_object();
+                json_object_object_add(o, "dtype", json_object_new_string(wd_dtype_name(dt)));
+                json_object_object_add(o, "n", json_object_new_int(128));
+                json_object_object_add(o, "rows", json_object_new_int(gshapes[s][0]));
+                json_object_object_add(o, "cols", json_object_new_int(gshapes[s][1]));
+                double v[64];
+                int nr = rounds < 64 ? rounds : 64;
+                for (int r = 0; r < nr; r++) v[r] = GM(dt, s)[r] * 1e9;
+                json_object_object_add(o, "flop_per_s", wd_bstats_json(v, nr));
+                json_object_array_add(jm, o);
+            }
+            if (mm[dt]) {
+                json_object *o = json_object_new_object();
+                json_object_object_add(o, "dtype", json_object_new_string(wd_dtype_name(dt)));
+                json_object_object_add(o, "bytes_per_token", json_object_new_double(mm[dt]->bytes_per_token));
+                json_object_object_add(o, "token_s", wd_bstats_json(tt[dt], rounds * tok_per_round));
+                json_object_array_add(jd, o);
+            }
+        }
+        json_object_object_add(doc, "gemv", jg);
+        json_object_object_add(doc, "gemm", jm);
+        json_object_object_add(doc, "mini_decode", jd);
+        rc = wd_bench_write_json(json_path, doc, "bench_kernels");
+    }
+    free(bws), free(gv), free(gm);
     for (int dt = 0; dt < WD_DT_COUNT; dt++) {
         mini_free(mm[dt]);
         free(tt[dt]);
@@ -356,5 +431,5 @@ int main(int argc, char **argv) {
     }
     free(ring), free(x), free(y);
     wd_pool_destroy(pool);
-    return 0;
+    return rc;
 }

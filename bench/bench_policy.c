@@ -5,15 +5,17 @@
  * Mixtral-8x7B shape (H 4096, F 14336, 32 layers, 8 experts, top-2), 8
  * devices, random router probabilities (softmax of N(0, 1.5^2) logits).
  *
- * usage: bench_policy [--scenario FILE ...] [--seconds S]
+ * usage: bench_policy [--scenario FILE ...] [--seconds S] [--reps N] [--json FILE|-]
  * Without --scenario: the default 8-device cell (synthetic channel) and the
- * same cell on constant-rate links. */
+ * same cell on constant-rate links. Every figure is measured in --reps
+ * interleaved rounds (default 3) and printed as median [min-max]. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "bench/bench_util.h"
 #include "emulation/emulation.h"
 
 #define TOKENS 512
@@ -104,17 +106,39 @@ static double bench_policy_only(const char *policy, const float *probs, double s
     return decisions / (t1 - t0);
 }
 
+static void help(void) {
+    printf("usage: bench_policy [--scenario FILE ...] [--seconds S] [--reps N] [--json FILE|-]\n\n"
+           "Decisions per second of policy + latency model (one token through one layer:\n"
+           "predict tau, select, step the emulator) on the Mixtral-8x7B shape (32 layers,\n"
+           "8 experts, top-2), one core, batch 1 and 64, policies topk and wdmoe; then each\n"
+           "policy function alone. Without --scenario: the default 8-device cell (synthetic\n"
+           "channel) and the same cell on constant-rate links. Each figure runs --seconds\n"
+           "(default 0.5) per round, in --reps interleaved rounds (default 3), and is printed\n"
+           "as median [min-max]; --json writes every figure with its samples (\"-\": stdout).\n");
+}
+
 int main(int argc, char **argv) {
     double seconds = 0.5;
-    const char *files[16];
-    int nf = 0;
+    const char *files[16], *json_path = NULL;
+    int nf = 0, reps = 3;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            help();
+            return 0;
+        } else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) {
             seconds = atof(argv[++i]);
-        else if (!strcmp(argv[i], "--scenario") && i + 1 < argc && nf < 16)
+            if (!(seconds > 0 && seconds <= 3600)) {
+                fprintf(stderr, "bench_policy: --seconds wants a number in (0, 3600]\n");
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
+            if ((reps = wd_bench_posint("bench_policy", "--reps", argv[++i])) < 0) return 2;
+        } else if (!strcmp(argv[i], "--json") && i + 1 < argc) {
+            json_path = argv[++i];
+        } else if (!strcmp(argv[i], "--scenario") && i + 1 < argc && nf < 16) {
             files[nf++] = argv[++i];
-        else {
-            fprintf(stderr, "usage: bench_policy [--scenario FILE ...] [--seconds S]\n");
+        } else {
+            fprintf(stderr, "bench_policy: unknown option '%s' (see --help)\n", argv[i]);
             return 2;
         }
     }
@@ -138,25 +162,74 @@ int main(int argc, char **argv) {
                 }
         }
     }
-    printf("bench_policy: Mixtral-8x7B shape, %d layers, %d experts, top-2, one core\n\n", LAYERS,
-           EXPERTS);
-    printf("%-22s %-9s %6s %16s %14s\n", "scenario", "policy", "batch", "decisions/s",
-           "latency ms");
     const char *pols[2] = {"topk", "wdmoe"};
     const int batches[2] = {1, 64};
+    const int np = wd_policy_count();
+    /* samples: [scenario][batch][policy][rep], then [policy][rep] for the policies alone */
+    double *r = calloc((size_t)ns * 4 * reps, sizeof(double)), *lat = calloc((size_t)ns * 4, sizeof(double));
+    double *alone = calloc((size_t)np * reps, sizeof(double));
+    if (!probs || !sc || !r || !lat || !alone) {
+        fprintf(stderr, "bench_policy: out of memory\n");
+        return 1;
+    }
+    for (int rep = 0; rep < reps; rep++) {
+        for (int i = 0; i < ns; i++)
+            for (int b = 0; b < 2; b++)
+                for (int p = 0; p < 2; p++) {
+                    size_t k = ((size_t)i * 4 + b * 2 + p);
+                    r[k * reps + rep] = bench(&sc[i], pols[p], batches[b], probs, seconds, &lat[k]);
+                }
+        for (int p = 0; p < np; p++)
+            alone[(size_t)p * reps + rep] = bench_policy_only(wd_policy_at(p)->name, probs, seconds);
+    }
+    FILE *out = json_path && !strcmp(json_path, "-") ? stderr : stdout;
+    fprintf(out, "bench_policy: Mixtral-8x7B shape, %d layers, %d experts, top-2, one core, %d rounds\n\n",
+            LAYERS, EXPERTS, reps);
+    fprintf(out, "%-22s %-9s %6s %14s %27s %12s\n", "scenario", "policy", "batch", "decisions/s",
+            "[min-max]", "latency ms");
+    json_object *doc = json_object_new_object(), *jr = json_object_new_array(),
+                *ja = json_object_new_array();
     for (int i = 0; i < ns; i++)
         for (int b = 0; b < 2; b++)
             for (int p = 0; p < 2; p++) {
-                double lat, r = bench(&sc[i], pols[p], batches[b], probs, seconds, &lat);
-                printf("%-22.22s %-9s %6d %16.0f %14.3f\n", sc[i].name, pols[p], batches[b], r,
-                       lat);
+                size_t k = ((size_t)i * 4 + b * 2 + p);
+                wd_bstats st = wd_bstats_of(r + k * reps, reps);
+                fprintf(out, "%-22.22s %-9s %6d %14.0f  [%11.0f-%11.0f] %12.3f\n", sc[i].name, pols[p],
+                        batches[b], st.median, st.min, st.max, lat[k]);
+                json_object *o = json_object_new_object();
+                json_object_object_add(o, "scenario", json_object_new_string(sc[i].name));
+                json_object_object_add(o, "policy", json_object_new_string(pols[p]));
+                json_object_object_add(o, "batch", json_object_new_int(batches[b]));
+                json_object_object_add(o, "decisions_per_s", wd_bstats_json(r + k * reps, reps));
+                json_object_object_add(o, "latency_mean_s", json_object_new_double(lat[k] * 1e-3));
+                json_object_array_add(jr, o);
             }
-    printf("\npolicy function alone (no latency model):\n");
-    for (int p = 0; p < wd_policy_count(); p++)
-        printf("  %-10s %16.0f decisions/s\n", wd_policy_at(p)->name,
-               bench_policy_only(wd_policy_at(p)->name, probs, seconds));
+    fprintf(out, "\npolicy function alone (no latency model):\n");
+    for (int p = 0; p < np; p++) {
+        wd_bstats st = wd_bstats_of(alone + (size_t)p * reps, reps);
+        fprintf(out, "  %-10s %16.0f decisions/s  [%.0f-%.0f]\n", wd_policy_at(p)->name, st.median,
+                st.min, st.max);
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "policy", json_object_new_string(wd_policy_at(p)->name));
+        json_object_object_add(o, "decisions_per_s", wd_bstats_json(alone + (size_t)p * reps, reps));
+        json_object_array_add(ja, o);
+    }
+    int rc = 0;
+    json_object_object_add(doc, "with_latency_model", jr);
+    json_object_object_add(doc, "policy_alone", ja);
+    if (json_path) {
+        json_object_object_add(doc, "command", json_object_new_string("bench_policy"));
+        json_object_object_add(doc, "version", json_object_new_string("wdmoe 0.1.0"));
+        json_object_object_add(doc, "machine", wd_bench_machine_json());
+        json_object_object_add(doc, "seconds_per_round", json_object_new_double(seconds));
+        json_object_object_add(doc, "reps", json_object_new_int(reps));
+        rc = wd_bench_write_json(json_path, doc, "bench_policy");
+    } else {
+        json_object_put(doc);
+    }
     for (int i = 0; i < ns; i++) wd_scenario_free(&sc[i]);
     free(sc);
     free(probs);
-    return 0;
+    free(r), free(lat), free(alone);
+    return rc;
 }

@@ -18,6 +18,7 @@ struct wd_session {
     /* scratch sized for `cap` tokens */
     int cap;
     float *x, *xb, *q, *k, *v, *att, *probs, *moe, *xg, *yg, *ffn_scratch, *att_scratch;
+    float *dec_scratch; /* one token through every expert at once: E x (2 F + H) */
     size_t att_scratch_len;
     wd_selection sel;
 };
@@ -35,11 +36,12 @@ static void free_scratch(wd_session *s) {
     free(s->yg);
     free(s->ffn_scratch);
     free(s->att_scratch);
+    free(s->dec_scratch);
     free(s->sel.n);
     free(s->sel.expert);
     free(s->sel.weight);
     s->x = s->xb = s->q = s->k = s->v = s->att = s->probs = s->moe = NULL;
-    s->xg = s->yg = s->ffn_scratch = s->att_scratch = NULL;
+    s->xg = s->yg = s->ffn_scratch = s->att_scratch = s->dec_scratch = NULL;
     s->att_scratch_len = 0;
     s->sel.n = NULL;
     s->sel.expert = NULL;
@@ -69,7 +71,8 @@ static int reserve(wd_session *s, int n) {
     s->sel.n = malloc(n * sizeof(int));
     s->sel.expert = malloc(n * E * sizeof(int));
     s->sel.weight = malloc(n * E * sizeof(float));
-    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att || !s->probs || !s->moe ||
+    s->dec_scratch = malloc(E * (2 * F + H) * 4);
+    if (!s->dec_scratch || !s->x || !s->xb || !s->q || !s->k || !s->v || !s->att || !s->probs || !s->moe ||
         !s->xg || !s->yg || !s->ffn_scratch || !s->sel.n || !s->sel.expert || !s->sel.weight) {
         free_scratch(s);
         return 1;
@@ -87,7 +90,8 @@ double wd_session_bytes(const wd_model *m, int max_ctx) {
     if (max_ctx <= 0 || max_ctx > c->max_pos) max_ctx = c->max_pos;
     double H = c->hidden, Q = (double)c->n_heads * c->head_dim,
            KV = (double)c->n_kv_heads * c->head_dim, big = H > Q ? H : Q;
-    double scratch = 4 * (4 * H + big + 2 * Q + 2 * KV + 2.0 * c->ffn + 3.0 * c->n_experts + 1);
+    double scratch = 4 * (4 * H + big + 2 * Q + 2 * KV + 2.0 * c->ffn + 3.0 * c->n_experts + 1 +
+                          c->n_experts * (2.0 * c->ffn + H));
     return 2 * 4 * kv_elems(m, max_ctx) + scratch;
 }
 
@@ -252,11 +256,45 @@ static int moe_run_parallel(wd_session *s, int layer, const float *u, const wd_s
     return 0;
 }
 
+/* One token: the gate/up projections of all its experts in one pool run,
+ * then their down projections in another (two barriers per layer, not two
+ * per expert); the combine runs in expert order, as in the general path. */
+static int moe_run_one_token(wd_session *s, int layer, const float *u, const wd_selection *sel,
+                             float *out) {
+    const wd_model *m = s->m;
+    const wd_layer *L = &m->layers[layer];
+    int H = m->cfg.hidden, E = m->cfg.n_experts, F = m->cfg.ffn, k = 0;
+    int ex[64];
+    float wt[64];
+    if (sel->n[0] > 64 || sel->n[0] > E) return 1; /* the caller takes the general path */
+    for (int e = 0; e < E; e++) /* the chosen experts, ascending */
+        for (int j = 0; j < sel->n[0]; j++)
+            if (sel->expert[j] == e) {
+                ex[k] = e;
+                wt[k++] = sel->weight[j];
+            }
+    if (k == 0) return 0;
+    wd_mm_job job[64];
+    float *g = s->dec_scratch, *uu = g + (size_t)k * F, *y = uu + (size_t)k * F;
+    for (int i = 0; i < k; i++)
+        job[i] = (wd_mm_job){g + (size_t)i * F, u, L->w1[ex[i]]->data, L->w3[ex[i]]->data,
+                             uu + (size_t)i * F, L->w1[ex[i]]->dtype, F, H};
+    wd_matmul_multi(s->pool, job, k, 1);
+    for (int i = 0; i < k; i++)
+        job[i] = (wd_mm_job){y + (size_t)i * H, g + (size_t)i * F, L->w2[ex[i]]->data, NULL, NULL,
+                             L->w2[ex[i]]->dtype, H, F};
+    wd_matmul_multi(s->pool, job, k, 1);
+    for (int i = 0; i < k; i++)
+        for (int h = 0; h < H; h++) out[h] += wt[i] * y[(size_t)i * H + h];
+    return 0;
+}
+
 int wd_moe_run_selection(wd_session *s, int layer, const float *u, const wd_selection *sel,
                          float *out) {
     const wd_model *m = s->m;
     int H = m->cfg.hidden, E = m->cfg.n_experts, n = sel->n_tokens;
     if (reserve(s, n)) return 1;
+    if (n == 1 && moe_run_one_token(s, layer, u, sel, out) == 0) return 0;
     if (n >= 16 && wd_pool_size(s->pool) > 1 && moe_run_parallel(s, layer, u, sel, out) == 0)
         return 0;
     for (int e = 0; e < E; e++) {
@@ -344,9 +382,10 @@ static int forward_core(wd_session *s, wd_session *const *seqs, const int *const
         for (int t = 0; t < n; t++)
             wd_rmsnorm(s->xb + (size_t)t * H, s->x + (size_t)t * H, L->attn_norm_f32, H,
                        c->rms_eps);
-        wd_matmul(pool, s->q, s->xb, L->wq->data, L->wq->dtype, n, Q, H);
-        wd_matmul(pool, s->k, s->xb, L->wk->data, L->wk->dtype, n, KV, H);
-        wd_matmul(pool, s->v, s->xb, L->wv->data, L->wv->dtype, n, KV, H);
+        const wd_mm_job qkv[3] = {{s->q, s->xb, L->wq->data, NULL, NULL, L->wq->dtype, Q, H},
+                                  {s->k, s->xb, L->wk->data, NULL, NULL, L->wk->dtype, KV, H},
+                                  {s->v, s->xb, L->wv->data, NULL, NULL, L->wv->dtype, KV, H}};
+        wd_matmul_multi(pool, qkv, 3, n); /* one pool run in decode */
         for (int i = 0, r = 0; i < n_seq; i++) { /* each sequence: its positions and cache */
             wd_session *q = seqs[i];
             int ni = n_seq_tok[i], p0 = q->pos;

@@ -66,6 +66,25 @@ void wd_pool_run(wd_pool *pool, wd_task_fn fn, void *ctx, int n_tasks);
 void wd_matmul(wd_pool *pool, float *y, const float *x, const void *w, wd_dtype dt,
                int n, int rows, int cols);
 
+/* Several decode matmuls (n < 8 tokens) in one pool run: the rows of all
+ * jobs are split between the threads at once, in blocks of 16 rows balanced
+ * by bytes, so e.g. a layer's q/k/v projections or the gate/up and down
+ * projections of its selected experts cost one barrier instead of one per
+ * matrix. A job with w3 set is a fused SwiGLU gate/up: y = silu(W x) * (W3 x),
+ * with u (rows floats per token) as scratch for W3 x. Every output has the
+ * bits wd_matmul (or wd_expert_ffn's gate/up) gives it. For n >= 8 the jobs
+ * run one after another. */
+typedef struct {
+    float *y;        /* [n][rows] */
+    const float *x;  /* [n][cols] */
+    const void *w;   /* [rows x cols] of dtype dt */
+    const void *w3;  /* NULL, or the up projection of a fused gate/up */
+    float *u;        /* scratch [n][rows] when w3 is set */
+    wd_dtype dt;
+    int rows, cols;
+} wd_mm_job;
+void wd_matmul_multi(wd_pool *pool, const wd_mm_job *jobs, int n_jobs, int n);
+
 /* y = x / sqrt(mean(x^2) + eps) * w, over dim elements (y may alias x). */
 void wd_rmsnorm(float *y, const float *x, const float *w, int dim, float eps);
 
@@ -97,9 +116,11 @@ void wd_expert_ffn(wd_pool *pool, float *y, const float *x, int n, const void *w
                    const void *w3, const void *w2, wd_dtype dt, wd_dtype dt2, int hidden,
                    int ffn, float *scratch);
 
-/* Measured memory read bandwidth in bytes/s (streams `bytes` of memory
- * `reps` times with the pool's threads and keeps the best). */
-double wd_measure_read_bandwidth(wd_pool *pool, size_t bytes, int reps);
+/* Measured memory read bandwidth in bytes/s: the median of `passes` timed
+ * whole-buffer reads of `bytes` with all the pool's threads (use a buffer far
+ * larger than the last-level cache). rates: NULL, or `passes` doubles that
+ * receive each pass's bytes/s in order. Returns 0 when out of memory. */
+double wd_measure_read_bandwidth(wd_pool *pool, size_t bytes, int passes, double *rates);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,8 @@
 /* The tensor store shared by the safetensors and GGUF loaders: an array of
  * wd_tensor in load order, an open-addressing hash index on the names, and
  * the mappings/buffers the tensors point into. */
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -133,4 +135,46 @@ void wd_tensors_free(wd_tensors *ts) {
     for (int i = 0; i < ts->n_bufs; i++) free(ts->bufs[i]);
     free(ts->bufs);
     free(ts);
+}
+
+/* Copy every file mapping into anonymous memory advised for transparent huge
+ * pages, 64 MiB at a time, dropping each copied chunk of the file mapping at
+ * once (MADV_DONTNEED: the page cache keeps the file, this process no longer
+ * maps it), so the resident size never holds much more than one copy. */
+#define WD_HUGE (2u << 20)
+#define WD_COPY_CHUNK ((size_t)64 << 20)
+
+int wd_tensors_to_hugepages(wd_tensors *ts, char *err, size_t errlen) {
+    for (int i = 0; ts && i < ts->n_maps; i++) {
+        mapping *m = &ts->maps[i];
+        size_t len = (m->len + 4095) / 4096 * 4096;
+        unsigned char *raw = mmap(NULL, len + WD_HUGE, PROT_READ | PROT_WRITE,
+                                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (raw == MAP_FAILED) {
+            snprintf(err, errlen, "out of memory for a %.1f MB copy of the weights", m->len / 1e6);
+            return 1;
+        }
+        unsigned char *a = (unsigned char *)(((uintptr_t)raw + WD_HUGE - 1) & ~(uintptr_t)(WD_HUGE - 1));
+        if (a > raw) munmap(raw, (size_t)(a - raw));
+        if (raw + len + WD_HUGE > a + len) munmap(a + len, (size_t)(raw + len + WD_HUGE - (a + len)));
+#ifdef MADV_HUGEPAGE
+        madvise(a, len, MADV_HUGEPAGE); /* advice only: without THP it is a plain copy */
+#endif
+        unsigned char *b = m->base;
+        for (size_t o = 0; o < m->len; o += WD_COPY_CHUNK) {
+            size_t c = m->len - o < WD_COPY_CHUNK ? m->len - o : WD_COPY_CHUNK;
+            memcpy(a + o, b + o, c);
+            size_t d0 = o / 4096 * 4096, d1 = (o + c) / 4096 * 4096;
+            if (d1 > d0) madvise(b + d0, d1 - d0, MADV_DONTNEED);
+        }
+        mprotect(a, len, PROT_READ); /* weights stay read-only */
+        for (int t = 0; t < ts->n; t++) {
+            const unsigned char *d = ts->t[t].data;
+            if (d >= b && d < b + m->len) ts->t[t].data = a + (d - b);
+        }
+        munmap(m->base, m->len);
+        m->base = a;
+        m->len = len;
+    }
+    return 0;
 }

@@ -43,6 +43,14 @@ const wd_tensor *wd_tensors_find(const wd_tensors *ts, const char *name);
 int wd_tensors_count(const wd_tensors *ts);
 const wd_tensor *wd_tensors_at(const wd_tensors *ts, int i);
 size_t wd_tensors_total_bytes(const wd_tensors *ts);
+/* Moves the tensors of every mapped file into anonymous memory advised for
+ * transparent huge pages (a copy, read-only afterwards; the file mappings
+ * are dropped chunk by chunk as they are copied). Decode reads weights
+ * sequentially at a few tens of GB/s per core, where 4 KB pages cost
+ * 10-20 %; the price is the load-time copy and memory the kernel cannot
+ * reclaim as page cache. Returns 0, or 1 with a message (out of memory:
+ * the tensors stay mapped and usable). */
+int wd_tensors_to_hugepages(wd_tensors *ts, char *err, size_t errlen);
 void wd_tensors_free(wd_tensors *ts);
 
 /* ---- model configuration --------------------------------------------- */

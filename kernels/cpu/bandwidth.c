@@ -3,24 +3,20 @@
  *
  * The buffer is filled first (in parallel, non-zero, so every page is really
  * mapped: reading untouched anonymous memory would read the shared zero page
- * from cache). Each rep streams the whole buffer in segments of 64 MiB
- * (a few ms each); every pool thread sums its contiguous share of a segment
- * as 4 prefetched streams with 8 independent accumulators of 64-byte loads
- * (the access pattern of the 4-row GEMV), and each segment's
- * wd_pool_run is timed. The best segment over all reps is kept: on a shared
- * machine that is the moment this process had the memory system to itself,
- * the same "best short window" rule bench_kernels applies to the kernels.
- * A segment was last read one whole buffer ago, so use a buffer much larger
- * than the last-level cache (this VM reports a 300 MB L3; bench_kernels uses
- * 1 GiB). */
+ * from cache). Each pass then streams the whole buffer once in one pool run:
+ * every pool thread sums its contiguous share as 4 prefetched streams with 8
+ * independent accumulators of 64-byte loads (the access pattern of the 4-row
+ * GEMV). A pass is timed from the start of the run to the end of the last
+ * thread, so a descheduled thread shows up as a slow pass. The result is the
+ * median pass: a long read of a buffer far larger than the last-level cache
+ * (callers use >= 1 GiB, at least 8x the LLC), stable run to run, where the
+ * old "best 64 MiB segment" rule swung 3x between runs on a shared VM. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
-
-#define WD_BW_SEGMENT ((size_t)64 << 20)
 
 typedef struct {
     float *buf;
@@ -77,38 +73,44 @@ static void bw_task(void *arg, int task, int n_tasks) {
     c->sums[(size_t)task * 16] = s;
 }
 
-double wd_measure_read_bandwidth(wd_pool *pool, size_t bytes, int reps) {
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double wd_measure_read_bandwidth(wd_pool *pool, size_t bytes, int passes, double *rates) {
     size_t n = bytes / 4 / 128 * 128;
-    if (n == 0 || reps <= 0) return 0;
+    if (n == 0 || passes <= 0) return 0;
     int nt = wd_pool_size(pool);
     float *buf = aligned_alloc(64, n * 4);
     float *sums = aligned_alloc(64, (size_t)nt * 16 * sizeof(float));
-    if (!buf || !sums) {
+    double *r = malloc((size_t)passes * sizeof(double));
+    if (!buf || !sums || !r) {
         free(buf);
         free(sums);
+        free(r);
         return 0;
     }
     bw_ctx c = {buf, n, sums, 1};
     wd_pool_run(pool, bw_task, &c, nt);
     c.fill = 0;
-    double best = 0;
+    wd_pool_run(pool, bw_task, &c, nt); /* one untimed pass: TLB and page tables warm */
     volatile float sink = 0;
-    size_t seg = WD_BW_SEGMENT / 4 / 128 * 128;
-    for (int r = 0; r < reps; r++) {
-        for (size_t off = 0; off < n; off += seg) {
-            bw_ctx cs = {buf + off, n - off < seg ? n - off : seg, sums, 0};
-            struct timespec a, b;
-            clock_gettime(CLOCK_MONOTONIC, &a);
-            wd_pool_run(pool, bw_task, &cs, nt);
-            clock_gettime(CLOCK_MONOTONIC, &b);
-            double dt = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
-            double rate = (double)(cs.n * 4) / dt;
-            if (dt > 0 && rate > best) best = rate;
-            for (int i = 0; i < nt; i++) sink += sums[(size_t)i * 16];
-        }
+    for (int p = 0; p < passes; p++) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        wd_pool_run(pool, bw_task, &c, nt);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        double dt = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+        r[p] = dt > 0 ? (double)(n * 4) / dt : 0;
+        if (rates) rates[p] = r[p];
+        for (int i = 0; i < nt; i++) sink += sums[(size_t)i * 16];
     }
     (void)sink;
+    qsort(r, (size_t)passes, sizeof(double), cmp_double);
+    double med = passes % 2 ? r[passes / 2] : 0.5 * (r[passes / 2 - 1] + r[passes / 2]);
     free(buf);
     free(sums);
-    return best;
+    free(r);
+    return med;
 }

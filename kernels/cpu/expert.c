@@ -17,7 +17,7 @@ typedef struct {
     int n, hidden, ffn, n_units;
 } ffn_ctx;
 
-static void silu_mul(float *g, const float *u, int n) {
+void wd_cpu_silu_mul(float *g, const float *u, int n) {
     int i = 0;
 #ifdef WD_AVX512
     const __m512 one = _mm512_set1_ps(1.0f);
@@ -43,7 +43,7 @@ static void gate_up_task(void *arg, int task, int n_tasks) {
     wd_cpu_gemv_rows(c->g, c->x, c->w1, c->dt, c->n, c->ffn, c->hidden, r0, r1);
     wd_cpu_gemv_rows(c->u, c->x, c->w3, c->dt, c->n, c->ffn, c->hidden, r0, r1);
     for (int t = 0; t < c->n; t++)
-        silu_mul(c->g + (size_t)t * c->ffn + r0, c->u + (size_t)t * c->ffn + r0, r1 - r0);
+        wd_cpu_silu_mul(c->g + (size_t)t * c->ffn + r0, c->u + (size_t)t * c->ffn + r0, r1 - r0);
 }
 
 #ifdef WD_AVX512
@@ -59,7 +59,7 @@ static void gate_up_sg_task(void *arg, int task, int n_tasks) {
     _Alignas(64) float xt[WD_SG_XT_FLOATS];
     wd_cpu_sg_rows2(c->g, c->w1, c->u, c->w3, c->x, c->n, c->ffn, c->hidden, r0, r1, xt);
     for (int t = 0; t < c->n; t++)
-        silu_mul(c->g + (size_t)t * c->ffn + r0, c->u + (size_t)t * c->ffn + r0, r1 - r0);
+        wd_cpu_silu_mul(c->g + (size_t)t * c->ffn + r0, c->u + (size_t)t * c->ffn + r0, r1 - r0);
 }
 #endif
 
@@ -90,7 +90,7 @@ void wd_expert_ffn(wd_pool *pool, float *y, const float *x, int n, const void *w
     else {
         wd_matmul(pool, g, x, w1, dt, n, ffn, hidden);
         wd_matmul(pool, u, x, w3, dt, n, ffn, hidden);
-        silu_mul(g, u, n * ffn);
+        wd_cpu_silu_mul(g, u, n * ffn);
     }
     wd_matmul(pool, y, g, w2, dt2, n, hidden, ffn);
 }

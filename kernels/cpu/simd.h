@@ -41,6 +41,34 @@ static inline float wd_q8_scale(const uint8_t *blk) {
 #endif
 }
 
+/* Token vectors quantised to blocks of 32 int8 (gemv_q8.c), for the dot
+ * products of block-quantised weights: block b of token t is
+ * x[32b..32b+31] ~ d[b] * q[32b..32b+31], |q| <= 127, d = max|x| / 127,
+ * q = nearest-even(x * (1/d)) (0 where d is 0). init[8b] = -128 * sum(q of
+ * block b), init[8b+1..8b+7] = 0 (the start of a VNNI u8 x s8 dot). q and
+ * init are 32-byte aligned. */
+typedef struct {
+    int8_t *q;
+    float *d;
+    int32_t *init;
+} wd_q8x;
+#define WD_Q8X_MAXT 8
+/* y[t*ldy + r] for r in [r0, r1), t < n: row r of W (row_bytes apart, cols
+ * wide) dotted with token t. Each row's arithmetic must not depend on r0/r1
+ * (thread splits keep bits). */
+typedef void (*wd_q8x_rows_fn)(float *y, int ldy, const wd_q8x *xq, int n, const void *w,
+                               size_t row_bytes, int cols, int r0, int r1);
+/* Whether rows of cols elements can be quantised (cols % 32 == 0, short enough for the stack). */
+int wd_cpu_q8x_fits(int cols);
+/* Quantises the n tokens x[n][cols] (in chunks of at most WD_Q8X_MAXT) and runs rows_fn. */
+void wd_cpu_gemv_q8x(float *y, int ldy, const float *x, int n, int cols, const void *w,
+                     size_t row_bytes, int r0, int r1, wd_q8x_rows_fn rows_fn);
+/* The reference quantiser (scalar, the definition above; sum[b] = sum of q). */
+void wd_q8x_quantize_ref(const float *x, int cols, int8_t *q, float *d, int32_t *sum);
+/* Q8_0 weights on quantised tokens. */
+void wd_cpu_q8_0_rows(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t row_bytes,
+                      int cols, int r0, int r1);
+
 /* Rows [r0, r1) of y[t][r] = W[r] . x[t] for t < n (matmul.c), on the calling thread. */
 void wd_cpu_gemv_rows(float *y, const float *x, const void *w, wd_dtype dt, int n, int rows,
                       int cols, int r0, int r1);
@@ -54,6 +82,10 @@ int wd_cpu_sg_fits(wd_dtype dt, int n, int cols);
 int wd_cpu_sg_unit(int n);
 void wd_cpu_sg_rows2(float *y1, const float *w1, float *y2, const float *w2, const float *x,
                      int n, int rows, int cols, int r0, int r1, float *xt);
+
+/* g[i] = silu(g[i]) * u[i] for i < n (expert.c; the tail is masked, so the
+ * result of an element never depends on where a range starts). */
+void wd_cpu_silu_mul(float *g, const float *u, int n);
 
 /* SiLU on a scalar (reference path). */
 static inline float wd_silu_scalar(float g) { return g / (1.0f + expf(-g)); }

@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# vs_llamacpp.sh: wdmoe against llama.cpp on the very same GGUF files, side by side.
+#
+# llama.cpp is built from the source package of PyPI's llama-cpp-python (its
+# vendored llama.cpp; tools llama-bench and llama-quantize), inside build/llamacpp
+# with a virtual environment (build/llamacpp/venv) for llama.cpp's gguf-py writer;
+# nothing is installed into the system. When that cannot be done (no network, no
+# compiler), the script says so and exits 0 without figures.
+#
+# The model: the synthetic mini Mixtral (hidden 512, 8 layers, 8/2 heads, FFN 1792,
+# 8 experts top-2, vocab 32000; 214M parameters) written as F32 GGUF by
+# bench/synth_gguf.py, then quantised by llama-quantize to the other types. Per round,
+# per type and thread count, llama-bench (pp PROMPT + tg DECODE, 1 repetition after its
+# warm-up) and bench_decode (a PROMPT-token prefill and DECODE greedy steps after one
+# untimed warm-up, 1 repetition) run one after the other, the order alternating between
+# rounds (A B, B A, ...). The table gives medians over rounds, min-max, and the ratio
+# wdmoe / llama.cpp of the medians. wdmoe's decode runs after its prompt (context
+# PROMPT..PROMPT+DECODE), llama.cpp's tg from an empty context: the attention
+# work is a little larger for wdmoe.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${WDMOE_BUILD:-$ROOT/build}
+ROUNDS=3
+THREADS="1 2"
+TYPES="F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q4_K"
+PROMPT=128
+DECODE=64
+MD=""
+UPDATE_DOCS=0
+WDMOE_OPTS=""
+
+usage() {
+    cat <<EOF
+usage: bench/vs_llamacpp.sh [--rounds N] [--threads "1 2"] [--types "F32 F16 ..."]
+                            [--prompt N] [--decode N] [--wdmoe-opts "--hugepages"]
+                            [--md FILE] [--update-docs]
+
+Runs wdmoe (build/bench_decode) and llama.cpp (llama-bench) on the same GGUF files,
+interleaved, --rounds rounds (default $ROUNDS), for each thread count (default "$THREADS")
+and weight type (default "$TYPES"; a type wdmoe cannot load is reported as such).
+Prints one table of medians, min-max and ratios; --md FILE writes it as Markdown;
+--update-docs puts it into docs/performance.md between its markers; --wdmoe-opts passes
+options to bench_decode (e.g. --hugepages) and is named in the table's note.
+Needs ./build (cmake -S . -B build && cmake --build build) and, the first time,
+PyPI for llama-cpp-python's source (built into build/llamacpp, never the system).
+EOF
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --types) TYPES=$2; shift 2 ;;
+    --prompt) PROMPT=$2; shift 2 ;;
+    --decode) DECODE=$2; shift 2 ;;
+    --md) MD=$2; shift 2 ;;
+    --wdmoe-opts) WDMOE_OPTS=$2; shift 2 ;;
+    --update-docs) UPDATE_DOCS=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "vs_llamacpp.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+for v in "$ROUNDS" "$PROMPT" "$DECODE"; do
+    case "$v" in ''|*[!0-9]*|0) echo "vs_llamacpp.sh: --rounds, --prompt, --decode want positive integers" >&2; exit 2 ;; esac
+done
+
+BENCH=$BUILD/bench_decode
+if [ ! -x "$BENCH" ]; then
+    echo "vs_llamacpp.sh: $BENCH not found: build wdmoe first (cmake -S . -B build && cmake --build build -j2)" >&2
+    exit 1
+fi
+
+# ---- llama.cpp from PyPI's llama-cpp-python source package ------------------------
+LC=$BUILD/llamacpp
+LBIN=$LC/lcpp-build/bin
+skip() {
+    echo "vs_llamacpp.sh: llama.cpp could not be installed ($1); see $LC/setup.log. Skipping the comparison."
+    exit 0
+}
+if [ ! -x "$LBIN/llama-bench" ] || [ ! -x "$LBIN/llama-quantize" ] || [ ! -x "$LC/venv/bin/python" ] ||
+   ! "$LC/venv/bin/python" -c "import gguf" 2>/dev/null; then
+    mkdir -p "$LC"
+    echo "vs_llamacpp.sh: building llama.cpp from llama-cpp-python's source package into $LC (once; minutes) ..."
+    {
+        [ -x "$LC/venv/bin/python" ] || python3 -m venv "$LC/venv"
+        if ! ls "$LC"/src/llama_cpp_python-*.tar.gz >/dev/null 2>&1; then
+            "$LC/venv/bin/pip" download --no-binary :all: --no-deps llama-cpp-python -d "$LC/src"
+        fi
+        tarball=$(ls "$LC"/src/llama_cpp_python-*.tar.gz | tail -1)
+        tar xzf "$tarball" -C "$LC/src"
+    } >"$LC/setup.log" 2>&1 || skip "no llama-cpp-python source package from PyPI, or no python3 venv"
+    SRC=$(ls -d "$LC"/src/llama_cpp_python-*/vendor/llama.cpp | tail -1)
+    {
+        "$LC/venv/bin/pip" install "$SRC/gguf-py" &&
+        cmake -S "$SRC" -B "$LC/lcpp-build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
+            -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF &&
+        cmake --build "$LC/lcpp-build" -j2 --target llama-bench llama-quantize
+    } >>"$LC/setup.log" 2>&1 || skip "the build of llama.cpp or its gguf-py failed"
+fi
+export LD_LIBRARY_PATH=$LBIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+
+# ---- the GGUF files ------------------------------------------------------------------
+VS=$BUILD/vs
+mkdir -p "$VS"
+if [ ! -s "$VS/mini-F32.gguf" ]; then
+    echo "vs_llamacpp.sh: writing the synthetic mini Mixtral as F32 GGUF ..."
+    "$LC/venv/bin/python" "$ROOT/bench/synth_gguf.py" "$VS/mini-F32.gguf.tmp" >/dev/null
+    mv "$VS/mini-F32.gguf.tmp" "$VS/mini-F32.gguf"
+fi
+qtype() { case "$1" in Q4_K) echo Q4_K_S ;; *) echo "$1" ;; esac; }
+for t in $TYPES; do
+    f=$VS/mini-$t.gguf
+    [ "$t" = F32 ] || [ -s "$f" ] || {
+        "$LBIN/llama-quantize" "$VS/mini-F32.gguf" "$f.tmp" "$(qtype "$t")" >"$VS/quantize-$t.log" 2>&1 &&
+            mv "$f.tmp" "$f" || echo "vs_llamacpp.sh: llama-quantize to $t failed (see $VS/quantize-$t.log)"
+    }
+done
+
+# ---- interleaved rounds ----------------------------------------------------------------
+RES=$VS/results.tsv
+: >"$RES"
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | head -1)" ] &&
+    COMMIT="$COMMIT+local changes"
+run_llama() { # type threads round
+    local j=$VS/llama-$1-$2.json
+    if ! "$LBIN/llama-bench" -m "$VS/mini-$1.gguf" -t "$2" -p "$PROMPT" -n "$DECODE" -r 1 -o json \
+        >"$j" 2>"$VS/llama-$1-$2.err"; then
+        echo "vs_llamacpp.sh: llama-bench failed on $1 (see $VS/llama-$1-$2.err)"
+        return
+    fi
+    python3 - "$j" "$1" "$2" "$3" >>"$RES" <<'EOF'
+import json, sys
+j, t, th, r = sys.argv[1:]
+for e in json.load(open(j)):
+    kind = "prefill" if e["n_prompt"] > 0 else "decode"
+    print("llama.cpp\t%s\t%s\t%s\t%s\t%.3f" % (t, th, r, kind, e["avg_ts"]))
+EOF
+}
+run_wdmoe() {
+    local j=$VS/wdmoe-$1-$2.json
+    # shellcheck disable=SC2086
+    if "$BENCH" --model "$VS/mini-$1.gguf" --threads "$2" --reps 1 --bw-passes 0 --prompt "$PROMPT" \
+        --decode "$DECODE" $WDMOE_OPTS --json "$j" >/dev/null 2>"$VS/wdmoe-$1-$2.err"; then
+        python3 -c "
+import json, sys
+d = json.load(open('$j'))
+print('wdmoe\t$1\t$2\t$3\tprefill\t%.3f' % d['prefill_tok_per_s']['median'])
+print('wdmoe\t$1\t$2\t$3\tdecode\t%.3f' % d['decode_tok_per_s']['median'])
+print('wdmoe\t$1\t$2\t$3\tdecode_cpu\t%.3f' % d['decode_tok_per_cpu_s']['median'])
+print('wdmoe\t$1\t$2\t$3\tactive_bytes\t%.0f' % d['active_bytes_per_token'])" >>"$RES"
+    else
+        echo -e "wdmoe\t$1\t$2\t$3\tunsupported\t0" >>"$RES"
+    fi
+}
+# One thread, decode per CPU-second (what the time slices other processes take do not change):
+# the CPU time of llama-bench with 6 tg repetitions minus that with 1 (no warm-up) is the CPU
+# time of 5 decodes; wdmoe's is bench_decode's "decode, CPU time".
+run_llama_cpu() { # type round
+    local a b
+    /usr/bin/time -f "%U %S" -o "$VS/cpu-1.txt" "$LBIN/llama-bench" -m "$VS/mini-$1.gguf" -t 1 -p 0 \
+        -n "$DECODE" -r 1 --no-warmup -o json >/dev/null 2>&1 || return 0
+    /usr/bin/time -f "%U %S" -o "$VS/cpu-6.txt" "$LBIN/llama-bench" -m "$VS/mini-$1.gguf" -t 1 -p 0 \
+        -n "$DECODE" -r 6 --no-warmup -o json >/dev/null 2>&1 || return 0
+    python3 -c "
+a = sum(map(float, open('$VS/cpu-1.txt').read().split()))
+b = sum(map(float, open('$VS/cpu-6.txt').read().split()))
+if b > a: print('llama.cpp\t$1\t1\t$2\tdecode_cpu\t%.3f' % (5 * $DECODE / (b - a)))" >>"$RES"
+}
+[ -x /usr/bin/time ] || echo "vs_llamacpp.sh: no /usr/bin/time: the per-CPU-second column stays empty"
+# the read bandwidth with each thread count (median of 7 whole passes), for the roofline
+for th in $THREADS; do
+    "$BENCH" --model "$VS/mini-F32.gguf" --threads "$th" --reps 1 --prompt 8 --decode 1 --bw-passes 7 \
+        --json "$VS/bw-$th.json" >/dev/null 2>&1 &&
+        python3 -c "
+import json; d = json.load(open('$VS/bw-$th.json'))
+print('machine\t-\t$th\t0\tbandwidth\t%.0f' % d['read_bandwidth_bytes_per_s']['median'])" >>"$RES"
+done
+for r in $(seq 1 "$ROUNDS"); do
+    echo "vs_llamacpp.sh: round $r of $ROUNDS ..."
+    for t in $TYPES; do
+        [ -s "$VS/mini-$t.gguf" ] || continue
+        for th in $THREADS; do
+            if [ $((r % 2)) -eq 1 ]; then run_llama "$t" "$th" "$r"; run_wdmoe "$t" "$th" "$r"
+            else run_wdmoe "$t" "$th" "$r"; run_llama "$t" "$th" "$r"; fi
+            [ "$th" = 1 ] && [ -x /usr/bin/time ] && run_llama_cpu "$t" "$r"
+        done
+    done
+done
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---- the table ----------------------------------------------------------------------------
+CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+python3 - "$RES" "$ROUNDS" "$PROMPT" "$DECODE" "$CPU" "$(nproc)" "$COMMIT" "$LOAD0" "$LOAD1" "${MD:-}" "$THREADS" "$TYPES" "$WDMOE_OPTS" <<'EOF'
+import statistics, sys, datetime
+res, rounds, prompt, decode, cpu, cores, commit, load0, load1, md, threads, types, wopts = sys.argv[1:]
+rows = [l.rstrip("\n").split("\t") for l in open(res) if l.strip()]
+val = {}
+for eng, t, th, r, kind, v in rows:
+    val.setdefault((eng, t, th, kind), []).append(float(v))
+def med(eng, t, th, kind):
+    v = val.get((eng, t, th, kind))
+    return (statistics.median(v), min(v), max(v)) if v else None
+def fmt(m):
+    if not m: return "n/a"
+    return "%.0f (%.0f-%.0f)" % m if m[0] >= 100 else "%.1f (%.1f-%.1f)" % m
+date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+head = ("| type | threads | decode tok/s llama.cpp | decode tok/s wdmoe | ratio | wdmoe %% of roofline "
+        "| prefill %s tok/s llama.cpp | prefill wdmoe | ratio | decode per CPU-s llama.cpp | wdmoe | ratio |" % prompt)
+lines = [head, "|" + "---|" * 12]
+for t in types.split():
+    for th in threads.split():
+        ld, wd = med("llama.cpp", t, th, "decode"), med("wdmoe", t, th, "decode")
+        lp, wp = med("llama.cpp", t, th, "prefill"), med("wdmoe", t, th, "prefill")
+        if not (ld or wd):
+            if val.get(("wdmoe", t, th, "unsupported")):
+                lines.append("| %s | %s | | wdmoe cannot load this type | | | | | | | | |" % (t, th))
+            continue
+        bw = med("machine", "-", th, "bandwidth")
+        ab = med("wdmoe", t, th, "active_bytes")
+        roof = "%.0f %%" % (100 * wd[0] / (bw[0] / ab[0])) if (bw and ab and wd) else "n/a"
+        rd = "%.2f" % (wd[0] / ld[0]) if (ld and wd) else "n/a"
+        rp = "%.2f" % (wp[0] / lp[0]) if (lp and wp) else "n/a"
+        if val.get(("wdmoe", t, th, "unsupported")) and not wd:
+            rd = rp = "wdmoe cannot load this type"
+        lc, wc = med("llama.cpp", t, th, "decode_cpu"), med("wdmoe", t, th, "decode_cpu")
+        rc = "%.2f" % (wc[0] / lc[0]) if (lc and wc) else ""
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            t, th, fmt(ld), fmt(wd), rd, roof, fmt(lp), fmt(wp), rp,
+            fmt(lc) if lc else "", fmt(wc) if (wc and th == "1") else "", rc if th == "1" else ""))
+bws = ", ".join("%s thread%s %.1f GB/s" % (th, "" if th == "1" else "s", med("machine", "-", th, "bandwidth")[0] / 1e9)
+                for th in threads.split() if med("machine", "-", th, "bandwidth"))
+note = ("%s; %s, %s cores online; wdmoe %s%s; llama.cpp from llama-cpp-python's source package. "
+        "Synthetic mini Mixtral GGUF (hidden 512, 8 layers, 8 experts top-2, vocab 32000), "
+        "decode %s tokens, prefill %s tokens; medians of %s interleaved rounds (min-max); "
+        "ratio = wdmoe / llama.cpp. Decode per CPU-second (1 thread): tokens per CPU-second of the "
+        "process, llama.cpp's from the CPU time of 6 minus 1 tg repetitions (from an empty context; "
+        "wdmoe's after its prompt), immune to the time slices other processes take. Read bandwidth (median of 7 whole passes over max(1 GiB, 8x LLC)): %s. "
+        "Load average %s at the start, %s at the end (the machine is shared: figures are noisy)."
+        % (date, cpu, cores, commit, (" with " + wopts) if wopts else "", decode, prompt, rounds, bws or "n/a", load0, load1))
+text = "\n".join(lines)
+print(text)
+print()
+print(note)
+if md:
+    with open(md + ".tmp", "w") as f:
+        f.write(note + "\n\n" + text + "\n")
+    import os
+    os.replace(md + ".tmp", md)
+EOF
+if [ "$UPDATE_DOCS" = 1 ]; then
+    [ -n "$MD" ] || { echo "vs_llamacpp.sh: --update-docs needs --md FILE" >&2; exit 2; }
+    DOC=$ROOT/docs/performance.md
+    python3 - "$DOC" "$MD" <<'EOF'
+import sys, os
+doc, md = sys.argv[1:]
+text = open(doc).read()
+a, b = "<!-- vs_llamacpp:begin -->", "<!-- vs_llamacpp:end -->"
+if a not in text or b not in text:
+    sys.exit("vs_llamacpp.sh: %s has no %s ... %s markers" % (doc, a, b))
+new = text[:text.index(a) + len(a)] + "\n" + open(md).read() + text[text.index(b):]
+open(doc + ".tmp", "w").write(new)
+os.replace(doc + ".tmp", doc)
+print("vs_llamacpp.sh: updated %s" % doc)
+EOF
+fi
