@@ -626,7 +626,6 @@ static int load_config(const gguf_file *f, wd_config *cfg, int *dense, char *err
                  "Mixtral files are llama with expert_count)", f->path, (int)(al > 40 ? 40 : al), arch);
         return 1;
     }
-    snprintf(cfg->model_type, sizeof(cfg->model_type), "mixtral");
     int ffn_dense = 0;
     if (get_int(f, "llama.embedding_length", 1, 0, 1, &cfg->hidden, err, errlen) ||
         get_int(f, "llama.block_count", 1, 0, 1, &cfg->n_layers, err, errlen) ||
@@ -649,7 +648,9 @@ static int load_config(const gguf_file *f, wd_config *cfg, int *dense, char *err
         return 1;
     }
     *dense = cfg->n_experts == 0;
-    if (*dense) { /* a dense llama runs as one expert with a constant router */
+    /* a dense llama: one FFN, no router (expert count 1 for the emulator) */
+    snprintf(cfg->model_type, sizeof(cfg->model_type), *dense ? "llama" : "mixtral");
+    if (*dense) {
         cfg->n_experts = 1;
         cfg->top_k = 1;
     } else if (get_int(f, "llama.expert_used_count", 1, 0, 1, &cfg->top_k, err, errlen)) {
@@ -804,6 +805,12 @@ static int check_shapes(const wd_tensors *ts, const wd_config *c, const char *pa
         EXPECT("self_attn.k_proj.weight", 2, kv, H);
         EXPECT("self_attn.v_proj.weight", 2, kv, H);
         EXPECT("self_attn.o_proj.weight", 2, H, q);
+        if (!strcmp(c->model_type, "llama")) {
+            EXPECT("mlp.gate_proj.weight", 2, c->ffn, H);
+            EXPECT("mlp.up_proj.weight", 2, c->ffn, H);
+            EXPECT("mlp.down_proj.weight", 2, H, c->ffn);
+            continue;
+        }
         EXPECT("block_sparse_moe.gate.weight", 2, c->n_experts, H);
 #undef EXPECT
         for (int e = 0; e < c->n_experts; e++) {
@@ -874,9 +881,9 @@ int wd_gguf_open(wd_tensors **out, wd_config *cfg, wd_tokenizer **tok, const cha
             else if (!dense && strcmp(rest, "ffn_gate_exps.weight") == 0) { view_experts = 1; w = "w1"; }
             else if (!dense && strcmp(rest, "ffn_up_exps.weight") == 0) { view_experts = 1; w = "w3"; }
             else if (!dense && strcmp(rest, "ffn_down_exps.weight") == 0) { view_experts = 1; w = "w2"; }
-            else if (dense && strcmp(rest, "ffn_gate.weight") == 0) hf = "block_sparse_moe.experts.0.w1.weight";
-            else if (dense && strcmp(rest, "ffn_up.weight") == 0) hf = "block_sparse_moe.experts.0.w3.weight";
-            else if (dense && strcmp(rest, "ffn_down.weight") == 0) hf = "block_sparse_moe.experts.0.w2.weight";
+            else if (dense && strcmp(rest, "ffn_gate.weight") == 0) hf = "mlp.gate_proj.weight";
+            else if (dense && strcmp(rest, "ffn_up.weight") == 0) hf = "mlp.up_proj.weight";
+            else if (dense && strcmp(rest, "ffn_down.weight") == 0) hf = "mlp.down_proj.weight";
             if (!hf && !view_experts && !dense) {
                 const char *stems[3] = {"ffn_gate", "ffn_down", "ffn_up"};
                 const char *ws[3] = {"w1", "w2", "w3"};
@@ -940,22 +947,6 @@ int wd_gguf_open(wd_tensors **out, wd_config *cfg, wd_tokenizer **tok, const cha
             p = buf;
         }
         if (add_tensor(ts, name, dt, t->ndim, shape, p, t->nbytes, path, err, errlen)) goto fail;
-    }
-    if (dense) { /* the constant router of the one expert: zeros [1, hidden] */
-        float *g = calloc((size_t)cfg->hidden, sizeof(float));
-        if (!g || wd_tensors_keep_buffer(ts, g)) {
-            free(g);
-            snprintf(err, errlen, "%s: out of memory", path);
-            goto fail;
-        }
-        for (int l = 0; l < cfg->n_layers; l++) {
-            char name[100];
-            int64_t sh[2] = {1, cfg->hidden};
-            snprintf(name, sizeof(name), "model.layers.%d.block_sparse_moe.gate.weight", l);
-            if (add_tensor(ts, name, WD_DT_F32, 2, sh, g, (size_t)cfg->hidden * 4, path, err,
-                           errlen))
-                goto fail;
-        }
     }
     int dup = -1;
     int irc = wd_tensors_index(ts, &dup);
