@@ -1,6 +1,8 @@
 /* The forward pass: one session = KV cache + scratch + position.
  * Each layer runs the BS part (attention, router), asks the expert selection
- * hook which experts every token uses, runs them and combines. */
+ * hook which experts every token uses, runs them and combines. A dense model
+ * (no router) runs its FFN directly, as a dense engine does; with hooks (a
+ * scenario) its FFN is expert 0 with probability 1. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,7 +152,7 @@ void wd_expert_run(const wd_model *m, int layer, int expert, const float *x, int
                    wd_pool *pool, float *scratch) {
     const wd_layer *L = &m->layers[layer];
     wd_expert_ffn(pool, y, x, n, L->w1[expert]->data, L->w3[expert]->data, L->w2[expert]->data,
-                  L->w1[expert]->dtype, m->cfg.hidden, m->cfg.ffn, scratch);
+                  L->w1[expert]->dtype, L->w2[expert]->dtype, m->cfg.hidden, m->cfg.ffn, scratch);
 }
 
 /* Prefill with a pool: the experts of a layer run as parallel tasks, each
@@ -343,12 +345,22 @@ int wd_forward(wd_session *s, const int *tokens, int n, float *logits, int all_l
         wd_matmul(pool, s->xb, s->att, L->wo->data, L->wo->dtype, n, H, Q);
         for (size_t i = 0; i < (size_t)n * H; i++) s->x[i] += s->xb[i];
 
-        /* router (BS) */
+        /* router (BS); a dense model has none: its FFN runs at the BS unless
+         * hooks (a scenario) place it on an emulated device as expert 0 */
         for (int t = 0; t < n; t++)
             wd_rmsnorm(s->xb + (size_t)t * H, s->x + (size_t)t * H, L->ffn_norm_f32, H,
                        c->rms_eps);
-        wd_matmul(pool, s->probs, s->xb, L->gate->data, L->gate->dtype, n, E, H);
-        for (int t = 0; t < n; t++) wd_softmax(s->probs + (size_t)t * E, E);
+        if (!L->gate && !s->have_hooks) {
+            wd_expert_run(m, l, 0, s->xb, n, s->moe, pool, s->ffn_scratch);
+            for (size_t i = 0; i < (size_t)n * H; i++) s->x[i] += s->moe[i];
+            continue;
+        }
+        if (L->gate) {
+            wd_matmul(pool, s->probs, s->xb, L->gate->data, L->gate->dtype, n, E, H);
+            for (int t = 0; t < n; t++) wd_softmax(s->probs + (size_t)t * E, E);
+        } else {
+            for (int t = 0; t < n * E; t++) s->probs[t] = 1.0f;
+        }
         s->sel.n_tokens = n;
         s->sel.n_experts = E;
         wd_select_topk(&s->sel, s->probs, c->top_k);

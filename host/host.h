@@ -26,7 +26,7 @@ extern "C" {
 typedef struct {
     const wd_tensor *attn_norm, *ffn_norm; /* [hidden] */
     const wd_tensor *wq, *wk, *wv, *wo;    /* [nh*hd x H], [nkv*hd x H] x2, [H x nh*hd] */
-    const wd_tensor *gate;                 /* router [E x H] */
+    const wd_tensor *gate;                 /* router [E x H]; NULL: dense (one FFN = expert 0) */
     const wd_tensor **w1, **w2, **w3;      /* per expert: [F x H], [H x F], [F x H] */
     float *attn_norm_f32, *ffn_norm_f32;   /* norms converted once */
 } wd_layer;

@@ -62,7 +62,7 @@ mk nocfg; rm "$tmp/nocfg/config.json"
 row config-missing 1 "nocfg/config.json: cannot open" -- $(gen "$tmp/nocfg")
 mk cfgjson; printf '{"model_type": "mixtral", "hidden_size": 64,,}' >"$tmp/cfgjson/config.json"
 row config-syntax 1 "cfgjson/config.json: malformed JSON" -- $(gen "$tmp/cfgjson")
-mk cfgtype; cfg cfgtype 'c["model_type"] = "llama"'
+mk cfgtype; cfg cfgtype 'c["model_type"] = "qwen2_moe"'
 row config-model-type 1 "cfgtype/config.json" "model_type" -- $(gen "$tmp/cfgtype")
 mk cfgkey; cfg cfgkey 'del c["hidden_size"]'
 row config-missing-key 1 "cfgkey/config.json" "hidden_size" -- $(gen "$tmp/cfgkey")

@@ -31,7 +31,26 @@ enum {
 };
 
 /* ggml tensor types this reader maps, and names of the others for messages */
-enum { GGML_F32 = 0, GGML_F16 = 1, GGML_Q8_0 = 8, GGML_BF16 = 30 };
+enum {
+    GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q8_0 = 8, GGML_Q4_K = 12,
+    GGML_Q5_K = 13, GGML_Q6_K = 14, GGML_BF16 = 30
+};
+
+/* The wdmoe dtype of a ggml tensor type; 0 when supported. */
+static int ggml_dtype(uint32_t t, wd_dtype *dt) {
+    switch (t) {
+    case GGML_F32: *dt = WD_DT_F32; return 0;
+    case GGML_F16: *dt = WD_DT_F16; return 0;
+    case GGML_BF16: *dt = WD_DT_BF16; return 0;
+    case GGML_Q8_0: *dt = WD_DT_Q8_0; return 0;
+    case GGML_Q4_0: *dt = WD_DT_Q4_0; return 0;
+    case GGML_Q4_1: *dt = WD_DT_Q4_1; return 0;
+    case GGML_Q4_K: *dt = WD_DT_Q4_K; return 0;
+    case GGML_Q5_K: *dt = WD_DT_Q5_K; return 0;
+    case GGML_Q6_K: *dt = WD_DT_Q6_K; return 0;
+    default: return 1;
+    }
+}
 
 static const char *ggml_type_name(uint32_t t) {
     static const char *names[] = {
@@ -388,25 +407,19 @@ static int gguf_parse(gguf_file *f, const char *path, char *err, size_t errlen) 
     for (size_t i = 0; i < f->n_ti; i++) {
         gguf_ti *t = &f->ti[i];
         wd_dtype dt;
-        switch (t->type) {
-        case GGML_F32: dt = WD_DT_F32; break;
-        case GGML_F16: dt = WD_DT_F16; break;
-        case GGML_BF16: dt = WD_DT_BF16; break;
-        case GGML_Q8_0: dt = WD_DT_Q8_0; break;
-        default: {
+        if (ggml_dtype(t->type, &dt)) {
             const char *tn = ggml_type_name(t->type);
             if (tn)
                 snprintf(err, errlen, "%s: tensor \"%s\" has type %s, which is not supported "
-                         "(F32, F16, BF16, Q8_0)", path, t->name, tn);
+                         "(F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)", path, t->name, tn);
             else
                 snprintf(err, errlen, "%s: tensor \"%s\" has unknown ggml type %u", path, t->name,
                          t->type);
             goto fail;
         }
-        }
-        if (dt == WD_DT_Q8_0 && t->ne[0] % 32) {
-            snprintf(err, errlen, "%s: Q8_0 tensor \"%s\" has a row of %lld (not a multiple of 32)",
-                     path, t->name, (long long)t->ne[0]);
+        if (t->ne[0] % wd_dtype_block(dt)) {
+            snprintf(err, errlen, "%s: %s tensor \"%s\" has a row of %lld (not a multiple of %d)",
+                     path, wd_dtype_name(dt), t->name, (long long)t->ne[0], wd_dtype_block(dt));
             goto fail;
         }
         size_t nbytes = wd_dtype_bytes(dt, t->ne[0]); /* ne[0] <= 2^40: no overflow */
@@ -626,7 +639,6 @@ static int load_config(const gguf_file *f, wd_config *cfg, int *dense, char *err
                  "Mixtral files are llama with expert_count)", f->path, (int)(al > 40 ? 40 : al), arch);
         return 1;
     }
-    snprintf(cfg->model_type, sizeof(cfg->model_type), "mixtral");
     int ffn_dense = 0;
     if (get_int(f, "llama.embedding_length", 1, 0, 1, &cfg->hidden, err, errlen) ||
         get_int(f, "llama.block_count", 1, 0, 1, &cfg->n_layers, err, errlen) ||
@@ -649,7 +661,9 @@ static int load_config(const gguf_file *f, wd_config *cfg, int *dense, char *err
         return 1;
     }
     *dense = cfg->n_experts == 0;
-    if (*dense) { /* a dense llama runs as one expert with a constant router */
+    /* a dense llama: one FFN, no router (expert count 1 for the emulator) */
+    snprintf(cfg->model_type, sizeof(cfg->model_type), *dense ? "llama" : "mixtral");
+    if (*dense) {
         cfg->n_experts = 1;
         cfg->top_k = 1;
     } else if (get_int(f, "llama.expert_used_count", 1, 0, 1, &cfg->top_k, err, errlen)) {
@@ -704,12 +718,9 @@ static int load_config(const gguf_file *f, wd_config *cfg, int *dense, char *err
 }
 
 static wd_dtype ti_dtype(const gguf_ti *t) {
-    switch (t->type) {
-    case GGML_F16: return WD_DT_F16;
-    case GGML_BF16: return WD_DT_BF16;
-    case GGML_Q8_0: return WD_DT_Q8_0;
-    default: return WD_DT_F32;
-    }
+    wd_dtype dt = WD_DT_F32;
+    ggml_dtype(t->type, &dt); /* gguf_parse accepted only supported types */
+    return dt;
 }
 
 /* Parses "blk.N.<rest>"; returns rest or NULL. */
@@ -804,6 +815,12 @@ static int check_shapes(const wd_tensors *ts, const wd_config *c, const char *pa
         EXPECT("self_attn.k_proj.weight", 2, kv, H);
         EXPECT("self_attn.v_proj.weight", 2, kv, H);
         EXPECT("self_attn.o_proj.weight", 2, H, q);
+        if (!strcmp(c->model_type, "llama")) {
+            EXPECT("mlp.gate_proj.weight", 2, c->ffn, H);
+            EXPECT("mlp.up_proj.weight", 2, c->ffn, H);
+            EXPECT("mlp.down_proj.weight", 2, H, c->ffn);
+            continue;
+        }
         EXPECT("block_sparse_moe.gate.weight", 2, c->n_experts, H);
 #undef EXPECT
         for (int e = 0; e < c->n_experts; e++) {
@@ -874,9 +891,9 @@ int wd_gguf_open(wd_tensors **out, wd_config *cfg, wd_tokenizer **tok, const cha
             else if (!dense && strcmp(rest, "ffn_gate_exps.weight") == 0) { view_experts = 1; w = "w1"; }
             else if (!dense && strcmp(rest, "ffn_up_exps.weight") == 0) { view_experts = 1; w = "w3"; }
             else if (!dense && strcmp(rest, "ffn_down_exps.weight") == 0) { view_experts = 1; w = "w2"; }
-            else if (dense && strcmp(rest, "ffn_gate.weight") == 0) hf = "block_sparse_moe.experts.0.w1.weight";
-            else if (dense && strcmp(rest, "ffn_up.weight") == 0) hf = "block_sparse_moe.experts.0.w3.weight";
-            else if (dense && strcmp(rest, "ffn_down.weight") == 0) hf = "block_sparse_moe.experts.0.w2.weight";
+            else if (dense && strcmp(rest, "ffn_gate.weight") == 0) hf = "mlp.gate_proj.weight";
+            else if (dense && strcmp(rest, "ffn_up.weight") == 0) hf = "mlp.up_proj.weight";
+            else if (dense && strcmp(rest, "ffn_down.weight") == 0) hf = "mlp.down_proj.weight";
             if (!hf && !view_experts && !dense) {
                 const char *stems[3] = {"ffn_gate", "ffn_down", "ffn_up"};
                 const char *ws[3] = {"w1", "w2", "w3"};
@@ -940,22 +957,6 @@ int wd_gguf_open(wd_tensors **out, wd_config *cfg, wd_tokenizer **tok, const cha
             p = buf;
         }
         if (add_tensor(ts, name, dt, t->ndim, shape, p, t->nbytes, path, err, errlen)) goto fail;
-    }
-    if (dense) { /* the constant router of the one expert: zeros [1, hidden] */
-        float *g = calloc((size_t)cfg->hidden, sizeof(float));
-        if (!g || wd_tensors_keep_buffer(ts, g)) {
-            free(g);
-            snprintf(err, errlen, "%s: out of memory", path);
-            goto fail;
-        }
-        for (int l = 0; l < cfg->n_layers; l++) {
-            char name[100];
-            int64_t sh[2] = {1, cfg->hidden};
-            snprintf(name, sizeof(name), "model.layers.%d.block_sparse_moe.gate.weight", l);
-            if (add_tensor(ts, name, WD_DT_F32, 2, sh, g, (size_t)cfg->hidden * 4, path, err,
-                           errlen))
-                goto fail;
-        }
     }
     int dup = -1;
     int irc = wd_tensors_index(ts, &dup);

@@ -64,7 +64,8 @@ typedef struct {
     int bos_id, eos_id;
 } wd_config;
 
-/* path: config.json. model_type must be "mixtral". */
+/* path: config.json. model_type "mixtral", or "llama" (dense: one FFN, no
+ * router; n_experts = top_k = 1 so the emulator can place the FFN). */
 int wd_config_load(wd_config *cfg, const char *path, char *err, size_t errlen);
 
 /* ---- tokenizer -------------------------------------------------------- */
