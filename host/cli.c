@@ -121,3 +121,42 @@ char *wd_cli_utf8(const char *s) {
     *o = 0;
     return out;
 }
+
+const char *const wd_cli_route_help =
+    "  --top-k K             experts per token (default: the model's num_experts_per_tok)\n"
+    "  --router R            learned (default) or oracle: each token uses the K experts\n"
+    "                        with the largest output norm (all experts run; CPU only)\n";
+
+int wd_cli_route_option(const char *cmd, int argc, char **argv, int *i, wd_cli_route *o) {
+    const char *a = argv[*i], *v;
+    if (!strcmp(a, "--top-k")) {
+        if (!(v = wd_cli_value(cmd, argc, argv, i)) || wd_cli_int(cmd, a, v, 1, 1 << 16, &o->top_k))
+            return -1;
+        return 1;
+    }
+    if (!strcmp(a, "--router")) {
+        if (!(v = wd_cli_value(cmd, argc, argv, i))) return -1;
+        if (strcmp(v, "learned") && strcmp(v, "oracle")) {
+            fprintf(stderr, "wdmoe %s: bad value for --router: '%s' (learned or oracle)\n", cmd, v);
+            return -1;
+        }
+        o->oracle = !strcmp(v, "oracle");
+        return 1;
+    }
+    return 0;
+}
+
+int wd_cli_route_apply(const char *cmd, const wd_cli_route *o, int n_experts, int *cfg_top_k,
+                       int cuda) {
+    if (o->top_k > n_experts) {
+        fprintf(stderr, "wdmoe %s: --top-k %d exceeds the model's %d experts\n", cmd, o->top_k,
+                n_experts);
+        return 2;
+    }
+    if (o->oracle && cuda) {
+        fprintf(stderr, "wdmoe %s: --router oracle runs on the CPU backend only\n", cmd);
+        return 2;
+    }
+    if (o->top_k > 0) *cfg_top_k = o->top_k;
+    return 0;
+}

@@ -16,6 +16,7 @@ int wd_cmd_eval(int argc, char **argv);
 int wd_cmd_trace(int argc, char **argv);
 int wd_cmd_replay(int argc, char **argv);
 int wd_cmd_serve(int argc, char **argv);
+int wd_cmd_moefy(int argc, char **argv);
 
 /* SIGINT/SIGTERM: the first one sets a flag that long loops poll to stop
  * cleanly and write what is complete; a second one ends the process. */
@@ -39,6 +40,21 @@ int wd_cli_double(const char *cmd, const char *opt, const char *val, double lo, 
 /* argv[*i] is an option taking a value: returns the value and advances *i, or
  * prints "wdmoe CMD: OPT needs a value" and returns NULL. */
 const char *wd_cli_value(const char *cmd, int argc, char **argv, int *i);
+
+/* Routing options of generate and eval: --top-k K (override the model's k)
+ * and --router learned|oracle (oracle: the experts with the largest output
+ * norm, CPU only; for quality studies of MoEfied models). */
+typedef struct {
+    int top_k;  /* 0: the model's */
+    int oracle;
+} wd_cli_route;
+extern const char *const wd_cli_route_help;
+/* argv[*i] is --top-k or --router: 1 (consumed), 0 (not one), -1 (bad value). */
+int wd_cli_route_option(const char *cmd, int argc, char **argv, int *i, wd_cli_route *o);
+/* Checks K against the model's experts and sets its top_k; 0, or 2 with a
+ * message printed. cfg_top_k: &model->cfg.top_k, n_experts: the model's. */
+int wd_cli_route_apply(const char *cmd, const wd_cli_route *o, int n_experts, int *cfg_top_k,
+                       int cuda);
 
 /* CUDA options (host/cli_cuda.c): --gpus, --gpu, --no-cuda-graphs, --ranks,
  * --rank, --nccl-id. */

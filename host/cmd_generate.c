@@ -44,6 +44,7 @@ static void help(FILE *f) {
             "                        GPU, so the GPU timeline is the emulated system\n"
             "  -h, --help            this help\n"
             "GPU (--backend cuda):\n");
+    fputs(wd_cli_route_help, f);
     fputs(wd_cli_cuda_help, f);
 }
 
@@ -171,9 +172,11 @@ int wd_cmd_generate(int argc, char **argv) {
     int realtime = 0;
     wd_cli_cuda gpu;
     wd_cli_cuda_init(&gpu);
+    wd_cli_route route = {0, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         int used = wd_cli_cuda_option(cmd, argc, argv, &i, &gpu);
+        if (!used) used = wd_cli_route_option(cmd, argc, argv, &i, &route);
         if (used < 0) return 2;
         if (used) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -273,6 +276,11 @@ int wd_cmd_generate(int argc, char **argv) {
         return 1;
     }
     int rc = 1, vocab = m->cfg.vocab;
+    if (wd_cli_route_apply(cmd, &route, m->cfg.n_experts, &m->cfg.top_k, !strcmp(backend, "cuda"))) {
+        wd_model_free(m);
+        if (have_sc) wd_scenario_free(&sc);
+        return 2;
+    }
     wd_pool *pool = NULL;
     engine eng = {0};
     wd_scheduler *sched = NULL;
@@ -333,7 +341,9 @@ int wd_cmd_generate(int argc, char **argv) {
         }
         if (log[0]) fprintf(stderr, "%s", log);
 #endif
-    } else if (!(eng.s = wd_session_create(m, max_ctx, pool))) {
+    } else if ((eng.s = wd_session_create(m, max_ctx, pool))) {
+        wd_session_set_oracle(eng.s, route.oracle);
+    } else {
         char need[32];
         wd_cli_format_bytes(need, sizeof need, wd_session_bytes(m, max_ctx));
         fprintf(stderr,

@@ -17,6 +17,7 @@ struct wd_session {
     float *k_cache, *v_cache; /* [layer][ctx][kv_dim] */
     wd_moe_hooks hooks;
     int have_hooks;
+    int oracle; /* route to the experts with the largest output norm */
     /* scratch sized for `cap` tokens */
     int cap;
     float *x, *xb, *q, *k, *v, *att, *probs, *moe, *xg, *yg, *ffn_scratch, *att_scratch;
@@ -127,6 +128,8 @@ void wd_session_set_pos(wd_session *s, int pos) {
 wd_pool *wd_session_pool(const wd_session *s) { return s->pool; }
 const wd_model *wd_session_model(const wd_session *s) { return s->m; }
 int wd_session_max_ctx(const wd_session *s) { return s->max_ctx; }
+
+void wd_session_set_oracle(wd_session *s, int on) { s->oracle = on; }
 
 void wd_session_set_hooks(wd_session *s, const wd_moe_hooks *hooks) {
     s->have_hooks = hooks != NULL;
@@ -282,6 +285,49 @@ int wd_moe_run_selection(wd_session *s, int layer, const float *u, const wd_sele
     return 0;
 }
 
+/* Oracle routing: every expert runs on every token; each token keeps the
+ * top_k experts whose outputs have the largest L2 norm and adds them with
+ * the combine weights of the model (1 for a plain sum, else the router's
+ * probabilities renormalised over the chosen set). sel is overwritten. */
+static int moe_oracle(wd_session *s, int layer, const float *u, const float *probs,
+                      wd_selection *sel, float *out) {
+    const wd_model *m = s->m;
+    int H = m->cfg.hidden, E = m->cfg.n_experts, n = sel->n_tokens, k = m->cfg.top_k;
+    float *y = malloc((size_t)E * n * H * sizeof(float));
+    float *norm = malloc((size_t)E * sizeof(float));
+    if (!y || !norm) {
+        free(y);
+        free(norm);
+        return 1;
+    }
+    for (int e = 0; e < E; e++)
+        wd_expert_run(m, layer, e, u, n, y + (size_t)e * n * H, s->pool, s->ffn_scratch);
+    for (int t = 0; t < n; t++) {
+        for (int e = 0; e < E; e++) {
+            const float *ye = y + ((size_t)e * n + t) * H;
+            double q = 0;
+            for (int i = 0; i < H; i++) q += (double)ye[i] * ye[i];
+            norm[e] = (float)q;
+        }
+        int *ex = sel->expert + (size_t)t * E;
+        float *w = sel->weight + (size_t)t * E;
+        int kk = wd_topk(norm, E, k, ex);
+        float sum = 0;
+        for (int j = 0; j < kk; j++) sum += probs[(size_t)t * E + ex[j]];
+        for (int j = 0; j < kk; j++)
+            w[j] = m->cfg.combine_sum ? 1.0f : probs[(size_t)t * E + ex[j]] / sum;
+        sel->n[t] = kk;
+        float *o = out + (size_t)t * H;
+        for (int j = 0; j < kk; j++) {
+            const float *ye = y + ((size_t)ex[j] * n + t) * H;
+            for (int i = 0; i < H; i++) o[i] += w[j] * ye[i];
+        }
+    }
+    free(y);
+    free(norm);
+    return 0;
+}
+
 /* ---- forward ---------------------------------------------------------- */
 int wd_forward(wd_session *s, const int *tokens, int n, float *logits, int all_logits,
                char *err, size_t errlen) {
@@ -369,9 +415,14 @@ int wd_forward(wd_session *s, const int *tokens, int n, float *logits, int all_l
             snprintf(err, errlen, "forward: expert selection failed at layer %d", l);
             return 1;
         }
+        /* a MoEfied model adds its chosen experts' outputs (plain sum) */
+        if (c->combine_sum)
+            for (int t = 0; t < n; t++)
+                for (int j = 0; j < s->sel.n[t]; j++) s->sel.weight[(size_t)t * E + j] = 1.0f;
         /* experts (devices) and combine (BS) */
         memset(s->moe, 0, (size_t)n * H * 4);
-        int rc = s->have_hooks && s->hooks.run_experts
+        int rc = s->oracle && L->gate ? moe_oracle(s, l, s->xb, s->probs, &s->sel, s->moe)
+                 : s->have_hooks && s->hooks.run_experts
                      ? s->hooks.run_experts(s->hooks.ctx, l, s->xb, &s->sel, s->moe)
                      : wd_moe_run_selection(s, l, s->xb, &s->sel, s->moe);
         if (rc) {

@@ -12,6 +12,8 @@ static const wd_command commands[] = {
     {"trace", "write per-device channel rate traces (CSV) of a scenario", wd_cmd_trace},
     {"replay", "re-run only the emulation on recorded router probabilities, for sweeps",
      wd_cmd_replay},
+    {"moefy", "turn a dense Llama model into a Mixtral-layout MoE (experts, learned routers)",
+     wd_cmd_moefy},
     {"serve", "serve the experts of ranks 1.. of a multi-node GPU run", wd_cmd_serve},
 };
 static const int n_commands = (int)(sizeof(commands) / sizeof(commands[0]));

@@ -139,6 +139,17 @@ int wd_config_load(wd_config *cfg, const char *path, char *err, size_t errlen) {
         snprintf(err, errlen, "%s: head_dim %d must be even for RoPE", path, cfg->head_dim);
         goto done;
     }
+    json_object *comb;
+    if (json_object_object_get_ex(root, "moe_combine", &comb)) {
+        const char *cs = json_object_is_type(comb, json_type_string)
+                             ? json_object_get_string(comb) : "";
+        if (strcmp(cs, "sum") && strcmp(cs, "renormalize")) {
+            snprintf(err, errlen, "%s: field \"moe_combine\" must be \"sum\" or \"renormalize\"",
+                     path);
+            goto done;
+        }
+        cfg->combine_sum = !strcmp(cs, "sum");
+    }
     if (cfg->top_k > cfg->n_experts) {
         snprintf(err, errlen, "%s: num_experts_per_tok %d exceeds num_local_experts %d", path,
                  cfg->top_k, cfg->n_experts);

@@ -709,6 +709,16 @@ static int load_config(const gguf_file *f, wd_config *cfg, int *dense, char *err
         snprintf(err, errlen, "%s: head dimension %d must be even for RoPE", f->path, cfg->head_dim);
         return 1;
     }
+    const char *cs;
+    size_t cl;
+    if (!get_str(f, "wdmoe.moe_combine", &cs, &cl)) {
+        if (!str_is(cs, cl, "sum") && !str_is(cs, cl, "renormalize")) {
+            snprintf(err, errlen, "%s: \"wdmoe.moe_combine\" must be \"sum\" or \"renormalize\"",
+                     f->path);
+            return 1;
+        }
+        cfg->combine_sum = str_is(cs, cl, "sum");
+    }
     if (cfg->top_k > cfg->n_experts) {
         snprintf(err, errlen, "%s: expert_used_count %d exceeds expert_count %d", f->path,
                  cfg->top_k, cfg->n_experts);

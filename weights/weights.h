@@ -62,6 +62,11 @@ typedef struct {
     float rope_theta;
     int tie_embeddings; /* tie_word_embeddings */
     int bos_id, eos_id;
+    /* How the selected experts' outputs combine: 0 (Mixtral): weighted by the
+     * router probabilities renormalised over the chosen set; 1 (MoEfied dense
+     * models): their plain sum. config.json "moe_combine": "renormalize" |
+     * "sum"; GGUF "wdmoe.moe_combine" (same strings). */
+    int combine_sum;
 } wd_config;
 
 /* path: config.json. model_type "mixtral", or "llama" (dense: one FFN, no
@@ -97,6 +102,30 @@ int wd_gguf_open(wd_tensors **out, wd_config *cfg, wd_tokenizer **tok, const cha
 /* A GGUF holding only a vocab (tokenizer.ggml.*). */
 int wd_gguf_load_tokenizer(wd_tokenizer **tok, const char *path, char *err, size_t errlen);
 
+/* GGUF rewriter (MoEfication): dst gets src's metadata except the keys in kv,
+ * then kv (type 4 = uint32 with u32, 8 = string with str); src's tensors
+ * copied raw (type, shape, bytes) except those named in drop, then add
+ * (ne innermost first, as ggml). Written to a temporary name and renamed. */
+typedef struct {
+    const char *key;
+    uint32_t type;
+    uint32_t u32;
+    const char *str;
+} wd_gguf_kv;
+typedef struct {
+    const char *name;
+    uint32_t ggml_type;
+    int n_dims;
+    int64_t ne[WD_MAX_DIMS];
+    const void *data;
+    size_t nbytes;
+} wd_gguf_out_tensor;
+int wd_gguf_rewrite(const char *src, const char *dst, const wd_gguf_kv *kv, int n_kv,
+                    const char *const *drop, int n_drop, const wd_gguf_out_tensor *add,
+                    int n_add, char *err, size_t errlen);
+/* The ggml type id of a dtype; 0, or 1 when it has none. */
+int wd_gguf_type(wd_dtype dt, uint32_t *ggml_type);
+
 /* ---- synthetic models ------------------------------------------------- */
 typedef struct {
     int hidden, n_layers, n_heads, n_kv_heads, head_dim, ffn, n_experts, top_k, vocab;
@@ -104,6 +133,7 @@ typedef struct {
     float rope_theta, rms_eps;
     wd_dtype dtype; /* F32, F16 or BF16 */
     int tied;       /* tie_word_embeddings */
+    int dense;      /* a dense Llama (model_type llama, mlp.*): no router, one FFN */
     uint64_t seed;
     float init_std; /* weights ~ N(0, init_std^2) (0: 1/sqrt(fan_in)) */
     /* Most tensor-data bytes per file (0: 4 GiB). A model larger than this is

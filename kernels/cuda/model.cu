@@ -1212,7 +1212,8 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
                 int i = cm->h_count[e]++;
                 if (i >= n) return fail(err, errlen, "the selection hook repeated an expert", 0);
                 h_rows[e * n + i] = t;
-                h_scales[e * n + i] = sel.weight[t * E + j];
+                /* a MoEfied model adds its chosen experts' outputs (plain sum) */
+                h_scales[e * n + i] = c->combine_sum ? 1.0f : sel.weight[t * E + j];
                 if (e < 64) mask |= 1ull << e;
             }
         }
