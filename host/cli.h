@@ -16,6 +16,7 @@ int wd_cmd_eval(int argc, char **argv);
 int wd_cmd_trace(int argc, char **argv);
 int wd_cmd_replay(int argc, char **argv);
 int wd_cmd_serve(int argc, char **argv);
+int wd_cmd_tokenize(int argc, char **argv);
 
 /* SIGINT/SIGTERM: the first one sets a flag that long loops poll to stop
  * cleanly and write what is complete; a second one ends the process. */
