@@ -142,7 +142,7 @@ static double mini_token(wd_pool *pool, mini_model *m) {
         int es[MK] = {e0, e1};
         for (int j = 0; j < MK; j++) {
             int e = es[j];
-            wd_expert_ffn(pool, m->h, m->xn, 1, m->w1[l][e], m->w3[l][e], m->w2[l][e], dt, MH, MF,
+            wd_expert_ffn(pool, m->h, m->xn, 1, m->w1[l][e], m->w3[l][e], m->w2[l][e], dt, dt, MH, MF,
                           m->scr + wd_attention_scratch(1, MNH, MCTX));
             for (int i = 0; i < MH; i++) m->x[i] += 0.5f * 1e-3f * m->h[i];
         }

@@ -152,7 +152,7 @@ void wd_expert_run(const wd_model *m, int layer, int expert, const float *x, int
                    wd_pool *pool, float *scratch) {
     const wd_layer *L = &m->layers[layer];
     wd_expert_ffn(pool, y, x, n, L->w1[expert]->data, L->w3[expert]->data, L->w2[expert]->data,
-                  L->w1[expert]->dtype, m->cfg.hidden, m->cfg.ffn, scratch);
+                  L->w1[expert]->dtype, L->w2[expert]->dtype, m->cfg.hidden, m->cfg.ffn, scratch);
 }
 
 /* Prefill with a pool: the experts of a layer run as parallel tasks, each

@@ -66,9 +66,10 @@ static const wd_tensor *need(load_ctx *c, const char *name, int64_t d0, int64_t 
                  got, want);
         return NULL;
     }
-    if (t->dtype == WD_DT_Q8_0 && (t->ndim != 2 || t->shape[t->ndim - 1] % 32)) {
-        snprintf(c->err, c->errlen, "%s: tensor %s: Q8_0 rows must be a multiple of 32", c->file,
-                 name);
+    if (wd_dtype_quantised(t->dtype) &&
+        (t->ndim != 2 || t->shape[t->ndim - 1] % wd_dtype_block(t->dtype))) {
+        snprintf(c->err, c->errlen, "%s: tensor %s: %s rows must be a multiple of %d", c->file,
+                 name, wd_dtype_name(t->dtype), wd_dtype_block(t->dtype));
         return NULL;
     }
     return t;
@@ -124,9 +125,9 @@ static int bind_tensors(wd_model *m, const wd_layout *lay, const char *file, cha
             if (!(L->w2[e] = need(&lc, name, H, c->ffn))) return 1;
             snprintf(name, sizeof(name), lay->w3, l, e);
             if (!(L->w3[e] = need(&lc, name, c->ffn, H))) return 1;
-            if (L->w1[e]->dtype != L->w3[e]->dtype || L->w1[e]->dtype != L->w2[e]->dtype) {
-                snprintf(err, errlen, "%s: layer %d expert %d: w1, w2, w3 differ in dtype", file,
-                         l, e);
+            if (L->w1[e]->dtype != L->w3[e]->dtype) {
+                snprintf(err, errlen, "%s: layer %d expert %d: w1 (%s) and w3 (%s) differ in dtype",
+                         file, l, e, wd_dtype_name(L->w1[e]->dtype), wd_dtype_name(L->w3[e]->dtype));
                 return 1;
             }
         }

@@ -33,7 +33,7 @@ struct wd_scheduler {
     int have_last;
 };
 
-static double weight_bytes(wd_dtype dt) { return (double)wd_dtype_bytes(dt, 32) / 32.0; }
+static double weight_bytes(wd_dtype dt) { return (double)wd_dtype_bytes(dt, 256) / 256.0; }
 
 int wd_scheduler_create(wd_scheduler **out, const wd_model *m, const wd_scenario *sc, char *err,
                         size_t errlen) {

@@ -21,19 +21,31 @@ typedef enum {
     WD_DT_F16,
     WD_DT_BF16,
     WD_DT_Q8_0, /* llama.cpp Q8_0: blocks of 32 int8 with one f16 scale (34 bytes) */
+    /* llama.cpp's 4-6 bit block quantisations (layouts in docs/formats.md) */
+    WD_DT_Q4_0, /* 32 weights: f16 d, 16 bytes of nibbles; w = d (q - 8) (18 bytes) */
+    WD_DT_Q4_1, /* 32 weights: f16 d, f16 m, nibbles; w = d q + m (20 bytes) */
+    WD_DT_Q4_K, /* 256 weights: 8 x 32 with 6-bit scales and mins (144 bytes) */
+    WD_DT_Q5_K, /* 256 weights: Q4_K plus one high bit per weight (176 bytes) */
+    WD_DT_Q6_K, /* 256 weights: 16 x 16 with int8 scales, 6-bit quants (210 bytes) */
     WD_DT_COUNT
 } wd_dtype;
 
 const char *wd_dtype_name(wd_dtype dt);
-/* Bytes taken by n consecutive elements (n must be a multiple of 32 for Q8_0). */
+/* Elements per block: 1 for F32/F16/BF16, 32 for Q8_0/Q4_0/Q4_1, 256 for the K-quants.
+ * A row of a quantised matrix holds a whole number of blocks. */
+int wd_dtype_block(wd_dtype dt);
+/* Bytes taken by n consecutive elements (n must be a multiple of wd_dtype_block). */
 size_t wd_dtype_bytes(wd_dtype dt, int64_t n);
+/* Whether dt is one of the block-quantised dtypes (Q8_0 and the Q4/Q5/Q6 kinds). */
+int wd_dtype_quantised(wd_dtype dt);
 
 float wd_bf16_to_f32(uint16_t h);
 uint16_t wd_f32_to_bf16(float f); /* round to nearest even, NaN kept NaN */
 float wd_f16_to_f32(uint16_t h);
 uint16_t wd_f32_to_f16(float f); /* round to nearest even, overflow -> inf */
 
-/* Row `row` of a row-major [rows x cols] matrix of dtype dt, converted to fp32. */
+/* Row `row` of a row-major [rows x cols] matrix of dtype dt, converted to fp32
+ * (quantised rows dequantised bit-exactly as llama.cpp's dequantize_row_*). */
 void wd_row_to_f32(float *dst, const void *w, wd_dtype dt, int64_t row, int cols);
 
 /* ---- thread pool ----------------------------------------------------- */
@@ -78,11 +90,12 @@ void wd_attention(wd_pool *pool, float *out, const float *q, const float *k, con
                   int n, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch);
 
 /* SwiGLU expert on n token vectors: y = w2( silu(w1 x) * (w3 x) ).
- * w1, w3: [ffn x hidden]; w2: [hidden x ffn], all of dtype dt.
+ * w1, w3: [ffn x hidden] of dtype dt; w2: [hidden x ffn] of dtype dt2 (GGUF
+ * K-quant mixes often store w2 with more bits, e.g. Q6_K beside Q4_K).
  * scratch: at least 2*n*ffn floats. */
 void wd_expert_ffn(wd_pool *pool, float *y, const float *x, int n, const void *w1,
-                   const void *w3, const void *w2, wd_dtype dt, int hidden, int ffn,
-                   float *scratch);
+                   const void *w3, const void *w2, wd_dtype dt, wd_dtype dt2, int hidden,
+                   int ffn, float *scratch);
 
 /* Measured memory read bandwidth in bytes/s (streams `bytes` of memory
  * `reps` times with the pool's threads and keeps the best). */

@@ -132,7 +132,7 @@ static void kv_str(buf *b, const char *k, const char *v) {
     put_str(b, v);
 }
 
-enum { F32 = 0, F16 = 1, Q8_0 = 8, BF16 = 30 };
+enum { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, BF16 = 30 };
 
 /* Model shape of the synthetic files */
 #define SH 32 /* hidden */
@@ -154,6 +154,7 @@ typedef struct {
     int drop_tensor; /* index of a tensor to leave out, or -1 */
     int gate_experts; /* rows of ffn_gate_inp (SE normally) */
     uint32_t q_type, k_type, embd_type;
+    uint32_t down_type; /* stacked ffn_down_exps (Q8_0 by default) */
 } spec;
 
 /* Field positions recorded while writing, for targeted corruption. */
@@ -166,6 +167,8 @@ static size_t type_row_bytes(uint32_t type, int64_t cols) {
     switch (type) {
     case F32: return (size_t)cols * 4;
     case F16: case BF16: return (size_t)cols * 2;
+    case Q4_0: return (size_t)(cols / 32) * 18;
+    case Q4_1: return (size_t)(cols / 32) * 20;
     default: return (size_t)(cols / 32) * 34;
     }
 }
@@ -182,11 +185,29 @@ typedef struct {
 static float elem_value(int k, int64_t r, int64_t c) {
     return (float)((k * 7 + r * 3 + c) % 61 - 30);
 }
+/* Q4_0 / Q4_1 tensors hold 4-bit values instead: q - 8 with scale 1 (and min -8). */
+static int q4_value(int k, int64_t r, int64_t c) { return (int)((k * 7 + r * 3 + c) % 16); }
+static float type_value(uint32_t type, int k, int64_t r, int64_t c) {
+    return type == Q4_0 || type == Q4_1 ? (float)(q4_value(k, r, c) - 8) : elem_value(k, r, c);
+}
 
 static void fill_tensor(buf *b, int k, const tdesc *t) {
     int64_t cols = (int64_t)t->ne[0];
     int64_t rows = (int64_t)(t->ne[1] ? t->ne[1] : 1) * (int64_t)(t->ndim == 3 ? t->ne[2] : 1);
     if (t->ndim == 1) rows = 1;
+    if (t->type == Q4_0 || t->type == Q4_1) {
+        const uint16_t one = wd_f32_to_f16(1.0f), m8 = wd_f32_to_f16(-8.0f);
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c0 = 0; c0 < cols; c0 += 32) {
+                put(b, &one, 2);
+                if (t->type == Q4_1) put(b, &m8, 2);
+                for (int j = 0; j < 16; j++) {
+                    uint8_t v = (uint8_t)(q4_value(k, r, c0 + j) | q4_value(k, r, c0 + j + 16) << 4);
+                    put(b, &v, 1);
+                }
+            }
+        return;
+    }
     for (int64_t r = 0; r < rows; r++) {
         for (int64_t c = 0; c < cols; c++) {
             float v = elem_value(k, r, c);
@@ -249,7 +270,7 @@ static int make_tdescs(const spec *s, tdesc *t) {
         } else {
             T("blk.0.ffn_gate_exps.weight", 3, SH, SF, SE, F32);
             T("blk.0.ffn_up_exps.weight", 3, SH, SF, SE, BF16);
-            T("blk.0.ffn_down_exps.weight", 3, SF, SH, SE, Q8_0);
+            T("blk.0.ffn_down_exps.weight", 3, SF, SH, SE, s->down_type);
         }
     }
 #undef T
@@ -341,7 +362,7 @@ static buf build(const spec *s, marks *m, float score_a_pref, float score_ab) {
 }
 
 static spec default_spec(void) {
-    spec s = {"llama", 3, 0, 0, 0, 0, 0, -1, SE, F16, Q8_0, BF16};
+    spec s = {"llama", 3, 0, 0, 0, 0, 0, -1, SE, F16, Q8_0, BF16, Q8_0};
     return s;
 }
 
@@ -478,7 +499,7 @@ static void test_synthetic(void) {
     marks m;
     spec s = default_spec();
     /* 1. stacked experts, mixed dtypes: closed-form element checks */
-    for (int variant = 0; variant < 4; variant++) {
+    for (int variant = 0; variant < 5; variant++) {
         s = default_spec();
         if (variant == 1) {
             s.per_expert = 1;
@@ -492,6 +513,12 @@ static void test_synthetic(void) {
             s.embd_type = F32;
         }
         if (variant == 3) s.dense = 1;
+        if (variant == 4) { /* 4-bit quantised tensors (row offsets, Q/K unpermute, expert views) */
+            s.q_type = Q4_0;
+            s.k_type = Q4_1;
+            s.embd_type = Q4_1;
+            s.down_type = Q4_0;
+        }
         buf b = build(&s, &m, -1.5f, -1.0f);
         const char *path = tmp_path("synth");
         CHECK(wd_test_write_file(path, b.p, b.n) == 0);
@@ -534,13 +561,14 @@ static void test_synthetic(void) {
                     for (int i = 0; i < SHD / 2; i++)
                         for (int c = 0; c < SH; c++) {
                             int64_t hf = h * SHD + j * (SHD / 2) + i, gg = h * SHD + 2 * i + j;
-                            nbad += tget(t, hf, c) != elem_value(w ? kk : kq, gg, c);
+                            nbad += tget(t, hf, c) != type_value(w ? s.k_type : s.q_type,
+                                                                 w ? kk : kq, gg, c);
                         }
         }
         const wd_tensor *emb = wd_tensors_find(ts, "model.embed_tokens.weight");
         CHECK(emb && emb->shape[0] == SV && emb->shape[1] == SH);
         for (int r = 0; emb && r < SV; r++)
-            for (int c = 0; c < SH; c++) nbad += tget(emb, r, c) != elem_value(kemb, r, c);
+            for (int c = 0; c < SH; c++) nbad += tget(emb, r, c) != type_value(s.embd_type, kemb, r, c);
         if (s.with_output) {
             const wd_tensor *o = wd_tensors_find(ts, "lm_head.weight");
             CHECK(o && o->dtype == WD_DT_F16);
@@ -552,7 +580,8 @@ static void test_synthetic(void) {
         if (!s.dense && !s.per_expert) {
             const int kk3[3] = {kg, kd, ku};
             const char *wn[3] = {"w1", "w2", "w3"};
-            const wd_dtype dts[3] = {WD_DT_F32, WD_DT_Q8_0, WD_DT_BF16};
+            const wd_dtype dts[3] = {WD_DT_F32, s.down_type == Q4_0 ? WD_DT_Q4_0 : WD_DT_Q8_0, WD_DT_BF16};
+            const uint32_t gtypes[3] = {F32, s.down_type, BF16};
             for (int e = 0; e < SE; e++)
                 for (int x = 0; x < 3; x++) {
                     char nm[128];
@@ -562,7 +591,7 @@ static void test_synthetic(void) {
                     int64_t rows = x == 1 ? SH : SF;
                     for (int64_t r = 0; t && r < rows; r++)
                         for (int c = 0; c < t->shape[1]; c++)
-                            nbad += tget(t, r, c) != elem_value(kk3[x], e * rows + r, c);
+                            nbad += tget(t, r, c) != type_value(gtypes[x], kk3[x], e * rows + r, c);
                 }
             const wd_tensor *gi = wd_tensors_find(ts, "model.layers.0.block_sparse_moe.gate.weight");
             CHECK(gi && gi->shape[0] == SE && gi->shape[1] == SH);
@@ -650,7 +679,10 @@ static void test_synthetic(void) {
     MUTATE("ndims5", "5 dimensions", { uint32_t v = 5; memcpy(x + m.t0_ndim, &v, 4); });
     MUTATE("ndims0", "0 dimensions", { uint32_t v = 0; memcpy(x + m.t0_ndim, &v, 4); });
     MUTATE("type999", "unknown ggml type 999", { uint32_t v = 999; memcpy(x + m.t0_type, &v, 4); });
-    MUTATE("typeq4k", "type Q4_K", { uint32_t v = 12; memcpy(x + m.t0_type, &v, 4); });
+    MUTATE("typeq2k", "type Q2_K, which is not supported", { uint32_t v = 10; memcpy(x + m.t0_type, &v, 4); });
+    /* token_embd has rows of 32: not a whole Q4_K block of 256 */
+    MUTATE("typeq4k", "Q4_K tensor \"token_embd.weight\" has a row of 32 (not a multiple of 256)",
+           { uint32_t v = 12; memcpy(x + m.t0_type, &v, 4); });
     MUTATE("offset_far", "past the end", { uint64_t v = (uint64_t)1 << 40; memcpy(x + m.t0_offset, &v, 8); });
     MUTATE("offset_wrap", "", { uint64_t v = UINT64_MAX - 31; memcpy(x + m.t0_offset, &v, 8); });
     MUTATE("offset_end", "past the end", {

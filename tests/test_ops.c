@@ -209,7 +209,7 @@ static void test_matmul(wd_pool *pool) {
     /* 150: two packed token chunks; F32 small-n path: 8..16 one token vector,
      * 33 three, 49 two passes of 32 and 17, 97 three passes */
     static const int ns[] = {1, 3, 7, 8, 16, 33, 37, 49, 97, 128, 150};
-    for (int dt = 0; dt < WD_DT_COUNT; dt++) {
+    for (int dt = 0; dt <= WD_DT_Q8_0; dt++) /* Q4_0 .. Q6_K: test_quant */ {
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             int rows = shapes[s][0], cols = shapes[s][1];
             if (dt == WD_DT_Q8_0 && cols % 32) continue;
@@ -449,7 +449,7 @@ static void test_attention(wd_pool *pool) {
 static void test_expert_ffn(wd_pool *pool) {
     static const int shapes[][2] = {{64, 160}, {96, 64}, {128, 352}}; /* hidden, ffn */
     static const int ns[] = {1, 3, 8, 37};
-    for (int dt = 0; dt < WD_DT_COUNT; dt++)
+    for (int dt = 0; dt <= WD_DT_Q8_0; dt++) /* Q4_0 .. Q6_K: test_quant */
         for (int s = 0; s < 3; s++) {
             int H = shapes[s][0], F = shapes[s][1];
             double *d1 = malloc(sizeof(double) * F * H), *d3 = malloc(sizeof(double) * F * H);
@@ -469,7 +469,7 @@ static void test_expert_ffn(wd_pool *pool) {
                     ref_matmul(u, xd, d3, n, F, H);
                     for (int i = 0; i < n * F; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
                     ref_matmul(yd, g, d2, n, H, F);
-                    wd_expert_ffn(pool, y, x, n, w1, w3, w2, (wd_dtype)dt, H, F, scr);
+                    wd_expert_ffn(pool, y, x, n, w1, w3, w2, (wd_dtype)dt, (wd_dtype)dt, H, F, scr);
                     double e = wd_rel_l2(y, yd, (size_t)n * H);
                     CHECKF(e <= 1e-5, "expert_ffn %s n %d H %d F %d: %.3g", wd_dtype_name(dt), n, H,
                            F, e);

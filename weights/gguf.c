@@ -31,7 +31,26 @@ enum {
 };
 
 /* ggml tensor types this reader maps, and names of the others for messages */
-enum { GGML_F32 = 0, GGML_F16 = 1, GGML_Q8_0 = 8, GGML_BF16 = 30 };
+enum {
+    GGML_F32 = 0, GGML_F16 = 1, GGML_Q4_0 = 2, GGML_Q4_1 = 3, GGML_Q8_0 = 8, GGML_Q4_K = 12,
+    GGML_Q5_K = 13, GGML_Q6_K = 14, GGML_BF16 = 30
+};
+
+/* The wdmoe dtype of a ggml tensor type; 0 when supported. */
+static int ggml_dtype(uint32_t t, wd_dtype *dt) {
+    switch (t) {
+    case GGML_F32: *dt = WD_DT_F32; return 0;
+    case GGML_F16: *dt = WD_DT_F16; return 0;
+    case GGML_BF16: *dt = WD_DT_BF16; return 0;
+    case GGML_Q8_0: *dt = WD_DT_Q8_0; return 0;
+    case GGML_Q4_0: *dt = WD_DT_Q4_0; return 0;
+    case GGML_Q4_1: *dt = WD_DT_Q4_1; return 0;
+    case GGML_Q4_K: *dt = WD_DT_Q4_K; return 0;
+    case GGML_Q5_K: *dt = WD_DT_Q5_K; return 0;
+    case GGML_Q6_K: *dt = WD_DT_Q6_K; return 0;
+    default: return 1;
+    }
+}
 
 static const char *ggml_type_name(uint32_t t) {
     static const char *names[] = {
@@ -389,25 +408,19 @@ static int gguf_parse(gguf_file *f, const char *path, int tensors, char *err, si
     for (size_t i = 0; tensors && i < f->n_ti; i++) {
         gguf_ti *t = &f->ti[i];
         wd_dtype dt;
-        switch (t->type) {
-        case GGML_F32: dt = WD_DT_F32; break;
-        case GGML_F16: dt = WD_DT_F16; break;
-        case GGML_BF16: dt = WD_DT_BF16; break;
-        case GGML_Q8_0: dt = WD_DT_Q8_0; break;
-        default: {
+        if (ggml_dtype(t->type, &dt)) {
             const char *tn = ggml_type_name(t->type);
             if (tn)
                 snprintf(err, errlen, "%s: tensor \"%s\" has type %s, which is not supported "
-                         "(F32, F16, BF16, Q8_0)", path, t->name, tn);
+                         "(F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)", path, t->name, tn);
             else
                 snprintf(err, errlen, "%s: tensor \"%s\" has unknown ggml type %u", path, t->name,
                          t->type);
             goto fail;
         }
-        }
-        if (dt == WD_DT_Q8_0 && t->ne[0] % 32) {
-            snprintf(err, errlen, "%s: Q8_0 tensor \"%s\" has a row of %lld (not a multiple of 32)",
-                     path, t->name, (long long)t->ne[0]);
+        if (t->ne[0] % wd_dtype_block(dt)) {
+            snprintf(err, errlen, "%s: %s tensor \"%s\" has a row of %lld (not a multiple of %d)",
+                     path, wd_dtype_name(dt), t->name, (long long)t->ne[0], wd_dtype_block(dt));
             goto fail;
         }
         size_t nbytes = wd_dtype_bytes(dt, t->ne[0]); /* ne[0] <= 2^40: no overflow */
@@ -773,12 +786,9 @@ static int load_config(const gguf_file *f, wd_config *cfg, int *dense, char *err
 }
 
 static wd_dtype ti_dtype(const gguf_ti *t) {
-    switch (t->type) {
-    case GGML_F16: return WD_DT_F16;
-    case GGML_BF16: return WD_DT_BF16;
-    case GGML_Q8_0: return WD_DT_Q8_0;
-    default: return WD_DT_F32;
-    }
+    wd_dtype dt = WD_DT_F32;
+    ggml_dtype(t->type, &dt); /* gguf_parse accepted only supported types */
+    return dt;
 }
 
 /* Parses "blk.N.<rest>"; returns rest or NULL. */

@@ -1,14 +1,30 @@
-/* dtype names, sizes and scalar conversions (bf16, f16, Q8_0 rows). */
+/* dtype names, sizes and scalar conversions (bf16, f16, quantised rows). */
 #include <math.h>
 #include <string.h>
 
+#include "kernels/cpu/quant.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 
 const char *wd_dtype_name(wd_dtype dt) {
-    static const char *names[] = {"F32", "F16", "BF16", "Q8_0"};
+    static const char *names[] = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K"};
+    _Static_assert(sizeof names / sizeof names[0] == WD_DT_COUNT, "a name per dtype");
     return (unsigned)dt < WD_DT_COUNT ? names[dt] : "?";
 }
+
+int wd_dtype_block(wd_dtype dt) {
+    switch (dt) {
+    case WD_DT_Q8_0:
+    case WD_DT_Q4_0:
+    case WD_DT_Q4_1: return 32;
+    case WD_DT_Q4_K:
+    case WD_DT_Q5_K:
+    case WD_DT_Q6_K: return 256;
+    default: return 1;
+    }
+}
+
+int wd_dtype_quantised(wd_dtype dt) { return (unsigned)dt < WD_DT_COUNT && dt >= WD_DT_Q8_0; }
 
 size_t wd_dtype_bytes(wd_dtype dt, int64_t n) {
     switch (dt) {
@@ -16,6 +32,11 @@ size_t wd_dtype_bytes(wd_dtype dt, int64_t n) {
     case WD_DT_F16:
     case WD_DT_BF16: return (size_t)n * 2;
     case WD_DT_Q8_0: return (size_t)(n / 32) * 34;
+    case WD_DT_Q4_0: return (size_t)(n / 32) * WD_Q4_0_BYTES;
+    case WD_DT_Q4_1: return (size_t)(n / 32) * WD_Q4_1_BYTES;
+    case WD_DT_Q4_K: return (size_t)(n / 256) * WD_Q4_K_BYTES;
+    case WD_DT_Q5_K: return (size_t)(n / 256) * WD_Q5_K_BYTES;
+    case WD_DT_Q6_K: return (size_t)(n / 256) * WD_Q6_K_BYTES;
     default: return 0;
     }
 }
@@ -117,6 +138,13 @@ void wd_row_to_f32(float *dst, const void *w, wd_dtype dt, int64_t row, int cols
         }
         break;
     }
+    case WD_DT_Q4_0:
+    case WD_DT_Q4_1:
+    case WD_DT_Q4_K:
+    case WD_DT_Q5_K:
+    case WD_DT_Q6_K:
+        wd_cpu_dequant_row(dst, (const uint8_t *)w + (size_t)row * wd_dtype_bytes(dt, cols), dt, cols);
+        break;
     default: memset(dst, 0, (size_t)cols * 4);
     }
 }

@@ -64,8 +64,8 @@ static void gate_up_sg_task(void *arg, int task, int n_tasks) {
 #endif
 
 void wd_expert_ffn(wd_pool *pool, float *y, const float *x, int n, const void *w1,
-                   const void *w3, const void *w2, wd_dtype dt, int hidden, int ffn,
-                   float *scratch) {
+                   const void *w3, const void *w2, wd_dtype dt, wd_dtype dt2, int hidden,
+                   int ffn, float *scratch) {
     if (n <= 0) return;
     float *g = scratch, *u = scratch + (size_t)n * ffn;
     if (n < 8) {
@@ -92,5 +92,5 @@ void wd_expert_ffn(wd_pool *pool, float *y, const float *x, int n, const void *w
         wd_matmul(pool, u, x, w3, dt, n, ffn, hidden);
         silu_mul(g, u, n * ffn);
     }
-    wd_matmul(pool, y, g, w2, dt, n, hidden, ffn);
+    wd_matmul(pool, y, g, w2, dt2, n, hidden, ffn);
 }

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu/quant.h"
 #include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 
@@ -313,6 +314,10 @@ static void gemv_avx2(float *y, const float *x, const void *w, wd_dtype dt, int 
 /* Rows [r0, r1) of y for all n tokens. */
 void wd_cpu_gemv_rows(float *y, const float *x, const void *w, wd_dtype dt, int n, int rows,
                       int cols, int r0, int r1) {
+    if (wd_cpu_quant_owns(dt)) { /* Q4_0 .. Q6_K: quant.c */
+        wd_cpu_quant_gemv_rows(y, x, w, dt, n, rows, cols, r0, r1);
+        return;
+    }
 #ifdef WD_AVX512
     switch (dt) {
     case WD_DT_F32: gemv_f32(y, rows, x, n, cols, (const float *)w, r0, r1, cols); return;
@@ -613,6 +618,10 @@ void wd_matmul(wd_pool *pool, float *y, const float *x, const void *w, wd_dtype 
     if (n <= 0 || rows <= 0) return;
     if (cols <= 0) {
         memset(y, 0, (size_t)n * rows * sizeof(float));
+        return;
+    }
+    if (wd_cpu_quant_owns(dt)) { /* Q4_0 .. Q6_K: quant.c */
+        wd_cpu_quant_matmul(pool, y, x, w, dt, n, rows, cols);
         return;
     }
     int nth = wd_pool_size(pool);

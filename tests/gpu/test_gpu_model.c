@@ -107,7 +107,7 @@ static void cpu_forward(cpu_ref *r, const int *tokens, int n, int pos0, float *l
             for (int j = 0; j < nsel; j++) {
                 int e = rec->e[l][pos][j];
                 wd_expert_ffn(NULL, y, xb + (size_t)t * H, 1, L->w1[e]->data, L->w3[e]->data,
-                              L->w2[e]->data, L->w1[e]->dtype, H, F, scr);
+                              L->w2[e]->data, L->w1[e]->dtype, L->w2[e]->dtype, H, F, scr);
                 for (int i = 0; i < H; i++) x[(size_t)t * H + i] += rec->w[l][pos][j] * y[i];
             }
         }

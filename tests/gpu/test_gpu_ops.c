@@ -272,7 +272,7 @@ static void test_expert(wd_cuda_blas *blas, wd_dtype dt, int n, int H, int F, in
     float *ref = malloc((size_t)total * H * 4), *xs = malloc((size_t)n * H * 4),
           *ys = malloc((size_t)n * H * 4), *scr = malloc((size_t)2 * n * F * 4);
     for (int t = 0; t < n; t++) memcpy(xs + (size_t)t * H, x + (size_t)rows[t] * H, (size_t)H * 4);
-    wd_expert_ffn(NULL, ys, xs, n, w1, w3, w2, WD_DT_F32, H, F, scr);
+    wd_expert_ffn(NULL, ys, xs, n, w1, w3, w2, WD_DT_F32, WD_DT_F32, H, F, scr);
     float *dout;
     if (accumulate) {
         memcpy(ref, base, (size_t)total * H * 4);

@@ -1,0 +1,414 @@
+/* llama.cpp block quantisations on the CPU: exact dequantisation and dot
+ * products straight on the quantised blocks (activations stay fp32).
+ *
+ * Block layouts (little-endian, as ggml-common.h):
+ *   Q4_0  32 w, 18 B: f16 d | qs[16]; w[j] = d (lo(qs[j]) - 8), w[j+16] = d (hi(qs[j]) - 8)
+ *   Q4_1  32 w, 20 B: f16 d | f16 m | qs[16]; w = d q + m (same nibble order)
+ *   Q4_K 256 w, 144 B: f16 d | f16 dmin | scales[12] | qs[128]. Eight sub-blocks of
+ *         32 with 6-bit scale sc and min mn packed in scales[12]; chunk c (64 w)
+ *         reads qs[32c..32c+32): its low nibbles are sub-block 2c, high 2c+1;
+ *         w = d sc q - dmin mn.
+ *   Q5_K 256 w, 176 B: f16 d | f16 dmin | scales[12] | qh[32] | qs[128]; as Q4_K
+ *         with a fifth bit: sub-block s takes bit s of qh[l] as 16.
+ *   Q6_K 256 w, 210 B: ql[128] | qh[64] | int8 scales[16] | f16 d. Halves of 128:
+ *         w[l + 32k] (k < 4, l < 32) = d sc[(32k + l)/16] (q - 32), q from
+ *         ql[l + 32(k&1)] (nibble k>>1) and bits 2k of qh[l].
+ * Every product d*sc*q is exact in fp32 (at most 24 significant bits), so the
+ * dequantised values match llama.cpp's (and gguf-py's) to the bit whatever the
+ * evaluation order or FMA contraction.
+ *
+ * GEMV (decode): per row and token, each block's 32 (or 16) weights are
+ * widened to fp32 in registers and dotted with x; the block scale multiplies
+ * the block's partial sum and a min/offset term uses the block's sum of x.
+ * AVX2+FMA+F16C when the build targets it (WD_AVX2 or WD_AVX512 from simd.h),
+ * else the scalar kernel. GEMM (prefill, n >= 8): a 16-row x 256-column tile
+ * is dequantised to fp32 and multiplied by a 4-row x 2-token register tile. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/quant.h"
+#include "kernels/cpu/simd.h"
+#include "kernels/kernels.h"
+
+#define QUANT_GEMM_MIN_N 8
+#define QUANT_TILE_ROWS 16
+#define QUANT_KC 256
+#define QUANT_SERIAL_ELEMS 32768
+
+static inline float f16_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+#ifdef __F16C__
+    return _cvtsh_ss(h);
+#else
+    return wd_f16_to_f32(h);
+#endif
+}
+
+/* Scale and min of sub-block j (0..7) from the 12 packed bytes (get_scale_min_k4). */
+static inline void k4_scale_min(int j, const uint8_t *q, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *mn = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+static size_t block_bytes(wd_dtype dt) {
+    switch (dt) {
+    case WD_DT_Q4_0: return WD_Q4_0_BYTES;
+    case WD_DT_Q4_1: return WD_Q4_1_BYTES;
+    case WD_DT_Q4_K: return WD_Q4_K_BYTES;
+    case WD_DT_Q5_K: return WD_Q5_K_BYTES;
+    case WD_DT_Q6_K: return WD_Q6_K_BYTES;
+    default: return 0;
+    }
+}
+
+/* ---- exact dequantisation (scalar) ---------------------------------------- */
+static void deq_block(float *y, const uint8_t *b, wd_dtype dt) {
+    switch (dt) {
+    case WD_DT_Q4_0: {
+        float d = f16_at(b);
+        for (int j = 0; j < 16; j++) {
+            y[j] = d * (float)((b[2 + j] & 0xF) - 8);
+            y[j + 16] = d * (float)((b[2 + j] >> 4) - 8);
+        }
+        break;
+    }
+    case WD_DT_Q4_1: {
+        float d = f16_at(b), m = f16_at(b + 2);
+        for (int j = 0; j < 16; j++) {
+            y[j] = d * (float)(b[4 + j] & 0xF) + m;
+            y[j + 16] = d * (float)(b[4 + j] >> 4) + m;
+        }
+        break;
+    }
+    case WD_DT_Q4_K:
+    case WD_DT_Q5_K: {
+        float d = f16_at(b), dmin = f16_at(b + 2);
+        const uint8_t *scales = b + 4;
+        const uint8_t *qh = b + 16, *ql = dt == WD_DT_Q4_K ? b + 16 : b + 48;
+        for (int c = 0; c < 4; c++) {
+            int sc, mn;
+            k4_scale_min(2 * c, scales, &sc, &mn);
+            float d1 = d * (float)sc, m1 = dmin * (float)mn;
+            k4_scale_min(2 * c + 1, scales, &sc, &mn);
+            float d2 = d * (float)sc, m2 = dmin * (float)mn;
+            const uint8_t *q = ql + 32 * c;
+            for (int l = 0; l < 32; l++) {
+                int lo = q[l] & 0xF, hi = q[l] >> 4;
+                if (dt == WD_DT_Q5_K) {
+                    lo += ((qh[l] >> (2 * c)) & 1) << 4;
+                    hi += ((qh[l] >> (2 * c + 1)) & 1) << 4;
+                }
+                y[64 * c + l] = d1 * (float)lo - m1;
+                y[64 * c + 32 + l] = d2 * (float)hi - m2;
+            }
+        }
+        break;
+    }
+    case WD_DT_Q6_K: {
+        float d = f16_at(b + 208);
+        const int8_t *sc = (const int8_t *)(b + 192);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
+            for (int k = 0; k < 4; k++)
+                for (int l = 0; l < 32; l++) {
+                    int e = 128 * h + 32 * k + l;
+                    int q = ((ql[l + 32 * (k & 1)] >> (4 * (k >> 1))) & 0xF) |
+                            (((qh[l] >> (2 * k)) & 3) << 4);
+                    y[e] = d * (float)sc[e / 16] * (float)(q - 32);
+                }
+        }
+        break;
+    }
+    default: memset(y, 0, sizeof(float) * (size_t)wd_dtype_block(dt)); break;
+    }
+}
+
+void wd_cpu_dequant_row(float *dst, const uint8_t *src, wd_dtype dt, int cols) {
+    const int bs = wd_dtype_block(dt);
+    const size_t bb = block_bytes(dt);
+    for (int b = 0; b < cols / bs; b++) deq_block(dst + (size_t)b * bs, src + (size_t)b * bb, dt);
+}
+
+/* ---- scalar GEMV ------------------------------------------------------------ */
+static float dot_row_scalar(const uint8_t *w, const float *x, wd_dtype dt, int cols) {
+    const int bs = wd_dtype_block(dt);
+    const size_t bb = block_bytes(dt);
+    float tmp[256], s = 0;
+    for (int b = 0; b < cols / bs; b++) {
+        deq_block(tmp, w + (size_t)b * bb, dt);
+        float bsum = 0;
+        for (int i = 0; i < bs; i++) bsum += tmp[i] * x[b * bs + i];
+        s += bsum;
+    }
+    return s;
+}
+
+void wd_cpu_quant_gemv_rows_scalar(float *y, const float *x, const void *w, wd_dtype dt, int n,
+                                   int rows, int cols, int r0, int r1) {
+    const size_t rb = wd_dtype_bytes(dt, cols);
+    for (int r = r0; r < r1; r++)
+        for (int t = 0; t < n; t++)
+            y[(size_t)t * rows + r] =
+                dot_row_scalar((const uint8_t *)w + (size_t)r * rb, x + (size_t)t * cols, dt, cols);
+}
+
+#if defined(WD_AVX512) || defined(WD_AVX2)
+#define QUANT_AVX2 1
+/* ---- AVX2 GEMV ---------------------------------------------------------------- */
+static inline float hsum8q(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+
+/* 16 unsigned (u) or signed (i) bytes times x[0..16), added to acc. */
+static inline __m256 dot16u(__m128i q, const float *x, __m256 acc) {
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)), _mm256_loadu_ps(x), acc);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(q, q))),
+                           _mm256_loadu_ps(x + 8), acc);
+}
+static inline __m256 dot16i(__m128i q, const float *x, __m256 acc) {
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_loadu_ps(x), acc);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(q, q))),
+                           _mm256_loadu_ps(x + 8), acc);
+}
+static inline __m256 sum32(const float *x) {
+    __m256 a = _mm256_add_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(x + 8));
+    __m256 b = _mm256_add_ps(_mm256_loadu_ps(x + 16), _mm256_loadu_ps(x + 24));
+    return _mm256_add_ps(a, b);
+}
+static inline __m128i ld16(const uint8_t *p) { return _mm_loadu_si128((const __m128i *)p); }
+
+static float dot_q4_0(const uint8_t *w, const float *x, int nb) {
+    const __m128i m4 = _mm_set1_epi8(0xF), e8 = _mm_set1_epi8(8);
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++, w += WD_Q4_0_BYTES, x += 32) {
+        __m128i q = ld16(w + 2);
+        __m128i lo = _mm_sub_epi8(_mm_and_si128(q, m4), e8);
+        __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8);
+        __m256 s = dot16i(hi, x + 16, dot16i(lo, x, _mm256_setzero_ps()));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w)), s, acc);
+    }
+    return hsum8q(acc);
+}
+
+static float dot_q4_1(const uint8_t *w, const float *x, int nb) {
+    const __m128i m4 = _mm_set1_epi8(0xF);
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++, w += WD_Q4_1_BYTES, x += 32) {
+        __m128i q = ld16(w + 4);
+        __m256 s = dot16u(_mm_and_si128(_mm_srli_epi16(q, 4), m4), x + 16,
+                          dot16u(_mm_and_si128(q, m4), x, _mm256_setzero_ps()));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w)), s, acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w + 2)), sum32(x), acc);
+    }
+    return hsum8q(acc);
+}
+
+/* Q4_K and Q5_K (hb: Q5_K's high bits). */
+static inline float dot_q45_k(const uint8_t *w, const float *x, int nb, const int q5) {
+    const __m128i m4 = _mm_set1_epi8(0xF), one = _mm_set1_epi8(1);
+    const size_t bb = q5 ? WD_Q5_K_BYTES : WD_Q4_K_BYTES;
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++, w += bb, x += 256) {
+        const float d = f16_at(w), dmin = f16_at(w + 2);
+        const uint8_t *qs = w + (q5 ? 48 : 16), *qh = w + 16;
+        __m128i ha = _mm_setzero_si128(), hb = ha;
+        if (q5) ha = ld16(qh), hb = ld16(qh + 16);
+        for (int c = 0; c < 4; c++) {
+            const float *xc = x + 64 * c;
+            __m128i qa = ld16(qs + 32 * c), qb = ld16(qs + 32 * c + 16);
+            __m128i la = _mm_and_si128(qa, m4), lb = _mm_and_si128(qb, m4);
+            __m128i ua = _mm_and_si128(_mm_srli_epi16(qa, 4), m4);
+            __m128i ub = _mm_and_si128(_mm_srli_epi16(qb, 4), m4);
+            if (q5) {
+                __m128i s0 = _mm_cvtsi32_si128(2 * c), s1 = _mm_cvtsi32_si128(2 * c + 1);
+                la = _mm_or_si128(la, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ha, s0), one), 4));
+                lb = _mm_or_si128(lb, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(hb, s0), one), 4));
+                ua = _mm_or_si128(ua, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ha, s1), one), 4));
+                ub = _mm_or_si128(ub, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(hb, s1), one), 4));
+            }
+            __m256 s1 = dot16u(lb, xc + 16, dot16u(la, xc, _mm256_setzero_ps()));
+            __m256 s2 = dot16u(ub, xc + 48, dot16u(ua, xc + 32, _mm256_setzero_ps()));
+            int sc, mn;
+            k4_scale_min(2 * c, w + 4, &sc, &mn);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc), s1, acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * (float)mn), sum32(xc), acc);
+            k4_scale_min(2 * c + 1, w + 4, &sc, &mn);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc), s2, acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * (float)mn), sum32(xc + 32), acc);
+        }
+    }
+    return hsum8q(acc);
+}
+
+static float dot_q6_k(const uint8_t *w, const float *x, int nb) {
+    const __m128i m4 = _mm_set1_epi8(0xF), m3 = _mm_set1_epi8(3), e32 = _mm_set1_epi8(32);
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++, w += WD_Q6_K_BYTES, x += 256) {
+        const float d = f16_at(w + 208);
+        const int8_t *sc = (const int8_t *)(w + 192);
+        for (int g = 0; g < 8; g++) {
+            const int h = g >> 2, k = g & 3;
+            const uint8_t *ql = w + 64 * h + 32 * (k & 1), *qh = w + 128 + 32 * h;
+            const __m128i sl = _mm_cvtsi32_si128(4 * (k >> 1)), sh = _mm_cvtsi32_si128(2 * k);
+            __m128i qa = _mm_and_si128(_mm_srl_epi16(ld16(ql), sl), m4);
+            __m128i qb = _mm_and_si128(_mm_srl_epi16(ld16(ql + 16), sl), m4);
+            qa = _mm_or_si128(qa, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ld16(qh), sh), m3), 4));
+            qb = _mm_or_si128(qb, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ld16(qh + 16), sh), m3), 4));
+            const float *xg = x + 32 * g;
+            __m256 sa = dot16i(_mm_sub_epi8(qa, e32), xg, _mm256_setzero_ps());
+            __m256 sb = dot16i(_mm_sub_epi8(qb, e32), xg + 16, _mm256_setzero_ps());
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc[2 * g]), sa, acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc[2 * g + 1]), sb, acc);
+        }
+    }
+    return hsum8q(acc);
+}
+
+static float dot_row_avx2(const uint8_t *w, const float *x, wd_dtype dt, int cols) {
+    switch (dt) {
+    case WD_DT_Q4_0: return dot_q4_0(w, x, cols / 32);
+    case WD_DT_Q4_1: return dot_q4_1(w, x, cols / 32);
+    case WD_DT_Q4_K: return dot_q45_k(w, x, cols / 256, 0);
+    case WD_DT_Q5_K: return dot_q45_k(w, x, cols / 256, 1);
+    case WD_DT_Q6_K: return dot_q6_k(w, x, cols / 256);
+    default: return dot_row_scalar(w, x, dt, cols);
+    }
+}
+#endif /* QUANT_AVX2 */
+
+void wd_cpu_quant_gemv_rows(float *y, const float *x, const void *w, wd_dtype dt, int n, int rows,
+                            int cols, int r0, int r1) {
+#ifdef QUANT_AVX2
+    const size_t rb = wd_dtype_bytes(dt, cols);
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *wr = (const uint8_t *)w + (size_t)r * rb;
+        if (r + 1 < r1) /* the next row's first lines; the rest streams in behind */
+            for (size_t o = 0; o < rb && o < 512; o += 64) _mm_prefetch((const char *)wr + rb + o, _MM_HINT_T0);
+        for (int t = 0; t < n; t++)
+            y[(size_t)t * rows + r] = dot_row_avx2(wr, x + (size_t)t * cols, dt, cols);
+    }
+#else
+    wd_cpu_quant_gemv_rows_scalar(y, x, w, dt, n, rows, cols, r0, r1);
+#endif
+}
+
+/* ---- GEMM: dequantised tiles ------------------------------------------------ */
+/* y[t][r0 + i] (+)= wt[i][0..kc) . x[t][k0..k0+kc) for i < nr, t < n. */
+static void tile_product(float *y, int ldy, const float *x, int ldx, int n, const float *wt,
+                         int nr, int kc, int accumulate) {
+#ifdef QUANT_AVX2
+    int i = 0;
+    for (; i + 4 <= nr; i += 4) {
+        const float *w0 = wt + (size_t)i * kc, *w1 = w0 + kc, *w2 = w1 + kc, *w3 = w2 + kc;
+        int t = 0;
+        for (; t + 2 <= n; t += 2) {
+            const float *xa = x + (size_t)t * ldx, *xb = xa + ldx;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0,
+                   b3 = a0;
+            for (int k = 0; k < kc; k += 8) {
+                __m256 xv = _mm256_loadu_ps(xa + k), xw = _mm256_loadu_ps(xb + k);
+                __m256 v0 = _mm256_load_ps(w0 + k), v1 = _mm256_load_ps(w1 + k);
+                __m256 v2 = _mm256_load_ps(w2 + k), v3 = _mm256_load_ps(w3 + k);
+                a0 = _mm256_fmadd_ps(v0, xv, a0), b0 = _mm256_fmadd_ps(v0, xw, b0);
+                a1 = _mm256_fmadd_ps(v1, xv, a1), b1 = _mm256_fmadd_ps(v1, xw, b1);
+                a2 = _mm256_fmadd_ps(v2, xv, a2), b2 = _mm256_fmadd_ps(v2, xw, b2);
+                a3 = _mm256_fmadd_ps(v3, xv, a3), b3 = _mm256_fmadd_ps(v3, xw, b3);
+            }
+            float *ya = y + (size_t)t * ldy + i, *yb = ya + ldy;
+            float s[8] = {hsum8q(a0), hsum8q(a1), hsum8q(a2), hsum8q(a3),
+                          hsum8q(b0), hsum8q(b1), hsum8q(b2), hsum8q(b3)};
+            for (int j = 0; j < 4; j++) {
+                ya[j] = accumulate ? ya[j] + s[j] : s[j];
+                yb[j] = accumulate ? yb[j] + s[4 + j] : s[4 + j];
+            }
+        }
+        for (; t < n; t++) {
+            const float *xa = x + (size_t)t * ldx;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int k = 0; k < kc; k += 8) {
+                __m256 xv = _mm256_loadu_ps(xa + k);
+                a0 = _mm256_fmadd_ps(_mm256_load_ps(w0 + k), xv, a0);
+                a1 = _mm256_fmadd_ps(_mm256_load_ps(w1 + k), xv, a1);
+                a2 = _mm256_fmadd_ps(_mm256_load_ps(w2 + k), xv, a2);
+                a3 = _mm256_fmadd_ps(_mm256_load_ps(w3 + k), xv, a3);
+            }
+            float *ya = y + (size_t)t * ldy + i;
+            float s[4] = {hsum8q(a0), hsum8q(a1), hsum8q(a2), hsum8q(a3)};
+            for (int j = 0; j < 4; j++) ya[j] = accumulate ? ya[j] + s[j] : s[j];
+        }
+    }
+    for (; i < nr; i++) {
+        const float *w0 = wt + (size_t)i * kc;
+        for (int t = 0; t < n; t++) {
+            const float *xa = x + (size_t)t * ldx;
+            __m256 a0 = _mm256_setzero_ps();
+            for (int k = 0; k < kc; k += 8)
+                a0 = _mm256_fmadd_ps(_mm256_load_ps(w0 + k), _mm256_loadu_ps(xa + k), a0);
+            float *ya = y + (size_t)t * ldy + i;
+            *ya = accumulate ? *ya + hsum8q(a0) : hsum8q(a0);
+        }
+    }
+#else
+    for (int i = 0; i < nr; i++)
+        for (int t = 0; t < n; t++) {
+            const float *xa = x + (size_t)t * ldx, *wr = wt + (size_t)i * kc;
+            float s = 0;
+            for (int k = 0; k < kc; k++) s += wr[k] * xa[k];
+            float *ya = y + (size_t)t * ldy + i;
+            *ya = accumulate ? *ya + s : s;
+        }
+#endif
+}
+
+typedef struct {
+    float *y;
+    const float *x;
+    const uint8_t *w;
+    wd_dtype dt;
+    int n, rows, cols, n_units;
+} qmm_ctx;
+
+static void qmm_task(void *arg, int task, int n_tasks) {
+    const qmm_ctx *c = arg;
+    int r0 = (int)((int64_t)c->n_units * task / n_tasks) * QUANT_TILE_ROWS;
+    int r1 = (int)((int64_t)c->n_units * (task + 1) / n_tasks) * QUANT_TILE_ROWS;
+    if (r1 > c->rows) r1 = c->rows;
+    if (r0 >= r1) return;
+    if (c->n < QUANT_GEMM_MIN_N) {
+        wd_cpu_quant_gemv_rows(c->y, c->x, c->w, c->dt, c->n, c->rows, c->cols, r0, r1);
+        return;
+    }
+    _Alignas(64) float wt[QUANT_TILE_ROWS * QUANT_KC];
+    const size_t rb = wd_dtype_bytes(c->dt, c->cols);
+    /* K chunks are whole blocks: QUANT_KC is a multiple of every block size */
+    for (int rt = r0; rt < r1; rt += QUANT_TILE_ROWS) {
+        int nr = r1 - rt < QUANT_TILE_ROWS ? r1 - rt : QUANT_TILE_ROWS;
+        for (int k0 = 0; k0 < c->cols; k0 += QUANT_KC) {
+            int kc = c->cols - k0 < QUANT_KC ? c->cols - k0 : QUANT_KC;
+            size_t off = wd_dtype_bytes(c->dt, k0);
+            for (int i = 0; i < nr; i++)
+                wd_cpu_dequant_row(wt + (size_t)i * kc, c->w + (size_t)(rt + i) * rb + off, c->dt, kc);
+            tile_product(c->y + rt, c->rows, c->x + k0, c->cols, c->n, wt, nr, kc, k0 > 0);
+        }
+    }
+}
+
+void wd_cpu_quant_matmul(wd_pool *pool, float *y, const float *x, const void *w, wd_dtype dt,
+                         int n, int rows, int cols) {
+    qmm_ctx c = {y, x, (const uint8_t *)w, dt, n, rows, cols,
+                 (rows + QUANT_TILE_ROWS - 1) / QUANT_TILE_ROWS};
+    int nt = wd_pool_size(pool);
+    if ((int64_t)rows * cols * n < QUANT_SERIAL_ELEMS) nt = 1;
+    if (nt > c.n_units) nt = c.n_units;
+    if (nt <= 1) qmm_task(&c, 0, 1);
+    else wd_pool_run(pool, qmm_task, &c, nt);
+}

@@ -1,0 +1,240 @@
+/* The quantised dtypes (Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) against gguf-py:
+ *  - dequantisation bit-exact against tests/data/quant/<TYPE>.bin (written by
+ *    tests/ref_quant.py from llama.cpp's gguf package), also from unaligned rows;
+ *  - matmul (decode GEMV and prefill GEMM, serial and threaded), the SIMD and
+ *    the scalar kernels against the golden float64 product;
+ *  - random blocks of odd shapes (rows not a multiple of 4 or 16, an odd
+ *    number of blocks, unaligned bases): matmul against a float64 product of
+ *    the dequantised rows; thread splits never change a bit;
+ *  - the SwiGLU expert FFN with quantised weights. */
+#include <stdint.h>
+
+#include "kernels/cpu/quant.h"
+#include "kernels/kernels.h"
+#include "tests/test_util.h"
+
+static const wd_dtype QTYPES[] = {WD_DT_Q4_0, WD_DT_Q4_1, WD_DT_Q4_K, WD_DT_Q5_K, WD_DT_Q6_K};
+#define NQ (int)(sizeof QTYPES / sizeof QTYPES[0])
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+static uint32_t rnd_u32(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 16);
+}
+static float rnd_uniform(void) { return (float)((rnd_u32() >> 8) * (1.0 / 16777216.0) * 2.0 - 1.0); }
+
+static double rel_l2(const float *a, const double *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* ---- golden files ---------------------------------------------------------- */
+static const int GGML_ID[] = {2, 3, 12, 13, 14}; /* ggml type ids of QTYPES */
+
+static void test_golden(wd_pool *pool) {
+    for (int qi = 0; qi < NQ; qi++) {
+        wd_dtype dt = QTYPES[qi];
+        char path[512];
+        snprintf(path, sizeof path, "%s/tests/data/quant/%s.bin", WD_SOURCE_DIR, wd_dtype_name(dt));
+        size_t len = 0;
+        char *buf = wd_test_read_file(path, &len);
+        CHECKF(buf != NULL, "cannot read %s", path);
+        if (!buf) continue;
+        uint32_t h[4];
+        CHECK(len >= 20 && memcmp(buf, "WDQ1", 4) == 0);
+        memcpy(h, buf + 4, 16);
+        int rows = (int)h[1], cols = (int)h[2], n = (int)h[3];
+        size_t rb = wd_dtype_bytes(dt, cols);
+        size_t need = 20 + rows * rb + 4 * (size_t)rows * cols + 4 * (size_t)n * cols + 8 * (size_t)n * rows;
+        CHECKF(h[0] == (uint32_t)GGML_ID[qi] && len == need, "%s: header %u %d %d %d, %zu bytes",
+               path, h[0], rows, cols, n, len);
+        if (h[0] != (uint32_t)GGML_ID[qi] || len != need) {
+            free(buf);
+            continue;
+        }
+        const uint8_t *q = (const uint8_t *)buf + 20;
+        float *deq = malloc(4 * (size_t)rows * cols), *x = malloc(4 * (size_t)n * cols);
+        double *yref = malloc(8 * (size_t)n * rows);
+        float *row = malloc(4 * (size_t)cols), *y = malloc(4 * (size_t)n * rows);
+        uint8_t *odd = malloc(rows * rb + 3);
+        if (!deq || !x || !yref || !row || !y || !odd) {
+            CHECK(!"allocation");
+            free(deq), free(x), free(yref), free(row), free(y), free(odd), free(buf);
+            continue;
+        }
+        memcpy(deq, q + rows * rb, 4 * (size_t)rows * cols);
+        memcpy(x, q + rows * rb + 4 * (size_t)rows * cols, 4 * (size_t)n * cols);
+        memcpy(yref, q + rows * rb + 4 * (size_t)rows * cols + 4 * (size_t)n * cols, 8 * (size_t)n * rows);
+        /* dequantisation: bit-exact, from the file and from a base 3 bytes off */
+        memcpy(odd + 3, q, rows * rb);
+        int bad = 0, bad_odd = 0;
+        for (int r = 0; r < rows; r++) {
+            wd_row_to_f32(row, q, dt, r, cols);
+            bad += memcmp(row, deq + (size_t)r * cols, 4 * (size_t)cols) != 0;
+            wd_row_to_f32(row, odd + 3, dt, r, cols);
+            bad_odd += memcmp(row, deq + (size_t)r * cols, 4 * (size_t)cols) != 0;
+        }
+        CHECKF(bad == 0 && bad_odd == 0, "%s: %d rows (%d unaligned) differ from gguf-py's dequantize",
+               wd_dtype_name(dt), bad, bad_odd);
+        printf("  %-5s golden %dx%d: dequantisation bit-exact (%d rows)\n", wd_dtype_name(dt), rows, cols, rows);
+        /* products: every n up to the file's, serial, threaded, scalar kernel */
+        for (int nn = 1; nn <= n; nn++) {
+            double *yr = malloc(8 * (size_t)nn * rows);
+            if (!yr) continue;
+            memcpy(yr, yref, 8 * (size_t)nn * rows);
+            for (int p = 0; p < 3; p++) {
+                for (int i = 0; i < nn * rows; i++) y[i] = NAN;
+                if (p == 2) wd_cpu_quant_gemv_rows_scalar(y, x, odd + 3, dt, nn, rows, cols, 0, rows);
+                else wd_matmul(p ? pool : NULL, y, x, odd + 3, dt, nn, rows, cols);
+                double e = rel_l2(y, yr, (size_t)nn * rows);
+                CHECKF(e <= 2e-6, "%s golden n %d %s: rel l2 %.3g", wd_dtype_name(dt), nn,
+                       p == 2 ? "scalar" : p ? "pool" : "serial", e);
+            }
+            free(yr);
+        }
+        free(deq), free(x), free(yref), free(row), free(y), free(odd), free(buf);
+    }
+}
+
+/* ---- random blocks ----------------------------------------------------------- */
+/* Random bytes with finite f16 scale fields (every other bit pattern is a valid block). */
+static void fill_random(uint8_t *w, wd_dtype dt, int rows, int cols) {
+    size_t bytes = wd_dtype_bytes(dt, (int64_t)rows * cols);
+    for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)rnd_u32();
+    int bs = wd_dtype_block(dt);
+    size_t bb = wd_dtype_bytes(dt, bs);
+    int offs[2] = {0, 2}, no = dt == WD_DT_Q4_0 ? 1 : dt == WD_DT_Q6_K ? 1 : 2;
+    if (dt == WD_DT_Q6_K) offs[0] = 208;
+    for (size_t b = 0; b < bytes / bb; b++)
+        for (int k = 0; k < no; k++) {
+            uint16_t h = wd_f32_to_f16(0.03f * rnd_uniform());
+            memcpy(w + b * bb + offs[k], &h, 2);
+        }
+}
+
+static void ref_product(double *y, const float *x, const float *deq, int n, int rows, int cols) {
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < rows; r++) {
+            double s = 0;
+            for (int c = 0; c < cols; c++) s += (double)deq[(size_t)r * cols + c] * x[(size_t)t * cols + c];
+            y[(size_t)t * rows + r] = s;
+        }
+}
+
+static void test_random(wd_pool *pool) {
+    static const int rows_list[] = {1, 5, 17, 35, 67};
+    static const int nblk_list[] = {1, 3, 7};
+    static const int ns[] = {1, 2, 7, 8, 9, 21};
+    for (int qi = 0; qi < NQ; qi++) {
+        wd_dtype dt = QTYPES[qi];
+        int worst_bad = 0;
+        double worst = 0;
+        for (int ri = 0; ri < 5; ri++)
+            for (int bi = 0; bi < 3; bi++) {
+                int rows = rows_list[ri], cols = nblk_list[bi] * wd_dtype_block(dt);
+                size_t bytes = wd_dtype_bytes(dt, (int64_t)rows * cols);
+                uint8_t *mem = malloc(bytes + 5);
+                float *deq = malloc(4 * (size_t)rows * cols), *x = malloc(4 * (size_t)21 * cols);
+                float *y = malloc(4 * (size_t)21 * rows), *y1 = malloc(4 * (size_t)21 * rows);
+                double *yd = malloc(8 * (size_t)21 * rows);
+                if (!mem || !deq || !x || !y || !y1 || !yd) {
+                    CHECK(!"allocation");
+                    free(mem), free(deq), free(x), free(y), free(y1), free(yd);
+                    continue;
+                }
+                uint8_t *w = mem + 1 + ri % 4; /* unaligned bases */
+                fill_random(w, dt, rows, cols);
+                for (int r = 0; r < rows; r++) wd_row_to_f32(deq + (size_t)r * cols, w, dt, r, cols);
+                for (int i = 0; i < 21 * cols; i++) x[i] = rnd_uniform();
+                for (int ni = 0; ni < 6; ni++) {
+                    int n = ns[ni];
+                    ref_product(yd, x, deq, n, rows, cols);
+                    wd_matmul(NULL, y1, x, w, dt, n, rows, cols);
+                    double e = rel_l2(y1, yd, (size_t)n * rows);
+                    if (e > worst) worst = e;
+                    CHECKF(e <= 2e-6, "%s %dx%d n %d: rel l2 %.3g", wd_dtype_name(dt), rows, cols, n, e);
+                    wd_matmul(pool, y, x, w, dt, n, rows, cols);
+                    int same = !memcmp(y, y1, 4 * (size_t)n * rows);
+                    worst_bad += !same;
+                    CHECKF(same, "%s %dx%d n %d: threaded result differs from serial",
+                           wd_dtype_name(dt), rows, cols, n);
+                    if (n < 8) { /* the scalar kernel too (the build's own SIMD one ran above) */
+                        wd_cpu_quant_gemv_rows_scalar(y, x, w, dt, n, rows, cols, 0, rows);
+                        e = rel_l2(y, yd, (size_t)n * rows);
+                        CHECKF(e <= 2e-6, "%s %dx%d n %d scalar: rel l2 %.3g", wd_dtype_name(dt), rows,
+                               cols, n, e);
+                    }
+                }
+                free(mem), free(deq), free(x), free(y), free(y1), free(yd);
+            }
+        printf("  %-5s random shapes: worst rel l2 %.2g vs float64, %d thread-split mismatches\n",
+               wd_dtype_name(dt), worst, worst_bad);
+    }
+}
+
+static void test_expert(wd_pool *pool) {
+    for (int qi = 0; qi < NQ; qi++) {
+        /* w2 of another type, as K-quant mixes store it (Q4_K with Q6_K down) */
+        wd_dtype dt = QTYPES[qi], dt2 = QTYPES[(qi + 4) % NQ];
+        const int H = 512, F = 768;
+        uint8_t *w1 = malloc(wd_dtype_bytes(dt, (int64_t)F * H)), *w3 = malloc(wd_dtype_bytes(dt, (int64_t)F * H));
+        uint8_t *w2 = malloc(wd_dtype_bytes(dt2, (int64_t)H * F));
+        float *d1 = malloc(4 * (size_t)F * H), *d3 = malloc(4 * (size_t)F * H), *d2 = malloc(4 * (size_t)H * F);
+        float *x = malloc(4 * (size_t)9 * H), *y = malloc(4 * (size_t)9 * H), *scr = malloc(4 * (size_t)18 * F);
+        double *g = malloc(8 * (size_t)9 * F), *u = malloc(8 * (size_t)9 * F), *yd = malloc(8 * (size_t)9 * H);
+        float *hf = malloc(4 * (size_t)9 * F);
+        if (w1 && w3 && w2 && d1 && d3 && d2 && x && y && scr && g && u && yd && hf) {
+            fill_random(w1, dt, F, H), fill_random(w3, dt, F, H), fill_random(w2, dt2, H, F);
+            for (int r = 0; r < F; r++) {
+                wd_row_to_f32(d1 + (size_t)r * H, w1, dt, r, H);
+                wd_row_to_f32(d3 + (size_t)r * H, w3, dt, r, H);
+            }
+            for (int r = 0; r < H; r++) wd_row_to_f32(d2 + (size_t)r * F, w2, dt2, r, F);
+            for (int i = 0; i < 9 * H; i++) x[i] = 4 * rnd_uniform();
+            static const int ns[] = {1, 3, 9};
+            for (int ni = 0; ni < 3; ni++) {
+                int n = ns[ni];
+                ref_product(g, x, d1, n, F, H);
+                ref_product(u, x, d3, n, F, H);
+                for (int i = 0; i < n * F; i++) hf[i] = (float)(g[i] / (1 + exp(-g[i])) * u[i]);
+                ref_product(yd, hf, d2, n, H, F);
+                wd_expert_ffn(pool, y, x, n, w1, w3, w2, dt, dt2, H, F, scr);
+                double e = rel_l2(y, yd, (size_t)n * H);
+                CHECKF(e <= 1e-5, "expert_ffn %s/%s n %d: rel l2 %.3g", wd_dtype_name(dt),
+                       wd_dtype_name(dt2), n, e);
+            }
+        } else {
+            CHECK(!"allocation");
+        }
+        free(w1), free(w3), free(w2), free(d1), free(d3), free(d2), free(x), free(y), free(scr);
+        free(g), free(u), free(yd), free(hf);
+    }
+}
+
+static void test_sizes(void) {
+    CHECK(wd_dtype_bytes(WD_DT_Q4_0, 64) == 36 && wd_dtype_block(WD_DT_Q4_0) == 32);
+    CHECK(wd_dtype_bytes(WD_DT_Q4_1, 64) == 40 && wd_dtype_block(WD_DT_Q4_1) == 32);
+    CHECK(wd_dtype_bytes(WD_DT_Q4_K, 512) == 288 && wd_dtype_block(WD_DT_Q4_K) == 256);
+    CHECK(wd_dtype_bytes(WD_DT_Q5_K, 512) == 352 && wd_dtype_block(WD_DT_Q5_K) == 256);
+    CHECK(wd_dtype_bytes(WD_DT_Q6_K, 512) == 420 && wd_dtype_block(WD_DT_Q6_K) == 256);
+    CHECK(!strcmp(wd_dtype_name(WD_DT_Q4_K), "Q4_K") && !strcmp(wd_dtype_name(WD_DT_Q6_K), "Q6_K"));
+    CHECK(wd_dtype_quantised(WD_DT_Q8_0) && wd_dtype_quantised(WD_DT_Q5_K) && !wd_dtype_quantised(WD_DT_BF16));
+}
+
+int main(void) {
+    wd_pool *pool = wd_pool_create(3);
+    CHECK(pool != NULL);
+    test_sizes();
+    test_golden(pool);
+    test_random(pool);
+    test_expert(pool);
+    wd_pool_destroy(pool);
+    return wd_test_finish("test_quant");
+}
