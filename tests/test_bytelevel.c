@@ -6,6 +6,8 @@
  * - tokenizer_cases.jsonl: SmolLM2's ids of the same strings, with the
  *   tokenizer read from the GGUF (skipped, visibly, without the model file:
  *   bash weights/models/fetch_smollm2.sh).
+ * - bytelevel/<name>.json + .ids.jsonl (tests/ref_bytelevel.py): a small BPE
+ *   trained by tokenizers with each pre-tokenizer, read as tokenizer.json.
  * Also decoding (ids -> text round-trips) and the ChatML chat template
  * (prompt.json: the GGUF's template rendered by jinja2). */
 #include <json-c/json.h>
@@ -88,8 +90,58 @@ static void check_ids(json_object *o, void *ctx) {
     free(ids);
 }
 
+static void check_json_tokenizers(void) {
+    const char *names[] = {"gpt2", "smollm", "llama-bpe", "qwen2", "deepseek-llm"};
+    for (int i = 0; i < 5; i++) {
+        char path[512], err[512];
+        snprintf(path, sizeof(path), WD_SOURCE_DIR "/tests/data/bytelevel/%s.json", names[i]);
+        wd_tokenizer *tok = NULL;
+        CHECKF(wd_tokenizer_load_json(&tok, path, err, sizeof(err)) == 0, "%s", err);
+        if (!tok) continue;
+        CHECKF(!strcmp(wd_tokenizer_kind(tok), names[i]), "%s: kind %s", path,
+               wd_tokenizer_kind(tok));
+        CHECK(!wd_tokenizer_add_bos(tok));
+        snprintf(path, sizeof(path), WD_SOURCE_DIR "/tests/data/bytelevel/%s.ids.jsonl", names[i]);
+        int n = for_lines(path, check_ids, tok);
+        CHECKF(n >= 300, "%s: %d cases", path, n);
+        wd_tokenizer_free(tok);
+    }
+    /* tokenizer.json pre-tokenizers that are not implemented: one line naming file and key */
+    const struct {
+        const char *pre, *want;
+    } bad[] = {
+        {"{\"type\": \"ByteLevel\", \"add_prefix_space\": true}", "add_prefix_space"},
+        {"{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": "
+         "{\"Regex\": \"\\\\w+\"}, \"behavior\": \"Isolated\"}, {\"type\": \"ByteLevel\", "
+         "\"add_prefix_space\": false, \"use_regex\": false}]}",
+         "Split regex"},
+        {"{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Digits\", "
+         "\"individual_digits\": true}, {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
+         "\"use_regex\": false}]}",
+         "pre_tokenizer sequence"},
+        {"{\"type\": \"Whitespace\"}", "Whitespace"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char path[512], err[512] = "";
+        snprintf(path, sizeof(path), WD_BINARY_DIR "/tmp_bytelevel_bad.json");
+        FILE *f = fopen(path, "wb");
+        CHECK(f != NULL);
+        if (!f) return;
+        fprintf(f, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, "
+                   "\"merges\": [\"a b\"]}, \"pre_tokenizer\": %s}", bad[i].pre);
+        fclose(f);
+        wd_tokenizer *tok = NULL;
+        CHECK(wd_tokenizer_load_json(&tok, path, err, sizeof(err)) != 0 && !tok);
+        CHECKF(strstr(err, path) && strstr(err, bad[i].want), "message \"%s\" lacks \"%s\"", err,
+               bad[i].want);
+        wd_tokenizer_free(tok);
+        remove(path);
+    }
+}
+
 int main(void) {
     int counts[WD_PRETOK_COUNT] = {0};
+    check_json_tokenizers();
     for_lines(DATA "pretok_cases.jsonl", check_pretok, counts);
     const char *names[] = {"smollm", "llama-bpe", "qwen2", "deepseek-llm"};
     for (int i = 0; i < 4; i++)

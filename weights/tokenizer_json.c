@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "weights/pretok_patterns.h"
 #include "weights/tokenizer_internal.h"
 
 /* ---- tokenizer.json --------------------------------------------------- */
@@ -84,8 +85,50 @@ static int parse_normalizer(wd_tokenizer *t, json_object *nz, const char *path, 
     return 1;
 }
 
-static int parse_pretokenizer(wd_tokenizer *t, json_object *pt, const char *path, char *err,
-                              size_t errlen, int depth) {
+/* Byte-level pre-tokenizer steps seen in a tokenizer.json, in order. */
+enum { ST_DIGITS, ST_BYTELEVEL_RE, ST_BYTELEVEL, ST_SPLIT0 /* + index into split_pats */ };
+typedef struct {
+    int step[16], n;
+} pt_steps;
+
+static const char *const pat_llama3[] = WD_PAT_LLAMA3, *const pat_qwen2[] = WD_PAT_QWEN2,
+                         *const pat_deepseek[] = WD_PAT_DEEPSEEK_LLM;
+/* every known Split regex: llama3, qwen2, then deepseek-llm's six */
+static const char *split_pat(int i) {
+    return i == 0 ? pat_llama3[0] : i == 1 ? pat_qwen2[0] : pat_deepseek[i - 2];
+}
+#define N_SPLIT_PATS (2 + WD_PAT_DEEPSEEK_LLM_N)
+
+/* a == b, where a regex escape "\r" / "\n" equals the character itself */
+static int pat_eq(const char *a, const char *b) {
+    for (;;) {
+        char ca = *a, cb = *b;
+        if (ca == '\\' && (a[1] == 'r' || a[1] == 'n')) ca = a[1] == 'r' ? '\r' : '\n', a++;
+        if (cb == '\\' && (b[1] == 'r' || b[1] == 'n')) cb = b[1] == 'r' ? '\r' : '\n', b++;
+        if (ca != cb) return 0;
+        if (!ca) return 1;
+        a++, b++;
+    }
+}
+
+/* The steps as one of the pre-tokenizers tokenizer_bpe.c implements, or -1. */
+static int pretok_of_steps(const pt_steps *s) {
+    if (s->n == 1 && s->step[0] == ST_BYTELEVEL_RE) return WD_PRETOK_GPT2;
+    if (s->n == 2 && s->step[0] == ST_DIGITS && s->step[1] == ST_BYTELEVEL_RE)
+        return WD_PRETOK_SMOLLM;
+    if (s->n == 2 && s->step[0] == ST_SPLIT0 && s->step[1] == ST_BYTELEVEL) return WD_PRETOK_LLAMA3;
+    if (s->n == 2 && s->step[0] == ST_SPLIT0 + 1 && s->step[1] == ST_BYTELEVEL)
+        return WD_PRETOK_QWEN2;
+    if (s->n == 1 + WD_PAT_DEEPSEEK_LLM_N && s->step[s->n - 1] == ST_BYTELEVEL) {
+        for (int i = 0; i < WD_PAT_DEEPSEEK_LLM_N; i++)
+            if (s->step[i] != ST_SPLIT0 + 2 + i) return -1;
+        return WD_PRETOK_DEEPSEEK_LLM;
+    }
+    return -1;
+}
+
+static int parse_pretokenizer(wd_tokenizer *t, json_object *pt, pt_steps *st, const char *path,
+                              char *err, size_t errlen, int depth) {
     if (!pt) return 0;
     if (!json_object_is_type(pt, json_type_object) || depth > 8) {
         snprintf(err, errlen, "%s: \"pre_tokenizer\" must be an object", path);
@@ -99,7 +142,7 @@ static int parse_pretokenizer(wd_tokenizer *t, json_object *pt, const char *path
             return 1;
         }
         for (size_t i = 0; i < json_object_array_length(arr); i++)
-            if (parse_pretokenizer(t, json_object_array_get_idx(arr, i), path, err, errlen,
+            if (parse_pretokenizer(t, json_object_array_get_idx(arr, i), st, path, err, errlen,
                                    depth + 1))
                 return 1;
         return 0;
@@ -129,8 +172,50 @@ static int parse_pretokenizer(wd_tokenizer *t, json_object *pt, const char *path
         t->meta_split = get_bool(pt, "split", 1);
         return 0;
     }
-    snprintf(err, errlen, "%s: unsupported pre_tokenizer type \"%s\" (only Metaspace)", path,
-             type_of(pt));
+    if (st->n >= 16) {
+        snprintf(err, errlen, "%s: pre_tokenizer: too many steps", path);
+        return 1;
+    }
+    if (type_is(pt, "ByteLevel")) {
+        if (get_bool(pt, "add_prefix_space", 1)) {
+            snprintf(err, errlen, "%s: pre_tokenizer ByteLevel with add_prefix_space is not "
+                     "supported", path);
+            return 1;
+        }
+        st->step[st->n++] = get_bool(pt, "use_regex", 1) ? ST_BYTELEVEL_RE : ST_BYTELEVEL;
+        return 0;
+    }
+    if (type_is(pt, "Digits")) {
+        if (!get_bool(pt, "individual_digits", 0)) {
+            snprintf(err, errlen, "%s: pre_tokenizer Digits without individual_digits is not "
+                     "supported", path);
+            return 1;
+        }
+        st->step[st->n++] = ST_DIGITS;
+        return 0;
+    }
+    if (type_is(pt, "Split")) {
+        json_object *re = get_key(get_key(pt, "pattern"), "Regex"), *beh = get_key(pt, "behavior");
+        const char *b = beh && json_object_is_type(beh, json_type_string)
+                            ? json_object_get_string(beh) : "";
+        if (!re || !json_object_is_type(re, json_type_string) || strcmp(b, "Isolated") ||
+            get_bool(pt, "invert", 0)) {
+            snprintf(err, errlen, "%s: pre_tokenizer Split must be a Regex with behavior "
+                     "Isolated", path);
+            return 1;
+        }
+        for (int i = 0; i < N_SPLIT_PATS; i++)
+            if (pat_eq(json_object_get_string(re), split_pat(i))) {
+                st->step[st->n++] = ST_SPLIT0 + i;
+                return 0;
+            }
+        snprintf(err, errlen, "%s: pre_tokenizer Split regex \"%.60s\" is not one of the "
+                 "supported pre-tokenizers (smollm, llama-bpe, qwen2, deepseek-llm, gpt2)", path,
+                 json_object_get_string(re));
+        return 1;
+    }
+    snprintf(err, errlen, "%s: unsupported pre_tokenizer type \"%s\" (Metaspace, ByteLevel, "
+             "Digits, Split)", path, type_of(pt));
     return 1;
 }
 
@@ -250,11 +335,25 @@ static int load_json(wd_tokenizer **out, json_object *root, const char *path, ch
         at->rstrip = (unsigned char)get_bool(a, "rstrip", 0);
     }
     t->byte_fallback = get_bool(model, "byte_fallback", 0);
+    pt_steps steps = {{0}, 0};
     t->fuse_unk = get_bool(model, "fuse_unk", 0);
     t->ignore_merges = get_bool(model, "ignore_merges", 0);
     if (parse_normalizer(t, get_key(root, "normalizer"), path, err, errlen, 0) ||
-        parse_pretokenizer(t, get_key(root, "pre_tokenizer"), path, err, errlen, 0))
+        parse_pretokenizer(t, get_key(root, "pre_tokenizer"), &steps, path, err, errlen, 0))
         goto fail;
+    if (steps.n) { /* byte-level BPE */
+        int pt = pretok_of_steps(&steps);
+        if (pt < 0 || t->replace_space || t->prepend != PRE_NONE) {
+            snprintf(err, errlen, "%s: this pre_tokenizer sequence is not one of the supported "
+                     "byte-level pre-tokenizers (smollm, llama-bpe, qwen2, deepseek-llm, gpt2)",
+                     path);
+            goto fail;
+        }
+        t->kind = KIND_BYTELEVEL;
+        t->pretok = pt;
+        t->byte_fallback = 0;
+        t->add_bos = 0;
+    }
     json_object *unk = get_key(model, "unk_token");
     if (unk && !json_object_is_type(unk, json_type_string)) {
         snprintf(err, errlen, "%s: \"model.unk_token\" must be a string", path);
