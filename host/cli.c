@@ -160,3 +160,41 @@ int wd_cli_route_apply(const char *cmd, const wd_cli_route *o, int n_experts, in
     if (o->top_k > 0) *cfg_top_k = o->top_k;
     return 0;
 }
+
+int wd_cli_parse_ids(const char *cmd, const char *list, int vocab, int **ids, int *n) {
+    *ids = NULL;
+    *n = 0;
+    size_t cap = 1;
+    for (const char *p = list; *p; p++) cap += *p == ',' || *p == ' ';
+    int *v = malloc(cap * sizeof(int));
+    if (!v) {
+        fprintf(stderr, "wdmoe %s: out of memory\n", cmd);
+        return 1;
+    }
+    int k = 0;
+    for (const char *p = list; *p;) {
+        while (*p == ',' || *p == ' ') p++;
+        if (!*p) break;
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || (*end && *end != ',' && *end != ' ') || errno || x < 0 || x >= vocab) {
+            int len = 0;
+            while (p[len] && p[len] != ',' && p[len] != ' ' && len < 40) len++;
+            fprintf(stderr, "wdmoe %s: --prompt-ids: '%.*s' is not a token id in [0, %d)\n", cmd,
+                    len, p, vocab);
+            free(v);
+            return 1;
+        }
+        v[k++] = (int)x;
+        p = end;
+    }
+    if (k == 0) {
+        fprintf(stderr, "wdmoe %s: --prompt-ids: no ids in '%.40s'\n", cmd, list);
+        free(v);
+        return 1;
+    }
+    *ids = v;
+    *n = k;
+    return 0;
+}

@@ -17,6 +17,7 @@ int wd_cmd_trace(int argc, char **argv);
 int wd_cmd_replay(int argc, char **argv);
 int wd_cmd_serve(int argc, char **argv);
 int wd_cmd_moefy(int argc, char **argv);
+int wd_cmd_tokenize(int argc, char **argv);
 
 /* SIGINT/SIGTERM: the first one sets a flag that long loops poll to stop
  * cleanly and write what is complete; a second one ends the process. */
@@ -37,6 +38,9 @@ void wd_cli_format_bytes(char *buf, size_t cap, double bytes);
 int wd_cli_int(const char *cmd, const char *opt, const char *val, long lo, long hi, int *out);
 int wd_cli_double(const char *cmd, const char *opt, const char *val, double lo, double hi,
                   double *out);
+/* "1,2,3" (commas and/or spaces) -> *ids (malloc'd), each in [0, vocab);
+ * prints "wdmoe CMD: --prompt-ids: ..." and returns non-zero when it is not. */
+int wd_cli_parse_ids(const char *cmd, const char *list, int vocab, int **ids, int *n);
 /* argv[*i] is an option taking a value: returns the value and advances *i, or
  * prints "wdmoe CMD: OPT needs a value" and returns NULL. */
 const char *wd_cli_value(const char *cmd, int argc, char **argv, int *i);

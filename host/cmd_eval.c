@@ -118,7 +118,7 @@ static int cuda_lm_create(cuda_lm *c, wd_eval_lm *lm, const wd_model *m, int ctx
     lm->ctx = c;
     lm->vocab = m->cfg.vocab;
     lm->max_ctx = ctx > 0 && ctx < m->cfg.max_pos ? ctx : m->cfg.max_pos;
-    lm->bos = wd_tokenizer_bos(m->tok);
+    lm->bos = wd_tokenizer_add_bos(m->tok) ? wd_tokenizer_bos(m->tok) : -1;
     lm->eos = wd_tokenizer_eos(m->tok);
     lm->max_batch = spec.max_batch > 0 ? spec.max_batch : 512;
     lm->rewind = 1;

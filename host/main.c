@@ -9,6 +9,7 @@ static const wd_command commands[] = {
      wd_cmd_generate},
     {"eval", "accuracy (multiple choice, GSM8K, perplexity) and latency of a policy on a dataset",
      wd_cmd_eval},
+    {"tokenize", "print the token ids of a text with the model's tokenizer", wd_cmd_tokenize},
     {"trace", "write per-device channel rate traces (CSV) of a scenario", wd_cmd_trace},
     {"replay", "re-run only the emulation on recorded router probabilities, for sweeps",
      wd_cmd_replay},

@@ -5,7 +5,9 @@
  *   Every store exposes tensors under Hugging Face Mixtral names.
  * - config.json of a Hugging Face model folder.
  * - Tokenizer: Hugging Face tokenizer.json (Llama/Mistral BPE with byte
- *   fallback) and the SPM vocab inside GGUF files.
+ *   fallback, byte-level BPE) and the vocab inside GGUF files (SPM "llama",
+ *   byte-level BPE "gpt2" with the pre-tokenizers smollm, llama-bpe, qwen2,
+ *   deepseek-llm, gpt2).
  * - The synthetic-model writer: random Mixtral-layout HF folders.
  *
  * Errors: functions return 0 on success and non-zero on failure, after
@@ -81,6 +83,21 @@ void wd_tokenizer_free(wd_tokenizer *tok);
 int wd_tokenizer_vocab_size(const wd_tokenizer *tok);
 int wd_tokenizer_bos(const wd_tokenizer *tok);
 int wd_tokenizer_eos(const wd_tokenizer *tok);
+/* 1 when the model's tokenizer puts BOS in front of a text (SPM and Llama
+ * tokenizer.json: yes; GGUF: tokenizer.ggml.add_bos_token; byte-level: no). */
+int wd_tokenizer_add_bos(const wd_tokenizer *tok);
+/* The model's chat template (GGUF tokenizer.chat_template), or NULL. */
+const char *wd_tokenizer_chat_template(const wd_tokenizer *tok);
+/* "spm", "bpe" (Llama-style), or the byte-level pre-tokenizer's name
+ * ("gpt2", "smollm", "llama-bpe", "qwen2", "deepseek-llm"). */
+const char *wd_tokenizer_kind(const wd_tokenizer *tok);
+/* Applies a ChatML-style chat template (<|im_start|>role\ncontent<|im_end|>\n,
+ * as SmolLM2 and Qwen use) to one user message, with the template's default
+ * system message when it has one, and the assistant turn opened. Returns a
+ * malloc'd string, or NULL with a message in err (no template, or one of a
+ * kind not supported). */
+char *wd_tokenizer_apply_chat(const wd_tokenizer *tok, const char *user, char *err,
+                              size_t errlen);
 /* Encode UTF-8 text. *ids is malloc'd (caller frees); returns 0 on success. */
 int wd_tokenizer_encode(const wd_tokenizer *tok, const char *text, int add_bos, int **ids,
                         int *n_ids);
