@@ -21,7 +21,7 @@ static void usage(FILE *f) {
             "  --model PATH          the dense model (.gguf or folder)\n"
             "  --out DIR             output folder (created if needed)\n"
             "  --experts E           experts per layer (default 8; must divide the FFN width)\n"
-            "  --top-k K             experts per token written into the config (default E/2)\n"
+            "  --top-k K             experts per token written into the config (default 3E/4\n                        rounded up: 6 of 8)\n"
             "  --calib-tokens N      calibration tokens (default 1024)\n"
             "  --seq-len N           tokens per calibration sequence (default 128)\n"
             "  --seed S              sampling and clustering seed (default 1)\n"

@@ -156,7 +156,7 @@ void wd_scheduler_link_delays(wd_scheduler *k, int layer, int expert, uint64_t *
  * plain sum of the chosen experts as the combine ("moe_combine": "sum"). */
 typedef struct {
     int n_experts;      /* default 8 */
-    int top_k;          /* written into the config; 0: n_experts / 2 */
+    int top_k;          /* written into the config; 0: 3/4 of n_experts, rounded up */
     int calib_tokens;   /* calibration tokens (default 1024) */
     int seq_len;        /* tokens per calibration sequence, prompt included (128) */
     uint64_t seed;      /* sampling and clustering seed (default 1) */

@@ -38,7 +38,7 @@ const char *wd_moefy_prompt(int i) { return i >= 0 && i < N_PROMPTS ? calib_prom
 void wd_moefy_default(wd_moefy_opts *o) {
     memset(o, 0, sizeof(*o));
     o->n_experts = 8;
-    o->top_k = 0; /* n_experts / 2 */
+    o->top_k = 0; /* 3/4 of n_experts, rounded up (docs/moefication.md) */
     o->calib_tokens = 1024;
     o->seq_len = 128;
     o->seed = 1;
@@ -490,7 +490,7 @@ int wd_moefy_build(const wd_model *m, const wd_moefy_opts *opt, wd_pool *pool,
                  E, c->ffn);
         return 1;
     }
-    if (!o.top_k) o.top_k = E / 2;
+    if (!o.top_k) o.top_k = (3 * E + 3) / 4;
     if (o.top_k < 1 || o.top_k > E) {
         snprintf(err, errlen, "moefy: --top-k %d must be in [1, %d]", o.top_k, E);
         return 1;

@@ -114,7 +114,7 @@ static void check_equal(const char *dense, const char *out, const char *moe_path
     }
     CHECK(m->cfg.n_experts == E);
     CHECK(m->cfg.combine_sum == 1);
-    CHECK(m->cfg.top_k == E / 2);
+    CHECK(m->cfg.top_k == (3 * E + 3) / 4);
     CHECK(m->cfg.ffn * E == d->cfg.ffn);
     CHECK(m->layers[0].gate != NULL);
     CHECK(m->layers[0].w1[0]->dtype == d->layers[0].w1[0]->dtype);
