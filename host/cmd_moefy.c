@@ -65,14 +65,12 @@ int wd_cmd_moefy(int argc, char **argv) {
             if (!(v = wd_cli_value(C, argc, argv, &i)) || wd_cli_int(C, a, v, 1, 1024, &threads))
                 return 2;
         } else {
-            fprintf(stderr, "wdmoe moefy: unknown option '%s'\n", a);
-            usage(stderr);
+            fprintf(stderr, "wdmoe moefy: unknown option '%s' (see --help)\n", a);
             return 2;
         }
     }
     if (!model || !out) {
-        fprintf(stderr, "wdmoe moefy: --model and --out are required\n");
-        usage(stderr);
+        fprintf(stderr, "wdmoe moefy: --model and --out are required (see --help)\n");
         return 2;
     }
     o.seed = (uint64_t)seed;
