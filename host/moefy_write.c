@@ -254,8 +254,8 @@ static int write_safetensors(const wd_model *m, const wd_moefy_result *res, cons
     json_object_object_add(cfg, "num_local_experts", json_object_new_int(E));
     json_object_object_add(cfg, "num_experts_per_tok", json_object_new_int(res->opts.top_k));
     json_object_object_add(cfg, "moe_combine", json_object_new_string("sum"));
-    const char *cs = json_object_to_json_string_ext(cfg, JSON_C_TO_STRING_PRETTY |
-                                                             JSON_C_TO_STRING_NOSLASHESCAPE);
+    const char *cs = json_object_to_json_string_ext(
+        cfg, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);
     snprintf(path, sizeof(path), "%s/config.json", dir);
     rc = write_atomic(path, cs, strlen(cs), "\n", 1, NULL, 0, err, errlen);
     json_object_put(cfg);
@@ -326,8 +326,8 @@ static int write_report(const wd_model *m, const wd_moefy_result *res, const cha
         json_object_array_add(layers, lo);
     }
     json_object_object_add(doc, "layers", layers);
-    const char *s = json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PRETTY |
-                                                            JSON_C_TO_STRING_NOSLASHESCAPE);
+    const char *s = json_object_to_json_string_ext(
+        doc, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);
     char path[4200];
     snprintf(path, sizeof(path), "%s/moefy.json", dir);
     int rc = write_atomic(path, s, strlen(s), "\n", 1, NULL, 0, err, errlen);

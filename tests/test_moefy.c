@@ -204,7 +204,11 @@ static void test_synthetic(wd_pool *pool, wd_pool *pool1) {
 }
 
 static void test_smollm2(wd_pool *pool) {
+#ifdef WD_SOURCE_DIR
+    const char *src = WD_SOURCE_DIR;
+#else
     const char *src = getenv("WD_SOURCE_DIR");
+#endif
     char path[1024], out[256], moe[300], err[1024];
     snprintf(path, sizeof path, "%s/weights/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf",
              src ? src : ".");
