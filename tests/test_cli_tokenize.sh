@@ -81,6 +81,12 @@ row vocab-rows 1 "$tmp/rows.gguf" "token_embd.weight" "tokenizer.ggml.tokens" --
 python3 "$src/tests/tiny_gguf.py" "$tmp/nochat.gguf" --chat-template "{{ messages }}"
 row chat 1 "$tmp/nochat.gguf" "chat template" -- generate --model "$tmp/nochat.gguf" --chat --prompt hi
 
+# a Qwen2.5-style template: the default system message follows a branch that uses the user's
+python3 "$src/tests/tiny_gguf.py" "$tmp/qwen.gguf" --chat-template "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}{%- else %}{{- '<|im_start|>system\nYou are Qwen, a helpful assistant.<|im_end|>\n' }}{%- endif %}{%- for m in messages %}{{- '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{%- endfor %}"
+got=$("$bin" generate --model "$tmp/qwen.gguf" --chat --prompt "ab" -n 0 --threads 1 2>/dev/null)
+want=$(printf 'system\nYou are Qwen, a helpful assistant.\nuser\nab\nassistant')
+[ "$got" = "$want" ] && ok || bad "Qwen-style --chat: '$got'"
+
 # ---- SmolLM2 (when fetched): ids and logits against the references ----
 S="$src/weights/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"
 if [ -f "$S" ]; then
