@@ -65,6 +65,13 @@ b = array.array("f"); b.frombytes(open(sys.argv[2], "rb").read())
 assert len(b) == 2 * 260 and max(abs(x - y) for x, y in zip(a[:520], b)) < 1e-5
 PY
 
+# a dense model runs without router or device; a scenario places its FFN on a device as
+# expert 0, with the same output
+a=$("$bin" generate --model "$T" --prompt "ab a" -n 6 --ids --threads 1 2>/dev/null | grep '^ids:')
+b=$("$bin" generate --model "$T" --prompt "ab a" -n 6 --ids --threads 1 \
+    --scenario "$src/bench/scenarios/paper-cell.json" 2>"$tmp/err" | grep '^ids:')
+[ -n "$a" ] && [ "$a" = "$b" ] && ok || bad "dense with a scenario: '$a' vs '$b' $(head -3 "$tmp/err")"
+
 # ---- bad inputs ----
 row ids-range 2 "--prompt-ids" "'999'" "[0, 260)" -- generate --model "$T" --prompt-ids 1,999 --logits "$out/l.f32"
 row ids-text 2 "--prompt-ids" "'x'" -- generate --model "$T" --prompt-ids 1,x --logits "$out/l.f32"
