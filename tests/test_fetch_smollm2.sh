@@ -21,7 +21,12 @@ grep -q "sha256 mismatch" "$tmp/out" && grep -q "rerun" "$tmp/out" && ok || bad 
 
 # 2. no network: a python3 whose pip fails
 d="$tmp/offline"; mkdir -p "$d" "$tmp/bin"
-printf '#!/bin/sh\necho "ERROR: Could not find a version that satisfies the requirement (no network)" >&2\nexit 1\n' >"$tmp/bin/python3"
+cat >"$tmp/bin/python3" <<'SH'
+#!/bin/sh
+[ "$3" = "--version" ] && { echo "pip 23.0"; exit 0; }
+echo "ERROR: Could not find a version that satisfies the requirement (no network)" >&2
+exit 1
+SH
 chmod +x "$tmp/bin/python3"
 PATH="$tmp/bin:$PATH" WD_SMOLLM2_DIR="$d" bash "$src/weights/models/fetch_smollm2.sh" >"$tmp/out" 2>&1; rc=$?
 [ $rc -eq 1 ] && ok || bad "offline: exit $rc"

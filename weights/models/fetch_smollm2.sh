@@ -39,6 +39,9 @@ fail() {
 }
 py=$(command -v python3 || true)
 [ -n "$py" ] || fail "python3 (with pip) is needed to download the wheel"
+if [ ! -f "$here/$WHEEL" ] && ! "$py" -m pip --version >/dev/null 2>&1; then
+  fail "python3 has no pip (Debian: apt-get install python3-pip)"
+fi
 if [ -f "$here/$WHEEL" ]; then
   cp "$here/$WHEEL" "$tmp/"
 else
