@@ -94,6 +94,14 @@ got=$("$bin" generate --model "$tmp/qwen.gguf" --chat --prompt "ab" -n 0 --threa
 want=$(printf 'system\nYou are Qwen, a helpful assistant.\nuser\nab\nassistant')
 [ "$got" = "$want" ] && ok || bad "Qwen-style --chat: '$got'"
 
+# SentencePiece: stories260k's 119 cases against llama.cpp's ids (BOS first: the vocab adds it)
+sd="${WD_SHARED_DATA:-$src/../shared/data}/models/stories260k"
+if [ -f "$sd/tokenizer-cases.txt" ]; then
+    "$bin" tokenize --model "$src/weights/models/stories260k/moe4-top2.gguf" -f "$sd/tokenizer-cases.txt" \
+        >"$tmp/spm.ids" && sed 's/ *$//' "$sd/tokenizer-cases.ids" | cmp -s - "$tmp/spm.ids" && ok ||
+        bad "stories260k tokenize -f differs from llama.cpp's ids"
+fi
+
 # ---- SmolLM2 (when fetched): ids and logits against the references ----
 S="$src/weights/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"
 if [ -f "$S" ]; then
