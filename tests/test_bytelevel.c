@@ -106,6 +106,38 @@ static void check_json_tokenizers(void) {
         CHECKF(n >= 300, "%s: %d cases", path, n);
         wd_tokenizer_free(tok);
     }
+    /* tokenizer_config.json beside it: bos_token, add_bos_token, chat_template */
+    {
+        char dir[512], path[600], err[512];
+        snprintf(dir, sizeof(dir), WD_BINARY_DIR "/tmp_bytelevel_cfg");
+        snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
+        char cmd[1400];
+        snprintf(cmd, sizeof(cmd), "mkdir -p %s && cp " WD_SOURCE_DIR
+                 "/tests/data/bytelevel/smollm.json %s/tokenizer.json", dir, dir);
+        CHECK(system(cmd) == 0);
+        FILE *f = fopen(path, "wb");
+        CHECK(f != NULL);
+        if (f) {
+            fputs("{\"bos_token\": \"<|im_start|>\", \"add_bos_token\": true, \"chat_template\": "
+                  "\"{{'<|im_start|>system\\nBe brief.<|im_end|>\\n'}}{% for m in messages %}"
+                  "{{'<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n'}}"
+                  "{% endfor %}\"}", f);
+            fclose(f);
+        }
+        snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+        wd_tokenizer *tok = NULL;
+        CHECKF(wd_tokenizer_load_json(&tok, path, err, sizeof(err)) == 0, "%s", err);
+        if (tok) {
+            CHECK(wd_tokenizer_add_bos(tok) && wd_tokenizer_bos(tok) == 1);
+            char *c = wd_tokenizer_apply_chat(tok, "hi", err, sizeof(err));
+            CHECKF(c && !strcmp(c, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi"
+                                  "<|im_end|>\n<|im_start|>assistant\n"), "chat: %s", c ? c : err);
+            free(c);
+            wd_tokenizer_free(tok);
+        }
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+        CHECK(system(cmd) == 0);
+    }
     /* tokenizer.json pre-tokenizers that are not implemented: one line naming file and key */
     const struct {
         const char *pre, *want;
