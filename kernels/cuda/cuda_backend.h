@@ -58,8 +58,10 @@ int wd_cuda_download(void *dst, const void *d_src, size_t bytes);
 int wd_cuda_poison(void *d_p, size_t bytes);
 
 /* ---- kernels --------------------------------------------------------------
- * Weight/cache dtypes: WD_DT_BF16 or WD_DT_F32. All take a stream (NULL:
- * the legacy default stream). */
+ * Weight/cache dtypes: WD_DT_BF16 or WD_DT_F32; weights (GEMV, GEMM, fused
+ * expert, embedding) may also be llama.cpp blocks (Q8_0, Q4_0, Q4_1, Q4_K,
+ * Q5_K, Q6_K: kernels/cuda/quant.cu), used in place, never expanded. All take
+ * a stream (NULL: the legacy default stream). */
 
 /* Largest token count the GEMV / fused-expert kernels take in one launch. */
 #define WD_CUDA_GEMV_MAX_N 8
@@ -67,6 +69,11 @@ int wd_cuda_poison(void *d_p, size_t bytes);
 /* dst[i] = convert(src[i]) for n elements; src F32/F16/BF16, dst F32/BF16. */
 int wd_cuda_convert(void *d_dst, wd_dtype dst_dt, const void *d_src, wd_dtype src_dt,
                     size_t n, wd_cuda_stream_t s);
+
+/* dst[t][:] = W[idx ? idx[t] : t][:] dequantised (exactly as the CPU) to dst_dt
+ * (F32 or BF16); W of quantised dtype dt with rows of cols weights. */
+int wd_cuda_dequant_rows(void *d_dst, wd_dtype dst_dt, const void *d_w, wd_dtype dt,
+                         const int *d_idx, int n, int cols, wd_cuda_stream_t s);
 
 /* x[t][:] = table[tokens[t]][:] as fp32; tokens: device [n]. */
 int wd_cuda_embed(float *d_x, const void *d_table, wd_dtype dt, const int *d_tokens, int n,
@@ -128,7 +135,8 @@ wd_cuda_stream_t wd_cuda_blas_stream(const wd_cuda_blas *b);
 
 /* y[n][rows] = x[n][cols] W^T (W row-major [rows x cols], dtype dt).
  * n <= WD_CUDA_GEMV_MAX_N uses the GEMV kernel; larger n uses cuBLAS
- * (BF16: x converted to BF16, fp32 accumulate and output; F32: SGEMM). */
+ * (BF16: x converted to BF16, fp32 accumulate and output; F32: SGEMM), or
+ * for quantised W a tiled fp32 kernel dequantising tiles in shared memory. */
 int wd_cuda_matmul(wd_cuda_blas *b, float *d_y, const float *d_x, const void *d_w,
                    wd_dtype dt, int n, int rows, int cols);
 /* Always cuBLAS (benchmarks, tests). */
