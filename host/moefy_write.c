@@ -3,7 +3,8 @@
  * Hugging Face folder (from a folder: config.json edited, model.safetensors,
  * tokenizer.json copied), and moefy.json describing the run. Every file is
  * written to a temporary name and renamed; the file that makes the folder
- * loadable (config.json, model.gguf) comes after the tensors. */
+ * loadable (config.json, model.gguf) comes after the tensors, moefy.json
+ * last. */
 #include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -347,13 +348,15 @@ int wd_moefy_write(const wd_model *m, const wd_moefy_result *res, const char *di
         snprintf(err, errlen, "%s: cannot create the folder: %s", dir, strerror(errno));
         return 1;
     }
-    if (write_report(m, res, dir, err, errlen)) return 1;
+    int rc;
     if (ends_with(m->path, ".gguf")) {
         char path[4200];
         snprintf(path, sizeof(path), "%s/model.gguf", dir);
-        return write_gguf(m, res, path, err, errlen);
+        rc = write_gguf(m, res, path, err, errlen);
+    } else {
+        rc = write_safetensors(m, res, dir, err, errlen);
     }
-    return write_safetensors(m, res, dir, err, errlen);
+    return rc ? rc : write_report(m, res, dir, err, errlen);
 }
 
 int wd_moefy(const wd_model *m, const char *out_dir, const wd_moefy_opts *o, wd_pool *pool,
