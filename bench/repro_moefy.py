@@ -118,8 +118,8 @@ def main():
     rows = {(r["router"], r["k"]): r for r in q["rows"]}
     for k in range(1, E + 1):
         lr, orr = rows[("learned", k)], rows[("oracle", k)]
-        md.append(f"| {k} | {lr['ppl']:.4g} | {orr['ppl']:.4g} | {lr['kl']:.3f} | "
-                  f"{orr['kl']:.3f} | {100 * lr['agreement']:.1f} % | "
+        md.append(f"| {k} | {lr['ppl']:.4g} | {orr['ppl']:.4g} | {abs(lr['kl']):.3f} | "
+                  f"{abs(orr['kl']):.3f} | {100 * lr['agreement']:.1f} % | "
                   f"{100 * orr['agreement']:.1f} % |")
     if tasks:
         md += ["", f"## Accuracy ({a.limit} items per task, the first of each set; "
@@ -162,17 +162,18 @@ def plot(out, q, acc, tasks, configs, E, load, k0):
         return
     ks = list(range(1, E + 1))
     rows = {(r["router"], r["k"]): r for r in q["rows"]}
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, ax = plt.subplots(1, 4, figsize=(19, 4.2))
     for router, style in (("learned", "-o"), ("oracle", "--s")):
         ax[0].semilogy(ks, [rows[(router, k)]["ppl"] for k in ks], style, label=router)
-        ax[1].plot(ks, [rows[(router, k)]["kl"] for k in ks], style, label=f"KL, {router}")
-        ax[1].plot(ks, [rows[(router, k)]["agreement"] for k in ks], style, alpha=0.5,
-                   label=f"agreement, {router}")
+        ax[1].plot(ks, [max(0.0, rows[(router, k)]["kl"]) for k in ks], style, label=router)
+        ax[2].plot(ks, [rows[(router, k)]["agreement"] for k in ks], style, label=router)
     ax[0].axhline(q["dense_ppl"], color="k", lw=1, label="dense")
     ax[0].set(xlabel="experts per token k", ylabel="perplexity (held-out)",
               title="Perplexity of self-generated text")
-    ax[1].set(xlabel="experts per token k", ylabel="KL (nats) / agreement",
-              title="KL to dense, next-token agreement")
+    ax[1].set(xlabel="experts per token k", ylabel="KL(dense || MoE), nats",
+              title="KL to the dense model")
+    ax[2].set(xlabel="experts per token k", ylabel="fraction of positions",
+              title="Next-token agreement with dense")
     for t in tasks:
         lk = [(int(lab.split("=")[1]), acc[(t, lab)][0]) for lab, _, _ in configs
               if lab.startswith("learned") and (t, lab) in acc]
@@ -181,11 +182,11 @@ def plot(out, q, acc, tasks, configs, E, load, k0):
         dense = acc.get((t, "dense"), (None,))[0]
         if dense is not None:
             lk.append((E, dense))
-        line, = ax[2].plot([k for k, _ in lk], [v for _, v in lk], "-o",
+        line, = ax[3].plot([k for k, _ in lk], [v for _, v in lk], "-o",
                            label=rc.TASK_LABELS[t])
         if ok:
-            ax[2].plot([k for k, _ in ok], [v for _, v in ok], "--s", color=line.get_color())
-    ax[2].set(xlabel="experts per token k (k = E: dense)", ylabel="accuracy",
+            ax[3].plot([k for k, _ in ok], [v for _, v in ok], "--s", color=line.get_color())
+    ax[3].set(xlabel="experts per token k (k = E: dense)", ylabel="accuracy",
               title="Accuracy (solid: learned, dashed: oracle)")
     for a_ in ax:
         a_.grid(alpha=0.3)
