@@ -195,7 +195,6 @@ static const struct {
     {"codeshell", WD_PRETOK_SMOLLM},    {"exaone", WD_PRETOK_SMOLLM},
     {"minerva-7b", WD_PRETOK_SMOLLM},   {"llama-bpe", WD_PRETOK_LLAMA3},
     {"llama3", WD_PRETOK_LLAMA3},       {"llama-v3", WD_PRETOK_LLAMA3},
-    {"dbrx", WD_PRETOK_LLAMA3},         {"smaug-bpe", WD_PRETOK_LLAMA3},
     {"qwen2", WD_PRETOK_QWEN2},         {"deepseek-llm", WD_PRETOK_DEEPSEEK_LLM},
 };
 
@@ -215,7 +214,9 @@ wd_tokenizer *wd_tok_new_bytelevel(int n_vocab, int pretok) {
     if (t) {
         t->pretok = pretok;
         t->byte_fallback = 0;
-        t->add_bos = 0;
+        /* as llama.cpp: Llama-3 adds BOS and takes a piece that is a token whole
+         * (GGUF tokenizer.ggml.add_bos_token overrides the former) */
+        t->add_bos = pretok == WD_PRETOK_LLAMA3;
         t->ignore_merges = pretok == WD_PRETOK_LLAMA3;
     }
     return t;

@@ -352,7 +352,7 @@ static int load_json(wd_tokenizer **out, json_object *root, const char *path, ch
         t->kind = KIND_BYTELEVEL;
         t->pretok = pt;
         t->byte_fallback = 0;
-        t->add_bos = 0;
+        t->add_bos = 0; /* tokenizer_config.json's add_bos_token may say otherwise */
     }
     json_object *unk = get_key(model, "unk_token");
     if (unk && !json_object_is_type(unk, json_type_string)) {
