@@ -177,7 +177,7 @@ extern "C" int wd_cuda_expert_ffn(wd_cuda_blas *b, const wd_cuda_expert *e, floa
         if (!rc) rc = wd_cuda_gemm_quant(g, (const float *)xg, e->w1, e->dt, n, F, H, s);
         if (!rc) rc = wd_cuda_gemm_quant(u, (const float *)xg, e->w3, e->dt, n, F, H, s);
         if (!rc) rc = wd_cuda_silu_mul_cast(hh, WD_DT_F32, g, u, (size_t)n * F, s);
-        if (!rc) rc = wd_cuda_gemm_quant(y, (const float *)hh, e->w2, e->dt, n, H, F, s);
+        if (!rc) rc = wd_cuda_gemm_quant(y, (const float *)hh, e->w2, wd_cuda_expert_dt2(e), n, H, F, s);
     } else {
         rc = wd_cuda_gather_cast(xg, e->dt, d_x, d_rows, n, H, s);
         if (!rc) rc = gemm_typed(b, g, xg, e->w1, e->dt, n, F, H, 0.0f);

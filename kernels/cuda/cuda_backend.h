@@ -150,7 +150,7 @@ int wd_cuda_gemm_typed_input(wd_cuda_blas *b, float *d_y, const void *d_x, const
  * For t < n, with r = rows ? rows[t] : t and a = scale ? scale[t] : 1:
  *   f = w2( silu(w1 x[r]) * (w3 x[r]) )
  *   accumulate == 0: out[r] = a * f;  accumulate != 0: out[r] += a * f (atomic).
- * w1, w3: [ffn x hidden]; w2: [hidden x ffn]; all of dtype dt.
+ * w1, w3: [ffn x hidden]; w2: [hidden x ffn]; of dtype dt (w2: see dt2).
  * n <= WD_CUDA_GEMV_MAX_N: two fused kernels (gate+up+SiLU*mul; down+scale+
  * write). Larger n: cuBLAS GEMMs (b must be non-NULL) with the same epilogue.
  * scratch: device, wd_cuda_expert_scratch_bytes(n, hidden, ffn) bytes. */
@@ -158,6 +158,9 @@ typedef struct {
     const void *w1, *w3, *w2;
     wd_dtype dt;
     int hidden, ffn;
+    /* w2's dtype where dt and it are both block types (K-quant mixes: Q6_K beside
+     * Q4_K); otherwise (e.g. 0 from a zeroed or shorter initialiser) w2 is dt */
+    wd_dtype dt2;
 } wd_cuda_expert;
 
 size_t wd_cuda_expert_scratch_bytes(int n, int hidden, int ffn);

@@ -784,9 +784,13 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
             UP(at, x->w3, hl->w3[e], (int64_t)F * H, dt, sH, 0.0f);
             wd_dtype dt3 = got_dt;
             UP(at, x->w2, hl->w2[e], (int64_t)H * F, dt, sF, 0.0f);
-            if (dt3 != x->dt || got_dt != x->dt) {
+            x->dt2 = got_dt;
+            /* w2 may be another block type than w1/w3 (K-quant mixes), nothing else */
+            if (dt3 != x->dt || (got_dt != x->dt && !(wd_dtype_quantised(got_dt) &&
+                                                       wd_dtype_quantised(x->dt)))) {
                 snprintf(err, errlen, "kernels/cuda/model.cu: layer %d expert %d: w1 %s, w3 %s, w2 %s: "
-                         "the GPU expert kernels want one dtype for all three", l, e,
+                         "the GPU expert kernels want w1 and w3 of one dtype, and w2 of the same "
+                         "or (all quantised) another block type", l, e,
                          wd_dtype_name(x->dt), wd_dtype_name(dt3), wd_dtype_name(got_dt));
                 BAIL();
             }

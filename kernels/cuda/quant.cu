@@ -281,24 +281,37 @@ qexpert_down_kernel(float *out, const float *h, const int *rows, const float *sc
         }
 }
 
+/* The two halves launched separately: w2 may be another block type (dt2). */
 template <int DT, int N>
-int qexpert_small_n(const wd_cuda_expert *e, float *out, const float *x, const int *rows,
-                    const float *scale, int n, int accumulate, float *h, cudaStream_t s) {
+int qexpert_gate_up(const wd_cuda_expert *e, const float *x, const int *rows, int n, float *h,
+                    cudaStream_t s) {
     qexpert_gate_up_kernel<DT, N><<<wd_blocks(e->ffn, Q_ROWS_PER_BLOCK), 256, 0, s>>>(
         h, x, rows, (const uint8_t *)e->w1, (const uint8_t *)e->w3, n, e->hidden, e->ffn);
-    WD_CU(cudaGetLastError());
+    return wd_launch_status();
+}
+template <int DT, int N>
+int qexpert_down(const wd_cuda_expert *e, float *out, const int *rows, const float *scale, int n,
+                 int accumulate, const float *h, cudaStream_t s) {
     qexpert_down_kernel<DT, N><<<wd_blocks(e->hidden, Q_ROWS_PER_BLOCK), 256, 0, s>>>(
         out, h, rows, scale, (const uint8_t *)e->w2, n, e->hidden, e->ffn, accumulate);
     return wd_launch_status();
 }
 
 template <int DT>
-int qexpert_small(const wd_cuda_expert *e, float *out, const float *x, const int *rows,
-                  const float *scale, int n, int accumulate, float *h, cudaStream_t s) {
-    if (n <= 1) return qexpert_small_n<DT, 1>(e, out, x, rows, scale, n, accumulate, h, s);
-    if (n <= 2) return qexpert_small_n<DT, 2>(e, out, x, rows, scale, n, accumulate, h, s);
-    if (n <= 4) return qexpert_small_n<DT, 4>(e, out, x, rows, scale, n, accumulate, h, s);
-    return qexpert_small_n<DT, 8>(e, out, x, rows, scale, n, accumulate, h, s);
+int qexpert_gate_up_n(const wd_cuda_expert *e, const float *x, const int *rows, int n, float *h,
+                      cudaStream_t s) {
+    if (n <= 1) return qexpert_gate_up<DT, 1>(e, x, rows, n, h, s);
+    if (n <= 2) return qexpert_gate_up<DT, 2>(e, x, rows, n, h, s);
+    if (n <= 4) return qexpert_gate_up<DT, 4>(e, x, rows, n, h, s);
+    return qexpert_gate_up<DT, 8>(e, x, rows, n, h, s);
+}
+template <int DT>
+int qexpert_down_n(const wd_cuda_expert *e, float *out, const int *rows, const float *scale, int n,
+                   int accumulate, const float *h, cudaStream_t s) {
+    if (n <= 1) return qexpert_down<DT, 1>(e, out, rows, scale, n, accumulate, h, s);
+    if (n <= 2) return qexpert_down<DT, 2>(e, out, rows, scale, n, accumulate, h, s);
+    if (n <= 4) return qexpert_down<DT, 4>(e, out, rows, scale, n, accumulate, h, s);
+    return qexpert_down<DT, 8>(e, out, rows, scale, n, accumulate, h, s);
 }
 
 /* ---- embedding rows, whole-tensor dequantisation ------------------------------------ */
@@ -367,14 +380,26 @@ int wd_cuda_gemm_quant(float *d_y, const float *d_x, const void *d_w, wd_dtype d
 #undef CALL
 }
 
+wd_dtype wd_cuda_expert_dt2(const wd_cuda_expert *e) {
+    return wd_dtype_quantised(e->dt) && wd_dtype_quantised(e->dt2) ? e->dt2 : e->dt;
+}
+
 int wd_cuda_expert_small_quant(const wd_cuda_expert *e, float *d_out, const float *d_x,
                                const int *d_rows, const float *d_scale, int n, int accumulate,
                                float *d_h, cudaStream_t s) {
     if (n <= 0) return 0;
-    if (n > WD_CUDA_GEMV_MAX_N || bad_shape(e->dt, e->hidden) || bad_shape(e->dt, e->ffn))
+    const wd_dtype dt2 = wd_cuda_expert_dt2(e);
+    if (n > WD_CUDA_GEMV_MAX_N || bad_shape(e->dt, e->hidden) || bad_shape(dt2, e->ffn))
         return (int)cudaErrorInvalidValue;
-#define CALL(DT) qexpert_small<DT>(e, d_out, d_x, d_rows, d_scale, n, accumulate, d_h, s)
-    WD_QUANT_DISPATCH(e->dt, CALL)
+    int rc;
+    {
+#define CALL(DT) qexpert_gate_up_n<DT>(e, d_x, d_rows, n, d_h, s)
+        rc = [&]() -> int { WD_QUANT_DISPATCH(e->dt, CALL) }();
+#undef CALL
+    }
+    if (rc) return rc;
+#define CALL(DT) qexpert_down_n<DT>(e, d_out, d_rows, d_scale, n, accumulate, d_h, s)
+    WD_QUANT_DISPATCH(dt2, CALL)
 #undef CALL
 }
 

@@ -13,7 +13,8 @@
  *     equal the published 201 ids exactly, also with CUDA graphs;
  *  4. the synthetic model with GGUF block-quantised weights (every matrix a
  *     different type of Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, embedding and LM
- *     head included), kept quantised on the GPU: logits against the CPU.
+ *     head included, each expert's w2 another type than its w1/w3), kept
+ *     quantised on the GPU: logits against the CPU.
  * Skipped (exit 77) without a GPU. */
 #include <stdint.h>
 
@@ -223,7 +224,8 @@ static void synth_build(synth *s, int quant) {
         for (int e = 0; e < E; e++) {
             L->w1[e] = mk(s, "w1", MDT(WD_DT_BF16, l + e + 3), F, H, ws, 0);
             L->w3[e] = mk(s, "w3", MDT(WD_DT_BF16, l + e + 3), F, H, ws, 0);
-            L->w2[e] = mk(s, "w2", MDT(WD_DT_BF16, l + e + 3), H, F, 1.0f / sqrtf((float)F) * 1.7f, 0);
+            /* quantised: w2 another block type than w1/w3, as K-quant mixes store it */
+            L->w2[e] = mk(s, "w2", MDT(WD_DT_BF16, l + e + 4), H, F, 1.0f / sqrtf((float)F) * 1.7f, 0);
         }
     }
 #undef MDT

@@ -169,13 +169,15 @@ static void test_matmul(wd_cuda_blas *blas, wd_dtype dt, int n, int rows, int co
     wd_cuda_free(wbase); wd_cuda_free(dx); wd_cuda_free(dy);
 }
 
-static void test_expert(wd_cuda_blas *blas, wd_dtype dt, int n, int H, int F, int accumulate) {
+/* dt2: w2's type (K-quant mixes: Q6_K down beside Q4_K gate/up) */
+static void test_expert(wd_cuda_blas *blas, wd_dtype dt, wd_dtype dt2, int n, int H, int F,
+                        int accumulate) {
     int total = 2 * n + 3;
     float *x = rand_vec((size_t)total * H, 1), *base = rand_vec((size_t)total * H, 1);
     float *d1, *d3, *d2;
-    uint8_t *w1 = rand_quant(dt, F, H, &d1), *w3 = rand_quant(dt, F, H, &d3), *w2 = rand_quant(dt, H, F, &d2);
-    size_t b13 = wd_dtype_bytes(dt, (int64_t)F * H), b2 = wd_dtype_bytes(dt, (int64_t)H * F);
-    wd_cuda_expert e = {up(w1, b13), up(w3, b13), up(w2, b2), dt, H, F};
+    uint8_t *w1 = rand_quant(dt, F, H, &d1), *w3 = rand_quant(dt, F, H, &d3), *w2 = rand_quant(dt2, H, F, &d2);
+    size_t b13 = wd_dtype_bytes(dt, (int64_t)F * H), b2 = wd_dtype_bytes(dt2, (int64_t)H * F);
+    wd_cuda_expert e = {up(w1, b13), up(w3, b13), up(w2, b2), dt, H, F, dt2};
     int *rows = malloc((size_t)n * 4);
     float *scale = malloc((size_t)n * 4);
     for (int t = 0; t < n; t++) {
@@ -185,7 +187,7 @@ static void test_expert(wd_cuda_blas *blas, wd_dtype dt, int n, int H, int F, in
     float *ref = malloc((size_t)total * H * 4), *xs = malloc((size_t)n * H * 4),
           *ys = malloc((size_t)n * H * 4), *scr = malloc((size_t)2 * n * F * 4);
     for (int t = 0; t < n; t++) memcpy(xs + (size_t)t * H, x + (size_t)rows[t] * H, (size_t)H * 4);
-    wd_expert_ffn(NULL, ys, xs, n, w1, w3, w2, dt, dt, H, F, scr);
+    wd_expert_ffn(NULL, ys, xs, n, w1, w3, w2, dt, dt2, H, F, scr);
     float *dout;
     if (accumulate) {
         memcpy(ref, base, (size_t)total * H * 4);
@@ -210,8 +212,9 @@ static void test_expert(wd_cuda_blas *blas, wd_dtype dt, int n, int H, int F, in
         memcpy(b + (size_t)t * H, ref + (size_t)rows[t] * H, (size_t)H * 4);
     }
     char name[96];
-    snprintf(name, sizeof name, "expert %s %s n=%d H %d F %d%s", n > WD_CUDA_GEMV_MAX_N ? "gemm" : "fused",
-             wd_dtype_name(dt), n, H, F, accumulate ? " +=" : "");
+    snprintf(name, sizeof name, "expert %s %s%s%s n=%d H %d F %d%s",
+             n > WD_CUDA_GEMV_MAX_N ? "gemm" : "fused", wd_dtype_name(dt), dt2 != dt ? "/" : "",
+             dt2 != dt ? wd_dtype_name(dt2) : "", n, H, F, accumulate ? " +=" : "");
     CHECK_ERR(name, a, b, (size_t)n * H, 2e-5);
     /* rows the expert does not own: untouched (accumulate) */
     if (accumulate) {
@@ -263,10 +266,14 @@ int main(void) {
         test_matmul(blas, dt, 9, 70, 3 * bs, 0, 0);     /* smallest GEMM */
         test_matmul(blas, dt, 133, 129, 1024, 0, 3);    /* tokens and rows off the tiles */
         test_matmul(blas, dt, 64, 576, 1536, 0, 0);     /* SmolLM2 ffn_down shape */
-        test_expert(blas, dt, 1, 512, 1536, 0);
-        test_expert(blas, dt, 5, 256, 768, 1);
-        test_expert(blas, dt, 40, 512, 768, 1);         /* large batch: tiled GEMM path */
+        test_expert(blas, dt, dt, 1, 512, 1536, 0);
+        test_expert(blas, dt, dt, 5, 256, 768, 1);
+        test_expert(blas, dt, dt, 40, 512, 768, 1);     /* large batch: tiled GEMM path */
     }
+    /* K-quant mixes: w2 of another block type */
+    test_expert(blas, WD_DT_Q4_K, WD_DT_Q6_K, 3, 512, 768, 1);
+    test_expert(blas, WD_DT_Q4_K, WD_DT_Q6_K, 24, 512, 768, 0);
+    test_expert(blas, WD_DT_Q5_K, WD_DT_Q8_0, 1, 256, 512, 0);
     test_bad_shape();
     wd_cuda_blas_free(blas);
     return wd_test_finish("test_gpu_quant");
