@@ -47,7 +47,7 @@ def main():
     ap.add_argument("--experts", type=int, default=8)
     ap.add_argument("--out", default=os.path.join(rc.REPO, "bench", "results", "moefy"))
     ap.add_argument("--limit", type=int, default=100, help="items per task (default 100)")
-    ap.add_argument("--acc-k", default="1,2,4,6", help="k of the learned-router accuracy runs")
+    ap.add_argument("--acc-k", default="2,4,5,6,7", help="k of the learned-router accuracy runs")
     ap.add_argument("--oracle-k", default="4,6", help="k of the oracle accuracy runs")
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--seqs", type=int, default=8, help="held-out sequences (moe_quality)")

@@ -125,7 +125,7 @@ char *wd_cli_utf8(const char *s) {
 const char *const wd_cli_route_help =
     "  --top-k K             experts per token (default: the model's num_experts_per_tok)\n"
     "  --router R            learned (default) or oracle: each token uses the K experts\n"
-    "                        with the largest output norm (all experts run; CPU only)\n";
+    "                        with the largest output norm (all experts run; CPU, no scenario)\n";
 
 int wd_cli_route_option(const char *cmd, int argc, char **argv, int *i, wd_cli_route *o) {
     const char *a = argv[*i], *v;
@@ -147,7 +147,7 @@ int wd_cli_route_option(const char *cmd, int argc, char **argv, int *i, wd_cli_r
 }
 
 int wd_cli_route_apply(const char *cmd, const wd_cli_route *o, int n_experts, int *cfg_top_k,
-                       int cuda) {
+                       int cuda, int emulated) {
     if (o->top_k > n_experts) {
         fprintf(stderr, "wdmoe %s: --top-k %d exceeds the model's %d experts\n", cmd, o->top_k,
                 n_experts);
@@ -155,6 +155,11 @@ int wd_cli_route_apply(const char *cmd, const wd_cli_route *o, int n_experts, in
     }
     if (o->oracle && cuda) {
         fprintf(stderr, "wdmoe %s: --router oracle runs on the CPU backend only\n", cmd);
+        return 2;
+    }
+    if (o->oracle && emulated) {
+        fprintf(stderr, "wdmoe %s: --router oracle is for quality studies without --scenario or "
+                "--policy (the emulated system would time the router's choice)\n", cmd);
         return 2;
     }
     if (o->top_k > 0) *cfg_top_k = o->top_k;

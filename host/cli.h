@@ -55,10 +55,11 @@ typedef struct {
 extern const char *const wd_cli_route_help;
 /* argv[*i] is --top-k or --router: 1 (consumed), 0 (not one), -1 (bad value). */
 int wd_cli_route_option(const char *cmd, int argc, char **argv, int *i, wd_cli_route *o);
-/* Checks K against the model's experts and sets its top_k; 0, or 2 with a
- * message printed. cfg_top_k: &model->cfg.top_k, n_experts: the model's. */
+/* Checks K against the model's experts and sets its top_k; the oracle runs
+ * neither on CUDA nor over an emulated system (emulated: a scenario or
+ * policy); 0, or 2 with a message printed. cfg_top_k: &model->cfg.top_k, n_experts: the model's. */
 int wd_cli_route_apply(const char *cmd, const wd_cli_route *o, int n_experts, int *cfg_top_k,
-                       int cuda);
+                       int cuda, int emulated);
 
 /* CUDA options (host/cli_cuda.c): --gpus, --gpu, --no-cuda-graphs, --ranks,
  * --rank, --nccl-id. */

@@ -61,7 +61,7 @@ static void help(FILE *f) {
             "  --threads N          CPU threads (default: all cores)\n"
             "  --top-k K            experts per token (default: the model's)\n"
             "  --router R           learned (default) or oracle (the K experts with the\n"
-            "                       largest output norm; all experts run; CPU only)\n"
+            "                       largest output norm; all experts run; CPU, no scenario)\n"
             "  --backend B          cpu (default) or cuda (when built with CUDA; agreement needs\n"
             "                       --agreement there)\n"
             "  --gpus N, --gpu I, --no-cuda-graphs\n"
@@ -322,7 +322,8 @@ int wd_cmd_eval(int argc, char **argv) {
                 model_path);
         goto done;
     }
-    if (wd_cli_route_apply(cmd, &route, m->cfg.n_experts, &m->cfg.top_k, use_cuda)) {
+    if (wd_cli_route_apply(cmd, &route, m->cfg.n_experts, &m->cfg.top_k, use_cuda,
+                           scenario || policy)) {
         rc = 2;
         goto done;
     }

@@ -294,7 +294,8 @@ int wd_cmd_generate(int argc, char **argv) {
         return 1;
     }
     int rc = 1, vocab = m->cfg.vocab;
-    if (wd_cli_route_apply(cmd, &route, m->cfg.n_experts, &m->cfg.top_k, !strcmp(backend, "cuda"))) {
+    if (wd_cli_route_apply(cmd, &route, m->cfg.n_experts, &m->cfg.top_k, !strcmp(backend, "cuda"),
+                           have_sc)) {
         wd_model_free(m);
         if (have_sc) wd_scenario_free(&sc);
         return 2;

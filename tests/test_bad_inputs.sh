@@ -195,6 +195,7 @@ row usage-nccl-id 2 "--ranks 2 needs --nccl-id FILE" -- generate --model "$M" --
 row usage-serve 2 "serves ranks 1.. of a multi-process run" -- serve --model "$M"
 row usage-top-k 2 "--top-k 5 exceeds the model's 4 experts" -- generate --model "$M" --top-k 5
 row usage-router 2 "bad value for --router: 'best'" -- eval --model "$M" --task piqa --data "$tmp/x" --router best
+row usage-oracle-scenario 2 "--router oracle is for quality studies without --scenario" -- generate --model "$M" --router oracle --scenario "$tmp/good.json"
 row usage-moefy 2 "--model and --out are required" -- moefy --model "$M"
 row moefy-not-dense 1 "moefy needs a dense model" -- moefy --model "$M" --out "$out/moe"
 row usage-eval-ranks 2 "--ranks is for" -- eval --model "$M" --task piqa --data "$tmp/x" --ranks 2 --nccl-id "$tmp/id"
