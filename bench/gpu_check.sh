@@ -73,7 +73,7 @@ if ! cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DWDMOE
   tail -30 "$OUTDIR/configure.log"; say "configure FAILED"; exit 1
 fi
 say "build"
-if ! timeout $(left 300) cmake --build "$BUILD" -j "$JOBS" --target test_gpu_ops test_gpu_model test_gpu_quant gpu_bench wdmoe \
+if ! timeout $(left 300) cmake --build "$BUILD" -j "$JOBS" --target test_gpu_ops test_gpu_model test_gpu_quant test_gpu_moefy gpu_bench wdmoe \
      >"$OUTDIR/build.log" 2>&1; then
   grep -E "error|Error" "$OUTDIR/build.log" | head -30; say "build FAILED"; exit 1
 fi

@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
-# Every paper experiment in a row. On a laptop (the shipped stories260k) the
-# defaults below finish in a few minutes on 2 cores; on a GPU host pass a
+# Every paper experiment in a row. On a laptop the quick defaults below finish
+# in a few minutes on 2 cores with stories260k (longer with the MoEfied SmolLM2); on a GPU host pass a
 # Mixtral-8x7B folder or GGUF and raise the limits (QUICK=0 runs everything).
 #
 #   bench/repro_all.sh [MODEL] [OUT_DIR]
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-model=${1:-$here/../weights/models/stories260k/moe4-top2}
+# Default model: SmolLM2-135M MoEfied into 8 experts (docs/moefication.md), made
+# here once from the fetched dense GGUF (weights/models/fetch_smollm2.sh); without
+# it, the shipped stories260k moe4-top2 (four identical experts).
+smol=$here/../weights/models/smollm2-135m
+if [ -z "${1:-}" ] && [ -f "$smol/SmolLM2-135M-Instruct.Q4_1.gguf" ] && [ ! -f "$smol/moe8/model.gguf" ]; then
+    "$here/../build/wdmoe" moefy --model "$smol/SmolLM2-135M-Instruct.Q4_1.gguf" --experts 8 \
+        --out "$smol/moe8"
+fi
+if [ -f "$smol/moe8/model.gguf" ]; then
+    model=${1:-$smol/moe8/model.gguf}
+else
+    model=${1:-$here/../weights/models/stories260k/moe4-top2}
+fi
 out=${2:-$here/results}
 quick=${QUICK:-1}
 # SEEDS channel seeds per configuration (mean and 95 % CI in the tables; default

@@ -34,6 +34,8 @@ static void usage(FILE *f) {
             "  --rope-theta X  --rms-eps X\n"
             "  --dtype f32|f16|bf16\n"
             "  --tied             tie_word_embeddings (no lm_head.weight)\n"
+            "  --dense            a dense Llama (model_type llama, mlp.* tensors, no router;\n"
+            "                     --experts and --top-k are ignored)\n"
             "  --seed S           random seed (default 1)\n"
             "  --init-std X       weight std (default 1/sqrt(fan_in))\n"
             "  --shard-mb N       most data MB per file (default 4096 MiB)\n"
@@ -118,6 +120,10 @@ int main(int argc, char **argv) {
         const char *a = argv[i];
         if (strcmp(a, "--tied") == 0) {
             s.tied = 1;
+            continue;
+        }
+        if (strcmp(a, "--dense") == 0) {
+            s.dense = 1;
             continue;
         }
         static const char *takes_value[] = {

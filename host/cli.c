@@ -139,3 +139,85 @@ char *wd_cli_utf8(const char *s) {
     *o = 0;
     return out;
 }
+
+const char *const wd_cli_route_help =
+    "  --top-k K             experts per token (default: the model's num_experts_per_tok)\n"
+    "  --router R            learned (default) or oracle: each token uses the K experts\n"
+    "                        with the largest output norm (all experts run; CPU, no scenario)\n";
+
+int wd_cli_route_option(const char *cmd, int argc, char **argv, int *i, wd_cli_route *o) {
+    const char *a = argv[*i], *v;
+    if (!strcmp(a, "--top-k")) {
+        if (!(v = wd_cli_value(cmd, argc, argv, i)) || wd_cli_int(cmd, a, v, 1, 1 << 16, &o->top_k))
+            return -1;
+        return 1;
+    }
+    if (!strcmp(a, "--router")) {
+        if (!(v = wd_cli_value(cmd, argc, argv, i))) return -1;
+        if (strcmp(v, "learned") && strcmp(v, "oracle")) {
+            fprintf(stderr, "wdmoe %s: bad value for --router: '%s' (learned or oracle)\n", cmd, v);
+            return -1;
+        }
+        o->oracle = !strcmp(v, "oracle");
+        return 1;
+    }
+    return 0;
+}
+
+int wd_cli_route_apply(const char *cmd, const wd_cli_route *o, int n_experts, int *cfg_top_k,
+                       int cuda, int emulated) {
+    if (o->top_k > n_experts) {
+        fprintf(stderr, "wdmoe %s: --top-k %d exceeds the model's %d experts\n", cmd, o->top_k,
+                n_experts);
+        return 2;
+    }
+    if (o->oracle && cuda) {
+        fprintf(stderr, "wdmoe %s: --router oracle runs on the CPU backend only\n", cmd);
+        return 2;
+    }
+    if (o->oracle && emulated) {
+        fprintf(stderr, "wdmoe %s: --router oracle is for quality studies without --scenario or "
+                "--policy (the emulated system would time the router's choice)\n", cmd);
+        return 2;
+    }
+    if (o->top_k > 0) *cfg_top_k = o->top_k;
+    return 0;
+}
+
+int wd_cli_parse_ids(const char *cmd, const char *list, int vocab, int **ids, int *n) {
+    *ids = NULL;
+    *n = 0;
+    size_t cap = 1;
+    for (const char *p = list; *p; p++) cap += *p == ',' || *p == ' ';
+    int *v = malloc(cap * sizeof(int));
+    if (!v) {
+        fprintf(stderr, "wdmoe %s: out of memory\n", cmd);
+        return 1;
+    }
+    int k = 0;
+    for (const char *p = list; *p;) {
+        while (*p == ',' || *p == ' ') p++;
+        if (!*p) break;
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || (*end && *end != ',' && *end != ' ') || errno || x < 0 || x >= vocab) {
+            int len = 0;
+            while (p[len] && p[len] != ',' && p[len] != ' ' && len < 40) len++;
+            fprintf(stderr, "wdmoe %s: --prompt-ids: '%.*s' is not a token id in [0, %d)\n", cmd,
+                    len, p, vocab);
+            free(v);
+            return 1;
+        }
+        v[k++] = (int)x;
+        p = end;
+    }
+    if (k == 0) {
+        fprintf(stderr, "wdmoe %s: --prompt-ids: no ids in '%.40s'\n", cmd, list);
+        free(v);
+        return 1;
+    }
+    *ids = v;
+    *n = k;
+    return 0;
+}

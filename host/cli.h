@@ -18,6 +18,8 @@ int wd_cmd_trace(int argc, char **argv);
 int wd_cmd_replay(int argc, char **argv);
 int wd_cmd_serve(int argc, char **argv);
 int wd_cmd_serve_cell(int argc, char **argv);
+int wd_cmd_moefy(int argc, char **argv);
+int wd_cmd_tokenize(int argc, char **argv);
 
 /* SIGINT/SIGTERM: the first one sets a flag that long loops poll to stop
  * cleanly and write what is complete; a second one ends the process. */
@@ -89,9 +91,28 @@ const char *wd_git_commit(void); /* of the source tree at build time, or "unknow
 int wd_cli_int(const char *cmd, const char *opt, const char *val, long lo, long hi, int *out);
 int wd_cli_double(const char *cmd, const char *opt, const char *val, double lo, double hi,
                   double *out);
+/* "1,2,3" (commas and/or spaces) -> *ids (malloc'd), each in [0, vocab);
+ * prints "wdmoe CMD: --prompt-ids: ..." and returns non-zero when it is not. */
+int wd_cli_parse_ids(const char *cmd, const char *list, int vocab, int **ids, int *n);
 /* argv[*i] is an option taking a value: returns the value and advances *i, or
  * prints "wdmoe CMD: OPT needs a value" and returns NULL. */
 const char *wd_cli_value(const char *cmd, int argc, char **argv, int *i);
+
+/* Routing options of generate and eval: --top-k K (override the model's k)
+ * and --router learned|oracle (oracle: the experts with the largest output
+ * norm, CPU only; for quality studies of MoEfied models). */
+typedef struct {
+    int top_k;  /* 0: the model's */
+    int oracle;
+} wd_cli_route;
+extern const char *const wd_cli_route_help;
+/* argv[*i] is --top-k or --router: 1 (consumed), 0 (not one), -1 (bad value). */
+int wd_cli_route_option(const char *cmd, int argc, char **argv, int *i, wd_cli_route *o);
+/* Checks K against the model's experts and sets its top_k; the oracle runs
+ * neither on CUDA nor over an emulated system (emulated: a scenario or
+ * policy); 0, or 2 with a message printed. cfg_top_k: &model->cfg.top_k, n_experts: the model's. */
+int wd_cli_route_apply(const char *cmd, const wd_cli_route *o, int n_experts, int *cfg_top_k,
+                       int cuda, int emulated);
 
 /* CUDA options (host/cli_cuda.c): --gpus, --gpu, --no-cuda-graphs, --ranks,
  * --rank, --nccl-id. */

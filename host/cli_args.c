@@ -23,13 +23,14 @@ typedef struct {
 #define CUDA_VALUE_OPTS "--gpus", "--gpu", "--ranks", "--rank", "--nccl-id"
 
 static const char *const generate_v[] = {
-    "--model", "--prompt", "--prompt-file", "-n", "--steps", "--temperature", "--top-p", "--seed", "--threads", "--ctx",
+    "--model", "--prompt", "--prompt-file", "--prompt-ids", "--logits", "--top-k", "--router",
+    "-n", "--steps", "--temperature", "--top-p", "--seed", "--threads", "--ctx",
     "--backend", "--scenario", "--policy", "--json", "--records", "--record-probs",
     CUDA_VALUE_OPTS, NULL};
 static const char *const eval_v[] = {
     "--model", "--task", "--data", "--limit", "--seed", "--shots", "--scenario", "--policy",
     "--max-new-tokens", "--window", "--stride", "--ctx", "--threads", "--backend", "--out",
-    "--json", "--records", CUDA_VALUE_OPTS, NULL};
+    "--json", "--records", "--top-k", "--router", CUDA_VALUE_OPTS, NULL};
 static const char *const trace_v[] = {"--scenario", "--duration", "--out", "--period", "--seed",
                                       NULL};
 static const char *const replay_v[] = {"--probs", "--scenario", "--policy", "--tokens", "--out",
@@ -41,9 +42,15 @@ static const char *const serve_cell_v[] = {
     "--tpot-slo-ms", "--ttft-slo-ms", "--seed",   "--temperature", "--top-p",  "--threads",
     "--json",        NULL};
 
+static const char *const moefy_v[] = {"--model",        "--out",     "--experts", "--top-k",
+                                      "--calib-tokens", "--seq-len", "--seed",    "--threads",
+                                      NULL};
+static const char *const tokenize_v[] = {"--model", "--text", "-f", NULL};
+
 static const cmd_opts tables[] = {
     {"generate", generate_v}, {"eval", eval_v}, {"trace", trace_v},
     {"replay", replay_v},     {"serve", serve_v}, {"serve-cell", serve_cell_v},
+    {"moefy", moefy_v},       {"tokenize", tokenize_v},
 };
 
 static const struct {

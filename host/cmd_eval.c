@@ -49,6 +49,9 @@ static void help(FILE *f) {
             "  --stride N           perplexity stride (default: window / 2)\n"
             "  --ctx N              context length (default: the model's)\n"
             "  --threads N          CPU threads (default: all cores)\n"
+            "  --top-k K            experts per token (default: the model's)\n"
+            "  --router R           learned (default) or oracle (the K experts with the\n"
+            "                       largest output norm; all experts run; CPU, no scenario)\n"
             "  --backend B          cpu (default) or cuda (when built with CUDA; agreement needs\n"
             "                       --agreement there)\n"
             "  --gpus N, --gpu I, --no-cuda-graphs\n"
@@ -107,7 +110,7 @@ static int cuda_lm_create(cuda_lm *c, wd_eval_lm *lm, const wd_model *m, int ctx
     lm->ctx = c;
     lm->vocab = m->cfg.vocab;
     lm->max_ctx = ctx > 0 && ctx < m->cfg.max_pos ? ctx : m->cfg.max_pos;
-    lm->bos = wd_tokenizer_bos(m->tok);
+    lm->bos = wd_tokenizer_add_bos(m->tok) ? wd_tokenizer_bos(m->tok) : -1;
     lm->eos = wd_tokenizer_eos(m->tok);
     lm->max_batch = spec.max_batch > 0 ? spec.max_batch : 512;
     lm->rewind = 1;
@@ -219,9 +222,11 @@ int wd_cmd_eval(int argc, char **argv) {
     int seed_given = 0;
     wd_cli_cuda gpu;
     wd_cli_cuda_init(&gpu);
+    wd_cli_route route = {0, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         int used = wd_cli_cuda_option(cmd, argc, argv, &i, &gpu);
+        if (!used) used = wd_cli_route_option(cmd, argc, argv, &i, &route);
         if (used < 0) return 2;
         if (used) continue;
 #define VAL(var)                                                                               \
@@ -327,6 +332,11 @@ int wd_cmd_eval(int argc, char **argv) {
                 model_path);
         goto done;
     }
+    if (wd_cli_route_apply(cmd, &route, m->cfg.n_experts, &m->cfg.top_k, use_cuda,
+                           scenario || policy)) {
+        rc = 2;
+        goto done;
+    }
     const char *policy_name = "topk";
     if (scenario || policy) {
         if (wd_eval_emu_create(&emu, m, scenario, policy, seed_given ? seed : -1, err,
@@ -372,6 +382,8 @@ int wd_cmd_eval(int argc, char **argv) {
             goto done;
         }
         if (emu) wd_session_set_hooks(s, wd_eval_emu_hooks(emu));
+        wd_session_set_oracle(s, route.oracle);
+        if (ref_s) wd_session_set_oracle(ref_s, route.oracle);
         wd_eval_lm_session(&lm, s);
         if (ref_s) wd_eval_lm_session(&ref_lm, ref_s);
     }

@@ -20,12 +20,19 @@
 static void help(FILE *f) {
     fprintf(f,
             "usage: wdmoe generate --model PATH [options]\n\n"
-            "Generate text with a Mixtral-architecture MoE model (Hugging Face folder or .gguf),\n"
-            "optionally with its experts on emulated wireless devices (--scenario).\n\n"
+            "Generate text with a Mixtral-architecture MoE model or a dense Llama (Hugging Face\n"
+            "folder or .gguf), optionally with its experts on emulated wireless devices\n"
+            "(--scenario).\n\n"
             "options:\n"
             "  --model PATH          model folder (config.json, *.safetensors, tokenizer.json) or .gguf\n"
-            "  --prompt TEXT         prompt (default: empty, generation starts from BOS)\n"
+            "  --prompt TEXT         prompt (default: empty, generation starts from BOS); BOS is\n"
+            "                        put first when the model's tokenizer adds one\n"
             "  -f, --prompt-file F   the prompt from a file (one trailing newline dropped)\n"
+            "  --chat                apply the model's chat template to the prompt (a user turn)\n"
+            "  --prompt-ids LIST     the prompt as token ids, e.g. 1,2,3 (no tokenizer, no BOS)\n"
+            "  --logits FILE         write the F32 logits of every prompt position (row-major,\n"
+            "                        positions x vocab, host byte order) atomically; with -n 0\n"
+            "                        nothing is generated\n"
             "  -n, --steps N         tokens to generate (default 128)\n"
             "  --temperature T       sampling temperature, 0 = greedy (default 0)\n"
             "  --top-p P             nucleus sampling mass in (0, 1] (default 0.9)\n"
@@ -50,6 +57,7 @@ static void help(FILE *f) {
             "                        GPU, so the GPU timeline is the emulated system\n"
             "  -h, --help            this help\n"
             "GPU (--backend cuda):\n");
+    fputs(wd_cli_route_help, f);
     fputs(wd_cli_cuda_help, f);
 }
 
@@ -207,16 +215,19 @@ static char *read_prompt(const char *path, char *err, size_t errlen) {
 int wd_cmd_generate(int argc, char **argv) {
     const char *cmd = "generate", *model_path = NULL, *prompt = "", *scenario_path = NULL;
     const char *policy = NULL, *json_path = NULL, *records_path = NULL, *probs_path = NULL;
-    const char *backend = "cpu", *prompt_file = NULL;
+    const char *backend = "cpu", *prompt_file = NULL, *prompt_ids = NULL, *logits_path = NULL;
     char *prompt_buf = NULL;
+    int chat = 0;
     int steps = 128, threads = 0, hugepages = 0, ctx = 0, seed = 42, print_ids = 0, compare = 1;
     double temperature = 0, top_p = 0.9;
     int realtime = 0;
     wd_cli_cuda gpu;
     wd_cli_cuda_init(&gpu);
+    wd_cli_route route = {0, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         int used = wd_cli_cuda_option(cmd, argc, argv, &i, &gpu);
+        if (!used) used = wd_cli_route_option(cmd, argc, argv, &i, &route);
         if (used < 0) return 2;
         if (used) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -224,6 +235,12 @@ int wd_cmd_generate(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--ids")) {
             print_ids = 1;
+        } else if (!strcmp(a, "--chat")) {
+            chat = 1;
+        } else if (!strcmp(a, "--prompt-ids")) {
+            if (!(prompt_ids = wd_cli_value(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--logits")) {
+            if (!(logits_path = wd_cli_value(cmd, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--no-compare")) {
             compare = 0;
         } else if (!strcmp(a, "--realtime")) {
@@ -281,6 +298,10 @@ int wd_cmd_generate(int argc, char **argv) {
         return 2;
     }
     if (wd_cli_cuda_check(cmd, &gpu, backend, 0)) return 2;
+    if (prompt_ids && (chat || strcmp(prompt, "") || prompt_file)) {
+        fprintf(stderr, "wdmoe generate: --prompt-ids replaces --prompt, --prompt-file and --chat\n");
+        return 2;
+    }
     if (realtime && (strcmp(backend, "cuda") || !scenario_path)) {
         fprintf(stderr, "wdmoe generate: --realtime needs --backend cuda and --scenario\n");
         return 2;
@@ -300,6 +321,7 @@ int wd_cmd_generate(int argc, char **argv) {
     wd_cli_io_output(&io, "--json", json_stdout ? NULL : json_path);
     wd_cli_io_output(&io, "--records", records_path);
     wd_cli_io_output(&io, "--record-probs", probs_path);
+    wd_cli_io_output(&io, "--logits", logits_path);
     int io_rc = wd_cli_io_check(&io);
     wd_cli_io_free(&io);
     if (io_rc) return io_rc;
@@ -346,6 +368,12 @@ int wd_cmd_generate(int argc, char **argv) {
         return 1;
     }
     int rc = 1, vocab = m->cfg.vocab;
+    if (wd_cli_route_apply(cmd, &route, m->cfg.n_experts, &m->cfg.top_k, !strcmp(backend, "cuda"),
+                           have_sc)) {
+        wd_model_free(m);
+        if (have_sc) wd_scenario_free(&sc);
+        return 2;
+    }
     wd_pool *pool = NULL;
     engine eng = {0};
     wd_scheduler *sched = NULL;
@@ -357,14 +385,34 @@ int wd_cmd_generate(int argc, char **argv) {
     FILE *records = NULL;
     wd_atomic_file records_file = {0};
     int *ids = NULL, n_ids = 0, *all = NULL, *scratch = NULL;
-    float *logits = NULL, *lp_policy = NULL;
+    float *logits = NULL, *lp_policy = NULL, *all_logits = NULL;
     if (!m->tok) {
         fprintf(stderr, "wdmoe generate: %s: no tokenizer.json\n", model_path);
         goto done;
     }
-    if (wd_tokenizer_encode(m->tok, prompt, 1, &ids, &n_ids)) {
-        fprintf(stderr, "wdmoe generate: cannot encode the prompt\n");
-        goto done;
+    if (prompt_ids) {
+        if (wd_cli_parse_ids(cmd, prompt_ids, vocab, &ids, &n_ids)) {
+            rc = 2;
+            goto done;
+        }
+    } else {
+        char *text = chat ? wd_tokenizer_apply_chat(m->tok, prompt, err, sizeof(err)) : NULL;
+        if (chat && !text) {
+            fprintf(stderr, "wdmoe generate: --chat: %s: %s\n", model_path, err);
+            goto done;
+        }
+        int bad = wd_tokenizer_encode(m->tok, text ? text : prompt, wd_tokenizer_add_bos(m->tok),
+                                      &ids, &n_ids);
+        free(text);
+        if (bad) {
+            fprintf(stderr, "wdmoe generate: cannot encode the prompt\n");
+            goto done;
+        }
+        if (n_ids == 0 && wd_tokenizer_bos(m->tok) >= 0) ids[n_ids++] = wd_tokenizer_bos(m->tok);
+        if (n_ids == 0) {
+            fprintf(stderr, "wdmoe generate: the prompt is empty and the model has no BOS\n");
+            goto done;
+        }
     }
     int max_ctx = ctx > 0 && ctx < m->cfg.max_pos ? ctx : m->cfg.max_pos;
     if (n_ids > max_ctx) {
@@ -406,7 +454,9 @@ int wd_cmd_generate(int argc, char **argv) {
         }
         if (log[0]) fprintf(stderr, "%s", log);
 #endif
-    } else if (!(eng.s = wd_session_create(m, max_ctx, pool))) {
+    } else if ((eng.s = wd_session_create(m, max_ctx, pool))) {
+        wd_session_set_oracle(eng.s, route.oracle);
+    } else {
         char need[32];
         wd_cli_format_bytes(need, sizeof need, wd_session_bytes(m, max_ctx));
         fprintf(stderr,
@@ -462,10 +512,21 @@ int wd_cmd_generate(int argc, char **argv) {
     fflush(text_out);
     double t0 = now_s();
     if (sched) wd_emu_set_phase(wd_scheduler_emu(sched), WD_PHASE_PREFILL);
-    if (eng_forward(&eng, ids, n_ids, logits, 0, err, sizeof(err))) {
+    if (logits_path && !(all_logits = malloc((size_t)n_ids * vocab * sizeof(float)))) goto oom;
+    if (eng_forward(&eng, ids, n_ids, all_logits ? all_logits : logits, all_logits != NULL, err,
+                    sizeof(err))) {
         fprintf(stderr, "\nwdmoe generate: %s\n",
-                wd_scheduler_error(sched)[0] ? wd_scheduler_error(sched) : err);
+                sched && wd_scheduler_error(sched)[0] ? wd_scheduler_error(sched) : err);
         goto done;
+    }
+    if (all_logits) {
+        memcpy(logits, all_logits + (size_t)(n_ids - 1) * vocab, (size_t)vocab * sizeof(float));
+        if (wd_emu_write_atomic(logits_path, all_logits, (size_t)n_ids * vocab * sizeof(float),
+                                err, sizeof(err))) {
+            fprintf(stderr, "\nwdmoe generate: %s\n", err);
+            goto done;
+        }
+        fprintf(stderr, "wrote %s (%d x %d F32 logits)\n", logits_path, n_ids, vocab);
     }
     double t_prefill = now_s() - t0, virt_prefill = sched ? wd_emu_time(wd_scheduler_emu(sched)) : 0;
     if (sched) wd_emu_set_phase(wd_scheduler_emu(sched), WD_PHASE_DECODE);
@@ -603,6 +664,7 @@ done:
     free(all);
     free(scratch);
     free(logits);
+    free(all_logits);
     free(lp_policy);
     wd_scheduler_free(sched);
     wd_session_free(eng.s);

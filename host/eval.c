@@ -43,7 +43,8 @@ void wd_eval_lm_session(wd_eval_lm *lm, wd_session *s) {
     lm->ctx = s;
     lm->vocab = m->cfg.vocab;
     lm->max_ctx = wd_session_max_ctx(s);
-    lm->bos = m->tok ? wd_tokenizer_bos(m->tok) : m->cfg.bos_id;
+    /* BOS in front of every text only when the model's tokenizer adds one */
+    lm->bos = !m->tok ? m->cfg.bos_id : wd_tokenizer_add_bos(m->tok) ? wd_tokenizer_bos(m->tok) : -1;
     lm->eos = m->tok ? wd_tokenizer_eos(m->tok) : m->cfg.eos_id;
     lm->max_batch = 0;
     lm->rewind = 1;

@@ -1,6 +1,8 @@
 /* The forward pass: one session = KV cache + scratch + position.
  * Each layer runs the BS part (attention, router), asks the expert selection
- * hook which experts every token uses, runs them and combines. */
+ * hook which experts every token uses, runs them and combines. A dense model
+ * (no router) runs its FFN directly, as a dense engine does; with hooks (a
+ * scenario) its FFN is expert 0 with probability 1. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,7 @@ struct wd_session {
     float *k_cache, *v_cache; /* [layer][ctx][kv_dim] */
     wd_moe_hooks hooks;
     int have_hooks;
+    int oracle; /* route to the experts with the largest output norm */
     /* scratch sized for `cap` tokens */
     int cap;
     float *x, *xb, *q, *k, *v, *att, *probs, *moe, *xg, *yg, *ffn_scratch, *att_scratch;
@@ -129,6 +132,8 @@ void wd_session_set_pos(wd_session *s, int pos) {
 wd_pool *wd_session_pool(const wd_session *s) { return s->pool; }
 const wd_model *wd_session_model(const wd_session *s) { return s->m; }
 int wd_session_max_ctx(const wd_session *s) { return s->max_ctx; }
+
+void wd_session_set_oracle(wd_session *s, int on) { s->oracle = on; }
 
 void wd_session_set_hooks(wd_session *s, const wd_moe_hooks *hooks) {
     s->have_hooks = hooks != NULL;
@@ -318,6 +323,49 @@ int wd_moe_run_selection(wd_session *s, int layer, const float *u, const wd_sele
     return 0;
 }
 
+/* Oracle routing: every expert runs on every token; each token keeps the
+ * top_k experts whose outputs have the largest L2 norm and adds them with
+ * the combine weights of the model (1 for a plain sum, else the router's
+ * probabilities renormalised over the chosen set). sel is overwritten. */
+static int moe_oracle(wd_session *s, int layer, const float *u, const float *probs,
+                      wd_selection *sel, float *out) {
+    const wd_model *m = s->m;
+    int H = m->cfg.hidden, E = m->cfg.n_experts, n = sel->n_tokens, k = m->cfg.top_k;
+    float *y = malloc((size_t)E * n * H * sizeof(float));
+    float *norm = malloc((size_t)E * sizeof(float));
+    if (!y || !norm) {
+        free(y);
+        free(norm);
+        return 1;
+    }
+    for (int e = 0; e < E; e++)
+        wd_expert_run(m, layer, e, u, n, y + (size_t)e * n * H, s->pool, s->ffn_scratch);
+    for (int t = 0; t < n; t++) {
+        for (int e = 0; e < E; e++) {
+            const float *ye = y + ((size_t)e * n + t) * H;
+            double q = 0;
+            for (int i = 0; i < H; i++) q += (double)ye[i] * ye[i];
+            norm[e] = (float)q;
+        }
+        int *ex = sel->expert + (size_t)t * E;
+        float *w = sel->weight + (size_t)t * E;
+        int kk = wd_topk(norm, E, k, ex);
+        float sum = 0;
+        for (int j = 0; j < kk; j++) sum += probs[(size_t)t * E + ex[j]];
+        for (int j = 0; j < kk; j++)
+            w[j] = m->cfg.combine_sum ? 1.0f : probs[(size_t)t * E + ex[j]] / sum;
+        sel->n[t] = kk;
+        float *o = out + (size_t)t * H;
+        for (int j = 0; j < kk; j++) {
+            const float *ye = y + ((size_t)ex[j] * n + t) * H;
+            for (int i = 0; i < H; i++) o[i] += w[j] * ye[i];
+        }
+    }
+    free(y);
+    free(norm);
+    return 0;
+}
+
 /* ---- forward ---------------------------------------------------------- */
 /* The pass itself: sequence i runs n[i] tokens at its positions with its KV
  * cache; the BS projections, routers and experts run once over all tokens,
@@ -404,12 +452,22 @@ static int forward_core(wd_session *s, wd_session *const *seqs, const int *const
         wd_matmul(pool, s->xb, s->att, L->wo->data, L->wo->dtype, n, H, Q);
         for (size_t i = 0; i < (size_t)n * H; i++) s->x[i] += s->xb[i];
 
-        /* router (BS) */
+        /* router (BS); a dense model has none: its FFN runs at the BS unless
+         * hooks (a scenario) place it on an emulated device as expert 0 */
         for (int t = 0; t < n; t++)
             wd_rmsnorm(s->xb + (size_t)t * H, s->x + (size_t)t * H, L->ffn_norm_f32, H,
                        c->rms_eps);
-        wd_matmul(pool, s->probs, s->xb, L->gate->data, L->gate->dtype, n, E, H);
-        for (int t = 0; t < n; t++) wd_softmax(s->probs + (size_t)t * E, E);
+        if (!L->gate && !s->have_hooks) {
+            wd_expert_run(m, l, 0, s->xb, n, s->moe, pool, s->ffn_scratch);
+            for (size_t i = 0; i < (size_t)n * H; i++) s->x[i] += s->moe[i];
+            continue;
+        }
+        if (L->gate) {
+            wd_matmul(pool, s->probs, s->xb, L->gate->data, L->gate->dtype, n, E, H);
+            for (int t = 0; t < n; t++) wd_softmax(s->probs + (size_t)t * E, E);
+        } else {
+            for (int t = 0; t < n * E; t++) s->probs[t] = 1.0f;
+        }
         s->sel.n_tokens = n;
         s->sel.n_experts = E;
         wd_select_topk(&s->sel, s->probs, c->top_k);
@@ -418,9 +476,14 @@ static int forward_core(wd_session *s, wd_session *const *seqs, const int *const
             snprintf(err, errlen, "forward: expert selection failed at layer %d", l);
             return 1;
         }
+        /* a MoEfied model adds its chosen experts' outputs (plain sum) */
+        if (c->combine_sum)
+            for (int t = 0; t < n; t++)
+                for (int j = 0; j < s->sel.n[t]; j++) s->sel.weight[(size_t)t * E + j] = 1.0f;
         /* experts (devices; one batched call per expert over all its tokens) and combine (BS) */
         memset(s->moe, 0, (size_t)n * H * 4);
-        int rc = s->have_hooks && s->hooks.run_experts
+        int rc = s->oracle && L->gate ? moe_oracle(s, l, s->xb, s->probs, &s->sel, s->moe)
+                 : s->have_hooks && s->hooks.run_experts
                      ? s->hooks.run_experts(s->hooks.ctx, l, s->xb, &s->sel, s->moe)
                      : wd_moe_run_selection(s, l, s->xb, &s->sel, s->moe);
         if (rc) {

@@ -26,7 +26,7 @@ extern "C" {
 typedef struct {
     const wd_tensor *attn_norm, *ffn_norm; /* [hidden] */
     const wd_tensor *wq, *wk, *wv, *wo;    /* [nh*hd x H], [nkv*hd x H] x2, [H x nh*hd] */
-    const wd_tensor *gate;                 /* router [E x H] */
+    const wd_tensor *gate;                 /* router [E x H]; NULL: dense (one FFN = expert 0) */
     const wd_tensor **w1, **w2, **w3;      /* per expert: [F x H], [H x F], [F x H] */
     float *attn_norm_f32, *ffn_norm_f32;   /* norms converted once */
 } wd_layer;
@@ -87,6 +87,11 @@ int wd_session_pos(const wd_session *s);
 int wd_session_max_ctx(const wd_session *s);
 void wd_session_set_pos(wd_session *s, int pos);          /* rewind (pos <= current) */
 void wd_session_set_hooks(wd_session *s, const wd_moe_hooks *hooks); /* NULL: top-k */
+/* Oracle router (quality studies of MoEfied models): each token uses the
+ * top_k experts with the largest output norm instead of the router's choice;
+ * every expert runs on every token. The router's probabilities still reach
+ * the selection hook. on = 0: the router. */
+void wd_session_set_oracle(wd_session *s, int on);
 wd_pool *wd_session_pool(const wd_session *s);
 const wd_model *wd_session_model(const wd_session *s);
 
@@ -214,6 +219,31 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
                  int n_req, const wd_serve_opts *o, wd_serve_result *res, char *err,
                  size_t errlen);
 void wd_serve_result_free(wd_serve_result *r);
+
+/* ---- MoEfication (host/moefy.c, docs/moefication.md) ---------------------- */
+/* A dense Llama model -> a Mixtral-layout MoE: the FFN's neurons split into
+ * n_experts equal groups by balanced clustering of their co-activation on
+ * text the model generates itself, a learned linear router per layer, the
+ * plain sum of the chosen experts as the combine ("moe_combine": "sum"). */
+typedef struct {
+    int n_experts;      /* default 8 */
+    int top_k;          /* written into the config; 0: 3/4 of n_experts, rounded up */
+    int calib_tokens;   /* calibration tokens (default 1024) */
+    int seq_len;        /* tokens per calibration sequence, prompt included (128) */
+    uint64_t seed;      /* sampling and clustering seed (default 1) */
+    float temperature, top_p; /* calibration sampling (0.8, 0.95) */
+    FILE *progress;     /* progress and phase times (NULL: quiet) */
+} wd_moefy_opts;
+void wd_moefy_default(wd_moefy_opts *o);
+/* Builds the MoE of dense model m and writes it to out_dir: a GGUF input
+ * gives out_dir/model.gguf, a Hugging Face folder gives config.json,
+ * model.safetensors and tokenizer.json; out_dir/moefy.json describes the
+ * run. Deterministic for a seed (any thread count). */
+int wd_moefy(const wd_model *m, const char *out_dir, const wd_moefy_opts *o, wd_pool *pool,
+             char *err, size_t errlen);
+/* Balanced clustering: X [F][T] unit rows -> assign[F], every cluster
+ * exactly F/E points. Returns the iterations used, -1 when out of memory. */
+int wd_moefy_cluster(const float *X, int F, int T, int E, uint64_t seed, int *assign);
 
 /* ---- sampling --------------------------------------------------------- */
 typedef struct { uint64_t state; } wd_rng;

@@ -10,11 +10,14 @@ static const wd_command commands[] = {
      wd_cmd_generate},
     {"eval", "accuracy (multiple choice, GSM8K, perplexity) and latency of a policy on a dataset",
      wd_cmd_eval},
+    {"tokenize", "print the token ids of a text with the model's tokenizer", wd_cmd_tokenize},
     {"trace", "write per-device channel rate traces (CSV) of a scenario", wd_cmd_trace},
     {"replay", "re-run only the emulation on recorded router probabilities, for sweeps",
      wd_cmd_replay},
     {"serve-cell", "many users through one BS: continuous batching, device queues, energy",
      wd_cmd_serve_cell},
+    {"moefy", "turn a dense Llama model into a Mixtral-layout MoE (experts, learned routers)",
+     wd_cmd_moefy},
     {"serve", "serve the experts of ranks 1.. of a multi-node GPU run", wd_cmd_serve},
 };
 static const int n_commands = (int)(sizeof(commands) / sizeof(commands[0]));

@@ -1,6 +1,7 @@
 /* Model loading: config + tensors (+ tokenizer) -> wd_model, with every tensor
- * name and shape checked. The tensor names of each supported MoE layout live
- * in one table (wd_layout) so other layouts (Qwen-MoE, OLMoE) are one entry. */
+ * name and shape checked. The tensor names of each supported layout live in
+ * one table (wd_layout) so other layouts (Qwen-MoE, OLMoE) are one entry. A
+ * dense Llama is a layout without a router: its FFN is expert 0 (gate NULL). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,13 @@ static const wd_layout layouts[] = {
      "model.layers.%d.block_sparse_moe.experts.%d.w1.weight",
      "model.layers.%d.block_sparse_moe.experts.%d.w2.weight",
      "model.layers.%d.block_sparse_moe.experts.%d.w3.weight"},
+    /* dense Llama: one FFN (expert 0), no router */
+    {"llama", "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
+     "model.layers.%d.input_layernorm.weight", "model.layers.%d.post_attention_layernorm.weight",
+     "model.layers.%d.self_attn.q_proj.weight", "model.layers.%d.self_attn.k_proj.weight",
+     "model.layers.%d.self_attn.v_proj.weight", "model.layers.%d.self_attn.o_proj.weight", NULL,
+     "model.layers.%d.mlp.gate_proj.weight", "model.layers.%d.mlp.down_proj.weight",
+     "model.layers.%d.mlp.up_proj.weight"},
 };
 
 typedef struct {
@@ -107,7 +115,7 @@ static int bind_tensors(wd_model *m, const wd_layout *lay, const char *file, cha
         NEED(wk, lay->wk, KV, H);
         NEED(wv, lay->wv, KV, H);
         NEED(wo, lay->wo, H, Q);
-        NEED(gate, lay->gate, c->n_experts, H);
+        if (lay->gate) NEED(gate, lay->gate, c->n_experts, H);
 #undef NEED
         if (!(L->attn_norm_f32 = to_f32(L->attn_norm, H))) goto oom;
         if (!(L->ffn_norm_f32 = to_f32(L->ffn_norm, H))) goto oom;

@@ -62,7 +62,7 @@ mk nocfg; rm "$tmp/nocfg/config.json"
 row config-missing 1 "nocfg/config.json: cannot open" -- $(gen "$tmp/nocfg")
 mk cfgjson; printf '{"model_type": "mixtral", "hidden_size": 64,,}' >"$tmp/cfgjson/config.json"
 row config-syntax 1 "cfgjson/config.json: malformed JSON" -- $(gen "$tmp/cfgjson")
-mk cfgtype; cfg cfgtype 'c["model_type"] = "llama"'
+mk cfgtype; cfg cfgtype 'c["model_type"] = "qwen2_moe"'
 row config-model-type 1 "cfgtype/config.json" "model_type" -- $(gen "$tmp/cfgtype")
 mk cfgkey; cfg cfgkey 'del c["hidden_size"]'
 row config-missing-key 1 "cfgkey/config.json" "hidden_size" -- $(gen "$tmp/cfgkey")
@@ -293,6 +293,11 @@ row usage-gpus 2 "bad value for --gpus: '0'" -- generate --model "$M" --gpus 0
 row usage-rank 2 "--rank 1 is outside 0..0" -- generate --model "$M" --rank 1
 row usage-nccl-id 2 "--ranks 2 needs --nccl-id FILE" -- generate --model "$M" --ranks 2
 row usage-serve 2 "serves ranks 1.. of a multi-process run" -- serve --model "$M"
+row usage-top-k 2 "--top-k 5 exceeds the model's 4 experts" -- generate --model "$M" --top-k 5
+row usage-router 2 "bad value for --router: 'best'" -- eval --model "$M" --task piqa --data "$tmp/x" --router best
+row usage-oracle-scenario 2 "--router oracle is for quality studies without --scenario" -- generate --model "$M" --router oracle --scenario "$tmp/good.json"
+row usage-moefy 2 "--model and --out are required" -- moefy --model "$M"
+row moefy-not-dense 1 "moefy needs a dense model" -- moefy --model "$M" --out "$out/moe"
 row usage-eval-ranks 2 "--ranks is for" -- eval --model "$M" --task piqa --data "$tmp/x" --ranks 2 --nccl-id "$tmp/id"
 # the id file is read only by a build with the CUDA backend
 printf 'short' >"$tmp/bad.id"

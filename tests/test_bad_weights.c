@@ -303,7 +303,7 @@ static void test_config(void) {
     CFG_FAIL("", "malformed", NULL);
     CFG_FAIL("[1,2]", "not a JSON object", NULL);
     CFG_FAIL(cfg_edit("\"model_type\":\"mixtral\",", ""), "missing", "model_type");
-    CFG_FAIL(cfg_edit("\"mixtral\"", "\"llama\""), "model_type", "mixtral");
+    CFG_FAIL(cfg_edit("\"mixtral\"", "\"qwen2_moe\""), "model_type", "mixtral");
     CFG_FAIL(cfg_edit("\"mixtral\"", "5"), "model_type", "string");
     CFG_FAIL(cfg_edit("\"hidden_size\":64,", ""), "missing", "hidden_size");
     CFG_FAIL(cfg_edit("\"intermediate_size\":96,", ""), "missing", "intermediate_size");

@@ -10,7 +10,7 @@ pass=0 fail=0
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAILED: $*"; }
 M="$WD_SOURCE_DIR/weights/models/stories260k/moe4-top2"
-for cmd in generate eval trace replay serve serve-cell; do
+for cmd in generate eval trace replay serve serve-cell moefy tokenize; do
   help=$("$bin" $cmd --help 2>&1) || { bad "$cmd --help"; continue; }
   opts=$(echo "$help" | grep -oE -- '--[a-z][a-z0-9-]*[ =][A-Z][A-Za-z0-9._]*' | sed 's/[ =].*//' | sort -u)
   [ -n "$opts" ] || { bad "$cmd: no value options found in --help"; continue; }

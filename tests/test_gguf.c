@@ -546,7 +546,7 @@ static void test_synthetic(void) {
         CHECK(cfg.n_experts == (s.dense ? 1 : SE) && cfg.top_k == 1);
         CHECK(cfg.rms_eps == 1e-6f && cfg.rope_theta == 500000.0f);
         CHECK(cfg.tie_embeddings == !s.with_output && cfg.bos_id == 1 && cfg.eos_id == 2);
-        CHECK(strcmp(cfg.model_type, "mixtral") == 0);
+        CHECK(strcmp(cfg.model_type, s.dense ? "llama" : "mixtral") == 0);
         tdesc td[32];
         int nt = make_tdescs(&s, td);
         /* index of each GGUF tensor in td (the value generator's k) */
@@ -619,12 +619,16 @@ static void test_synthetic(void) {
             }
         }
         if (s.dense) {
-            const wd_tensor *gi = wd_tensors_find(ts, "model.layers.0.block_sparse_moe.gate.weight");
-            CHECK(gi && gi->shape[0] == 1 && gi->shape[1] == SH && tget(gi, 0, 5) == 0.0f);
-            CHECK(wd_tensors_find(ts, "model.layers.0.block_sparse_moe.experts.0.w2.weight"));
+            /* a dense llama has no router: HF Llama names for its one FFN */
+            CHECK(!wd_tensors_find(ts, "model.layers.0.block_sparse_moe.gate.weight"));
+            const wd_tensor *w2 = wd_tensors_find(ts, "model.layers.0.mlp.down_proj.weight");
+            CHECK(w2 && w2->shape[0] == SH && w2->shape[1] == SF);
+            CHECK(wd_tensors_find(ts, "model.layers.0.mlp.gate_proj.weight"));
+            CHECK(wd_tensors_find(ts, "model.layers.0.mlp.up_proj.weight"));
         }
         CHECKF(nbad == 0, "variant %d: %d elements differ", variant, nbad);
-        CHECK(wd_tensors_count(ts) == 2 + (s.with_output ? 1 : 0) + 7 + 3 * cfg.n_experts);
+        CHECK(wd_tensors_count(ts) ==
+              2 + (s.with_output ? 1 : 0) + 6 + (s.dense ? 0 : 1) + 3 * cfg.n_experts);
         /* SPM by score: "ab a" -> "▁ab▁a" */
         int *ids, n;
         CHECK(tok && wd_tokenizer_encode(tok, "ab a", 0, &ids, &n) == 0);

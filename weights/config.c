@@ -84,9 +84,10 @@ int wd_config_load(wd_config *cfg, const char *path, char *err, size_t errlen) {
         goto done;
     }
     snprintf(cfg->model_type, sizeof(cfg->model_type), "%s", json_object_get_string(mt));
-    if (strcmp(cfg->model_type, "mixtral") != 0) {
-        snprintf(err, errlen, "%s: model_type \"%s\" is not supported (need \"mixtral\")", path,
-                 cfg->model_type);
+    int dense = !strcmp(cfg->model_type, "llama"); /* one FFN, no router */
+    if (strcmp(cfg->model_type, "mixtral") != 0 && !dense) {
+        snprintf(err, errlen, "%s: model_type \"%s\" is not supported (need \"mixtral\" or "
+                 "\"llama\")", path, cfg->model_type);
         goto done;
     }
     if (get_int(root, "hidden_size", 1, 0, 1, &cfg->hidden, path, err, errlen) ||
@@ -95,8 +96,8 @@ int wd_config_load(wd_config *cfg, const char *path, char *err, size_t errlen) {
         get_int(root, "num_key_value_heads", 0, cfg->n_heads, 1, &cfg->n_kv_heads, path, err,
                 errlen) ||
         get_int(root, "intermediate_size", 1, 0, 1, &cfg->ffn, path, err, errlen) ||
-        get_int(root, "num_local_experts", 1, 0, 1, &cfg->n_experts, path, err, errlen) ||
-        get_int(root, "num_experts_per_tok", 1, 0, 1, &cfg->top_k, path, err, errlen) ||
+        get_int(root, "num_local_experts", !dense, 1, 1, &cfg->n_experts, path, err, errlen) ||
+        get_int(root, "num_experts_per_tok", !dense, 1, 1, &cfg->top_k, path, err, errlen) ||
         get_int(root, "vocab_size", 1, 0, 1, &cfg->vocab, path, err, errlen) ||
         get_int(root, "max_position_embeddings", 0, 4096, 1, &cfg->max_pos, path, err, errlen) ||
         get_int(root, "bos_token_id", 0, 1, 0, &cfg->bos_id, path, err, errlen) ||
@@ -104,6 +105,7 @@ int wd_config_load(wd_config *cfg, const char *path, char *err, size_t errlen) {
         get_float(root, "rms_norm_eps", 1e-5f, &cfg->rms_eps, path, err, errlen) ||
         get_float(root, "rope_theta", 1e6f, &cfg->rope_theta, path, err, errlen))
         goto done;
+    if (dense) cfg->n_experts = cfg->top_k = 1;
     if (get_int(root, "head_dim", 0, cfg->hidden / cfg->n_heads, 1, &cfg->head_dim, path, err,
                 errlen))
         goto done;
@@ -140,6 +142,17 @@ int wd_config_load(wd_config *cfg, const char *path, char *err, size_t errlen) {
                  "%s: num_attention_heads %d x head_dim %d = %lld is too large (at most %d)", path,
                  cfg->n_heads, cfg->head_dim, (long long)cfg->n_heads * cfg->head_dim, INT32_MAX);
         goto done;
+    }
+    json_object *comb;
+    if (json_object_object_get_ex(root, "moe_combine", &comb)) {
+        const char *cs = json_object_is_type(comb, json_type_string)
+                             ? json_object_get_string(comb) : "";
+        if (strcmp(cs, "sum") && strcmp(cs, "renormalize")) {
+            snprintf(err, errlen, "%s: field \"moe_combine\" must be \"sum\" or \"renormalize\"",
+                     path);
+            goto done;
+        }
+        cfg->combine_sum = !strcmp(cs, "sum");
     }
     if (cfg->top_k > cfg->n_experts) {
         snprintf(err, errlen, "%s: num_experts_per_tok %d exceeds num_local_experts %d", path,

@@ -252,8 +252,9 @@ static int check_dup_keys(gguf_file *f, char *err, size_t errlen) {
     return 0;
 }
 
-/* Maps and parses the whole header; validates every tensor's byte range. */
-static int gguf_parse(gguf_file *f, const char *path, char *err, size_t errlen) {
+/* Maps and parses the whole header; validates every tensor's byte range
+ * (tensors = 0: only the metadata is wanted, tensor types are not checked). */
+static int gguf_parse(gguf_file *f, const char *path, int tensors, char *err, size_t errlen) {
     memset(f, 0, sizeof(*f));
     f->path = path;
     int fd = wd_input_open(path, 0, err, errlen); /* regular: a FIFO would block open */
@@ -401,7 +402,7 @@ static int gguf_parse(gguf_file *f, const char *path, char *err, size_t errlen) 
     /* data section */
     size_t hdr_end = c.off;
     f->data_start = (hdr_end + f->align - 1) / f->align * f->align;
-    for (size_t i = 0; i < f->n_ti; i++) {
+    for (size_t i = 0; tensors && i < f->n_ti; i++) {
         gguf_ti *t = &f->ti[i];
         wd_dtype dt;
         if (ggml_dtype(t->type, &dt)) {
@@ -543,10 +544,26 @@ static int load_tokenizer(const gguf_file *f, wd_tokenizer **out, char *err, siz
         snprintf(err, errlen, "%s: no tokenizer (string \"tokenizer.ggml.model\" missing)", f->path);
         return 1;
     }
-    if (!str_is(model, ml, "llama")) {
-        snprintf(err, errlen, "%s: tokenizer model \"%.*s\" is not supported (only \"llama\", "
-                 "SentencePiece)", f->path, (int)(ml > 40 ? 40 : ml), model);
+    int bytelevel = str_is(model, ml, "gpt2"), pretok = -1;
+    if (!str_is(model, ml, "llama") && !bytelevel) {
+        snprintf(err, errlen, "%s: tokenizer.ggml.model \"%.*s\" is not supported (\"llama\": "
+                 "SentencePiece, \"gpt2\": byte-level BPE)", f->path, (int)(ml > 40 ? 40 : ml),
+                 model);
         return 1;
+    }
+    if (bytelevel) {
+        const char *pre = "default";
+        size_t pl = 7;
+        if (find_kv(f, "tokenizer.ggml.pre") && get_str(f, "tokenizer.ggml.pre", &pre, &pl)) {
+            snprintf(err, errlen, "%s: tokenizer.ggml.pre must be a string", f->path);
+            return 1;
+        }
+        if ((pretok = wd_tok_pretok_by_name(pre, pl)) < 0) {
+            snprintf(err, errlen, "%s: tokenizer.ggml.pre \"%.*s\" is not supported (smollm, "
+                     "llama-bpe, qwen2, deepseek-llm, gpt2)", f->path, (int)(pl > 40 ? 40 : pl),
+                     pre);
+            return 1;
+        }
     }
     const gguf_kv *tk = find_kv(f, "tokenizer.ggml.tokens");
     if (!tk || tk->type != GT_ARRAY || tk->atype != GT_STRING || tk->alen == 0 ||
@@ -567,7 +584,13 @@ static int load_tokenizer(const gguf_file *f, wd_tokenizer **out, char *err, siz
         snprintf(err, errlen, "%s: \"tokenizer.ggml.token_type\" must be %d int32 values", f->path, n);
         return 1;
     }
-    wd_tokenizer *t = wd_tok_new_spm(n);
+    const gguf_kv *mg = find_kv(f, "tokenizer.ggml.merges");
+    if (bytelevel && (!mg || mg->type != GT_ARRAY || mg->atype != GT_STRING)) {
+        snprintf(err, errlen, "%s: tokenizer.ggml.merges (an array of strings) is missing for the "
+                 "byte-level BPE tokenizer", f->path);
+        return 1;
+    }
+    wd_tokenizer *t = bytelevel ? wd_tok_new_bytelevel(n, pretok) : wd_tok_new_spm(n);
     if (!t) {
         snprintf(err, errlen, "%s: out of memory", f->path);
         return 1;
@@ -605,9 +628,54 @@ static int load_tokenizer(const gguf_file *f, wd_tokenizer **out, char *err, siz
         return 1;
     }
     wd_tok_set_specials(t, bos, eos, unk, add_space);
+    const gguf_kv *ab = find_kv(f, "tokenizer.ggml.add_bos_token");
+    if (ab && ab->type == GT_BOOL) t->add_bos = f->map[ab->voff] != 0;
+    const char *tpl;
+    size_t tl;
+    if (!get_str(f, "tokenizer.chat_template", &tpl, &tl) && tl < ((size_t)1 << 24)) {
+        if (!(t->chat_template = malloc(tl + 1))) {
+            wd_tokenizer_free(t);
+            snprintf(err, errlen, "%s: out of memory", f->path);
+            return 1;
+        }
+        memcpy(t->chat_template, tpl, tl);
+        t->chat_template[tl] = 0;
+    }
     if (wd_tok_finish(t, f->path, err, errlen)) {
         wd_tokenizer_free(t);
         return 1;
+    }
+    if (bytelevel) { /* merges "a b", rank = position */
+        char *cat = NULL;
+        size_t cat_cap = 0, moff = mg->voff;
+        if (mg->alen > (uint64_t)MAX_VOCAB * 4 || wd_tok_reserve_merges(t, (size_t)mg->alen)) {
+            wd_tokenizer_free(t);
+            snprintf(err, errlen, "%s: out of memory for %llu merges", f->path,
+                     (unsigned long long)mg->alen);
+            return 1;
+        }
+        for (uint64_t i = 0; i < mg->alen; i++) {
+            uint64_t l;
+            memcpy(&l, f->map + moff, 8);
+            const char *m = (const char *)f->map + moff + 8;
+            moff += 8 + (size_t)l;
+            const char *sp = memchr(m, ' ', (size_t)l);
+            int rc = sp ? wd_tok_add_merge(t, m, (size_t)(sp - m), sp + 1,
+                                           (size_t)l - (size_t)(sp - m) - 1, (int)i, &cat, &cat_cap)
+                        : 1;
+            if (rc) {
+                free(cat);
+                wd_tokenizer_free(t);
+                if (rc < 0)
+                    snprintf(err, errlen, "%s: out of memory", f->path);
+                else
+                    snprintf(err, errlen, "%s: tokenizer.ggml.merges[%llu] \"%.*s\" is not two "
+                             "tokens of the vocab separated by a space", f->path,
+                             (unsigned long long)i, (int)(l > 60 ? 60 : l), m);
+                return 1;
+            }
+        }
+        free(cat);
     }
     *out = t;
     return 0;
@@ -616,7 +684,7 @@ static int load_tokenizer(const gguf_file *f, wd_tokenizer **out, char *err, siz
 int wd_gguf_load_tokenizer(wd_tokenizer **tok, const char *path, char *err, size_t errlen) {
     *tok = NULL;
     gguf_file f;
-    if (gguf_parse(&f, path, err, errlen)) return 1;
+    if (gguf_parse(&f, path, 0, err, errlen)) return 1;
     int rc = load_tokenizer(&f, tok, err, errlen);
     gguf_close(&f);
     return rc;
@@ -636,7 +704,6 @@ static int load_config(const gguf_file *f, wd_config *cfg, int *dense, char *err
                  "Mixtral files are llama with expert_count)", f->path, (int)(al > 40 ? 40 : al), arch);
         return 1;
     }
-    snprintf(cfg->model_type, sizeof(cfg->model_type), "mixtral");
     int ffn_dense = 0;
     if (get_int(f, "llama.embedding_length", 1, 0, 1, &cfg->hidden, err, errlen) ||
         get_int(f, "llama.block_count", 1, 0, 1, &cfg->n_layers, err, errlen) ||
@@ -659,7 +726,9 @@ static int load_config(const gguf_file *f, wd_config *cfg, int *dense, char *err
         return 1;
     }
     *dense = cfg->n_experts == 0;
-    if (*dense) { /* a dense llama runs as one expert with a constant router */
+    /* a dense llama: one FFN, no router (expert count 1 for the emulator) */
+    snprintf(cfg->model_type, sizeof(cfg->model_type), *dense ? "llama" : "mixtral");
+    if (*dense) {
         cfg->n_experts = 1;
         cfg->top_k = 1;
     } else if (get_int(f, "llama.expert_used_count", 1, 0, 1, &cfg->top_k, err, errlen)) {
@@ -704,6 +773,16 @@ static int load_config(const gguf_file *f, wd_config *cfg, int *dense, char *err
     if (cfg->head_dim % 2) {
         snprintf(err, errlen, "%s: head dimension %d must be even for RoPE", f->path, cfg->head_dim);
         return 1;
+    }
+    const char *cs;
+    size_t cl;
+    if (!get_str(f, "wdmoe.moe_combine", &cs, &cl)) {
+        if (!str_is(cs, cl, "sum") && !str_is(cs, cl, "renormalize")) {
+            snprintf(err, errlen, "%s: \"wdmoe.moe_combine\" must be \"sum\" or \"renormalize\"",
+                     f->path);
+            return 1;
+        }
+        cfg->combine_sum = str_is(cs, cl, "sum");
     }
     if (cfg->top_k > cfg->n_experts) {
         snprintf(err, errlen, "%s: expert_used_count %d exceeds expert_count %d", f->path,
@@ -811,6 +890,12 @@ static int check_shapes(const wd_tensors *ts, const wd_config *c, const char *pa
         EXPECT("self_attn.k_proj.weight", 2, kv, H);
         EXPECT("self_attn.v_proj.weight", 2, kv, H);
         EXPECT("self_attn.o_proj.weight", 2, H, q);
+        if (!strcmp(c->model_type, "llama")) {
+            EXPECT("mlp.gate_proj.weight", 2, c->ffn, H);
+            EXPECT("mlp.up_proj.weight", 2, c->ffn, H);
+            EXPECT("mlp.down_proj.weight", 2, H, c->ffn);
+            continue;
+        }
         EXPECT("block_sparse_moe.gate.weight", 2, c->n_experts, H);
 #undef EXPECT
         for (int e = 0; e < c->n_experts; e++) {
@@ -831,7 +916,7 @@ int wd_gguf_open(wd_tensors **out, wd_config *cfg, wd_tokenizer **tok, const cha
     *out = NULL;
     if (tok) *tok = NULL;
     gguf_file f;
-    if (gguf_parse(&f, path, err, errlen)) return 1;
+    if (gguf_parse(&f, path, 1, err, errlen)) return 1;
     int dense = 0;
     wd_tensors *ts = NULL;
     wd_tokenizer *tk = NULL;
@@ -881,9 +966,9 @@ int wd_gguf_open(wd_tensors **out, wd_config *cfg, wd_tokenizer **tok, const cha
             else if (!dense && strcmp(rest, "ffn_gate_exps.weight") == 0) { view_experts = 1; w = "w1"; }
             else if (!dense && strcmp(rest, "ffn_up_exps.weight") == 0) { view_experts = 1; w = "w3"; }
             else if (!dense && strcmp(rest, "ffn_down_exps.weight") == 0) { view_experts = 1; w = "w2"; }
-            else if (dense && strcmp(rest, "ffn_gate.weight") == 0) hf = "block_sparse_moe.experts.0.w1.weight";
-            else if (dense && strcmp(rest, "ffn_up.weight") == 0) hf = "block_sparse_moe.experts.0.w3.weight";
-            else if (dense && strcmp(rest, "ffn_down.weight") == 0) hf = "block_sparse_moe.experts.0.w2.weight";
+            else if (dense && strcmp(rest, "ffn_gate.weight") == 0) hf = "mlp.gate_proj.weight";
+            else if (dense && strcmp(rest, "ffn_up.weight") == 0) hf = "mlp.up_proj.weight";
+            else if (dense && strcmp(rest, "ffn_down.weight") == 0) hf = "mlp.down_proj.weight";
             if (!hf && !view_experts && !dense) {
                 const char *stems[3] = {"ffn_gate", "ffn_down", "ffn_up"};
                 const char *ws[3] = {"w1", "w2", "w3"};
@@ -948,22 +1033,6 @@ int wd_gguf_open(wd_tensors **out, wd_config *cfg, wd_tokenizer **tok, const cha
         }
         if (add_tensor(ts, name, dt, t->ndim, shape, p, t->nbytes, path, err, errlen)) goto fail;
     }
-    if (dense) { /* the constant router of the one expert: zeros [1, hidden] */
-        float *g = calloc((size_t)cfg->hidden, sizeof(float));
-        if (!g || wd_tensors_keep_buffer(ts, g)) {
-            free(g);
-            snprintf(err, errlen, "%s: out of memory", path);
-            goto fail;
-        }
-        for (int l = 0; l < cfg->n_layers; l++) {
-            char name[100];
-            int64_t sh[2] = {1, cfg->hidden};
-            snprintf(name, sizeof(name), "model.layers.%d.block_sparse_moe.gate.weight", l);
-            if (add_tensor(ts, name, WD_DT_F32, 2, sh, g, (size_t)cfg->hidden * 4, path, err,
-                           errlen))
-                goto fail;
-        }
-    }
     int dup = -1;
     int irc = wd_tensors_index(ts, &dup);
     if (irc < 0) {
@@ -974,9 +1043,16 @@ int wd_gguf_open(wd_tensors **out, wd_config *cfg, wd_tokenizer **tok, const cha
         snprintf(err, errlen, "%s: two tensors map to \"%s\"", path, wd_tensors_at(ts, dup)->name);
         goto fail;
     }
+    const wd_tensor *emb = wd_tensors_find(ts, "model.embed_tokens.weight");
+    if (emb && emb->ndim == 2 && emb->shape[0] != cfg->vocab) {
+        snprintf(err, errlen, "%s: token_embd.weight has %lld rows but the vocabulary "
+                 "(tokenizer.ggml.tokens) has %d tokens", path, (long long)emb->shape[0],
+                 cfg->vocab);
+        goto fail;
+    }
     if (check_shapes(ts, cfg, path, err, errlen)) goto fail;
     if (tk && wd_tokenizer_vocab_size(tk) != cfg->vocab) {
-        snprintf(err, errlen, "%s: tokenizer has %d tokens but the model %d", path,
+        snprintf(err, errlen, "%s: tokenizer.ggml.tokens has %d tokens but the model %d", path,
                  wd_tokenizer_vocab_size(tk), cfg->vocab);
         goto fail;
     }

@@ -225,6 +225,14 @@ static int build_plan(plan *p, const wd_synth_spec *s) {
         }
         snprintf(nm, sizeof(nm), "model.layers.%d.post_attention_layernorm.weight", l);
         if (plan_add(p, nm, H, 0, sd, dt)) return -1;
+        if (s->dense) {
+            static const char *mlp[] = {"gate_proj", "down_proj", "up_proj"};
+            for (int k = 0; k < 3; k++) {
+                snprintf(nm, sizeof(nm), "model.layers.%d.mlp.%s.weight", l, mlp[k]);
+                if (plan_add(p, nm, k == 1 ? H : s->ffn, k == 1 ? s->ffn : H, sd, dt)) return -1;
+            }
+            continue;
+        }
         snprintf(nm, sizeof(nm), "model.layers.%d.block_sparse_moe.gate.weight", l);
         if (plan_add(p, nm, s->n_experts, H, sd, dt)) return -1;
         for (int e = 0; e < s->n_experts; e++) {
@@ -410,8 +418,8 @@ static int write_config(const char *dir, const wd_synth_spec *s, char *err, size
     sbuf b = {0};
     sb_add(&b,
            "{\n"
-           "  \"architectures\": [\"MixtralForCausalLM\"],\n"
-           "  \"model_type\": \"mixtral\",\n"
+           "  \"architectures\": [\"%s\"],\n"
+           "  \"model_type\": \"%s\",\n"
            "  \"hidden_size\": %d,\n"
            "  \"intermediate_size\": %d,\n"
            "  \"num_hidden_layers\": %d,\n"
@@ -432,6 +440,7 @@ static int write_config(const char *dir, const wd_synth_spec *s, char *err, size
            "  \"torch_dtype\": \"%s\",\n"
            "  \"wdmoe_synthetic\": {\"seed\": %llu}\n"
            "}\n",
+           s->dense ? "LlamaForCausalLM" : "MixtralForCausalLM", s->dense ? "llama" : "mixtral",
            s->hidden, s->ffn, s->n_layers, s->n_heads, s->n_kv_heads, s->head_dim, s->n_experts,
            s->top_k, s->vocab, s->max_pos, eps, theta, s->tied ? "true" : "false",
            torch_dtype(s->dtype), (unsigned long long)s->seed);
@@ -796,7 +805,7 @@ static int check_spec(const wd_synth_spec *s, const char *dir, char *err, size_t
                  s->head_dim);
         return 1;
     }
-    if (s->top_k > s->n_experts) {
+    if (!s->dense && s->top_k > s->n_experts) {
         snprintf(err, errlen, "%s: synthetic model: top-k %d exceeds experts %d", dir, s->top_k,
                  s->n_experts);
         return 1;

@@ -1,75 +1,27 @@
-/* Tokenizers of the Llama / Mistral kind.
+/* Tokenizers: the vocabulary and what every kind shares.
  *
- * Two encoders over one vocabulary structure:
- * - BPE (Hugging Face tokenizer.json, "model": {"type": "BPE"}): the input is
- *   split on added tokens (matched literally), each remaining segment is
- *   normalised (Prepend "▁" + Replace " " -> "▁", or the Metaspace
- *   pre-tokenizer), then merged by rank from the merges list exactly as
- *   tokenizers' Word::merge_all (lowest rank first, leftmost on ties);
- *   characters missing from the vocab fall back to <0xNN> byte tokens.
+ * Kinds (see tokenizer_internal.h for the files):
+ * - BPE (Hugging Face tokenizer.json, "model": {"type": "BPE"}, Llama /
+ *   Mistral style): the input is split on added tokens (matched literally),
+ *   each remaining segment is normalised (Prepend "▁" + Replace " " -> "▁",
+ *   or the Metaspace pre-tokenizer), then merged by rank from the merges list
+ *   exactly as tokenizers' Word::merge_all (lowest rank first, leftmost on
+ *   ties); characters missing from the vocab fall back to <0xNN> byte tokens.
  * - SPM (the SentencePiece vocab inside GGUF files): the same splitting and
- *   normalisation, then llama.cpp's llm_tokenizer_spm: repeatedly merge the
- *   adjacent pair whose concatenation is a token with the highest score
- *   (leftmost on ties); leftover characters become byte tokens.
- * Decoding follows SentencePiece: "▁" -> " ", <0xNN> pieces -> raw bytes,
- * control/unknown tokens -> nothing, the leading space of the first piece
- * (or of the piece after BOS) stripped. */
-#include <errno.h>
-#include <json-c/json.h>
+ *   normalisation, then merges by score (tokenizer_spm.c).
+ * - Byte-level BPE (GPT-2 style: GGUF tokenizer.ggml.model "gpt2", HF
+ *   ByteLevel): split on added tokens, pre-tokenized by the model's regex,
+ *   every byte of a piece mapped to its printable character, then merged by
+ *   rank as BPE (tokenizer_bpe.c).
+ * Decoding follows SentencePiece for SPM/BPE: "▁" -> " ", <0xNN> pieces -> raw
+ * bytes, control/unknown tokens -> nothing, the leading space of the first
+ * piece (or of the piece after BOS) stripped; byte-level pieces map their
+ * characters back to bytes. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "weights/tokenizer_internal.h"
-
-#define MAX_VOCAB (1 << 24)
-
-enum { KIND_BPE, KIND_SPM };
-/* How "▁" is put in front of a segment. */
-enum {
-    PRE_NONE,
-    PRE_ALWAYS,      /* Prepend normalizer / llama.cpp add_space_prefix: unconditionally */
-    PRE_META_ALWAYS, /* Metaspace prepend_scheme "always": unless it starts with "▁" */
-    PRE_META_FIRST   /* Metaspace prepend_scheme "first": only at offset 0 of the text */
-};
-
-static const char SPACE_MARK[] = "\xE2\x96\x81"; /* U+2581 "▁" */
-
-typedef struct {
-    int id;
-    unsigned char lstrip, rstrip;
-} added_tok;
-
-typedef struct {
-    uint64_t key; /* (a << 32 | b) + 1; 0 = empty */
-    int rank, id;
-} pair_slot;
-
-struct wd_tokenizer {
-    int kind, n;
-    char *arena; /* token texts */
-    size_t arena_len, arena_cap;
-    size_t *off;
-    int *len; /* -1: id not assigned */
-    float *score;
-    unsigned char *type;
-    char *darena; /* decoded pieces */
-    size_t *doff;
-    int *dlen;
-    unsigned char *dlead; /* decoded piece starts with a space that came from "▁" */
-    int *vslots;          /* vocab hash: id + 1, 0 = empty */
-    size_t vmask;
-    pair_slot *pslots; /* merges (BPE) */
-    size_t pmask, pcount;
-    int byte_tok[256];    /* <0xNN> token of each byte, -1 if none */
-    int byte_single[256]; /* SPM fallback: the one-byte token, -1 if none */
-    int bos, eos, unk;
-    int prepend, replace_space, meta_split, byte_fallback, fuse_unk, ignore_merges;
-    added_tok *added; /* literal tokens, sorted by first byte, then longest first */
-    int n_added;
-    int added_start[257];
-};
 
 /* ---- small helpers ---------------------------------------------------- */
 static uint64_t hash_bytes(const char *s, size_t n) {
@@ -90,7 +42,7 @@ static uint64_t hash_u64(uint64_t x) { /* splitmix64 finaliser */
  * announces (llama.cpp's unicode_len_utf8), or 1 when the continuation bytes
  * are not there (invalid UTF-8 then falls back byte by byte and round-trips;
  * llama.cpp would swallow the following bytes into the broken character). */
-static int utf8_len(const char *s, int n) {
+int wd_tok_utf8_len(const char *s, int n) {
     static const int lookup[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
     int l = lookup[(unsigned char)s[0] >> 4];
     if (l > n) return 1;
@@ -101,16 +53,15 @@ static int utf8_len(const char *s, int n) {
 
 static int is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-static const char *tok_text(const wd_tokenizer *t, int id) { return t->arena + t->off[id]; }
 
-static int vocab_find(const wd_tokenizer *t, const char *s, size_t n) {
+int wd_tok_find(const wd_tokenizer *t, const char *s, size_t n) {
     if (!t->vslots) return -1;
     size_t i = (size_t)hash_bytes(s, n) & t->vmask;
     for (;;) {
         int v = t->vslots[i];
         if (!v) return -1;
         int id = v - 1;
-        if ((size_t)t->len[id] == n && memcmp(tok_text(t, id), s, n) == 0) return id;
+        if ((size_t)t->len[id] == n && memcmp(wd_tok_text(t, id), s, n) == 0) return id;
         i = (i + 1) & t->vmask;
     }
 }
@@ -128,7 +79,7 @@ static const pair_slot *pair_find(const wd_tokenizer *t, int a, int b) {
 }
 
 /* Insert or overwrite (a later duplicate merge wins, as in tokenizers' HashMap collect). */
-static void pair_put(wd_tokenizer *t, int a, int b, int rank, int id) {
+void wd_tok_pair_put(wd_tokenizer *t, int a, int b, int rank, int id) {
     uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
     size_t i = (size_t)hash_u64(key) & t->pmask;
     while (t->pslots[i].key && t->pslots[i].key != key) i = (i + 1) & t->pmask;
@@ -138,14 +89,9 @@ static void pair_put(wd_tokenizer *t, int a, int b, int rank, int id) {
     t->pslots[i].id = id;
 }
 
-static size_t pow2_at_least(size_t n) {
-    size_t p = 16;
-    while (p < n) p *= 2;
-    return p;
-}
 
 /* ---- construction ----------------------------------------------------- */
-static wd_tokenizer *tok_new(int kind, int n) {
+wd_tokenizer *wd_tok_new(int kind, int n) {
     if (n <= 0 || n > MAX_VOCAB) return NULL;
     wd_tokenizer *t = calloc(1, sizeof(*t));
     if (!t) return NULL;
@@ -165,11 +111,37 @@ static wd_tokenizer *tok_new(int kind, int n) {
     }
     t->bos = t->eos = t->unk = -1;
     t->byte_fallback = 1;
+    t->add_bos = 1;
     return t;
 }
 
+int wd_tok_reserve_merges(wd_tokenizer *t, size_t n) {
+    free(t->pslots);
+    t->pcount = 0;
+    t->pmask = wd_tok_pow2(n * 2 + 1) - 1;
+    t->pslots = calloc(t->pmask + 1, sizeof(pair_slot));
+    return t->pslots ? 0 : -1;
+}
+
+int wd_tok_add_merge(wd_tokenizer *t, const char *a, size_t al, const char *b, size_t bl, int rank,
+                     char **cat, size_t *cat_cap) {
+    if (al + bl > *cat_cap) {
+        size_t cap = (al + bl) * 2 + 16;
+        char *p = realloc(*cat, cap);
+        if (!p) return -1;
+        *cat = p;
+        *cat_cap = cap;
+    }
+    memcpy(*cat, a, al);
+    memcpy(*cat + al, b, bl);
+    int ia = wd_tok_find(t, a, al), ib = wd_tok_find(t, b, bl), iab = wd_tok_find(t, *cat, al + bl);
+    if (ia < 0 || ib < 0 || iab < 0) return 1;
+    wd_tok_pair_put(t, ia, ib, rank, iab);
+    return 0;
+}
+
 wd_tokenizer *wd_tok_new_spm(int n_vocab) {
-    wd_tokenizer *t = tok_new(KIND_SPM, n_vocab);
+    wd_tokenizer *t = wd_tok_new(KIND_SPM, n_vocab);
     if (t) {
         t->prepend = PRE_ALWAYS;
         t->replace_space = 1;
@@ -222,7 +194,7 @@ static int byte_piece(const char *s, int n) {
 static int added_cmp(const void *a, const void *b, void *ctx) {
     const wd_tokenizer *t = ctx;
     const added_tok *x = a, *y = b;
-    unsigned char cx = (unsigned char)tok_text(t, x->id)[0], cy = (unsigned char)tok_text(t, y->id)[0];
+    unsigned char cx = (unsigned char)wd_tok_text(t, x->id)[0], cy = (unsigned char)wd_tok_text(t, y->id)[0];
     if (cx != cy) return cx < cy ? -1 : 1;
     if (t->len[x->id] != t->len[y->id]) return t->len[x->id] > t->len[y->id] ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
@@ -248,12 +220,12 @@ static int finish(wd_tokenizer *t, const char *path, char *err, size_t errlen) {
             if (wd_tok_set(t, i, "", 0, 0.0f, WD_TOKT_UNUSED)) goto oom;
         }
     /* vocab hash; a later id with the same text wins (llama.cpp token_to_id) */
-    t->vmask = pow2_at_least((size_t)t->n * 2) - 1;
+    t->vmask = wd_tok_pow2((size_t)t->n * 2) - 1;
     t->vslots = calloc(t->vmask + 1, sizeof(int));
     if (!t->vslots) goto oom;
     for (int id = 0; id < t->n; id++) {
         if (t->len[id] == 0) continue;
-        const char *s = tok_text(t, id);
+        const char *s = wd_tok_text(t, id);
         size_t n = (size_t)t->len[id];
         size_t i = (size_t)hash_bytes(s, n) & t->vmask;
         for (;;) {
@@ -262,7 +234,7 @@ static int finish(wd_tokenizer *t, const char *path, char *err, size_t errlen) {
                 t->vslots[i] = id + 1;
                 break;
             }
-            if ((size_t)t->len[v - 1] == n && memcmp(tok_text(t, v - 1), s, n) == 0) {
+            if ((size_t)t->len[v - 1] == n && memcmp(wd_tok_text(t, v - 1), s, n) == 0) {
                 t->vslots[i] = id + 1;
                 break;
             }
@@ -272,12 +244,12 @@ static int finish(wd_tokenizer *t, const char *path, char *err, size_t errlen) {
     for (int b = 0; b < 256; b++) {
         char buf[8];
         snprintf(buf, sizeof(buf), "<0x%02X>", b);
-        t->byte_tok[b] = vocab_find(t, buf, 6);
+        t->byte_tok[b] = wd_tok_find(t, buf, 6);
         char one = (char)b;
-        t->byte_single[b] = b ? vocab_find(t, &one, 1) : -1;
+        t->byte_single[b] = b ? wd_tok_find(t, &one, 1) : -1;
     }
-    for (int id = 0; id < t->n; id++)
-        if (t->type[id] == WD_TOKT_NORMAL && byte_piece(tok_text(t, id), t->len[id]) >= 0)
+    for (int id = 0; id < t->n && t->kind != KIND_BYTELEVEL; id++)
+        if (t->type[id] == WD_TOKT_NORMAL && byte_piece(wd_tok_text(t, id), t->len[id]) >= 0)
             t->type[id] = WD_TOKT_BYTE;
     if (t->unk >= 0 && t->type[t->unk] == WD_TOKT_NORMAL) t->type[t->unk] = WD_TOKT_UNKNOWN;
     /* decoded pieces */
@@ -291,7 +263,7 @@ static int finish(wd_tokenizer *t, const char *path, char *err, size_t errlen) {
     if (!t->darena || !t->doff || !t->dlen || !t->dlead) goto oom;
     size_t dpos = 0;
     for (int id = 0; id < t->n; id++) {
-        const char *s = tok_text(t, id);
+        const char *s = wd_tok_text(t, id);
         int n = t->len[id];
         char *d = t->darena + dpos;
         int dn = 0;
@@ -310,8 +282,12 @@ static int finish(wd_tokenizer *t, const char *path, char *err, size_t errlen) {
             dn = n;
             break;
         case WD_TOKT_NORMAL:
+            if (t->kind == KIND_BYTELEVEL) {
+                dn = wd_tok_bytelevel_decode(s, n, d);
+                break;
+            }
             for (int i = 0; i < n;) {
-                if (i + 3 <= n && memcmp(s + i, SPACE_MARK, 3) == 0) {
+                if (i + 3 <= n && memcmp(s + i, WD_SPACE_MARK, 3) == 0) {
                     if (i == 0) t->dlead[id] = 1;
                     d[dn++] = ' ';
                     i += 3;
@@ -349,7 +325,7 @@ static int finish(wd_tokenizer *t, const char *path, char *err, size_t errlen) {
     }
     sort_added(t);
     for (int c = 0, k = 0; c <= 256; c++) {
-        while (k < t->n_added && (unsigned char)tok_text(t, t->added[k].id)[0] < c) k++;
+        while (k < t->n_added && (unsigned char)wd_tok_text(t, t->added[k].id)[0] < c) k++;
         t->added_start[c] = k;
     }
     return 0;
@@ -376,432 +352,23 @@ void wd_tokenizer_free(wd_tokenizer *t) {
     free(t->vslots);
     free(t->pslots);
     free(t->added);
+    free(t->chat_template);
     free(t);
 }
 
 int wd_tokenizer_vocab_size(const wd_tokenizer *t) { return t ? t->n : 0; }
 int wd_tokenizer_bos(const wd_tokenizer *t) { return t ? t->bos : -1; }
 int wd_tokenizer_eos(const wd_tokenizer *t) { return t ? t->eos : -1; }
-
-/* ---- tokenizer.json --------------------------------------------------- */
-static json_object *get_key(json_object *o, const char *k) {
-    json_object *v = NULL;
-    if (!o || !json_object_is_type(o, json_type_object)) return NULL;
-    if (!json_object_object_get_ex(o, k, &v)) return NULL;
-    if (json_object_is_type(v, json_type_null)) return NULL;
-    return v;
+int wd_tokenizer_add_bos(const wd_tokenizer *t) { return t && t->add_bos && t->bos >= 0; }
+const char *wd_tokenizer_chat_template(const wd_tokenizer *t) { return t ? t->chat_template : NULL; }
+const char *wd_tokenizer_kind(const wd_tokenizer *t) {
+    if (!t) return "none";
+    if (t->kind == KIND_SPM) return "spm";
+    if (t->kind == KIND_BPE) return "bpe";
+    return wd_tok_pretok_name(t->pretok);
 }
 
-static int get_bool(json_object *o, const char *k, int def) {
-    json_object *v = get_key(o, k);
-    if (!v) return def;
-    return json_object_get_boolean(v);
-}
-
-static int type_is(json_object *o, const char *name) {
-    json_object *ty = get_key(o, "type");
-    return ty && json_object_is_type(ty, json_type_string) &&
-           strcmp(json_object_get_string(ty), name) == 0;
-}
-
-static const char *type_of(json_object *o) {
-    json_object *ty = get_key(o, "type");
-    return ty && json_object_is_type(ty, json_type_string) ? json_object_get_string(ty) : "?";
-}
-
-static int parse_normalizer(wd_tokenizer *t, json_object *nz, const char *path, char *err,
-                            size_t errlen, int depth) {
-    if (!nz) return 0;
-    if (!json_object_is_type(nz, json_type_object) || depth > 8) {
-        snprintf(err, errlen, "%s: \"normalizer\" must be an object", path);
-        return 1;
-    }
-    if (type_is(nz, "Sequence")) {
-        json_object *arr = get_key(nz, "normalizers");
-        if (!arr || !json_object_is_type(arr, json_type_array)) {
-            snprintf(err, errlen, "%s: normalizer Sequence without a \"normalizers\" array", path);
-            return 1;
-        }
-        for (size_t i = 0; i < json_object_array_length(arr); i++)
-            if (parse_normalizer(t, json_object_array_get_idx(arr, i), path, err, errlen,
-                                 depth + 1))
-                return 1;
-        return 0;
-    }
-    if (type_is(nz, "Prepend")) {
-        json_object *p = get_key(nz, "prepend");
-        if (!p || !json_object_is_type(p, json_type_string) ||
-            strcmp(json_object_get_string(p), SPACE_MARK) != 0) {
-            snprintf(err, errlen, "%s: unsupported Prepend normalizer (only \"\u2581\")", path);
-            return 1;
-        }
-        t->prepend = PRE_ALWAYS;
-        return 0;
-    }
-    if (type_is(nz, "Replace")) {
-        json_object *pat = get_key(nz, "pattern");
-        json_object *str = get_key(pat, "String");
-        json_object *content = get_key(nz, "content");
-        if (!str || !content || !json_object_is_type(str, json_type_string) ||
-            !json_object_is_type(content, json_type_string) ||
-            strcmp(json_object_get_string(str), " ") != 0 ||
-            strcmp(json_object_get_string(content), SPACE_MARK) != 0) {
-            snprintf(err, errlen,
-                     "%s: unsupported Replace normalizer (only String \" \" -> \"\u2581\")", path);
-            return 1;
-        }
-        t->replace_space = 1;
-        return 0;
-    }
-    snprintf(err, errlen, "%s: unsupported normalizer type \"%s\"", path, type_of(nz));
-    return 1;
-}
-
-static int parse_pretokenizer(wd_tokenizer *t, json_object *pt, const char *path, char *err,
-                              size_t errlen, int depth) {
-    if (!pt) return 0;
-    if (!json_object_is_type(pt, json_type_object) || depth > 8) {
-        snprintf(err, errlen, "%s: \"pre_tokenizer\" must be an object", path);
-        return 1;
-    }
-    if (type_is(pt, "Sequence")) {
-        json_object *arr = get_key(pt, "pretokenizers");
-        if (!arr || !json_object_is_type(arr, json_type_array)) {
-            snprintf(err, errlen, "%s: pre_tokenizer Sequence without a \"pretokenizers\" array",
-                     path);
-            return 1;
-        }
-        for (size_t i = 0; i < json_object_array_length(arr); i++)
-            if (parse_pretokenizer(t, json_object_array_get_idx(arr, i), path, err, errlen,
-                                   depth + 1))
-                return 1;
-        return 0;
-    }
-    if (type_is(pt, "Metaspace")) {
-        json_object *rep = get_key(pt, "replacement");
-        if (rep && (!json_object_is_type(rep, json_type_string) ||
-                    strcmp(json_object_get_string(rep), SPACE_MARK) != 0)) {
-            snprintf(err, errlen, "%s: unsupported Metaspace replacement (only \"\u2581\")", path);
-            return 1;
-        }
-        t->replace_space = 1;
-        json_object *scheme = get_key(pt, "prepend_scheme");
-        if (scheme) {
-            const char *s = json_object_is_type(scheme, json_type_string)
-                                ? json_object_get_string(scheme) : "";
-            if (strcmp(s, "always") == 0) t->prepend = PRE_META_ALWAYS;
-            else if (strcmp(s, "first") == 0) t->prepend = PRE_META_FIRST;
-            else if (strcmp(s, "never") == 0) t->prepend = PRE_NONE;
-            else {
-                snprintf(err, errlen, "%s: unknown Metaspace prepend_scheme \"%s\"", path, s);
-                return 1;
-            }
-        } else {
-            t->prepend = get_bool(pt, "add_prefix_space", 1) ? PRE_META_ALWAYS : PRE_NONE;
-        }
-        t->meta_split = get_bool(pt, "split", 1);
-        return 0;
-    }
-    snprintf(err, errlen, "%s: unsupported pre_tokenizer type \"%s\" (only Metaspace)", path,
-             type_of(pt));
-    return 1;
-}
-
-/* Integer id in [0, MAX_VOCAB). */
-static int json_id(json_object *v, int *id) {
-    if (!v || !json_object_is_type(v, json_type_int)) return 1;
-    int64_t x = json_object_get_int64(v);
-    if (x < 0 || x >= MAX_VOCAB) return 1;
-    *id = (int)x;
-    return 0;
-}
-
-/* bos_token / eos_token of tokenizer_config.json (cpath): a string, an object
- * with a string "content", or null / absent (then def, -1 when not in the
- * vocab). -2 with a message when it is of another type or names no token. */
-static int config_token(const wd_tokenizer *t, json_object *cfg, const char *key, const char *def,
-                        const char *cpath, char *err, size_t errlen) {
-    json_object *v = get_key(cfg, key);
-    if (!v || json_object_is_type(v, json_type_null)) return vocab_find(t, def, strlen(def));
-    if (json_object_is_type(v, json_type_object)) v = get_key(v, "content");
-    if (!v || !json_object_is_type(v, json_type_string)) {
-        snprintf(err, errlen, "%s: \"%s\" must be a string or {\"content\": string}", cpath, key);
-        return -2;
-    }
-    const char *s = json_object_get_string(v);
-    int id = vocab_find(t, s, strlen(s));
-    if (id < 0)
-        snprintf(err, errlen, "%s: %s \"%.80s\" is not a token of the vocab", cpath, key, s);
-    return id < 0 ? -2 : id;
-}
-
-static int load_json(wd_tokenizer **out, json_object *root, const char *path, char *err,
-                     size_t errlen) {
-    if (!json_object_is_type(root, json_type_object)) {
-        snprintf(err, errlen, "%s: top level is not a JSON object", path);
-        return 1;
-    }
-    json_object *model = get_key(root, "model");
-    if (!model || !json_object_is_type(model, json_type_object)) {
-        snprintf(err, errlen, "%s: missing object \"model\"", path);
-        return 1;
-    }
-    json_object *mtype = get_key(model, "type");
-    if (mtype && (!json_object_is_type(mtype, json_type_string) ||
-                  strcmp(json_object_get_string(mtype), "BPE") != 0)) {
-        snprintf(err, errlen, "%s: model type \"%s\" is not supported (only BPE)", path,
-                 json_object_get_string(mtype));
-        return 1;
-    }
-    json_object *vocab = get_key(model, "vocab");
-    if (!vocab) {
-        snprintf(err, errlen, "%s: missing \"model.vocab\"", path);
-        return 1;
-    }
-    if (!json_object_is_type(vocab, json_type_object)) {
-        snprintf(err, errlen, "%s: \"model.vocab\" must be an object {token: id}", path);
-        return 1;
-    }
-    json_object *added = get_key(root, "added_tokens");
-    if (added && !json_object_is_type(added, json_type_array)) {
-        snprintf(err, errlen, "%s: \"added_tokens\" must be an array", path);
-        return 1;
-    }
-    size_t n_added = added ? json_object_array_length(added) : 0;
-    /* vocabulary size: one past the largest id */
-    int n = 0;
-    json_object_object_foreach(vocab, key, val) {
-        int id;
-        if (json_id(val, &id)) {
-            snprintf(err, errlen, "%s: model.vocab[\"%.40s\"] is not an id in [0, %d)", path, key,
-                     MAX_VOCAB);
-            return 1;
-        }
-        if (id + 1 > n) n = id + 1;
-    }
-    for (size_t i = 0; i < n_added; i++) {
-        json_object *a = json_object_array_get_idx(added, i);
-        int id;
-        json_object *content = get_key(a, "content");
-        if (!a || !json_object_is_type(a, json_type_object) || json_id(get_key(a, "id"), &id) ||
-            !content || !json_object_is_type(content, json_type_string) ||
-            json_object_get_string_len(content) == 0) {
-            snprintf(err, errlen,
-                     "%s: added_tokens[%zu] needs an integer \"id\" and a non-empty string "
-                     "\"content\"",
-                     path, i);
-            return 1;
-        }
-        if (id + 1 > n) n = id + 1;
-    }
-    if (n == 0) {
-        snprintf(err, errlen, "%s: \"model.vocab\" is empty", path);
-        return 1;
-    }
-    wd_tokenizer *t = tok_new(KIND_BPE, n);
-    if (!t) {
-        snprintf(err, errlen, "%s: out of memory", path);
-        return 1;
-    }
-    json_object_object_foreach(vocab, key2, val2) {
-        int id = (int)json_object_get_int64(val2);
-        if (t->len[id] >= 0) {
-            snprintf(err, errlen, "%s: id %d appears twice in model.vocab", path, id);
-            goto fail;
-        }
-        if (wd_tok_set(t, id, key2, strlen(key2), 0.0f, WD_TOKT_NORMAL)) goto oom;
-    }
-    t->added = calloc(n_added + 1, sizeof(added_tok));
-    if (!t->added) goto oom;
-    for (size_t i = 0; i < n_added; i++) {
-        json_object *a = json_object_array_get_idx(added, i);
-        int id = (int)json_object_get_int64(get_key(a, "id"));
-        json_object *content = get_key(a, "content");
-        const char *s = json_object_get_string(content);
-        size_t sl = (size_t)json_object_get_string_len(content);
-        int special = get_bool(a, "special", 0);
-        if (t->len[id] < 0 || (size_t)t->len[id] != sl || memcmp(tok_text(t, id), s, sl) != 0) {
-            if (wd_tok_set(t, id, s, sl, 0.0f, WD_TOKT_NORMAL)) goto oom;
-        }
-        t->type[id] = special ? WD_TOKT_CONTROL : WD_TOKT_USER;
-        added_tok *at = &t->added[t->n_added++];
-        at->id = id;
-        at->lstrip = (unsigned char)get_bool(a, "lstrip", 0);
-        at->rstrip = (unsigned char)get_bool(a, "rstrip", 0);
-    }
-    t->byte_fallback = get_bool(model, "byte_fallback", 0);
-    t->fuse_unk = get_bool(model, "fuse_unk", 0);
-    t->ignore_merges = get_bool(model, "ignore_merges", 0);
-    if (parse_normalizer(t, get_key(root, "normalizer"), path, err, errlen, 0) ||
-        parse_pretokenizer(t, get_key(root, "pre_tokenizer"), path, err, errlen, 0))
-        goto fail;
-    json_object *unk = get_key(model, "unk_token");
-    if (unk && !json_object_is_type(unk, json_type_string)) {
-        snprintf(err, errlen, "%s: \"model.unk_token\" must be a string", path);
-        goto fail;
-    }
-    if (finish(t, path, err, errlen)) goto fail;
-    if (unk) {
-        const char *s = json_object_get_string(unk);
-        t->unk = vocab_find(t, s, strlen(s));
-        if (t->unk < 0) {
-            snprintf(err, errlen, "%s: model.unk_token \"%.40s\" is not in the vocab", path, s);
-            goto fail;
-        }
-        if (t->type[t->unk] == WD_TOKT_NORMAL) t->type[t->unk] = WD_TOKT_UNKNOWN;
-        t->dlen[t->unk] = 0;
-    }
-    /* merges: "a b" strings or [a, b] pairs; rank = position */
-    json_object *merges = get_key(model, "merges");
-    if (merges && !json_object_is_type(merges, json_type_array)) {
-        snprintf(err, errlen, "%s: \"model.merges\" must be an array", path);
-        goto fail;
-    }
-    size_t nm = merges ? json_object_array_length(merges) : 0;
-    if (nm > (size_t)MAX_VOCAB * 4) {
-        snprintf(err, errlen, "%s: too many merges (%zu)", path, nm);
-        goto fail;
-    }
-    t->pmask = pow2_at_least(nm * 2 + 1) - 1;
-    t->pslots = calloc(t->pmask + 1, sizeof(pair_slot));
-    if (!t->pslots) goto oom;
-    char *cat = NULL;
-    size_t cat_cap = 0;
-    for (size_t i = 0; i < nm; i++) {
-        json_object *m = json_object_array_get_idx(merges, i);
-        const char *a = NULL, *b = NULL;
-        size_t al = 0, bl = 0;
-        if (m && json_object_is_type(m, json_type_string)) {
-            const char *s = json_object_get_string(m);
-            const char *sp = strchr(s, ' ');
-            if (sp) {
-                a = s;
-                al = (size_t)(sp - s);
-                b = sp + 1;
-                bl = strlen(b);
-            }
-        } else if (m && json_object_is_type(m, json_type_array) &&
-                   json_object_array_length(m) == 2) {
-            json_object *x = json_object_array_get_idx(m, 0), *y = json_object_array_get_idx(m, 1);
-            if (x && y && json_object_is_type(x, json_type_string) &&
-                json_object_is_type(y, json_type_string)) {
-                a = json_object_get_string(x);
-                al = (size_t)json_object_get_string_len(x);
-                b = json_object_get_string(y);
-                bl = (size_t)json_object_get_string_len(y);
-            }
-        }
-        if (!a) {
-            free(cat);
-            snprintf(err, errlen, "%s: model.merges[%zu] is neither \"a b\" nor [\"a\", \"b\"]",
-                     path, i);
-            goto fail;
-        }
-        int ia = vocab_find(t, a, al), ib = vocab_find(t, b, bl);
-        if (al + bl > cat_cap) {
-            cat_cap = (al + bl) * 2 + 16;
-            char *p = realloc(cat, cat_cap);
-            if (!p) {
-                free(cat);
-                goto oom;
-            }
-            cat = p;
-        }
-        memcpy(cat, a, al);
-        memcpy(cat + al, b, bl);
-        int iab = vocab_find(t, cat, al + bl);
-        if (ia < 0 || ib < 0 || iab < 0) {
-            free(cat);
-            snprintf(err, errlen, "%s: model.merges[%zu] (\"%.*s\" + \"%.*s\") refers to a token "
-                     "missing from the vocab", path, i, (int)(al > 40 ? 40 : al), a,
-                     (int)(bl > 40 ? 40 : bl), b);
-            goto fail;
-        }
-        pair_put(t, ia, ib, (int)i, iab);
-    }
-    free(cat);
-    /* BOS / EOS: tokenizer_config.json next to the file, else <s> and </s> */
-    {
-        json_object *cfg = NULL;
-        const char *slash = strrchr(path, '/');
-        size_t dl = slash ? (size_t)(slash - path + 1) : 0;
-        char *cp = malloc(dl + sizeof("tokenizer_config.json"));
-        if (cp) {
-            memcpy(cp, path, dl);
-            strcpy(cp + dl, "tokenizer_config.json");
-            int fd = access(cp, F_OK) ? -1 : wd_input_open(cp, WD_MAX_JSON_INPUT, err, errlen);
-            int bad = fd < 0 && !access(cp, F_OK);
-            if (fd >= 0) {
-                cfg = json_object_from_fd(fd);
-                close(fd);
-                if (!cfg || !json_object_is_type(cfg, json_type_object)) {
-                    snprintf(err, errlen, "%s: %s", cp,
-                             cfg ? "not a JSON object" : "malformed JSON");
-                    bad = 1;
-                }
-            }
-            if (!bad) {
-                t->bos = config_token(t, cfg, "bos_token", "<s>", cp, err, errlen);
-                t->eos = t->bos < -1 ? -2
-                                     : config_token(t, cfg, "eos_token", "</s>", cp, err, errlen);
-                bad = t->eos < -1;
-            }
-            if (cfg) json_object_put(cfg);
-            free(cp);
-            if (bad) goto fail;
-        } else {
-            goto oom;
-        }
-    }
-    *out = t;
-    return 0;
-oom:
-    snprintf(err, errlen, "%s: out of memory", path);
-fail:
-    wd_tokenizer_free(t);
-    return 1;
-}
-
-int wd_tokenizer_load_json(wd_tokenizer **out, const char *path, char *err, size_t errlen) {
-    *out = NULL;
-    int fd = wd_input_open(path, WD_MAX_JSON_INPUT, err, errlen);
-    if (fd < 0) return 1;
-    json_object *root = json_object_from_fd(fd);
-    close(fd);
-    if (!root) {
-        snprintf(err, errlen, "%s: malformed JSON: %s", path, json_util_get_last_err());
-        size_t l = strlen(err);
-        if (l && err[l - 1] == '\n') err[l - 1] = 0;
-        return 1;
-    }
-    int rc = load_json(out, root, path, err, errlen);
-    json_object_put(root);
-    return rc;
-}
-
-/* ---- encoding --------------------------------------------------------- */
-typedef struct {
-    int start, n, prev, next, id;
-} symbol;
-
-typedef struct {
-    double key; /* larger first: -rank (BPE) or score (SPM) */
-    int pos;    /* left symbol; smaller first on ties */
-    int aux;    /* new id (BPE) or merged byte size (SPM) */
-} heap_item;
-
-typedef struct {
-    int *ids;
-    size_t n, cap;
-    int oom;
-    symbol *sym;
-    size_t sym_cap;
-    heap_item *heap;
-    size_t nheap, heap_cap;
-    char *buf; /* normalised segment */
-} enc_state;
-
-static void push_id(enc_state *st, int id) {
+void wd_tok_push(enc_state *st, int id) {
     if (st->oom) return;
     if (st->n == st->cap) {
         size_t cap = st->cap ? st->cap * 2 : 64;
@@ -820,7 +387,7 @@ static int heap_before(const heap_item *a, const heap_item *b) {
     return a->key > b->key || (a->key == b->key && a->pos < b->pos);
 }
 
-static void heap_push(enc_state *st, heap_item it) {
+void wd_tok_heap_push(enc_state *st, heap_item it) {
     if (st->nheap == st->heap_cap) {
         size_t cap = st->heap_cap ? st->heap_cap * 2 : 256;
         heap_item *p = realloc(st->heap, cap * sizeof(heap_item));
@@ -841,7 +408,7 @@ static void heap_push(enc_state *st, heap_item it) {
     st->heap[i] = it;
 }
 
-static heap_item heap_pop(enc_state *st) {
+heap_item wd_tok_heap_pop(enc_state *st) {
     heap_item top = st->heap[0];
     heap_item last = st->heap[--st->nheap];
     size_t i = 0, n = st->nheap;
@@ -857,7 +424,7 @@ static heap_item heap_pop(enc_state *st) {
     return top;
 }
 
-static void add_sym(enc_state *st, int *ns, int start, int n, int id) {
+void wd_tok_add_sym(enc_state *st, int *ns, int start, int n, int id) {
     symbol *s = &st->sym[*ns];
     s->start = start;
     s->n = n;
@@ -868,38 +435,38 @@ static void add_sym(enc_state *st, int *ns, int start, int n, int id) {
 }
 
 /* tokenizers' BPE::merge_word + Word::merge_all on one word w[0..len). */
-static void bpe_word(const wd_tokenizer *t, enc_state *st, const char *w, int len) {
+void wd_tok_bpe_word(const wd_tokenizer *t, enc_state *st, const char *w, int len) {
     if (len <= 0) return;
     if (t->ignore_merges) {
-        int id = vocab_find(t, w, (size_t)len);
+        int id = wd_tok_find(t, w, (size_t)len);
         if (id >= 0) {
-            push_id(st, id);
+            wd_tok_push(st, id);
             return;
         }
     }
     int ns = 0;
     int unk_start = -1, unk_n = 0;
     for (int i = 0; i < len;) {
-        int cl = utf8_len(w + i, len - i);
-        int id = vocab_find(t, w + i, (size_t)cl);
+        int cl = wd_tok_utf8_len(w + i, len - i);
+        int id = wd_tok_find(t, w + i, (size_t)cl);
         if (id >= 0) {
             if (unk_start >= 0) {
-                add_sym(st, &ns, unk_start, unk_n, t->unk);
+                wd_tok_add_sym(st, &ns, unk_start, unk_n, t->unk);
                 unk_start = -1;
             }
-            add_sym(st, &ns, i, cl, id);
+            wd_tok_add_sym(st, &ns, i, cl, id);
         } else {
             int all = t->byte_fallback;
             for (int k = 0; all && k < cl; k++) all = t->byte_tok[(unsigned char)w[i + k]] >= 0;
             if (all) {
                 /* tokenizers does not flush a pending unk here */
                 for (int k = 0; k < cl; k++)
-                    add_sym(st, &ns, i + k, 1, t->byte_tok[(unsigned char)w[i + k]]);
-            } else if (t->unk >= 0) {
+                    wd_tok_add_sym(st, &ns, i + k, 1, t->byte_tok[(unsigned char)w[i + k]]);
+            } else if (t->unk >= 0 && t->kind != KIND_BYTELEVEL) { /* byte-level: dropped */
                 if (unk_start >= 0 && t->fuse_unk) {
                     unk_n += cl;
                 } else {
-                    if (unk_start >= 0) add_sym(st, &ns, unk_start, unk_n, t->unk);
+                    if (unk_start >= 0) wd_tok_add_sym(st, &ns, unk_start, unk_n, t->unk);
                     unk_start = i;
                     unk_n = cl;
                 }
@@ -907,16 +474,16 @@ static void bpe_word(const wd_tokenizer *t, enc_state *st, const char *w, int le
         }
         i += cl;
     }
-    if (unk_start >= 0) add_sym(st, &ns, unk_start, unk_n, t->unk);
+    if (unk_start >= 0) wd_tok_add_sym(st, &ns, unk_start, unk_n, t->unk);
     if (ns == 0) return;
     st->sym[ns - 1].next = -1;
     st->nheap = 0;
     for (int i = 0; i + 1 < ns; i++) {
         const pair_slot *m = pair_find(t, st->sym[i].id, st->sym[i + 1].id);
-        if (m) heap_push(st, (heap_item){-(double)m->rank, i, m->id});
+        if (m) wd_tok_heap_push(st, (heap_item){-(double)m->rank, i, m->id});
     }
     while (st->nheap && !st->oom) {
-        heap_item top = heap_pop(st);
+        heap_item top = wd_tok_heap_pop(st);
         symbol *cur = &st->sym[top.pos];
         if (cur->n == 0 || cur->next < 0) continue;
         symbol *right = &st->sym[cur->next];
@@ -929,80 +496,35 @@ static void bpe_word(const wd_tokenizer *t, enc_state *st, const char *w, int le
         if (cur->next >= 0) st->sym[cur->next].prev = top.pos;
         if (cur->prev >= 0) {
             const pair_slot *pm = pair_find(t, st->sym[cur->prev].id, cur->id);
-            if (pm) heap_push(st, (heap_item){-(double)pm->rank, cur->prev, pm->id});
+            if (pm) wd_tok_heap_push(st, (heap_item){-(double)pm->rank, cur->prev, pm->id});
         }
         if (cur->next >= 0) {
             const pair_slot *nm = pair_find(t, cur->id, st->sym[cur->next].id);
-            if (nm) heap_push(st, (heap_item){-(double)nm->rank, top.pos, nm->id});
+            if (nm) wd_tok_heap_push(st, (heap_item){-(double)nm->rank, top.pos, nm->id});
         }
     }
-    for (int i = 0; i >= 0; i = st->sym[i].next) push_id(st, st->sym[i].id);
-}
-
-static void spm_try_bigram(const wd_tokenizer *t, enc_state *st, const char *w, int l, int r) {
-    if (l < 0 || r < 0) return;
-    int size = st->sym[l].n + st->sym[r].n;
-    int id = vocab_find(t, w + st->sym[l].start, (size_t)size);
-    if (id < 0) return;
-    heap_push(st, (heap_item){(double)t->score[id], l, size});
-}
-
-/* llama.cpp llm_tokenizer_spm_session::tokenize on w[0..len). */
-static void spm_text(const wd_tokenizer *t, enc_state *st, const char *w, int len) {
-    if (len <= 0) return;
-    int ns = 0;
-    for (int i = 0; i < len;) {
-        int cl = utf8_len(w + i, len - i);
-        add_sym(st, &ns, i, cl, -1);
-        i += cl;
-    }
-    st->sym[ns - 1].next = -1;
-    st->nheap = 0;
-    for (int i = 1; i < ns; i++) spm_try_bigram(t, st, w, i - 1, i);
-    while (st->nheap && !st->oom) {
-        heap_item top = heap_pop(st);
-        symbol *left = &st->sym[top.pos];
-        if (left->n == 0 || left->next < 0) continue;
-        symbol *right = &st->sym[left->next];
-        if (right->n == 0 || left->n + right->n != top.aux) continue;
-        left->n += right->n;
-        right->n = 0;
-        left->next = right->next;
-        if (left->next >= 0) st->sym[left->next].prev = top.pos;
-        spm_try_bigram(t, st, w, left->prev, top.pos);
-        spm_try_bigram(t, st, w, top.pos, left->next);
-    }
-    for (int i = 0; i >= 0; i = st->sym[i].next) {
-        const symbol *s = &st->sym[i];
-        int id = vocab_find(t, w + s->start, (size_t)s->n);
-        if (id >= 0) {
-            push_id(st, id);
-            continue;
-        }
-        for (int k = 0; k < s->n; k++) {
-            unsigned char b = (unsigned char)w[s->start + k];
-            int bid = t->byte_tok[b] >= 0 ? t->byte_tok[b] : t->byte_single[b];
-            if (bid < 0) bid = t->unk;
-            if (bid >= 0) push_id(st, bid);
-        }
-    }
+    for (int i = 0; i >= 0; i = st->sym[i].next) wd_tok_push(st, st->sym[i].id);
 }
 
 /* Normalise text[s..e) (a segment between literal tokens) and run the model. */
 static void encode_segment(const wd_tokenizer *t, enc_state *st, const char *text, size_t s,
                            size_t e) {
     if (e <= s) return;
+    if (t->kind == KIND_BYTELEVEL) {
+        wd_tok_bytelevel_segment(t, st, text, s, e);
+        return;
+    }
     char *b = st->buf;
     int n = 0;
     for (size_t i = s; i < e; i++) {
         if (text[i] == ' ' && t->replace_space) {
-            memcpy(b + n, SPACE_MARK, 3);
+            memcpy(b + n, WD_SPACE_MARK, 3);
             n += 3;
         } else {
             b[n++] = text[i];
         }
     }
-    int starts = n >= 3 && memcmp(b, SPACE_MARK, 3) == 0;
+    int starts = n >= 3 && memcmp(b, WD_SPACE_MARK, 3) == 0;
     int pre = t->prepend == PRE_ALWAYS || (t->prepend == PRE_META_ALWAYS && !starts) ||
               (t->prepend == PRE_META_FIRST && !starts && s == 0);
     if ((size_t)n + 4 > st->sym_cap) {
@@ -1018,22 +540,22 @@ static void encode_segment(const wd_tokenizer *t, enc_state *st, const char *tex
     const char *w = b;
     if (pre) { /* buf has 3 spare bytes in front */
         w = b - 3;
-        memcpy(b - 3, SPACE_MARK, 3);
+        memcpy(b - 3, WD_SPACE_MARK, 3);
         n += 3;
     }
     if (t->kind == KIND_SPM) {
-        spm_text(t, st, w, n);
+        wd_tok_spm_text(t, st, w, n);
     } else if (!t->meta_split) {
-        bpe_word(t, st, w, n);
+        wd_tok_bpe_word(t, st, w, n);
     } else { /* Metaspace split: "▁" starts a new word (merged with next) */
         int ws = 0;
         for (int i = 3; i + 3 <= n; i++)
-            if (memcmp(w + i, SPACE_MARK, 3) == 0) {
-                bpe_word(t, st, w + ws, i - ws);
+            if (memcmp(w + i, WD_SPACE_MARK, 3) == 0) {
+                wd_tok_bpe_word(t, st, w + ws, i - ws);
                 ws = i;
                 i += 2;
             }
-        bpe_word(t, st, w + ws, n - ws);
+        wd_tok_bpe_word(t, st, w + ws, n - ws);
     }
 }
 
@@ -1043,7 +565,7 @@ static int match_added(const wd_tokenizer *t, const char *text, size_t i, size_t
     for (int k = t->added_start[c]; k < t->added_start[c + 1]; k++) {
         int id = t->added[k].id;
         size_t l = (size_t)t->len[id];
-        if (l <= len - i && memcmp(text + i, tok_text(t, id), l) == 0) {
+        if (l <= len - i && memcmp(text + i, wd_tok_text(t, id), l) == 0) {
             *k_out = k;
             return id; /* sorted longest first */
         }
@@ -1066,7 +588,7 @@ int wd_tokenizer_encode(const wd_tokenizer *t, const char *text, int add_bos, in
         goto done;
     }
     st.buf = buf + 3;
-    if (add_bos && t->bos >= 0) push_id(&st, t->bos);
+    if (add_bos && t->bos >= 0) wd_tok_push(&st, t->bos);
     size_t seg = 0, i = 0;
     while (i < len) {
         int k;
@@ -1081,7 +603,7 @@ int wd_tokenizer_encode(const wd_tokenizer *t, const char *text, int add_bos, in
         if (t->added[k].rstrip)
             while (e < len && is_ws((unsigned char)text[e])) e++;
         encode_segment(t, &st, text, seg, s);
-        push_id(&st, id);
+        wd_tok_push(&st, id);
         seg = i = e;
     }
     encode_segment(t, &st, text, seg, len);

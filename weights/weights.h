@@ -5,7 +5,9 @@
  *   Every store exposes tensors under Hugging Face Mixtral names.
  * - config.json of a Hugging Face model folder.
  * - Tokenizer: Hugging Face tokenizer.json (Llama/Mistral BPE with byte
- *   fallback) and the SPM vocab inside GGUF files.
+ *   fallback, byte-level BPE) and the vocab inside GGUF files (SPM "llama",
+ *   byte-level BPE "gpt2" with the pre-tokenizers smollm, llama-bpe, qwen2,
+ *   deepseek-llm, gpt2).
  * - The synthetic-model writer: random Mixtral-layout HF folders.
  *
  * Errors: functions return 0 on success and non-zero on failure, after
@@ -70,9 +72,15 @@ typedef struct {
     float rope_theta;
     int tie_embeddings; /* tie_word_embeddings */
     int bos_id, eos_id;
+    /* How the selected experts' outputs combine: 0 (Mixtral): weighted by the
+     * router probabilities renormalised over the chosen set; 1 (MoEfied dense
+     * models): their plain sum. config.json "moe_combine": "renormalize" |
+     * "sum"; GGUF "wdmoe.moe_combine" (same strings). */
+    int combine_sum;
 } wd_config;
 
-/* path: config.json. model_type must be "mixtral". */
+/* path: config.json. model_type "mixtral", or "llama" (dense: one FFN, no
+ * router; n_experts = top_k = 1 so the emulator can place the FFN). */
 int wd_config_load(wd_config *cfg, const char *path, char *err, size_t errlen);
 
 /* ---- input files ------------------------------------------------------ */
@@ -90,6 +98,21 @@ void wd_tokenizer_free(wd_tokenizer *tok);
 int wd_tokenizer_vocab_size(const wd_tokenizer *tok);
 int wd_tokenizer_bos(const wd_tokenizer *tok);
 int wd_tokenizer_eos(const wd_tokenizer *tok);
+/* 1 when the model's tokenizer puts BOS in front of a text (SPM and Llama
+ * tokenizer.json: yes; GGUF: tokenizer.ggml.add_bos_token; byte-level: no). */
+int wd_tokenizer_add_bos(const wd_tokenizer *tok);
+/* The model's chat template (GGUF tokenizer.chat_template), or NULL. */
+const char *wd_tokenizer_chat_template(const wd_tokenizer *tok);
+/* "spm", "bpe" (Llama-style), or the byte-level pre-tokenizer's name
+ * ("gpt2", "smollm", "llama-bpe", "qwen2", "deepseek-llm"). */
+const char *wd_tokenizer_kind(const wd_tokenizer *tok);
+/* Applies a ChatML-style chat template (<|im_start|>role\ncontent<|im_end|>\n,
+ * as SmolLM2 and Qwen use) to one user message, with the template's default
+ * system message when it has one, and the assistant turn opened. Returns a
+ * malloc'd string, or NULL with a message in err (no template, or one of a
+ * kind not supported). */
+char *wd_tokenizer_apply_chat(const wd_tokenizer *tok, const char *user, char *err,
+                              size_t errlen);
 /* Encode UTF-8 text. *ids is malloc'd (caller frees); returns 0 on success. */
 int wd_tokenizer_encode(const wd_tokenizer *tok, const char *text, int add_bos, int **ids,
                         int *n_ids);
@@ -111,6 +134,30 @@ int wd_gguf_open(wd_tensors **out, wd_config *cfg, wd_tokenizer **tok, const cha
 /* A GGUF holding only a vocab (tokenizer.ggml.*). */
 int wd_gguf_load_tokenizer(wd_tokenizer **tok, const char *path, char *err, size_t errlen);
 
+/* GGUF rewriter (MoEfication): dst gets src's metadata except the keys in kv,
+ * then kv (type 4 = uint32 with u32, 8 = string with str); src's tensors
+ * copied raw (type, shape, bytes) except those named in drop, then add
+ * (ne innermost first, as ggml). Written to a temporary name and renamed. */
+typedef struct {
+    const char *key;
+    uint32_t type;
+    uint32_t u32;
+    const char *str;
+} wd_gguf_kv;
+typedef struct {
+    const char *name;
+    uint32_t ggml_type;
+    int n_dims;
+    int64_t ne[WD_MAX_DIMS];
+    const void *data;
+    size_t nbytes;
+} wd_gguf_out_tensor;
+int wd_gguf_rewrite(const char *src, const char *dst, const wd_gguf_kv *kv, int n_kv,
+                    const char *const *drop, int n_drop, const wd_gguf_out_tensor *add,
+                    int n_add, char *err, size_t errlen);
+/* The ggml type id of a dtype; 0, or 1 when it has none. */
+int wd_gguf_type(wd_dtype dt, uint32_t *ggml_type);
+
 /* ---- synthetic models ------------------------------------------------- */
 typedef struct {
     int hidden, n_layers, n_heads, n_kv_heads, head_dim, ffn, n_experts, top_k, vocab;
@@ -118,6 +165,7 @@ typedef struct {
     float rope_theta, rms_eps;
     wd_dtype dtype; /* F32, F16 or BF16 */
     int tied;       /* tie_word_embeddings */
+    int dense;      /* a dense Llama (model_type llama, mlp.*): no router, one FFN */
     uint64_t seed;
     float init_std; /* weights ~ N(0, init_std^2) (0: 1/sqrt(fan_in)) */
     /* Most tensor-data bytes per file (0: 4 GiB). A model larger than this is

@@ -669,6 +669,8 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
         c->n_experts <= 0 || c->top_k <= 0 || c->top_k > c->n_experts || c->vocab <= 0)
         return fail(err, errlen, "invalid model configuration", 0);
     if (c->n_experts > 1024) return fail(err, errlen, "more than 1024 experts", 0);
+    if (m && m->layers && !m->layers[0].gate)
+        return fail(err, errlen, "dense models (no router) run on the CPU backend only", 0);
     if (spec.max_ctx <= 0) spec.max_ctx = c->max_pos > 0 ? c->max_pos : 2048;
     if (spec.max_batch <= 0) spec.max_batch = 512;
     if (spec.n_devices <= 0) spec.n_devices = c->n_experts;
@@ -1268,7 +1270,8 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
                 int i = cm->h_count[e]++;
                 if (i >= n) return fail(err, errlen, "the selection hook repeated an expert", 0);
                 h_rows[e * n + i] = t;
-                h_scales[e * n + i] = sel.weight[t * E + j];
+                /* a MoEfied model adds its chosen experts' outputs (plain sum) */
+                h_scales[e * n + i] = c->combine_sum ? 1.0f : sel.weight[t * E + j];
                 if (e < 64) mask |= 1ull << e;
             }
         }

@@ -49,7 +49,8 @@ add() { # target files...
 }
 add safetensors "$models/sliced4-top4/model.safetensors"
 add config "$models/moe4-top2/config.json" "$models/sliced4-top4/config.json"
-add tokenizer "$models/moe4-top2/tokenizer.json"
+add tokenizer "$models/moe4-top2/tokenizer.json" "$root"/tests/data/bytelevel/*.json
+add pretok "$root"/tests/data/eval/*.jsonl "$root"/tests/data/eval/hellaswag*.txt
 add gguf "$models/moe4-top2.gguf" "$root/tests/data/vocab/ggml-vocab-llama-spm.gguf"
 add scenario "$root"/bench/scenarios/*.json
 add mahimahi "$root/bench/traces/ATT-LTE-driving-2016.up"
