@@ -178,6 +178,7 @@ static int compare_topk(engine *e, const int *seq, int n_seq, int n_prompt, cons
 
 /* One token's bytes to f, whatever its length (pieces can be long). */
 static void put_piece(FILE *f, const wd_tokenizer *tok, int prev, int id) {
+    if (!tok) return; /* a model without a tokenizer, run on --prompt-ids: ids only (--ids) */
     char buf[256], *p = buf;
     int len = wd_tokenizer_piece(tok, prev, id, buf, (int)sizeof buf);
     if (len > (int)sizeof buf && (p = malloc((size_t)len)))
@@ -386,10 +387,13 @@ int wd_cmd_generate(int argc, char **argv) {
     wd_atomic_file records_file = {0};
     int *ids = NULL, n_ids = 0, *all = NULL, *scratch = NULL;
     float *logits = NULL, *lp_policy = NULL, *all_logits = NULL;
-    if (!m->tok) {
-        fprintf(stderr, "wdmoe generate: %s: no tokenizer.json\n", model_path);
+    if (!m->tok && !prompt_ids) {
+        fprintf(stderr,
+                "wdmoe generate: %s: no tokenizer.json (give the prompt as --prompt-ids)\n",
+                model_path);
         goto done;
     }
+    if (!m->tok) print_ids = 1; /* nothing can be decoded: the ids are the output */
     if (prompt_ids) {
         if (wd_cli_parse_ids(cmd, prompt_ids, vocab, &ids, &n_ids)) {
             rc = 2;
