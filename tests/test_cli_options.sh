@@ -46,7 +46,7 @@ e=$("$bin" generate --model "$M" -n 2 --threads 1 --prompt --seed=3 2>/dev/null 
 # a Hugging Face folder without tokenizer.json runs on --prompt-ids (the ids are the output)
 nt="$WD_BINARY_DIR/cli_options_notok"
 rm -rf "$nt" && mkdir -p "$nt" && cp "$M/config.json" "$M/model.safetensors" "$nt/"
-g=$("$bin" generate -m "$nt" --prompt-ids 1,403,407 -n 5 -t 1 2>/dev/null)
+g=$("$bin" generate -m "$nt" --prompt-ids 1,403,407 -n 5 -t 1 2>/dev/null | grep "^ids:")
 h=$("$bin" generate -m "$M" --prompt-ids 1,403,407 -n 5 -t 1 --ids 2>/dev/null | grep '^ids:')
 [ -n "$h" ] && [ "$g" = "$h" ] && ok || bad "no tokenizer.json: '$g' vs '$h'"
 "$bin" generate -m "$nt" --prompt hi 2>&1 | grep -q "no tokenizer.json (give the prompt as --prompt-ids)" &&
