@@ -31,7 +31,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include "kernels/cuda/cuda_backend.h"
+#include "host/cuda_runner.h"
 
 #define CK(x)                                                                                 \
     do {                                                                                      \

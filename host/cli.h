@@ -131,7 +131,7 @@ int wd_cli_cuda_option(const char *cmd, int argc, char **argv, int *i, wd_cli_cu
  * the exit status 2 with one line printed. */
 int wd_cli_cuda_check(const char *cmd, const wd_cli_cuda *o, const char *backend, int serving);
 #ifdef WD_HAVE_CUDA
-#include "kernels/cuda/cuda_backend.h"
+#include "host/cuda_runner.h"
 /* Fills the GPU fields of spec and, with --ranks > 1, exchanges the NCCL id
  * through the --nccl-id file; 0, or 1 with a message printed. */
 int wd_cli_cuda_spec(const char *cmd, wd_cli_cuda *o, wd_cuda_model_spec *spec);

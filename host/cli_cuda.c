@@ -10,7 +10,7 @@
 
 #include "host/cli.h"
 #ifdef WD_HAVE_CUDA
-#include "kernels/cuda/cuda_backend.h"
+#include "host/cuda_runner.h"
 #endif
 
 const char *const wd_cli_cuda_help =

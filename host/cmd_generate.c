@@ -14,7 +14,7 @@
 #include "host/cli.h"
 #include "host/host.h"
 #ifdef WD_HAVE_CUDA
-#include "kernels/cuda/cuda_backend.h"
+#include "host/cuda_runner.h"
 #endif
 
 static void help(FILE *f) {

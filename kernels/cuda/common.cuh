@@ -124,8 +124,6 @@ __device__ __forceinline__ float wd_silu_mul(float g, float u) {
 
 static inline int wd_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
-/* Append one printf-style line to a caller's log buffer (log may be NULL). */
-void wd_cuda_log(char *log, size_t len, const char *fmt, ...);
 
 /* Internal launchers shared between files. */
 int wd_cuda_expert_small(const wd_cuda_expert *e, float *d_out, const float *d_x,
@@ -150,37 +148,5 @@ int wd_cuda_expert_small_quant(const wd_cuda_expert *e, float *d_out, const floa
                                float *d_h, cudaStream_t s);
 
 
-/* Variants for CUDA graphs: positions pos0 + *d_pos (d_pos may be NULL) read
- * on the device; attention covers ctx cache rows (ctx >= every query's
- * length; chunks past a query's causal window are skipped). */
-int wd_cuda_rope_kv_at(float *d_q, const float *d_k, const float *d_v, void *d_kcache,
-                       void *d_vcache, wd_dtype cache_dt, int n, int pos0, const int *d_pos,
-                       int n_heads, int n_kv_heads, int head_dim, float theta, cudaStream_t s);
-int wd_cuda_attention_at(float *d_out, const float *d_q, const void *d_kcache,
-                         const void *d_vcache, wd_dtype cache_dt, int n, int pos0,
-                         const int *d_pos, int ctx, int n_heads, int n_kv_heads, int head_dim,
-                         void *d_scratch, cudaStream_t s);
-/* The delay kernel reading its nanoseconds from device memory. */
-int wd_cuda_delay_at(const uint64_t *d_ns, cudaStream_t s);
-
-/* A link delay of an expert call: ns, or (d_ns != NULL) read on the device. */
-typedef struct {
-    uint64_t ns;
-    const uint64_t *d_ns;
-} wd_cuda_link_delay;
-/* An event of device d (created in its stream's context, no timing) for
-   other streams to wait on its work. */
-cudaEvent_t wd_cuda_devset_done_event(const wd_cuda_devset *ds, int d);
-
-/* timing: WD_TIME_START records the device's start event before the expert,
-   WD_TIME_END its end event after it; a device running several experts in a
-   layer passes START with the first and END with the last, so
-   wd_cuda_devset_last_expert_seconds covers all of them. */
-#define WD_TIME_START 1
-#define WD_TIME_END 2
-int wd_cuda_devset_expert_call_at(wd_cuda_devset *ds, int d, int layer, const wd_cuda_expert *e,
-                                  float *d_out, const float *d_x, const int *d_rows,
-                                  const float *d_scale, int n, int accumulate,
-                                  wd_cuda_link_delay down, wd_cuda_link_delay up, int timing);
 
 #endif

@@ -29,7 +29,9 @@ target_compile_options(wd_cuda PRIVATE
   $<$<COMPILE_LANGUAGE:CUDA>:--expt-relaxed-constexpr -lineinfo -Xcompiler=-Wall,-Wno-unused-parameter>)
 set_target_properties(wd_cuda PROPERTIES CUDA_SEPARABLE_COMPILATION OFF
                                          POSITION_INDEPENDENT_CODE ON)
-target_link_libraries(wd_cuda PUBLIC wd_host CUDA::cudart CUDA::cublas ${CMAKE_DL_LIBS})
+# kernels only: the model runner that drives them is host logic (host/cuda_runner.cu,
+# compiled into wd_host by the root CMakeLists.txt)
+target_link_libraries(wd_cuda PUBLIC wd_kernels CUDA::cudart CUDA::cublas ${CMAKE_DL_LIBS})
 
 # NCCL (optional): several GPUs in one process (ncclCommInitAll, grouped send/recv).
 # CUDAToolkit has no NCCL target: looked for beside the toolkit, then in the
@@ -40,7 +42,7 @@ find_library(WD_NCCL_LIB nccl HINTS ${NCCL_ROOT}/lib ${CUDAToolkit_LIBRARY_DIR} 
              /usr/lib/x86_64-linux-gnu)
 if(WD_NCCL_INCLUDE AND WD_NCCL_LIB)
   message(STATUS "wdmoe: NCCL found: ${WD_NCCL_LIB}")
-  target_include_directories(wd_cuda PRIVATE ${WD_NCCL_INCLUDE})
+  target_include_directories(wd_cuda PUBLIC ${WD_NCCL_INCLUDE})
   target_link_libraries(wd_cuda PUBLIC ${WD_NCCL_LIB})
   target_compile_definitions(wd_cuda PUBLIC WD_HAVE_NCCL=1)
 else()
@@ -51,6 +53,6 @@ message(STATUS "wdmoe: CUDA backend on (${CMAKE_CUDA_COMPILER_VERSION}, archs ${
 # GPU benchmark binary (bench/*.c are CPU benchmarks globbed by the root).
 if(EXISTS ${CMAKE_SOURCE_DIR}/bench/gpu_bench.cu)
   add_executable(gpu_bench ${CMAKE_SOURCE_DIR}/bench/gpu_bench.cu)
-  target_link_libraries(gpu_bench PRIVATE wd_cuda)
+  target_link_libraries(gpu_bench PRIVATE wd_host)
   target_include_directories(gpu_bench PRIVATE ${CUDAToolkit_INCLUDE_DIRS})
 endif()

@@ -773,3 +773,32 @@ extern "C" int wd_cuda_delay_timed(uint64_t ns, unsigned long long *d_t, wd_cuda
     delay_kernel<<<1, 1, 0, s>>>((unsigned long long)ns, NULL, d_t);
     return wd_launch_status();
 }
+
+/* ---- random weights ---------------------------------------------------------------- */
+/* Random weights generated on the GPU: uniform in offset +- scale, from a hash of
+ * (seed, index), so no host memory or transfer is involved. */
+template <typename T>
+__global__ void random_fill_kernel(T *p, size_t n, uint64_t seed, float scale, float offset) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        uint64_t z = seed + 0x9e3779b97f4a7c15ull * (i + 1);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        float u = (float)(z >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f;
+        wd_st(p + i, offset + scale * u);
+    }
+}
+
+extern "C" int wd_cuda_fill_random(void *d, wd_dtype dt, size_t n, uint64_t seed, float scale,
+                                   float offset, wd_cuda_stream_t s) {
+    unsigned blocks = wd_blocks(n, 256);
+    if (blocks > 65536) blocks = 65536;
+    if (dt == WD_DT_F32)
+        random_fill_kernel<<<blocks, 256, 0, s>>>((float *)d, n, seed, scale, offset);
+    else if (dt == WD_DT_BF16)
+        random_fill_kernel<<<blocks, 256, 0, s>>>((__nv_bfloat16 *)d, n, seed, scale, offset);
+    else
+        return (int)cudaErrorInvalidValue;
+    return wd_launch_status();
+}

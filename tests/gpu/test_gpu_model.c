@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #include "host/host.h"
-#include "kernels/cuda/cuda_backend.h"
+#include "host/cuda_runner.h"
 #include "tests/test_util.h"
 
 #define MAXL 8

@@ -3,7 +3,7 @@
  * k = 2 (router top-k, weights 1) and k = 4 (all experts = the dense model),
  * prefill and decode. Skipped (exit 77) without a GPU. */
 #include "host/host.h"
-#include "kernels/cuda/cuda_backend.h"
+#include "host/cuda_runner.h"
 #include "tests/test_util.h"
 
 static double rel_l2(const float *a, const float *b, size_t n) {

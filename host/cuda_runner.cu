@@ -31,7 +31,18 @@
 #include <nccl.h>
 #endif
 
-#include "kernels/cuda/common.cuh"
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "host/cuda_runner.h"
+
+#define WD_CU(x)                                                                              \
+    do {                                                                                      \
+        cudaError_t e_ = (x);                                                                 \
+        if (e_ != cudaSuccess) return (int)e_;                                                \
+    } while (0)
 
 #define WD_STAGE_BYTES (64u << 20)
 #define WD_GRAPH_SETS 64 /* expert-part graphs cached per layer */
@@ -396,21 +407,6 @@ extern "C" void wd_cuda_model_free(wd_cuda_model *cm) {
     free(cm);
 }
 
-/* Random weights generated on the GPU: uniform in offset +- scale, from a hash of
- * (seed, index), so no host memory or transfer is involved. */
-template <typename T>
-__global__ void random_fill_kernel(T *p, size_t n, uint64_t seed, float scale, float offset) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        uint64_t z = seed + 0x9e3779b97f4a7c15ull * (i + 1);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        z ^= z >> 31;
-        float u = (float)(z >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f;
-        wd_st(p + i, offset + scale * u);
-    }
-}
-
 static int random_tensor(wd_cuda_model *cm, gpu_part *p, void **out, int64_t n, wd_dtype dt,
                          float scale, float offset, uint64_t seed, char *err, size_t errlen) {
     if (cudaSetDevice(p->ordinal) != cudaSuccess) return fail(err, errlen, "cudaSetDevice", 1);
@@ -422,14 +418,7 @@ static int random_tensor(wd_cuda_model *cm, gpu_part *p, void **out, int64_t n, 
                  p->ordinal, cm->weight_bytes / 1e9);
         return -1;
     }
-    unsigned blocks = wd_blocks((size_t)n, 256);
-    if (blocks > 65536) blocks = 65536;
-    if (dt == WD_DT_F32)
-        random_fill_kernel<<<blocks, 256, 0, p->port>>>((float *)d, (size_t)n, seed, scale, offset);
-    else
-        random_fill_kernel<<<blocks, 256, 0, p->port>>>((__nv_bfloat16 *)d, (size_t)n, seed, scale,
-                                                        offset);
-    int rc = wd_launch_status();
+    int rc = wd_cuda_fill_random(d, dt, (size_t)n, seed, scale, offset, p->port);
     if (rc) {
         cudaFree(d);
         return fail(err, errlen, "random fill failed", rc);
