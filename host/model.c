@@ -66,8 +66,12 @@ static const wd_tensor *need(load_ctx *c, const char *name, int64_t d0, int64_t 
                  got, want);
         return NULL;
     }
-    if (wd_dtype_quantised(t->dtype) &&
-        (t->ndim != 2 || t->shape[t->ndim - 1] % wd_dtype_block(t->dtype))) {
+    if (wd_dtype_quantised(t->dtype) && t->ndim != 2) {
+        snprintf(c->err, c->errlen, "%s: tensor %s: a %s vector (quantised tensors must be matrices)",
+                 c->file, name, wd_dtype_name(t->dtype));
+        return NULL;
+    }
+    if (wd_dtype_quantised(t->dtype) && t->shape[1] % wd_dtype_block(t->dtype)) {
         snprintf(c->err, c->errlen, "%s: tensor %s: %s rows must be a multiple of %d", c->file,
                  name, wd_dtype_name(t->dtype), wd_dtype_block(t->dtype));
         return NULL;
@@ -216,7 +220,7 @@ static double tbytes(const wd_tensor *t) { return t ? (double)t->nbytes : 0; }
 
 double wd_model_active_bytes(const wd_model *m, int k) {
     const wd_config *c = &m->cfg;
-    double b = tbytes(m->lm_head) + (double)c->hidden * wd_dtype_bytes(m->embed->dtype, 1);
+    double b = tbytes(m->lm_head) + (double)wd_dtype_bytes(m->embed->dtype, c->hidden); /* one row */
     for (int l = 0; l < c->n_layers; l++) {
         const wd_layer *L = &m->layers[l];
         b += tbytes(L->wq) + tbytes(L->wk) + tbytes(L->wv) + tbytes(L->wo) + tbytes(L->gate);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "host/host.h"
 #include "tests/test_util.h"
 #include "weights/weights.h"
 
@@ -155,6 +156,7 @@ typedef struct {
     int gate_experts; /* rows of ffn_gate_inp (SE normally) */
     uint32_t q_type, k_type, embd_type;
     uint32_t down_type; /* stacked ffn_down_exps (Q8_0 by default) */
+    int q4_model; /* 1: every matrix Q4_0/Q4_1 (alternating); 2: F32 with the same values */
 } spec;
 
 /* Field positions recorded while writing, for targeted corruption. */
@@ -191,10 +193,18 @@ static float type_value(uint32_t type, int k, int64_t r, int64_t c) {
     return type == Q4_0 || type == Q4_1 ? (float)(q4_value(k, r, c) - 8) : elem_value(k, r, c);
 }
 
-static void fill_tensor(buf *b, int k, const tdesc *t) {
+static void fill_tensor(buf *b, int k, const tdesc *t, int q4_values) {
     int64_t cols = (int64_t)t->ne[0];
     int64_t rows = (int64_t)(t->ne[1] ? t->ne[1] : 1) * (int64_t)(t->ndim == 3 ? t->ne[2] : 1);
     if (t->ndim == 1) rows = 1;
+    if (q4_values && t->type == F32) { /* the values a Q4 tensor of this index holds */
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) {
+                float v = (float)(q4_value(k, r, c) - 8);
+                put(b, &v, 4);
+            }
+        return;
+    }
     if (t->type == Q4_0 || t->type == Q4_1) {
         const uint16_t one = wd_f32_to_f16(1.0f), m8 = wd_f32_to_f16(-8.0f);
         for (int64_t r = 0; r < rows; r++)
@@ -240,6 +250,8 @@ static int make_tdescs(const spec *s, tdesc *t) {
         t[n].ne[1] = b_;                                           \
         t[n].ne[2] = c_;                                           \
         t[n].type = ty;                                            \
+        if (s->q4_model && nd > 1) /* gate and up share a type (w1, w3) */             \
+            t[n].type = s->q4_model == 2 ? F32 : n % 2 && !strstr(t[n].name, "_up") ? Q4_0 : Q4_1; \
         n++;                                                       \
     } while (0)
     T("token_embd.weight", 2, SH, SV, 0, s->embd_type);
@@ -356,13 +368,13 @@ static buf build(const spec *s, marks *m, float score_a_pref, float score_ab) {
     m->data_start = b.n;
     for (int j = 0; j < nk; j++) {
         while (b.n < m->data_start + offs[j]) put(&b, "", 1);
-        fill_tensor(&b, keep[j], &t[keep[j]]);
+        fill_tensor(&b, keep[j], &t[keep[j]], s->q4_model != 0);
     }
     return b;
 }
 
 static spec default_spec(void) {
-    spec s = {"llama", 3, 0, 0, 0, 0, 0, -1, SE, F16, Q8_0, BF16, Q8_0};
+    spec s = {"llama", 3, 0, 0, 0, 0, 0, -1, SE, F16, Q8_0, BF16, Q8_0, 0};
     return s;
 }
 
@@ -765,10 +777,62 @@ static void test_synthetic(void) {
     }
 }
 
+/* A whole model through wd_model_load and wd_forward with every matrix Q4_0 or
+ * Q4_1 (embedding lookup, Q/K row order, experts, LM head on the blocks)
+ * against the same model stored as F32: the logits agree to fp32 rounding. */
+static void test_quantised_model(void) {
+    char err[512];
+    float *lg[2] = {NULL, NULL};
+    const int toks[5] = {1, 4, 7, 3, 5}, n = 5;
+    for (int v = 0; v < 2; v++) {
+        spec s = default_spec();
+        s.with_output = 1;
+        s.q4_model = v ? 2 : 1;
+        marks m;
+        buf b = build(&s, &m, -1.5f, -1.0f);
+        const char *path = tmp_path(v ? "model_f32" : "model_q4");
+        CHECK(wd_test_write_file(path, b.p, b.n) == 0);
+        free(b.p);
+        wd_model *md = NULL;
+        int rc = wd_model_load(&md, path, err, sizeof err);
+        CHECKF(rc == 0, "%s", err);
+        if (rc) continue;
+        CHECK(md->embed->dtype == (v ? WD_DT_F32 : WD_DT_Q4_1) && md->layers[0].wq->dtype == (v ? WD_DT_F32 : WD_DT_Q4_1));
+        CHECK(md->layers[0].wk->dtype == (v ? WD_DT_F32 : WD_DT_Q4_0) && md->lm_head->dtype == (v ? WD_DT_F32 : WD_DT_Q4_1));
+        wd_pool *pool = wd_pool_create(2);
+        wd_session *ses = wd_session_create(md, 16, pool);
+        lg[v] = malloc(sizeof(float) * n * SV);
+        CHECK(ses && lg[v]);
+        if (ses && lg[v]) {
+            rc = wd_forward(ses, toks, 3, lg[v], 1, err, sizeof err); /* prefill 3, decode 2 */
+            for (int t = 3; !rc && t < n; t++) rc = wd_forward(ses, toks + t, 1, lg[v] + t * SV, 0, err, sizeof err);
+            CHECKF(rc == 0, "%s", err);
+        }
+        wd_session_free(ses);
+        wd_pool_destroy(pool);
+        wd_model_free(md);
+    }
+    if (lg[0] && lg[1]) {
+        double num = 0, den = 0;
+        int finite = 1;
+        for (int i = 0; i < n * SV; i++) {
+            finite &= isfinite(lg[0][i]) && isfinite(lg[1][i]);
+            num += ((double)lg[0][i] - lg[1][i]) * ((double)lg[0][i] - lg[1][i]);
+            den += (double)lg[1][i] * lg[1][i];
+        }
+        double e = sqrt(num / (den > 0 ? den : 1));
+        CHECKF(finite && den > 0 && e <= 1e-5, "Q4 model vs F32 model: logits rel L2 %.3g", e);
+        printf("  Q4_0/Q4_1 model vs the same values in F32: logits rel L2 %.2g (%d positions)\n", e, n);
+    }
+    free(lg[0]);
+    free(lg[1]);
+}
+
 int main(void) {
     CHECK(mkdtemp(g_dir) != NULL);
     test_shipped();
     test_synthetic();
+    test_quantised_model();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g_dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);

@@ -17,12 +17,18 @@
  * dequantised values match llama.cpp's (and gguf-py's) to the bit whatever the
  * evaluation order or FMA contraction.
  *
- * GEMV (decode): per row and token, each block's 32 (or 16) weights are
- * widened to fp32 in registers and dotted with x; the block scale multiplies
- * the block's partial sum and a min/offset term uses the block's sum of x.
- * AVX2+FMA+F16C when the build targets it (WD_AVX2 or WD_AVX512 from simd.h),
- * else the scalar kernel. GEMM (prefill, n >= 8): a 16-row x 256-column tile
- * is dequantised to fp32 and multiplied by a 4-row x 2-token register tile. */
+ * GEMV (decode, n < 8): per row and token, each block's weights are widened
+ * to fp32 in registers and dotted with x (activations stay fp32): the block
+ * scale multiplies the block's partial sum and a min/offset term uses the
+ * block's sum of x. AVX-512 builds (WD_AVX512 from simd.h) widen 16 weights
+ * at a time (Q4_0/Q4_1 fused; K-quants dequantise a super-block to L1 and
+ * dot it); AVX2+FMA+F16C builds (WD_AVX2) 8 at a time, fused; anything else
+ * runs the scalar kernel.
+ * GEMM (prefill, n >= 8): a tile of rows x 256 columns is dequantised to fp32
+ * once and used by all n tokens: AVX-512, 32 rows transposed to [k][32] and a
+ * 14-token x 32-row register tile (28 zmm accumulators, x broadcast); else
+ * 16 rows and a 4-row x 2-token tile of dot products.
+ * Threads split the rows in whole tiles: a result never depends on the split. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,7 +37,12 @@
 #include "kernels/kernels.h"
 
 #define QUANT_GEMM_MIN_N 8
+#ifdef WD_AVX512
+#define QUANT_TILE_ROWS 32 /* two zmm of rows in the register tile */
+#define QUANT_MR 14        /* tokens per register tile */
+#else
 #define QUANT_TILE_ROWS 16
+#endif
 #define QUANT_KC 256
 #define QUANT_SERIAL_ELEMS 32768
 
@@ -129,10 +140,88 @@ static void deq_block(float *y, const uint8_t *b, wd_dtype dt) {
     }
 }
 
+#ifdef WD_AVX512
+/* The same values as deq_block, 16 at a time (the products are exact, so the
+ * vector FMAs round exactly as the scalar code). */
+static inline __m512 cvt16s(__m128i q) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)); }
+static inline __m512 cvt16u(__m128i q) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q)); }
+static inline __m128i ld16b(const uint8_t *p) { return _mm_loadu_si128((const __m128i *)p); }
+
+static void deq_block512(float *y, const uint8_t *b, wd_dtype dt) {
+    const __m128i m4 = _mm_set1_epi8(0xF);
+    switch (dt) {
+    case WD_DT_Q4_0: {
+        const __m128i e8 = _mm_set1_epi8(8);
+        __m512 d = _mm512_set1_ps(f16_at(b));
+        __m128i q = ld16b(b + 2);
+        _mm512_storeu_ps(y, _mm512_mul_ps(d, cvt16s(_mm_sub_epi8(_mm_and_si128(q, m4), e8))));
+        _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, cvt16s(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8))));
+        break;
+    }
+    case WD_DT_Q4_1: {
+        __m512 d = _mm512_set1_ps(f16_at(b)), m = _mm512_set1_ps(f16_at(b + 2));
+        __m128i q = ld16b(b + 4);
+        _mm512_storeu_ps(y, _mm512_fmadd_ps(d, cvt16u(_mm_and_si128(q, m4)), m));
+        _mm512_storeu_ps(y + 16, _mm512_fmadd_ps(d, cvt16u(_mm_and_si128(_mm_srli_epi16(q, 4), m4)), m));
+        break;
+    }
+    case WD_DT_Q4_K:
+    case WD_DT_Q5_K: {
+        const int q5 = dt == WD_DT_Q5_K;
+        const float d = f16_at(b), dmin = f16_at(b + 2);
+        const uint8_t *qs = b + (q5 ? 48 : 16);
+        const __m128i one = _mm_set1_epi8(1);
+        __m128i ha = ld16b(b + 16), hb = ld16b(b + 32);
+        for (int c = 0; c < 4; c++) {
+            int sc, mn;
+            __m128i qa = ld16b(qs + 32 * c), qb = ld16b(qs + 32 * c + 16);
+            for (int h = 0; h < 2; h++) {
+                __m128i va = _mm_and_si128(h ? _mm_srli_epi16(qa, 4) : qa, m4);
+                __m128i vb = _mm_and_si128(h ? _mm_srli_epi16(qb, 4) : qb, m4);
+                if (q5) {
+                    __m128i sh = _mm_cvtsi32_si128(2 * c + h);
+                    va = _mm_or_si128(va, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ha, sh), one), 4));
+                    vb = _mm_or_si128(vb, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(hb, sh), one), 4));
+                }
+                k4_scale_min(2 * c + h, b + 4, &sc, &mn);
+                __m512 d1 = _mm512_set1_ps(d * (float)sc), m1 = _mm512_set1_ps(dmin * (float)mn);
+                _mm512_storeu_ps(y + 64 * c + 32 * h, _mm512_fmsub_ps(d1, cvt16u(va), m1));
+                _mm512_storeu_ps(y + 64 * c + 32 * h + 16, _mm512_fmsub_ps(d1, cvt16u(vb), m1));
+            }
+        }
+        break;
+    }
+    case WD_DT_Q6_K: {
+        const __m128i m3 = _mm_set1_epi8(3), e32 = _mm_set1_epi8(32);
+        const float d = f16_at(b + 208);
+        const int8_t *sc = (const int8_t *)(b + 192);
+        for (int g = 0; g < 8; g++) {
+            const int h = g >> 2, k = g & 3;
+            const uint8_t *ql = b + 64 * h + 32 * (k & 1), *qh = b + 128 + 32 * h;
+            const __m128i sl = _mm_cvtsi32_si128(4 * (k >> 1)), shh = _mm_cvtsi32_si128(2 * k);
+            for (int half = 0; half < 2; half++) {
+                __m128i q = _mm_and_si128(_mm_srl_epi16(ld16b(ql + 16 * half), sl), m4);
+                q = _mm_or_si128(q, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ld16b(qh + 16 * half), shh), m3), 4));
+                __m512 ds = _mm512_set1_ps(d * (float)sc[2 * g + half]);
+                _mm512_storeu_ps(y + 32 * g + 16 * half, _mm512_mul_ps(ds, cvt16s(_mm_sub_epi8(q, e32))));
+            }
+        }
+        break;
+    }
+    default: deq_block(y, b, dt); break;
+    }
+}
+#endif
+
 void wd_cpu_dequant_row(float *dst, const uint8_t *src, wd_dtype dt, int cols) {
     const int bs = wd_dtype_block(dt);
     const size_t bb = block_bytes(dt);
-    for (int b = 0; b < cols / bs; b++) deq_block(dst + (size_t)b * bs, src + (size_t)b * bb, dt);
+    for (int b = 0; b < cols / bs; b++)
+#ifdef WD_AVX512
+        deq_block512(dst + (size_t)b * bs, src + (size_t)b * bb, dt);
+#else
+        deq_block(dst + (size_t)b * bs, src + (size_t)b * bb, dt);
+#endif
 }
 
 /* ---- scalar GEMV ------------------------------------------------------------ */
@@ -158,7 +247,7 @@ void wd_cpu_quant_gemv_rows_scalar(float *y, const float *x, const void *w, wd_d
                 dot_row_scalar((const uint8_t *)w + (size_t)r * rb, x + (size_t)t * cols, dt, cols);
 }
 
-#if defined(WD_AVX512) || defined(WD_AVX2)
+#ifdef WD_AVX2 /* AVX2 without AVX-512 */
 #define QUANT_AVX2 1
 /* ---- AVX2 GEMV ---------------------------------------------------------------- */
 static inline float hsum8q(__m256 v) {
@@ -285,23 +374,137 @@ static float dot_row_avx2(const uint8_t *w, const float *x, wd_dtype dt, int col
 }
 #endif /* QUANT_AVX2 */
 
+#ifdef WD_AVX512
+/* Two accumulators (blocks alternate) and separate ones for min terms: the
+ * per-block FMAs into one register would chain on its latency. */
+static inline __m512 q4_0_blk512(const uint8_t *w, const float *x, __m512 acc) {
+    const __m128i m4 = _mm_set1_epi8(0xF), e8 = _mm_set1_epi8(8);
+    __m128i q = ld16b(w + 2);
+    __m512 s = _mm512_mul_ps(cvt16s(_mm_sub_epi8(_mm_and_si128(q, m4), e8)), _mm512_loadu_ps(x));
+    s = _mm512_fmadd_ps(cvt16s(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8)),
+                        _mm512_loadu_ps(x + 16), s);
+    return _mm512_fmadd_ps(_mm512_set1_ps(f16_at(w)), s, acc);
+}
+static float dot512_q4_0(const uint8_t *w, const float *x, int nb) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    int b = 0;
+    for (; b + 2 <= nb; b += 2, w += 2 * WD_Q4_0_BYTES, x += 64) {
+        a0 = q4_0_blk512(w, x, a0);
+        a1 = q4_0_blk512(w + WD_Q4_0_BYTES, x + 32, a1);
+    }
+    if (b < nb) a0 = q4_0_blk512(w, x, a0);
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+/* acc += d * (q . x), macc += m * sum(x) */
+static inline void q4_1_blk512(const uint8_t *w, const float *x, __m512 *acc, __m512 *macc) {
+    const __m128i m4 = _mm_set1_epi8(0xF);
+    __m128i q = ld16b(w + 4);
+    __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+    __m512 s = _mm512_mul_ps(cvt16u(_mm_and_si128(q, m4)), x0);
+    s = _mm512_fmadd_ps(cvt16u(_mm_and_si128(_mm_srli_epi16(q, 4), m4)), x1, s);
+    *acc = _mm512_fmadd_ps(_mm512_set1_ps(f16_at(w)), s, *acc);
+    *macc = _mm512_fmadd_ps(_mm512_set1_ps(f16_at(w + 2)), _mm512_add_ps(x0, x1), *macc);
+}
+static float dot512_q4_1(const uint8_t *w, const float *x, int nb) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, m0 = a0, m1 = a0;
+    int b = 0;
+    for (; b + 2 <= nb; b += 2, w += 2 * WD_Q4_1_BYTES, x += 64) {
+        q4_1_blk512(w, x, &a0, &m0);
+        q4_1_blk512(w + WD_Q4_1_BYTES, x + 32, &a1, &m1);
+    }
+    if (b < nb) q4_1_blk512(w, x, &a0, &m0);
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(m0, m1)));
+}
+
+/* Q4_K and Q5_K (q5: the fifth bits from qh), 16 weights per step. */
+static inline float dot512_q45_k(const uint8_t *w, const float *x, int nb, const int q5) {
+    const __m128i m4 = _mm_set1_epi8(0xF), one = _mm_set1_epi8(1);
+    const size_t bb = q5 ? WD_Q5_K_BYTES : WD_Q4_K_BYTES;
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, macc[2] = {acc[0], acc[0]};
+    for (int b = 0; b < nb; b++, w += bb, x += 256) {
+        const float d = f16_at(w), dmin = f16_at(w + 2);
+        const uint8_t *qs = w + (q5 ? 48 : 16);
+        __m128i ha = _mm_setzero_si128(), hb = ha;
+        if (q5) ha = ld16b(w + 16), hb = ld16b(w + 32);
+        for (int c = 0; c < 4; c++) {
+            __m128i qa = ld16b(qs + 32 * c), qb = ld16b(qs + 32 * c + 16);
+            for (int h = 0; h < 2; h++) {
+                const float *xs = x + 64 * c + 32 * h;
+                __m128i va = _mm_and_si128(h ? _mm_srli_epi16(qa, 4) : qa, m4);
+                __m128i vb = _mm_and_si128(h ? _mm_srli_epi16(qb, 4) : qb, m4);
+                if (q5) {
+                    __m128i sh = _mm_cvtsi32_si128(2 * c + h);
+                    va = _mm_or_si128(va, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ha, sh), one), 4));
+                    vb = _mm_or_si128(vb, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(hb, sh), one), 4));
+                }
+                __m512 x0 = _mm512_loadu_ps(xs), x1 = _mm512_loadu_ps(xs + 16);
+                __m512 sum = _mm512_fmadd_ps(cvt16u(vb), x1, _mm512_mul_ps(cvt16u(va), x0));
+                int sc, mn;
+                k4_scale_min(2 * c + h, w + 4, &sc, &mn);
+                acc[h] = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc), sum, acc[h]);
+                macc[h] = _mm512_fmadd_ps(_mm512_set1_ps(dmin * (float)mn), _mm512_add_ps(x0, x1), macc[h]);
+            }
+        }
+    }
+    return _mm512_reduce_add_ps(_mm512_sub_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(macc[0], macc[1])));
+}
+
+static float dot512_q6_k(const uint8_t *w, const float *x, int nb) {
+    const __m128i m4 = _mm_set1_epi8(0xF), m3 = _mm_set1_epi8(3), e32 = _mm_set1_epi8(32);
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int b = 0; b < nb; b++, w += WD_Q6_K_BYTES, x += 256) {
+        const float d = f16_at(w + 208);
+        const int8_t *sc = (const int8_t *)(w + 192);
+        for (int g = 0; g < 8; g++) {
+            const int h = g >> 2, k = g & 3;
+            const uint8_t *ql = w + 64 * h + 32 * (k & 1), *qh = w + 128 + 32 * h;
+            const __m128i sl = _mm_cvtsi32_si128(4 * (k >> 1)), shh = _mm_cvtsi32_si128(2 * k);
+            for (int half = 0; half < 2; half++) {
+                __m128i q = _mm_and_si128(_mm_srl_epi16(ld16b(ql + 16 * half), sl), m4);
+                q = _mm_or_si128(q, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ld16b(qh + 16 * half), shh), m3), 4));
+                __m512 s = _mm512_mul_ps(cvt16s(_mm_sub_epi8(q, e32)), _mm512_loadu_ps(x + 32 * g + 16 * half));
+                acc[half] = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc[2 * g + half]), s, acc[half]);
+            }
+        }
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+}
+
+static float dot_row512(const uint8_t *w, const float *x, wd_dtype dt, int cols) {
+    switch (dt) {
+    case WD_DT_Q4_0: return dot512_q4_0(w, x, cols / 32);
+    case WD_DT_Q4_1: return dot512_q4_1(w, x, cols / 32);
+    case WD_DT_Q4_K: return dot512_q45_k(w, x, cols / 256, 0);
+    case WD_DT_Q5_K: return dot512_q45_k(w, x, cols / 256, 1);
+    case WD_DT_Q6_K: return dot512_q6_k(w, x, cols / 256);
+    default: return dot_row_scalar(w, x, dt, cols);
+    }
+}
+#endif
+
 void wd_cpu_quant_gemv_rows(float *y, const float *x, const void *w, wd_dtype dt, int n, int rows,
                             int cols, int r0, int r1) {
-#ifdef QUANT_AVX2
+#if defined(WD_AVX512) || defined(QUANT_AVX2)
+#ifdef WD_AVX512
+#define DOT_ROW dot_row512
+#else
+#define DOT_ROW dot_row_avx2
+#endif
     const size_t rb = wd_dtype_bytes(dt, cols);
     for (int r = r0; r < r1; r++) {
         const uint8_t *wr = (const uint8_t *)w + (size_t)r * rb;
         if (r + 1 < r1) /* the next row's first lines; the rest streams in behind */
             for (size_t o = 0; o < rb && o < 512; o += 64) _mm_prefetch((const char *)wr + rb + o, _MM_HINT_T0);
-        for (int t = 0; t < n; t++)
-            y[(size_t)t * rows + r] = dot_row_avx2(wr, x + (size_t)t * cols, dt, cols);
+        for (int t = 0; t < n; t++) y[(size_t)t * rows + r] = DOT_ROW(wr, x + (size_t)t * cols, dt, cols);
     }
+#undef DOT_ROW
 #else
     wd_cpu_quant_gemv_rows_scalar(y, x, w, dt, n, rows, cols, r0, r1);
 #endif
 }
 
 /* ---- GEMM: dequantised tiles ------------------------------------------------ */
+#ifndef WD_AVX512
 /* y[t][r0 + i] (+)= wt[i][0..kc) . x[t][k0..k0+kc) for i < nr, t < n. */
 static void tile_product(float *y, int ldy, const float *x, int ldx, int n, const float *wt,
                          int nr, int kc, int accumulate) {
@@ -368,6 +571,58 @@ static void tile_product(float *y, int ldy, const float *x, int ldx, int n, cons
         }
 #endif
 }
+#endif
+
+#ifdef WD_AVX512
+/* y[t][0..nr) (+)= wp[k][0..32) . x[t][k] for t < mt <= 14, k < kc: a 14 x 32 register
+ * tile (28 zmm), x broadcast from its rows (rows past mt repeat the last one). */
+static void tile_product512(float *y, int ldy, const float *x, int ldx, int mt, const float *wp,
+                            int nr, int kc, int accumulate) {
+    const float *xr[QUANT_MR];
+    for (int i = 0; i < QUANT_MR; i++) xr[i] = x + (size_t)(i < mt ? i : mt - 1) * ldx;
+    __m512 c[QUANT_MR][2];
+#pragma GCC unroll 14
+    for (int i = 0; i < QUANT_MR; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++, wp += 32) {
+        __m512 b0 = _mm512_load_ps(wp), b1 = _mm512_load_ps(wp + 16);
+#pragma GCC unroll 14
+        for (int i = 0; i < QUANT_MR; i++) {
+            __m512 a = _mm512_set1_ps(xr[i][k]);
+            c[i][0] = _mm512_fmadd_ps(a, b0, c[i][0]);
+            c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
+        }
+    }
+    __mmask16 m0 = wd_tail_mask(nr), m1 = nr > 16 ? wd_tail_mask(nr - 16) : 0;
+    for (int i = 0; i < mt; i++) {
+        float *yr = y + (size_t)i * ldy;
+        __m512 v0 = c[i][0], v1 = c[i][1];
+        if (accumulate) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, yr));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, yr + 16));
+        }
+        _mm512_mask_storeu_ps(yr, m0, v0);
+        _mm512_mask_storeu_ps(yr + 16, m1, v1);
+    }
+}
+
+/* Rows [rt, rt+nr) x columns [k0, k0+kc) dequantised, transposed to wp[kc][32]
+ * (rows past nr zero); tmp: [32][QUANT_KC]. */
+static void pack_tile512(float *wp, float *tmp, const uint8_t *w, size_t rb, wd_dtype dt, int rt,
+                         int nr, int k0, int kc) {
+    size_t off = wd_dtype_bytes(dt, k0);
+    for (int i = 0; i < 32; i++) {
+        if (i < nr) wd_cpu_dequant_row(tmp + (size_t)i * QUANT_KC, w + (size_t)(rt + i) * rb + off, dt, kc);
+        else memset(tmp + (size_t)i * QUANT_KC, 0, sizeof(float) * (size_t)kc);
+    }
+    for (int kk = 0; kk < kc; kk += 16) /* kc is a multiple of 32 */
+        for (int h = 0; h < 2; h++) {
+            __m512 v[16];
+            for (int i = 0; i < 16; i++) v[i] = _mm512_loadu_ps(tmp + (size_t)(16 * h + i) * QUANT_KC + kk);
+            wd_transpose16(v);
+            for (int j = 0; j < 16; j++) _mm512_store_ps(wp + (size_t)(kk + j) * 32 + 16 * h, v[j]);
+        }
+}
+#endif
 
 typedef struct {
     float *y;
@@ -390,6 +645,21 @@ static void qmm_task(void *arg, int task, int n_tasks) {
     _Alignas(64) float wt[QUANT_TILE_ROWS * QUANT_KC];
     const size_t rb = wd_dtype_bytes(c->dt, c->cols);
     /* K chunks are whole blocks: QUANT_KC is a multiple of every block size */
+#ifdef WD_AVX512
+    _Alignas(64) float tmp[32 * QUANT_KC];
+    for (int rt = r0; rt < r1; rt += 32) {
+        int nr = r1 - rt < 32 ? r1 - rt : 32;
+        for (int k0 = 0; k0 < c->cols; k0 += QUANT_KC) {
+            int kc = c->cols - k0 < QUANT_KC ? c->cols - k0 : QUANT_KC;
+            pack_tile512(wt, tmp, c->w, rb, c->dt, rt, nr, k0, kc);
+            for (int t0 = 0; t0 < c->n; t0 += QUANT_MR) {
+                int mt = c->n - t0 < QUANT_MR ? c->n - t0 : QUANT_MR;
+                tile_product512(c->y + (size_t)t0 * c->rows + rt, c->rows,
+                                c->x + (size_t)t0 * c->cols + k0, c->cols, mt, wt, nr, kc, k0 > 0);
+            }
+        }
+    }
+#else
     for (int rt = r0; rt < r1; rt += QUANT_TILE_ROWS) {
         int nr = r1 - rt < QUANT_TILE_ROWS ? r1 - rt : QUANT_TILE_ROWS;
         for (int k0 = 0; k0 < c->cols; k0 += QUANT_KC) {
@@ -400,6 +670,7 @@ static void qmm_task(void *arg, int task, int n_tasks) {
             tile_product(c->y + rt, c->rows, c->x + k0, c->cols, c->n, wt, nr, kc, k0 > 0);
         }
     }
+#endif
 }
 
 void wd_cpu_quant_matmul(wd_pool *pool, float *y, const float *x, const void *w, wd_dtype dt,

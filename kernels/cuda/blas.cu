@@ -74,6 +74,7 @@ extern "C" int wd_cuda_gemm(wd_cuda_blas *b, float *d_y, const float *d_x, const
                             wd_dtype dt, int n, int rows, int cols) {
     if (n <= 0 || rows <= 0) return 0;
     if (!b) return (int)cudaErrorInvalidValue;
+    if (wd_dtype_quantised(dt)) return wd_cuda_gemm_quant(d_y, d_x, d_w, dt, n, rows, cols, b->s);
     if (dt == WD_DT_F32) return gemm_typed(b, d_y, d_x, d_w, dt, n, rows, cols, 0.0f);
     if (dt != WD_DT_BF16) return (int)cudaErrorInvalidValue;
     if ((size_t)n * cols > b->cap) return (int)cudaErrorMemoryAllocation;
@@ -104,7 +105,8 @@ extern "C" int wd_cuda_expert_ffn(wd_cuda_blas *b, const wd_cuda_expert *e, floa
                                   const float *d_x, const int *d_rows, const float *d_scale,
                                   int n, int accumulate, void *d_scratch, wd_cuda_stream_t s) {
     if (n <= 0) return 0;
-    if (e->dt != WD_DT_F32 && e->dt != WD_DT_BF16) return (int)cudaErrorInvalidValue;
+    const int quant = wd_dtype_quantised(e->dt);
+    if (e->dt != WD_DT_F32 && e->dt != WD_DT_BF16 && !quant) return (int)cudaErrorInvalidValue;
     int H = e->hidden, F = e->ffn;
     if (n <= WD_CUDA_GEMV_MAX_N || !b) {
         /* small batch: fused kernels, in chunks of WD_CUDA_GEMV_MAX_N tokens */
@@ -129,11 +131,20 @@ extern "C" int wd_cuda_expert_ffn(wd_cuda_blas *b, const wd_cuda_expert *e, floa
     void *hh = p;
     p += align256((size_t)n * F * 4);
     float *y = (float *)p;
-    int rc = wd_cuda_gather_cast(xg, e->dt, d_x, d_rows, n, H, s);
-    if (!rc) rc = gemm_typed(b, g, xg, e->w1, e->dt, n, F, H, 0.0f);
-    if (!rc) rc = gemm_typed(b, u, xg, e->w3, e->dt, n, F, H, 0.0f);
-    if (!rc) rc = wd_cuda_silu_mul_cast(hh, e->dt, g, u, (size_t)n * F, s);
-    if (!rc) rc = gemm_typed(b, y, hh, e->w2, e->dt, n, H, F, 0.0f);
+    int rc;
+    if (quant) { /* activations stay fp32: the tiled kernel on the blocks */
+        rc = wd_cuda_gather_cast(xg, WD_DT_F32, d_x, d_rows, n, H, s);
+        if (!rc) rc = wd_cuda_gemm_quant(g, (const float *)xg, e->w1, e->dt, n, F, H, s);
+        if (!rc) rc = wd_cuda_gemm_quant(u, (const float *)xg, e->w3, e->dt, n, F, H, s);
+        if (!rc) rc = wd_cuda_silu_mul_cast(hh, WD_DT_F32, g, u, (size_t)n * F, s);
+        if (!rc) rc = wd_cuda_gemm_quant(y, (const float *)hh, e->w2, wd_cuda_expert_dt2(e), n, H, F, s);
+    } else {
+        rc = wd_cuda_gather_cast(xg, e->dt, d_x, d_rows, n, H, s);
+        if (!rc) rc = gemm_typed(b, g, xg, e->w1, e->dt, n, F, H, 0.0f);
+        if (!rc) rc = gemm_typed(b, u, xg, e->w3, e->dt, n, F, H, 0.0f);
+        if (!rc) rc = wd_cuda_silu_mul_cast(hh, e->dt, g, u, (size_t)n * F, s);
+        if (!rc) rc = gemm_typed(b, y, hh, e->w2, e->dt, n, H, F, 0.0f);
+    }
     if (!rc) rc = wd_cuda_scatter(d_out, y, d_rows, d_scale, n, H, accumulate, s);
     if (b->s != s) { /* cublasSetStream resets the workspace to the default pool */
         cublasSetStream(b->h, b->s);

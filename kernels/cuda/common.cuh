@@ -137,6 +137,17 @@ int wd_cuda_gather_cast(void *d_dst, wd_dtype dt, const float *d_x, const int *d
                         int dim, cudaStream_t s);
 int wd_cuda_scatter(float *d_out, const float *d_y, const int *d_rows, const float *d_scale,
                     int n, int dim, int accumulate, cudaStream_t s);
+/* Quantised weights (quant.cu): the GEMV, the tiled GEMM and the small-batch fused
+ * expert on the blocks; rows must be whole blocks (else cudaErrorInvalidValue). */
+int wd_cuda_gemv_quant(float *d_y, const float *d_x, const void *d_w, wd_dtype dt, int n, int rows,
+                       int cols, float beta, cudaStream_t s);
+int wd_cuda_gemm_quant(float *d_y, const float *d_x, const void *d_w, wd_dtype dt, int n, int rows,
+                       int cols, cudaStream_t s);
+/* The dtype of an expert's w2 (dt2 where it applies, else dt). */
+wd_dtype wd_cuda_expert_dt2(const wd_cuda_expert *e);
+int wd_cuda_expert_small_quant(const wd_cuda_expert *e, float *d_out, const float *d_x,
+                               const int *d_rows, const float *d_scale, int n, int accumulate,
+                               float *d_h, cudaStream_t s);
 
 
 /* Variants for CUDA graphs: positions pos0 + *d_pos (d_pos may be NULL) read

@@ -55,8 +55,10 @@ int wd_cuda_download(void *dst, const void *d_src, size_t bytes);
 int wd_cuda_poison(void *d_p, size_t bytes);
 
 /* ---- kernels --------------------------------------------------------------
- * Weight/cache dtypes: WD_DT_BF16 or WD_DT_F32. All take a stream (NULL:
- * the legacy default stream). */
+ * Weight/cache dtypes: WD_DT_BF16 or WD_DT_F32; weights (GEMV, GEMM, fused
+ * expert, embedding) may also be llama.cpp blocks (Q8_0, Q4_0, Q4_1, Q4_K,
+ * Q5_K, Q6_K: kernels/cuda/quant.cu), used in place, never expanded. All take
+ * a stream (NULL: the legacy default stream). */
 
 /* Largest token count the GEMV / fused-expert kernels take in one launch. */
 #define WD_CUDA_GEMV_MAX_N 8
@@ -64,6 +66,11 @@ int wd_cuda_poison(void *d_p, size_t bytes);
 /* dst[i] = convert(src[i]) for n elements; src F32/F16/BF16, dst F32/BF16. */
 int wd_cuda_convert(void *d_dst, wd_dtype dst_dt, const void *d_src, wd_dtype src_dt,
                     size_t n, wd_cuda_stream_t s);
+
+/* dst[t][:] = W[idx ? idx[t] : t][:] dequantised (exactly as the CPU) to dst_dt
+ * (F32 or BF16); W of quantised dtype dt with rows of cols weights. */
+int wd_cuda_dequant_rows(void *d_dst, wd_dtype dst_dt, const void *d_w, wd_dtype dt,
+                         const int *d_idx, int n, int cols, wd_cuda_stream_t s);
 
 /* x[t][:] = table[tokens[t]][:] as fp32; tokens: device [n]. */
 int wd_cuda_embed(float *d_x, const void *d_table, wd_dtype dt, const int *d_tokens, int n,
@@ -123,7 +130,8 @@ wd_cuda_stream_t wd_cuda_blas_stream(const wd_cuda_blas *b);
 
 /* y[n][rows] = x[n][cols] W^T (W row-major [rows x cols], dtype dt).
  * n <= WD_CUDA_GEMV_MAX_N uses the GEMV kernel; larger n uses cuBLAS
- * (BF16: x converted to BF16, fp32 accumulate and output; F32: SGEMM). */
+ * (BF16: x converted to BF16, fp32 accumulate and output; F32: SGEMM), or
+ * for quantised W a tiled fp32 kernel dequantising tiles in shared memory. */
 int wd_cuda_matmul(wd_cuda_blas *b, float *d_y, const float *d_x, const void *d_w,
                    wd_dtype dt, int n, int rows, int cols);
 /* Always cuBLAS (benchmarks, tests). */
@@ -134,7 +142,7 @@ int wd_cuda_gemm(wd_cuda_blas *b, float *d_y, const float *d_x, const void *d_w,
  * For t < n, with r = rows ? rows[t] : t and a = scale ? scale[t] : 1:
  *   f = w2( silu(w1 x[r]) * (w3 x[r]) )
  *   accumulate == 0: out[r] = a * f;  accumulate != 0: out[r] += a * f (atomic).
- * w1, w3: [ffn x hidden]; w2: [hidden x ffn]; all of dtype dt.
+ * w1, w3: [ffn x hidden]; w2: [hidden x ffn]; of dtype dt (w2: see dt2).
  * n <= WD_CUDA_GEMV_MAX_N: two fused kernels (gate+up+SiLU*mul; down+scale+
  * write). Larger n: cuBLAS GEMMs (b must be non-NULL) with the same epilogue.
  * scratch: device, wd_cuda_expert_scratch_bytes(n, hidden, ffn) bytes. */
@@ -142,6 +150,9 @@ typedef struct {
     const void *w1, *w3, *w2;
     wd_dtype dt;
     int hidden, ffn;
+    /* w2's dtype where dt and it are both block types (K-quant mixes: Q6_K beside
+     * Q4_K); otherwise (e.g. 0 from a zeroed or shorter initialiser) w2 is dt */
+    wd_dtype dt2;
 } wd_cuda_expert;
 
 size_t wd_cuda_expert_scratch_bytes(int n, int hidden, int ffn);

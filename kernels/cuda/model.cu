@@ -1,5 +1,6 @@
 /* The GPU model runner: a host wd_model uploaded to one or several GPUs
- * (weights BF16 or F32, norms F32, KV cache in the weights' dtype), decode and
+ * (weights BF16 or F32, or GGUF blocks kept as they are; norms F32, KV cache in
+ * the spec's dtype), decode and
  * prefill with the MoE split of host.h:
  *
  *  - the BS part of each layer (attention, router) runs on the BS stream of
@@ -42,6 +43,7 @@ enum { CTL_QUIT = 0, CTL_RUN = 1, CTL_HEAD = 3 };
 typedef struct {
     float *attn_norm, *ffn_norm;
     void *wq, *wk, *wv, *wo, *gate;
+    wd_dtype wq_dt, wk_dt, wv_dt, wo_dt, gate_dt; /* the spec's dtype, or a GGUF block type */
     wd_cuda_expert *experts; /* [E]; weights NULL where the expert is on another process */
     void *kc, *vc;
 } gpu_layer;
@@ -82,6 +84,7 @@ struct wd_cuda_model {
     int kmax;       /* most emulated devices on one GPU */
     gpu_part *parts; /* [L] */
     void *embed, *lm_head;
+    wd_dtype embed_dt, lm_dt; /* the spec's dtype, or a GGUF block type */
     float *norm;
     gpu_layer *layers;
     /* BS activations [max_batch][...] (rank 0) */
@@ -192,21 +195,53 @@ static int64_t numel(const wd_tensor *t) {
 
 /* Upload tensor t (F32/F16/BF16, mapped on the host) as n elements of dtype dt
  * into a new buffer on GPU p: chunks through the pinned staging buffer,
- * converted on the GPU. No full host copy is made. */
-static int upload_tensor(wd_cuda_model *cm, gpu_part *p, void **out, const wd_tensor *t, int64_t n,
-                         wd_dtype dt, char *err, size_t errlen) {
+ * converted on the GPU. No full host copy is made. A quantised tensor (GGUF
+ * blocks) is uploaded as it is and keeps its dtype: *out_dt says which. */
+static int upload_tensor(wd_cuda_model *cm, gpu_part *p, void **out, wd_dtype *out_dt,
+                         const wd_tensor *t, int64_t n, wd_dtype dt, char *err, size_t errlen) {
     if (!t) return fail(err, errlen, "a tensor the model needs is missing", 0);
     if (numel(t) != n) {
         snprintf(err, errlen, "kernels/cuda/model.cu: tensor %s has %lld elements, expected %lld",
                  t->name ? t->name : "?", (long long)numel(t), (long long)n);
         return -1;
     }
-    if (t->dtype != WD_DT_F32 && t->dtype != WD_DT_F16 && t->dtype != WD_DT_BF16) {
+    const int quant = wd_dtype_quantised(t->dtype);
+    if (t->dtype != WD_DT_F32 && t->dtype != WD_DT_F16 && t->dtype != WD_DT_BF16 && !quant) {
         snprintf(err, errlen, "kernels/cuda/model.cu: tensor %s: dtype %s not supported on the GPU",
                  t->name ? t->name : "?", wd_dtype_name(t->dtype));
         return -1;
     }
+    if (quant && t->ndim != 2) { /* norms are vectors the kernels read as F32 */
+        snprintf(err, errlen, "kernels/cuda/model.cu: tensor %s: a %s tensor of %d dimensions "
+                 "(the GPU takes quantised matrices only)", t->name ? t->name : "?",
+                 wd_dtype_name(t->dtype), t->ndim);
+        return -1;
+    }
     if (cudaSetDevice(p->ordinal) != cudaSuccess) return fail(err, errlen, "cudaSetDevice", 1);
+    *out_dt = dt;
+    if (quant) { /* the blocks as they are, through the staging buffer */
+        void *d = wd_cuda_malloc(t->nbytes);
+        if (!d) {
+            snprintf(err, errlen, "kernels/cuda/model.cu: out of GPU memory on GPU %d for %s (%.1f MB)",
+                     p->ordinal, t->name ? t->name : "?", t->nbytes / 1e6);
+            return -1;
+        }
+        for (size_t o = 0; o < t->nbytes; o += WD_STAGE_BYTES) {
+            size_t m = t->nbytes - o < WD_STAGE_BYTES ? t->nbytes - o : WD_STAGE_BYTES;
+            memcpy(cm->stage_host, (const char *)t->data + o, m);
+            int rc = (int)cudaMemcpyAsync((char *)d + o, cm->stage_host, m, cudaMemcpyHostToDevice,
+                                          p->port);
+            if (!rc) rc = (int)cudaStreamSynchronize(p->port); /* the staging buffer is reused */
+            if (rc) {
+                cudaFree(d);
+                return fail(err, errlen, "upload failed", rc);
+            }
+        }
+        *out = d;
+        *out_dt = t->dtype;
+        cm->weight_bytes += t->nbytes;
+        return 0;
+    }
     size_t esrc = wd_dtype_bytes(t->dtype, 1), edst = wd_dtype_bytes(dt, 1);
     void *d = wd_cuda_malloc((size_t)n * edst);
     if (!d) {
@@ -696,13 +731,16 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
        given scale (norm weights: 1 +- 0.1); the seed depends on the tensor
        only, so every placement builds the same model */
     uint64_t seq = 0;
+    wd_dtype got_dt = dt; /* the dtype the last UP left on the GPU */
 #define UP(where, dst, t, n, dty, rscale, roff)                                               \
     do {                                                                                      \
         uint64_t s_ = seed + 7919 * ++seq;                                                    \
         gpu_part *w_ = (where);                                                               \
+        got_dt = (dty);                                                                       \
         if (!w_) break;                                                                       \
         void *p_ = NULL;                                                                      \
-        int rc_ = m ? upload_tensor(cm, w_, &p_, m ? (t) : NULL, (n), (dty), err, errlen)     \
+        int rc_ = m ? upload_tensor(cm, w_, &p_, &got_dt, m ? (t) : NULL, (n), (dty), err,    \
+                                    errlen)                                                   \
                     : random_tensor(cm, w_, &p_, (n), (dty), (rscale), (roff), s_, err,       \
                                     errlen);                                                  \
         if (rc_) BAIL();                                                                      \
@@ -710,10 +748,13 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
     } while (0)
     float sH = 1.7f / sqrtf((float)H), sQ = 1.7f / sqrtf((float)qd), sF = 1.7f / sqrtf((float)F);
     UP(bsp, cm->embed, m->embed, (int64_t)V * H, dt, 1.0f, 0.0f);
-    if (m ? (!m->lm_head || m->lm_head == m->embed) : c->tie_embeddings)
+    cm->embed_dt = cm->lm_dt = got_dt;
+    if (m ? (!m->lm_head || m->lm_head == m->embed) : c->tie_embeddings) {
         cm->lm_head = cm->embed;
-    else
+    } else {
         UP(bsp, cm->lm_head, m->lm_head, (int64_t)V * H, dt, sH, 0.0f);
+        cm->lm_dt = got_dt;
+    }
     UP(bsp, cm->norm, m->norm, H, WD_DT_F32, 0.1f, 1.0f);
     for (int l = 0; l < c->n_layers; l++) {
         const wd_layer *hl = m ? &m->layers[l] : NULL;
@@ -721,10 +762,15 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
         UP(bsp, L->attn_norm, hl->attn_norm, H, WD_DT_F32, 0.1f, 1.0f);
         UP(bsp, L->ffn_norm, hl->ffn_norm, H, WD_DT_F32, 0.1f, 1.0f);
         UP(bsp, L->wq, hl->wq, (int64_t)qd * H, dt, sH, 0.0f);
+        L->wq_dt = got_dt;
         UP(bsp, L->wk, hl->wk, (int64_t)kvd * H, dt, sH, 0.0f);
+        L->wk_dt = got_dt;
         UP(bsp, L->wv, hl->wv, (int64_t)kvd * H, dt, sH, 0.0f);
+        L->wv_dt = got_dt;
         UP(bsp, L->wo, hl->wo, (int64_t)H * qd, dt, sQ, 0.0f);
+        L->wo_dt = got_dt;
         UP(bsp, L->gate, hl->gate, (int64_t)E * H, dt, 3 * sH, 0.0f);
+        L->gate_dt = got_dt;
         L->experts = (wd_cuda_expert *)calloc((size_t)E, sizeof(wd_cuda_expert));
         if (!L->experts) BAIL(fail(err, errlen, "out of host memory", 0));
         for (int e = 0; e < E; e++) {
@@ -734,8 +780,20 @@ static int model_create(wd_cuda_model **out, const wd_config *cfg, const wd_mode
             x->hidden = H;
             x->ffn = F;
             UP(at, x->w1, hl->w1[e], (int64_t)F * H, dt, sH, 0.0f);
+            x->dt = got_dt;
             UP(at, x->w3, hl->w3[e], (int64_t)F * H, dt, sH, 0.0f);
+            wd_dtype dt3 = got_dt;
             UP(at, x->w2, hl->w2[e], (int64_t)H * F, dt, sF, 0.0f);
+            x->dt2 = got_dt;
+            /* w2 may be another block type than w1/w3 (K-quant mixes), nothing else */
+            if (dt3 != x->dt || (got_dt != x->dt && !(wd_dtype_quantised(got_dt) &&
+                                                       wd_dtype_quantised(x->dt)))) {
+                snprintf(err, errlen, "kernels/cuda/model.cu: layer %d expert %d: w1 %s, w3 %s, w2 %s: "
+                         "the GPU expert kernels want w1 and w3 of one dtype, and w2 of the same "
+                         "or (all quantised) another block type", l, e,
+                         wd_dtype_name(x->dt), wd_dtype_name(dt3), wd_dtype_name(got_dt));
+                BAIL();
+            }
         }
         if (is_bs) {
             int ok = 1;
@@ -913,9 +971,9 @@ static int bs_layer(wd_cuda_model *cm, int l, int n, int pos0, const int *d_pos,
     snprintf(name, sizeof name, "L%d/bs/attention", l);
     wd_cuda_nvtx_push(name);
     CK(wd_cuda_rmsnorm(cm->xb, cm->x, L->attn_norm, n, H, c->rms_eps, bs), "rmsnorm");
-    CK(wd_cuda_matmul(cm->blas, cm->q, cm->xb, L->wq, dt, n, qd, H), "q projection");
-    CK(wd_cuda_matmul(cm->blas, cm->k, cm->xb, L->wk, dt, n, kvd, H), "k projection");
-    CK(wd_cuda_matmul(cm->blas, cm->v, cm->xb, L->wv, dt, n, kvd, H), "v projection");
+    CK(wd_cuda_matmul(cm->blas, cm->q, cm->xb, L->wq, L->wq_dt, n, qd, H), "q projection");
+    CK(wd_cuda_matmul(cm->blas, cm->k, cm->xb, L->wk, L->wk_dt, n, kvd, H), "k projection");
+    CK(wd_cuda_matmul(cm->blas, cm->v, cm->xb, L->wv, L->wv_dt, n, kvd, H), "v projection");
     CK(wd_cuda_rope_kv_at(cm->q, cm->k, cm->v, L->kc, L->vc, dt, n, pos0, d_pos, c->n_heads,
                           c->n_kv_heads, hd, c->rope_theta, bs),
        "rope");
@@ -923,13 +981,13 @@ static int bs_layer(wd_cuda_model *cm, int l, int n, int pos0, const int *d_pos,
                             d_pos ? cm->spec.max_ctx : pos0 + n, c->n_heads, c->n_kv_heads, hd,
                             cm->att_scratch, bs),
        "attention");
-    CK(wd_cuda_matmul(cm->blas, cm->h, cm->att, L->wo, dt, n, H, qd), "o projection");
+    CK(wd_cuda_matmul(cm->blas, cm->h, cm->att, L->wo, L->wo_dt, n, H, qd), "o projection");
     CK(wd_cuda_add(cm->x, cm->h, (size_t)n * H, bs), "residual");
     wd_cuda_nvtx_pop();
     snprintf(name, sizeof name, "L%d/bs/router", l);
     wd_cuda_nvtx_push(name);
     CK(wd_cuda_rmsnorm(cm->xb, cm->x, L->ffn_norm, n, H, c->rms_eps, bs), "rmsnorm");
-    CK(wd_cuda_matmul(cm->blas, cm->rlogits, cm->xb, L->gate, dt, n, E, H), "router");
+    CK(wd_cuda_matmul(cm->blas, cm->rlogits, cm->xb, L->gate, L->gate_dt, n, E, H), "router");
     CK(wd_cuda_router(cm->rbuf, (int *)(cm->rbuf + (size_t)n * E), cm->rbuf + (size_t)n * (E + K),
                       cm->rlogits, n, E, K, bs),
        "top-k");
@@ -1157,7 +1215,7 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
        "token upload");
     CK((int)cudaMemcpyAsync(cm->d_pos, cm->h_pos, sizeof(int), cudaMemcpyHostToDevice, bs),
        "position upload");
-    CK(wd_cuda_embed(cm->x, cm->embed, cm->dt, cm->tokens, n, H, bs), "embedding");
+    CK(wd_cuda_embed(cm->x, cm->embed, cm->embed_dt, cm->tokens, n, H, bs), "embedding");
     wd_cuda_profile *pf = &cm->prof;
     double t_prev, t_now;
 #define LAP(field) (t_now = now_s(), pf->field += t_now - t_prev, t_prev = t_now)
@@ -1267,7 +1325,7 @@ static int forward_chunk(wd_cuda_model *cm, const int *tokens, int n, float *log
         int n_out = all_logits ? n : 1;
         const float *xin = all_logits ? cm->x : cm->x + (size_t)(n - 1) * H;
         CK(wd_cuda_rmsnorm(cm->xb, xin, cm->norm, n_out, H, c->rms_eps, bs), "final norm");
-        CK(wd_cuda_matmul(cm->blas, cm->logits, cm->xb, cm->lm_head, cm->dt, n_out, V, H),
+        CK(wd_cuda_matmul(cm->blas, cm->logits, cm->xb, cm->lm_head, cm->lm_dt, n_out, V, H),
            "lm head");
         CK((int)cudaMemcpyAsync(logits, cm->logits, (size_t)n_out * V * 4, cudaMemcpyDeviceToHost,
                                 bs),

@@ -96,6 +96,8 @@ __global__ void embed_kernel(float *x, const T *table, const int *tokens, int n,
 extern "C" int wd_cuda_embed(float *d_x, const void *d_table, wd_dtype dt, const int *d_tokens,
                              int n, int dim, wd_cuda_stream_t s) {
     if (n <= 0) return 0;
+    if (wd_dtype_quantised(dt)) /* quant.cu */
+        return wd_cuda_dequant_rows(d_x, WD_DT_F32, d_table, dt, d_tokens, n, dim, s);
     dim3 grid(wd_blocks(dim, 256), n < 65535 ? n : 65535); /* grid y <= 65535 */
     if (dt == WD_DT_F32)
         embed_kernel<<<grid, 256, 0, s>>>(d_x, (const float *)d_table, d_tokens, n, dim);
@@ -521,6 +523,7 @@ extern "C" int wd_cuda_gemv(float *d_y, const float *d_x, const void *d_w, wd_dt
                             int rows, int cols, float beta, wd_cuda_stream_t s) {
     if (n <= 0 || rows <= 0) return 0;
     if (n > WD_CUDA_GEMV_MAX_N) return (int)cudaErrorInvalidValue;
+    if (wd_dtype_quantised(dt)) return wd_cuda_gemv_quant(d_y, d_x, d_w, dt, n, rows, cols, beta, s);
     if (dt == WD_DT_F32) return gemv_launch(d_y, d_x, (const float *)d_w, n, rows, cols, beta, s);
     if (dt == WD_DT_BF16)
         return gemv_launch(d_y, d_x, (const __nv_bfloat16 *)d_w, n, rows, cols, beta, s);
@@ -616,6 +619,8 @@ int wd_cuda_expert_small(const wd_cuda_expert *e, float *d_out, const float *d_x
                          float *d_h, cudaStream_t s) {
     if (n <= 0) return 0;
     if (n > WD_CUDA_GEMV_MAX_N) return (int)cudaErrorInvalidValue;
+    if (wd_dtype_quantised(e->dt))
+        return wd_cuda_expert_small_quant(e, d_out, d_x, d_rows, d_scale, n, accumulate, d_h, s);
     if (e->dt == WD_DT_F32)
         return expert_small<float>(e, d_out, d_x, d_rows, d_scale, n, accumulate, d_h, s);
     if (e->dt == WD_DT_BF16)

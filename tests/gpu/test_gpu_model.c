@@ -10,7 +10,11 @@
  *     a rewind (set_pos) and re-decode, and two GPUs over NCCL (where two
  *     GPUs are present; said otherwise);
  *  3. stories260k (shared data, safetensors): greedy ids from BOS in F32 mode
- *     equal the published 201 ids exactly, also with CUDA graphs.
+ *     equal the published 201 ids exactly, also with CUDA graphs;
+ *  4. the synthetic model with GGUF block-quantised weights (every matrix a
+ *     different type of Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, embedding and LM
+ *     head included, each expert's w2 another type than its w1/w3), kept
+ *     quantised on the GPU: logits against the CPU.
  * Skipped (exit 77) without a GPU. */
 #include <stdint.h>
 
@@ -158,6 +162,23 @@ static const wd_tensor *mk(synth *s, const char *name, wd_dtype dt, int64_t r, i
     t->shape[1] = cols;
     t->nbytes = wd_dtype_bytes(dt, n);
     void *d = malloc(t->nbytes);
+    if (wd_dtype_quantised(dt)) { /* random blocks, f16 scale fields sized for ~scale values */
+        uint8_t *b = d;
+        for (size_t i = 0; i < t->nbytes; i++) b[i] = (uint8_t)(frand() * 127.0f + 128.0f);
+        int bs = wd_dtype_block(dt);
+        size_t bb = wd_dtype_bytes(dt, bs);
+        int offs[2] = {0, 2}, no = dt == WD_DT_Q8_0 || dt == WD_DT_Q4_0 || dt == WD_DT_Q6_K ? 1 : 2;
+        if (dt == WD_DT_Q6_K) offs[0] = 208;
+        float unit = dt == WD_DT_Q8_0 ? 64 : dt == WD_DT_Q4_0 ? 4.6f : dt == WD_DT_Q4_1 ? 8
+                     : dt == WD_DT_Q6_K ? 1000 : 300;
+        for (size_t k = 0; k < t->nbytes / bb; k++)
+            for (int j = 0; j < no; j++) {
+                uint16_t h = wd_f32_to_f16(scale / unit * frand());
+                memcpy(b + k * bb + offs[j], &h, 2);
+            }
+        t->data = d;
+        return t;
+    }
     for (int64_t i = 0; i < n; i++) {
         float v = offset + scale * frand();
         if (dt == WD_DT_F32) ((float *)d)[i] = v;
@@ -168,7 +189,8 @@ static const wd_tensor *mk(synth *s, const char *name, wd_dtype dt, int64_t r, i
     return t;
 }
 
-static void synth_build(synth *s) {
+/* quant: every matrix one of the GGUF block types instead of BF16/F16 */
+static void synth_build(synth *s, int quant) {
     memset(s, 0, sizeof *s);
     wd_config *c = &s->m.cfg;
     strcpy(c->model_type, "mixtral");
@@ -182,27 +204,31 @@ static void synth_build(synth *s) {
     s->m.layers = calloc((size_t)c->n_layers, sizeof(wd_layer));
     s->ptrs = calloc((size_t)c->n_layers * 3 * E, sizeof(wd_tensor *));
     float ws = 1.0f / sqrtf((float)H) * 1.7f;
-    s->m.embed = mk(s, "model.embed_tokens.weight", WD_DT_F16, c->vocab, H, 1.0f, 0);
+    const wd_dtype Q[6] = {WD_DT_Q8_0, WD_DT_Q4_0, WD_DT_Q4_1, WD_DT_Q4_K, WD_DT_Q5_K, WD_DT_Q6_K};
+#define MDT(plain, i) (quant ? Q[(i) % 6] : (plain))
+    s->m.embed = mk(s, "model.embed_tokens.weight", MDT(WD_DT_F16, 5), c->vocab, H, 1.0f, 0);
     s->m.norm = mk(s, "model.norm.weight", WD_DT_F32, 1, H, 0.2f, 1.0f);
-    s->m.lm_head = mk(s, "lm_head.weight", WD_DT_BF16, c->vocab, H, ws, 0);
+    s->m.lm_head = mk(s, "lm_head.weight", MDT(WD_DT_BF16, 0), c->vocab, H, ws, 0);
     for (int l = 0; l < c->n_layers; l++) {
         wd_layer *L = &s->m.layers[l];
         L->attn_norm = mk(s, "attn_norm", WD_DT_F32, 1, H, 0.2f, 1.0f);
         L->ffn_norm = mk(s, "ffn_norm", WD_DT_BF16, 1, H, 0.2f, 1.0f);
-        L->wq = mk(s, "wq", WD_DT_BF16, qd, H, ws, 0);
-        L->wk = mk(s, "wk", WD_DT_BF16, kvd, H, ws, 0);
-        L->wv = mk(s, "wv", WD_DT_BF16, kvd, H, ws, 0);
-        L->wo = mk(s, "wo", WD_DT_BF16, H, qd, ws, 0);
-        L->gate = mk(s, "gate", WD_DT_BF16, E, H, ws * 3, 0);
+        L->wq = mk(s, "wq", MDT(WD_DT_BF16, l + 3), qd, H, ws, 0);
+        L->wk = mk(s, "wk", MDT(WD_DT_BF16, l + 4), kvd, H, ws, 0);
+        L->wv = mk(s, "wv", MDT(WD_DT_BF16, l + 1), kvd, H, ws, 0);
+        L->wo = mk(s, "wo", MDT(WD_DT_BF16, l + 2), H, qd, ws, 0);
+        L->gate = mk(s, "gate", MDT(WD_DT_BF16, l), E, H, ws * 3, 0);
         L->w1 = s->ptrs + (size_t)l * 3 * E;
         L->w3 = L->w1 + E;
         L->w2 = L->w3 + E;
         for (int e = 0; e < E; e++) {
-            L->w1[e] = mk(s, "w1", WD_DT_BF16, F, H, ws, 0);
-            L->w3[e] = mk(s, "w3", WD_DT_BF16, F, H, ws, 0);
-            L->w2[e] = mk(s, "w2", WD_DT_BF16, H, F, 1.0f / sqrtf((float)F) * 1.7f, 0);
+            L->w1[e] = mk(s, "w1", MDT(WD_DT_BF16, l + e + 3), F, H, ws, 0);
+            L->w3[e] = mk(s, "w3", MDT(WD_DT_BF16, l + e + 3), F, H, ws, 0);
+            /* quantised: w2 another block type than w1/w3, as K-quant mixes store it */
+            L->w2[e] = mk(s, "w2", MDT(WD_DT_BF16, l + e + 4), H, F, 1.0f / sqrtf((float)F) * 1.7f, 0);
         }
     }
+#undef MDT
 }
 
 static void synth_free(synth *s) {
@@ -249,8 +275,10 @@ static void run_synthetic(synth *s, wd_dtype dt, int top1) {
         cpu_forward(&r, toks + npre + i, 1, npre + i, ref + (size_t)(npre + i) * V, rec, &mismatch);
     double e = rel_err(g, ref, (size_t)total * V);
     double tol = dt == WD_DT_F32 ? 2e-5 : 3e-2;
-    printf("  synthetic %s%s: logits rel L2 %.3g (tol %.3g), routing differs from CPU top-k in %d "
-           "choices\n", wd_dtype_name(dt), top1 ? " top-1 hook" : "", e, tol, mismatch);
+    printf("  synthetic %s%s%s: logits rel L2 %.3g (tol %.3g), routing differs from CPU top-k in %d "
+           "choices\n", wd_dtype_name(dt), top1 ? " top-1 hook" : "",
+           wd_dtype_quantised(s->m.lm_head->dtype) ? ", GGUF block-quantised weights" : "", e, tol,
+           mismatch);
     CHECKF(e <= tol, "synthetic model %s: logits rel L2 %.3g > %.3g", wd_dtype_name(dt), e, tol);
     if (dt == WD_DT_F32 && !top1) CHECKF(mismatch == 0, "F32 routing differs in %d choices", mismatch);
     if (top1)
@@ -505,11 +533,15 @@ static void run_stories(void) {
 int main(void) {
     if (wd_cuda_device_count() <= 0) WD_TEST_SKIP("no CUDA device");
     synth s;
-    synth_build(&s);
+    synth_build(&s, 0);
     run_synthetic(&s, WD_DT_F32, 0);
     run_synthetic(&s, WD_DT_BF16, 0);
     run_synthetic(&s, WD_DT_F32, 1);
     run_modes(&s);
+    synth_free(&s);
+    synth_build(&s, 1); /* GGUF block types, uploaded as they are */
+    run_synthetic(&s, WD_DT_F32, 0);
+    run_synthetic(&s, WD_DT_BF16, 0);
     synth_free(&s);
     run_stories();
     return wd_test_finish("test_gpu_model");

@@ -261,7 +261,7 @@ static void test_expert(wd_cuda_blas *blas, wd_dtype dt, int n, int H, int F, in
     float *w1 = rand_vec((size_t)F * H, 0.05f), *w3 = rand_vec((size_t)F * H, 0.05f),
           *w2 = rand_vec((size_t)H * F, 0.05f);
     wd_cuda_expert e = {weights(w1, (size_t)F * H, dt), weights(w3, (size_t)F * H, dt),
-                        weights(w2, (size_t)H * F, dt), dt, H, F};
+                        weights(w2, (size_t)H * F, dt), dt, H, F, dt};
     int *rows = malloc((size_t)n * 4);
     float *scale = malloc((size_t)n * 4);
     for (int t = 0; t < n; t++) {
