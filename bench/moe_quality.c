@@ -38,22 +38,6 @@ static int count_select(void *ctx, int layer, int pos0, const float *probs, wd_s
     return 0;
 }
 
-static void log_softmax(float *x, int n) {
-    float mx = x[0];
-    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    double s = 0;
-    for (int i = 0; i < n; i++) s += exp((double)x[i] - mx);
-    float lse = mx + (float)log(s);
-    for (int i = 0; i < n; i++) x[i] -= lse;
-}
-
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
 static void usage(FILE *f) {
     fprintf(f, "usage: moe_quality --dense DENSE --moe MOE [--seqs N] [--len N] [--seed S]\n"
                "                   [--threads N] [--out FILE]\n"
@@ -139,7 +123,7 @@ int main(int argc, char **argv) {
         wd_session_reset(sd);
         if (wd_forward(sd, ids, n, ld, 1, err, sizeof err)) goto fail;
         for (int t = 0; t + 1 < n; t++) {
-            log_softmax(ld + (size_t)t * V, V);
+            wd_log_softmax(ld + (size_t)t * V, V);
             nll_d -= ld[(size_t)t * V + ids[t + 1]];
         }
         for (int c = 0; c < NC; c++) {
@@ -155,12 +139,12 @@ int main(int argc, char **argv) {
             if (!oracle && k != 1) lc.tokens = before; /* count tokens once (k = 1) */
             for (int t = 0; t + 1 < n; t++) {
                 float *a = ld + (size_t)t * V, *b = lm + (size_t)t * V;
-                log_softmax(b, V);
+                wd_log_softmax(b, V);
                 nll[c] -= b[ids[t + 1]];
                 double q = 0;
                 for (int i = 0; i < V; i++) q += exp((double)a[i]) * ((double)a[i] - b[i]);
                 kl[c] += q;
-                agree[c] += argmax(a, V) == argmax(b, V);
+                agree[c] += wd_argmax(a, V) == wd_argmax(b, V);
             }
         }
         n_pred += n - 1;

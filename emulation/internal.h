@@ -183,4 +183,7 @@ int wd_trace_load_csv(wd_link *l, const char *path, const char *column, int devi
                       size_t errlen);
 int wd_trace_load_mahimahi(wd_link *l, const char *path, char *err, size_t errlen);
 
+/* The wdmoe rule (policy_wdmoe.c) for wdmoe and wdmoe-straggler */
+int wd_policy_wdmoe_rule(const wd_policy_params *p, wd_policy_io *io, int straggler_only);
+
 #endif

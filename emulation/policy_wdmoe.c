@@ -8,13 +8,23 @@
  * WLR is taken; when none does, the batch keeps top-k. */
 #include <math.h>
 
-#include "emulation/emulation.h"
+#include "emulation/internal.h"
 
-int wd_policy_wdmoe(const wd_policy_params *p, wd_policy_io *io) {
+/* The rule; straggler_only (policy_wdmoe_straggler.c): a token may drop its
+   expert only when that expert sets the layer's wait. */
+int wd_policy_wdmoe_rule(const wd_policy_params *p, wd_policy_io *io, int straggler_only) {
     int T = io->n_tokens, E = io->n_experts, droppable = 0;
     double *cosv = io->scratch, *full = cosv + T, *drop = full + T, w0 = 0, cmin = INFINITY;
+    double wait = 0; /* the slowest expert chosen by any token (straggler_only) */
     for (int t = 0; t < T; t++) {
         int n = wd_policy_base(io, t, io->top_k);
+        for (int j = 0; j < n; j++) {
+            double te = io->tau[io->expert[(size_t)t * E + j]];
+            if (te > wait) wait = te;
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        int n = io->n[t];
         const int *ids = io->expert + (size_t)t * E;
         const float *pr = io->probs + (size_t)t * E;
         double wl = 0, wl_last = 0, dot = 0, pp = 0, tt = 0;
@@ -26,7 +36,8 @@ int wd_policy_wdmoe(const wd_policy_params *p, wd_policy_io *io) {
         }
         full[t] = n ? wl / n : 0.0;
         drop[t] = n >= 2 ? (wl - wl_last) / (n - 1) : full[t];
-        cosv[t] = n >= 2 && pp > 0 ? dot / sqrt(pp * tt) : INFINITY; /* INFINITY: never drops */
+        int may = n >= 2 && (!straggler_only || io->tau[ids[n - 1]] >= wait);
+        cosv[t] = may && pp > 0 ? dot / sqrt(pp * tt) : INFINITY; /* INFINITY: never drops */
         if (cosv[t] < INFINITY) droppable++;
         if (cosv[t] < cmin) cmin = cosv[t];
         w0 += full[t];
@@ -54,4 +65,8 @@ int wd_policy_wdmoe(const wd_policy_params *p, wd_policy_io *io) {
     }
     for (int t = 0; t < T; t++) wd_policy_renorm(io, t);
     return 0;
+}
+
+int wd_policy_wdmoe(const wd_policy_params *p, wd_policy_io *io) {
+    return wd_policy_wdmoe_rule(p, io, 0);
 }

@@ -111,23 +111,6 @@ static void eng_reset(engine *e) {
     wd_session_reset(e->s);
 }
 
-/* log-softmax in place, in double for the sum */
-static void log_softmax(float *x, int n) {
-    float mx = x[0];
-    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    double sum = 0;
-    for (int i = 0; i < n; i++) sum += exp((double)x[i] - mx);
-    float lse = (float)(mx + log(sum));
-    for (int i = 0; i < n; i++) x[i] -= lse;
-}
-
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
 typedef struct {
     int steps;
     double agreement, mean_kl, ppl_policy, ppl_topk;
@@ -159,8 +142,8 @@ static int compare_topk(engine *e, const int *seq, int n_seq, int n_prompt, cons
         int pos = n_prompt - 1 + i; /* logits at pos predict seq[pos + 1] */
         float *b = lp + (size_t)pos * vocab;
         const float *p = lp_policy + (size_t)i * vocab;
-        log_softmax(b, vocab);
-        agree += argmax(b, vocab) == argmax(p, vocab);
+        wd_log_softmax(b, vocab);
+        agree += wd_argmax(b, vocab) == wd_argmax(p, vocab);
         double k = 0;
         for (int v = 0; v < vocab; v++) k += exp((double)b[v]) * ((double)b[v] - p[v]);
         kl += k > 0 ? k : 0;
@@ -539,7 +522,7 @@ int wd_cmd_generate(int argc, char **argv) {
     for (int step = 0; step < steps && !wd_cli_interrupted(); step++) {
         if (lp_policy) {
             memcpy(lp_policy + (size_t)produced * vocab, logits, (size_t)vocab * sizeof(float));
-            log_softmax(lp_policy + (size_t)produced * vocab, vocab);
+            wd_log_softmax(lp_policy + (size_t)produced * vocab, vocab);
         }
         int next = wd_sample(logits, vocab, (float)temperature, (float)top_p, &rng, scratch);
         all[n_all++] = next;

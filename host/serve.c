@@ -83,22 +83,6 @@ typedef struct {
     wd_rng rng;
 } user_state;
 
-static void log_softmax(float *x, int n) {
-    float mx = x[0];
-    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    double sum = 0;
-    for (int i = 0; i < n; i++) sum += exp((double)x[i] - mx);
-    float lse = (float)(mx + log(sum));
-    for (int i = 0; i < n; i++) x[i] -= lse;
-}
-
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
 /* Re-score the user's sequence with the model's own top-k (no hooks): token
  * agreement of the argmax and mean KL(top-k || policy) over its outputs. */
 static int compare_user(wd_session *plain, const wd_serve_request *rq, wd_serve_user *u,
@@ -122,8 +106,8 @@ static int compare_user(wd_session *plain, const wd_serve_request *rq, wd_serve_
         for (int i = 0; i < u->n_out; i++) {
             float *b = lp + (size_t)(rq->n_prompt - 1 + i) * vocab;
             const float *p = lp_pol + (size_t)i * vocab;
-            log_softmax(b, vocab);
-            agree += argmax(b, vocab) == argmax(p, vocab);
+            wd_log_softmax(b, vocab);
+            agree += wd_argmax(b, vocab) == wd_argmax(p, vocab);
             double k = 0;
             for (int v = 0; v < vocab; v++) k += exp((double)b[v]) * ((double)b[v] - p[v]);
             kl += k > 0 ? k : 0;
@@ -302,7 +286,7 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
             const float *lg = logits + (size_t)i * vocab;
             if (u->lp) {
                 memcpy(u->lp + (size_t)r->n_out * vocab, lg, (size_t)vocab * sizeof(float));
-                log_softmax(u->lp + (size_t)r->n_out * vocab, vocab);
+                wd_log_softmax(u->lp + (size_t)r->n_out * vocab, vocab);
             }
             int tok = wd_sample(lg, vocab, o->temperature, o->top_p, &u->rng, scratch_idx);
             r->tokens[r->n_out++] = tok;

@@ -93,6 +93,10 @@ void wd_rmsnorm(float *y, const float *x, const float *w, int dim, float eps);
 void wd_rope(float *v, int n_heads, int head_dim, int pos, float theta);
 
 void wd_softmax(float *x, int n);
+/* x[i] -= log(sum_j exp(x[j])) in place (the sum in double); the index of the
+   largest x[i] (the first on ties) */
+void wd_log_softmax(float *x, int n);
+int wd_argmax(const float *x, int n);
 
 /* Indices of the k largest values of x[0..n), largest first; ties go to the
  * lower index. Returns k (clamped to n). */

@@ -49,6 +49,22 @@ void wd_rope(float *v, int n_heads, int head_dim, int pos, float theta) {
     }
 }
 
+void wd_log_softmax(float *x, int n) {
+    float mx = x[0];
+    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)x[i] - mx);
+    float lse = (float)(mx + log(sum));
+    for (int i = 0; i < n; i++) x[i] -= lse;
+}
+
+int wd_argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
 void wd_softmax(float *x, int n) {
     if (n <= 0) return;
     int i = 0;
