@@ -438,7 +438,13 @@ int wd_cmd_serve_cell(int argc, char **argv) {
         static const char *const seed_names[] = {"run"};
         long long seeds[] = {(long long)run_seed};
         wd_cli_provenance(root, "serve-cell", argc, argv, seed_names, seeds, 1);
-        json_object_object_add(cfg, "model", json_object_new_string(model_path));
+        json_object *jm = json_object_new_object(); /* the same shape as generate's */
+        json_object_object_add(jm, "path", json_object_new_string(model_path));
+        json_object_object_add(jm, "layers", json_object_new_int(m->cfg.n_layers));
+        json_object_object_add(jm, "hidden", json_object_new_int(m->cfg.hidden));
+        json_object_object_add(jm, "experts", json_object_new_int(m->cfg.n_experts));
+        json_object_object_add(jm, "top_k", json_object_new_int(m->cfg.top_k));
+        json_object_object_add(root, "model", jm);
         json_object_object_add(cfg, "scenario", json_object_new_string(scenario_path));
         json_object_object_add(cfg, "policy", json_object_new_string(wd_emu_policy_name(emu)));
         json_object_object_add(cfg, "seed", json_object_new_int64((int64_t)run_seed));
