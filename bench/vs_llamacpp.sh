@@ -29,17 +29,20 @@ DECODE=64
 MD=""
 UPDATE_DOCS=0
 WDMOE_OPTS=""
+GGUF=""
 
 usage() {
     cat <<EOF
 usage: bench/vs_llamacpp.sh [--rounds N] [--threads "1 2"] [--types "F32 F16 ..."]
                             [--prompt N] [--decode N] [--wdmoe-opts "--hugepages"]
-                            [--md FILE] [--update-docs]
+                            [--md FILE] [--update-docs] [--gguf FILE]
 
 Runs wdmoe (build/bench_decode) and llama.cpp (llama-bench) on the same GGUF files,
 interleaved, --rounds rounds (default $ROUNDS), for each thread count (default "$THREADS")
 and weight type (default "$TYPES"; a type wdmoe cannot load is reported as such).
 Prints one table of medians, min-max and ratios; --md FILE writes it as Markdown;
+--gguf FILE compares on that model file instead (for example SmolLM2-135M-Instruct's Q4_1
+GGUF), as it is: one row per thread count, no quantisation.
 --update-docs puts it into docs/performance.md between its markers; --wdmoe-opts passes
 options to bench_decode (e.g. --hugepages) and is named in the table's note.
 Needs ./build (cmake -S . -B build && cmake --build build) and, the first time,
@@ -56,6 +59,7 @@ while [ $# -gt 0 ]; do
     --decode) DECODE=$2; shift 2 ;;
     --md) MD=$2; shift 2 ;;
     --wdmoe-opts) WDMOE_OPTS=$2; shift 2 ;;
+    --gguf) GGUF=$2; shift 2 ;;
     --update-docs) UPDATE_DOCS=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "vs_llamacpp.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -103,13 +107,23 @@ export LD_LIBRARY_PATH=$LBIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 # ---- the GGUF files ------------------------------------------------------------------
 VS=$BUILD/vs
 mkdir -p "$VS"
-if [ ! -s "$VS/mini-F32.gguf" ]; then
+MODEL_NOTE="Synthetic mini Mixtral GGUF (hidden 512, 8 layers, 8 experts top-2, vocab 32000)"
+if [ -n "$GGUF" ]; then # one given file, under the name "model"
+    [ -s "$GGUF" ] || { echo "vs_llamacpp.sh: --gguf $GGUF: no such file" >&2; exit 1; }
+    VS=$BUILD/vs-gguf
+    mkdir -p "$VS"
+    ln -sf "$(cd "$(dirname "$GGUF")" && pwd)/$(basename "$GGUF")" "$VS/mini-model.gguf"
+    ln -sf "$VS/mini-model.gguf" "$VS/mini-F32.gguf" # the bandwidth probe's model
+    TYPES=model
+    MODEL_NOTE="$(basename "$GGUF") as it is"
+elif [ ! -s "$VS/mini-F32.gguf" ]; then
     echo "vs_llamacpp.sh: writing the synthetic mini Mixtral as F32 GGUF ..."
     "$LC/venv/bin/python" "$ROOT/bench/synth_gguf.py" "$VS/mini-F32.gguf.tmp" >/dev/null
     mv "$VS/mini-F32.gguf.tmp" "$VS/mini-F32.gguf"
 fi
 qtype() { case "$1" in Q4_K) echo Q4_K_S ;; *) echo "$1" ;; esac; }
 for t in $TYPES; do
+    [ "$t" = model ] && continue
     f=$VS/mini-$t.gguf
     [ "$t" = F32 ] || [ -s "$f" ] || {
         "$LBIN/llama-quantize" "$VS/mini-F32.gguf" "$f.tmp" "$(qtype "$t")" >"$VS/quantize-$t.log" 2>&1 &&
@@ -193,9 +207,9 @@ LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- the table ----------------------------------------------------------------------------
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-python3 - "$RES" "$ROUNDS" "$PROMPT" "$DECODE" "$CPU" "$(nproc)" "$COMMIT" "$LOAD0" "$LOAD1" "${MD:-}" "$THREADS" "$TYPES" "$WDMOE_OPTS" <<'EOF'
+python3 - "$RES" "$ROUNDS" "$PROMPT" "$DECODE" "$CPU" "$(nproc)" "$COMMIT" "$LOAD0" "$LOAD1" "${MD:-}" "$THREADS" "$TYPES" "$WDMOE_OPTS" "$MODEL_NOTE" <<'EOF'
 import statistics, sys, datetime
-res, rounds, prompt, decode, cpu, cores, commit, load0, load1, md, threads, types, wopts = sys.argv[1:]
+res, rounds, prompt, decode, cpu, cores, commit, load0, load1, md, threads, types, wopts, model_note = sys.argv[1:]
 rows = [l.rstrip("\n").split("\t") for l in open(res) if l.strip()]
 val = {}
 for eng, t, th, r, kind, v in rows:
@@ -233,13 +247,13 @@ for t in types.split():
 bws = ", ".join("%s thread%s %.1f GB/s" % (th, "" if th == "1" else "s", med("machine", "-", th, "bandwidth")[0] / 1e9)
                 for th in threads.split() if med("machine", "-", th, "bandwidth"))
 note = ("%s; %s, %s cores online; wdmoe %s%s; llama.cpp from llama-cpp-python's source package. "
-        "Synthetic mini Mixtral GGUF (hidden 512, 8 layers, 8 experts top-2, vocab 32000), "
+        "%s, "
         "decode %s tokens, prefill %s tokens; medians of %s interleaved rounds (min-max); "
         "ratio = wdmoe / llama.cpp. Decode per CPU-second (1 thread): tokens per CPU-second of the "
         "process, llama.cpp's from the CPU time of 6 minus 1 tg repetitions (from an empty context; "
         "wdmoe's after its prompt), immune to the time slices other processes take. Read bandwidth (median of 7 whole passes over max(1 GiB, 8x LLC)): %s. "
         "Load average %s at the start, %s at the end (the machine is shared: figures are noisy)."
-        % (date, cpu, cores, commit, (" with " + wopts) if wopts else "", decode, prompt, rounds, bws or "n/a", load0, load1))
+        % (date, cpu, cores, commit, (" with " + wopts) if wopts else "", model_note, decode, prompt, rounds, bws or "n/a", load0, load1))
 text = "\n".join(lines)
 print(text)
 print()
