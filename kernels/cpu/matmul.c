@@ -466,17 +466,7 @@ static void ukernel(int kc16, const float *xp, const float *wp, float *y, int ld
         xp += GEMM_MR;
         wp += GEMM_NR;
     }
-    __mmask16 m0 = wd_tail_mask(nr), m1 = nr > 16 ? wd_tail_mask(nr - 16) : 0;
-    for (int i = 0; i < mt; i++) {
-        float *yr = y + (size_t)i * ldy;
-        __m512 v0 = c[i][0], v1 = c[i][1];
-        if (accumulate) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, yr));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, yr + 16));
-        }
-        _mm512_mask_storeu_ps(yr, m0, v0);
-        _mm512_mask_storeu_ps(yr + 16, m1, v1);
-    }
+    wd_store_tile32(y, (size_t)ldy, (const __m512(*)[2])c, mt, nr, accumulate);
 }
 
 static void gemm_task(void *arg, int task, int n_tasks) {

@@ -46,15 +46,6 @@
 #define QUANT_KC 256
 #define QUANT_SERIAL_ELEMS 32768
 
-static inline float f16_at(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-#ifdef __F16C__
-    return _cvtsh_ss(h);
-#else
-    return wd_f16_to_f32(h);
-#endif
-}
 
 /* Scale and min of sub-block j (0..7) from the 12 packed bytes (get_scale_min_k4). */
 static inline void k4_scale_min(int j, const uint8_t *q, int *sc, int *mn) {
@@ -82,7 +73,7 @@ static size_t block_bytes(wd_dtype dt) {
 static void deq_block(float *y, const uint8_t *b, wd_dtype dt) {
     switch (dt) {
     case WD_DT_Q4_0: {
-        float d = f16_at(b);
+        float d = wd_f16_at(b);
         for (int j = 0; j < 16; j++) {
             y[j] = d * (float)((b[2 + j] & 0xF) - 8);
             y[j + 16] = d * (float)((b[2 + j] >> 4) - 8);
@@ -90,7 +81,7 @@ static void deq_block(float *y, const uint8_t *b, wd_dtype dt) {
         break;
     }
     case WD_DT_Q4_1: {
-        float d = f16_at(b), m = f16_at(b + 2);
+        float d = wd_f16_at(b), m = wd_f16_at(b + 2);
         for (int j = 0; j < 16; j++) {
             y[j] = d * (float)(b[4 + j] & 0xF) + m;
             y[j + 16] = d * (float)(b[4 + j] >> 4) + m;
@@ -99,7 +90,7 @@ static void deq_block(float *y, const uint8_t *b, wd_dtype dt) {
     }
     case WD_DT_Q4_K:
     case WD_DT_Q5_K: {
-        float d = f16_at(b), dmin = f16_at(b + 2);
+        float d = wd_f16_at(b), dmin = wd_f16_at(b + 2);
         const uint8_t *scales = b + 4;
         const uint8_t *qh = b + 16, *ql = dt == WD_DT_Q4_K ? b + 16 : b + 48;
         for (int c = 0; c < 4; c++) {
@@ -122,7 +113,7 @@ static void deq_block(float *y, const uint8_t *b, wd_dtype dt) {
         break;
     }
     case WD_DT_Q6_K: {
-        float d = f16_at(b + 208);
+        float d = wd_f16_at(b + 208);
         const int8_t *sc = (const int8_t *)(b + 192);
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
@@ -152,14 +143,14 @@ static void deq_block512(float *y, const uint8_t *b, wd_dtype dt) {
     switch (dt) {
     case WD_DT_Q4_0: {
         const __m128i e8 = _mm_set1_epi8(8);
-        __m512 d = _mm512_set1_ps(f16_at(b));
+        __m512 d = _mm512_set1_ps(wd_f16_at(b));
         __m128i q = ld16b(b + 2);
         _mm512_storeu_ps(y, _mm512_mul_ps(d, cvt16s(_mm_sub_epi8(_mm_and_si128(q, m4), e8))));
         _mm512_storeu_ps(y + 16, _mm512_mul_ps(d, cvt16s(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8))));
         break;
     }
     case WD_DT_Q4_1: {
-        __m512 d = _mm512_set1_ps(f16_at(b)), m = _mm512_set1_ps(f16_at(b + 2));
+        __m512 d = _mm512_set1_ps(wd_f16_at(b)), m = _mm512_set1_ps(wd_f16_at(b + 2));
         __m128i q = ld16b(b + 4);
         _mm512_storeu_ps(y, _mm512_fmadd_ps(d, cvt16u(_mm_and_si128(q, m4)), m));
         _mm512_storeu_ps(y + 16, _mm512_fmadd_ps(d, cvt16u(_mm_and_si128(_mm_srli_epi16(q, 4), m4)), m));
@@ -168,7 +159,7 @@ static void deq_block512(float *y, const uint8_t *b, wd_dtype dt) {
     case WD_DT_Q4_K:
     case WD_DT_Q5_K: {
         const int q5 = dt == WD_DT_Q5_K;
-        const float d = f16_at(b), dmin = f16_at(b + 2);
+        const float d = wd_f16_at(b), dmin = wd_f16_at(b + 2);
         const uint8_t *qs = b + (q5 ? 48 : 16);
         const __m128i one = _mm_set1_epi8(1);
         __m128i ha = ld16b(b + 16), hb = ld16b(b + 32);
@@ -193,7 +184,7 @@ static void deq_block512(float *y, const uint8_t *b, wd_dtype dt) {
     }
     case WD_DT_Q6_K: {
         const __m128i m3 = _mm_set1_epi8(3), e32 = _mm_set1_epi8(32);
-        const float d = f16_at(b + 208);
+        const float d = wd_f16_at(b + 208);
         const int8_t *sc = (const int8_t *)(b + 192);
         for (int g = 0; g < 8; g++) {
             const int h = g >> 2, k = g & 3;
@@ -283,7 +274,7 @@ static float dot_q4_0(const uint8_t *w, const float *x, int nb) {
         __m128i lo = _mm_sub_epi8(_mm_and_si128(q, m4), e8);
         __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8);
         __m256 s = dot16i(hi, x + 16, dot16i(lo, x, _mm256_setzero_ps()));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w)), s, acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(wd_f16_at(w)), s, acc);
     }
     return hsum8q(acc);
 }
@@ -295,8 +286,8 @@ static float dot_q4_1(const uint8_t *w, const float *x, int nb) {
         __m128i q = ld16(w + 4);
         __m256 s = dot16u(_mm_and_si128(_mm_srli_epi16(q, 4), m4), x + 16,
                           dot16u(_mm_and_si128(q, m4), x, _mm256_setzero_ps()));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w)), s, acc);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(w + 2)), sum32(x), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(wd_f16_at(w)), s, acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(wd_f16_at(w + 2)), sum32(x), acc);
     }
     return hsum8q(acc);
 }
@@ -307,7 +298,7 @@ static inline float dot_q45_k(const uint8_t *w, const float *x, int nb, const in
     const size_t bb = q5 ? WD_Q5_K_BYTES : WD_Q4_K_BYTES;
     __m256 acc = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++, w += bb, x += 256) {
-        const float d = f16_at(w), dmin = f16_at(w + 2);
+        const float d = wd_f16_at(w), dmin = wd_f16_at(w + 2);
         const uint8_t *qs = w + (q5 ? 48 : 16), *qh = w + 16;
         __m128i ha = _mm_setzero_si128(), hb = ha;
         if (q5) ha = ld16(qh), hb = ld16(qh + 16);
@@ -342,7 +333,7 @@ static float dot_q6_k(const uint8_t *w, const float *x, int nb) {
     const __m128i m4 = _mm_set1_epi8(0xF), m3 = _mm_set1_epi8(3), e32 = _mm_set1_epi8(32);
     __m256 acc = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++, w += WD_Q6_K_BYTES, x += 256) {
-        const float d = f16_at(w + 208);
+        const float d = wd_f16_at(w + 208);
         const int8_t *sc = (const int8_t *)(w + 192);
         for (int g = 0; g < 8; g++) {
             const int h = g >> 2, k = g & 3;
@@ -383,7 +374,7 @@ static inline __m512 q4_0_blk512(const uint8_t *w, const float *x, __m512 acc) {
     __m512 s = _mm512_mul_ps(cvt16s(_mm_sub_epi8(_mm_and_si128(q, m4), e8)), _mm512_loadu_ps(x));
     s = _mm512_fmadd_ps(cvt16s(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8)),
                         _mm512_loadu_ps(x + 16), s);
-    return _mm512_fmadd_ps(_mm512_set1_ps(f16_at(w)), s, acc);
+    return _mm512_fmadd_ps(_mm512_set1_ps(wd_f16_at(w)), s, acc);
 }
 static float dot512_q4_0(const uint8_t *w, const float *x, int nb) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0;
@@ -402,8 +393,8 @@ static inline void q4_1_blk512(const uint8_t *w, const float *x, __m512 *acc, __
     __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
     __m512 s = _mm512_mul_ps(cvt16u(_mm_and_si128(q, m4)), x0);
     s = _mm512_fmadd_ps(cvt16u(_mm_and_si128(_mm_srli_epi16(q, 4), m4)), x1, s);
-    *acc = _mm512_fmadd_ps(_mm512_set1_ps(f16_at(w)), s, *acc);
-    *macc = _mm512_fmadd_ps(_mm512_set1_ps(f16_at(w + 2)), _mm512_add_ps(x0, x1), *macc);
+    *acc = _mm512_fmadd_ps(_mm512_set1_ps(wd_f16_at(w)), s, *acc);
+    *macc = _mm512_fmadd_ps(_mm512_set1_ps(wd_f16_at(w + 2)), _mm512_add_ps(x0, x1), *macc);
 }
 static float dot512_q4_1(const uint8_t *w, const float *x, int nb) {
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, m0 = a0, m1 = a0;
@@ -422,7 +413,7 @@ static inline float dot512_q45_k(const uint8_t *w, const float *x, int nb, const
     const size_t bb = q5 ? WD_Q5_K_BYTES : WD_Q4_K_BYTES;
     __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, macc[2] = {acc[0], acc[0]};
     for (int b = 0; b < nb; b++, w += bb, x += 256) {
-        const float d = f16_at(w), dmin = f16_at(w + 2);
+        const float d = wd_f16_at(w), dmin = wd_f16_at(w + 2);
         const uint8_t *qs = w + (q5 ? 48 : 16);
         __m128i ha = _mm_setzero_si128(), hb = ha;
         if (q5) ha = ld16b(w + 16), hb = ld16b(w + 32);
@@ -453,7 +444,7 @@ static float dot512_q6_k(const uint8_t *w, const float *x, int nb) {
     const __m128i m4 = _mm_set1_epi8(0xF), m3 = _mm_set1_epi8(3), e32 = _mm_set1_epi8(32);
     __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int b = 0; b < nb; b++, w += WD_Q6_K_BYTES, x += 256) {
-        const float d = f16_at(w + 208);
+        const float d = wd_f16_at(w + 208);
         const int8_t *sc = (const int8_t *)(w + 192);
         for (int g = 0; g < 8; g++) {
             const int h = g >> 2, k = g & 3;
@@ -592,17 +583,7 @@ static void tile_product512(float *y, int ldy, const float *x, int ldx, int mt, 
             c[i][1] = _mm512_fmadd_ps(a, b1, c[i][1]);
         }
     }
-    __mmask16 m0 = wd_tail_mask(nr), m1 = nr > 16 ? wd_tail_mask(nr - 16) : 0;
-    for (int i = 0; i < mt; i++) {
-        float *yr = y + (size_t)i * ldy;
-        __m512 v0 = c[i][0], v1 = c[i][1];
-        if (accumulate) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, yr));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, yr + 16));
-        }
-        _mm512_mask_storeu_ps(yr, m0, v0);
-        _mm512_mask_storeu_ps(yr + 16, m1, v1);
-    }
+    wd_store_tile32(y, (size_t)ldy, (const __m512(*)[2])c, mt, nr, accumulate);
 }
 
 /* Rows [rt, rt+nr) x columns [k0, k0+kc) dequantised, transposed to wp[kc][32]

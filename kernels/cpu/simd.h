@@ -31,15 +31,17 @@
 #define WD_Q8_BLOCK 32
 #define WD_Q8_BYTES 34
 
-static inline float wd_q8_scale(const uint8_t *blk) {
+/* An f16 stored at p (any alignment), as a float: block scales and mins. */
+static inline float wd_f16_at(const uint8_t *p) {
     uint16_t d;
-    memcpy(&d, blk, 2);
+    memcpy(&d, p, 2);
 #ifdef __F16C__
     return _cvtsh_ss(d);
 #else
     return wd_f16_to_f32(d);
 #endif
 }
+static inline float wd_q8_scale(const uint8_t *blk) { return wd_f16_at(blk); }
 
 /* Token vectors quantised to blocks of 32 int8 (gemv_q8.c), for the dot
  * products of block-quantised weights: block b of token t is
@@ -113,6 +115,24 @@ static inline __m512 wd_exp512(__m512 x) {
 
 static inline __mmask16 wd_tail_mask(int n) {
     return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
+}
+
+/* The epilogue of a register tile of 32-wide rows (GEMM tiles of matmul.c and
+ * quant.c): rows i < mt of c written to y (row stride ldy), nr <= 32 columns,
+ * added to what y holds when accumulate. */
+static inline void wd_store_tile32(float *y, size_t ldy, const __m512 (*c)[2], int mt, int nr,
+                                   int accumulate) {
+    __mmask16 m0 = wd_tail_mask(nr), m1 = nr > 16 ? wd_tail_mask(nr - 16) : 0;
+    for (int i = 0; i < mt; i++) {
+        float *yr = y + (size_t)i * ldy;
+        __m512 v0 = c[i][0], v1 = c[i][1];
+        if (accumulate) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, yr));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, yr + 16));
+        }
+        _mm512_mask_storeu_ps(yr, m0, v0);
+        _mm512_mask_storeu_ps(yr + 16, m1, v1);
+    }
 }
 
 /* 16 converted weights of dtype-specific rows (masked: lanes >= n are 0). */
