@@ -45,8 +45,8 @@ static const double cqi_x[WD_CQI_MAX] = {
 int wd_cqi_from_snr(double snr, double gap) {
     if (!(snr > 0)) return 0;
     double x = snr / gap;
-    int q = 0;
-    while (q < WD_CQI_MAX && cqi_x[q] <= x) q++;
+    int q = 0; /* thresholds ascend: the count below x (no branch per threshold) */
+    for (int i = 0; i < WD_CQI_MAX; i++) q += cqi_x[i] <= x;
     if ((q > 0 && x - cqi_x[q - 1] < 1e-9 * cqi_x[q - 1]) ||
         (q < WD_CQI_MAX && cqi_x[q] - x < 1e-9 * cqi_x[q])) {
         double cap = log2(1.0 + x);

@@ -129,11 +129,12 @@ struct wd_link {
     long bin; /* cached estimate bin and value */
     double bin_rate;
     double bin_end_x, bin_end_cnt; /* count of opportunities before bin_end_x (ms) */
-    /* synthetic: the last rates by sample (rate at a share, before windows
-     * and rate_scale); two entries, since prediction and transfers use
-     * different shares */
+    /* synthetic: the last spectral efficiencies by sample and share (the
+     * rate is share x band x efficiency; downlink: share 0 stands for every
+     * share); two entries, since prediction and transfers use different
+     * shares */
     long memo_k[2];
-    double memo_share[2], memo_rate[2];
+    double memo_share[2], memo_se[2];
     int memo_next;
     /* csv: start times t[i] (t[0] = 0), rates r[i], loops with period */
     double *t, *r, period, period_bits; /* period_bits: bits of one loop at share 1 */
