@@ -304,11 +304,16 @@ static void anchor_into(const wd_synth *s, long k, double (*pr)[WD_FADING_SINUSO
             double ph = f->w[n] * t + f->phase[n];
             pr[d][n] = cos(ph), pi[d][n] = sin(ph);
         }
-        double ph = 2.0 * PI * f->doppler_hz * t * cos(f->theta0) + f->phi0;
-        lr[d] = cos(ph), li[d] = sin(ph);
+        int los = f->kind == WD_FADING_RICIAN; /* else the LOS ray is never read */
+        if (los) {
+            double ph = 2.0 * PI * f->doppler_hz * t * cos(f->theta0) + f->phi0;
+            lr[d] = cos(ph), li[d] = sin(ph);
+        } else {
+            lr[d] = 1.0, li[d] = 0.0;
+        }
         for (long j = ka; j < k; j++) {
             rotate16(pr[d], pi[d], s->rot_re[d], s->rot_im[d]);
-            rotate1(&lr[d], &li[d], s->los_rot_re[d], s->los_rot_im[d]);
+            if (los) rotate1(&lr[d], &li[d], s->los_rot_re[d], s->los_rot_im[d]);
         }
     }
 }

@@ -9,6 +9,9 @@
  * long enough that the clock jumps many channel samples per layer step, as
  * in bench_policy), through paper-cell (synthetic channel, NR air interface),
  * att-lte-driving and tmobile-lte-short (Mahimahi traces), with topk and wdmoe.
+ * Then paper-cell variants through other code paths: Rician fading (K 6 dB)
+ * with min-max bandwidth allocation; Shannon link adaptation, FDD, configured
+ * uplink grants and joint selection + allocation.
  * Per run: a hash of every layer step (the selection: experts and weights;
  * the step: clock, BS time, wait, and per device its bits, shares, t_dl, t_c,
  * t_ul, air-interface part) with each token its own decode step, and the
@@ -88,6 +91,27 @@ static int summary_line(const wd_scenario *sc, const char *policy, const wd_prob
     return rc;
 }
 
+/* One run: the golden lines for probabilities pr through sc with a policy. */
+static void run_lines(const char *file, int wide, const char *scen, const char *policy,
+                      const wd_scenario *sc, const wd_probs *pr, char *out, size_t *len) {
+    uint64_t h = 0;
+    double clock = 0;
+    char sum[12288], line[16384], err[1024];
+    int rc = step_hash(sc, policy, pr, &h, &clock, err, sizeof err) ||
+             summary_line(sc, policy, pr, sum, sizeof sum, err, sizeof err);
+    CHECKF(rc == 0, "%s %s %s: %s", file, scen, policy, err);
+    if (rc) return;
+    snprintf(line, sizeof line, "%s %s %s %s steps %016llx clock %a\n%s\n", file,
+             wide ? "mixtral-width" : "own-width", scen, policy, (unsigned long long)h, clock, sum);
+    size_t n = strlen(line);
+    if (*len + n < MAX_OUT) memcpy(out + *len, line, n + 1), *len += n;
+}
+
+static void widen(wd_probs *pr) { /* Mixtral-8x7B width, 16-bit weights */
+    pr->hidden = 4096, pr->ffn = 14336, pr->n_heads = 32, pr->n_kv_heads = 8, pr->head_dim = 128;
+    pr->weight_bits = 16;
+}
+
 int main(int argc, char **argv) {
     const char *write_path = argc == 3 && !strcmp(argv[1], "--write") ? argv[2] : NULL;
     static const char *files[] = {"stories260k-moe4", "smollm2-moe8"};
@@ -107,9 +131,7 @@ int main(int argc, char **argv) {
             continue;
         }
         for (int wide = 0; wide < 2; wide++) {
-            if (wide) /* Mixtral-8x7B width, 16-bit weights */
-                pr.hidden = 4096, pr.ffn = 14336, pr.n_heads = 32, pr.n_kv_heads = 8,
-                pr.head_dim = 128, pr.weight_bits = 16;
+            if (wide) widen(&pr);
             for (int si = 0; si < 3; si++) {
                 wd_scenario sc;
                 snprintf(path, sizeof path, "%s/bench/scenarios/%s.json", WD_SOURCE_DIR, scens[si]);
@@ -118,23 +140,39 @@ int main(int argc, char **argv) {
                     CHECK(0);
                     continue;
                 }
-                for (int pi = 0; pi < 2; pi++) {
-                    uint64_t h = 0;
-                    double clock = 0;
-                    char sum[12288];
-                    int rc = step_hash(&sc, pols[pi], &pr, &h, &clock, err, sizeof err) ||
-                             summary_line(&sc, pols[pi], &pr, sum, sizeof sum, err, sizeof err);
-                    CHECKF(rc == 0, "%s %s %s: %s", files[fi], scens[si], pols[pi], err);
-                    if (rc) continue;
-                    snprintf(line, sizeof line, "%s %s %s %s steps %016llx clock %a\n%s\n",
-                             files[fi], wide ? "mixtral-width" : "own-width", scens[si], pols[pi],
-                             (unsigned long long)h, clock, sum);
-                    size_t n = strlen(line);
-                    if (len + n < MAX_OUT) memcpy(out + len, line, n + 1), len += n;
-                }
+                for (int pi = 0; pi < 2; pi++)
+                    run_lines(files[fi], wide, scens[si], pols[pi], &sc, &pr, out, &len);
                 wd_scenario_free(&sc);
             }
         }
+        wd_probs_free(&pr);
+    }
+    /* paper-cell variants: SmolLM2 at its own width, stories260k at Mixtral width */
+    for (int fi = 0; fi < 2; fi++) {
+        wd_probs pr;
+        wd_scenario sc;
+        snprintf(path, sizeof path, "%s/tests/data/replay/%s.wdpr", WD_SOURCE_DIR, files[fi]);
+        int rc = wd_probs_read(&pr, path, err, sizeof err);
+        CHECKF(rc == 0, "%s", err);
+        if (rc) continue;
+        if (fi == 0) widen(&pr);
+        snprintf(path, sizeof path, "%s/bench/scenarios/paper-cell.json", WD_SOURCE_DIR);
+        for (int v = 0; v < 2; v++) {
+            if ((rc = wd_scenario_load(&sc, path, err, sizeof err))) break;
+            if (v == 0) {
+                sc.radio.fading = WD_FADING_RICIAN, sc.radio.rician_k_db = 6.0;
+                sc.alloc = WD_ALLOC_MINMAX;
+            } else {
+                sc.radio.link_adaptation = WD_LA_SHANNON, sc.radio.air.duplex = WD_DUPLEX_FDD;
+                sc.radio.air.ul_sched = WD_UL_CONFIGURED, sc.alloc = WD_ALLOC_JOINT;
+            }
+            for (int pi = 0; pi < 2; pi++)
+                run_lines(files[fi], fi == 0,
+                          v ? "paper-cell-shannon-fdd-configured-joint" : "paper-cell-rician-minmax",
+                          pols[pi], &sc, &pr, out, &len);
+            wd_scenario_free(&sc);
+        }
+        CHECKF(rc == 0, "%s", err);
         wd_probs_free(&pr);
     }
     if (write_path) {
