@@ -18,10 +18,13 @@ usage: bash bench/replay_speed.sh [--reps N] [--seconds S] [--decode-reps N] [--
                                   [--update-docs]
 
 Replay speed: build/bench_policy --reps N (default $REPS) --seconds S (default $SECONDS_PER)
-on bench/scenarios/{paper-cell,att-lte-driving,tmobile-lte-short}.json: the end-to-end replay
-(every forward pass and the summary, on a fresh emulator whose creation, reading trace files, is not timed) of one 512-token decode of
-the Mixtral-8x7B shape, topk and wdmoe, median [min-max] and spread of the rounds, against
-the goal (10 M decisions/s topk, 5 M wdmoe); and the batch-1 select+step loop.
+on bench/scenarios/{paper-cell,att-lte-driving,tmobile-lte-short}.json: the end-to-end
+replay (every forward pass and the summary, on a fresh emulator whose creation, reading
+trace files, is not timed) of one 512-token decode of the Mixtral-8x7B shape, topk and
+wdmoe, median [min-max] and spread of the rounds, against
+the goal (10 M decisions/s topk, 5 M wdmoe), and the same on paper-cell for the router
+probabilities recorded from SmolLM2-135M-moe8 in tests/data/replay (top-6 of 8); and the
+batch-1 select+step loop.
 Emulation cost: build/bench_decode --threads 1 --reps N (--decode-reps, default $DEC_REPS)
 --scenario bench/scenarios/paper-cell.json on stories260k (moe4-top2) and SmolLM2-135M
 MoEfied into 8 experts (--smollm2 FILE, default $SMOL; made by
@@ -55,6 +58,9 @@ S=bench/scenarios
 build/bench_policy --scenario $S/paper-cell.json --scenario $S/att-lte-driving.json \
     --scenario $S/tmobile-lte-short.json --reps "$REPS" --seconds "$SECONDS_PER" \
     --json "$tmp/policy.json" >/dev/null
+REC=tests/data/replay/smollm2-moe8.wdpr
+build/bench_policy --scenario $S/paper-cell.json --probs "$REC" --reps "$REPS" --seconds "$SECONDS_PER" \
+    --json "$tmp/policy-rec.json" >/dev/null
 models=("stories260k weights/models/stories260k/moe4-top2.gguf")
 if [ -f "$SMOL" ]; then models+=("SmolLM2-135M-moe8 $SMOL"); fi
 for m in "${models[@]}"; do
@@ -81,11 +87,15 @@ print("Replay, end to end (`bench_policy`: %d rounds of %.2g s; one 512-token de
 print()
 print("| scenario | policy | M decisions/s, median [min-max] | spread | goal | of goal |")
 print("|---|---|---|---|---|---|")
-for r in p["replay_end_to_end"]:
+rec = json.load(open(os.path.join(tmp, "policy-rec.json")))
+rows = [(r, "") for r in p["replay_end_to_end"]]
+rows += [(r, ", recorded SmolLM2-moe8 (%d tokens x %d layers, top-6)" % (r["tokens"], r["layers"]))
+         for r in rec["replay_end_to_end"]]
+for r, what in rows:
     s = r["decisions_per_s"]
-    print("| %s | %s | %s | %.0f %% | %.0f M | %.1f %% |" % (
-        r["scenario"], r["policy"], mm(s), 100 * s["spread"], r["goal_decisions_per_s"] * 1e-6,
-        100 * s["median"] / r["goal_decisions_per_s"]))
+    print("| %s%s | %s | %s | %.0f %% | %.0f M | %.1f %% |" % (
+        r["scenario"], what, r["policy"], mm(s), 100 * s["spread"],
+        r["goal_decisions_per_s"] * 1e-6, 100 * s["median"] / r["goal_decisions_per_s"]))
 print()
 print("The batch-1 select + step loop alone (`bench_policy`, same probabilities, M decisions/s): " +
       "; ".join("%s %s %s" % (r["scenario"], r["policy"], mm(r["decisions_per_s"]))
