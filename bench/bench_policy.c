@@ -92,12 +92,20 @@ static double bench(const wd_scenario *sc, const char *policy, int batch, const 
 /* End to end: whole replays of pr (wd_probs_replay, then the summary) on a
  * fresh emulator each, for about `seconds` of replaying; decisions = tokens x
  * layers per replay. Creating the emulator (it reads trace files) is not timed. */
+static double cpu_now(void) { /* this thread's CPU time */
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* ... and *per_cpu_s: decisions per CPU-second of the thread (without the
+ * time slices other processes took). */
 static double bench_replay(const wd_scenario *sc, const char *policy, const wd_probs *pr,
-                           double seconds) {
+                           double seconds, double *per_cpu_s) {
     wd_emu_shape sh = wd_probs_shape(pr);
     char err[512];
     long decisions = 0;
-    double busy = 0;
+    double busy = 0, cpu = 0;
     while (busy < seconds) {
         wd_emu *emu;
         wd_emu_summary sum;
@@ -106,16 +114,17 @@ static double bench_replay(const wd_scenario *sc, const char *policy, const wd_p
             fprintf(stderr, "bench_policy: replay: %s\n", err);
             exit(1);
         }
-        double t0 = now();
+        double t0 = now(), c0 = cpu_now();
         if (wd_probs_replay(emu, pr, 0, NULL, NULL, err, sizeof err)) {
             fprintf(stderr, "bench_policy: replay: %s\n", err);
             exit(1);
         }
         wd_emu_summarize(emu, &sum);
-        busy += now() - t0;
+        busy += now() - t0, cpu += cpu_now() - c0;
         wd_emu_free(emu);
         decisions += pr->n_tokens * pr->n_layers;
     }
+    *per_cpu_s = cpu > 0 ? decisions / cpu : 0;
     return decisions / busy;
 }
 
@@ -156,7 +165,8 @@ static void help(void) {
            "End to end: whole replays as `wdmoe replay` runs them (every forward pass and\n"
            "the summary, each on a fresh emulator whose creation, reading trace files, is\n"
            "not timed) per scenario, topk and wdmoe,\n"
-           "beside the goal (10 M decisions/s topk, 5 M wdmoe). Probabilities: the same\n"
+           "beside the goal (10 M decisions/s topk, 5 M wdmoe), also per CPU-second of the\n"
+           "thread (without the time slices other processes took). Probabilities: the same\n"
            "as above as one 512-token decode, or --probs FILE.wdpr (recorded by\n"
            "`wdmoe generate --record-probs`, read once before timing).\n");
 }
@@ -228,7 +238,8 @@ int main(int argc, char **argv) {
     double *r = calloc((size_t)ns * 4 * reps, sizeof(double)), *lat = calloc((size_t)ns * 4, sizeof(double));
     double *alone = calloc((size_t)np * reps, sizeof(double));
     double *e2e = calloc((size_t)ns * 2 * reps, sizeof(double)); /* [scenario][policy][rep] */
-    if (!probs || !sc || !r || !lat || !alone || !e2e || !pr.probs) {
+    double *e2c = calloc((size_t)ns * 2 * reps, sizeof(double)); /* the same per CPU-second */
+    if (!probs || !sc || !r || !lat || !alone || !e2e || !e2c || !pr.probs) {
         fprintf(stderr, "bench_policy: out of memory\n");
         return 1;
     }
@@ -243,7 +254,8 @@ int main(int argc, char **argv) {
             alone[(size_t)p * reps + rep] = bench_policy_only(wd_policy_at(p)->name, probs, seconds);
         for (int i = 0; i < ns; i++)
             for (int p = 0; p < 2; p++)
-                e2e[((size_t)i * 2 + p) * reps + rep] = bench_replay(&sc[i], pols[p], &pr, seconds);
+                e2e[((size_t)i * 2 + p) * reps + rep] = bench_replay(
+                    &sc[i], pols[p], &pr, seconds, &e2c[((size_t)i * 2 + p) * reps + rep]);
     }
     FILE *out = json_path && !strcmp(json_path, "-") ? stderr : stdout;
     fprintf(out, "bench_policy: Mixtral-8x7B shape, %d layers, %d experts, top-2, one core, %d rounds\n\n",
@@ -283,21 +295,22 @@ int main(int argc, char **argv) {
             "\nend to end, whole replays as `wdmoe replay` runs them (%ld tokens x %d layers, %s;\n"
             "a fresh emulator each, its creation not timed):\n",
             pr.n_tokens, pr.n_layers, probs_path ? probs_path : "the probabilities above as a decode");
-    fprintf(out, "%-22s %-9s %14s %27s %7s %12s %8s\n", "scenario", "policy", "decisions/s",
-            "[min-max]", "spread", "goal", "of goal");
+    fprintf(out, "%-22s %-9s %14s %27s %7s %14s %12s %8s\n", "scenario", "policy", "decisions/s",
+            "[min-max]", "spread", "per CPU-s", "goal", "of goal");
     for (int i = 0; i < ns; i++)
         for (int p = 0; p < 2; p++) {
-            const double *v = e2e + ((size_t)i * 2 + p) * reps;
-            wd_bstats st = wd_bstats_of(v, reps);
-            fprintf(out, "%-22.22s %-9s %14.0f  [%11.0f-%11.0f] %6.1f%% %12.0f %7.1f%%\n", sc[i].name,
-                    pols[p], st.median, st.min, st.max, 100 * st.spread, goal[p],
-                    100 * st.median / goal[p]);
+            const double *v = e2e + ((size_t)i * 2 + p) * reps, *vc = e2c + ((size_t)i * 2 + p) * reps;
+            wd_bstats st = wd_bstats_of(v, reps), sc2 = wd_bstats_of(vc, reps);
+            fprintf(out, "%-22.22s %-9s %14.0f  [%11.0f-%11.0f] %6.1f%% %14.0f %12.0f %7.1f%%\n",
+                    sc[i].name, pols[p], st.median, st.min, st.max, 100 * st.spread, sc2.median,
+                    goal[p], 100 * st.median / goal[p]);
             json_object *o = json_object_new_object();
             json_object_object_add(o, "scenario", json_object_new_string(sc[i].name));
             json_object_object_add(o, "policy", json_object_new_string(pols[p]));
             json_object_object_add(o, "tokens", json_object_new_int64(pr.n_tokens));
             json_object_object_add(o, "layers", json_object_new_int(pr.n_layers));
             json_object_object_add(o, "decisions_per_s", wd_bstats_json(v, reps));
+            json_object_object_add(o, "decisions_per_cpu_s", wd_bstats_json(vc, reps));
             json_object_object_add(o, "goal_decisions_per_s", json_object_new_double(goal[p]));
             json_object_array_add(je, o);
         }
@@ -320,7 +333,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < ns; i++) wd_scenario_free(&sc[i]);
     free(sc);
     free(probs);
-    free(r), free(lat), free(alone), free(e2e);
+    free(r), free(lat), free(alone), free(e2e), free(e2c);
     if (probs_path)
         wd_probs_free(&pr);
     else

@@ -65,6 +65,7 @@ ok &= [(r["policy"], r["goal_decisions_per_s"]) for r in e] == [("topk", 10e6), 
 ok &= (d["probs_file"] or "") == sys.argv[2]
 for r in e:
     s, v = r["decisions_per_s"], sorted(r["decisions_per_s"]["samples"])
+    ok &= r["decisions_per_cpu_s"]["n"] == 2 and r["decisions_per_cpu_s"]["min"] > 0
     ok &= r["scenario"] == "paper-cell" and s["n"] == 2 and v[0] > 0 and s["min"] == v[0] and s["max"] == v[1]
     ok &= r["layers"] == (5 if sys.argv[2] else 32) and r["tokens"] == (52 if sys.argv[2] else 512)
 if not ok:
