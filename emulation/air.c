@@ -55,6 +55,14 @@ int wd_cqi_from_snr(double snr, double gap) {
     return q;
 }
 
+void wd_cqi_band(double snr, double gap, double *lo, double *hi, double *se) {
+    int q = wd_cqi_from_snr(snr, gap);
+    *se = cqi_se[q];
+    *lo = q > 0 ? cqi_x[q - 1] * gap * (1 + 2e-9) : 0.0; /* snr > 0: outage SNRs are 0 */
+    *hi = q < WD_CQI_MAX ? cqi_x[q] * gap * (1 - 2e-9) : INFINITY;
+    if (q == 0) *lo = INFINITY; /* CQI 0 (and snr <= 0) always goes the long way */
+}
+
 double wd_link_se(wd_link_adaptation la, double snr, double gap) {
     if (la == WD_LA_SHANNON) return snr > 0 ? log2(1.0 + snr) : 0.0;
     return cqi_se[wd_cqi_from_snr(snr, gap)];

@@ -136,6 +136,9 @@ struct wd_link {
     long memo_k[2];
     double memo_share[2], memo_se[2];
     int memo_next;
+    /* synthetic, CQI: SNRs in [cqi_lo, cqi_hi) have efficiency cqi_se (the
+       last CQI's band, empty at first) */
+    double cqi_lo, cqi_hi, cqi_se;
     /* csv: start times t[i] (t[0] = 0), rates r[i], loops with period */
     double *t, *r, period, period_bits; /* period_bits: bits of one loop at share 1 */
     long cur; /* cursor: last segment used */
@@ -171,6 +174,9 @@ int wd_link_fixed_se(const wd_link *l); /* rate proportional to the share */
 double wd_link_bits(wd_link *l, double a, double b, double share);
 
 /* ---- air interface (air.c) ------------------------------------------------------ */
+/* The SNRs [*lo, *hi) around snr whose CQI at this gap is snr's for certain
+ * (2e-9 inside its thresholds; empty near one), and its efficiency. */
+void wd_cqi_band(double snr, double gap, double *lo, double *hi, double *se);
 /* Time (s) to deliver bits from t0 over link l (direction dir) through the
  * air interface: scheduling, slot alignment, TDD regions, processing, HARQ
  * (drawn from seed, device, dir, t0; expected 1: the expected number of

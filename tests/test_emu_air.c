@@ -140,6 +140,20 @@ static void test_cqi(void) {
         bad += wd_cqi_from_snr(snr, 1.0) != want;
     }
     CHECKF(bad == 0, "%d SNRs with another CQI than the log2 definition", bad);
+    /* the band a link keeps (wd_cqi_band): every SNR in it, its ends included, has the
+       CQI it was made from; it is empty for CQI 0 */
+    bad = 0;
+    for (int i = 0; i <= 20000; i++)
+        for (int g = 0; g < 2; g++) {
+            double gap = g ? 1.9952623149688795 : 1.0, snr = pow(10, -2 + 5.0 * i / 20000), lo, hi, se;
+            wd_cqi_band(snr, gap, &lo, &hi, &se);
+            int q = wd_cqi_from_snr(snr, gap);
+            bad += se != wd_cqi_efficiency(q) || (q == 0) != !(lo < hi);
+            if (!(lo < hi)) continue;
+            double xs[4] = {lo, nextafter(hi, 0), lo + (hi - lo) * 0.37, lo + (hi - lo) * 0.999999};
+            for (int j = 0; j < 4; j++) bad += wd_cqi_from_snr(xs[j], gap) != q;
+        }
+    CHECKF(bad == 0, "%d CQI bands with an SNR of another CQI", bad);
 }
 
 /* A synthetic link's rate: band x CQI efficiency of its SNR, capped. */
