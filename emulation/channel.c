@@ -322,14 +322,25 @@ static void synth_anchor(wd_synth *s, long k) {
     anchor_into(s, k, s->ph_re, s->ph_im, s->los_re, s->los_im);
 }
 
-/* Rotate the generator's phasors by one sample without reading them. */
-static void synth_rotate(wd_synth *s) {
+/* Rotate the generator's phasors by m samples without reading them (both
+ * directions together, in locals: see synth_gen). */
+static void synth_rotate(wd_synth *s, long m) {
+    enum { M = WD_FADING_SINUSOIDS };
+    double pr[2][M], pi[2][M], rr[2][M], ri[2][M];
+    int kind[2];
     for (int d = 0; d < 2; d++) {
-        wd_fading_kind kind = s->fad[d].kind;
-        if (kind == WD_FADING_NONE) continue;
-        rotate16(s->ph_re[d], s->ph_im[d], s->rot_re[d], s->rot_im[d]);
-        if (kind == WD_FADING_RICIAN)
-            rotate1(&s->los_re[d], &s->los_im[d], s->los_rot_re[d], s->los_rot_im[d]);
+        kind[d] = s->fad[d].kind;
+        memcpy(pr[d], s->ph_re[d], sizeof pr[d]), memcpy(pi[d], s->ph_im[d], sizeof pi[d]);
+        memcpy(rr[d], s->rot_re[d], sizeof rr[d]), memcpy(ri[d], s->rot_im[d], sizeof ri[d]);
+    }
+    for (long j = 0; j < m; j++)
+        for (int d = 0; d < 2; d++)
+            if (kind[d] != WD_FADING_NONE) rotate16(pr[d], pi[d], rr[d], ri[d]);
+    for (int d = 0; d < 2; d++) {
+        memcpy(s->ph_re[d], pr[d], sizeof pr[d]), memcpy(s->ph_im[d], pi[d], sizeof pi[d]);
+        if (kind[d] == WD_FADING_RICIAN)
+            for (long j = 0; j < m; j++)
+                rotate1(&s->los_re[d], &s->los_im[d], s->los_rot_re[d], s->los_rot_im[d]);
     }
 }
 
@@ -361,16 +372,8 @@ static void synth_fill(wd_synth *s, long k, long i) {
     }
 }
 
-/* Generate m >= 1 samples from next_k into the buffers at n, without
- * crossing an anchor after the first sample: the shadowing gains first (in
- * the uplink buffer; synth_shadow_next with its state in locals between grid
- * points), then both directions together with their phasors in local
- * variables (the buffer stores cannot alias them, and the two directions'
- * rotations overlap): the same arithmetic as fade_next sample by sample. */
-static void synth_gen(wd_synth *s, long m) {
-    long n0 = s->n;
-    double *g = s->snr[WD_UL] + n0;
-    if (s->next_k % WD_SYNTH_ANCHOR == 0) synth_anchor(s, s->next_k);
+/* m calls of synth_shadow_next into g, the state in locals between grid points. */
+static void synth_shadow_run(wd_synth *s, double *g, long m) {
     for (long j = 0; j < m;) {
         double sg = s->sh_g, sr = s->sh_r;
         long run = s->sh_left - 1; /* calls before the one that reaches a grid point */
@@ -379,6 +382,18 @@ static void synth_gen(wd_synth *s, long m) {
         j += run, s->next_k += run, s->sh_left -= run, s->sh_g = sg;
         if (j < m) g[j++] = synth_shadow_next(s);
     }
+}
+
+/* Generate m >= 1 samples from next_k into the buffers at n, without
+ * crossing an anchor after the first sample: the shadowing gains first (in
+ * the uplink buffer), then both directions together with their phasors in local
+ * variables (the buffer stores cannot alias them, and the two directions'
+ * rotations overlap): the same arithmetic as fade_next sample by sample. */
+static void synth_gen(wd_synth *s, long m) {
+    long n0 = s->n;
+    double *g = s->snr[WD_UL] + n0;
+    if (s->next_k % WD_SYNTH_ANCHOR == 0) synth_anchor(s, s->next_k);
+    synth_shadow_run(s, g, m);
     enum { M = WD_FADING_SINUSOIDS };
     double pr[2][M], pi[2][M], rr[2][M], ri[2][M], ci[2][M], cq[2][M];
     double lr[2], li[2], lrr[2], lri[2], a[2], b[2], snr0[2], outage = s->outage;
@@ -438,16 +453,15 @@ static int synth_reserve(wd_synth *s, long need) {
  * shadowing gains: the phasors are rotated without being read, or (k in a
  * later anchor interval) recomputed at k. */
 static void synth_skip(wd_synth *s, long k) {
+    long m = k - s->next_k;
     int jump = s->next_k < k - k % WD_SYNTH_ANCHOR;
-    while (s->next_k < k) {
-        if (!jump) {
-            if (s->next_k % WD_SYNTH_ANCHOR == 0) synth_anchor(s, s->next_k);
-            synth_rotate(s);
-        }
-        double g = synth_shadow_next(s);
-        s->snr[WD_DL][s->n] = NAN, s->snr[WD_UL][s->n] = g;
-        s->n++;
+    if (!jump) { /* [next_k, k) lies in k's anchor interval: only next_k can be its anchor */
+        if (s->next_k % WD_SYNTH_ANCHOR == 0) synth_anchor(s, s->next_k);
+        synth_rotate(s, m);
     }
+    synth_shadow_run(s, s->snr[WD_UL] + s->n, m);
+    for (long j = 0; j < m; j++) s->snr[WD_DL][s->n + j] = NAN;
+    s->n += m;
     if (jump) synth_anchor(s, k);
 }
 
