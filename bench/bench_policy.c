@@ -37,6 +37,7 @@ static double now(void) {
 
 static float *make_probs(int n) { /* [n][E] */
     float *p = malloc((size_t)n * EXPERTS * sizeof(float));
+    if (!p) return NULL;
     unsigned long long s = 42;
     for (int t = 0; t < n; t++) {
         float sum = 0;
@@ -205,9 +206,10 @@ int main(int argc, char **argv) {
     if (probs_path) {
         if (wd_probs_read(&pr, probs_path, err, sizeof err)) {
             fprintf(stderr, "bench_policy: %s\n", err);
+            free(probs);
             return 1;
         }
-    } else if ((pr.probs = malloc((size_t)TOKENS * LAYERS * EXPERTS * sizeof(float)))) {
+    } else if (probs && (pr.probs = malloc((size_t)TOKENS * LAYERS * EXPERTS * sizeof(float)))) {
         for (int t = 0; t < TOKENS; t++) /* [token][layer][E] */
             for (int l = 0; l < LAYERS; l++)
                 memcpy(pr.probs + ((size_t)t * LAYERS + l) * EXPERTS,
@@ -215,11 +217,17 @@ int main(int argc, char **argv) {
     }
     int ns = nf ? nf : 2;
     wd_scenario *sc = calloc(ns, sizeof *sc);
-    for (int i = 0; i < ns; i++) {
+    for (int i = 0; sc && i < ns; i++) {
         int rc = nf ? wd_scenario_load(&sc[i], files[i], err, sizeof err)
                     : wd_scenario_default(&sc[i], 8, err, sizeof err);
         if (rc) {
             fprintf(stderr, "bench_policy: %s\n", err);
+            for (int j = 0; j < i; j++) wd_scenario_free(&sc[j]);
+            free(sc), free(probs);
+            if (probs_path)
+                wd_probs_free(&pr);
+            else
+                free(pr.probs);
             return 1;
         }
         if (!nf && i == 1) {
