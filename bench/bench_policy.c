@@ -5,7 +5,14 @@
  * Mixtral-8x7B shape (H 4096, F 14336, 32 layers, 8 experts, top-2), 8
  * devices, random router probabilities (softmax of N(0, 1.5^2) logits).
  *
- * usage: bench_policy [--scenario FILE ...] [--seconds S] [--reps N] [--json FILE|-]
+ * End to end: wd_probs_replay, what `wdmoe replay` runs for one scenario x
+ * policy (every forward pass replayed, the summary; on a fresh emulator, whose
+ * creation, reading trace files, is not timed), on the
+ * same probabilities as one 512-token decode (or a recorded --probs file),
+ * beside the goal of issue 14 (10 M decisions/s topk, 5 M wdmoe).
+ *
+ * usage: bench_policy [--scenario FILE ...] [--probs FILE.wdpr] [--seconds S] [--reps N]
+ *                     [--json FILE|-]
  * Without --scenario: the default 8-device cell (synthetic channel) and the
  * same cell on constant-rate links. Every figure is measured in --reps
  * interleaved rounds (default 3) and printed as median [min-max]. */
@@ -30,6 +37,7 @@ static double now(void) {
 
 static float *make_probs(int n) { /* [n][E] */
     float *p = malloc((size_t)n * EXPERTS * sizeof(float));
+    if (!p) return NULL;
     unsigned long long s = 42;
     for (int t = 0; t < n; t++) {
         float sum = 0;
@@ -82,6 +90,45 @@ static double bench(const wd_scenario *sc, const char *policy, int batch, const 
     return decisions / (t1 - t0);
 }
 
+/* End to end: whole replays of pr (wd_probs_replay, then the summary) on a
+ * fresh emulator each, for about `seconds` of replaying; decisions = tokens x
+ * layers per replay. Creating the emulator (it reads trace files) is not timed. */
+static double cpu_now(void) { /* this thread's CPU time */
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* ... and *per_cpu_s: decisions per CPU-second of the thread (without the
+ * time slices other processes took). */
+static double bench_replay(const wd_scenario *sc, const char *policy, const wd_probs *pr,
+                           double seconds, double *per_cpu_s) {
+    wd_emu_shape sh = wd_probs_shape(pr);
+    char err[512];
+    long decisions = 0;
+    double busy = 0, cpu = 0;
+    while (busy < seconds) {
+        wd_emu *emu;
+        wd_emu_summary sum;
+        if (wd_emu_create(&emu, sc, &sh, err, sizeof err) ||
+            wd_emu_set_policy(emu, policy, &sc->params, err, sizeof err)) {
+            fprintf(stderr, "bench_policy: replay: %s\n", err);
+            exit(1);
+        }
+        double t0 = now(), c0 = cpu_now();
+        if (wd_probs_replay(emu, pr, 0, NULL, NULL, err, sizeof err)) {
+            fprintf(stderr, "bench_policy: replay: %s\n", err);
+            exit(1);
+        }
+        wd_emu_summarize(emu, &sum);
+        busy += now() - t0, cpu += cpu_now() - c0;
+        wd_emu_free(emu);
+        decisions += pr->n_tokens * pr->n_layers;
+    }
+    *per_cpu_s = cpu > 0 ? decisions / cpu : 0;
+    return decisions / busy;
+}
+
 static double bench_policy_only(const char *policy, const float *probs, double seconds) {
     const wd_policy *pol = wd_policy_find(policy);
     wd_policy_params par;
@@ -107,19 +154,27 @@ static double bench_policy_only(const char *policy, const float *probs, double s
 }
 
 static void help(void) {
-    printf("usage: bench_policy [--scenario FILE ...] [--seconds S] [--reps N] [--json FILE|-]\n\n"
+    printf("usage: bench_policy [--scenario FILE ...] [--probs FILE.wdpr] [--seconds S] [--reps N]\n"
+           "                    [--json FILE|-]\n\n"
            "Decisions per second of policy + latency model (one token through one layer:\n"
            "predict tau, select, step the emulator) on the Mixtral-8x7B shape (32 layers,\n"
            "8 experts, top-2), one core, batch 1 and 64, policies topk and wdmoe; then each\n"
            "policy function alone. Without --scenario: the default 8-device cell (synthetic\n"
            "channel) and the same cell on constant-rate links. Each figure runs --seconds\n"
            "(default 0.5) per round, in --reps interleaved rounds (default 3), and is printed\n"
-           "as median [min-max]; --json writes every figure with its samples (\"-\": stdout).\n");
+           "as median [min-max]; --json writes every figure with its samples (\"-\": stdout).\n\n"
+           "End to end: whole replays as `wdmoe replay` runs them (every forward pass and\n"
+           "the summary, each on a fresh emulator whose creation, reading trace files, is\n"
+           "not timed) per scenario, topk and wdmoe,\n"
+           "beside the goal (10 M decisions/s topk, 5 M wdmoe), also per CPU-second of the\n"
+           "thread (without the time slices other processes took). Probabilities: the same\n"
+           "as above as one 512-token decode, or --probs FILE.wdpr (recorded by\n"
+           "`wdmoe generate --record-probs`, read once before timing).\n");
 }
 
 int main(int argc, char **argv) {
     double seconds = 0.5;
-    const char *files[16], *json_path = NULL;
+    const char *files[16], *json_path = NULL, *probs_path = NULL;
     int nf = 0, reps = 3;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -135,6 +190,8 @@ int main(int argc, char **argv) {
             if ((reps = wd_bench_posint("bench_policy", "--reps", argv[++i])) < 0) return 2;
         } else if (!strcmp(argv[i], "--json") && i + 1 < argc) {
             json_path = argv[++i];
+        } else if (!strcmp(argv[i], "--probs") && i + 1 < argc) {
+            probs_path = argv[++i];
         } else if (!strcmp(argv[i], "--scenario") && i + 1 < argc && nf < 16) {
             files[nf++] = argv[++i];
         } else {
@@ -144,13 +201,33 @@ int main(int argc, char **argv) {
     }
     float *probs = make_probs(TOKENS * LAYERS); /* [layer][token][E] */
     char err[512];
+    /* end to end: a recorded file, or the same probabilities as a 512-token decode */
+    wd_probs pr = {LAYERS, EXPERTS, 2, 4096, 14336, 32, 8, 128, 16, TOKENS, NULL, NULL};
+    if (probs_path) {
+        if (wd_probs_read(&pr, probs_path, err, sizeof err)) {
+            fprintf(stderr, "bench_policy: %s\n", err);
+            free(probs);
+            return 1;
+        }
+    } else if (probs && (pr.probs = malloc((size_t)TOKENS * LAYERS * EXPERTS * sizeof(float)))) {
+        for (int t = 0; t < TOKENS; t++) /* [token][layer][E] */
+            for (int l = 0; l < LAYERS; l++)
+                memcpy(pr.probs + ((size_t)t * LAYERS + l) * EXPERTS,
+                       probs + ((size_t)l * TOKENS + t) * EXPERTS, EXPERTS * sizeof(float));
+    }
     int ns = nf ? nf : 2;
     wd_scenario *sc = calloc(ns, sizeof *sc);
-    for (int i = 0; i < ns; i++) {
+    for (int i = 0; sc && i < ns; i++) {
         int rc = nf ? wd_scenario_load(&sc[i], files[i], err, sizeof err)
                     : wd_scenario_default(&sc[i], 8, err, sizeof err);
         if (rc) {
             fprintf(stderr, "bench_policy: %s\n", err);
+            for (int j = 0; j < i; j++) wd_scenario_free(&sc[j]);
+            free(sc), free(probs);
+            if (probs_path)
+                wd_probs_free(&pr);
+            else
+                free(pr.probs);
             return 1;
         }
         if (!nf && i == 1) {
@@ -168,7 +245,9 @@ int main(int argc, char **argv) {
     /* samples: [scenario][batch][policy][rep], then [policy][rep] for the policies alone */
     double *r = calloc((size_t)ns * 4 * reps, sizeof(double)), *lat = calloc((size_t)ns * 4, sizeof(double));
     double *alone = calloc((size_t)np * reps, sizeof(double));
-    if (!probs || !sc || !r || !lat || !alone) {
+    double *e2e = calloc((size_t)ns * 2 * reps, sizeof(double)); /* [scenario][policy][rep] */
+    double *e2c = calloc((size_t)ns * 2 * reps, sizeof(double)); /* the same per CPU-second */
+    if (!probs || !sc || !r || !lat || !alone || !e2e || !e2c || !pr.probs) {
         fprintf(stderr, "bench_policy: out of memory\n");
         return 1;
     }
@@ -181,6 +260,10 @@ int main(int argc, char **argv) {
                 }
         for (int p = 0; p < np; p++)
             alone[(size_t)p * reps + rep] = bench_policy_only(wd_policy_at(p)->name, probs, seconds);
+        for (int i = 0; i < ns; i++)
+            for (int p = 0; p < 2; p++)
+                e2e[((size_t)i * 2 + p) * reps + rep] = bench_replay(
+                    &sc[i], pols[p], &pr, seconds, &e2c[((size_t)i * 2 + p) * reps + rep]);
     }
     FILE *out = json_path && !strcmp(json_path, "-") ? stderr : stdout;
     fprintf(out, "bench_policy: Mixtral-8x7B shape, %d layers, %d experts, top-2, one core, %d rounds\n\n",
@@ -214,7 +297,35 @@ int main(int argc, char **argv) {
         json_object_object_add(o, "decisions_per_s", wd_bstats_json(alone + (size_t)p * reps, reps));
         json_object_array_add(ja, o);
     }
+    static const double goal[2] = {10e6, 5e6}; /* issue 14: topk, wdmoe */
+    json_object *je = json_object_new_array();
+    fprintf(out,
+            "\nend to end, whole replays as `wdmoe replay` runs them (%ld tokens x %d layers, %s;\n"
+            "a fresh emulator each, its creation not timed):\n",
+            pr.n_tokens, pr.n_layers, probs_path ? probs_path : "the probabilities above as a decode");
+    fprintf(out, "%-22s %-9s %14s %27s %7s %14s %12s %8s\n", "scenario", "policy", "decisions/s",
+            "[min-max]", "spread", "per CPU-s", "goal", "of goal");
+    for (int i = 0; i < ns; i++)
+        for (int p = 0; p < 2; p++) {
+            const double *v = e2e + ((size_t)i * 2 + p) * reps, *vc = e2c + ((size_t)i * 2 + p) * reps;
+            wd_bstats st = wd_bstats_of(v, reps), sc2 = wd_bstats_of(vc, reps);
+            fprintf(out, "%-22.22s %-9s %14.0f  [%11.0f-%11.0f] %6.1f%% %14.0f %12.0f %7.1f%%\n",
+                    sc[i].name, pols[p], st.median, st.min, st.max, 100 * st.spread, sc2.median,
+                    goal[p], 100 * st.median / goal[p]);
+            json_object *o = json_object_new_object();
+            json_object_object_add(o, "scenario", json_object_new_string(sc[i].name));
+            json_object_object_add(o, "policy", json_object_new_string(pols[p]));
+            json_object_object_add(o, "tokens", json_object_new_int64(pr.n_tokens));
+            json_object_object_add(o, "layers", json_object_new_int(pr.n_layers));
+            json_object_object_add(o, "decisions_per_s", wd_bstats_json(v, reps));
+            json_object_object_add(o, "decisions_per_cpu_s", wd_bstats_json(vc, reps));
+            json_object_object_add(o, "goal_decisions_per_s", json_object_new_double(goal[p]));
+            json_object_array_add(je, o);
+        }
     int rc = 0;
+    json_object_object_add(doc, "replay_end_to_end", je);
+    json_object_object_add(doc, "probs_file",
+                           probs_path ? json_object_new_string(probs_path) : NULL);
     json_object_object_add(doc, "with_latency_model", jr);
     json_object_object_add(doc, "policy_alone", ja);
     if (json_path) {
@@ -230,6 +341,10 @@ int main(int argc, char **argv) {
     for (int i = 0; i < ns; i++) wd_scenario_free(&sc[i]);
     free(sc);
     free(probs);
-    free(r), free(lat), free(alone);
+    free(r), free(lat), free(alone), free(e2e), free(e2c);
+    if (probs_path)
+        wd_probs_free(&pr);
+    else
+        free(pr.probs);
     return rc;
 }

@@ -32,12 +32,35 @@ static const double cqi_se[WD_CQI_MAX + 1] = {0.0,    0.1523, 0.3770, 0.8770, 1.
 
 double wd_cqi_efficiency(int cqi) { return cqi >= 0 && cqi <= WD_CQI_MAX ? cqi_se[cqi] : 0.0; }
 
+/* 2^se - 1 of CQI 1 .. 15: log2(1 + x) >= se exactly when x >= this, away from it */
+static const double cqi_x[WD_CQI_MAX] = {
+    0.1113398012441269, 0.29863860272988374, 0.83655232460184759, 1.7829210871251853,
+    2.7687863189269302, 4.301130292631127,   5.6368561270305024,  9.002578182096638,
+    13.952346479919388, 21.997418179080778,  33.660006020885206,  46.00362112036234,
+    73.884747715121264, 119.60116220566179,  168.63616936419606};
+
+/* The highest CQI whose efficiency is at most log2(1 + snr / gap): compared
+ * in the SNR domain (no log2); within 1e-9 of a threshold, far above the
+ * rounding of log2 and of the table, the log2 of the definition decides. */
 int wd_cqi_from_snr(double snr, double gap) {
     if (!(snr > 0)) return 0;
-    double cap = log2(1.0 + snr / gap);
-    int q = 0;
-    while (q < WD_CQI_MAX && cqi_se[q + 1] <= cap) q++;
+    double x = snr / gap;
+    int q = 0; /* thresholds ascend: the count below x (no branch per threshold) */
+    for (int i = 0; i < WD_CQI_MAX; i++) q += cqi_x[i] <= x;
+    if ((q > 0 && x - cqi_x[q - 1] < 1e-9 * cqi_x[q - 1]) ||
+        (q < WD_CQI_MAX && cqi_x[q] - x < 1e-9 * cqi_x[q])) {
+        double cap = log2(1.0 + x);
+        for (q = 0; q < WD_CQI_MAX && cqi_se[q + 1] <= cap;) q++;
+    }
     return q;
+}
+
+void wd_cqi_band(double snr, double gap, double *lo, double *hi, double *se) {
+    int q = wd_cqi_from_snr(snr, gap);
+    *se = cqi_se[q];
+    *lo = q > 0 ? cqi_x[q - 1] * gap * (1 + 2e-9) : 0.0; /* snr > 0: outage SNRs are 0 */
+    *hi = q < WD_CQI_MAX ? cqi_x[q] * gap * (1 - 2e-9) : INFINITY;
+    if (q == 0) *lo = INFINITY; /* CQI 0 (and snr <= 0) always goes the long way */
 }
 
 double wd_link_se(wd_link_adaptation la, double snr, double gap) {
@@ -107,6 +130,12 @@ double wd_air_duty(const wd_air *a, int dir) {
     return sym / (14.0 * n);
 }
 
+/* Position of slot k (a whole number) in a pattern of n slots: fmod(k, n),
+ * by integers where they hold k exactly (the same value, without the libm call). */
+static long pattern_pos(double k, int n) {
+    return fabs(k) < 4e18 ? (long)k % n : (long)fmod(k, n);
+}
+
 #define AIR_EPS 1e-12 /* s: times this close to a boundary are on it */
 
 /* The first region of direction dir that ends after t: [*a, *b), merged with
@@ -116,9 +145,10 @@ static void on_interval(const wd_air *A, int dir, double t, double *a, double *b
     double slot = wd_air_slot_s(A), sym = slot / 14;
     int n = A->duplex == WD_DUPLEX_FDD ? 1 : (int)strlen(A->pattern), found = 0;
     double k = floor((t + AIR_EPS) / slot);
-    for (int guard = 0; guard < 8 * n + 8; k += 1, guard++) {
+    long j = pattern_pos(k, n); /* then counted along */
+    for (int guard = 0; guard < 8 * n + 8; k += 1, guard++, j = j + 1 == n ? 0 : j + 1) {
         int lo, hi;
-        slot_region(A, A->pattern[(long)fmod(k, n)], dir, &lo, &hi);
+        slot_region(A, A->pattern[j], dir, &lo, &hi);
         if (hi <= lo) {
             if (found) return;
             continue;
@@ -140,9 +170,10 @@ static void on_interval(const wd_air *A, int dir, double t, double *a, double *b
 static double next_start(const wd_air *A, int dir, double t) {
     double slot = wd_air_slot_s(A), sym = slot / 14;
     int n = A->duplex == WD_DUPLEX_FDD ? 1 : (int)strlen(A->pattern);
-    for (double k = floor((t + AIR_EPS) / slot);; k += 1) {
+    double k = floor((t + AIR_EPS) / slot);
+    for (long j = pattern_pos(k, n);; k += 1, j = j + 1 == n ? 0 : j + 1) {
         int lo, hi;
-        slot_region(A, A->pattern[(long)fmod(k, n)], dir, &lo, &hi);
+        slot_region(A, A->pattern[j], dir, &lo, &hi);
         double s0 = k * slot + lo * sym;
         if (hi > lo && s0 >= t - AIR_EPS) return s0 > t ? s0 : t;
     }
@@ -174,6 +205,9 @@ static double send(const wd_air *A, wd_link *l, int dir, double t0, double t, do
     }
     return t;
 }
+
+/* pow(x, n) for a whole n >= 1: pow itself, but x at n = 1 (what pow returns there) */
+static double pow_1(double x, int n) { return n == 1 ? x : pow(x, n); }
 
 static double harq_u(uint64_t seed, int device, int dir, double t0, int blocks, int attempt) {
     uint64_t x = seed ^ wd_mix64((uint64_t)llround(t0 * 1e9) + 0x9e3779b97f4a7c15ULL);
@@ -212,7 +246,7 @@ double wd_air_tx_time(const wd_air *A, wd_link *l, int dir, double t0, double bi
                inverting P(max <= r) = (1 - bler^(r+1))^blocks */
             double u = harq_u(seed, device, dir, t0, slots, 0);
             int r = 0;
-            while (r < A->max_retx && !(u < pow(1.0 - pow(A->bler, r + 1), slots > 0 ? slots : 1)))
+            while (r < A->max_retx && !(u < pow_1(1.0 - pow_1(A->bler, r + 1), slots > 0 ? slots : 1)))
                 r++;
             rounds = r;
         }

@@ -162,7 +162,7 @@ void wd_synth_free(wd_synth *s) {
     memset(s, 0, sizeof *s);
 }
 
-_Static_assert(WD_FADING_SINUSOIDS == 16, "synth_fade_next sums 16 sinusoids as 8 pairs");
+_Static_assert(WD_FADING_SINUSOIDS == 16, "fade_sum_rotate sums 16 sinusoids as 8 pairs");
 
 static double synth_gauss(wd_synth *s) { /* both Box-Muller normals, in order */
     if (s->has_spare) return s->has_spare = 0, s->spare;
@@ -304,11 +304,16 @@ static void anchor_into(const wd_synth *s, long k, double (*pr)[WD_FADING_SINUSO
             double ph = f->w[n] * t + f->phase[n];
             pr[d][n] = cos(ph), pi[d][n] = sin(ph);
         }
-        double ph = 2.0 * PI * f->doppler_hz * t * cos(f->theta0) + f->phi0;
-        lr[d] = cos(ph), li[d] = sin(ph);
+        int los = f->kind == WD_FADING_RICIAN; /* else the LOS ray is never read */
+        if (los) {
+            double ph = 2.0 * PI * f->doppler_hz * t * cos(f->theta0) + f->phi0;
+            lr[d] = cos(ph), li[d] = sin(ph);
+        } else {
+            lr[d] = 1.0, li[d] = 0.0;
+        }
         for (long j = ka; j < k; j++) {
             rotate16(pr[d], pi[d], s->rot_re[d], s->rot_im[d]);
-            rotate1(&lr[d], &li[d], s->los_rot_re[d], s->los_rot_im[d]);
+            if (los) rotate1(&lr[d], &li[d], s->los_rot_re[d], s->los_rot_im[d]);
         }
     }
 }
@@ -317,14 +322,25 @@ static void synth_anchor(wd_synth *s, long k) {
     anchor_into(s, k, s->ph_re, s->ph_im, s->los_re, s->los_im);
 }
 
-/* Rotate the generator's phasors by one sample without reading them. */
-static void synth_rotate(wd_synth *s) {
+/* Rotate the generator's phasors by m samples without reading them (both
+ * directions together, in locals: see synth_gen). */
+static void synth_rotate(wd_synth *s, long m) {
+    enum { M = WD_FADING_SINUSOIDS };
+    double pr[2][M], pi[2][M], rr[2][M], ri[2][M];
+    int kind[2];
     for (int d = 0; d < 2; d++) {
-        wd_fading_kind kind = s->fad[d].kind;
-        if (kind == WD_FADING_NONE) continue;
-        rotate16(s->ph_re[d], s->ph_im[d], s->rot_re[d], s->rot_im[d]);
-        if (kind == WD_FADING_RICIAN)
-            rotate1(&s->los_re[d], &s->los_im[d], s->los_rot_re[d], s->los_rot_im[d]);
+        kind[d] = s->fad[d].kind;
+        memcpy(pr[d], s->ph_re[d], sizeof pr[d]), memcpy(pi[d], s->ph_im[d], sizeof pi[d]);
+        memcpy(rr[d], s->rot_re[d], sizeof rr[d]), memcpy(ri[d], s->rot_im[d], sizeof ri[d]);
+    }
+    for (long j = 0; j < m; j++)
+        for (int d = 0; d < 2; d++)
+            if (kind[d] != WD_FADING_NONE) rotate16(pr[d], pi[d], rr[d], ri[d]);
+    for (int d = 0; d < 2; d++) {
+        memcpy(s->ph_re[d], pr[d], sizeof pr[d]), memcpy(s->ph_im[d], pi[d], sizeof pi[d]);
+        if (kind[d] == WD_FADING_RICIAN)
+            for (long j = 0; j < m; j++)
+                rotate1(&s->los_re[d], &s->los_im[d], s->los_rot_re[d], s->los_rot_im[d]);
     }
 }
 
@@ -343,10 +359,6 @@ static double fade_next(const wd_synth *s, int d, double *pr, double *pi, double
     return x * x + y * y;
 }
 
-static double synth_fade_next(wd_synth *s, int d) {
-    return fade_next(s, d, s->ph_re[d], s->ph_im[d], &s->los_re[d], &s->los_im[d]);
-}
-
 /* Samples stepped over (see wd_synth_at) hold NaN in snr[WD_DL] and their
  * shadowing gain in snr[WD_UL]; asked for later, their fading is computed
  * from the anchor, as the generator would have (same bits). */
@@ -358,6 +370,67 @@ static void synth_fill(wd_synth *s, long k, long i) {
         double snr = s->snr0[d] * g * fade_next(s, d, p.re[d], p.im[d], &p.los_re[d], &p.los_im[d]);
         s->snr[d][i] = snr < s->outage ? 0.0 : snr;
     }
+}
+
+/* m calls of synth_shadow_next into g, the state in locals between grid points. */
+static void synth_shadow_run(wd_synth *s, double *g, long m) {
+    for (long j = 0; j < m;) {
+        double sg = s->sh_g, sr = s->sh_r;
+        long run = s->sh_left - 1; /* calls before the one that reaches a grid point */
+        if (run > m - j) run = m - j;
+        for (long q = 0; q < run; q++) g[j + q] = sg, sg *= sr;
+        j += run, s->next_k += run, s->sh_left -= run, s->sh_g = sg;
+        if (j < m) g[j++] = synth_shadow_next(s);
+    }
+}
+
+/* Generate m >= 1 samples from next_k into the buffers at n, without
+ * crossing an anchor after the first sample: the shadowing gains first (in
+ * the uplink buffer), then both directions together with their phasors in local
+ * variables (the buffer stores cannot alias them, and the two directions'
+ * rotations overlap): the same arithmetic as fade_next sample by sample. */
+static void synth_gen(wd_synth *s, long m) {
+    long n0 = s->n;
+    double *g = s->snr[WD_UL] + n0;
+    if (s->next_k % WD_SYNTH_ANCHOR == 0) synth_anchor(s, s->next_k);
+    synth_shadow_run(s, g, m);
+    enum { M = WD_FADING_SINUSOIDS };
+    double pr[2][M], pi[2][M], rr[2][M], ri[2][M], ci[2][M], cq[2][M];
+    double lr[2], li[2], lrr[2], lri[2], a[2], b[2], snr0[2], outage = s->outage;
+    int kind[2];
+    for (int d = 0; d < 2; d++) {
+        const wd_fading *f = &s->fad[d];
+        kind[d] = f->kind;
+        memcpy(pr[d], s->ph_re[d], sizeof pr[d]), memcpy(pi[d], s->ph_im[d], sizeof pi[d]);
+        memcpy(rr[d], s->rot_re[d], sizeof rr[d]), memcpy(ri[d], s->rot_im[d], sizeof ri[d]);
+        memcpy(ci[d], f->ci, sizeof ci[d]), memcpy(cq[d], f->cq, sizeof cq[d]);
+        lr[d] = s->los_re[d], li[d] = s->los_im[d], lrr[d] = s->los_rot_re[d];
+        lri[d] = s->los_rot_im[d], a[d] = s->ric_a[d], b[d] = s->ric_b[d], snr0[d] = s->snr0[d];
+    }
+    double *out[2] = {s->snr[WD_DL] + n0, s->snr[WD_UL] + n0};
+    for (long j = 0; j < m; j++) {
+        double gj = g[j]; /* read before the uplink buffer's slot j is overwritten */
+        for (int d = 0; d < 2; d++) {
+            double h2 = 1.0; /* WD_FADING_NONE: the phasors are never read */
+            if (kind[d] != WD_FADING_NONE) {
+                double x, y;
+                fade_sum_rotate(ci[d], cq[d], pr[d], pi[d], rr[d], ri[d], &x, &y);
+                if (kind[d] == WD_FADING_RICIAN) {
+                    x = a[d] * x + b[d] * lr[d];
+                    y = a[d] * y + b[d] * li[d];
+                    rotate1(&lr[d], &li[d], lrr[d], lri[d]);
+                }
+                h2 = x * x + y * y;
+            }
+            double snr = snr0[d] * gj * h2;
+            out[d][j] = snr < outage ? 0.0 : snr;
+        }
+    }
+    for (int d = 0; d < 2; d++) {
+        memcpy(s->ph_re[d], pr[d], sizeof pr[d]), memcpy(s->ph_im[d], pi[d], sizeof pi[d]);
+        s->los_re[d] = lr[d], s->los_im[d] = li[d];
+    }
+    s->n += m;
 }
 
 static int synth_reserve(wd_synth *s, long need) {
@@ -380,16 +453,15 @@ static int synth_reserve(wd_synth *s, long need) {
  * shadowing gains: the phasors are rotated without being read, or (k in a
  * later anchor interval) recomputed at k. */
 static void synth_skip(wd_synth *s, long k) {
+    long m = k - s->next_k;
     int jump = s->next_k < k - k % WD_SYNTH_ANCHOR;
-    while (s->next_k < k) {
-        if (!jump) {
-            if (s->next_k % WD_SYNTH_ANCHOR == 0) synth_anchor(s, s->next_k);
-            synth_rotate(s);
-        }
-        double g = synth_shadow_next(s);
-        s->snr[WD_DL][s->n] = NAN, s->snr[WD_UL][s->n] = g;
-        s->n++;
+    if (!jump) { /* [next_k, k) lies in k's anchor interval: only next_k can be its anchor */
+        if (s->next_k % WD_SYNTH_ANCHOR == 0) synth_anchor(s, s->next_k);
+        synth_rotate(s, m);
     }
+    synth_shadow_run(s, s->snr[WD_UL] + s->n, m);
+    for (long j = 0; j < m; j++) s->snr[WD_DL][s->n + j] = NAN;
+    s->n += m;
     if (jump) synth_anchor(s, k);
 }
 
@@ -414,14 +486,9 @@ long wd_synth_at(wd_synth *s, long k) {
     long want = k - s->k0 + (k == s->next_k ? SYNTH_WALK : SYNTH_JUMP);
     if (synth_reserve(s, want)) return -1;
     if (k > s->next_k) synth_skip(s, k);
-    while (s->n < want) {
-        if (s->next_k % WD_SYNTH_ANCHOR == 0) synth_anchor(s, s->next_k);
-        double g = synth_shadow_next(s);
-        for (int d = 0; d < 2; d++) {
-            double snr = s->snr0[d] * g * synth_fade_next(s, d);
-            s->snr[d][s->n] = snr < s->outage ? 0.0 : snr;
-        }
-        s->n++;
+    while (s->n < want) { /* in runs that end at the next anchor */
+        long m = want - s->n, to_anchor = WD_SYNTH_ANCHOR - s->next_k % WD_SYNTH_ANCHOR;
+        synth_gen(s, m < to_anchor ? m : to_anchor);
     }
     return k - s->k0;
 }

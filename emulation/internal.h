@@ -129,12 +129,16 @@ struct wd_link {
     long bin; /* cached estimate bin and value */
     double bin_rate;
     double bin_end_x, bin_end_cnt; /* count of opportunities before bin_end_x (ms) */
-    /* synthetic: the last rates by sample (rate at a share, before windows
-     * and rate_scale); two entries, since prediction and transfers use
-     * different shares */
+    /* synthetic: the last spectral efficiencies by sample and share (the
+     * rate is share x band x efficiency; downlink: share 0 stands for every
+     * share); two entries, since prediction and transfers use different
+     * shares */
     long memo_k[2];
-    double memo_share[2], memo_rate[2];
+    double memo_share[2], memo_se[2];
     int memo_next;
+    /* synthetic, CQI: SNRs in [cqi_lo, cqi_hi) have efficiency cqi_se (the
+       last CQI's band, empty at first) */
+    double cqi_lo, cqi_hi, cqi_se;
     /* csv: start times t[i] (t[0] = 0), rates r[i], loops with period */
     double *t, *r, period, period_bits; /* period_bits: bits of one loop at share 1 */
     long cur; /* cursor: last segment used */
@@ -170,6 +174,9 @@ int wd_link_fixed_se(const wd_link *l); /* rate proportional to the share */
 double wd_link_bits(wd_link *l, double a, double b, double share);
 
 /* ---- air interface (air.c) ------------------------------------------------------ */
+/* The SNRs [*lo, *hi) around snr whose CQI at this gap is snr's for certain
+ * (2e-9 inside its thresholds; empty near one), and its efficiency. */
+void wd_cqi_band(double snr, double gap, double *lo, double *hi, double *se);
 /* Time (s) to deliver bits from t0 over link l (direction dir) through the
  * air interface: scheduling, slot alignment, TDD regions, processing, HARQ
  * (drawn from seed, device, dir, t0; expected 1: the expected number of

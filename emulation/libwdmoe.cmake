@@ -14,6 +14,7 @@ add_library(libwdmoe SHARED ${wd_libwdmoe_src})
 target_include_directories(libwdmoe PRIVATE ${CMAKE_SOURCE_DIR})
 target_compile_definitions(libwdmoe PRIVATE WDMOE_VERSION_STRING="${PROJECT_VERSION}")
 target_link_libraries(libwdmoe PRIVATE PkgConfig::JSONC m)
+target_compile_options(libwdmoe PRIVATE $<$<COMPILE_LANGUAGE:C>:-ffp-contract=off>) # as wd_emulation
 set_target_properties(libwdmoe PROPERTIES
   OUTPUT_NAME wdmoe EXPORT_NAME wdmoe
   VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR}

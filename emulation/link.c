@@ -153,20 +153,26 @@ static double piece_rate(wd_link *l, const piece *p, double share) {
     if (l->model == WD_LINK_CONSTANT) return share * l->rate;
     if (l->model == WD_LINK_CSV)
         return share * (p->k < 0 ? l->period_bits / l->period : l->r[p->k]);
-    if (p->k == l->memo_k[0] && share == l->memo_share[0]) return l->memo_rate[0];
-    if (p->k == l->memo_k[1] && share == l->memo_share[1]) return l->memo_rate[1];
+    /* downlink: the BS power spreads over the band, so the spectral
+     * efficiency does not depend on the share (one memo entry for every
+     * share); uplink: the device's full power in its share */
     wd_synth *s = l->syn;
+    double key = l->dir == WD_DL ? 0.0 : share, b = share * s->bw[l->dir];
+    if (p->k == l->memo_k[0] && key == l->memo_share[0]) return b * l->memo_se[0];
+    if (p->k == l->memo_k[1] && key == l->memo_share[1]) return b * l->memo_se[1];
     long i = wd_synth_at(s, p->k);
     if (i < 0) return 0.0;
-    double snr = s->snr[l->dir][i], b = share * s->bw[l->dir];
-    /* downlink: the BS power spreads over the band, so the spectral
-     * efficiency does not depend on the share; uplink: the device's full
-     * power in its share */
-    double r = b * wd_link_se(s->la, l->dir == WD_DL ? snr : snr / share, s->gap);
+    double snr = s->snr[l->dir][i], x = l->dir == WD_DL ? snr : snr / share, se;
+    if (s->la == WD_LA_CQI && x >= l->cqi_lo && x < l->cqi_hi) {
+        se = l->cqi_se; /* the last CQI's band, 2e-9 inside its thresholds */
+    } else {
+        se = wd_link_se(s->la, x, s->gap);
+        if (s->la == WD_LA_CQI) wd_cqi_band(x, s->gap, &l->cqi_lo, &l->cqi_hi, &l->cqi_se);
+    }
     int j = l->memo_next; /* samples never change: the memo needs no invalidation */
-    l->memo_k[j] = p->k, l->memo_share[j] = share, l->memo_rate[j] = r;
+    l->memo_k[j] = p->k, l->memo_share[j] = key, l->memo_se[j] = se;
     l->memo_next = j ^ 1;
-    return r;
+    return b * se;
 }
 
 /* Locate the csv segment holding trace time x (cursor first, then binary search). */

@@ -49,5 +49,34 @@ done
 msg=$("$bin" --model "$model" --reps 1 --bw-passes 0 --prompt 4 --decode 2 --json "$tmp/no/such/dir/r.json" 2>&1) &&
     { echo "FAILED: wrote into a missing folder"; fail=1; }
 echo "$msg" | grep -q "r.json" || { echo "FAILED: no message naming the file: $msg"; fail=1; }
+# bench_policy: the end-to-end replay figures beside the goal, on the shipped scenario and on
+# a recorded probability file; a bad --probs file is refused with its name
+pol="$WD_BINARY_DIR/bench_policy"
+scen="$WD_SOURCE_DIR/bench/scenarios/paper-cell.json"
+for probs in "" "$WD_SOURCE_DIR/tests/data/replay/stories260k-moe4.wdpr"; do
+    "$pol" --scenario "$scen" ${probs:+--probs "$probs"} --reps 2 --seconds 0.01 --json "$tmp/p.json" \
+        >"$tmp/pout.txt" 2>&1 || { echo "FAILED: bench_policy: $(cat "$tmp/pout.txt")"; fail=1; }
+    python3 - "$tmp/p.json" "$probs" <<'PY' || fail=1
+import json, sys
+d = json.load(open(sys.argv[1]))
+e = d["replay_end_to_end"]
+ok = d["command"] == "bench_policy" and d["reps"] == 2 and len(e) == 2
+ok &= [(r["policy"], r["goal_decisions_per_s"]) for r in e] == [("topk", 10e6), ("wdmoe", 5e6)]
+ok &= (d["probs_file"] or "") == sys.argv[2]
+for r in e:
+    s, v = r["decisions_per_s"], sorted(r["decisions_per_s"]["samples"])
+    ok &= r["decisions_per_cpu_s"]["n"] == 2 and r["decisions_per_cpu_s"]["min"] > 0
+    ok &= r["scenario"] == "paper-cell" and s["n"] == 2 and v[0] > 0 and s["min"] == v[0] and s["max"] == v[1]
+    ok &= r["layers"] == (5 if sys.argv[2] else 32) and r["tokens"] == (52 if sys.argv[2] else 512)
+if not ok:
+    print("FAILED: bench_policy JSON", sys.argv[2])
+    sys.exit(1)
+PY
+done
+grep -q "of goal" "$tmp/pout.txt" || { echo "FAILED: bench_policy prints no goal column"; fail=1; }
+head -c 100 "$WD_SOURCE_DIR/tests/data/replay/stories260k-moe4.wdpr" >"$tmp/short.wdpr"
+msg=$("$pol" --scenario "$scen" --probs "$tmp/short.wdpr" --reps 1 --seconds 0.01 2>&1) &&
+    { echo "FAILED: bench_policy accepted a truncated --probs file"; fail=1; }
+echo "$msg" | grep -q "bench_policy: .*short.wdpr" || { echo "FAILED: no message naming the file: $msg"; fail=1; }
 [ "$fail" = 0 ] && echo "test_bench_json: passed"
 exit "$fail"

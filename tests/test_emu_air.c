@@ -118,6 +118,42 @@ static void test_cqi(void) {
     CHECK_NEAR(wd_link_se(WD_LA_CQI, 1e12, 1), 7.4063, 0); /* the table's maximum */
     CHECK_NEAR(wd_link_se(WD_LA_SHANNON, 1e12, 1), log2(1 + 1e12), 1e-12); /* uncapped */
     CHECK_NEAR(wd_link_se(WD_LA_CQI, 10.0, 1), 3.3223, 0); /* log2(11) = 3.46: CQI 8 */
+    /* the SNR-domain thresholds give the definition's CQI (highest q with
+       se_q <= log2(1 + snr / gap)) everywhere: log-spaced SNRs over -20..30 dB,
+       and the doubles next to every threshold on either side */
+    int bad = 0;
+    for (int q = 1; q <= WD_CQI_MAX; q++) {
+        double th = pow(2, wd_cqi_efficiency(q)) - 1, x = th;
+        for (int i = 0; i < 64; i++) x = nextafter(x, 0);
+        for (int i = 0; i < 128; i++, x = nextafter(x, INFINITY))
+            for (int g = 0; g < 2; g++) {
+                double gap = g ? 1.9952623149688795 : 1.0, snr = x * gap, cap = log2(1 + snr / gap);
+                int want = 0;
+                while (want < WD_CQI_MAX && wd_cqi_efficiency(want + 1) <= cap) want++;
+                bad += wd_cqi_from_snr(snr, gap) != want;
+            }
+    }
+    for (int i = 0; i <= 200000; i++) {
+        double snr = pow(10, -2 + 5.0 * i / 200000), cap = log2(1 + snr);
+        int want = 0;
+        while (want < WD_CQI_MAX && wd_cqi_efficiency(want + 1) <= cap) want++;
+        bad += wd_cqi_from_snr(snr, 1.0) != want;
+    }
+    CHECKF(bad == 0, "%d SNRs with another CQI than the log2 definition", bad);
+    /* the band a link keeps (wd_cqi_band): every SNR in it, its ends included, has the
+       CQI it was made from; it is empty for CQI 0 */
+    bad = 0;
+    for (int i = 0; i <= 20000; i++)
+        for (int g = 0; g < 2; g++) {
+            double gap = g ? 1.9952623149688795 : 1.0, snr = pow(10, -2 + 5.0 * i / 20000), lo, hi, se;
+            wd_cqi_band(snr, gap, &lo, &hi, &se);
+            int q = wd_cqi_from_snr(snr, gap);
+            bad += se != wd_cqi_efficiency(q) || (q == 0) != !(lo < hi);
+            if (!(lo < hi)) continue;
+            double xs[4] = {lo, nextafter(hi, 0), lo + (hi - lo) * 0.37, lo + (hi - lo) * 0.999999};
+            for (int j = 0; j < 4; j++) bad += wd_cqi_from_snr(xs[j], gap) != q;
+        }
+    CHECKF(bad == 0, "%d CQI bands with an SNR of another CQI", bad);
 }
 
 /* A synthetic link's rate: band x CQI efficiency of its SNR, capped. */
