@@ -174,6 +174,12 @@ struct json_object *wd_emu_devices_json(const wd_emu *emu) {
         json_object_object_add(o, "calls", json_object_new_int64(ds.calls));
         json_object_object_add(o, "tokens", json_object_new_int64(ds.tokens));
         json_object_object_add(o, "max_queue", json_object_new_int(ds.max_queue));
+        if (ds.jobs > 0) { /* pipelined micro-batches: the device queue across them */
+            json_object_object_add(o, "jobs", json_object_new_int64(ds.jobs));
+            json_object_object_add(o, "queued_jobs", json_object_new_int64(ds.queued_jobs));
+            json_object_object_add(o, "mean_queue_ahead",
+                                   json_object_new_double((double)ds.queue_ahead_sum / ds.jobs));
+        }
         json_object_array_add(arr, o);
     }
     return arr;
