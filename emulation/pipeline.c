@@ -3,15 +3,15 @@
  * the layers, so that while one waits for its experts the BS runs the
  * attention and routers of another (two-batch overlap, pipeline-parallel MoE
  * serving). The accounting is event-driven on the virtual clock: each
- * micro-batch has its own clock, the BS has busy intervals (its work for the
- * micro-batches, attention + routers and the LM head, fills the earliest idle
- * gap from the time the work can start), every device
- * until dev_free (it serves jobs, one per micro-batch layer step, in arrival
- * order), every link until link_free (its last transfer of an earlier
- * micro-batch ends: the band is shared by all transfers in flight). A micro-batch's next layer starts when all its chosen experts of
- * this layer are back and the BS is idle. The host runs the micro-batch with
- * the earliest clock next (wd_emu_pipeline_ready). emu.c plans a step with these
- * states (plan, wd_emu_step_measured); this file keeps them. */
+ * micro-batch has its own clock; the BS has busy intervals (a micro-batch's
+ * work, attention + routers or the LM head, fills the earliest idle gap from
+ * the time it can start); every device is busy until dev_free (it serves
+ * jobs, one per micro-batch layer step, in arrival order); every link carries
+ * a transfer until link_free (the band is shared by all transfers in flight).
+ * A micro-batch's next layer starts when all its chosen experts of this layer
+ * are back and the BS is idle. The host runs the micro-batch with the
+ * earliest clock next (wd_emu_pipeline_ready). emu.c plans a step with these
+ * states (plan_pipelined, wd_emu_step_measured); this file keeps them. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
