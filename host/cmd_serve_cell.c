@@ -527,17 +527,21 @@ int wd_cmd_serve_cell(int argc, char **argv) {
             json_object_array_add(ta[7], json_object_new_double(st->device_queue_s));
         }
         for (int j = 0; j < 8; j++) json_object_object_add(jt, tn[j], ta[j]);
-        /* per step and device: compute time, queue wait, jobs that found it busy */
-        const char *dn[] = {"device_busy_s", "device_queue_wait_s", "device_queued_jobs"};
-        for (int j = 0; j < 3; j++) {
+        /* per step and device: compute time, queue wait, jobs that found it busy,
+         * the calls ahead of its jobs (summed) */
+        const char *dn[] = {"device_busy_s", "device_queue_wait_s", "device_queued_jobs",
+                            "device_queue_ahead"};
+        for (int j = 0; j < 4; j++) {
             json_object *a = json_object_new_array();
             for (long s = 0; s < res.n_timeline; s++) {
                 json_object *row = json_object_new_array();
                 for (int d = 0; d < res.n_devices; d++) {
                     size_t x = (size_t)s * res.n_devices + d;
-                    json_object_array_add(row, j == 2 ? json_object_new_int64(res.dev_queued[x])
-                                                      : json_object_new_double(
-                                                            j ? res.dev_queue_s[x] : res.dev_busy_s[x]));
+                    json_object_array_add(
+                        row, j == 3   ? json_object_new_int64(res.dev_ahead[x])
+                             : j == 2 ? json_object_new_int64(res.dev_queued[x])
+                                      : json_object_new_double(j ? res.dev_queue_s[x]
+                                                                 : res.dev_busy_s[x]));
                 }
                 json_object_array_add(a, row);
             }

@@ -210,9 +210,10 @@ typedef struct {
     wd_serve_step *timeline; /* [n_timeline], one per step */
     int n_devices;
     /* per step and device, [n_timeline * n_devices]: compute time, queue wait,
-     * jobs that found the device busy (pipelined micro-batches) */
+     * jobs that found the device busy and the calls ahead of them, summed
+     * (pipelined micro-batches: the queue over time) */
     double *dev_busy_s, *dev_queue_s;
-    long *dev_queued;
+    long *dev_queued, *dev_ahead;
     double makespan_s, max_kv_bytes;
     double wall_s, expert_flops, expert_wall_s; /* the emulator's own speed (wall clock) */
 } wd_serve_result;

@@ -44,6 +44,7 @@ void wd_serve_result_free(wd_serve_result *r) {
     free(r->dev_queue_s);
     free(r->dev_busy_s);
     free(r->dev_queued);
+    free(r->dev_ahead);
     memset(r, 0, sizeof *r);
 }
 
@@ -54,15 +55,17 @@ static double now_s(void) {
 }
 
 /* Summed busy time and queue wait of every device so far; per device in
- * b[d], q[d], j[d] (queued jobs) when b is not NULL. */
+ * b[d], q[d], j[d] (queued jobs), a[d] (calls ahead of its jobs, summed) when
+ * b is not NULL. */
 static void device_totals(const wd_emu *emu, double *busy, double *queue, double *b, double *q,
-                          long *j) {
+                          long *j, long *a) {
     *busy = *queue = 0;
     for (int d = 0; d < wd_emu_n_devices(emu); d++) {
         wd_emu_device_stats ds;
         wd_emu_device_stats_get(emu, d, &ds);
         *busy += ds.busy_s, *queue += ds.queue_wait_s;
         if (b) b[d] = ds.busy_s, q[d] = ds.queue_wait_s, j[d] = ds.queued_jobs;
+        if (b) a[d] = ds.queue_ahead_sum;
     }
 }
 
@@ -312,7 +315,7 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
     int n_mbs = o->micro_batches > 1 ? o->micro_batches : 1, nd = 0;
     wd_session **mbs = calloc((size_t)n_mbs, sizeof *mbs);
     double *b0d = NULL, *q0d = NULL;
-    long *j0d = NULL;
+    long *j0d = NULL, *a0d = NULL;
     int *scratch_idx = malloc((size_t)vocab * sizeof(int));
     if (!order || !running || !waiting || !us || !seqs || !toks || !ntok || !who || !logits ||
         !res->users || !batch || !scratch_idx || !mbs) {
@@ -344,8 +347,8 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
     nd = wd_emu_n_devices(emu);
     res->n_devices = nd;
     b0d = malloc((size_t)nd * sizeof(double)), q0d = malloc((size_t)nd * sizeof(double));
-    j0d = malloc((size_t)nd * sizeof(long));
-    if (!b0d || !q0d || !j0d) {
+    j0d = malloc((size_t)nd * sizeof(long)), a0d = malloc((size_t)nd * sizeof(long));
+    if (!b0d || !q0d || !j0d || !a0d) {
         snprintf(err, errlen, "serve: out of memory");
         goto done;
     }
@@ -414,7 +417,7 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
         int ph = pre ? WD_PHASE_PREFILL : WD_PHASE_DECODE;
         if (ph != phase) wd_emu_set_phase(emu, (wd_emu_phase)ph), phase = ph;
         double e0 = wd_emu_energy_active_j(emu), b0, q0, b1, q1;
-        device_totals(emu, &b0, &q0, b0d, q0d, j0d);
+        device_totals(emu, &b0, &q0, b0d, q0d, j0d, a0d);
         int n_mb = n_mbs < nb ? n_mbs : nb;
         if (n_mb > 1) {
             if (forward_pipelined(emu, &th, mbs, n_mb, seqs, toks, ntok, nb, n_tok, logits, vocab,
@@ -432,8 +435,10 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
             if (pb) res->dev_busy_s = pb;
             long *pj = realloc(res->dev_queued, (size_t)cap * nd * sizeof(long));
             if (pj) res->dev_queued = pj;
+            long *pa = realloc(res->dev_ahead, (size_t)cap * nd * sizeof(long));
+            if (pa) res->dev_ahead = pa;
             if (p) res->timeline = p;
-            if (!p || !pq || !pb || !pj) {
+            if (!p || !pq || !pb || !pj || !pa) {
                 snprintf(err, errlen, "serve: out of memory");
                 goto done;
             }
@@ -442,11 +447,12 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
         {
             size_t o0 = (size_t)res->n_timeline * nd;
             device_totals(emu, &b1, &q1, res->dev_busy_s + o0, res->dev_queue_s + o0,
-                          res->dev_queued + o0);
+                          res->dev_queued + o0, res->dev_ahead + o0);
             for (int d = 0; d < nd; d++) {
                 res->dev_busy_s[o0 + d] -= b0d[d];
                 res->dev_queue_s[o0 + d] -= q0d[d];
                 res->dev_queued[o0 + d] -= j0d[d];
+                res->dev_ahead[o0 + d] -= a0d[d];
             }
         }
         double span = (t1 - t) * wd_emu_n_devices(emu);
@@ -508,7 +514,7 @@ done:
     wd_session_free(batch);
     if (mbs)
         for (int i = 0; i < n_mbs; i++) wd_session_free(mbs[i]);
-    free(mbs), free(b0d), free(q0d), free(j0d);
+    free(mbs), free(b0d), free(q0d), free(j0d), free(a0d);
     wd_session_free(plain);
     free(order), free(running), free(waiting), free(us), free(seqs), free(toks), free(ntok);
     free(who), free(logits), free(scratch_idx);

@@ -131,6 +131,13 @@ assert not any("jobs" in d for d in g["devices"])
 t = p["timeline"]
 assert len(t["device_queue_wait_s"]) == len(t["t_s"]) and len(t["device_queue_wait_s"][0]) == 8
 assert sum(map(sum, t["device_queued_jobs"])) == sum(d.get("queued_jobs", 0) for d in p["devices"]) > 0
+assert sum(map(sum, t["device_queue_ahead"])) >= sum(map(sum, t["device_queued_jobs"]))
+for d, dev in enumerate(p["devices"]):
+    if dev.get("jobs"):
+        ahead = sum(row[d] for row in t["device_queue_ahead"])
+        assert abs(ahead / dev["jobs"] - dev["mean_queue_ahead"]) < 1e-12, "queue ahead"
+        q = sum(row[d] for row in t["device_queue_wait_s"])
+        assert abs(q - dev["queue_wait_s"]) < 1e-9, "queue wait over time"
 assert [len(u["tokens"]) for u in p["users"]] == [len(u["tokens"]) for u in g["users"]]
 PY
 
