@@ -17,11 +17,7 @@
 #include "bench/bench_util.h"
 #include "kernels/kernels.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
+static double now_s(void) { return wd_bench_now_s(); }
 
 static uint64_t rng = 88172645463325252ull;
 static uint32_t rnd(void) {
@@ -29,21 +25,6 @@ static uint32_t rnd(void) {
     rng ^= rng >> 7;
     rng ^= rng << 17;
     return (uint32_t)(rng >> 20);
-}
-
-static double cpu_mhz(void) {
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return 0;
-    char line[256];
-    double mhz = 0;
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, "cpu MHz", 7)) {
-            char *c = strchr(line, ':');
-            if (c) mhz = atof(c + 1);
-            break;
-        }
-    fclose(f);
-    return mhz;
 }
 
 /* Weights filled with byte 0x3c: finite in every dtype (f32 0.0115, f16/bf16
@@ -153,10 +134,6 @@ static double mini_token(wd_pool *pool, mini_model *m) {
     return now_s() - t0;
 }
 
-/* Best rate over ~3 ms sub-windows within `seconds`: on a shared machine
- * the best sub-window is the one where this process had both cores. */
-#define SUB_WINDOW 0.003
-
 /* n = 1 matmul GB/s, weights cycled through copies laid consecutively in a
  * shared ring (so they come from DRAM). */
 static double gemv_window(wd_pool *pool, wd_dtype dt, int rows, int cols, const char *ring,
@@ -172,25 +149,8 @@ static double gemv_window(wd_pool *pool, wd_dtype dt, int rows, int cols, const 
             wd_matmul(pool, y, x, ring + one * (size_t)(next++ % copies), dt, 1, rows, cols);
             calls++;
             t = now_s() - t0;
-        } while (t < SUB_WINDOW);
+        } while (t < WD_BENCH_SUB_WINDOW);
         double g = (double)one * calls / t / 1e9;
-        if (g > best) best = g;
-    }
-    return best;
-}
-
-static double gemm_window(wd_pool *pool, wd_dtype dt, int n, int rows, int cols, const void *w,
-                          const float *x, float *y, double seconds) {
-    double best = 0, start = now_s();
-    while (now_s() - start < seconds) {
-        long calls = 0;
-        double t0 = now_s(), t;
-        do {
-            wd_matmul(pool, y, x, w, dt, n, rows, cols);
-            calls++;
-            t = now_s() - t0;
-        } while (t < SUB_WINDOW);
-        double g = 2.0 * n * rows * cols * calls / t / 1e9;
         if (g > best) best = g;
     }
     return best;
@@ -320,7 +280,7 @@ int main(int argc, char **argv) {
         }
         for (int dt = 0; dt < WD_DT_COUNT; dt++)
             for (int s = 0; s < 2; s++)
-                GM(dt, s)[r] = gemm_window(pool, (wd_dtype)dt, 128, gshapes[s][0], gshapes[s][1],
+                GM(dt, s)[r] = wd_bench_gemm_window(pool, (wd_dtype)dt, 128, gshapes[s][0], gshapes[s][1],
                                            gw[dt][s], x, y, win);
     }
     wd_bstats bst = wd_bstats_of(bws, rounds);
@@ -360,7 +320,7 @@ int main(int argc, char **argv) {
                best * 1e3, 100 * bpt / best / bw);
     }
 
-    double mhz = cpu_mhz();
+    double mhz = wd_bench_cpu_mhz();
     double peak = nth * 2.0 * 16 * 2 * mhz * 1e6;
     printf("\nprefill GEMM, n = 128, median of %d rounds (best 3 ms window each) (peak = %d cores x 2 FMA units x 16 lanes\n"
            "x 2 flops x %.0f MHz = %.1f GFLOP/s; the MHz is the nominal /proc/cpuinfo figure,\n"

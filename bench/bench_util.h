@@ -133,6 +133,53 @@ static inline int wd_bench_write_json(const char *path, json_object *doc, const 
     return rc;
 }
 
+static inline double wd_bench_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* The nominal clock from /proc/cpuinfo (MHz; 0 when unknown): the peak is
+ * cores x 2 FMA units x 16 lanes x 2 flops x this. */
+static inline double wd_bench_cpu_mhz(void) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return 0;
+    char line[256];
+    double mhz = 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "cpu MHz", 7)) {
+            char *c = strchr(line, ':');
+            if (c) mhz = atof(c + 1);
+            break;
+        }
+    fclose(f);
+    return mhz;
+}
+
+/* Best rate over ~3 ms sub-windows within `seconds`: on a shared machine
+ * the best sub-window is the one where this process had the cores. */
+#define WD_BENCH_SUB_WINDOW 0.003
+
+/* GEMM GFLOP/s of y[n][rows] = x[n][cols] w^T in dtype dt (the prefill and
+ * batched-expert kernel), the best sub-window within `seconds`. */
+static inline double wd_bench_gemm_window(wd_pool *pool, wd_dtype dt, int n, int rows, int cols,
+                                          const void *w, const float *x, float *y,
+                                          double seconds) {
+    double best = 0, start = wd_bench_now_s();
+    while (wd_bench_now_s() - start < seconds) {
+        long calls = 0;
+        double t0 = wd_bench_now_s(), t;
+        do {
+            wd_matmul(pool, y, x, w, dt, n, rows, cols);
+            calls++;
+            t = wd_bench_now_s() - t0;
+        } while (t < WD_BENCH_SUB_WINDOW);
+        double g = 2.0 * n * rows * cols * calls / t / 1e9;
+        if (g > best) best = g;
+    }
+    return best;
+}
+
 /* A positive integer option value, or -1 (with a message) when it is not one. */
 static inline int wd_bench_posint(const char *prog, const char *opt, const char *v) {
     char *end;

@@ -5,14 +5,16 @@ energy-vs-latency trade-off.
 
     bench/serve_load.py [--model DIR] [--scenario FILE] [--policies topk,wdmoe,...]
                         [--rates 50,100,...] [--seeds 1,2,3] [--users 64]
-                        [--max-new 32] [--slo-ms 2] [--out DIR]
+                        [--max-new 32] [--slo-ms 2] [--micro-batches 1,2] [--out DIR]
 
 Each (policy, rate, seed) is one `wdmoe serve-cell` run (Poisson arrivals,
 prompts from bench/prompts/story-openers.txt, continuous batching). Writes
 DIR/serve_load.{csv,json,md} and DIR/serve_load.png (p95 TPOT vs arrival
 rate per policy with CIs and the SLO line; energy per output token vs p95
 TPOT). The load at which each policy's p95 TPOT crosses the SLO is linearly
-interpolated between the measured rates. Not part of the tests.
+interpolated between the measured rates. --micro-batches 1,2 runs every
+point with the synchronous step and with 2 pipelined micro-batches (a series
+per policy and M; dashed in the plot). Not part of the tests.
 """
 import argparse
 import csv
@@ -62,15 +64,20 @@ def main():
     ap.add_argument("--max-new", type=int, default=32)
     ap.add_argument("--slo-ms", type=float, default=35.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--micro-batches", default="1",
+                    help="comma list of pipelined micro-batches per step (1: synchronous)")
     ap.add_argument("--out", default="results/serve_load")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     policies = a.policies.split(",")
     rates = [float(r) for r in a.rates.split(",")]
     seeds = [int(s) for s in a.seeds.split(",")]
+    mbs = [int(m) for m in a.micro_batches.split(",")]
+    series = [(pol, mb) for mb in mbs for pol in policies]
+    label = {(p, m): p if m == 1 else f"{p} M={m}" for p, m in series}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for pol in policies:
+        for pol, mb in series:
             for rate in rates:
                 runs = []
                 for seed in seeds:
@@ -79,7 +86,7 @@ def main():
                            "--prompts", a.prompts, "--users", str(a.users), "--rate", str(rate),
                            "--max-new", str(a.max_new), "--policy", pol, "--seed", str(seed),
                            "--tpot-slo-ms", str(a.slo_ms), "--threads", str(a.threads),
-                           "--no-compare", "--json", out]
+                           "--micro-batches", str(mb), "--no-compare", "--json", out]
                     r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                        text=True)
                     if r.returncode:
@@ -87,7 +94,7 @@ def main():
                     with open(out) as f:
                         runs.append(json.load(f))
                 s = [x["summary"] for x in runs]
-                row = {"policy": pol, "rate": rate, "seeds": len(seeds)}
+                row = {"policy": pol, "micro_batches": mb, "rate": rate, "seeds": len(seeds)}
                 for name, get in [
                     ("tpot_p50_ms", lambda x: x["tpot"]["p50_s"] * 1e3),
                     ("tpot_p95_ms", lambda x: x["tpot"]["p95_s"] * 1e3),
@@ -102,13 +109,19 @@ def main():
                 row["_p95"] = [x["tpot"]["p95_s"] for x in s]  # per seed, for the paired ratio
                 row["experts_per_token"] = sum(
                     x["latency"]["decode"]["experts_per_token"] for x in runs) / len(runs)
+                row["device_util_pct"] = sum(
+                    sum(d["utilisation"] for d in x["devices"]) / len(x["devices"])
+                    for x in runs) / len(runs) * 100
+                row["device_queue_ms"] = sum(sum(d["queue_wait_s"] for d in x["devices"])
+                                             for x in runs) / len(runs) * 1e3
                 rows.append(row)
-                print(f"{pol:9s} rate {rate:7.1f}/s  TPOT p95 {row['tpot_p95_ms']:.3f} "
+                print(f"{label[pol, mb]:9s} rate {rate:7.3f}/s  TPOT p95 {row['tpot_p95_ms']:.3f} "
                       f"+- {row['tpot_p95_ms_ci']:.3f} ms  {row['mj_per_token']:.2f} mJ/tok",
                       file=sys.stderr)
     # paired by seed (same channel, same arrivals): p95 TPOT relative to topk
     for r in rows:
-        base = next((b for b in rows if b["policy"] == "topk" and b["rate"] == r["rate"]), None)
+        base = next((b for b in rows if b["policy"] == "topk" and b["rate"] == r["rate"]
+                     and b["micro_batches"] == r["micro_batches"]), None)
         if base is None:
             r["p95_vs_topk"] = r["p95_vs_topk_ci"] = float("nan")
         else:
@@ -118,15 +131,17 @@ def main():
         del r["_p95"]
     # the load at which p95 TPOT crosses the SLO
     knee = {}
-    for pol in policies:
-        pts = [(r["rate"], r["tpot_p95_ms"]) for r in rows if r["policy"] == pol]
-        knee[pol] = None
+    for pol, mb in series:
+        pts = [(r["rate"], r["tpot_p95_ms"]) for r in rows
+               if r["policy"] == pol and r["micro_batches"] == mb]
+        k = label[pol, mb]
+        knee[k] = None
         for (r0, y0), (r1, y1) in zip(pts, pts[1:]):
             if y0 <= a.slo_ms < y1:
-                knee[pol] = r0 + (a.slo_ms - y0) * (r1 - r0) / (y1 - y0)
+                knee[k] = r0 + (a.slo_ms - y0) * (r1 - r0) / (y1 - y0)
                 break
         if pts and pts[0][1] > a.slo_ms:
-            knee[pol] = 0.0
+            knee[k] = 0.0
     keys = list(rows[0].keys())
     csv_path = os.path.join(a.out, "serve_load.csv")
     with tempfile.NamedTemporaryFile("w", dir=a.out, delete=False, newline="") as f:
@@ -137,30 +152,39 @@ def main():
     write_atomic(os.path.join(a.out, "serve_load.json"),
                  json.dumps({"config": vars(a), "rows": rows, "slo_crossing_rate": knee},
                             indent=1))
-    md = ["| policy | rate /s | TPOT p50 ms | TPOT p95 ms (95 % CI) | p95 / topk (paired) "
-          "| TTFT p95 ms | goodput tok/s | batch | exp/tok | mJ/token |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    md = ["| policy | M | rate /s | TPOT p50 ms | TPOT p95 ms (95 % CI) | p95 / topk (paired) "
+          "| TTFT p95 ms | goodput tok/s | batch | exp/tok | device util % | device queue ms "
+          "| mJ/token |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        md.append(f"| {r['policy']} | {r['rate']:g} | {r['tpot_p50_ms']:.3f} | "
-                  f"{r['tpot_p95_ms']:.3f} ± {r['tpot_p95_ms_ci']:.3f} | "
-                  f"{r['p95_vs_topk']:.3f} ± {r['p95_vs_topk_ci']:.3f} | {r['ttft_p95_ms']:.2f} | "
-                  f"{r['goodput_tok_s']:.0f} | {r['mean_batch']:.1f} | "
-                  f"{r['experts_per_token']:.2f} | {r['mj_per_token']:.2f} |")
+        md.append(f"| {r['policy']} | {r['micro_batches']} | {r['rate']:g} | "
+                  f"{r['tpot_p50_ms']:.1f} | "
+                  f"{r['tpot_p95_ms']:.1f} ± {r['tpot_p95_ms_ci']:.1f} | "
+                  f"{r['p95_vs_topk']:.3f} ± {r['p95_vs_topk_ci']:.3f} | {r['ttft_p95_ms']:.0f} | "
+                  f"{r['goodput_tok_s']:.2f} | {r['mean_batch']:.1f} | "
+                  f"{r['experts_per_token']:.2f} | {r['device_util_pct']:.2f} | "
+                  f"{r['device_queue_ms']:.0f} | {r['mj_per_token']:.0f} |")
     md.append("")
     md.append(f"Load at which p95 TPOT crosses {a.slo_ms:g} ms: " + ", ".join(
-        f"{p} {'beyond the rates' if k is None else f'{k:.0f}/s'}" for p, k in knee.items()))
+        f"{p} {'beyond the rates' if k is None else 'below the rates' if k == 0 else f'{k:.3g}/s'}"
+        for p, k in knee.items()))
     write_atomic(os.path.join(a.out, "serve_load.md"), "\n".join(md) + "\n")
     print("\n".join(md))
     plt = plot_common.pyplot()
     if plt is None:
         return
     fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
-    for pol in policies:
-        rs = [r for r in rows if r["policy"] == pol]
+    colors = {p: f"C{i}" for i, p in enumerate(policies)}
+    for pol, mb in series:
+        rs = [r for r in rows if r["policy"] == pol and r["micro_batches"] == mb]
+        ls = "-" if mb == 1 else "--"
         ax[0].errorbar([r["rate"] for r in rs], [r["tpot_p95_ms"] for r in rs],
-                       yerr=[r["tpot_p95_ms_ci"] for r in rs], marker="o", capsize=3, label=pol)
+                       yerr=[r["tpot_p95_ms_ci"] for r in rs], marker="o", capsize=3, ls=ls,
+                       color=colors[pol], label=label[pol, mb])
         ax[1].plot([r["tpot_p95_ms"] for r in rs], [r["mj_per_token"] for r in rs], marker="o",
-                   label=pol)
+                   ls=ls, color=colors[pol], label=label[pol, mb])
+    if min(rates) > 0 and max(rates) / min(rates) >= 20:
+        ax[0].set_xscale("log")
     ax[0].axhline(a.slo_ms, color="gray", ls="--", lw=1, label=f"SLO {a.slo_ms:g} ms")
     ax[0].set_xlabel("arrival rate (requests / s)")
     ax[0].set_ylabel("p95 time per output token (ms)")

@@ -36,6 +36,7 @@ void wd_emu_free(wd_emu *emu) {
     if (emu->syn)
         for (int d = 0; d < emu->nd; d++) wd_synth_free(&emu->syn[d]);
     wd_scenario_free(&emu->sc);
+    wd_emu_pipe_free(emu);
     void *p[] = {emu->link,      emu->syn,      emu->has_syn,  emu->los,     emu->rep_off,
                  emu->rep_dev,   emu->rep,      emu->tc1,      emu->tau_dev, emu->tau_from,
                  emu->tau_until, emu->tau_best, emu->tau_e,    emu->avail_e, emu->mark,
@@ -528,6 +529,49 @@ static void allocate(wd_emu *emu, int dir, int minmax) {
         share[i] = emu->split[2 * act[i] + dir] ? emu->c_share[j++] : 1.0;
 }
 
+/* The transfers and compute of a planned step's active devices when micro-batches
+ * are pipelined (pipeline.c): the downlinks start when the BS is done (t1), each
+ * with its share of the step's allocation scaled by the transfers of other
+ * micro-batches still in flight then (wd_emu_pipe_scale; a transfer keeps the
+ * share it started with); the device computes when the job has arrived and it
+ * is free of earlier jobs (the queue); the uplink starts when the compute is
+ * done. t_start_dir[i]: the downlink start of slot i, [nd + i]: its compute end. */
+static void plan_pipelined(wd_emu *emu, double t1, int minmax) {
+    int na = emu->n_active, nd = emu->nd;
+    double *t_dl0 = emu->t_start_dir, *end_c = emu->t_start_dir + nd;
+    for (int i = 0; i < na; i++) {
+        wd_emu_dev_time *x = &emu->dt[i];
+        x->bits[WD_DL] = x->tokens * emu->bits_tok;
+        x->bits[WD_UL] = x->pairs * emu->bits_tok;
+        t_dl0[i] = emu->ready[i] = t1;
+        emu->bits[i] = x->bits[WD_DL];
+    }
+    allocate(emu, WD_DL, minmax);
+    for (int i = 0; i < na; i++) {
+        wd_emu_dev_time *x = &emu->dt[i];
+        int d = x->device;
+        x->share[WD_DL] = emu->share[i] * wd_emu_pipe_scale(emu, d, WD_DL, t1);
+        x->t_dl = tx_time(emu, d, WD_DL, t1, x->bits[WD_DL], x->share[WD_DL], &x->air[WD_DL]);
+        double arrive = t1 + x->t_dl;
+        if (emu->sc.n_faults) x->t_c *= wd_emu_slow_factor(emu, d, arrive);
+        double start = emu->dev_free[d] > arrive ? emu->dev_free[d] : arrive;
+        x->queue_s = start - arrive;
+        x->queue_ahead = x->queue_s > 0 ? wd_emu_pipe_ahead(emu, d, arrive) : 0;
+        end_c[i] = emu->ready[i] = start + x->t_c;
+        emu->bits[i] = x->bits[WD_UL];
+    }
+    allocate(emu, WD_UL, minmax);
+    for (int i = 0; i < na; i++) {
+        wd_emu_dev_time *x = &emu->dt[i];
+        int d = x->device;
+        double u0 = end_c[i];
+        x->share[WD_UL] = emu->share[i] * wd_emu_pipe_scale(emu, d, WD_UL, u0);
+        x->t_ul = isfinite(u0) ? tx_time(emu, d, WD_UL, u0, x->bits[WD_UL], x->share[WD_UL], &x->air[WD_UL])
+                               : INFINITY;
+        x->t_back = u0 + x->t_ul;
+    }
+}
+
 static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, double t1, int minmax,
                  const double *measured) {
     int E = emu->E;
@@ -566,6 +610,10 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
     if (measured)
         for (int i = 0; i < na; i++)
             if (!isnan(measured[emu->dt[i].device])) emu->dt[i].t_c = measured[emu->dt[i].device];
+    if (emu->pipe_n) {
+        plan_pipelined(emu, t1, minmax);
+        return;
+    }
     for (int i = 0; i < na; i++) { /* downlink: all start at t1 */
         wd_emu_dev_time *x = &emu->dt[i];
         x->bits[WD_DL] = x->tokens * emu->bits_tok;
@@ -730,26 +778,36 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
     if (n_tokens < 1) return wd_fail(err, errlen, "step: n_tokens %d < 1", n_tokens);
     if (check_sel(emu, n_tokens, n, expert, err, errlen)) return 1;
     if (emu->rep_time != emu->t) wd_emu_predict(emu, NULL, NULL);
-    double t0 = emu->t, tbs = n_tokens == 1 ? emu->bs1 : bs_time(emu, n_tokens), t1 = t0 + tbs;
+    double tbs = n_tokens == 1 ? emu->bs1 : bs_time(emu, n_tokens);
+    double t0 = emu->pipe_n ? wd_emu_pipe_bs_fit(emu, emu->t, tbs) : emu->t, t1 = t0 + tbs;
     plan(emu, n_tokens, n, expert, t1, emu->sc.alloc != WD_ALLOC_EQUAL, t_c);
-    double wait = 0, sum = 0;
+    double wait = 0, sum = 0, back = t1;
     int crit = -1, na = emu->n_active;
     for (int i = 0; i < na; i++) {
         const wd_emu_dev_time *x = &emu->dt[i];
-        double f = x->t_dl + x->t_c + x->t_ul;
+        /* pipelined: the queues' waits count (the result is back at t_back) */
+        double f = emu->pipe_n ? x->t_back - t1 : x->t_dl + x->t_c + x->t_ul;
         if (!isfinite(f)) return never_completes(emu, layer, x, err, errlen);
         if (f > wait) wait = f, crit = i;
+        if (emu->pipe_n && x->t_back > back) back = x->t_back;
         sum += f;
     }
     if (crit < 0 && na) crit = 0;
     if (wd_emu_account_faults(emu, n_tokens, n, expert, t1))
         return wd_fail(err, errlen, "step: out of memory");
-    emu->t = t1 + wait;
-    if (emu->any_syn && emu->t >= emu->forget_t) {
+    if (emu->pipe_n) {
+        wd_emu_pipe_commit(emu);
+        if (wd_emu_pipe_bs_reserve(emu, t0, tbs)) return wd_fail(err, errlen, "step: out of memory");
+    }
+    emu->t = emu->pipe_n ? back : t1 + wait;
+    /* pipelined: no micro-batch starts a step before the earliest clock */
+    double keep = emu->pipe_n ? wd_emu_pipe_keep(emu) : emu->t;
+    if (emu->pipe_n && t0 < keep) keep = t0;
+    if (emu->any_syn && keep >= emu->forget_t) {
         double ft = INFINITY;
         for (int d = 0; d < emu->nd; d++)
             if (emu->has_syn[d]) {
-                wd_synth_forget(&emu->syn[d], emu->t);
+                wd_synth_forget(&emu->syn[d], keep);
                 double f = wd_synth_forget_time(&emu->syn[d]);
                 if (f < ft) ft = f;
             }

@@ -33,7 +33,7 @@ struct wd_emu {
     double p_bs_w, p_ue_w; /* transmit powers (W) */
     struct dev_acc {       /* per device since the last reset: busy time, energy, calls, queue */
         double busy, e_c, e_dl, e_ul, qwait;
-        long calls, tokens;
+        long calls, tokens, jobs, queued_jobs, ahead_sum;
         int max_q;
     } *dacc;
     double bs_busy, t_reset; /* BS busy time; clock at the last reset */
@@ -77,7 +77,30 @@ struct wd_emu {
     int *top_ids;
     int flag_cap, sel_n, fwd_n;
     long c_tok[5], c_steps[3];
+    /* pipelined micro-batches (wd_emu_pipeline_*; pipe_n 0: the synchronous
+     * layer step): each micro-batch's clock and open forward pass, the BS, every
+     * device and every link busy until */
+    int pipe_n, pipe_cur;
+    struct mb_ctx {
+        double ready; /* the micro-batch's clock: its next BS work may start */
+        int fwd_open, f_phase, fwd_n, last_closed, last_new;
+        double f_start, f_bs, f_dl, f_c, f_ul, f_air, f_str;
+        unsigned char *flag; /* [fwd_n] its forward's per-token fault flags */
+        int flag_cap;
+    } *mb;
+    int mb_cap;
+    double *bs_iv; /* [2 n_iv] the BS's busy intervals [start, end), sorted */
+    int n_iv, cap_iv;
+    double *dev_free;   /* [nd] */
+    double *link_free;  /* [2 nd] */
+    struct dev_job {    /* [nd][JOBS]: the last jobs of each device (end, calls) */
+        double end;
+        int calls;
+    } *jobs;
+    double *t_start_dir; /* [2 nd] scratch of plan: transfer start per active slot */
 };
+
+#define WD_EMU_JOBS 16
 
 enum { PH_PREFILL = 0, PH_DECODE = 1 };
 enum { FL_REROUTED = 1, FL_FALLBACK = 2, FL_DROPPED = 4, FL_SLOWED = 8, FL_LINK = 16 };
@@ -85,6 +108,17 @@ enum { FL_REROUTED = 1, FL_FALLBACK = 2, FL_DROPPED = 4, FL_SLOWED = 8, FL_LINK 
 /* emu.c */
 double wd_emu_slow_factor(const wd_emu *emu, int d, double t); /* slow faults at t */
 double wd_emu_expert_time(const wd_emu *emu, int d, int n);   /* roofline of n tokens */
+
+/* pipeline.c: the pipelined micro-batches' state */
+double wd_emu_pipe_scale(const wd_emu *emu, int d, int dir, double t); /* share scale at t */
+int wd_emu_pipe_ahead(const wd_emu *emu, int d, double t);     /* calls of jobs ahead at t */
+void wd_emu_pipe_commit(wd_emu *emu);                          /* the step just planned */
+/* BS work of dur from t on: the earliest start >= t where the BS is idle for
+ * dur (dur 0: idle at that instant); reserve: and mark it busy (1: no memory). */
+double wd_emu_pipe_bs_fit(const wd_emu *emu, double t, double dur);
+int wd_emu_pipe_bs_reserve(wd_emu *emu, double start, double dur);
+double wd_emu_pipe_keep(const wd_emu *emu); /* no micro-batch starts a step before */
+void wd_emu_pipe_free(wd_emu *emu);
 
 /* energy.c: energy and per-device accounting */
 /* The step just planned (dt, exp_list): radio, device and BS energy into

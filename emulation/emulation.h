@@ -225,6 +225,7 @@ typedef struct {
     int prefill_chunk;      /* prompt tokens per step over all users */
     double kv_budget_bytes; /* BS KV-cache memory for all users (0: unlimited) */
     int max_batch;          /* running users at most (0: unlimited) */
+    int micro_batches;      /* pipelined micro-batches per step (0: 1, synchronous) */
     double tpot_slo_s, ttft_slo_s; /* goodput: requests meeting both (0: not checked) */
     char prompts[1024], trace[1024]; /* resolved paths ("" none) */
 } wd_workload;
@@ -365,6 +366,12 @@ typedef struct {
     double t_dl, t_c, t_ul; /* s */
     double air[2];          /* the air-interface overhead included in t_dl, t_ul (s) */
     int calls;              /* expert calls it serves (experts with tokens), one after another */
+    /* pipelined micro-batches (wd_emu_pipeline_begin; all 0 otherwise): the
+     * wait for the device still busy with earlier jobs (the device queue), and
+     * the calls of those jobs ahead */
+    double queue_s;
+    int queue_ahead;
+    double t_back; /* pipelined: absolute time its result is back at the BS */
 } wd_emu_dev_time;
 
 typedef struct {
@@ -510,12 +517,38 @@ typedef struct {
         queue_wait_s;
     long calls, tokens;
     int max_queue;
+    /* pipelined: jobs (one per micro-batch layer step) that found it busy, and
+     * the calls ahead of them summed (mean queue length seen = queue_ahead_sum / jobs) */
+    long jobs, queued_jobs, queue_ahead_sum;
 } wd_emu_device_stats;
 int wd_emu_device_stats_get(const wd_emu *emu, int device, wd_emu_device_stats *out);
 /* Every device's stats as a JSON array (name, utilisation, busy time, calls,
  * tokens, queue, energy terms) and as an aligned table. */
 struct json_object *wd_emu_devices_json(const wd_emu *emu);
 void wd_emu_devices_print(FILE *f, const wd_emu *emu);
+/* Pipelined micro-batches (docs/serving.md, "Pipelined micro-batches"): the
+ * BS splits a step's batch into n micro-batches that run through the layers
+ * interleaved. begin: every micro-batch's clock is now. switch(m): what
+ * follows (select, step, finish_forward) belongs to micro-batch m, and the
+ * clock becomes its own (or the end of the BS's work then). The BS's work
+ * (a layer's attention and routers, the LM head) takes the earliest idle gap
+ * of the BS from the micro-batch's clock; the downlinks start when it is
+ * done, the device serves jobs in arrival order (a job queues while the
+ * device is busy with an earlier micro-batch or layer), the uplink starts
+ * when the compute is done. The band is shared by every transfer in flight:
+ * a band-sharing link gets its share of the step's allocation (among the
+ * step's n devices) times n / (n + the links still carrying an earlier
+ * micro-batch's transfer then), a link of its own half while it carries one;
+ * a transfer keeps the share it started with. The micro-batch's clock moves
+ * to its last result back. end: the clock becomes the latest micro-batch's;
+ * back to the synchronous step. n = 1 is the synchronous step exactly.
+ * Returns non-zero on a bad n or no memory. */
+int wd_emu_pipeline_begin(wd_emu *emu, int n, char *err, size_t errlen);
+void wd_emu_pipeline_switch(wd_emu *emu, int m);
+/* Micro-batch m's clock: the host runs the one with the earliest next. */
+double wd_emu_pipeline_ready(const wd_emu *emu, int m);
+void wd_emu_pipeline_end(wd_emu *emu);
+
 /* Active energy (J) so far, both phases (cheap: no summary). */
 double wd_emu_energy_active_j(const wd_emu *emu);
 void wd_emu_reset_stats(wd_emu *emu);

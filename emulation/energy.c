@@ -72,6 +72,7 @@ int wd_emu_device_stats_get(const wd_emu *emu, int d, wd_emu_device_stats *o) {
     o->energy_dl_j = v->e_dl, o->energy_ul_j = v->e_ul;
     o->queue_wait_s = v->qwait;
     o->calls = v->calls, o->tokens = v->tokens, o->max_queue = v->max_q;
+    o->jobs = v->jobs, o->queued_jobs = v->queued_jobs, o->queue_ahead_sum = v->ahead_sum;
     return 0;
 }
 

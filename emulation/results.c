@@ -53,10 +53,10 @@ void wd_emu_summary_print(FILE *f, const wd_emu_summary *s) {
         double p, d;
     } en[] = {
         {"energy per token (mJ)", P->energy_per_token_j, D->energy_per_token_j},
-        {"  downlink radio (mJ)", P->energy_dl_j, D->energy_dl_j},
-        {"  uplink radio (mJ)", P->energy_ul_j, D->energy_ul_j},
-        {"  device compute (mJ)", P->energy_device_j, D->energy_device_j},
-        {"  BS compute (mJ)", P->energy_bs_j, D->energy_bs_j},
+        {"  downlink radio, total (mJ)", P->energy_dl_j, D->energy_dl_j},
+        {"  uplink radio, total (mJ)", P->energy_ul_j, D->energy_ul_j},
+        {"  device compute, total (mJ)", P->energy_device_j, D->energy_device_j},
+        {"  BS compute, total (mJ)", P->energy_bs_j, D->energy_bs_j},
     };
     for (size_t i = 0; i < sizeof en / sizeof en[0]; i++)
         fprintf(f, "  %-28s %16.4g %16.4g\n", en[i].name, en[i].p * 1e3, en[i].d * 1e3);
@@ -174,6 +174,12 @@ struct json_object *wd_emu_devices_json(const wd_emu *emu) {
         json_object_object_add(o, "calls", json_object_new_int64(ds.calls));
         json_object_object_add(o, "tokens", json_object_new_int64(ds.tokens));
         json_object_object_add(o, "max_queue", json_object_new_int(ds.max_queue));
+        if (ds.jobs > 0) { /* pipelined micro-batches: the device queue across them */
+            json_object_object_add(o, "jobs", json_object_new_int64(ds.jobs));
+            json_object_object_add(o, "queued_jobs", json_object_new_int64(ds.queued_jobs));
+            json_object_object_add(o, "mean_queue_ahead",
+                                   json_object_new_double((double)ds.queue_ahead_sum / ds.jobs));
+        }
         json_object_array_add(arr, o);
     }
     return arr;

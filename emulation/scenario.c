@@ -571,7 +571,7 @@ static int parse_workload(pctx *c, json_object *o, wd_workload *w) {
     static const char *const keys[] = {"users",       "rate_per_s",   "max_new_tokens",
                                        "prefill_chunk", "kv_budget_mb", "max_batch",
                                        "tpot_slo_ms", "ttft_slo_ms",  "prompts",
-                                       "trace",       NULL};
+                                       "trace",       "micro_batches", NULL};
     const char *P = "workload";
     if (is_obj(c, o, P) || check_keys(c, o, P, keys) ||
         int32(c, o, P, "users", 1, 1000000, &w->users) ||
@@ -580,6 +580,7 @@ static int parse_workload(pctx *c, json_object *o, wd_workload *w) {
         int32(c, o, P, "prefill_chunk", 1, 1 << 24, &w->prefill_chunk) ||
         num(c, o, P, "kv_budget_mb", 0, 0, 1e9, 1e6, &w->kv_budget_bytes) ||
         int32(c, o, P, "max_batch", 0, 1 << 24, &w->max_batch) ||
+        int32(c, o, P, "micro_batches", 1, 4096, &w->micro_batches) ||
         num(c, o, P, "tpot_slo_ms", 0, 0, 1e9, 1e-3, &w->tpot_slo_s) ||
         num(c, o, P, "ttft_slo_ms", 0, 0, 1e9, 1e-3, &w->ttft_slo_s))
         return 1;

@@ -107,11 +107,14 @@ wd_emu_phase wd_emu_closed_phase(const wd_emu *emu, int *new_sample) {
 
 void wd_emu_finish_forward(wd_emu *emu, double seconds) {
     if (!(seconds > 0)) return;
-    emu->t += seconds;
+    /* pipelined: the LM head waits for the BS busy with another micro-batch */
+    double t0 = emu->pipe_n ? wd_emu_pipe_bs_fit(emu, emu->t, seconds) : emu->t, dt = t0 - emu->t;
+    if (emu->pipe_n) wd_emu_pipe_bs_reserve(emu, t0, seconds); /* no memory: only the interval is lost */
+    emu->t = t0 + seconds;
     emu->bs_busy += seconds;
     if (emu->last_closed < 0) return;
     struct phase_acc *a = &emu->ph[emu->last_closed];
-    if (a->n_lat) a->lat[a->n_lat - 1] += seconds, a->bs += seconds;
+    if (a->n_lat) a->lat[a->n_lat - 1] += seconds + dt, a->bs += seconds;
     a->e_bs += wd_energy_tx(emu->sc.bs.busy_w, seconds);
 }
 

@@ -40,7 +40,7 @@ static const char *const serve_cell_v[] = {
     "--model",       "--scenario",    "--policy", "--users",       "--rate",   "--trace",
     "--prompts",     "--max-new",     "--chunk",  "--kv-budget-mb", "--max-batch",
     "--tpot-slo-ms", "--ttft-slo-ms", "--seed",   "--temperature", "--top-p",  "--threads",
-    "--json",        NULL};
+    "--json",        "--micro-batches", NULL};
 
 static const char *const moefy_v[] = {"--model",        "--out",     "--experts", "--top-k",
                                       "--calib-tokens", "--seq-len", "--seed",    "--threads",

@@ -32,6 +32,9 @@ static void help(FILE *f) {
             "  --chunk N             prefill tokens per step over all users (default 64)\n"
             "  --kv-budget-mb M      BS KV-cache memory for all users (default: unlimited)\n"
             "  --max-batch N         running users at most (default: unlimited)\n"
+            "  --micro-batches M     pipeline each step as M micro-batches through the layers\n"
+            "                        (the BS runs one while another waits for its experts;\n"
+            "                        devices queue jobs; default 1: the synchronous step)\n"
             "  --tpot-slo-ms X       goodput counts requests with TPOT <= X (default 50)\n"
             "  --ttft-slo-ms X       ... and TTFT <= X (default: not checked)\n"
             "  --seed S              seed of the channel, arrivals and sampling (default: the scenario's)\n"
@@ -244,7 +247,7 @@ static json_object *dist_json(dist d) {
 int wd_cmd_serve_cell(int argc, char **argv) {
     const char *cmd = "serve-cell", *model_path = NULL, *scenario_path = NULL, *policy = NULL;
     const char *trace = NULL, *prompts = NULL, *json_path = NULL;
-    int users = -1, max_new = -1, chunk = -1, max_batch = -1, threads = 0, compare = 1,
+    int users = -1, max_new = -1, chunk = -1, max_batch = -1, threads = 0, compare = 1, n_mb = -1,
         users_table = 0, seed = -1;
     double rate = -1, kv_mb = -1, tpot_slo_ms = -1, ttft_slo_ms = -1, temperature = 0, top_p = 0.9;
     for (int i = 1; i < argc; i++) {
@@ -264,6 +267,7 @@ int wd_cmd_serve_cell(int argc, char **argv) {
         else if (!strcmp(a, "--max-new")) { VAL(); if (wd_cli_int(cmd, a, v, 1, 1 << 24, &max_new)) return 2; }
         else if (!strcmp(a, "--chunk")) { VAL(); if (wd_cli_int(cmd, a, v, 1, 1 << 24, &chunk)) return 2; }
         else if (!strcmp(a, "--max-batch")) { VAL(); if (wd_cli_int(cmd, a, v, 0, 1 << 24, &max_batch)) return 2; }
+        else if (!strcmp(a, "--micro-batches")) { VAL(); if (wd_cli_int(cmd, a, v, 1, 4096, &n_mb)) return 2; }
         else if (!strcmp(a, "--threads")) { VAL(); if (wd_cli_int(cmd, a, v, 0, 1024, &threads)) return 2; }
         else if (!strcmp(a, "--seed")) { VAL(); if (wd_cli_int(cmd, a, v, 0, 2147483647, &seed)) return 2; }
         else if (!strcmp(a, "--rate")) { VAL(); if (wd_cli_double(cmd, a, v, 1e-9, 1e9, &rate)) return 2; }
@@ -315,6 +319,7 @@ int wd_cmd_serve_cell(int argc, char **argv) {
     if (max_new < 0) max_new = wl->max_new_tokens > 0 ? wl->max_new_tokens : 32;
     if (chunk < 0) chunk = wl->prefill_chunk > 0 ? wl->prefill_chunk : 64;
     if (max_batch < 0) max_batch = wl->max_batch;
+    if (n_mb < 0) n_mb = wl->micro_batches > 0 ? wl->micro_batches : 1;
     double kv_budget = kv_mb >= 0 ? kv_mb * 1e6 : wl->kv_budget_bytes;
     double tpot_slo = tpot_slo_ms >= 0 ? tpot_slo_ms * 1e-3 : wl->tpot_slo_s > 0 ? wl->tpot_slo_s : 0.05;
     double ttft_slo = ttft_slo_ms >= 0 ? ttft_slo_ms * 1e-3 : wl->ttft_slo_s;
@@ -345,7 +350,7 @@ int wd_cmd_serve_cell(int argc, char **argv) {
         goto done;
     }
     wd_serve_opts o = {chunk, kv_budget, max_batch, (float)temperature, (float)top_p, run_seed,
-                       compare};
+                       compare, n_mb};
     if (wd_serve_run(m, pool, k, w.req, w.n, &o, &res, err, sizeof err)) {
         fprintf(stderr, "wdmoe serve-cell: %s\n", err);
         goto done;
@@ -385,8 +390,9 @@ int wd_cmd_serve_cell(int argc, char **argv) {
     }
     mean_batch /= span, mean_wait /= span;
     /* tables */
-    printf("%s, policy %s, %d devices: %d requests, %ld steps, %.4f s virtual\n",
-           sc.name, wd_emu_policy_name(emu), sc.n_devices, n, res.steps, res.makespan_s);
+    printf("%s, policy %s, %d devices: %d requests, %ld steps, %.4f s virtual", sc.name,
+           wd_emu_policy_name(emu), sc.n_devices, n, res.steps, res.makespan_s);
+    printf(n_mb > 1 ? ", %d pipelined micro-batches per step\n" : "\n", n_mb);
     printf("  %-36s %10s %10s %10s %10s\n", "", "mean", "p50", "p95", "p99");
     const struct {
         const char *name;
@@ -458,6 +464,7 @@ int wd_cmd_serve_cell(int argc, char **argv) {
         json_object_object_add(cfg, "prefill_chunk", json_object_new_int(chunk));
         json_object_object_add(cfg, "kv_budget_bytes", json_object_new_double(kv_budget));
         json_object_object_add(cfg, "max_batch", json_object_new_int(max_batch));
+        json_object_object_add(cfg, "micro_batches", json_object_new_int(n_mb));
         json_object_object_add(cfg, "tpot_slo_s", json_object_new_double(tpot_slo));
         json_object_object_add(cfg, "ttft_slo_s", json_object_new_double(ttft_slo));
         json_object_object_add(cfg, "temperature", json_object_new_double(temperature));
@@ -520,6 +527,26 @@ int wd_cmd_serve_cell(int argc, char **argv) {
             json_object_array_add(ta[7], json_object_new_double(st->device_queue_s));
         }
         for (int j = 0; j < 8; j++) json_object_object_add(jt, tn[j], ta[j]);
+        /* per step and device: compute time, queue wait, jobs that found it busy,
+         * the calls ahead of its jobs (summed) */
+        const char *dn[] = {"device_busy_s", "device_queue_wait_s", "device_queued_jobs",
+                            "device_queue_ahead"};
+        for (int j = 0; j < 4; j++) {
+            json_object *a = json_object_new_array();
+            for (long s = 0; s < res.n_timeline; s++) {
+                json_object *row = json_object_new_array();
+                for (int d = 0; d < res.n_devices; d++) {
+                    size_t x = (size_t)s * res.n_devices + d;
+                    json_object_array_add(
+                        row, j == 3   ? json_object_new_int64(res.dev_ahead[x])
+                             : j == 2 ? json_object_new_int64(res.dev_queued[x])
+                                      : json_object_new_double(j ? res.dev_queue_s[x]
+                                                                 : res.dev_busy_s[x]));
+                }
+                json_object_array_add(a, row);
+            }
+            json_object_object_add(jt, dn[j], a);
+        }
         json_object_object_add(root, "timeline", jt);
         const char *txt = json_object_to_json_string_ext(
             root, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);

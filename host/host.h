@@ -181,6 +181,7 @@ typedef struct {
     float temperature, top_p;
     uint64_t seed; /* user i samples with seed + i */
     int compare;   /* re-score each user's output with the model's top-k */
+    int micro_batches; /* pipelined micro-batches per step (<= 1: the synchronous step) */
 } wd_serve_opts;
 
 typedef struct {
@@ -207,6 +208,12 @@ typedef struct {
     wd_serve_user *users; /* in request order */
     long steps, n_timeline;
     wd_serve_step *timeline; /* [n_timeline], one per step */
+    int n_devices;
+    /* per step and device, [n_timeline * n_devices]: compute time, queue wait,
+     * jobs that found the device busy and the calls ahead of them, summed
+     * (pipelined micro-batches: the queue over time) */
+    double *dev_busy_s, *dev_queue_s;
+    long *dev_queued, *dev_ahead;
     double makespan_s, max_kv_bytes;
     double wall_s, expert_flops, expert_wall_s; /* the emulator's own speed (wall clock) */
 } wd_serve_result;

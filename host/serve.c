@@ -11,8 +11,19 @@
  * at the next step; a finished one leaves, releasing its KV. When nobody runs
  * the clock jumps to the next arrival. One user arriving at 0 with a chunk
  * no shorter than its prompt is exactly `wdmoe generate`: one prefill pass,
- * then one decode pass per token (the last token is not fed back). */
+ * then one decode pass per token (the last token is not fed back).
+ *
+ * With micro_batches M > 1 a step's sequences are split into M micro-batches
+ * (contiguous, about equal in tokens) that run through the layers
+ * interleaved on the virtual clock (wd_emu_pipeline_*): while one waits for
+ * its experts, the BS runs the attention and routers of another, and the
+ * devices queue jobs of several micro-batches. Each micro-batch's forward is
+ * a thread that runs only when it is its turn (one at a time: the numbers do
+ * not depend on the order, the clock does), at every layer's selection the
+ * micro-batch with the earliest clock goes next. The step ends when the last
+ * micro-batch's LM head is done; the batch is formed again for the next. */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -30,6 +41,10 @@ void wd_serve_result_free(wd_serve_result *r) {
         for (int i = 0; i < r->n_users; i++) free(r->users[i].tokens);
     free(r->users);
     free(r->timeline);
+    free(r->dev_queue_s);
+    free(r->dev_busy_s);
+    free(r->dev_queued);
+    free(r->dev_ahead);
     memset(r, 0, sizeof *r);
 }
 
@@ -39,13 +54,18 @@ static double now_s(void) {
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
-/* Summed busy time and queue wait of every device so far. */
-static void device_totals(const wd_emu *emu, double *busy, double *queue) {
+/* Summed busy time and queue wait of every device so far; per device in
+ * b[d], q[d], j[d] (queued jobs), a[d] (calls ahead of its jobs, summed) when
+ * b is not NULL. */
+static void device_totals(const wd_emu *emu, double *busy, double *queue, double *b, double *q,
+                          long *j, long *a) {
     *busy = *queue = 0;
     for (int d = 0; d < wd_emu_n_devices(emu); d++) {
         wd_emu_device_stats ds;
         wd_emu_device_stats_get(emu, d, &ds);
         *busy += ds.busy_s, *queue += ds.queue_wait_s;
+        if (b) b[d] = ds.busy_s, q[d] = ds.queue_wait_s, j[d] = ds.queued_jobs;
+        if (b) a[d] = ds.queue_ahead_sum;
     }
 }
 
@@ -71,6 +91,135 @@ static int th_run(void *ctx, int layer, const float *u, const wd_selection *sel,
     int rc = wd_moe_run_selection(h->batch, layer, u, sel, out);
     h->wall += now_s() - t0;
     h->flops += 6.0 * h->m->cfg.hidden * h->m->cfg.ffn * (double)pairs;
+    return rc;
+}
+
+/* ---- pipelined micro-batches: one thread per micro-batch, one runs at a time ---- */
+typedef struct pipe_ctl pipe_ctl;
+typedef struct {
+    timed_hooks th; /* its own batch session */
+    pipe_ctl *ctl;
+    int m, started, rc;
+    wd_session *const *seqs;
+    const int *const *toks;
+    const int *ntok;
+    int n;
+    float *logits;
+    char err[1024];
+} mb_run;
+
+struct pipe_ctl {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int turn, n;
+    int *done;
+    mb_run *runs;
+    wd_emu *emu;
+};
+
+/* The next to run: not done, the earliest clock (ties: the lowest index). */
+static int pick_next(pipe_ctl *c) {
+    int best = -1;
+    double bt = INFINITY;
+    for (int m = 0; m < c->n; m++) {
+        if (c->done[m]) continue;
+        double r = wd_emu_pipeline_ready(c->emu, m);
+        if (best < 0 || r < bt) best = m, bt = r;
+    }
+    return best;
+}
+
+static void wait_turn(pipe_ctl *c, int m) {
+    while (c->turn != m) pthread_cond_wait(&c->cv, &c->mu);
+}
+
+static int mb_select(void *ctx, int layer, int pos0, const float *probs, wd_selection *sel) {
+    mb_run *r = ctx;
+    pipe_ctl *c = r->ctl;
+    if (r->started) { /* another micro-batch may be earlier now */
+        pthread_mutex_lock(&c->mu);
+        c->turn = pick_next(c);
+        pthread_cond_broadcast(&c->cv);
+        wait_turn(c, r->m);
+        pthread_mutex_unlock(&c->mu);
+    }
+    r->started = 1;
+    wd_emu_pipeline_switch(c->emu, r->m);
+    return th_select(&r->th, layer, pos0, probs, sel);
+}
+
+static void *mb_thread(void *arg) {
+    mb_run *r = arg;
+    pipe_ctl *c = r->ctl;
+    pthread_mutex_lock(&c->mu);
+    wait_turn(c, r->m);
+    pthread_mutex_unlock(&c->mu);
+    wd_moe_hooks hooks = {r, mb_select, th_run};
+    wd_session_set_hooks(r->th.batch, &hooks);
+    r->rc = wd_forward_batch(r->th.batch, r->seqs, r->toks, r->ntok, r->n, r->logits, r->err,
+                             sizeof r->err);
+    pthread_mutex_lock(&c->mu);
+    c->done[r->m] = 1;
+    c->turn = pick_next(c);
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* One step as n_mb pipelined micro-batches of the nb sequences (about equal
+ * in tokens). Sessions mbs[0..n_mb) are the micro-batches' batch sessions. */
+static int forward_pipelined(wd_emu *emu, const timed_hooks *proto, wd_session **mbs, int n_mb,
+                             wd_session *const *seqs, const int *const *toks, const int *ntok,
+                             int nb, int n_tok, float *logits, int vocab, double *flops,
+                             double *wall, char *err, size_t errlen) {
+    mb_run *runs = calloc((size_t)n_mb, sizeof *runs);
+    int *done = calloc((size_t)n_mb, sizeof(int));
+    pthread_t *tid = calloc((size_t)n_mb, sizeof *tid);
+    int rc = 1, started = 0;
+    if (!runs || !done || !tid) {
+        snprintf(err, errlen, "serve: out of memory for the micro-batches");
+        goto out;
+    }
+    pipe_ctl c = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, n_mb, done, runs, emu};
+    /* contiguous groups: micro-batch m ends where the running token count
+     * reaches (m + 1) / n_mb of the step's, each at least one sequence */
+    int at = 0, acc = 0;
+    for (int m = 0; m < n_mb; m++) {
+        int first = at;
+        while (at < nb && (at == first || (double)(acc + ntok[at]) * n_mb <= (double)n_tok * (m + 1)) &&
+               nb - at > n_mb - m - 1)
+            acc += ntok[at++];
+        if (m == n_mb - 1)
+            while (at < nb) acc += ntok[at++];
+        runs[m] = (mb_run){*proto, &c, m, 0, 0, seqs + first, toks + first, ntok + first,
+                           at - first, logits + (size_t)first * vocab, ""};
+        runs[m].th.batch = mbs[m];
+        runs[m].th.flops = runs[m].th.wall = 0;
+    }
+    if (wd_emu_pipeline_begin(emu, n_mb, err, errlen)) goto out;
+    for (; started < n_mb; started++)
+        if (pthread_create(&tid[started], NULL, mb_thread, &runs[started])) {
+            snprintf(err, errlen, "serve: cannot start a micro-batch thread");
+            pthread_mutex_lock(&c.mu); /* the ones started: let them run to their end */
+            for (int m = started; m < n_mb; m++) done[m] = 1;
+            if (c.turn >= started) c.turn = pick_next(&c);
+            pthread_cond_broadcast(&c.cv);
+            pthread_mutex_unlock(&c.mu);
+            break;
+        }
+    for (int m = 0; m < started; m++) pthread_join(tid[m], NULL);
+    wd_emu_pipeline_end(emu);
+    if (started < n_mb) goto out;
+    for (int m = 0; m < n_mb; m++) {
+        *flops += runs[m].th.flops, *wall += runs[m].th.wall;
+        if (runs[m].rc) {
+            snprintf(err, errlen, "%s", runs[m].err);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    free(runs), free(done), free(tid);
     return rc;
 }
 
@@ -163,9 +312,13 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
     res->users = calloc((size_t)n_req, sizeof *res->users);
     res->n_users = n_req;
     wd_session *batch = wd_session_create(m, 1, pool), *plain = NULL;
+    int n_mbs = o->micro_batches > 1 ? o->micro_batches : 1, nd = 0;
+    wd_session **mbs = calloc((size_t)n_mbs, sizeof *mbs);
+    double *b0d = NULL, *q0d = NULL;
+    long *j0d = NULL, *a0d = NULL;
     int *scratch_idx = malloc((size_t)vocab * sizeof(int));
     if (!order || !running || !waiting || !us || !seqs || !toks || !ntok || !who || !logits ||
-        !res->users || !batch || !scratch_idx) {
+        !res->users || !batch || !scratch_idx || !mbs) {
         snprintf(err, errlen, "serve: out of memory");
         goto done;
     }
@@ -191,6 +344,19 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
         goto done;
     }
     wd_emu *emu = wd_scheduler_emu(k);
+    nd = wd_emu_n_devices(emu);
+    res->n_devices = nd;
+    b0d = malloc((size_t)nd * sizeof(double)), q0d = malloc((size_t)nd * sizeof(double));
+    j0d = malloc((size_t)nd * sizeof(long)), a0d = malloc((size_t)nd * sizeof(long));
+    if (!b0d || !q0d || !j0d || !a0d) {
+        snprintf(err, errlen, "serve: out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n_mbs && n_mbs > 1; i++)
+        if (!(mbs[i] = wd_session_create(m, 1, pool))) {
+            snprintf(err, errlen, "serve: out of memory for the micro-batches");
+            goto done;
+        }
     timed_hooks th = {{0}, batch, m, 0, 0};
     wd_scheduler_hooks(k, &th.inner);
     wd_moe_hooks hooks = {&th, th_select, th_run};
@@ -251,20 +417,45 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
         int ph = pre ? WD_PHASE_PREFILL : WD_PHASE_DECODE;
         if (ph != phase) wd_emu_set_phase(emu, (wd_emu_phase)ph), phase = ph;
         double e0 = wd_emu_energy_active_j(emu), b0, q0, b1, q1;
-        device_totals(emu, &b0, &q0);
-        if (wd_forward_batch(batch, seqs, toks, ntok, nb, logits, err, errlen)) goto done;
+        device_totals(emu, &b0, &q0, b0d, q0d, j0d, a0d);
+        int n_mb = n_mbs < nb ? n_mbs : nb;
+        if (n_mb > 1) {
+            if (forward_pipelined(emu, &th, mbs, n_mb, seqs, toks, ntok, nb, n_tok, logits, vocab,
+                                  &th.flops, &th.wall, err, errlen))
+                goto done;
+        } else if (wd_forward_batch(batch, seqs, toks, ntok, nb, logits, err, errlen))
+            goto done;
         double t1 = wd_emu_time(emu), e_step = wd_emu_energy_active_j(emu) - e0;
-        device_totals(emu, &b1, &q1);
-        double span = (t1 - t) * wd_emu_n_devices(emu);
         if (res->n_timeline == tl_cap) {
             long cap = tl_cap ? 2 * tl_cap : 256;
             wd_serve_step *p = realloc(res->timeline, (size_t)cap * sizeof *p);
-            if (!p) {
+            double *pq = realloc(res->dev_queue_s, (size_t)cap * nd * sizeof(double));
+            if (pq) res->dev_queue_s = pq;
+            double *pb = realloc(res->dev_busy_s, (size_t)cap * nd * sizeof(double));
+            if (pb) res->dev_busy_s = pb;
+            long *pj = realloc(res->dev_queued, (size_t)cap * nd * sizeof(long));
+            if (pj) res->dev_queued = pj;
+            long *pa = realloc(res->dev_ahead, (size_t)cap * nd * sizeof(long));
+            if (pa) res->dev_ahead = pa;
+            if (p) res->timeline = p;
+            if (!p || !pq || !pb || !pj || !pa) {
                 snprintf(err, errlen, "serve: out of memory");
                 goto done;
             }
-            res->timeline = p, tl_cap = cap;
+            tl_cap = cap;
         }
+        {
+            size_t o0 = (size_t)res->n_timeline * nd;
+            device_totals(emu, &b1, &q1, res->dev_busy_s + o0, res->dev_queue_s + o0,
+                          res->dev_queued + o0, res->dev_ahead + o0);
+            for (int d = 0; d < nd; d++) {
+                res->dev_busy_s[o0 + d] -= b0d[d];
+                res->dev_queue_s[o0 + d] -= q0d[d];
+                res->dev_queued[o0 + d] -= j0d[d];
+                res->dev_ahead[o0 + d] -= a0d[d];
+            }
+        }
+        double span = (t1 - t) * wd_emu_n_devices(emu);
         res->timeline[res->n_timeline++] =
             (wd_serve_step){t,       t1,     n_tok,  n_run, n_wait, nb,
                             kv_used, e_step, span > 0 ? (b1 - b0) / span : 0, q1 - q0};
@@ -321,6 +512,9 @@ done:
         for (int i = 0; i < n_req; i++) wd_session_free(us[i].s), free(us[i].lp);
     if (rc) wd_serve_result_free(res);
     wd_session_free(batch);
+    if (mbs)
+        for (int i = 0; i < n_mbs; i++) wd_session_free(mbs[i]);
+    free(mbs), free(b0d), free(q0d), free(j0d), free(a0d);
     wd_session_free(plain);
     free(order), free(running), free(waiting), free(us), free(seqs), free(toks), free(ntok);
     free(who), free(logits), free(scratch_idx);

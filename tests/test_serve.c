@@ -47,7 +47,7 @@ static char *summary_text(wd_emu *emu) {
 }
 
 static wd_serve_opts opts(void) {
-    wd_serve_opts o = {64, 0, 0, 0.0f, 0.9f, 42, 0};
+    wd_serve_opts o = {64, 0, 0, 0.0f, 0.9f, 42, 0, 1};
     return o;
 }
 

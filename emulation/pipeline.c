@@ -1,0 +1,211 @@
+/* Pipelined micro-batches (docs/serving.md, "Pipelined micro-batches"): the
+ * BS splits a step's batch into n micro-batches and interleaves them through
+ * the layers, so that while one waits for its experts the BS runs the
+ * attention and routers of another (two-batch overlap, pipeline-parallel MoE
+ * serving). The accounting is event-driven on the virtual clock: each
+ * micro-batch has its own clock; the BS has busy intervals (a micro-batch's
+ * work, attention + routers or the LM head, fills the earliest idle gap from
+ * the time it can start); every device is busy until dev_free (it serves
+ * jobs, one per micro-batch layer step, in arrival order); every link carries
+ * a transfer until link_free (the band is shared by all transfers in flight).
+ * A micro-batch's next layer starts when all its chosen experts of this layer
+ * are back and the BS is idle. The host runs the micro-batch with the
+ * earliest clock next (wd_emu_pipeline_ready). emu.c plans a step with these
+ * states (plan_pipelined, wd_emu_step_measured); this file keeps them. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "emulation/emu_private.h"
+
+/* The open forward pass of the emulator (stats.c) into / out of a micro-batch. */
+static int save_fwd(wd_emu *emu, struct mb_ctx *c) {
+    c->ready = emu->t;
+    c->fwd_open = emu->fwd_open, c->f_phase = emu->f_phase, c->fwd_n = emu->fwd_n;
+    c->last_closed = emu->last_closed, c->last_new = emu->last_new;
+    c->f_start = emu->f_start, c->f_bs = emu->f_bs, c->f_dl = emu->f_dl, c->f_c = emu->f_c;
+    c->f_ul = emu->f_ul, c->f_air = emu->f_air, c->f_str = emu->f_str;
+    if (!c->fwd_open || c->fwd_n < 1) return 0;
+    if (c->fwd_n > c->flag_cap) {
+        unsigned char *p = realloc(c->flag, (size_t)c->fwd_n);
+        if (!p) return 1;
+        c->flag = p, c->flag_cap = c->fwd_n;
+    }
+    memcpy(c->flag, emu->fwd_flag, (size_t)c->fwd_n);
+    return 0;
+}
+
+static void load_fwd(wd_emu *emu, const struct mb_ctx *c) {
+    emu->fwd_open = c->fwd_open, emu->f_phase = c->f_phase, emu->fwd_n = c->fwd_n;
+    emu->last_closed = c->last_closed, emu->last_new = c->last_new;
+    emu->f_start = c->f_start, emu->f_bs = c->f_bs, emu->f_dl = c->f_dl, emu->f_c = c->f_c;
+    emu->f_ul = c->f_ul, emu->f_air = c->f_air, emu->f_str = c->f_str;
+    /* the flags of a forward are only counted when they are all there */
+    if (c->fwd_open && c->fwd_n > 0) {
+        if (wd_emu_reserve_flags(emu, c->fwd_n))
+            emu->fwd_n = -1; /* no memory: this forward's fault flags are not counted */
+        else
+            memcpy(emu->fwd_flag, c->flag, (size_t)c->fwd_n);
+    }
+}
+
+int wd_emu_pipeline_begin(wd_emu *emu, int n, char *err, size_t errlen) {
+    if (n < 1 || n > 4096)
+        return wd_fail(err, errlen, "pipeline: %d micro-batches (1 to 4096)", n);
+    if (emu->pipe_n) return wd_fail(err, errlen, "pipeline: already begun");
+    if (n == 1) return 0; /* the synchronous step */
+    if (n > emu->mb_cap) {
+        struct mb_ctx *p = realloc(emu->mb, (size_t)n * sizeof *p);
+        if (!p) return wd_fail(err, errlen, "pipeline: out of memory");
+        memset(p + emu->mb_cap, 0, (size_t)(n - emu->mb_cap) * sizeof *p);
+        emu->mb = p, emu->mb_cap = n;
+    }
+    int nd = emu->nd;
+    if (!emu->dev_free) {
+        emu->dev_free = malloc((size_t)nd * sizeof(double));
+        emu->link_free = malloc((size_t)2 * nd * sizeof(double));
+        emu->jobs = malloc((size_t)nd * WD_EMU_JOBS * sizeof *emu->jobs);
+        emu->t_start_dir = malloc((size_t)2 * nd * sizeof(double));
+        if (!emu->dev_free || !emu->link_free || !emu->jobs || !emu->t_start_dir)
+            return wd_fail(err, errlen, "pipeline: out of memory");
+    }
+    /* the synchronous steps before left nothing busy */
+    for (int d = 0; d < nd; d++) {
+        emu->dev_free[d] = emu->link_free[2 * d] = emu->link_free[2 * d + 1] = emu->t;
+        for (int j = 0; j < WD_EMU_JOBS; j++)
+            emu->jobs[d * WD_EMU_JOBS + j] = (struct dev_job){-INFINITY, 0};
+    }
+    if (save_fwd(emu, &emu->mb[0])) return wd_fail(err, errlen, "pipeline: out of memory");
+    for (int m = 1; m < n; m++) {
+        struct mb_ctx *c = &emu->mb[m];
+        unsigned char *flag = c->flag;
+        int cap = c->flag_cap;
+        memset(c, 0, sizeof *c);
+        c->flag = flag, c->flag_cap = cap;
+        c->ready = emu->t;
+        c->last_closed = -1;
+    }
+    emu->n_iv = 0;
+    emu->pipe_n = n, emu->pipe_cur = 0;
+    return 0;
+}
+
+void wd_emu_pipeline_switch(wd_emu *emu, int m) {
+    if (!emu->pipe_n || m < 0 || m >= emu->pipe_n) return;
+    if (m != emu->pipe_cur) {
+        if (save_fwd(emu, &emu->mb[emu->pipe_cur])) emu->mb[emu->pipe_cur].fwd_n = -1;
+        load_fwd(emu, &emu->mb[m]);
+        emu->pipe_cur = m;
+        emu->t = emu->mb[m].ready;
+    }
+    emu->t = wd_emu_pipe_bs_fit(emu, emu->t, 0);
+}
+
+double wd_emu_pipeline_ready(const wd_emu *emu, int m) {
+    if (!emu->pipe_n || m < 0 || m >= emu->pipe_n) return emu->t;
+    return m == emu->pipe_cur ? emu->t : emu->mb[m].ready;
+}
+
+double wd_emu_pipe_bs_fit(const wd_emu *emu, double t, double dur) {
+    for (int i = 0; i < emu->n_iv; i++) {
+        const double *iv = emu->bs_iv + 2 * i;
+        if (t + dur <= iv[0] && t < iv[0]) break; /* the gap before it fits */
+        if (iv[1] > t) t = iv[1];
+    }
+    return t;
+}
+
+int wd_emu_pipe_bs_reserve(wd_emu *emu, double start, double dur) {
+    if (!(dur > 0)) return 0;
+    /* drop what ended before any micro-batch can start again */
+    double keep = wd_emu_pipe_keep(emu);
+    int j = 0;
+    for (int i = 0; i < emu->n_iv; i++)
+        if (emu->bs_iv[2 * i + 1] > keep || i == emu->n_iv - 1)
+            emu->bs_iv[2 * j] = emu->bs_iv[2 * i], emu->bs_iv[2 * j + 1] = emu->bs_iv[2 * i + 1], j++;
+    emu->n_iv = j;
+    if (emu->n_iv == emu->cap_iv) {
+        int c = emu->cap_iv ? 2 * emu->cap_iv : 64;
+        double *p = realloc(emu->bs_iv, (size_t)2 * c * sizeof(double));
+        if (!p) return 1;
+        emu->bs_iv = p, emu->cap_iv = c;
+    }
+    int at = emu->n_iv;
+    while (at > 0 && emu->bs_iv[2 * (at - 1)] > start) at--;
+    memmove(emu->bs_iv + 2 * (at + 1), emu->bs_iv + 2 * at, (size_t)2 * (emu->n_iv - at) * sizeof(double));
+    emu->bs_iv[2 * at] = start, emu->bs_iv[2 * at + 1] = start + dur;
+    emu->n_iv++;
+    return 0;
+}
+
+double wd_emu_pipe_keep(const wd_emu *emu) {
+    double k = emu->t;
+    for (int m = 0; m < emu->pipe_n; m++)
+        if (m != emu->pipe_cur && emu->mb[m].ready < k) k = emu->mb[m].ready;
+    return k;
+}
+
+void wd_emu_pipeline_end(wd_emu *emu) {
+    if (!emu->pipe_n) return;
+    emu->mb[emu->pipe_cur].ready = emu->t;
+    double t = emu->t;
+    for (int m = 0; m < emu->pipe_n; m++)
+        if (emu->mb[m].ready > t) t = emu->mb[m].ready;
+    emu->t = t; /* the last micro-batch's LM head is done: nothing is busy after */
+    emu->pipe_n = 0;
+}
+
+double wd_emu_pipe_scale(const wd_emu *emu, int d, int dir, double t) {
+    if (!emu->split[2 * d + dir]) /* its own link: halved while another transfer is on it */
+        return emu->link_free[2 * d + dir] > t ? 0.5 : 1.0;
+    int n = 0, busy = 0;
+    for (int i = 0; i < emu->n_active; i++) n += emu->split[2 * emu->active[i] + dir];
+    for (int e = 0; e < emu->nd; e++)
+        busy += emu->split[2 * e + dir] && emu->link_free[2 * e + dir] > t;
+    return n > 0 ? (double)n / (n + busy) : 1.0;
+}
+
+int wd_emu_pipe_ahead(const wd_emu *emu, int d, double t) {
+    int a = 0;
+    for (int j = 0; j < WD_EMU_JOBS; j++) {
+        const struct dev_job *x = &emu->jobs[d * WD_EMU_JOBS + j];
+        if (x->end > t) a += x->calls;
+    }
+    return a;
+}
+
+/* The step just planned (dt; t_start_dir[i], [nd + i]: the downlink start and
+ * compute end of slot i): the links are busy until its transfers end, the
+ * devices until its jobs end; the device's queue statistics. */
+void wd_emu_pipe_commit(wd_emu *emu) {
+    for (int i = 0; i < emu->n_active; i++) {
+        const wd_emu_dev_time *x = &emu->dt[i];
+        int d = x->device;
+        double end_c = emu->t_start_dir[emu->nd + i];
+        double dl_end = emu->t_start_dir[i] + x->t_dl;
+        if (dl_end > emu->link_free[2 * d]) emu->link_free[2 * d] = dl_end;
+        emu->dev_free[d] = end_c;
+        if (x->t_back > emu->link_free[2 * d + 1]) emu->link_free[2 * d + 1] = x->t_back;
+        /* the oldest job slot (the earliest end) takes this job */
+        struct dev_job *jb = &emu->jobs[d * WD_EMU_JOBS], *old = jb;
+        for (int j = 1; j < WD_EMU_JOBS; j++)
+            if (jb[j].end < old->end) old = &jb[j];
+        *old = (struct dev_job){end_c, x->calls};
+        struct dev_acc *v = &emu->dacc[d];
+        v->jobs++;
+        v->queued_jobs += x->queue_s > 0;
+        v->ahead_sum += x->queue_ahead;
+        v->qwait += x->queue_s;
+        if (x->queue_ahead + x->calls - 1 > v->max_q) v->max_q = x->queue_ahead + x->calls - 1;
+    }
+}
+
+void wd_emu_pipe_free(wd_emu *emu) {
+    for (int m = 0; m < emu->mb_cap; m++) free(emu->mb[m].flag);
+    free(emu->mb);
+    free(emu->dev_free);
+    free(emu->link_free);
+    free(emu->jobs);
+    free(emu->t_start_dir);
+    free(emu->bs_iv);
+}
