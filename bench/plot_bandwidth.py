@@ -53,7 +53,7 @@ def main():
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     meta = doc.get("meta") or {}
     fig.text(0.0, -0.04,
-             f"model: {os.path.basename(str(meta.get('model', '?')).rstrip('/'))}; scenario: "
+             f"model: {pc.model_label(meta)}; scenario: "
              f"{os.path.basename(str(meta.get('scenario', '?')))}; "
              f"{len(meta.get('seeds') or [])} channel seeds; error bars: 95 % CI of the mean (t)",
              fontsize=7, ha="left", va="top")

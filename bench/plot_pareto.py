@@ -40,7 +40,7 @@ def main():
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.text(0.0, -0.04,
-             f"model: {os.path.basename(str(meta.get('model', '?')).rstrip('/'))}; "
+             f"model: {pc.model_label(meta)}; "
              f"{len(meta.get('seeds') or [])} channel seeds; error bars: 95 % CI of the mean (t)",
              fontsize=7, ha="left", va="top")
     pc.save(fig, sys.argv[2])
