@@ -53,10 +53,12 @@ LAT_POLICIES = ("topk", "wdmoe", "wdmoe-straggler", "wlr-drop", "fastest", "dyna
 ACC_TASKS = ("hellaswag", "arc_easy", "arc_challenge", "piqa", "winogrande", "mmlu")
 SWEEP_POLICIES = ("topk", "wdmoe", "wdmoe-straggler")
 # Experiment 4 points: (policy, parameters of its scenario block)
-PARETO = [("topk", {}), ("wdmoe", {"gamma": 1.05}), ("wdmoe", {"gamma": 1.2}),
-          ("wdmoe", {"gamma": 1.5}), ("wdmoe-straggler", {"gamma": 1.05}),
-          ("wdmoe-straggler", {"gamma": 1.5}), ("wlr-drop", {"theta": 0.1}),
-          ("wlr-drop", {"theta": 0.2}), ("fastest", {"m": 8}), ("dynamic", {"theta": 0.1})]
+# (on the recorded decode wdmoe keeps top-k from gamma 1.2 on: no theta reaches 1.2 x
+# the top-k WLR over the six experts; gamma 1.1 still drops some)
+PARETO = [("topk", {}), ("wdmoe", {"gamma": 1.02}), ("wdmoe", {"gamma": 1.05}),
+          ("wdmoe", {"gamma": 1.1}),
+          ("wdmoe-straggler", {"gamma": 1.05}), ("wlr-drop", {"theta": 0.2}),
+          ("fastest", {"m": 8}), ("dynamic", {"theta": 0.1})]
 
 
 def log(msg):
@@ -472,9 +474,7 @@ class Exp:
                 row["nonstraggler_share"] = (100 * r["nonstraggler"] / r["dropped"]
                                              if r.get("dropped") else None)
                 if sc == "paper-cell" and acc:
-                    dl = [x["delta"] for x in acc if x.get("config") == p and
-                          x.get("delta") is not None]
-                    row["acc_delta_mean"] = sum(dl) / len(dl) if dl else None
+                    row["acc_delta_mean"], row["acc_delta_mean_se"] = mean_delta(acc, p)
                 rows.append(row)
         cols = [("scenario", "scenario", 0), ("policy", "policy", 0),
                 ("tpot_ms", "TPOT ms", 1), ("reduction_pct", "reduction vs top-k %", 1),
@@ -483,7 +483,8 @@ class Exp:
                 ("nonstraggler_share", "not the straggler, % of dropped", 1),
                 ("wait_ms", "straggler wait ms", 1), ("agreement", "token agreement", 3),
                 ("kl", "KL(top-k‖policy)", 3),
-                ("acc_delta_mean", "mean Δ accuracy vs top-k, 6 tasks (points)", 1)]
+                ("acc_delta_mean", "mean Δ accuracy vs top-k, 6 tasks (points)", 1),
+                ("acc_delta_mean_se", "± se", 1)]
         notes = self.notes_common() + [
             "wdmoe: the paper reading (DESIGN.md); wdmoe-straggler: drops an expert only when it "
             "sets the layer's wait or frees band another device needs",
@@ -506,22 +507,23 @@ class Exp:
             row = {"config": c}
             if a:
                 row["acc_mean"] = sum(x["acc"] for x in a) / len(a)
-                d = [x["delta"] for x in a if x.get("delta") is not None]
-                row["delta_mean"] = sum(d) / len(d) if d else None
+                row["delta_mean"], row["delta_mean_se"] = mean_delta(acc, c)
             r = next((x for x in lat if x["scenario"] == "paper-cell" and x["policy"] == c), None)
             if r:
                 for k in ("tpot_ms", "reduction_pct", "experts_per_token", "ttft_ms"):
                     row[k], row[k + "_ci"] = r.get(k), r.get(k + "_ci")
             rows.append(row)
         cols = [("config", "model / policy", 0), ("acc_mean", "mean accuracy, 6 tasks %", 1),
-                ("delta_mean", "Δ vs top-k (points)", 1), ("tpot_ms", "TPOT ms", 0),
+                ("delta_mean", "Δ vs top-k (points)", 1), ("delta_mean_se", "± se", 1),
+                ("tpot_ms", "TPOT ms", 0),
                 ("reduction_pct", "TPOT reduction vs top-k %", 1),
                 ("experts_per_token", "experts/token (decode)", 2), ("ttft_ms", "TTFT ms", 0)]
         items = acc[0]["items"] if acc else None
         notes = self.notes_common() + [
             f"paper-cell; accuracy: mean over HellaSwag, ARC-E, ARC-C, PIQA, WinoGrande, MMLU "
-            f"({items} items each; accuracy.md), channel seed 1; TPOT / TTFT: replay over "
-            f"{len(self.seeds)} channel seeds, mean ± 95 % CI (latency.md)"]
+            f"({items} items each; accuracy.md), policies with channel seed 1; Δ: the mean of "
+            "the paired per-task changes, ± its standard error; TPOT / TTFT: replay of the "
+            f"recorded decode over {len(self.seeds)} channel seeds, mean ± 95 % CI (latency.md)"]
         rc.write_tables(self.a.docs, "summary", "Summary: accuracy and decode latency on "
                         "paper-cell", cols, rows, notes,
                         {"model": self.model_name, "seeds": self.seeds, "command": self.cmd})
@@ -545,6 +547,17 @@ def latency_cols(sums):
         row[col], row[col + "_ci"] = rc.ci95([None if x[ph].get(k) is None else scale * x[ph][k]
                                               for x in sums])
     return row
+
+
+def mean_delta(acc, config):
+    """Mean over the tasks of a configuration's paired change against top-k, and its
+    standard error (tasks independent: sqrt(sum se^2) / n)."""
+    d = [(x["delta"], x["delta_se"]) for x in acc
+         if x.get("config") == config and x.get("delta") is not None]
+    if not d:
+        return None, None
+    return (sum(v for v, _ in d) / len(d),
+            math.sqrt(sum((e or 0) ** 2 for _, e in d)) / len(d))
 
 
 def item_correct(records, metric):
@@ -577,6 +590,14 @@ def rc_pareto(rows, k):
             (o["mean_ms"] < r["mean_ms"] or o[k] > r[k]) for o in rows)
     for r in rows:
         r[k + "_se"] = r[k + "_ci"] / 1.96
+
+
+def load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
 
 
 def load_rows(path):
@@ -629,7 +650,7 @@ pc.save(fig, png)
 '''
 
 
-def write_index(a, model_name, wall):
+def write_index(a, model_name, timings):
     lines = [
         "# Experiments on the MoEfied SmolLM2-135M",
         "",
@@ -643,7 +664,8 @@ def write_index(a, model_name, wall):
         f"replayed latencies ({a.seeds} channel seeds each); {a.items} items per task for "
         f"accuracy; {a.pareto_items} HellaSwag items per Pareto point; quality of the replayed "
         f"configurations from {a.quality_prompts} prompts x {a.quality_tokens} tokens. "
-        f"Wall time of the last full run: {wall}.",
+        "Wall time per stage (one thread, on a shared 2-core machine): " +
+        (", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()) or "-") + ".",
         "",
         "| experiment | files |",
         "|---|---|",
@@ -677,7 +699,7 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=128, help="tokens generated per prompt")
     ap.add_argument("--items", type=int, default=150, help="items per task (Experiment 1)")
     ap.add_argument("--acc-policies", default="wdmoe,wdmoe-straggler,wlr-drop,fastest,dynamic")
-    ap.add_argument("--pareto-items", type=int, default=80, help="HellaSwag items per point")
+    ap.add_argument("--pareto-items", type=int, default=60, help="HellaSwag items per point")
     ap.add_argument("--quality-prompts", type=int, default=4)
     ap.add_argument("--quality-tokens", type=int, default=64)
     ap.add_argument("--sweeps", default="bandwidth,devices,distance,mix,power")
@@ -700,6 +722,10 @@ def main():
         if s not in known:
             sys.exit(f"repro_smollm2: unknown stage {s} (one of {', '.join(known)})")
     e = Exp(a)
+    # wall time per stage, added up over the runs that did its work (a rerun that
+    # reuses everything adds nothing): RAW/timings.json, shown in DIR/README.md
+    tpath = os.path.join(a.out, "timings.json")
+    timings = load_json(tpath)
     t0 = time.time()
     try:
         for s in known:
@@ -710,13 +736,16 @@ def main():
                 log(f"stage {s}")
                 t = time.time()
                 getattr(e, s)()
-                log(f"stage {s}: {time.time() - t:.0f} s")
+                dt = time.time() - t
+                log(f"stage {s}: {dt:.0f} s")
+                if dt > 5:
+                    timings[s] = timings.get(s, 0) + dt
+                    rc.atomic_write(tpath, json.dumps(timings, indent=1) + "\n")
     except rc.Interrupted:
         log("interrupted: rerun the same command to resume")
         return 130
-    wall = f"{(time.time() - t0) / 60:.0f} min ({', '.join(stages)})"
-    write_index(a, e.model_name, wall)
-    log(f"done in {wall}; tables in {a.docs}")
+    write_index(a, e.model_name, timings)
+    log(f"done in {(time.time() - t0) / 60:.1f} min; tables in {a.docs}")
     return 0
 
 
