@@ -687,6 +687,9 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
                     emu->avail_e[e] = 0, emu->tau_e[e] = INFINITY, lost = 1;
         }
         if (!lost) break;
+        int any = 0; /* nothing left to choose: keep the set, the step says why it fails */
+        for (int e = 0; e < emu->E && !any; e++) any = emu->avail_e[e];
+        if (!any) break;
         if (emu->pol->select(&emu->par, &io))
             return wd_fail(err, errlen, "policy %s failed", emu->pol->name);
     }
