@@ -48,6 +48,7 @@ def main():
             sec = ax.secondary_xaxis("top")
             sec.set_xticks(sorted(snr))
             sec.set_xticklabels([f"{snr[k]:.0f} dB" for k in sorted(snr)], fontsize=7)
+            sec.minorticks_off()  # the log scale's minor labels would overlap these
             sec.set_xlabel("mean SNR")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
