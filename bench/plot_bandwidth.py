@@ -48,12 +48,13 @@ def main():
             sec = ax.secondary_xaxis("top")
             sec.set_xticks(sorted(snr))
             sec.set_xticklabels([f"{snr[k]:.0f} dB" for k in sorted(snr)], fontsize=7)
+            sec.minorticks_off()  # the log scale's minor labels would overlap these
             sec.set_xlabel("mean SNR")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     meta = doc.get("meta") or {}
     fig.text(0.0, -0.04,
-             f"model: {os.path.basename(str(meta.get('model', '?')).rstrip('/'))}; scenario: "
+             f"model: {pc.model_label(meta)}; scenario: "
              f"{os.path.basename(str(meta.get('scenario', '?')))}; "
              f"{len(meta.get('seeds') or [])} channel seeds; error bars: 95 % CI of the mean (t)",
              fontsize=7, ha="left", va="top")

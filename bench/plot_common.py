@@ -40,3 +40,10 @@ def save(fig, path):
             os.unlink(tmp)
         raise
     print(f"wrote {path}")
+
+
+def model_label(meta):
+    """The model of a table's meta as a caption shows it: the last three components of
+    its path (a bare file name says little: smollm2-135m/moe8/model.gguf)."""
+    parts = str((meta or {}).get("model", "?")).rstrip("/").split("/")
+    return "/".join(parts[-3:])

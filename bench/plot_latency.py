@@ -72,7 +72,7 @@ def main():
     meta = doc.get("meta") or {}
     seeds = meta.get("seeds") or []
     fig.text(0.0, -0.02,
-             f"model: {os.path.basename(str(meta.get('model', '?')).rstrip('/'))}; task "
+             f"model: {pc.model_label(meta)}; task "
              f"{meta.get('task', '?')}; {len(seeds)} channel seeds; bars: mean, error bars: 95 % "
              "CI of the mean (t); labels: TPOT change vs top-k",
              fontsize=7, ha="left", va="top")

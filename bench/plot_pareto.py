@@ -39,10 +39,12 @@ def main():
                  fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    bars = ("error bars: 95 % CI of the mean (t)" if not meta.get("items") else
+            f"{meta['items']} items (accuracy: ± 1.96 standard errors over items, one channel "
+            "seed); latency: 95 % CI of the mean over seeds (t)")
     fig.text(0.0, -0.04,
-             f"model: {os.path.basename(str(meta.get('model', '?')).rstrip('/'))}; "
-             f"{len(meta.get('seeds') or [])} channel seeds; error bars: 95 % CI of the mean (t)",
-             fontsize=7, ha="left", va="top")
+             f"model: {pc.model_label(meta)}; {len(meta.get('seeds') or [])} channel seeds; "
+             + bars, fontsize=7, ha="left", va="top")
     pc.save(fig, sys.argv[2])
     return 0
 

@@ -54,6 +54,65 @@ def mean_snr_db(runner, scen_path, radio, tmp_csv):
     return (sum(finite) / len(finite) if finite else None), mean_rate / 1e6
 
 
+# Scenario variants of the sweeps: each takes the base scenario's path and the
+# x value and returns the variant document (bench/repro_smollm2.py uses them too).
+def with_bandwidth(path, mhz):
+    d = rc.load_scenario(path)
+    r = d.setdefault("radio", {})
+    r["downlink_bandwidth_mhz"] = mhz
+    r["uplink_bandwidth_mhz"] = mhz
+    return d
+
+def with_distance(path, scale):
+    d = rc.load_scenario(path)
+    devs = list(d.get("devices", [])) + ([d["device_defaults"]] if "device_defaults" in d else [])
+    for dev in devs:
+        if "distance_m" in dev:
+            dev["distance_m"] = dev["distance_m"] * scale
+        if "position_m" in dev:
+            dev["position_m"] = [x * scale for x in dev["position_m"]]
+    return d
+
+def with_devices(path, n):
+    d = rc.load_scenario(path)
+    base_devs = d.get("devices") or [{}]
+    n = int(n)
+    d["devices"] = []
+    for i in range(n):
+        dev = {k: v for k, v in base_devs[i % len(base_devs)].items()
+               if k in ("profile", "downlink", "uplink", "los", "speed_mps")}
+        dev["name"] = f"dev{i}"
+        dev["distance_m"] = 50 + (450 * i / (n - 1) if n > 1 else 0)
+        d["devices"].append(dev)
+    d.pop("device_count", None)
+    return d
+
+def with_mix(path, share):
+    d = rc.load_scenario(path)
+    devs = d.get("devices") or []
+    n_orin = round(share * len(devs))
+    order = sorted(range(len(devs)), key=lambda i: devs[i].get("distance_m", 0))
+    for rank, i in enumerate(order):
+        devs[i]["profile"] = "jetson-agx-orin" if rank >= len(devs) - n_orin else "phone"
+    return d
+
+def with_power(path, dbm):
+    d = rc.load_scenario(path)
+    d.setdefault("radio", {})["ue_tx_power_dbm"] = dbm
+    return d
+
+
+SWEEPS = {"bandwidth": ("bandwidth_mhz", with_bandwidth, "bandwidth MHz",
+                         "Latency against total bandwidth"),
+          "distance": ("distance_scale", with_distance, "distance x",
+                        "Latency against device distance"),
+          "devices": ("devices", with_devices, "devices", "Latency against the number of devices"),
+          "mix": ("orin_share", with_mix, "share of AGX Orin",
+                  "Latency against the device mix (phones .. Jetson AGX Orin)"),
+          "power": ("ue_tx_power_dbm", with_power, "UE power dBm",
+                    "Latency against device transmit power")}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,7 +156,7 @@ def main():
     def sweep(kind, values, make):
         jobs, keys, info = [], [], {}
         for v in values:
-            doc = make(v)
+            doc = make(a.scenario, v)
             path = rc.write_scenario(doc, a.scenario, os.path.join(scen_dir, f"{kind}_{v:g}.json"))
             info[v] = mean_snr_db(runner, path, doc.get("radio", {}),
                                   os.path.join(scen_dir, f"{kind}_{v:g}_trace.csv"))
@@ -141,62 +200,11 @@ def main():
                 rows.append(row)
         return rows
 
-    def with_bandwidth(mhz):
-        d = rc.load_scenario(a.scenario)
-        r = d.setdefault("radio", {})
-        r["downlink_bandwidth_mhz"] = mhz
-        r["uplink_bandwidth_mhz"] = mhz
-        return d
-
-    def with_distance(scale):
-        d = rc.load_scenario(a.scenario)
-        devs = list(d.get("devices", [])) + ([d["device_defaults"]] if "device_defaults" in d else [])
-        for dev in devs:
-            if "distance_m" in dev:
-                dev["distance_m"] = dev["distance_m"] * scale
-            if "position_m" in dev:
-                dev["position_m"] = [x * scale for x in dev["position_m"]]
-        return d
-
-    def with_devices(n):
-        d = rc.load_scenario(a.scenario)
-        base_devs = d.get("devices") or [{}]
-        n = int(n)
-        d["devices"] = []
-        for i in range(n):
-            dev = {k: v for k, v in base_devs[i % len(base_devs)].items()
-                   if k in ("profile", "downlink", "uplink", "los", "speed_mps")}
-            dev["name"] = f"dev{i}"
-            dev["distance_m"] = 50 + (450 * i / (n - 1) if n > 1 else 0)
-            d["devices"].append(dev)
-        d.pop("device_count", None)
-        return d
-
-    def with_mix(share):
-        d = rc.load_scenario(a.scenario)
-        devs = d.get("devices") or []
-        n_orin = round(share * len(devs))
-        order = sorted(range(len(devs)), key=lambda i: devs[i].get("distance_m", 0))
-        for rank, i in enumerate(order):
-            devs[i]["profile"] = "jetson-agx-orin" if rank >= len(devs) - n_orin else "phone"
-        return d
-
-    def with_power(dbm):
-        d = rc.load_scenario(a.scenario)
-        d.setdefault("radio", {})["ue_tx_power_dbm"] = dbm
-        return d
-
     sweeps = [s for s in a.sweeps.split(",") if s]
-    table = {"bandwidth": ("bandwidth_mhz", floats(a.bandwidths), with_bandwidth,
-                           "bandwidth MHz", "Latency against total bandwidth"),
-             "distance": ("distance_scale", floats(a.distance_scales), with_distance,
-                          "distance x", "Latency against device distance"),
-             "devices": ("devices", floats(a.devices), with_devices, "devices",
-                         "Latency against the number of devices"),
-             "mix": ("orin_share", floats(a.orin_shares), with_mix, "share of AGX Orin",
-                     "Latency against the device mix (phones .. Jetson AGX Orin)"),
-             "power": ("ue_tx_power_dbm", floats(a.tx_powers), with_power, "UE power dBm",
-                       "Latency against device transmit power")}
+    values = {"bandwidth": a.bandwidths, "distance": a.distance_scales, "devices": a.devices,
+              "mix": a.orin_shares, "power": a.tx_powers}
+    table = {k: (kind, floats(values[k]), make, head, title)
+             for k, (kind, make, head, title) in SWEEPS.items()}
     for s in sweeps:
         if s not in table:
             sys.exit(f"repro_bandwidth: unknown sweep {s} (one of {', '.join(table)})")

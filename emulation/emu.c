@@ -304,6 +304,9 @@ int wd_emu_create(wd_emu **out, const wd_scenario *sc, const wd_emu_shape *shape
         !emu->exp_gen || !emu->cnt_e || !emu->exp_dev || !emu->exp_list)
         goto oom;
     if (build_links(emu, err, errlen)) goto fail;
+    emu->may_stall = sc->n_faults > 0;
+    for (int d = 0; d < emu->nd; d++)
+        for (int k = 0; k < 2; k++) emu->may_stall |= sc->dev[d].link[k].model != WD_LINK_CONSTANT;
     if (shape) {
         if (build_placement(emu, err, errlen)) goto fail;
         double H = shape->hidden,
@@ -715,11 +718,13 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
             }
         if (same && cnt == na) break;
     }
-    /* A device that goes down (or whose link drops to rate 0) during this
-     * step and stays so past max_wait_s would never return its result: the
-     * BS treats its experts as unreachable for this step and selects again
-     * (the time a real BS would spend detecting the loss is not modeled). */
-    for (int it = 0; emu->sc.n_faults && it < emu->nd; it++) {
+    /* A device that goes down (a fault) or whose link drops to rate 0 (a fade
+     * below the outage SNR, a gap in a trace) during this step and stays so
+     * past max_wait_s would never return its result: the BS treats its experts
+     * as unreachable for this step and selects again (the time a real BS would
+     * spend detecting the loss is not modeled). The prediction above saw the
+     * rates at the step's start only. */
+    for (int it = 0; emu->may_stall && it < emu->nd; it++) {
         plan(emu, n_tokens, n, expert, t1, emu->sc.alloc != WD_ALLOC_EQUAL, NULL);
         int lost = 0;
         for (int i = 0; i < emu->n_active; i++) {
@@ -730,6 +735,9 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
                     emu->avail_e[e] = 0, emu->tau_e[e] = INFINITY, lost = 1;
         }
         if (!lost) break;
+        int any = 0; /* nothing left to choose: keep the set, the step says why it fails */
+        for (int e = 0; e < emu->E && !any; e++) any = emu->avail_e[e];
+        if (!any) break;
         if (emu->pol->select(&emu->par, &io))
             return wd_fail(err, errlen, "policy %s failed", emu->pol->name);
     }

@@ -8,6 +8,7 @@ struct wd_emu {
     wd_scenario sc; /* deep copy */
     wd_emu_shape shape;
     int has_shape, nd, E, L, k;
+    int may_stall; /* a link can drop to rate 0 mid-transfer (faults, fading, traces) */
     const wd_policy *pol;
     wd_policy_params par;
     wd_policy custom; /* wd_emu_set_policy_fn: pol points here */

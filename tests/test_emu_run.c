@@ -351,6 +351,46 @@ static void test_trace_seed(void) {
     wd_scenario_free(&sc);
 }
 
+/* A link that fades to rate 0 after the selection saw it up (no fault in the
+ * scenario: a fade below the outage SNR, a gap in a trace) and stays down past
+ * max_wait_s: the expert is replaced for that step as for a device fault, and
+ * the step completes (before, the run stopped with "never completes"). */
+static void test_stall_without_fault(void) {
+    const char *csv = wd_test_write_tmp(tmpdir, "fade.csv",
+                                        "time_s,uplink_bps\n0,50e6\n0.0005,0\n100,0\n");
+    wd_scenario sc;
+    const_scenario(&sc, 3);
+    sc.max_wait_s = 1.0;
+    wd_link_spec *ul = &sc.dev[2].link[WD_UL];
+    ul->model = WD_LINK_CSV;
+    snprintf(ul->file, sizeof ul->file, "%s", csv);
+    wd_emu_shape sh = {512, 1024, 1, 3, 1, 2.0, 0, 0, 0, 0, 0};
+    wd_emu *emu;
+    char err[512];
+    CHECKF(wd_emu_create(&emu, &sc, &sh, err, sizeof err) == 0, "%s", err);
+    double tau[3];
+    unsigned char av[3];
+    CHECK(wd_emu_predict(emu, tau, av) == 3 && av[2] && isfinite(tau[2])); /* up at t = 0 */
+    float p[3] = {0.3f, 0.2f, 0.5f};
+    int n[1], ex[3];
+    float w[3];
+    /* its uplink would start after the 1 ms downlink latency: rate 0 until 100 s */
+    CHECKF(wd_emu_select(emu, 1, p, n, ex, w, err, sizeof err) == 0, "%s", err);
+    CHECK(n[0] == 1 && ex[0] == 0); /* expert 2 replaced by the next most probable */
+    wd_emu_step_result r;
+    CHECKF(wd_emu_step(emu, 0, 1, n, ex, &r, err, sizeof err) == 0, "%s", err);
+    CHECK(r.n_active == 1 && r.dev[0].device == 0);
+    wd_emu_summary s;
+    wd_emu_summarize(emu, &s);
+    CHECK(s.experts_replaced == 1 && s.tokens_rerouted == 1);
+    /* chosen by hand, the same expert still never completes: the step says so */
+    n[0] = 1, ex[0] = 2;
+    CHECK(wd_emu_step(emu, 0, 1, n, ex, NULL, err, sizeof err) != 0);
+    CHECKF(strstr(err, "device 2") && strstr(err, "never completes"), "%s", err);
+    wd_emu_free(emu);
+    wd_scenario_free(&sc);
+}
+
 /* A Mahimahi trace is one user's delivery schedule: two devices on the same
  * trace (12 Mbit/s: one 1500-byte opportunity every ms) each get all of it,
  * unless the scenario asks for the capacity to be shared. */
@@ -649,6 +689,7 @@ int main(void) {
     test_faults();
     test_phases();
     test_outage_replacement();
+    test_stall_without_fault();
     test_trace_capacity();
     test_trace_seed();
     test_nonstraggler_drops();
