@@ -196,7 +196,10 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                  * fields are copied by the scalar units, converted by one vcvtph2ps
                  * per 8 blocks; the main loops load them from L1 */
                 _Alignas(32) uint16_t dh[Q4_CHUNK];
-                _Alignas(32) float sc[4][Q4_CHUNK], sc8[4][2 * Q4_CHUNK];
+                _Alignas(32) float sc[4][Q4_CHUNK];
+#if Q4_NIB16
+                _Alignas(32) float sc8[4][2 * Q4_CHUNK];
+#endif
                 for (int i = 0; i < R; i++) {
                     const uint8_t *p = wr[i] + (size_t)b0 * bb;
                     for (int k = 0; k < nc; k++, p += bb) memcpy(&dh[k], p, 2);
