@@ -19,10 +19,15 @@
  * The token's quantisation (round to 1/254 of a 32-block's max|x|) is the
  * only difference from the fp32 product; docs/kernels.md gives the bound.
  *
+ * Q4_0 takes 4 blocks per step: with VNNI its high nibbles are dotted in
+ * place (16 u <= 240, exact), the 4 dots summed pairwise by vphaddd into
+ * [b0..b3 | b0..b3], one conversion and one FMA with [S0..S3 | S0/16..S3/16];
+ * the block scales are converted 8 at a time before (sc, sc8).
+ *
  * Tiles of 4 rows (then single rows) share each token block load; a row's
  * arithmetic is the same in either, so thread splits never change a bit. The
  * 4 rows of a tile are adjacent in memory: one linear software prefetch
- * PF_BYTES ahead, as for Q8_0. Weights are read in place (mmapped GGUF
+ * Q4_PF_BYTES (8 KB) ahead, as for Q8_0. Weights are read in place (mmapped GGUF
  * layout, no repacking). The scalar kernels are the portable path and the
  * reference of the tests. */
 #include <string.h>
@@ -40,7 +45,7 @@
 #endif
 #define Q4_CHUNK 64 /* Q4_0/Q4_1 blocks whose scales are converted at once */
 #ifndef Q4_PF_BYTES
-#define Q4_PF_BYTES 4096
+#define Q4_PF_BYTES 8192
 #endif
 
 /* The 8 six-bit scales (bytes 0..7) and mins (bytes 8..15) of a K-quant super-block. */

@@ -11,7 +11,7 @@
  *                 ... or w = -128, whose |w| reads as u8 128: still exact).
  * The exact int32 block sum is converted once and scaled by d_w * d_x.
  *
- * Plugging a new type in (Q4_0, Q4_1, K-quants in quant.c): write a
+ * Plugging a new type in (Q4_0 .. Q6_K are, in gemv_q4.c): write a
  * wd_q8x_rows_fn for it (rows [r0, r1), every token of the wd_q8x, each row's
  * arithmetic independent of r0/r1 so thread splits keep bits), and add one
  * line to wd_cpu_gemv_rows (matmul.c):

@@ -1,5 +1,5 @@
-/* llama.cpp block quantisations on the CPU: exact dequantisation and dot
- * products straight on the quantised blocks (activations stay fp32).
+/* llama.cpp block quantisations on the CPU: exact dequantisation, and the
+ * products straight on the quantised blocks.
  *
  * Block layouts (little-endian, as ggml-common.h):
  *   Q4_0  32 w, 18 B: f16 d | qs[16]; w[j] = d (lo(qs[j]) - 8), w[j+16] = d (hi(qs[j]) - 8)
@@ -17,13 +17,9 @@
  * dequantised values match llama.cpp's (and gguf-py's) to the bit whatever the
  * evaluation order or FMA contraction.
  *
- * GEMV (decode, n < 8): per row and token, each block's weights are widened
- * to fp32 in registers and dotted with x (activations stay fp32): the block
- * scale multiplies the block's partial sum and a min/offset term uses the
- * block's sum of x. AVX-512 builds (WD_AVX512 from simd.h) widen 16 weights
- * at a time (Q4_0/Q4_1 fused; K-quants dequantise a super-block to L1 and
- * dot it); AVX2+FMA+F16C builds (WD_AVX2) 8 at a time, fused; anything else
- * runs the scalar kernel.
+ * GEMV (decode, n < 8): on tokens quantised to Q8 blocks with integer dot
+ * products (gemv_q4.c, through wd_cpu_gemv_q8x); rows too long for its stack
+ * buffer fall back to the scalar kernel on fp32 tokens.
  * GEMM (prefill, n >= 8): a tile of rows x 256 columns is dequantised to fp32
  * once and used by all n tokens: AVX-512, 32 rows transposed to [k][32] and a
  * 14-token x 32-row register tile (28 zmm accumulators, x broadcast); else
