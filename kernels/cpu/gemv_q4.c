@@ -331,7 +331,7 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                 }
             }
         } else { /* Q6_K */
-            const __m256i m3 = _mm256_set1_epi8(3);
+            const __m256i m30 = _mm256_set1_epi8(0x30);
             const __m256i dup_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
             const __m256i dup_hi = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
             for (int g = 0; g < nb / 8; g++) {
@@ -355,19 +355,26 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                         const __m256i qh = LD256(blk + 128 + 32 * h);
                         const __m256i qa = LD256(blk + 64 * h), qb = LD256(blk + 64 * h + 32);
                         const __m256 S = h ? Sh : Sl;
+                        __m256i s4[4];
                         for (int k = 0; k < 4; k++) {
                             const __m256i ql = k & 1 ? qb : qa;
                             __m256i u = _mm256_and_si256(k >> 1 ? _mm256_srli_epi16(ql, 4) : ql, m4);
-                            __m256i hb = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m3);
-                            u = _mm256_or_si256(u, _mm256_slli_epi16(hb, 4));
+                            /* bits 2k, 2k+1 of qh to bits 4, 5: one shift and a mask */
+                            __m256i hs = k < 2 ? _mm256_slli_epi16(qh, 4 - 2 * k)
+                                               : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
+                            u = _mm256_or_si256(u, _mm256_and_si256(hs, m30));
                             const int j = 4 * h + k;
-                            __m256i s = wd_dp_u8s8(_mm256_setzero_si256(), u,
-                                                   _mm256_load_si256((const __m256i *)(xqt + 32 * (8 * g + j))));
-                            __m256 Sj = _mm256_permutevar8x32_ps(
-                                S, _mm256_setr_epi32(2 * k, 2 * k, 2 * k, 2 * k, 2 * k + 1, 2 * k + 1, 2 * k + 1, 2 * k + 1));
-                            if (k & 1) acc2[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), Sj, acc2[i]);
-                            else acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), Sj, acc[i]);
+                            s4[k] = wd_dp_u8s8(_mm256_setzero_si256(), u,
+                                               _mm256_load_si256((const __m256i *)(xqt + 32 * (8 * g + j))));
                         }
+                        /* lanes 0-3 of s4[k] are group 2k, 4-7 group 2k+1: summed
+                         * pairwise to [g0 g2 g4 g6 | g1 g3 g5 g7], one conversion, one
+                         * FMA with the scales in that order */
+                        __m256i hh = _mm256_hadd_epi32(_mm256_hadd_epi32(s4[0], s4[1]),
+                                                       _mm256_hadd_epi32(s4[2], s4[3]));
+                        __m256 Sp = _mm256_permutevar8x32_ps(S, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+                        if (h) acc2[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hh), Sp, acc2[i]);
+                        else acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hh), Sp, acc[i]);
                     }
                 }
             }
