@@ -14,8 +14,9 @@
  *         8 lanes per super-block);
  *   Q5_K  as Q4_K with the fifth bit from qh;
  *   Q6_K  d sc (u - 32), sc per 16: the dot's low 4 lanes hold the first 16
- *         products, the high 4 the second, so one vector of two scales; the
- *         -32 offsets are -32 d sc d[b] s16 (two FMAs per super-block).
+ *         products, the high 4 the second; 4 blocks' dots are summed pairwise
+ *         to [g0 g2 g4 g6 | g1 g3 g5 g7] and scaled by one FMA; the -32
+ *         offsets are -32 d sc d[b] s16 (two FMAs per super-block).
  * The token's quantisation (round to 1/254 of a 32-block's max|x|) is the
  * only difference from the fp32 product; docs/kernels.md gives the bound.
  *
