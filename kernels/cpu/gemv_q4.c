@@ -311,6 +311,7 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                     acc2[i] = _mm256_fnmadd_ps(_mm256_mul_ps(mnf, _mm256_set1_ps(wd_f16_at(blk + 2))),
                                                xsv, acc2[i]);
                     __m256i qh = q5 ? LD256(blk + 16) : _mm256_setzero_si256();
+                    __m256i sd[8];
                     for (int c = 0; c < 4; c++) {
                         const __m256i q = LD256(qs + 32 * c);
                         __m256i lo = _mm256_and_si256(q, m4);
@@ -322,12 +323,18 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                             qh = _mm256_srli_epi16(qh, 2);
                         }
                         const int8_t *xb = xqt + 32 * (8 * g + 2 * c);
-                        __m256i s0 = wd_dp_u8s8(_mm256_setzero_si256(), lo, _mm256_load_si256((const __m256i *)xb));
-                        __m256i s1 = wd_dp_u8s8(_mm256_setzero_si256(), hi, _mm256_load_si256((const __m256i *)(xb + 32)));
-                        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0),
-                                                 _mm256_permutevar8x32_ps(S, _mm256_set1_epi32(2 * c)), acc[i]);
-                        acc2[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1),
-                                                  _mm256_permutevar8x32_ps(S, _mm256_set1_epi32(2 * c + 1)), acc2[i]);
+                        sd[2 * c] = wd_dp_u8s8(_mm256_setzero_si256(), lo, _mm256_load_si256((const __m256i *)xb));
+                        sd[2 * c + 1] = wd_dp_u8s8(_mm256_setzero_si256(), hi, _mm256_load_si256((const __m256i *)(xb + 32)));
+                    }
+                    /* 4 sub-blocks' dots summed pairwise to [j0..j3 | j0..j3] (lanes 0-3
+                     * and 4-7 of each), one conversion and one FMA with their scales */
+                    for (int h = 0; h < 2; h++) {
+                        __m256i hh = _mm256_hadd_epi32(_mm256_hadd_epi32(sd[4 * h], sd[4 * h + 1]),
+                                                       _mm256_hadd_epi32(sd[4 * h + 2], sd[4 * h + 3]));
+                        __m256 Sp = _mm256_permutevar8x32_ps(
+                            S, _mm256_setr_epi32(4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3, 4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3));
+                        if (h) acc2[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hh), Sp, acc2[i]);
+                        else acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hh), Sp, acc[i]);
                     }
                 }
             }
