@@ -10,7 +10,8 @@
  *   Q4_0  d (u - 8):  the dot starts from -8 sum(q) (init >> 4), scale d d[b];
  *   Q4_1  d u + m:    scale d d[b], plus m xs[b] (xs = d[b] sum(q), per token);
  *   Q4_K  d sc u - dmin mn per sub-block of 32: scales d sc d[b] (8 at once
- *         per super-block, one vpermps each), minus dmin mn xs[b] (one FMA of
+ *         per super-block, dots of 4 sub-blocks summed pairwise, one FMA per
+ *         4), minus dmin mn xs[b] (one FMA of
  *         8 lanes per super-block);
  *   Q5_K  as Q4_K with the fifth bit from qh;
  *   Q6_K  d sc (u - 32), sc per 16: the dot's low 4 lanes hold the first 16
@@ -20,7 +21,7 @@
  * The token's quantisation (round to 1/254 of a 32-block's max|x|) is the
  * only difference from the fp32 product; docs/kernels.md gives the bound.
  *
- * Q4_0 takes 4 blocks per step: with VNNI its high nibbles are dotted in
+ * Q4_0 and Q4_1 take 4 blocks per step: with VNNI the high nibbles are dotted in
  * place (16 u <= 240, exact), the 4 dots summed pairwise by vphaddd into
  * [b0..b3 | b0..b3], one conversion and one FMA with [S0..S3 | S0/16..S3/16];
  * the block scales are converted 8 at a time before (sc, sc8).
@@ -154,25 +155,14 @@ SCALAR_ROWS(q6_k_rows_scalar, WD_DT_Q6_K)
 #define Q4_SIMD 1
 #define LD256(p) _mm256_loadu_si256((const __m256i *)(p))
 
-/* 16 bytes of nibbles -> 32 codes: the low nibbles, then the high ones. */
-static inline __m256i nib32(const uint8_t *p) {
-    __m128i q = _mm_loadu_si128((const __m128i *)p);
-    __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
-    return _mm256_and_si256(v, _mm256_set1_epi8(0xF));
-}
-
 /* Prefetch the lines of the 4-row (or 1-row) stream that block o of each row
  * moves the tile over: R * bb bytes, Q4_PF_BYTES ahead. A macro: GCC finds a
  * helper function of prefetches alone "const" and drops its calls. */
-#ifdef Q4_NO_PF
-#define PF_TILE(w0, o, bb, R) ((void)0)
-#else
 #define PF_TILE(w0, o, bb, R)                                                                  \
     do {                                                                                       \
         const char *p_ = (const char *)(w0) + (size_t)(R) * (o) + Q4_PF_BYTES;                 \
         for (size_t k_ = 0; k_ < (size_t)(R) * (bb); k_ += 64) _mm_prefetch(p_ + k_, _MM_HINT_T0); \
     } while (0)
-#endif
 
 enum { T_Q4_0, T_Q4_1, T_Q4_K, T_Q5_K, T_Q6_K };
 
@@ -189,9 +179,9 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
         __m256 acc[4], acc2[4];
         float macc[4];
         for (int i = 0; i < R; i++) acc[i] = acc2[i] = _mm256_setzero_ps(), macc[i] = 0;
-        if (T == T_Q4_0) {
-            const size_t bb = WD_Q4_0_BYTES;
-            const int qo = 2;
+        if (T == T_Q4_0 || T == T_Q4_1) {
+            const size_t bb = T == T_Q4_0 ? WD_Q4_0_BYTES : WD_Q4_1_BYTES;
+            const int qo = T == T_Q4_0 ? 2 : 4;
             const __m256i nshift = _mm256_setr_epi64x(0, 0, 4, 4);
             const __m256i nib16 = _mm256_setr_epi64x(0x0f0f0f0f0f0f0f0f, 0x0f0f0f0f0f0f0f0f,
                                                      (long long)0xf0f0f0f0f0f0f0f0ull, (long long)0xf0f0f0f0f0f0f0f0ull);
@@ -235,7 +225,8 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                         xv4[j] = _mm256_load_si256((const __m256i *)(xqt + 32 * (b + j)));
                         /* the dot of (u - 8) starts from -8 sum(q) = init >> 4 (lane 0,
                          * in the low half: scaled by S, not S/16) */
-                        iv4[j] = _mm256_srai_epi32(_mm256_load_si256((const __m256i *)(xq[t].init + 8 * (b + j))), 4);
+                        iv4[j] = T == T_Q4_0 ? _mm256_srai_epi32(_mm256_load_si256((const __m256i *)(xq[t].init + 8 * (b + j))), 4)
+                                             : _mm256_setzero_si256();
                     }
                     for (int i = 0; i < R; i++) {
                         __m256i sj[4];
@@ -257,6 +248,8 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                         __m256 S = _mm256_broadcast_ps((const __m128 *)&sc[i][k]);
 #endif
                         acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), S, acc[i]);
+                        if (T == T_Q4_1) /* the mins, m xs per block */
+                            for (int j = 0; j < 4; j++) macc[i] += wd_f16_at(wr[i] + o + (size_t)j * bb + 2) * xs[b + j];
                     }
                 }
                 for (; k < nc; k++) {
@@ -264,7 +257,8 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                     const size_t o = (size_t)b * bb;
                     if (t == 0) PF_TILE(wr[0], o, bb, R);
                     const __m256i xv = _mm256_load_si256((const __m256i *)(xqt + 32 * b));
-                    const __m256i iv = _mm256_srai_epi32(_mm256_load_si256((const __m256i *)(xq[t].init + 8 * b)), 4);
+                    const __m256i iv = T == T_Q4_0 ? _mm256_srai_epi32(_mm256_load_si256((const __m256i *)(xq[t].init + 8 * b)), 4)
+                                                   : _mm256_setzero_si256();
                     for (int i = 0; i < R; i++) {
                         /* 16 bytes in both halves, the high half shifted by 4: the
                          * low nibbles (weights 0-15), then the high ones (16-31) */
@@ -272,25 +266,8 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                         __m256i u = _mm256_and_si256(_mm256_srlv_epi64(q, nshift), m4);
                         __m256i s = wd_dp_u8s8(iv, u, xv);
                         acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_broadcast_ss(&sc[i][k]), acc[i]);
+                        if (T == T_Q4_1) macc[i] += wd_f16_at(wr[i] + o + 2) * xs[b];
                     }
-                }
-            }
-        } else if (T == T_Q4_1) {
-            /* per block: measured faster for Q4_1 than the Q4_0 scheme above, whose
-             * scale pass also converts the mins */
-            const size_t bb = WD_Q4_1_BYTES;
-            for (int b = 0; b < nb; b++) {
-                const size_t o = (size_t)b * bb;
-                if (t == 0 && (b & 1) == 0) PF_TILE(wr[0], o, 2 * bb, R);
-                const __m256i xv = _mm256_load_si256((const __m256i *)(xqt + 32 * b));
-                const __m256i iv = _mm256_setzero_si256();
-                for (int i = 0; i < R; i++) {
-                    const uint8_t *blk = wr[i] + o;
-                    __m256i s = wd_dp_u8s8(iv, nib32(blk + 4), xv);
-                    __m256 sc = _mm256_set1_ps(wd_f16_at(blk) * xd[b]);
-                    if (b & 1) acc2[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc2[i]);
-                    else acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), sc, acc[i]);
-                    macc[i] += wd_f16_at(blk + 2) * xs[b];
                 }
             }
         } else if (T == T_Q4_K || T == T_Q5_K) {
