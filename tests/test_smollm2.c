@@ -12,12 +12,16 @@
 #include "test_util.h"
 
 #define DATA WD_SOURCE_DIR "/tests/data/smollm2/"
-/* Decode logits against the fp32-token prefill, rel L2: measured 0.075 at
- * worst over the 31 steps (AMD EPYC, AVX-512 VNNI build; 0.017 of it comes from
- * the tied Q8_0 LM head alone, measured with fp32 tokens in the Q4_1 matmuls);
- * the token quantisation is the same in every build, only fp32 summation
- * orders differ (1e-6), so 0.1 leaves a margin without hiding a real error. */
-#define DEC_TOL 0.1
+/* Decode logits against the fp32-token prefill, rel L2 per step (AMD EPYC,
+ * AVX-512 VNNI): median over the 31 steps 0.027 (gcc -O3) / 0.025 (clang -O2,
+ * the ASan build), worst 0.078 / 0.11, the steps ranging 0.005-0.11 (0.017 of
+ * it is the tied Q8_0 LM head alone, measured with fp32 tokens in the Q4_1
+ * matmuls). Which token elements sit near a rounding boundary of their
+ * quantisation changes with the builds' fp32 rounding elsewhere, so single
+ * steps move between builds while the median does not: median <= 0.05,
+ * worst <= 0.2. */
+#define DEC_TOL_MEDIAN 0.05
+#define DEC_TOL_WORST 0.2
 #define MODEL WD_SOURCE_DIR "/weights/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 static int json_ints(json_object *a, int *out, int cap) {
@@ -136,7 +140,7 @@ int main(void) {
         wd_session_reset(s);
         CHECKF(wd_forward(s, seq, tot, pl, 1, err, sizeof(err)) == 0, "%s", err);
         int bad_ref = 0, ties = 0, bad = 0;
-        double worst_dec = 0;
+        double worst_dec = 0, errs[32] = {0};
         wd_session_reset(s);
         CHECKF(wd_forward(s, ids, n, lg, 0, err, sizeof(err)) == 0, "%s", err);
         for (int i = 0; i < 32; i++) {
@@ -152,6 +156,7 @@ int main(void) {
             }
             double e = rel_l2(dl, ref_row, V), maxerr = 0;
             if (e > worst_dec) worst_dec = e;
+            errs[i - 1] = e;
             for (int v = 0; v < V; v++) maxerr = fmax(maxerr, fabs((double)dl[v] - ref_row[v]));
             int db = 0;
             for (int v = 1; v < V; v++) db = dl[v] > dl[db] ? v : db;
@@ -163,10 +168,17 @@ int main(void) {
                        i, db, greedy[i], gap, maxerr);
             }
         }
-        printf("32 greedy ids: fp32 argmax differs at %d steps; decode worst rel L2 %.3g vs fp32, "
-               "%d near ties flipped, %d other differences\n", bad_ref, worst_dec, ties, bad);
+        for (int a = 1; a < 31; a++) /* insertion sort of the 31 step errors */
+            for (int b = a; b > 0 && errs[b] < errs[b - 1]; b--) {
+                double tmp = errs[b];
+                errs[b] = errs[b - 1], errs[b - 1] = tmp;
+            }
+        printf("32 greedy ids: fp32 argmax differs at %d steps; decode rel L2 vs fp32 median %.3g, "
+               "worst %.3g; %d near ties flipped, %d other differences\n", bad_ref, errs[15], worst_dec,
+               ties, bad);
         CHECKF(bad_ref == 0, "fp32 greedy ids differ from transformers' at %d steps", bad_ref);
-        CHECKF(worst_dec <= DEC_TOL, "decode logits rel L2 %.3g > %g", worst_dec, DEC_TOL);
+        CHECKF(errs[15] <= DEC_TOL_MEDIAN, "decode logits rel L2 median %.3g > %g", errs[15], DEC_TOL_MEDIAN);
+        CHECKF(worst_dec <= DEC_TOL_WORST, "decode logits rel L2 %.3g > %g", worst_dec, DEC_TOL_WORST);
         CHECKF(bad == 0, "%d decode greedy ids differ beyond a near tie", bad);
         free(pl), free(dl), free(seq);
     }
