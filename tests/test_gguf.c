@@ -779,7 +779,11 @@ static void test_synthetic(void) {
 
 /* A whole model through wd_model_load and wd_forward with every matrix Q4_0 or
  * Q4_1 (embedding lookup, Q/K row order, experts, LM head on the blocks)
- * against the same model stored as F32: the logits agree to fp32 rounding. */
+ * against the same model stored as F32. Every matmul with fewer than 8 tokens
+ * (all of them here: 3 prompt tokens, 2 decode steps, experts on their share)
+ * runs the Q4 weights on tokens quantised to Q8 blocks, the F32 model on fp32
+ * tokens: logits rel L2 measured 0.0127, checked <= 0.05 (a wrong row order
+ * or block layout is O(1)); the kernels themselves: test_quant. */
 static void test_quantised_model(void) {
     char err[512];
     float *lg[2] = {NULL, NULL};
@@ -821,7 +825,7 @@ static void test_quantised_model(void) {
             den += (double)lg[1][i] * lg[1][i];
         }
         double e = sqrt(num / (den > 0 ? den : 1));
-        CHECKF(finite && den > 0 && e <= 1e-5, "Q4 model vs F32 model: logits rel L2 %.3g", e);
+        CHECKF(finite && den > 0 && e <= 0.05, "Q4 model vs F32 model: logits rel L2 %.3g", e);
         printf("  Q4_0/Q4_1 model vs the same values in F32: logits rel L2 %.2g (%d positions)\n", e, n);
     }
     free(lg[0]);

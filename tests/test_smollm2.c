@@ -2,7 +2,8 @@
  * LlamaForCausalLM in fp32 on the same GGUF weights (golden files written by
  * tests/ref_smollm2.py): on the fixed chat prompt, the logits of the first and
  * last positions within relative L2 1e-3, the top-32 of every position, and
- * the same 32 greedy ids (decoded without stopping at EOS). Skipped, visibly,
+ * the same 32 greedy ids (teacher-forced decode on Q8-quantised tokens: the
+ * same ids but near ties, see below). Skipped, visibly,
  * without the model file (bash weights/models/fetch_smollm2.sh); another GGUF
  * of the same model (e.g. dequantised to F32) can be given as WD_SMOLLM2_GGUF. */
 #include <json-c/json.h>
@@ -11,6 +12,16 @@
 #include "test_util.h"
 
 #define DATA WD_SOURCE_DIR "/tests/data/smollm2/"
+/* Decode logits against the fp32-token prefill, rel L2 per step (AMD EPYC,
+ * AVX-512 VNNI): median over the 31 steps 0.027 (gcc -O3) / 0.025 (clang -O2,
+ * the ASan build), worst 0.078 / 0.11, the steps ranging 0.005-0.11 (0.017 of
+ * it is the tied Q8_0 LM head alone, measured with fp32 tokens in the Q4_1
+ * matmuls). Which token elements sit near a rounding boundary of their
+ * quantisation changes with the builds' fp32 rounding elsewhere, so single
+ * steps move between builds while the median does not: median <= 0.05,
+ * worst <= 0.2. */
+#define DEC_TOL_MEDIAN 0.05
+#define DEC_TOL_WORST 0.2
 #define MODEL WD_SOURCE_DIR "/weights/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 static int json_ints(json_object *a, int *out, int cap) {
@@ -106,20 +117,71 @@ int main(void) {
     CHECKF(pos == n, "%d top-k rows for %d positions", pos, n);
     printf("top-32 of %d positions: worst rel L2 %.3g (position %d)\n", pos, worst, worst_pos);
     CHECKF(worst < 1e-3, "top-32 rel L2 %.3g at position %d", worst, worst_pos);
-    /* 32 greedy ids */
-    int tok = wd_sample(lg + (size_t)(n - 1) * V, V, 0, 1, NULL, NULL), mismatch = -1;
-    for (int i = 0; i < 32; i++) {
-        if (tok != greedy[i] && mismatch < 0) mismatch = i;
-        if (i + 1 < 32) {
-            if (wd_forward(s, &tok, 1, lg, 0, err, sizeof(err))) {
+    /* 32 greedy ids. Decode (one token at a time) runs its matmuls on tokens
+     * quantised to Q8 blocks, as llama.cpp does; prefill keeps fp32 tokens and
+     * is the reference here (its logits match transformers within 1e-5 above).
+     * Teacher-forced on the reference ids: the prompt's last position and a
+     * prefill of prompt + ids give the fp32 logits of every step; each decode
+     * step's logits must be within DEC_TOL (rel L2) of them, and every greedy
+     * id must be the fp32 argmax and the decode argmax, except where the two
+     * candidates' fp32 logits are closer than that step's largest decode error
+     * (a near tie the token quantisation may flip). */
+    {
+        const int steps = 31, tot = n + steps;
+        float *pl = malloc((size_t)tot * V * sizeof(float)), *dl = malloc((size_t)V * sizeof(float));
+        int *seq = malloc(sizeof(int) * (size_t)tot);
+        CHECK(pl && dl && seq);
+        if (!pl || !dl || !seq) {
+            free(pl), free(dl), free(seq);
+            goto out;
+        }
+        memcpy(seq, ids, sizeof(int) * (size_t)n);
+        memcpy(seq + n, greedy, sizeof(int) * (size_t)steps);
+        wd_session_reset(s);
+        CHECKF(wd_forward(s, seq, tot, pl, 1, err, sizeof(err)) == 0, "%s", err);
+        int bad_ref = 0, ties = 0, bad = 0;
+        double worst_dec = 0, errs[32] = {0};
+        wd_session_reset(s);
+        CHECKF(wd_forward(s, ids, n, lg, 0, err, sizeof(err)) == 0, "%s", err);
+        for (int i = 0; i < 32; i++) {
+            const float *ref_row = pl + (size_t)(n - 1 + i) * V;
+            int rb = 0;
+            for (int v = 1; v < V; v++) rb = ref_row[v] > ref_row[rb] ? v : rb;
+            bad_ref += rb != greedy[i];
+            if (i == 0) continue; /* step 0 is the prompt's own last row */
+            /* decode: one token at a time, the reference's previous id */
+            if (wd_forward(s, &greedy[i - 1], 1, dl, 0, err, sizeof(err))) {
                 CHECKF(0, "%s", err);
                 break;
             }
-            tok = wd_sample(lg, V, 0, 1, NULL, NULL);
+            double e = rel_l2(dl, ref_row, V), maxerr = 0;
+            if (e > worst_dec) worst_dec = e;
+            errs[i - 1] = e;
+            for (int v = 0; v < V; v++) maxerr = fmax(maxerr, fabs((double)dl[v] - ref_row[v]));
+            int db = 0;
+            for (int v = 1; v < V; v++) db = dl[v] > dl[db] ? v : db;
+            if (db != greedy[i]) {
+                double gap = (double)ref_row[greedy[i]] - ref_row[db];
+                ties += gap <= maxerr;
+                bad += gap > maxerr;
+                printf("step %d: decode argmax %d, reference %d: fp32 logit gap %.3g, decode max error %.3g\n",
+                       i, db, greedy[i], gap, maxerr);
+            }
         }
+        for (int a = 1; a < 31; a++) /* insertion sort of the 31 step errors */
+            for (int b = a; b > 0 && errs[b] < errs[b - 1]; b--) {
+                double tmp = errs[b];
+                errs[b] = errs[b - 1], errs[b - 1] = tmp;
+            }
+        printf("32 greedy ids: fp32 argmax differs at %d steps; decode rel L2 vs fp32 median %.3g, "
+               "worst %.3g; %d near ties flipped, %d other differences\n", bad_ref, errs[15], worst_dec,
+               ties, bad);
+        CHECKF(bad_ref == 0, "fp32 greedy ids differ from transformers' at %d steps", bad_ref);
+        CHECKF(errs[15] <= DEC_TOL_MEDIAN, "decode logits rel L2 median %.3g > %g", errs[15], DEC_TOL_MEDIAN);
+        CHECKF(worst_dec <= DEC_TOL_WORST, "decode logits rel L2 %.3g > %g", worst_dec, DEC_TOL_WORST);
+        CHECKF(bad == 0, "%d decode greedy ids differ beyond a near tie", bad);
+        free(pl), free(dl), free(seq);
     }
-    CHECKF(mismatch < 0, "greedy ids differ from step %d", mismatch);
-    printf("32 greedy ids: %s\n", mismatch < 0 ? "identical" : "differ");
 out:
     free(lg);
     free(ref);

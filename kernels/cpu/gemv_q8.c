@@ -11,7 +11,7 @@
  *                 ... or w = -128, whose |w| reads as u8 128: still exact).
  * The exact int32 block sum is converted once and scaled by d_w * d_x.
  *
- * Plugging a new type in (Q4_0, Q4_1, K-quants in quant.c): write a
+ * Plugging a new type in (Q4_0 .. Q6_K are, in gemv_q4.c): write a
  * wd_q8x_rows_fn for it (rows [r0, r1), every token of the wd_q8x, each row's
  * arithmetic independent of r0/r1 so thread splits keep bits), and add one
  * line to wd_cpu_gemv_rows (matmul.c):
@@ -50,7 +50,10 @@ void wd_q8x_quantize_ref(const float *x, int cols, int8_t *q, float *d, int32_t 
 }
 
 /* One token: x[cols] -> xq (cols a multiple of 32). */
-static void q8x_quantize(const float *x, int cols, int8_t *q, float *d, int32_t *init) {
+static void q8x_quantize(const float *x, int cols, const wd_q8x *xq) {
+    int8_t *q = xq->q;
+    float *d = xq->d;
+    int32_t *init = xq->init;
     const int nb = cols / 32;
 #ifdef WD_AVX512
     const __m512 sgn = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
@@ -71,10 +74,13 @@ static void q8x_quantize(const float *x, int cols, int8_t *q, float *d, int32_t 
         __m512i i0 = _mm512_cvtps_epi32(r0), i1 = _mm512_cvtps_epi32(r1);
         _mm_storeu_si128((__m128i *)(q + 32 * b), _mm512_cvtepi32_epi8(i0));
         _mm_storeu_si128((__m128i *)(q + 32 * b + 16), _mm512_cvtepi32_epi8(i1));
-        int s = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+        int s0 = _mm512_reduce_add_epi32(i0), s1 = _mm512_reduce_add_epi32(i1);
         d[b] = db;
         memset(init + 8 * b, 0, 8 * sizeof(int32_t));
-        init[8 * b] = -128 * s;
+        init[8 * b] = -128 * (s0 + s1);
+        xq->s16[2 * b] = (float)s0;
+        xq->s16[2 * b + 1] = (float)s1;
+        xq->xs[b] = db * (float)(s0 + s1);
     }
 #else
     int32_t sum[1];
@@ -82,15 +88,21 @@ static void q8x_quantize(const float *x, int cols, int8_t *q, float *d, int32_t 
         wd_q8x_quantize_ref(x + 32 * b, 32, q + 32 * b, d + b, sum);
         memset(init + 8 * b, 0, 8 * sizeof(int32_t));
         init[8 * b] = -128 * sum[0];
+        int s0 = 0;
+        for (int i = 0; i < 16; i++) s0 += q[32 * b + i];
+        xq->s16[2 * b] = (float)s0;
+        xq->s16[2 * b + 1] = (float)(sum[0] - s0);
+        xq->xs[b] = d[b] * (float)sum[0];
     }
 #endif
 }
 
-/* Bytes of one quantised token, 64-byte aligned parts: q [cols], d [nb], init [nb][8]. */
+/* Bytes of one quantised token, 64-byte aligned parts: q [cols], d [nb],
+ * xs [nb], s16 [2 nb], init [nb][8]. */
 static size_t q8x_part_q(int cols) { return ((size_t)cols + 63) / 64 * 64; }
 static size_t q8x_part_d(int cols) { return ((size_t)(cols / 32) * 4 + 63) / 64 * 64; }
 static size_t q8x_token_bytes(int cols) {
-    return q8x_part_q(cols) + q8x_part_d(cols) + (size_t)(cols / 32) * 32;
+    return q8x_part_q(cols) + 4 * q8x_part_d(cols) + (size_t)(cols / 32) * 32;
 }
 
 int wd_cpu_q8x_fits(int cols) { return cols % 32 == 0 && q8x_token_bytes(cols) <= Q8X_STACK; }
@@ -106,12 +118,14 @@ void wd_cpu_gemv_q8x(float *y, int ldy, const float *x, int n, int cols, const v
         unsigned char *p = buf + (size_t)t * per;
         xq[t].q = (int8_t *)p;
         xq[t].d = (float *)(p + q8x_part_q(cols));
-        xq[t].init = (int32_t *)(p + q8x_part_q(cols) + q8x_part_d(cols));
+        xq[t].xs = (float *)(p + q8x_part_q(cols) + q8x_part_d(cols));
+        xq[t].s16 = (float *)(p + q8x_part_q(cols) + 2 * q8x_part_d(cols));
+        xq[t].init = (int32_t *)(p + q8x_part_q(cols) + 4 * q8x_part_d(cols));
     }
     for (int t0 = 0; t0 < n; t0 += chunk) {
         int nt = n - t0 < chunk ? n - t0 : chunk;
         for (int t = 0; t < nt; t++)
-            q8x_quantize(x + (size_t)(t0 + t) * cols, cols, xq[t].q, xq[t].d, xq[t].init);
+            q8x_quantize(x + (size_t)(t0 + t) * cols, cols, &xq[t]);
         rows_fn(y + (size_t)t0 * ldy, ldy, xq, nt, w, row_bytes, cols, r0, r1);
     }
 }
@@ -128,13 +142,6 @@ static inline __m256i q8_dot32(__m256i w, __m256i xq, __m256i init) {
     __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xq, w));
     return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
 #endif
-}
-
-static inline float q8_hsum8(__m256 v) {
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    a = _mm_add_ss(a, _mm_movehdup_ps(a));
-    return _mm_cvtss_f32(a);
 }
 
 /* R rows (R = 4 or 1; each row's arithmetic is the same either way) x n tokens.
@@ -168,7 +175,7 @@ q8_0_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t r
                 acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(sc), acc[i]);
             }
         }
-        for (int i = 0; i < R; i++) y[(size_t)t * ldy + r + i] = q8_hsum8(acc[i]);
+        for (int i = 0; i < R; i++) y[(size_t)t * ldy + r + i] = wd_hsum8(acc[i]);
     }
 }
 

@@ -1,5 +1,5 @@
-/* llama.cpp block quantisations on the CPU: exact dequantisation and dot
- * products straight on the quantised blocks (activations stay fp32).
+/* llama.cpp block quantisations on the CPU: exact dequantisation, and the
+ * products straight on the quantised blocks.
  *
  * Block layouts (little-endian, as ggml-common.h):
  *   Q4_0  32 w, 18 B: f16 d | qs[16]; w[j] = d (lo(qs[j]) - 8), w[j+16] = d (hi(qs[j]) - 8)
@@ -17,13 +17,9 @@
  * dequantised values match llama.cpp's (and gguf-py's) to the bit whatever the
  * evaluation order or FMA contraction.
  *
- * GEMV (decode, n < 8): per row and token, each block's weights are widened
- * to fp32 in registers and dotted with x (activations stay fp32): the block
- * scale multiplies the block's partial sum and a min/offset term uses the
- * block's sum of x. AVX-512 builds (WD_AVX512 from simd.h) widen 16 weights
- * at a time (Q4_0/Q4_1 fused; K-quants dequantise a super-block to L1 and
- * dot it); AVX2+FMA+F16C builds (WD_AVX2) 8 at a time, fused; anything else
- * runs the scalar kernel.
+ * GEMV (decode, n < 8): on tokens quantised to Q8 blocks with integer dot
+ * products (gemv_q4.c, through wd_cpu_gemv_q8x); rows too long for its stack
+ * buffer fall back to the scalar kernel on fp32 tokens.
  * GEMM (prefill, n >= 8): a tile of rows x 256 columns is dequantised to fp32
  * once and used by all n tokens: AVX-512, 32 rows transposed to [k][32] and a
  * 14-token x 32-row register tile (28 zmm accumulators, x broadcast); else
@@ -240,258 +236,17 @@ void wd_cpu_quant_gemv_rows_scalar(float *y, const float *x, const void *w, wd_d
 
 #ifdef WD_AVX2 /* AVX2 without AVX-512 */
 #define QUANT_AVX2 1
-/* ---- AVX2 GEMV ---------------------------------------------------------------- */
-static inline float hsum8q(__m256 v) {
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    a = _mm_add_ss(a, _mm_movehdup_ps(a));
-    return _mm_cvtss_f32(a);
-}
-
-/* 16 unsigned (u) or signed (i) bytes times x[0..16), added to acc. */
-static inline __m256 dot16u(__m128i q, const float *x, __m256 acc) {
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)), _mm256_loadu_ps(x), acc);
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(q, q))),
-                           _mm256_loadu_ps(x + 8), acc);
-}
-static inline __m256 dot16i(__m128i q, const float *x, __m256 acc) {
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_loadu_ps(x), acc);
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(q, q))),
-                           _mm256_loadu_ps(x + 8), acc);
-}
-static inline __m256 sum32(const float *x) {
-    __m256 a = _mm256_add_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(x + 8));
-    __m256 b = _mm256_add_ps(_mm256_loadu_ps(x + 16), _mm256_loadu_ps(x + 24));
-    return _mm256_add_ps(a, b);
-}
-static inline __m128i ld16(const uint8_t *p) { return _mm_loadu_si128((const __m128i *)p); }
-
-static float dot_q4_0(const uint8_t *w, const float *x, int nb) {
-    const __m128i m4 = _mm_set1_epi8(0xF), e8 = _mm_set1_epi8(8);
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++, w += WD_Q4_0_BYTES, x += 32) {
-        __m128i q = ld16(w + 2);
-        __m128i lo = _mm_sub_epi8(_mm_and_si128(q, m4), e8);
-        __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8);
-        __m256 s = dot16i(hi, x + 16, dot16i(lo, x, _mm256_setzero_ps()));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(wd_f16_at(w)), s, acc);
-    }
-    return hsum8q(acc);
-}
-
-static float dot_q4_1(const uint8_t *w, const float *x, int nb) {
-    const __m128i m4 = _mm_set1_epi8(0xF);
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++, w += WD_Q4_1_BYTES, x += 32) {
-        __m128i q = ld16(w + 4);
-        __m256 s = dot16u(_mm_and_si128(_mm_srli_epi16(q, 4), m4), x + 16,
-                          dot16u(_mm_and_si128(q, m4), x, _mm256_setzero_ps()));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(wd_f16_at(w)), s, acc);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(wd_f16_at(w + 2)), sum32(x), acc);
-    }
-    return hsum8q(acc);
-}
-
-/* Q4_K and Q5_K (hb: Q5_K's high bits). */
-static inline float dot_q45_k(const uint8_t *w, const float *x, int nb, const int q5) {
-    const __m128i m4 = _mm_set1_epi8(0xF), one = _mm_set1_epi8(1);
-    const size_t bb = q5 ? WD_Q5_K_BYTES : WD_Q4_K_BYTES;
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++, w += bb, x += 256) {
-        const float d = wd_f16_at(w), dmin = wd_f16_at(w + 2);
-        const uint8_t *qs = w + (q5 ? 48 : 16), *qh = w + 16;
-        __m128i ha = _mm_setzero_si128(), hb = ha;
-        if (q5) ha = ld16(qh), hb = ld16(qh + 16);
-        for (int c = 0; c < 4; c++) {
-            const float *xc = x + 64 * c;
-            __m128i qa = ld16(qs + 32 * c), qb = ld16(qs + 32 * c + 16);
-            __m128i la = _mm_and_si128(qa, m4), lb = _mm_and_si128(qb, m4);
-            __m128i ua = _mm_and_si128(_mm_srli_epi16(qa, 4), m4);
-            __m128i ub = _mm_and_si128(_mm_srli_epi16(qb, 4), m4);
-            if (q5) {
-                __m128i s0 = _mm_cvtsi32_si128(2 * c), s1 = _mm_cvtsi32_si128(2 * c + 1);
-                la = _mm_or_si128(la, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ha, s0), one), 4));
-                lb = _mm_or_si128(lb, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(hb, s0), one), 4));
-                ua = _mm_or_si128(ua, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ha, s1), one), 4));
-                ub = _mm_or_si128(ub, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(hb, s1), one), 4));
-            }
-            __m256 s1 = dot16u(lb, xc + 16, dot16u(la, xc, _mm256_setzero_ps()));
-            __m256 s2 = dot16u(ub, xc + 48, dot16u(ua, xc + 32, _mm256_setzero_ps()));
-            int sc, mn;
-            k4_scale_min(2 * c, w + 4, &sc, &mn);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc), s1, acc);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * (float)mn), sum32(xc), acc);
-            k4_scale_min(2 * c + 1, w + 4, &sc, &mn);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc), s2, acc);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * (float)mn), sum32(xc + 32), acc);
-        }
-    }
-    return hsum8q(acc);
-}
-
-static float dot_q6_k(const uint8_t *w, const float *x, int nb) {
-    const __m128i m4 = _mm_set1_epi8(0xF), m3 = _mm_set1_epi8(3), e32 = _mm_set1_epi8(32);
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++, w += WD_Q6_K_BYTES, x += 256) {
-        const float d = wd_f16_at(w + 208);
-        const int8_t *sc = (const int8_t *)(w + 192);
-        for (int g = 0; g < 8; g++) {
-            const int h = g >> 2, k = g & 3;
-            const uint8_t *ql = w + 64 * h + 32 * (k & 1), *qh = w + 128 + 32 * h;
-            const __m128i sl = _mm_cvtsi32_si128(4 * (k >> 1)), sh = _mm_cvtsi32_si128(2 * k);
-            __m128i qa = _mm_and_si128(_mm_srl_epi16(ld16(ql), sl), m4);
-            __m128i qb = _mm_and_si128(_mm_srl_epi16(ld16(ql + 16), sl), m4);
-            qa = _mm_or_si128(qa, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ld16(qh), sh), m3), 4));
-            qb = _mm_or_si128(qb, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ld16(qh + 16), sh), m3), 4));
-            const float *xg = x + 32 * g;
-            __m256 sa = dot16i(_mm_sub_epi8(qa, e32), xg, _mm256_setzero_ps());
-            __m256 sb = dot16i(_mm_sub_epi8(qb, e32), xg + 16, _mm256_setzero_ps());
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc[2 * g]), sa, acc);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * (float)sc[2 * g + 1]), sb, acc);
-        }
-    }
-    return hsum8q(acc);
-}
-
-static float dot_row_avx2(const uint8_t *w, const float *x, wd_dtype dt, int cols) {
-    switch (dt) {
-    case WD_DT_Q4_0: return dot_q4_0(w, x, cols / 32);
-    case WD_DT_Q4_1: return dot_q4_1(w, x, cols / 32);
-    case WD_DT_Q4_K: return dot_q45_k(w, x, cols / 256, 0);
-    case WD_DT_Q5_K: return dot_q45_k(w, x, cols / 256, 1);
-    case WD_DT_Q6_K: return dot_q6_k(w, x, cols / 256);
-    default: return dot_row_scalar(w, x, dt, cols);
-    }
-}
-#endif /* QUANT_AVX2 */
-
-#ifdef WD_AVX512
-/* Two accumulators (blocks alternate) and separate ones for min terms: the
- * per-block FMAs into one register would chain on its latency. */
-static inline __m512 q4_0_blk512(const uint8_t *w, const float *x, __m512 acc) {
-    const __m128i m4 = _mm_set1_epi8(0xF), e8 = _mm_set1_epi8(8);
-    __m128i q = ld16b(w + 2);
-    __m512 s = _mm512_mul_ps(cvt16s(_mm_sub_epi8(_mm_and_si128(q, m4), e8)), _mm512_loadu_ps(x));
-    s = _mm512_fmadd_ps(cvt16s(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), e8)),
-                        _mm512_loadu_ps(x + 16), s);
-    return _mm512_fmadd_ps(_mm512_set1_ps(wd_f16_at(w)), s, acc);
-}
-static float dot512_q4_0(const uint8_t *w, const float *x, int nb) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
-    int b = 0;
-    for (; b + 2 <= nb; b += 2, w += 2 * WD_Q4_0_BYTES, x += 64) {
-        a0 = q4_0_blk512(w, x, a0);
-        a1 = q4_0_blk512(w + WD_Q4_0_BYTES, x + 32, a1);
-    }
-    if (b < nb) a0 = q4_0_blk512(w, x, a0);
-    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-}
-/* acc += d * (q . x), macc += m * sum(x) */
-static inline void q4_1_blk512(const uint8_t *w, const float *x, __m512 *acc, __m512 *macc) {
-    const __m128i m4 = _mm_set1_epi8(0xF);
-    __m128i q = ld16b(w + 4);
-    __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
-    __m512 s = _mm512_mul_ps(cvt16u(_mm_and_si128(q, m4)), x0);
-    s = _mm512_fmadd_ps(cvt16u(_mm_and_si128(_mm_srli_epi16(q, 4), m4)), x1, s);
-    *acc = _mm512_fmadd_ps(_mm512_set1_ps(wd_f16_at(w)), s, *acc);
-    *macc = _mm512_fmadd_ps(_mm512_set1_ps(wd_f16_at(w + 2)), _mm512_add_ps(x0, x1), *macc);
-}
-static float dot512_q4_1(const uint8_t *w, const float *x, int nb) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, m0 = a0, m1 = a0;
-    int b = 0;
-    for (; b + 2 <= nb; b += 2, w += 2 * WD_Q4_1_BYTES, x += 64) {
-        q4_1_blk512(w, x, &a0, &m0);
-        q4_1_blk512(w + WD_Q4_1_BYTES, x + 32, &a1, &m1);
-    }
-    if (b < nb) q4_1_blk512(w, x, &a0, &m0);
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(m0, m1)));
-}
-
-/* Q4_K and Q5_K (q5: the fifth bits from qh), 16 weights per step. */
-static inline float dot512_q45_k(const uint8_t *w, const float *x, int nb, const int q5) {
-    const __m128i m4 = _mm_set1_epi8(0xF), one = _mm_set1_epi8(1);
-    const size_t bb = q5 ? WD_Q5_K_BYTES : WD_Q4_K_BYTES;
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}, macc[2] = {acc[0], acc[0]};
-    for (int b = 0; b < nb; b++, w += bb, x += 256) {
-        const float d = wd_f16_at(w), dmin = wd_f16_at(w + 2);
-        const uint8_t *qs = w + (q5 ? 48 : 16);
-        __m128i ha = _mm_setzero_si128(), hb = ha;
-        if (q5) ha = ld16b(w + 16), hb = ld16b(w + 32);
-        for (int c = 0; c < 4; c++) {
-            __m128i qa = ld16b(qs + 32 * c), qb = ld16b(qs + 32 * c + 16);
-            for (int h = 0; h < 2; h++) {
-                const float *xs = x + 64 * c + 32 * h;
-                __m128i va = _mm_and_si128(h ? _mm_srli_epi16(qa, 4) : qa, m4);
-                __m128i vb = _mm_and_si128(h ? _mm_srli_epi16(qb, 4) : qb, m4);
-                if (q5) {
-                    __m128i sh = _mm_cvtsi32_si128(2 * c + h);
-                    va = _mm_or_si128(va, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ha, sh), one), 4));
-                    vb = _mm_or_si128(vb, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(hb, sh), one), 4));
-                }
-                __m512 x0 = _mm512_loadu_ps(xs), x1 = _mm512_loadu_ps(xs + 16);
-                __m512 sum = _mm512_fmadd_ps(cvt16u(vb), x1, _mm512_mul_ps(cvt16u(va), x0));
-                int sc, mn;
-                k4_scale_min(2 * c + h, w + 4, &sc, &mn);
-                acc[h] = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc), sum, acc[h]);
-                macc[h] = _mm512_fmadd_ps(_mm512_set1_ps(dmin * (float)mn), _mm512_add_ps(x0, x1), macc[h]);
-            }
-        }
-    }
-    return _mm512_reduce_add_ps(_mm512_sub_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(macc[0], macc[1])));
-}
-
-static float dot512_q6_k(const uint8_t *w, const float *x, int nb) {
-    const __m128i m4 = _mm_set1_epi8(0xF), m3 = _mm_set1_epi8(3), e32 = _mm_set1_epi8(32);
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int b = 0; b < nb; b++, w += WD_Q6_K_BYTES, x += 256) {
-        const float d = wd_f16_at(w + 208);
-        const int8_t *sc = (const int8_t *)(w + 192);
-        for (int g = 0; g < 8; g++) {
-            const int h = g >> 2, k = g & 3;
-            const uint8_t *ql = w + 64 * h + 32 * (k & 1), *qh = w + 128 + 32 * h;
-            const __m128i sl = _mm_cvtsi32_si128(4 * (k >> 1)), shh = _mm_cvtsi32_si128(2 * k);
-            for (int half = 0; half < 2; half++) {
-                __m128i q = _mm_and_si128(_mm_srl_epi16(ld16b(ql + 16 * half), sl), m4);
-                q = _mm_or_si128(q, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ld16b(qh + 16 * half), shh), m3), 4));
-                __m512 s = _mm512_mul_ps(cvt16s(_mm_sub_epi8(q, e32)), _mm512_loadu_ps(x + 32 * g + 16 * half));
-                acc[half] = _mm512_fmadd_ps(_mm512_set1_ps(d * (float)sc[2 * g + half]), s, acc[half]);
-            }
-        }
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
-}
-
-static float dot_row512(const uint8_t *w, const float *x, wd_dtype dt, int cols) {
-    switch (dt) {
-    case WD_DT_Q4_0: return dot512_q4_0(w, x, cols / 32);
-    case WD_DT_Q4_1: return dot512_q4_1(w, x, cols / 32);
-    case WD_DT_Q4_K: return dot512_q45_k(w, x, cols / 256, 0);
-    case WD_DT_Q5_K: return dot512_q45_k(w, x, cols / 256, 1);
-    case WD_DT_Q6_K: return dot512_q6_k(w, x, cols / 256);
-    default: return dot_row_scalar(w, x, dt, cols);
-    }
-}
 #endif
 
 void wd_cpu_quant_gemv_rows(float *y, const float *x, const void *w, wd_dtype dt, int n, int rows,
                             int cols, int r0, int r1) {
-#if defined(WD_AVX512) || defined(QUANT_AVX2)
-#ifdef WD_AVX512
-#define DOT_ROW dot_row512
-#else
-#define DOT_ROW dot_row_avx2
-#endif
-    const size_t rb = wd_dtype_bytes(dt, cols);
-    for (int r = r0; r < r1; r++) {
-        const uint8_t *wr = (const uint8_t *)w + (size_t)r * rb;
-        if (r + 1 < r1) /* the next row's first lines; the rest streams in behind */
-            for (size_t o = 0; o < rb && o < 512; o += 64) _mm_prefetch((const char *)wr + rb + o, _MM_HINT_T0);
-        for (int t = 0; t < n; t++) y[(size_t)t * rows + r] = DOT_ROW(wr, x + (size_t)t * cols, dt, cols);
+    /* integer dot products on the tokens quantised to Q8 blocks (gemv_q4.c) */
+    wd_q8x_rows_fn fn = wd_cpu_q4x_rows_fn(dt, 1);
+    if (fn && n < QUANT_GEMM_MIN_N && wd_cpu_q8x_fits(cols)) {
+        wd_cpu_gemv_q8x(y, rows, x, n, cols, w, wd_dtype_bytes(dt, cols), r0, r1, fn);
+        return;
     }
-#undef DOT_ROW
-#else
     wd_cpu_quant_gemv_rows_scalar(y, x, w, dt, n, rows, cols, r0, r1);
-#endif
 }
 
 /* ---- GEMM: dequantised tiles ------------------------------------------------ */
@@ -518,8 +273,8 @@ static void tile_product(float *y, int ldy, const float *x, int ldx, int n, cons
                 a3 = _mm256_fmadd_ps(v3, xv, a3), b3 = _mm256_fmadd_ps(v3, xw, b3);
             }
             float *ya = y + (size_t)t * ldy + i, *yb = ya + ldy;
-            float s[8] = {hsum8q(a0), hsum8q(a1), hsum8q(a2), hsum8q(a3),
-                          hsum8q(b0), hsum8q(b1), hsum8q(b2), hsum8q(b3)};
+            float s[8] = {wd_hsum8(a0), wd_hsum8(a1), wd_hsum8(a2), wd_hsum8(a3),
+                          wd_hsum8(b0), wd_hsum8(b1), wd_hsum8(b2), wd_hsum8(b3)};
             for (int j = 0; j < 4; j++) {
                 ya[j] = accumulate ? ya[j] + s[j] : s[j];
                 yb[j] = accumulate ? yb[j] + s[4 + j] : s[4 + j];
@@ -536,7 +291,7 @@ static void tile_product(float *y, int ldy, const float *x, int ldx, int n, cons
                 a3 = _mm256_fmadd_ps(_mm256_load_ps(w3 + k), xv, a3);
             }
             float *ya = y + (size_t)t * ldy + i;
-            float s[4] = {hsum8q(a0), hsum8q(a1), hsum8q(a2), hsum8q(a3)};
+            float s[4] = {wd_hsum8(a0), wd_hsum8(a1), wd_hsum8(a2), wd_hsum8(a3)};
             for (int j = 0; j < 4; j++) ya[j] = accumulate ? ya[j] + s[j] : s[j];
         }
     }
@@ -548,7 +303,7 @@ static void tile_product(float *y, int ldy, const float *x, int ldx, int n, cons
             for (int k = 0; k < kc; k += 8)
                 a0 = _mm256_fmadd_ps(_mm256_load_ps(w0 + k), _mm256_loadu_ps(xa + k), a0);
             float *ya = y + (size_t)t * ldy + i;
-            *ya = accumulate ? *ya + hsum8q(a0) : hsum8q(a0);
+            *ya = accumulate ? *ya + wd_hsum8(a0) : wd_hsum8(a0);
         }
     }
 #else

@@ -21,10 +21,10 @@ static inline int wd_cpu_quant_owns(wd_dtype dt) { return dt >= WD_DT_Q4_0 && dt
 void wd_cpu_dequant_row(float *dst, const uint8_t *src, wd_dtype dt, int cols);
 
 /* Rows [r0, r1) of y[t][r] = W[r] . x[t] for t < n (x fp32, W quantised), on
- * the calling thread: the SIMD kernel of this build (AVX2) or the scalar one. */
+ * the calling thread: for n < 8 on x quantised to Q8 blocks (gemv_q4.c). */
 void wd_cpu_quant_gemv_rows(float *y, const float *x, const void *w, wd_dtype dt, int n, int rows,
                             int cols, int r0, int r1);
-/* The portable scalar kernel (dequantise a block, dot it), in every build. */
+/* The portable scalar kernel on fp32 x (dequantise a block, dot it), in every build. */
 void wd_cpu_quant_gemv_rows_scalar(float *y, const float *x, const void *w, wd_dtype dt, int n,
                                    int rows, int cols, int r0, int r1);
 

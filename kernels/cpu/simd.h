@@ -47,12 +47,16 @@ static inline float wd_q8_scale(const uint8_t *blk) { return wd_f16_at(blk); }
  * products of block-quantised weights: block b of token t is
  * x[32b..32b+31] ~ d[b] * q[32b..32b+31], |q| <= 127, d = max|x| / 127,
  * q = nearest-even(x * (1/d)) (0 where d is 0). init[8b] = -128 * sum(q of
- * block b), init[8b+1..8b+7] = 0 (the start of a VNNI u8 x s8 dot). q and
- * init are 32-byte aligned. */
+ * block b), init[8b+1..8b+7] = 0 (the start of a VNNI u8 x s8 dot). The
+ * block sums, once per token for the weights' offsets and mins (gemv_q4.c):
+ * s16[2b], s16[2b+1] = sum of q over each half of block b (exact, as float),
+ * xs[b] = d[b] * (s16[2b] + s16[2b+1]). Every part is 32-byte aligned. */
 typedef struct {
     int8_t *q;
     float *d;
     int32_t *init;
+    float *s16;
+    float *xs;
 } wd_q8x;
 #define WD_Q8X_MAXT 8
 /* y[t*ldy + r] for r in [r0, r1), t < n: row r of W (row_bytes apart, cols
@@ -70,6 +74,28 @@ void wd_q8x_quantize_ref(const float *x, int cols, int8_t *q, float *d, int32_t 
 /* Q8_0 weights on quantised tokens. */
 void wd_cpu_q8_0_rows(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t row_bytes,
                       int cols, int r0, int r1);
+/* Q4_0, Q4_1, Q4_K, Q5_K, Q6_K weights on quantised tokens (gemv_q4.c): the
+ * kernel of this build (simd != 0: AVX-512 VNNI or AVX2 where compiled, else
+ * scalar) or the portable scalar one; NULL for any other dtype. */
+wd_q8x_rows_fn wd_cpu_q4x_rows_fn(wd_dtype dt, int simd);
+
+#if defined(WD_AVX512) || defined(WD_AVX2)
+/* Sum of the 8 lanes. */
+static inline float wd_hsum8(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+/* acc + the exact int32 dot of 32 u8 (<= 63) and 32 s8 (|s| <= 127), 4 products per lane. */
+static inline __m256i wd_dp_u8s8(__m256i acc, __m256i u, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(acc, u, s);
+#else /* pairs: 63 * 127 * 2 < 32767, no saturation */
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+#endif
 
 /* Rows [r0, r1) of y[t][r] = W[r] . x[t] for t < n (matmul.c), on the calling thread. */
 void wd_cpu_gemv_rows(float *y, const float *x, const void *w, wd_dtype dt, int n, int rows,

@@ -1,0 +1,415 @@
+/* Decode GEMV for llama.cpp's 4-6 bit block quantisations (Q4_0, Q4_1, Q4_K,
+ * Q5_K, Q6_K) on tokens quantised to Q8 blocks of 32 (wd_q8x, gemv_q8.c),
+ * with integer dot products, as llama.cpp's vec_dot kernels do.
+ *
+ * Per 32 weights (one wd_q8x block b): the 4-6 bit codes are unpacked to
+ * unsigned bytes u (0..15, 0..31, 0..63) and dotted exactly with the token's
+ * int8 q: one vpdpbusd (AVX-512 VNNI) or vpmaddubsw + vpmaddwd (AVX2; pairs
+ * stay below 63 * 127 * 2, no saturation). The int32 lanes are converted once
+ * and scaled in fp32 by the weight's scale times the token's d[b]:
+ *   Q4_0  d (u - 8):  the dot starts from -8 sum(q) (init >> 4), scale d d[b];
+ *   Q4_1  d u + m:    scale d d[b], plus m xs[b] (xs = d[b] sum(q), per token);
+ *   Q4_K  d sc u - dmin mn per sub-block of 32: scales d sc d[b] (8 at once
+ *         per super-block, dots of 4 sub-blocks summed pairwise, one FMA per
+ *         4), minus dmin mn xs[b] (one FMA of
+ *         8 lanes per super-block);
+ *   Q5_K  as Q4_K with the fifth bit from qh;
+ *   Q6_K  d sc (u - 32), sc per 16: the dot's low 4 lanes hold the first 16
+ *         products, the high 4 the second; 4 blocks' dots are summed pairwise
+ *         to [g0 g2 g4 g6 | g1 g3 g5 g7] and scaled by one FMA; the -32
+ *         offsets are -32 d sc d[b] s16 (two FMAs per super-block).
+ * The token's quantisation (round to 1/254 of a 32-block's max|x|) is the
+ * only difference from the fp32 product; docs/kernels.md gives the bound.
+ *
+ * Q4_0 and Q4_1 take 4 blocks per step: with VNNI the high nibbles are dotted in
+ * place (16 u <= 240, exact), the 4 dots summed pairwise by vphaddd into
+ * [b0..b3 | b0..b3], one conversion and one FMA with [S0..S3 | S0/16..S3/16];
+ * the block scales are converted 8 at a time before (sc, sc8).
+ *
+ * Tiles of 4 rows (then single rows) share each token block load; a row's
+ * arithmetic is the same in either, so thread splits never change a bit. The
+ * 4 rows of a tile are adjacent in memory: one linear software prefetch
+ * Q4_PF_BYTES (8 KB) ahead, as for Q8_0. Weights are read in place (mmapped GGUF
+ * layout, no repacking). The scalar kernels are the portable path and the
+ * reference of the tests. */
+#include <string.h>
+
+#include "kernels/cpu/quant.h"
+#include "kernels/cpu/simd.h"
+#include "kernels/kernels.h"
+
+/* VNNI: u8 x s8 dots of up to 255 without saturation, so Q4_0/Q4_1's high
+ * nibbles can be dotted in place (x16) instead of shifted down */
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define Q4_NIB16 1
+#else
+#define Q4_NIB16 0
+#endif
+#define Q4_CHUNK 64 /* Q4_0/Q4_1 blocks whose scales are converted at once */
+#ifndef Q4_PF_BYTES
+#define Q4_PF_BYTES 8192
+#endif
+
+/* The 8 six-bit scales (bytes 0..7) and mins (bytes 8..15) of a K-quant super-block. */
+static inline void k4_unpack(const uint8_t *scales, uint8_t out[16]) {
+    uint32_t u[4];
+    memcpy(u, scales, 12);
+    const uint32_t m1 = 0x3f3f3f3f, m2 = 0x0f0f0f0f, m3 = 0x03030303;
+    u[3] = ((u[2] >> 4) & m2) | (((u[1] >> 6) & m3) << 4);
+    const uint32_t mins_lo = u[1] & m1;
+    u[1] = (u[2] & m2) | (((u[0] >> 6) & m3) << 4);
+    u[2] = mins_lo;
+    u[0] &= m1;
+    memcpy(out, u, 16);
+}
+
+/* ---- scalar kernels --------------------------------------------------------- */
+static int dot32_s(const uint8_t *u, const int8_t *q, int off) {
+    int s = 0;
+    for (int i = 0; i < 32; i++) s += ((int)u[i] - off) * q[i];
+    return s;
+}
+
+/* Weight codes of 32-block j of a row (u[32], unsigned), per type. */
+static void codes_q4_0(const uint8_t *blk, uint8_t *u) {
+    for (int i = 0; i < 16; i++) u[i] = blk[2 + i] & 0xF, u[i + 16] = blk[2 + i] >> 4;
+}
+
+static float row_scalar(const uint8_t *row, wd_dtype dt, const wd_q8x *x, int nb) {
+    uint8_t u[32], sm[16];
+    float acc = 0;
+    switch (dt) {
+    case WD_DT_Q4_0:
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = row + (size_t)b * WD_Q4_0_BYTES;
+            codes_q4_0(blk, u);
+            acc += (float)dot32_s(u, x->q + 32 * b, 8) * (wd_f16_at(blk) * x->d[b]);
+        }
+        break;
+    case WD_DT_Q4_1:
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = row + (size_t)b * WD_Q4_1_BYTES;
+            codes_q4_0(blk + 2, u);
+            acc += (float)dot32_s(u, x->q + 32 * b, 0) * (wd_f16_at(blk) * x->d[b]) +
+                   wd_f16_at(blk + 2) * x->xs[b];
+        }
+        break;
+    case WD_DT_Q4_K:
+    case WD_DT_Q5_K:
+        for (int g = 0; g < nb / 8; g++) {
+            const int q5 = dt == WD_DT_Q5_K;
+            const uint8_t *blk = row + (size_t)g * (q5 ? WD_Q5_K_BYTES : WD_Q4_K_BYTES);
+            const uint8_t *qh = blk + 16, *qs = blk + (q5 ? 48 : 16);
+            const float d = wd_f16_at(blk), dmin = wd_f16_at(blk + 2);
+            k4_unpack(blk + 4, sm);
+            for (int j = 0; j < 8; j++) {
+                const int b = 8 * g + j, c = j / 2, h = j & 1;
+                for (int l = 0; l < 32; l++) {
+                    u[l] = (qs[32 * c + l] >> (4 * h)) & 0xF;
+                    if (q5) u[l] |= ((qh[l] >> j) & 1) << 4;
+                }
+                acc += (float)dot32_s(u, x->q + 32 * b, 0) * (d * (float)sm[j] * x->d[b]) -
+                       dmin * (float)sm[8 + j] * x->xs[b];
+            }
+        }
+        break;
+    case WD_DT_Q6_K:
+        for (int g = 0; g < nb / 8; g++) {
+            const uint8_t *blk = row + (size_t)g * WD_Q6_K_BYTES;
+            const int8_t *sc = (const int8_t *)(blk + 192);
+            const float d = wd_f16_at(blk + 208);
+            for (int j = 0; j < 8; j++) {
+                const int b = 8 * g + j, h = j / 4, k = j & 3;
+                const uint8_t *ql = blk + 64 * h + 32 * (k & 1), *qh = blk + 128 + 32 * h;
+                for (int l = 0; l < 32; l++)
+                    u[l] = (uint8_t)(((ql[l] >> (4 * (k >> 1))) & 0xF) | (((qh[l] >> (2 * k)) & 3) << 4));
+                for (int half = 0; half < 2; half++) {
+                    int s = 0;
+                    for (int l = 16 * half; l < 16 * half + 16; l++) s += ((int)u[l] - 32) * x->q[32 * b + l];
+                    acc += (float)s * (d * (float)sc[2 * j + half] * x->d[b]);
+                }
+            }
+        }
+        break;
+    default: break;
+    }
+    return acc;
+}
+
+#define SCALAR_ROWS(NAME, DT)                                                                  \
+    static void NAME(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb,     \
+                     int cols, int r0, int r1) {                                               \
+        for (int r = r0; r < r1; r++)                                                          \
+            for (int t = 0; t < n; t++)                                                        \
+                y[(size_t)t * ldy + r] =                                                       \
+                    row_scalar((const uint8_t *)w + (size_t)r * rb, DT, &xq[t], cols / 32);    \
+    }
+SCALAR_ROWS(q4_0_rows_scalar, WD_DT_Q4_0)
+SCALAR_ROWS(q4_1_rows_scalar, WD_DT_Q4_1)
+SCALAR_ROWS(q4_k_rows_scalar, WD_DT_Q4_K)
+SCALAR_ROWS(q5_k_rows_scalar, WD_DT_Q5_K)
+SCALAR_ROWS(q6_k_rows_scalar, WD_DT_Q6_K)
+
+#if defined(WD_AVX512) || defined(WD_AVX2)
+/* ---- SIMD kernels (256-bit; VNNI where the build has it) --------------------- */
+#define Q4_SIMD 1
+#define LD256(p) _mm256_loadu_si256((const __m256i *)(p))
+
+/* Prefetch the lines of the 4-row (or 1-row) stream that block o of each row
+ * moves the tile over: R * bb bytes, Q4_PF_BYTES ahead. A macro: GCC finds a
+ * helper function of prefetches alone "const" and drops its calls. */
+#define PF_TILE(w0, o, bb, R)                                                                  \
+    do {                                                                                       \
+        const char *p_ = (const char *)(w0) + (size_t)(R) * (o) + Q4_PF_BYTES;                 \
+        for (size_t k_ = 0; k_ < (size_t)(R) * (bb); k_ += 64) _mm_prefetch(p_ + k_, _MM_HINT_T0); \
+    } while (0)
+
+enum { T_Q4_0, T_Q4_1, T_Q4_K, T_Q5_K, T_Q6_K };
+
+/* R rows (4 or 1; the same arithmetic per row either way) x n tokens. */
+static inline __attribute__((always_inline)) void
+q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb, int nb, int r,
+        const int R, const int T) {
+    const uint8_t *wr[4];
+    for (int i = 0; i < R; i++) wr[i] = w + (size_t)(r + i) * rb;
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    for (int t = 0; t < n; t++) {
+        const int8_t *xqt = xq[t].q;
+        const float *xd = xq[t].d, *xs = xq[t].xs;
+        __m256 acc[4], acc2[4];
+        float macc[4];
+        for (int i = 0; i < R; i++) acc[i] = acc2[i] = _mm256_setzero_ps(), macc[i] = 0;
+        if (T == T_Q4_0 || T == T_Q4_1) {
+            const size_t bb = T == T_Q4_0 ? WD_Q4_0_BYTES : WD_Q4_1_BYTES;
+            const int qo = T == T_Q4_0 ? 2 : 4;
+            const __m256i nshift = _mm256_setr_epi64x(0, 0, 4, 4);
+            const __m256i nib16 = _mm256_setr_epi64x(0x0f0f0f0f0f0f0f0f, 0x0f0f0f0f0f0f0f0f,
+                                                     (long long)0xf0f0f0f0f0f0f0f0ull, (long long)0xf0f0f0f0f0f0f0f0ull);
+            (void)nib16;
+            for (int b0 = 0; b0 < nb; b0 += Q4_CHUNK) {
+                const int nc = nb - b0 < Q4_CHUNK ? nb - b0 : Q4_CHUNK, n8 = nc & ~7;
+                /* the chunk's block scales d_w d_x per row, 8 at a time: the f16
+                 * fields are copied by the scalar units, converted by one vcvtph2ps
+                 * per 8 blocks; the main loops load them from L1 */
+                _Alignas(32) uint16_t dh[Q4_CHUNK];
+                _Alignas(32) float sc[4][Q4_CHUNK];
+#if Q4_NIB16
+                _Alignas(32) float sc8[4][2 * Q4_CHUNK];
+#endif
+                for (int i = 0; i < R; i++) {
+                    const uint8_t *p = wr[i] + (size_t)b0 * bb;
+                    for (int k = 0; k < nc; k++, p += bb) memcpy(&dh[k], p, 2);
+                    for (int k = 0; k < n8; k += 8) {
+                        __m256 d = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(dh + k)));
+                        __m256 S = _mm256_mul_ps(d, _mm256_loadu_ps(xd + b0 + k));
+                        _mm256_store_ps(&sc[i][k], S);
+#if Q4_NIB16
+                        /* per 4 blocks [S0..S3 | S0/16..S3/16] (see the 4-block loop) */
+                        const __m256 sixteenth = _mm256_setr_ps(1, 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f);
+                        _mm256_store_ps(&sc8[i][2 * k], _mm256_mul_ps(_mm256_permute2f128_ps(S, S, 0x00), sixteenth));
+                        _mm256_store_ps(&sc8[i][2 * k + 8], _mm256_mul_ps(_mm256_permute2f128_ps(S, S, 0x11), sixteenth));
+#endif
+                    }
+                    for (int k = n8; k < nc; k++) sc[i][k] = wd_f16_to_f32(dh[k]) * xd[b0 + k];
+                }
+                int k = 0;
+                /* 4 blocks at a time: their int32 dots summed pairwise (3 vphaddd) to
+                 * [b0 b1 b2 b3 | b0 b1 b2 b3] halves, one conversion and one FMA with
+                 * the 4 scales in both halves (half the multiply-pipe work) */
+                for (; k + 4 <= n8; k += 4) { /* sc8 covers the whole 8-groups */
+                    const int b = b0 + k;
+                    const size_t o = (size_t)b * bb;
+                    if (t == 0) PF_TILE(wr[0], o, 4 * bb, R);
+                    __m256i xv4[4], iv4[4];
+                    for (int j = 0; j < 4; j++) {
+                        xv4[j] = _mm256_load_si256((const __m256i *)(xqt + 32 * (b + j)));
+                        /* the dot of (u - 8) starts from -8 sum(q) = init >> 4 (lane 0,
+                         * in the low half: scaled by S, not S/16) */
+                        iv4[j] = T == T_Q4_0 ? _mm256_srai_epi32(_mm256_load_si256((const __m256i *)(xq[t].init + 8 * (b + j))), 4)
+                                             : _mm256_setzero_si256();
+                    }
+                    for (int i = 0; i < R; i++) {
+                        __m256i sj[4];
+                        for (int j = 0; j < 4; j++) {
+                            __m256i q = _mm256_broadcastsi128_si256(
+                                _mm_loadu_si128((const __m128i *)(wr[i] + o + (size_t)j * bb + qo)));
+#if Q4_NIB16
+                            /* high nibbles in place (16 u), no shift: their dot is 16x,
+                             * undone by the S/16 of the upper half of sc8 */
+                            sj[j] = wd_dp_u8s8(iv4[j], _mm256_and_si256(q, nib16), xv4[j]);
+#else
+                            sj[j] = wd_dp_u8s8(iv4[j], _mm256_and_si256(_mm256_srlv_epi64(q, nshift), m4), xv4[j]);
+#endif
+                        }
+                        __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(sj[0], sj[1]), _mm256_hadd_epi32(sj[2], sj[3]));
+#if Q4_NIB16
+                        __m256 S = _mm256_load_ps(&sc8[i][2 * k]);
+#else
+                        __m256 S = _mm256_broadcast_ps((const __m128 *)&sc[i][k]);
+#endif
+                        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), S, acc[i]);
+                        if (T == T_Q4_1) /* the mins, m xs per block */
+                            for (int j = 0; j < 4; j++) macc[i] += wd_f16_at(wr[i] + o + (size_t)j * bb + 2) * xs[b + j];
+                    }
+                }
+                for (; k < nc; k++) {
+                    const int b = b0 + k;
+                    const size_t o = (size_t)b * bb;
+                    if (t == 0) PF_TILE(wr[0], o, bb, R);
+                    const __m256i xv = _mm256_load_si256((const __m256i *)(xqt + 32 * b));
+                    const __m256i iv = T == T_Q4_0 ? _mm256_srai_epi32(_mm256_load_si256((const __m256i *)(xq[t].init + 8 * b)), 4)
+                                                   : _mm256_setzero_si256();
+                    for (int i = 0; i < R; i++) {
+                        /* 16 bytes in both halves, the high half shifted by 4: the
+                         * low nibbles (weights 0-15), then the high ones (16-31) */
+                        __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(wr[i] + o + qo)));
+                        __m256i u = _mm256_and_si256(_mm256_srlv_epi64(q, nshift), m4);
+                        __m256i s = wd_dp_u8s8(iv, u, xv);
+                        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_broadcast_ss(&sc[i][k]), acc[i]);
+                        if (T == T_Q4_1) macc[i] += wd_f16_at(wr[i] + o + 2) * xs[b];
+                    }
+                }
+            }
+        } else if (T == T_Q4_K || T == T_Q5_K) {
+            const int q5 = T == T_Q5_K;
+            const size_t bb = q5 ? WD_Q5_K_BYTES : WD_Q4_K_BYTES;
+            for (int g = 0; g < nb / 8; g++) {
+                const size_t o = (size_t)g * bb;
+                if (t == 0) PF_TILE(wr[0], o, bb, R);
+                const __m256 dx = _mm256_load_ps(xd + 8 * g), xsv = _mm256_load_ps(xs + 8 * g);
+                for (int i = 0; i < R; i++) {
+                    const uint8_t *blk = wr[i] + o, *qs = blk + (q5 ? 48 : 16);
+                    uint8_t sm[16];
+                    k4_unpack(blk + 4, sm);
+                    __m128i smv = _mm_loadu_si128((const __m128i *)sm);
+                    __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv));
+                    __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(smv, 8)));
+                    __m256 S = _mm256_mul_ps(_mm256_mul_ps(scf, _mm256_set1_ps(wd_f16_at(blk))), dx);
+                    acc2[i] = _mm256_fnmadd_ps(_mm256_mul_ps(mnf, _mm256_set1_ps(wd_f16_at(blk + 2))),
+                                               xsv, acc2[i]);
+                    __m256i qh = q5 ? LD256(blk + 16) : _mm256_setzero_si256();
+                    __m256i sd[8];
+                    for (int c = 0; c < 4; c++) {
+                        const __m256i q = LD256(qs + 32 * c);
+                        __m256i lo = _mm256_and_si256(q, m4);
+                        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                        if (q5) {
+                            const __m256i one = _mm256_set1_epi8(1);
+                            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
+                            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 1), one), 4));
+                            qh = _mm256_srli_epi16(qh, 2);
+                        }
+                        const int8_t *xb = xqt + 32 * (8 * g + 2 * c);
+                        sd[2 * c] = wd_dp_u8s8(_mm256_setzero_si256(), lo, _mm256_load_si256((const __m256i *)xb));
+                        sd[2 * c + 1] = wd_dp_u8s8(_mm256_setzero_si256(), hi, _mm256_load_si256((const __m256i *)(xb + 32)));
+                    }
+                    /* 4 sub-blocks' dots summed pairwise to [j0..j3 | j0..j3] (lanes 0-3
+                     * and 4-7 of each), one conversion and one FMA with their scales */
+                    for (int h = 0; h < 2; h++) {
+                        __m256i hh = _mm256_hadd_epi32(_mm256_hadd_epi32(sd[4 * h], sd[4 * h + 1]),
+                                                       _mm256_hadd_epi32(sd[4 * h + 2], sd[4 * h + 3]));
+                        __m256 Sp = _mm256_permutevar8x32_ps(
+                            S, _mm256_setr_epi32(4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3, 4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3));
+                        if (h) acc2[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hh), Sp, acc2[i]);
+                        else acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hh), Sp, acc[i]);
+                    }
+                }
+            }
+        } else { /* Q6_K */
+            const __m256i m30 = _mm256_set1_epi8(0x30);
+            const __m256i dup_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+            const __m256i dup_hi = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
+            for (int g = 0; g < nb / 8; g++) {
+                const size_t o = (size_t)g * WD_Q6_K_BYTES;
+                if (t == 0) PF_TILE(wr[0], o, WD_Q6_K_BYTES, R);
+                const __m256 dx = _mm256_load_ps(xd + 8 * g);
+                /* per 16-group: d[b] of its block; s16 */
+                const __m256 dxl = _mm256_permutevar8x32_ps(dx, dup_lo), dxh = _mm256_permutevar8x32_ps(dx, dup_hi);
+                const __m256 s16l = _mm256_load_ps(xq[t].s16 + 16 * g), s16h = _mm256_load_ps(xq[t].s16 + 16 * g + 8);
+                for (int i = 0; i < R; i++) {
+                    const uint8_t *blk = wr[i] + o;
+                    const __m256 d = _mm256_set1_ps(wd_f16_at(blk + 208));
+                    __m128i sc = _mm_loadu_si128((const __m128i *)(blk + 192));
+                    __m256 Sl = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc)), d), dxl);
+                    __m256 Sh = _mm256_mul_ps(
+                        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc, 8))), d), dxh);
+                    /* the -32 offsets: -32 sum_g S_g s16_g */
+                    acc2[i] = _mm256_fnmadd_ps(_mm256_mul_ps(Sl, _mm256_set1_ps(32.0f)), s16l, acc2[i]);
+                    acc2[i] = _mm256_fnmadd_ps(_mm256_mul_ps(Sh, _mm256_set1_ps(32.0f)), s16h, acc2[i]);
+                    for (int h = 0; h < 2; h++) {
+                        const __m256i qh = LD256(blk + 128 + 32 * h);
+                        const __m256i qa = LD256(blk + 64 * h), qb = LD256(blk + 64 * h + 32);
+                        const __m256 S = h ? Sh : Sl;
+                        __m256i s4[4];
+                        for (int k = 0; k < 4; k++) {
+                            const __m256i ql = k & 1 ? qb : qa;
+                            __m256i u = _mm256_and_si256(k >> 1 ? _mm256_srli_epi16(ql, 4) : ql, m4);
+                            /* bits 2k, 2k+1 of qh to bits 4, 5: one shift and a mask */
+                            __m256i hs = k < 2 ? _mm256_slli_epi16(qh, 4 - 2 * k)
+                                               : k == 2 ? qh : _mm256_srli_epi16(qh, 2);
+                            u = _mm256_or_si256(u, _mm256_and_si256(hs, m30));
+                            const int j = 4 * h + k;
+                            s4[k] = wd_dp_u8s8(_mm256_setzero_si256(), u,
+                                               _mm256_load_si256((const __m256i *)(xqt + 32 * (8 * g + j))));
+                        }
+                        /* lanes 0-3 of s4[k] are group 2k, 4-7 group 2k+1: summed
+                         * pairwise to [g0 g2 g4 g6 | g1 g3 g5 g7], one conversion, one
+                         * FMA with the scales in that order */
+                        __m256i hh = _mm256_hadd_epi32(_mm256_hadd_epi32(s4[0], s4[1]),
+                                                       _mm256_hadd_epi32(s4[2], s4[3]));
+                        __m256 Sp = _mm256_permutevar8x32_ps(S, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+                        if (h) acc2[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hh), Sp, acc2[i]);
+                        else acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hh), Sp, acc[i]);
+                    }
+                }
+            }
+        }
+        for (int i = 0; i < R; i++)
+            y[(size_t)t * ldy + r + i] = wd_hsum8(_mm256_add_ps(acc[i], acc2[i])) + macc[i];
+    }
+}
+
+#define SIMD_ROWS(NAME, T, BB)                                                                 \
+    static void NAME##_4(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w,         \
+                         size_t rb, int nb, int r) {                                           \
+        q4_tile(y, ldy, xq, n, w, rb, nb, r, 4, T);                                            \
+    }                                                                                          \
+    static void NAME##_1(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w,         \
+                         size_t rb, int nb, int r) {                                           \
+        q4_tile(y, ldy, xq, n, w, rb, nb, r, 1, T);                                            \
+    }                                                                                          \
+    static void NAME(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb,     \
+                     int cols, int r0, int r1) {                                               \
+        int r = r0;                                                                            \
+        for (; r + 4 <= r1; r += 4) NAME##_4(y, ldy, xq, n, w, rb, cols / 32, r);              \
+        for (; r < r1; r++) NAME##_1(y, ldy, xq, n, w, rb, cols / 32, r);                      \
+    }
+SIMD_ROWS(q4_0_rows_simd, T_Q4_0, WD_Q4_0_BYTES)
+SIMD_ROWS(q4_1_rows_simd, T_Q4_1, WD_Q4_1_BYTES)
+SIMD_ROWS(q4_k_rows_simd, T_Q4_K, WD_Q4_K_BYTES)
+SIMD_ROWS(q5_k_rows_simd, T_Q5_K, WD_Q5_K_BYTES)
+SIMD_ROWS(q6_k_rows_simd, T_Q6_K, WD_Q6_K_BYTES)
+#endif
+
+wd_q8x_rows_fn wd_cpu_q4x_rows_fn(wd_dtype dt, int simd) {
+#ifdef Q4_SIMD
+    if (simd) switch (dt) {
+        case WD_DT_Q4_0: return q4_0_rows_simd;
+        case WD_DT_Q4_1: return q4_1_rows_simd;
+        case WD_DT_Q4_K: return q4_k_rows_simd;
+        case WD_DT_Q5_K: return q5_k_rows_simd;
+        case WD_DT_Q6_K: return q6_k_rows_simd;
+        default: return NULL;
+        }
+#else
+    (void)simd;
+#endif
+    switch (dt) {
+    case WD_DT_Q4_0: return q4_0_rows_scalar;
+    case WD_DT_Q4_1: return q4_1_rows_scalar;
+    case WD_DT_Q4_K: return q4_k_rows_scalar;
+    case WD_DT_Q5_K: return q5_k_rows_scalar;
+    case WD_DT_Q6_K: return q6_k_rows_scalar;
+    default: return NULL;
+    }
+}
