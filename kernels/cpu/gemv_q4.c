@@ -45,6 +45,12 @@
 #else
 #define Q4_NIB16 0
 #endif
+/* AVX-512 VBMI + VNNI: Q4_0/Q4_1 take 4 blocks per 512-bit step (see q4_quad) */
+#if defined(__AVX512VBMI__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define Q4_Z512 1
+#else
+#define Q4_Z512 0
+#endif
 #define Q4_CHUNK 64 /* Q4_0/Q4_1 blocks whose scales are converted at once */
 #ifndef Q4_PF_BYTES
 #define Q4_PF_BYTES 8192
@@ -179,6 +185,10 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
         __m256 acc[4], acc2[4];
         float macc[4];
         for (int i = 0; i < R; i++) acc[i] = acc2[i] = _mm256_setzero_ps(), macc[i] = 0;
+#if Q4_Z512
+        __m512 accz[4];
+        for (int i = 0; i < R; i++) accz[i] = _mm512_setzero_ps();
+#endif
         if (T == T_Q4_0 || T == T_Q4_1) {
             const size_t bb = T == T_Q4_0 ? WD_Q4_0_BYTES : WD_Q4_1_BYTES;
             const int qo = T == T_Q4_0 ? 2 : 4;
@@ -186,6 +196,18 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
             const __m256i nib16 = _mm256_setr_epi64x(0x0f0f0f0f0f0f0f0f, 0x0f0f0f0f0f0f0f0f,
                                                      (long long)0xf0f0f0f0f0f0f0f0ull, (long long)0xf0f0f0f0f0f0f0f0ull);
             (void)nib16;
+#if Q4_Z512
+            /* byte l of block j's codes (offset j bb + qo + l of the 4 blocks) in the
+             * pair (16 bytes at 0, 64 bytes at 4 bb - 64) */
+            _Alignas(64) uint8_t bix[64];
+            for (int j = 0; j < 4; j++)
+                for (int l = 0; l < 16; l++) {
+                    const int off = j * (int)bb + qo + l, base = 4 * (int)bb - 64;
+                    bix[16 * j + l] = (uint8_t)(off >= base ? 64 + off - base : off);
+                }
+            const __m512i bidx = _mm512_load_si512(bix), m4z = _mm512_set1_epi8(0xF);
+            const __m512i gidx = _mm512_setr_epi32(0, 0, 0, 0, 8, 0, 0, 0, 16, 0, 0, 0, 24, 0, 0, 0);
+#endif
             for (int b0 = 0; b0 < nb; b0 += Q4_CHUNK) {
                 const int nc = nb - b0 < Q4_CHUNK ? nb - b0 : Q4_CHUNK, n8 = nc & ~7;
                 /* the chunk's block scales d_w d_x per row, 8 at a time: the f16
@@ -193,7 +215,9 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                  * per 8 blocks; the main loops load them from L1 */
                 _Alignas(32) uint16_t dh[Q4_CHUNK];
                 _Alignas(32) float sc[4][Q4_CHUNK];
-#if Q4_NIB16
+#if Q4_Z512
+                _Alignas(64) float sc4[4][4 * Q4_CHUNK];
+#elif Q4_NIB16
                 _Alignas(32) float sc8[4][2 * Q4_CHUNK];
 #endif
                 for (int i = 0; i < R; i++) {
@@ -203,7 +227,14 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                         __m256 d = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(dh + k)));
                         __m256 S = _mm256_mul_ps(d, _mm256_loadu_ps(xd + b0 + k));
                         _mm256_store_ps(&sc[i][k], S);
-#if Q4_NIB16
+#if Q4_Z512
+                        /* each block's scale 4 times, for the 16 lanes of q4_quad */
+                        const __m512 S5 = _mm512_castps256_ps512(S);
+                        const __m512i rep = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+                        _mm512_store_ps(&sc4[i][4 * k], _mm512_permutexvar_ps(rep, S5));
+                        _mm512_store_ps(&sc4[i][4 * k + 16],
+                                        _mm512_permutexvar_ps(_mm512_add_epi32(rep, _mm512_set1_epi32(4)), S5));
+#elif Q4_NIB16
                         /* per 4 blocks [S0..S3 | S0/16..S3/16] (see the 4-block loop) */
                         const __m256 sixteenth = _mm256_setr_ps(1, 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f);
                         _mm256_store_ps(&sc8[i][2 * k], _mm256_mul_ps(_mm256_permute2f128_ps(S, S, 0x00), sixteenth));
@@ -216,6 +247,39 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                 /* 4 blocks at a time: their int32 dots summed pairwise (3 vphaddd) to
                  * [b0 b1 b2 b3 | b0 b1 b2 b3] halves, one conversion and one FMA with
                  * the 4 scales in both halves (half the multiply-pipe work) */
+#if Q4_Z512
+                /* 4 blocks per 512-bit step: their 4 x 16 code bytes gathered by one
+                 * vpermi2b from an xmm and a zmm load that end where the 4th block
+                 * ends (never past the row); the low nibbles dotted with the tokens'
+                 * first 16 values of each block, the high ones with the last 16 (xlo,
+                 * xhi: one shuffle each, shared by the tile's rows); block j's dot
+                 * lies in lanes 4j..4j+3, converted and scaled by one FMA with each
+                 * scale 4 times (sc4): no horizontal adds */
+                for (; k + 4 <= n8; k += 4) {
+                    const int b = b0 + k;
+                    const size_t o = (size_t)b * bb;
+                    if (t == 0) PF_TILE(wr[0], o, 4 * bb, R);
+                    const __m512i X0 = _mm512_loadu_si512(xqt + 32 * b), X1 = _mm512_loadu_si512(xqt + 32 * b + 64);
+                    const __m512i xlo = _mm512_shuffle_i64x2(X0, X1, 0x88), xhi = _mm512_shuffle_i64x2(X0, X1, 0xDD);
+                    __m512i iv = _mm512_setzero_si512();
+                    if (T == T_Q4_0) { /* -8 sum(q) = init >> 4 of each block, at lane 4j */
+                        const __m512i I0 = _mm512_loadu_si512(xq[t].init + 8 * b),
+                                      I1 = _mm512_loadu_si512(xq[t].init + 8 * b + 16);
+                        iv = _mm512_srai_epi32(_mm512_maskz_permutex2var_epi32(0x1111, I0, gidx, I1), 4);
+                    }
+                    for (int i = 0; i < R; i++) {
+                        const uint8_t *p = wr[i] + o;
+                        const __m512i q = _mm512_permutex2var_epi8(
+                            _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p)), bidx,
+                            _mm512_loadu_si512(p + 4 * bb - 64));
+                        __m512i s = _mm512_dpbusd_epi32(iv, _mm512_and_si512(q, m4z), xlo);
+                        s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4z), xhi);
+                        accz[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_load_ps(&sc4[i][4 * k]), accz[i]);
+                        if (T == T_Q4_1) /* the mins, m xs per block */
+                            for (int j = 0; j < 4; j++) macc[i] += wd_f16_at(p + (size_t)j * bb + 2) * xs[b + j];
+                    }
+                }
+#else
                 for (; k + 4 <= n8; k += 4) { /* sc8 covers the whole 8-groups */
                     const int b = b0 + k;
                     const size_t o = (size_t)b * bb;
@@ -252,6 +316,7 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                             for (int j = 0; j < 4; j++) macc[i] += wd_f16_at(wr[i] + o + (size_t)j * bb + 2) * xs[b + j];
                     }
                 }
+#endif
                 for (; k < nc; k++) {
                     const int b = b0 + k;
                     const size_t o = (size_t)b * bb;
@@ -365,7 +430,11 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
             }
         }
         for (int i = 0; i < R; i++)
+#if Q4_Z512
+            y[(size_t)t * ldy + r + i] = wd_hsum8(_mm256_add_ps(acc[i], acc2[i])) + _mm512_reduce_add_ps(accz[i]) + macc[i];
+#else
             y[(size_t)t * ldy + r + i] = wd_hsum8(_mm256_add_ps(acc[i], acc2[i])) + macc[i];
+#endif
     }
 }
 
