@@ -186,8 +186,8 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
         float macc[4];
         for (int i = 0; i < R; i++) acc[i] = acc2[i] = _mm256_setzero_ps(), macc[i] = 0;
 #if Q4_Z512
-        __m512 accz[4];
-        for (int i = 0; i < R; i++) accz[i] = _mm512_setzero_ps();
+        __m512 accz[4], accz2[4];
+        for (int i = 0; i < R; i++) accz[i] = accz2[i] = _mm512_setzero_ps();
 #endif
         if (T == T_Q4_0 || T == T_Q4_1) {
             const size_t bb = T == T_Q4_0 ? WD_Q4_0_BYTES : WD_Q4_1_BYTES;
@@ -267,7 +267,7 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                                       I1 = _mm512_loadu_si512(xq[t].init + 8 * b + 16);
                         iv = _mm512_srai_epi32(_mm512_maskz_permutex2var_epi32(0x1111, I0, gidx, I1), 4);
                     }
-                    for (int i = 0; i < R; i++) {
+                    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
                         const uint8_t *p = wr[i] + o;
                         const __m512i q = _mm512_permutex2var_epi8(
                             _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p)), bidx,
@@ -335,6 +335,51 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                     }
                 }
             }
+#if Q4_Z512
+        } else if (T == T_Q4_K) {
+            /* 512-bit: 64 code bytes (chunks c, c+1) per load; their low nibbles are
+             * sub-blocks 2c, 2c+2, the high ones 2c+1, 2c+3, dotted with the tokens'
+             * sub-blocks in that order (x02, x13, x46, x57: shuffles shared by the
+             * rows); each sub-block's dot in 8 lanes, converted and scaled by one
+             * FMA per 2 sub-blocks with each scale 8 times: no horizontal adds */
+            const __m512i m4z = _mm512_set1_epi8(0xF);
+            const __m512i rep = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+            const __m512i rA = rep, rB = _mm512_add_epi32(rep, _mm512_set1_epi32(1)),
+                          rC = _mm512_add_epi32(rep, _mm512_set1_epi32(4)),
+                          rD = _mm512_add_epi32(rep, _mm512_set1_epi32(5));
+            for (int g = 0; g < nb / 8; g++) {
+                const size_t o = (size_t)g * WD_Q4_K_BYTES;
+                if (t == 0) PF_TILE(wr[0], o, WD_Q4_K_BYTES, R);
+                const __m256 dx = _mm256_load_ps(xd + 8 * g), xsv = _mm256_load_ps(xs + 8 * g);
+                const int8_t *xb = xqt + 256 * g;
+                const __m512i X0 = _mm512_loadu_si512(xb), X1 = _mm512_loadu_si512(xb + 64),
+                              X2 = _mm512_loadu_si512(xb + 128), X3 = _mm512_loadu_si512(xb + 192);
+                const __m512i x02 = _mm512_shuffle_i64x2(X0, X1, 0x44), x13 = _mm512_shuffle_i64x2(X0, X1, 0xEE);
+                const __m512i x46 = _mm512_shuffle_i64x2(X2, X3, 0x44), x57 = _mm512_shuffle_i64x2(X2, X3, 0xEE);
+                _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+                    const uint8_t *blk = wr[i] + o, *qs = blk + 16;
+                    uint8_t sm[16];
+                    k4_unpack(blk + 4, sm);
+                    __m128i smv = _mm_loadu_si128((const __m128i *)sm);
+                    __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv));
+                    __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(smv, 8)));
+                    __m256 S = _mm256_mul_ps(_mm256_mul_ps(scf, _mm256_set1_ps(wd_f16_at(blk))), dx);
+                    acc2[i] = _mm256_fnmadd_ps(_mm256_mul_ps(mnf, _mm256_set1_ps(wd_f16_at(blk + 2))),
+                                               xsv, acc2[i]);
+                    const __m512 S5 = _mm512_castps256_ps512(S);
+                    const __m512i q0 = _mm512_loadu_si512(qs), q1 = _mm512_loadu_si512(qs + 64);
+                    const __m512i z = _mm512_setzero_si512();
+                    __m512i d0 = _mm512_dpbusd_epi32(z, _mm512_and_si512(q0, m4z), x02);
+                    __m512i d1 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(q0, 4), m4z), x13);
+                    __m512i d2 = _mm512_dpbusd_epi32(z, _mm512_and_si512(q1, m4z), x46);
+                    __m512i d3 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(q1, 4), m4z), x57);
+                    accz[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(rA, S5), accz[i]);
+                    accz2[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(rB, S5), accz2[i]);
+                    accz[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d2), _mm512_permutexvar_ps(rC, S5), accz[i]);
+                    accz2[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d3), _mm512_permutexvar_ps(rD, S5), accz2[i]);
+                }
+            }
+#endif
         } else if (T == T_Q4_K || T == T_Q5_K) {
             const int q5 = T == T_Q5_K;
             const size_t bb = q5 ? WD_Q5_K_BYTES : WD_Q4_K_BYTES;
@@ -431,7 +476,7 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
         }
         for (int i = 0; i < R; i++)
 #if Q4_Z512
-            y[(size_t)t * ldy + r + i] = wd_hsum8(_mm256_add_ps(acc[i], acc2[i])) + _mm512_reduce_add_ps(accz[i]) + macc[i];
+            y[(size_t)t * ldy + r + i] = wd_hsum8(_mm256_add_ps(acc[i], acc2[i])) + _mm512_reduce_add_ps(_mm512_add_ps(accz[i], accz2[i])) + macc[i];
 #else
             y[(size_t)t * ldy + r + i] = wd_hsum8(_mm256_add_ps(acc[i], acc2[i])) + macc[i];
 #endif
