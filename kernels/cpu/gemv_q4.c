@@ -425,6 +425,54 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                     }
                 }
             }
+#if Q4_Z512
+        } else if (T == T_Q6_K) {
+            /* 512-bit: per half h, the 64 ql bytes once and qh in both 256-bit
+             * halves; sub-blocks 4h, 4h+1 (low nibbles, qh bits 0-1 / 2-3) and 4h+2,
+             * 4h+3 (high nibbles, bits 4-5 / 6-7) are two u vectors dotted with 64
+             * contiguous token bytes each; lanes 4q..4q+3 of a dot are one 16-group,
+             * scaled per lane by one FMA (each of the 16 scales 4 times: S16 by
+             * vpermps); the -32 offsets one FMA of 16 lanes */
+            const __m512i m4z = _mm512_set1_epi8(0xF), m30z = _mm512_set1_epi8(0x30);
+            const __m512i sh01 = _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2), sh23 = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
+            const __m512i shw01 = _mm512_or_si512(sh01, _mm512_slli_epi64(sh01, 16)),
+                          shw23 = _mm512_or_si512(sh23, _mm512_slli_epi64(sh23, 16));
+            const __m512i sw01 = _mm512_or_si512(shw01, _mm512_slli_epi64(shw01, 32)),
+                          sw23 = _mm512_or_si512(shw23, _mm512_slli_epi64(shw23, 32));
+            const __m512i rep = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+            const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+            const __m512i four = _mm512_set1_epi32(4);
+            for (int g = 0; g < nb / 8; g++) {
+                const size_t o = (size_t)g * WD_Q6_K_BYTES;
+                if (t == 0) PF_TILE(wr[0], o, WD_Q6_K_BYTES, R);
+                /* per 16-group: d[b] of its block; 32 s16 */
+                const __m512 dx16 = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_load_ps(xd + 8 * g)));
+                const __m512 s32 = _mm512_mul_ps(_mm512_loadu_ps(xq[t].s16 + 16 * g), _mm512_set1_ps(32.0f));
+                const int8_t *xb = xqt + 256 * g;
+                _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+                    const uint8_t *blk = wr[i] + o;
+                    const __m512 S16 = _mm512_mul_ps(
+                        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 192)))),
+                                      _mm512_set1_ps(wd_f16_at(blk + 208))),
+                        dx16);
+                    accz2[i] = _mm512_fnmadd_ps(S16, s32, accz2[i]);
+                    for (int h = 0; h < 2; h++) {
+                        const __m512i ql = _mm512_loadu_si512(blk + 64 * h);
+                        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h)));
+                        const __m512i u01 = _mm512_or_si512(_mm512_and_si512(ql, m4z),
+                                                            _mm512_and_si512(_mm512_sllv_epi16(qh, sw01), m30z));
+                        const __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4z),
+                                                            _mm512_and_si512(_mm512_srlv_epi16(qh, sw23), m30z));
+                        const __m512i d01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_loadu_si512(xb + 128 * h));
+                        const __m512i d23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u23, _mm512_loadu_si512(xb + 128 * h + 64));
+                        const __m512i r0 = _mm512_add_epi32(rep, _mm512_set1_epi32(8 * h));
+                        accz[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d01), _mm512_permutexvar_ps(r0, S16), accz[i]);
+                        accz2[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d23),
+                                                   _mm512_permutexvar_ps(_mm512_add_epi32(r0, four), S16), accz2[i]);
+                    }
+                }
+            }
+#endif
         } else { /* Q6_K */
             const __m256i m30 = _mm256_set1_epi8(0x30);
             const __m256i dup_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
