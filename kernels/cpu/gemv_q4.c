@@ -26,6 +26,10 @@
  * [b0..b3 | b0..b3], one conversion and one FMA with [S0..S3 | S0/16..S3/16];
  * the block scales are converted 8 at a time before (sc, sc8).
  *
+ * With AVX-512 VBMI + VNNI (Q4_Z512) Q4_0, Q4_1, Q4_K and Q6_K use 512-bit
+ * dots whose lanes each belong to one scale, scaled per lane by one FMA with
+ * each scale repeated (sc4, vpermps): no horizontal adds (docs/kernels.md).
+ *
  * Tiles of 4 rows (then single rows) share each token block load; a row's
  * arithmetic is the same in either, so thread splits never change a bit. The
  * 4 rows of a tile are adjacent in memory: one linear software prefetch
