@@ -209,21 +209,36 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                     const int off = j * (int)bb + qo + l, base = 4 * (int)bb - 64;
                     bix[16 * j + l] = (uint8_t)(off >= base ? 64 + off - base : off);
                 }
+            /* word 4j..4j+3: block j's f16 scale d (at j bb), likewise its min m */
+            _Alignas(64) uint16_t dix[32] = {0}, mix[32] = {0};
+            for (int w = 0; w < 16; w++) {
+                const int base = 4 * (int)bb - 64, od = w / 4 * (int)bb, om = od + 2;
+                dix[w] = (uint16_t)(od >= base ? 32 + (od - base) / 2 : od / 2);
+                mix[w] = (uint16_t)(om >= base ? 32 + (om - base) / 2 : om / 2);
+            }
+            const __m512i didx = _mm512_load_si512(dix), midx = _mm512_load_si512(mix);
+            const __m512i rep4 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
             const __m512i bidx = _mm512_load_si512(bix), m4z = _mm512_set1_epi8(0xF);
             const __m512i gidx = _mm512_setr_epi32(0, 0, 0, 0, 8, 0, 0, 0, 16, 0, 0, 0, 24, 0, 0, 0);
 #endif
             for (int b0 = 0; b0 < nb; b0 += Q4_CHUNK) {
                 const int nc = nb - b0 < Q4_CHUNK ? nb - b0 : Q4_CHUNK, n8 = nc & ~7;
+                (void)n8;
                 /* the chunk's block scales d_w d_x per row, 8 at a time: the f16
                  * fields are copied by the scalar units, converted by one vcvtph2ps
                  * per 8 blocks; the main loops load them from L1 */
+#if !Q4_Z512
                 _Alignas(32) uint16_t dh[Q4_CHUNK];
+#endif
                 _Alignas(32) float sc[4][Q4_CHUNK];
-#if Q4_Z512
-                _Alignas(64) float sc4[4][4 * Q4_CHUNK];
-#elif Q4_NIB16
+#if Q4_NIB16 && !Q4_Z512
                 _Alignas(32) float sc8[4][2 * Q4_CHUNK];
 #endif
+#if Q4_Z512
+                /* the 4-block steps convert their scales in place; the tail's here */
+                for (int i = 0; i < R; i++)
+                    for (int k = nc & ~3; k < nc; k++) sc[i][k] = wd_f16_at(wr[i] + (size_t)(b0 + k) * bb) * xd[b0 + k];
+#else
                 for (int i = 0; i < R; i++) {
                     const uint8_t *p = wr[i] + (size_t)b0 * bb;
                     for (int k = 0; k < nc; k++, p += bb) memcpy(&dh[k], p, 2);
@@ -231,14 +246,7 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                         __m256 d = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(dh + k)));
                         __m256 S = _mm256_mul_ps(d, _mm256_loadu_ps(xd + b0 + k));
                         _mm256_store_ps(&sc[i][k], S);
-#if Q4_Z512
-                        /* each block's scale 4 times, for the 16 lanes of q4_quad */
-                        const __m512 S5 = _mm512_castps256_ps512(S);
-                        const __m512i rep = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-                        _mm512_store_ps(&sc4[i][4 * k], _mm512_permutexvar_ps(rep, S5));
-                        _mm512_store_ps(&sc4[i][4 * k + 16],
-                                        _mm512_permutexvar_ps(_mm512_add_epi32(rep, _mm512_set1_epi32(4)), S5));
-#elif Q4_NIB16
+#if Q4_NIB16
                         /* per 4 blocks [S0..S3 | S0/16..S3/16] (see the 4-block loop) */
                         const __m256 sixteenth = _mm256_setr_ps(1, 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f);
                         _mm256_store_ps(&sc8[i][2 * k], _mm256_mul_ps(_mm256_permute2f128_ps(S, S, 0x00), sixteenth));
@@ -247,6 +255,7 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                     }
                     for (int k = n8; k < nc; k++) sc[i][k] = wd_f16_to_f32(dh[k]) * xd[b0 + k];
                 }
+#endif
                 int k = 0;
                 /* 4 blocks at a time: their int32 dots summed pairwise (3 vphaddd) to
                  * [b0 b1 b2 b3 | b0 b1 b2 b3] halves, one conversion and one FMA with
@@ -258,8 +267,9 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                  * first 16 values of each block, the high ones with the last 16 (xlo,
                  * xhi: one shuffle each, shared by the tile's rows); block j's dot
                  * lies in lanes 4j..4j+3, converted and scaled by one FMA with each
-                 * scale 4 times (sc4): no horizontal adds */
-                for (; k + 4 <= n8; k += 4) {
+                 * scale 4 times (its f16 words gathered from the same two loads by one
+                 * vpermi2w, Q4_1's mins likewise): no horizontal adds */
+                for (; k + 4 <= nc; k += 4) {
                     const int b = b0 + k;
                     const size_t o = (size_t)b * bb;
                     if (t == 0) PF_TILE(wr[0], o, 4 * bb, R);
@@ -271,16 +281,22 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                                       I1 = _mm512_loadu_si512(xq[t].init + 8 * b + 16);
                         iv = _mm512_srai_epi32(_mm512_maskz_permutex2var_epi32(0x1111, I0, gidx, I1), 4);
                     }
+                    const __m512 dx4 = _mm512_permutexvar_ps(rep4, _mm512_castps128_ps512(_mm_loadu_ps(xd + b)));
+                    const __m512 xs4 = T == T_Q4_1 ? _mm512_permutexvar_ps(rep4, _mm512_castps128_ps512(_mm_loadu_ps(xs + b)))
+                                                   : _mm512_setzero_ps();
                     _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
                         const uint8_t *p = wr[i] + o;
-                        const __m512i q = _mm512_permutex2var_epi8(
-                            _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p)), bidx,
-                            _mm512_loadu_si512(p + 4 * bb - 64));
+                        const __m512i A = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p)),
+                                      B = _mm512_loadu_si512(p + 4 * bb - 64);
+                        const __m512i q = _mm512_permutex2var_epi8(A, bidx, B);
                         __m512i s = _mm512_dpbusd_epi32(iv, _mm512_and_si512(q, m4z), xlo);
                         s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4z), xhi);
-                        accz[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_load_ps(&sc4[i][4 * k]), accz[i]);
-                        if (T == T_Q4_1) /* the mins, m xs per block */
-                            for (int j = 0; j < 4; j++) macc[i] += wd_f16_at(p + (size_t)j * bb + 2) * xs[b + j];
+                        const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(A, didx, B)));
+                        accz[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx4), accz[i]);
+                        if (T == T_Q4_1) { /* the mins, m xs per block (lanes 4j) */
+                            const __m512i mh = _mm512_maskz_permutex2var_epi16(0x1111, A, midx, B);
+                            accz2[i] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(mh)), xs4, accz2[i]);
+                        }
                     }
                 }
 #else
