@@ -26,7 +26,7 @@
  * [b0..b3 | b0..b3], one conversion and one FMA with [S0..S3 | S0/16..S3/16];
  * the block scales are converted 8 at a time before (sc, sc8).
  *
- * With AVX-512 VBMI + VNNI (Q4_Z512) Q4_0, Q4_1, Q4_K and Q6_K use 512-bit
+ * With AVX-512 VBMI + VNNI (Q4_Z512) Q4_0, Q4_1, Q4_K, Q5_K and Q6_K use 512-bit
  * dots whose lanes each belong to one scale, scaled per lane by one FMA with
  * each scale repeated (sc4, vpermps): no horizontal adds (docs/kernels.md).
  *
@@ -356,7 +356,7 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                 }
             }
 #if Q4_Z512
-        } else if (T == T_Q4_K) {
+        } else if (T == T_Q4_K || T == T_Q5_K) {
             /* 512-bit: 64 code bytes (chunks c, c+1) per load; their low nibbles are
              * sub-blocks 2c, 2c+2, the high ones 2c+1, 2c+3, dotted with the tokens'
              * sub-blocks in that order (x02, x13, x46, x57: shuffles shared by the
@@ -367,9 +367,18 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
             const __m512i rA = rep, rB = _mm512_add_epi32(rep, _mm512_set1_epi32(1)),
                           rC = _mm512_add_epi32(rep, _mm512_set1_epi32(4)),
                           rD = _mm512_add_epi32(rep, _mm512_set1_epi32(5));
+            /* Q5_K's fifth bits: bit j of qh for sub-block j, to bit 4 by one
+             * 16-bit shift per 256-bit half ([4|2] for 2c, 2c+2, [3|1] for 2c+1,
+             * 2c+3, after qh >> 4 for c = 2) and a mask */
+            const int q5 = T == T_Q5_K;
+            const size_t bb = q5 ? WD_Q5_K_BYTES : WD_Q4_K_BYTES;
+            const __m512i m10z = _mm512_set1_epi8(0x10);
+            const __m512i shl = _mm512_setr_epi64(0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004,
+                                                  0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002);
+            const __m512i shh = _mm512_sub_epi16(shl, _mm512_set1_epi16(1));
             for (int g = 0; g < nb / 8; g++) {
-                const size_t o = (size_t)g * WD_Q4_K_BYTES;
-                if (t == 0) PF_TILE(wr[0], o, WD_Q4_K_BYTES, R);
+                const size_t o = (size_t)g * bb;
+                if (t == 0) PF_TILE(wr[0], o, bb, R);
                 const __m256 dx = _mm256_load_ps(xd + 8 * g), xsv = _mm256_load_ps(xs + 8 * g);
                 const int8_t *xb = xqt + 256 * g;
                 const __m512i X0 = _mm512_loadu_si512(xb), X1 = _mm512_loadu_si512(xb + 64),
@@ -377,7 +386,7 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                 const __m512i x02 = _mm512_shuffle_i64x2(X0, X1, 0x44), x13 = _mm512_shuffle_i64x2(X0, X1, 0xEE);
                 const __m512i x46 = _mm512_shuffle_i64x2(X2, X3, 0x44), x57 = _mm512_shuffle_i64x2(X2, X3, 0xEE);
                 _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
-                    const uint8_t *blk = wr[i] + o, *qs = blk + 16;
+                    const uint8_t *blk = wr[i] + o, *qs = blk + (q5 ? 48 : 16);
                     uint8_t sm[16];
                     k4_unpack(blk + 4, sm);
                     __m128i smv = _mm_loadu_si128((const __m128i *)sm);
@@ -389,10 +398,18 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                     const __m512 S5 = _mm512_castps256_ps512(S);
                     const __m512i q0 = _mm512_loadu_si512(qs), q1 = _mm512_loadu_si512(qs + 64);
                     const __m512i z = _mm512_setzero_si512();
-                    __m512i d0 = _mm512_dpbusd_epi32(z, _mm512_and_si512(q0, m4z), x02);
-                    __m512i d1 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(q0, 4), m4z), x13);
-                    __m512i d2 = _mm512_dpbusd_epi32(z, _mm512_and_si512(q1, m4z), x46);
-                    __m512i d3 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(q1, 4), m4z), x57);
+                    __m512i u0 = _mm512_and_si512(q0, m4z), u1 = _mm512_and_si512(_mm512_srli_epi16(q0, 4), m4z);
+                    __m512i u2 = _mm512_and_si512(q1, m4z), u3 = _mm512_and_si512(_mm512_srli_epi16(q1, 4), m4z);
+                    if (q5) {
+                        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 16)));
+                        const __m512i qh4 = _mm512_srli_epi16(qh, 4);
+                        u0 = _mm512_or_si512(u0, _mm512_and_si512(_mm512_sllv_epi16(qh, shl), m10z));
+                        u1 = _mm512_or_si512(u1, _mm512_and_si512(_mm512_sllv_epi16(qh, shh), m10z));
+                        u2 = _mm512_or_si512(u2, _mm512_and_si512(_mm512_sllv_epi16(qh4, shl), m10z));
+                        u3 = _mm512_or_si512(u3, _mm512_and_si512(_mm512_sllv_epi16(qh4, shh), m10z));
+                    }
+                    __m512i d0 = _mm512_dpbusd_epi32(z, u0, x02), d1 = _mm512_dpbusd_epi32(z, u1, x13);
+                    __m512i d2 = _mm512_dpbusd_epi32(z, u2, x46), d3 = _mm512_dpbusd_epi32(z, u3, x57);
                     accz[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(rA, S5), accz[i]);
                     accz2[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(rB, S5), accz2[i]);
                     accz[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d2), _mm512_permutexvar_ps(rC, S5), accz[i]);
