@@ -176,6 +176,17 @@ SCALAR_ROWS(q6_k_rows_scalar, WD_DT_Q6_K)
 
 enum { T_Q4_0, T_Q4_1, T_Q4_K, T_Q5_K, T_Q6_K };
 
+/* k4_unpack in a register (no store-to-load round trip): 16 bytes read at the
+ * scales (the last 4 are the super-block's next bytes, unused); words
+ * [sc0-3 | sc4-7 | mn0-3 | mn4-7] */
+static inline __m128i k4_unpack_v(const uint8_t *scales) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)scales);
+    const __m128i a = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)), _mm_setr_epi32(0, 0, 0, 4));
+    const __m128i b = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));
+    return _mm_or_si128(_mm_and_si128(a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f)),
+                        _mm_and_si128(_mm_srli_epi32(b, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030)));
+}
+
 /* R rows (4 or 1; the same arithmetic per row either way) x n tokens. */
 static inline __attribute__((always_inline)) void
 q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb, int nb, int r,
@@ -387,9 +398,7 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                 const __m512i x46 = _mm512_shuffle_i64x2(X2, X3, 0x44), x57 = _mm512_shuffle_i64x2(X2, X3, 0xEE);
                 _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
                     const uint8_t *blk = wr[i] + o, *qs = blk + (q5 ? 48 : 16);
-                    uint8_t sm[16];
-                    k4_unpack(blk + 4, sm);
-                    __m128i smv = _mm_loadu_si128((const __m128i *)sm);
+                    const __m128i smv = k4_unpack_v(blk + 4);
                     __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv));
                     __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(smv, 8)));
                     __m256 S = _mm256_mul_ps(_mm256_mul_ps(scf, _mm256_set1_ps(wd_f16_at(blk))), dx);
@@ -426,9 +435,7 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                 const __m256 dx = _mm256_load_ps(xd + 8 * g), xsv = _mm256_load_ps(xs + 8 * g);
                 for (int i = 0; i < R; i++) {
                     const uint8_t *blk = wr[i] + o, *qs = blk + (q5 ? 48 : 16);
-                    uint8_t sm[16];
-                    k4_unpack(blk + 4, sm);
-                    __m128i smv = _mm_loadu_si128((const __m128i *)sm);
+                    const __m128i smv = k4_unpack_v(blk + 4);
                     __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv));
                     __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(smv, 8)));
                     __m256 S = _mm256_mul_ps(_mm256_mul_ps(scf, _mm256_set1_ps(wd_f16_at(blk))), dx);
