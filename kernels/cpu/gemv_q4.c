@@ -26,6 +26,10 @@
  * [b0..b3 | b0..b3], one conversion and one FMA with [S0..S3 | S0/16..S3/16];
  * the block scales are converted 8 at a time before (sc, sc8).
  *
+ * With AVX-512 VBMI + VNNI (Q4_Z512) Q4_0, Q4_1, Q4_K, Q5_K and Q6_K use 512-bit
+ * dots whose lanes each belong to one scale, scaled per lane by one FMA with
+ * each scale repeated (sc4, vpermps): no horizontal adds (docs/kernels.md).
+ *
  * Tiles of 4 rows (then single rows) share each token block load; a row's
  * arithmetic is the same in either, so thread splits never change a bit. The
  * 4 rows of a tile are adjacent in memory: one linear software prefetch
@@ -44,6 +48,12 @@
 #define Q4_NIB16 1
 #else
 #define Q4_NIB16 0
+#endif
+/* AVX-512 VBMI + VNNI: Q4_0/Q4_1 take 4 blocks per 512-bit step (see q4_quad) */
+#if defined(__AVX512VBMI__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define Q4_Z512 1
+#else
+#define Q4_Z512 0
 #endif
 #define Q4_CHUNK 64 /* Q4_0/Q4_1 blocks whose scales are converted at once */
 #ifndef Q4_PF_BYTES
@@ -166,6 +176,17 @@ SCALAR_ROWS(q6_k_rows_scalar, WD_DT_Q6_K)
 
 enum { T_Q4_0, T_Q4_1, T_Q4_K, T_Q5_K, T_Q6_K };
 
+/* k4_unpack in a register (no store-to-load round trip): 16 bytes read at the
+ * scales (the last 4 are the super-block's next bytes, unused); words
+ * [sc0-3 | sc4-7 | mn0-3 | mn4-7] */
+static inline __m128i k4_unpack_v(const uint8_t *scales) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)scales);
+    const __m128i a = _mm_srlv_epi32(_mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)), _mm_setr_epi32(0, 0, 0, 4));
+    const __m128i b = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));
+    return _mm_or_si128(_mm_and_si128(a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f)),
+                        _mm_and_si128(_mm_srli_epi32(b, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030)));
+}
+
 /* R rows (4 or 1; the same arithmetic per row either way) x n tokens. */
 static inline __attribute__((always_inline)) void
 q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb, int nb, int r,
@@ -179,6 +200,10 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
         __m256 acc[4], acc2[4];
         float macc[4];
         for (int i = 0; i < R; i++) acc[i] = acc2[i] = _mm256_setzero_ps(), macc[i] = 0;
+#if Q4_Z512
+        __m512 accz[4], accz2[4];
+        for (int i = 0; i < R; i++) accz[i] = accz2[i] = _mm512_setzero_ps();
+#endif
         if (T == T_Q4_0 || T == T_Q4_1) {
             const size_t bb = T == T_Q4_0 ? WD_Q4_0_BYTES : WD_Q4_1_BYTES;
             const int qo = T == T_Q4_0 ? 2 : 4;
@@ -186,16 +211,45 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
             const __m256i nib16 = _mm256_setr_epi64x(0x0f0f0f0f0f0f0f0f, 0x0f0f0f0f0f0f0f0f,
                                                      (long long)0xf0f0f0f0f0f0f0f0ull, (long long)0xf0f0f0f0f0f0f0f0ull);
             (void)nib16;
+#if Q4_Z512
+            /* byte l of block j's codes (offset j bb + qo + l of the 4 blocks) in the
+             * pair (16 bytes at 0, 64 bytes at 4 bb - 64) */
+            _Alignas(64) uint8_t bix[64];
+            for (int j = 0; j < 4; j++)
+                for (int l = 0; l < 16; l++) {
+                    const int off = j * (int)bb + qo + l, base = 4 * (int)bb - 64;
+                    bix[16 * j + l] = (uint8_t)(off >= base ? 64 + off - base : off);
+                }
+            /* word 4j..4j+3: block j's f16 scale d (at j bb), likewise its min m */
+            _Alignas(64) uint16_t dix[32] = {0}, mix[32] = {0};
+            for (int w = 0; w < 16; w++) {
+                const int base = 4 * (int)bb - 64, od = w / 4 * (int)bb, om = od + 2;
+                dix[w] = (uint16_t)(od >= base ? 32 + (od - base) / 2 : od / 2);
+                mix[w] = (uint16_t)(om >= base ? 32 + (om - base) / 2 : om / 2);
+            }
+            const __m512i didx = _mm512_load_si512(dix), midx = _mm512_load_si512(mix);
+            const __m512i rep4 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+            const __m512i bidx = _mm512_load_si512(bix), m4z = _mm512_set1_epi8(0xF);
+            const __m512i gidx = _mm512_setr_epi32(0, 0, 0, 0, 8, 0, 0, 0, 16, 0, 0, 0, 24, 0, 0, 0);
+#endif
             for (int b0 = 0; b0 < nb; b0 += Q4_CHUNK) {
                 const int nc = nb - b0 < Q4_CHUNK ? nb - b0 : Q4_CHUNK, n8 = nc & ~7;
+                (void)n8;
                 /* the chunk's block scales d_w d_x per row, 8 at a time: the f16
                  * fields are copied by the scalar units, converted by one vcvtph2ps
                  * per 8 blocks; the main loops load them from L1 */
+#if !Q4_Z512
                 _Alignas(32) uint16_t dh[Q4_CHUNK];
+#endif
                 _Alignas(32) float sc[4][Q4_CHUNK];
-#if Q4_NIB16
+#if Q4_NIB16 && !Q4_Z512
                 _Alignas(32) float sc8[4][2 * Q4_CHUNK];
 #endif
+#if Q4_Z512
+                /* the 4-block steps convert their scales in place; the tail's here */
+                for (int i = 0; i < R; i++)
+                    for (int k = nc & ~3; k < nc; k++) sc[i][k] = wd_f16_at(wr[i] + (size_t)(b0 + k) * bb) * xd[b0 + k];
+#else
                 for (int i = 0; i < R; i++) {
                     const uint8_t *p = wr[i] + (size_t)b0 * bb;
                     for (int k = 0; k < nc; k++, p += bb) memcpy(&dh[k], p, 2);
@@ -212,10 +266,51 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                     }
                     for (int k = n8; k < nc; k++) sc[i][k] = wd_f16_to_f32(dh[k]) * xd[b0 + k];
                 }
+#endif
                 int k = 0;
                 /* 4 blocks at a time: their int32 dots summed pairwise (3 vphaddd) to
                  * [b0 b1 b2 b3 | b0 b1 b2 b3] halves, one conversion and one FMA with
                  * the 4 scales in both halves (half the multiply-pipe work) */
+#if Q4_Z512
+                /* 4 blocks per 512-bit step: their 4 x 16 code bytes gathered by one
+                 * vpermi2b from an xmm and a zmm load that end where the 4th block
+                 * ends (never past the row); the low nibbles dotted with the tokens'
+                 * first 16 values of each block, the high ones with the last 16 (xlo,
+                 * xhi: one shuffle each, shared by the tile's rows); block j's dot
+                 * lies in lanes 4j..4j+3, converted and scaled by one FMA with each
+                 * scale 4 times (its f16 words gathered from the same two loads by one
+                 * vpermi2w, Q4_1's mins likewise): no horizontal adds */
+                for (; k + 4 <= nc; k += 4) {
+                    const int b = b0 + k;
+                    const size_t o = (size_t)b * bb;
+                    if (t == 0) PF_TILE(wr[0], o, 4 * bb, R);
+                    const __m512i X0 = _mm512_loadu_si512(xqt + 32 * b), X1 = _mm512_loadu_si512(xqt + 32 * b + 64);
+                    const __m512i xlo = _mm512_shuffle_i64x2(X0, X1, 0x88), xhi = _mm512_shuffle_i64x2(X0, X1, 0xDD);
+                    __m512i iv = _mm512_setzero_si512();
+                    if (T == T_Q4_0) { /* -8 sum(q) = init >> 4 of each block, at lane 4j */
+                        const __m512i I0 = _mm512_loadu_si512(xq[t].init + 8 * b),
+                                      I1 = _mm512_loadu_si512(xq[t].init + 8 * b + 16);
+                        iv = _mm512_srai_epi32(_mm512_maskz_permutex2var_epi32(0x1111, I0, gidx, I1), 4);
+                    }
+                    const __m512 dx4 = _mm512_permutexvar_ps(rep4, _mm512_castps128_ps512(_mm_loadu_ps(xd + b)));
+                    const __m512 xs4 = T == T_Q4_1 ? _mm512_permutexvar_ps(rep4, _mm512_castps128_ps512(_mm_loadu_ps(xs + b)))
+                                                   : _mm512_setzero_ps();
+                    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+                        const uint8_t *p = wr[i] + o;
+                        const __m512i A = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p)),
+                                      B = _mm512_loadu_si512(p + 4 * bb - 64);
+                        const __m512i q = _mm512_permutex2var_epi8(A, bidx, B);
+                        __m512i s = _mm512_dpbusd_epi32(iv, _mm512_and_si512(q, m4z), xlo);
+                        s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4z), xhi);
+                        const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(A, didx, B)));
+                        accz[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx4), accz[i]);
+                        if (T == T_Q4_1) { /* the mins, m xs per block (lanes 4j) */
+                            const __m512i mh = _mm512_maskz_permutex2var_epi16(0x1111, A, midx, B);
+                            accz2[i] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(mh)), xs4, accz2[i]);
+                        }
+                    }
+                }
+#else
                 for (; k + 4 <= n8; k += 4) { /* sc8 covers the whole 8-groups */
                     const int b = b0 + k;
                     const size_t o = (size_t)b * bb;
@@ -252,6 +347,7 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                             for (int j = 0; j < 4; j++) macc[i] += wd_f16_at(wr[i] + o + (size_t)j * bb + 2) * xs[b + j];
                     }
                 }
+#endif
                 for (; k < nc; k++) {
                     const int b = b0 + k;
                     const size_t o = (size_t)b * bb;
@@ -270,6 +366,66 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                     }
                 }
             }
+#if Q4_Z512
+        } else if (T == T_Q4_K || T == T_Q5_K) {
+            /* 512-bit: 64 code bytes (chunks c, c+1) per load; their low nibbles are
+             * sub-blocks 2c, 2c+2, the high ones 2c+1, 2c+3, dotted with the tokens'
+             * sub-blocks in that order (x02, x13, x46, x57: shuffles shared by the
+             * rows); each sub-block's dot in 8 lanes, converted and scaled by one
+             * FMA per 2 sub-blocks with each scale 8 times: no horizontal adds */
+            const __m512i m4z = _mm512_set1_epi8(0xF);
+            const __m512i rep = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+            const __m512i rA = rep, rB = _mm512_add_epi32(rep, _mm512_set1_epi32(1)),
+                          rC = _mm512_add_epi32(rep, _mm512_set1_epi32(4)),
+                          rD = _mm512_add_epi32(rep, _mm512_set1_epi32(5));
+            /* Q5_K's fifth bits: bit j of qh for sub-block j, to bit 4 by one
+             * 16-bit shift per 256-bit half ([4|2] for 2c, 2c+2, [3|1] for 2c+1,
+             * 2c+3, after qh >> 4 for c = 2) and a mask */
+            const int q5 = T == T_Q5_K;
+            const size_t bb = q5 ? WD_Q5_K_BYTES : WD_Q4_K_BYTES;
+            const __m512i m10z = _mm512_set1_epi8(0x10);
+            const __m512i shl = _mm512_setr_epi64(0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004,
+                                                  0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002);
+            const __m512i shh = _mm512_sub_epi16(shl, _mm512_set1_epi16(1));
+            for (int g = 0; g < nb / 8; g++) {
+                const size_t o = (size_t)g * bb;
+                if (t == 0) PF_TILE(wr[0], o, bb, R);
+                const __m256 dx = _mm256_load_ps(xd + 8 * g), xsv = _mm256_load_ps(xs + 8 * g);
+                const int8_t *xb = xqt + 256 * g;
+                const __m512i X0 = _mm512_loadu_si512(xb), X1 = _mm512_loadu_si512(xb + 64),
+                              X2 = _mm512_loadu_si512(xb + 128), X3 = _mm512_loadu_si512(xb + 192);
+                const __m512i x02 = _mm512_shuffle_i64x2(X0, X1, 0x44), x13 = _mm512_shuffle_i64x2(X0, X1, 0xEE);
+                const __m512i x46 = _mm512_shuffle_i64x2(X2, X3, 0x44), x57 = _mm512_shuffle_i64x2(X2, X3, 0xEE);
+                _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+                    const uint8_t *blk = wr[i] + o, *qs = blk + (q5 ? 48 : 16);
+                    const __m128i smv = k4_unpack_v(blk + 4);
+                    __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv));
+                    __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(smv, 8)));
+                    __m256 S = _mm256_mul_ps(_mm256_mul_ps(scf, _mm256_set1_ps(wd_f16_at(blk))), dx);
+                    acc2[i] = _mm256_fnmadd_ps(_mm256_mul_ps(mnf, _mm256_set1_ps(wd_f16_at(blk + 2))),
+                                               xsv, acc2[i]);
+                    const __m512 S5 = _mm512_castps256_ps512(S);
+                    const __m512i q0 = _mm512_loadu_si512(qs), q1 = _mm512_loadu_si512(qs + 64);
+                    const __m512i z = _mm512_setzero_si512();
+                    __m512i u0 = _mm512_and_si512(q0, m4z), u1 = _mm512_and_si512(_mm512_srli_epi16(q0, 4), m4z);
+                    __m512i u2 = _mm512_and_si512(q1, m4z), u3 = _mm512_and_si512(_mm512_srli_epi16(q1, 4), m4z);
+                    if (q5) {
+                        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 16)));
+                        const __m512i qh4 = _mm512_srli_epi16(qh, 4);
+                        u0 = _mm512_or_si512(u0, _mm512_and_si512(_mm512_sllv_epi16(qh, shl), m10z));
+                        u1 = _mm512_or_si512(u1, _mm512_and_si512(_mm512_sllv_epi16(qh, shh), m10z));
+                        u2 = _mm512_or_si512(u2, _mm512_and_si512(_mm512_sllv_epi16(qh4, shl), m10z));
+                        u3 = _mm512_or_si512(u3, _mm512_and_si512(_mm512_sllv_epi16(qh4, shh), m10z));
+                    }
+                    __m512i d0 = _mm512_dpbusd_epi32(z, u0, x02), d1 = _mm512_dpbusd_epi32(z, u1, x13);
+                    __m512i d2 = _mm512_dpbusd_epi32(z, u2, x46), d3 = _mm512_dpbusd_epi32(z, u3, x57);
+                    accz[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_permutexvar_ps(rA, S5), accz[i]);
+                    accz2[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_permutexvar_ps(rB, S5), accz2[i]);
+                    accz[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d2), _mm512_permutexvar_ps(rC, S5), accz[i]);
+                    accz2[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d3), _mm512_permutexvar_ps(rD, S5), accz2[i]);
+                }
+            }
+#endif
         } else if (T == T_Q4_K || T == T_Q5_K) {
             const int q5 = T == T_Q5_K;
             const size_t bb = q5 ? WD_Q5_K_BYTES : WD_Q4_K_BYTES;
@@ -279,9 +435,7 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                 const __m256 dx = _mm256_load_ps(xd + 8 * g), xsv = _mm256_load_ps(xs + 8 * g);
                 for (int i = 0; i < R; i++) {
                     const uint8_t *blk = wr[i] + o, *qs = blk + (q5 ? 48 : 16);
-                    uint8_t sm[16];
-                    k4_unpack(blk + 4, sm);
-                    __m128i smv = _mm_loadu_si128((const __m128i *)sm);
+                    const __m128i smv = k4_unpack_v(blk + 4);
                     __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(smv));
                     __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(smv, 8)));
                     __m256 S = _mm256_mul_ps(_mm256_mul_ps(scf, _mm256_set1_ps(wd_f16_at(blk))), dx);
@@ -315,6 +469,54 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                     }
                 }
             }
+#if Q4_Z512
+        } else if (T == T_Q6_K) {
+            /* 512-bit: per half h, the 64 ql bytes once and qh in both 256-bit
+             * halves; sub-blocks 4h, 4h+1 (low nibbles, qh bits 0-1 / 2-3) and 4h+2,
+             * 4h+3 (high nibbles, bits 4-5 / 6-7) are two u vectors dotted with 64
+             * contiguous token bytes each; lanes 4q..4q+3 of a dot are one 16-group,
+             * scaled per lane by one FMA (each of the 16 scales 4 times: S16 by
+             * vpermps); the -32 offsets one FMA of 16 lanes */
+            const __m512i m4z = _mm512_set1_epi8(0xF), m30z = _mm512_set1_epi8(0x30);
+            const __m512i sh01 = _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2), sh23 = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
+            const __m512i shw01 = _mm512_or_si512(sh01, _mm512_slli_epi64(sh01, 16)),
+                          shw23 = _mm512_or_si512(sh23, _mm512_slli_epi64(sh23, 16));
+            const __m512i sw01 = _mm512_or_si512(shw01, _mm512_slli_epi64(shw01, 32)),
+                          sw23 = _mm512_or_si512(shw23, _mm512_slli_epi64(shw23, 32));
+            const __m512i rep = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+            const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+            const __m512i four = _mm512_set1_epi32(4);
+            for (int g = 0; g < nb / 8; g++) {
+                const size_t o = (size_t)g * WD_Q6_K_BYTES;
+                if (t == 0) PF_TILE(wr[0], o, WD_Q6_K_BYTES, R);
+                /* per 16-group: d[b] of its block; 32 s16 */
+                const __m512 dx16 = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(_mm256_load_ps(xd + 8 * g)));
+                const __m512 s32 = _mm512_mul_ps(_mm512_loadu_ps(xq[t].s16 + 16 * g), _mm512_set1_ps(32.0f));
+                const int8_t *xb = xqt + 256 * g;
+                _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+                    const uint8_t *blk = wr[i] + o;
+                    const __m512 S16 = _mm512_mul_ps(
+                        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 192)))),
+                                      _mm512_set1_ps(wd_f16_at(blk + 208))),
+                        dx16);
+                    accz2[i] = _mm512_fnmadd_ps(S16, s32, accz2[i]);
+                    for (int h = 0; h < 2; h++) {
+                        const __m512i ql = _mm512_loadu_si512(blk + 64 * h);
+                        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 128 + 32 * h)));
+                        const __m512i u01 = _mm512_or_si512(_mm512_and_si512(ql, m4z),
+                                                            _mm512_and_si512(_mm512_sllv_epi16(qh, sw01), m30z));
+                        const __m512i u23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4z),
+                                                            _mm512_and_si512(_mm512_srlv_epi16(qh, sw23), m30z));
+                        const __m512i d01 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_loadu_si512(xb + 128 * h));
+                        const __m512i d23 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u23, _mm512_loadu_si512(xb + 128 * h + 64));
+                        const __m512i r0 = _mm512_add_epi32(rep, _mm512_set1_epi32(8 * h));
+                        accz[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d01), _mm512_permutexvar_ps(r0, S16), accz[i]);
+                        accz2[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d23),
+                                                   _mm512_permutexvar_ps(_mm512_add_epi32(r0, four), S16), accz2[i]);
+                    }
+                }
+            }
+#endif
         } else { /* Q6_K */
             const __m256i m30 = _mm256_set1_epi8(0x30);
             const __m256i dup_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
@@ -365,7 +567,11 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
             }
         }
         for (int i = 0; i < R; i++)
+#if Q4_Z512
+            y[(size_t)t * ldy + r + i] = wd_hsum8(_mm256_add_ps(acc[i], acc2[i])) + _mm512_reduce_add_ps(_mm512_add_ps(accz[i], accz2[i])) + macc[i];
+#else
             y[(size_t)t * ldy + r + i] = wd_hsum8(_mm256_add_ps(acc[i], acc2[i])) + macc[i];
+#endif
     }
 }
 
