@@ -500,59 +500,98 @@ static void gemm_task(void *arg, int task, int n_tasks) {
     }
 }
 
-/* ---- small-n F32 GEMM: tokens in vector lanes, weights streamed -------- */
-/* For F32 weights and n <= SG_MAXN tokens (an expert's share of a prompt),
- * repacking each weight panel costs as much as the few FMAs it feeds. Here
- * the tokens are packed once per task as xt[k][NV*16] (NV = ceil(n/16)
- * vectors, zero padded) and the weight rows are read in place: a tile of R
- * rows x NV token vectors keeps R*NV accumulators; per k it loads NV token
- * vectors and broadcasts W[r][k] from memory. Each output is one fp32 FMA
- * chain over k = 0..cols-1 whatever R, so tails and thread splits give
- * identical bits. */
+/* ---- small-n GEMM: tokens in vector lanes, weights streamed ------------ */
+/* For n <= SG_MAXN tokens per pass (an expert's share of a prompt), repacking
+ * each weight panel costs as much as the few FMAs it feeds. Here the tokens
+ * are packed once per task as xt[k][NV*16] (NV = ceil(n/16) vectors, zero
+ * padded) and a tile of R rows x NV token vectors keeps R*NV accumulators;
+ * per k it loads NV token vectors and broadcasts W[r][k]. F32 rows are read
+ * in place; other dtypes are converted exactly to fp32, SG_KB columns of the
+ * tile's R rows at a time, into an L1 buffer wb[R][SG_KB] (F16 vcvtph2ps,
+ * BF16 a shift, Q8_0 d * q, Q4_0 .. Q6_K as llama.cpp's dequantize_row), and
+ * broadcast from there. Each output is one fp32 FMA chain over
+ * k = 0..cols-1 whatever R, so tails and thread splits give identical bits. */
 #define SG_MAXN 48 /* tokens per pass (3 vectors; a 4th spills the packed tokens to L2) */
+#define SG_KB 256  /* converted columns per chunk: a multiple of every block size */
 
 static int sg_rows_per_tile(int nv) { return nv == 1 ? 16 : nv == 2 ? 14 : 9; }
 
+/* Rows [r0, r0+R) x columns [k0, k0+kc) of w (not F32) -> wb[i][0..kc) fp32;
+ * prefetches the same columns of the next tile's rows into L2. kc is a whole
+ * number of blocks (k0 a multiple of SG_KB). */
+static void sg_convert(float *wb, const void *w, wd_dtype dt, int cols, int r0, int R, int k0,
+                       int kc) {
+    const size_t rb = wd_dtype_bytes(dt, cols), off = wd_dtype_bytes(dt, k0);
+    const size_t cb = wd_dtype_bytes(dt, kc);
+    for (int i = 0; i < R; i++) {
+        const uint8_t *src = (const uint8_t *)w + (size_t)(r0 + i) * rb + off;
+        const char *pf = (const char *)src + (size_t)R * rb;
+        for (size_t b = 0; b < cb; b += 64) _mm_prefetch(pf + b, _MM_HINT_T1);
+        float *d = wb + (size_t)i * SG_KB;
+        if (wd_cpu_quant_owns(dt)) {
+            wd_cpu_dequant_row(d, src, dt, kc);
+            continue;
+        }
+        for (int kk = 0; kk < kc; kk += 16) {
+            __mmask16 m = wd_tail_mask(kc - kk);
+            _mm512_mask_store_ps(d + kk, m, load_w16(w, dt, r0 + i, cols, k0 + kk, m));
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) void
-sg_kernel(float *y, int ldy, const float *xt, int n, const float *w, int cols, int r0,
-          const int NV, const int R) {
+sg_kernel(float *y, int ldy, const float *xt, int n, const void *w, wd_dtype dt, int cols, int r0,
+          float *wb, const int NV, const int R) {
     __m512 c[16][4];
     const float *wr[16];
 #pragma GCC unroll 16
-    for (int i = 0; i < R; i++) {
-        wr[i] = w + (size_t)(r0 + i) * cols;
+    for (int i = 0; i < R; i++)
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) c[i][v] = _mm512_setzero_ps();
-    }
     const int ld = NV * 16;
-    /* the same columns of the next tile's rows (prefetching ahead in a row
-     * would mostly hit the next row of this tile when rows are short) */
-    const size_t pf = (size_t)R * cols;
-    int k = 0;
-    for (; k + 16 <= cols; k += 16) {
+    const int f32 = dt == WD_DT_F32;
+    const int kb = f32 ? cols : SG_KB;
+    for (int k0 = 0; k0 < cols; k0 += kb) {
+        const int kc = cols - k0 < kb ? cols - k0 : kb;
+        const float *xk = xt + (size_t)k0 * ld;
+        if (f32) {
 #pragma GCC unroll 16
-        for (int i = 0; i < R; i++) _mm_prefetch((const char *)(wr[i] + pf + k), _MM_HINT_T1);
-        for (int kk = k; kk < k + 16; kk++) {
+            for (int i = 0; i < R; i++) wr[i] = (const float *)w + (size_t)(r0 + i) * cols;
+        } else {
+            sg_convert(wb, w, dt, cols, r0, R, k0, kc);
+#pragma GCC unroll 16
+            for (int i = 0; i < R; i++) wr[i] = wb + (size_t)i * SG_KB;
+        }
+        /* F32: the same columns of the next tile's rows (prefetching ahead in
+         * a row would mostly hit the next row of this tile when rows are short) */
+        const size_t pf = (size_t)R * cols;
+        int k = 0;
+        for (; k + 16 <= kc; k += 16) {
+            if (f32)
+#pragma GCC unroll 16
+                for (int i = 0; i < R; i++) _mm_prefetch((const char *)(wr[i] + pf + k), _MM_HINT_T1);
+            for (int kk = k; kk < k + 16; kk++) {
+                __m512 xv[4];
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++) xv[v] = _mm512_load_ps(xk + (size_t)kk * ld + 16 * v);
+#pragma GCC unroll 16
+                for (int i = 0; i < R; i++) {
+                    __m512 b = _mm512_set1_ps(wr[i][kk]);
+#pragma GCC unroll 4
+                    for (int v = 0; v < NV; v++) c[i][v] = _mm512_fmadd_ps(b, xv[v], c[i][v]);
+                }
+            }
+        }
+        for (; k < kc; k++) {
             __m512 xv[4];
 #pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) xv[v] = _mm512_load_ps(xt + (size_t)kk * ld + 16 * v);
+            for (int v = 0; v < NV; v++) xv[v] = _mm512_load_ps(xk + (size_t)k * ld + 16 * v);
 #pragma GCC unroll 16
             for (int i = 0; i < R; i++) {
-                __m512 b = _mm512_set1_ps(wr[i][kk]);
+                __m512 b = _mm512_set1_ps(wr[i][k]);
 #pragma GCC unroll 4
                 for (int v = 0; v < NV; v++) c[i][v] = _mm512_fmadd_ps(b, xv[v], c[i][v]);
             }
-        }
-    }
-    for (; k < cols; k++) {
-        __m512 xv[4];
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) xv[v] = _mm512_load_ps(xt + (size_t)k * ld + 16 * v);
-#pragma GCC unroll 16
-        for (int i = 0; i < R; i++) {
-            __m512 b = _mm512_set1_ps(wr[i][k]);
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) c[i][v] = _mm512_fmadd_ps(b, xv[v], c[i][v]);
         }
     }
     _Alignas(64) float tmp[16][64];
@@ -568,8 +607,9 @@ sg_kernel(float *y, int ldy, const float *xt, int n, const float *w, int cols, i
 
 #define SG_CASE(NV, R)                                                                        \
     static void sg_kernel_##NV##_##R(float *y, int ldy, const float *xt, int n,               \
-                                     const float *w, int cols, int r0) {                      \
-        sg_kernel(y, ldy, xt, n, w, cols, r0, NV, R);                                         \
+                                     const void *w, wd_dtype dt, int cols, int r0,            \
+                                     float *wb) {                                             \
+        sg_kernel(y, ldy, xt, n, w, dt, cols, r0, wb, NV, R);                                 \
     }
 SG_CASE(1, 16)
 SG_CASE(1, 1)
@@ -598,13 +638,13 @@ static void sg_pack_x(float *xt, const float *x, int n, int cols, int nv) {
     }
 }
 
-static void sg_rows(float *y, int ldy, const float *xt, int n, int nv, const float *w, int cols,
-                    int r0, int r1) {
+static void sg_rows(float *y, int ldy, const float *xt, int n, int nv, const void *w, wd_dtype dt,
+                    int cols, int r0, int r1, float *wb) {
     int r = r0;
     switch (nv) {
 #define SG_RUN(NV, RR)                                                                        \
-    for (; r + RR <= r1; r += RR) sg_kernel_##NV##_##RR(y, ldy, xt, n, w, cols, r);           \
-    for (; r < r1; r++) sg_kernel_##NV##_1(y, ldy, xt, n, w, cols, r);                        \
+    for (; r + RR <= r1; r += RR) sg_kernel_##NV##_##RR(y, ldy, xt, n, w, dt, cols, r, wb);   \
+    for (; r < r1; r++) sg_kernel_##NV##_1(y, ldy, xt, n, w, dt, cols, r, wb);                \
     break;
     case 1: SG_RUN(1, 16)
     case 2: SG_RUN(2, 14)
@@ -620,21 +660,22 @@ static int sg_pass_tokens(int n) {
 }
 
 int wd_cpu_sg_fits(wd_dtype dt, int n, int cols) {
-    return dt == WD_DT_F32 && n >= WD_GEMM_MIN_N && n <= SG_SMALL_N &&
-           (int64_t)cols * SG_MAXN <= WD_SG_XT_FLOATS;
+    return (unsigned)dt < WD_DT_COUNT && n >= WD_GEMM_MIN_N && n <= SG_SMALL_N &&
+           (int64_t)cols * SG_MAXN <= WD_SG_XT_FLOATS && cols % wd_dtype_block(dt) == 0;
 }
 
 int wd_cpu_sg_unit(int n) { return sg_rows_per_tile((sg_pass_tokens(n) + 15) / 16); }
 
-void wd_cpu_sg_rows2(float *y1, const float *w1, float *y2, const float *w2, const float *x,
-                     int n, int rows, int cols, int r0, int r1, float *xt) {
+void wd_cpu_sg_rows2(float *y1, const void *w1, float *y2, const void *w2, wd_dtype dt,
+                     const float *x, int n, int rows, int cols, int r0, int r1, float *xt) {
     const int per = sg_pass_tokens(n);
+    _Alignas(64) float wb[16 * SG_KB];
     for (int t0 = 0; t0 < n; t0 += per) {
         int nt = n - t0 < per ? n - t0 : per;
         int nv = (nt + 15) / 16;
         sg_pack_x(xt, x + (size_t)t0 * cols, nt, cols, nv);
-        sg_rows(y1 + (size_t)t0 * rows, rows, xt, nt, nv, w1, cols, r0, r1);
-        if (w2) sg_rows(y2 + (size_t)t0 * rows, rows, xt, nt, nv, w2, cols, r0, r1);
+        sg_rows(y1 + (size_t)t0 * rows, rows, xt, nt, nv, w1, dt, cols, r0, r1, wb);
+        if (w2) sg_rows(y2 + (size_t)t0 * rows, rows, xt, nt, nv, w2, dt, cols, r0, r1, wb);
     }
 }
 
@@ -646,7 +687,7 @@ static void sg_task(void *arg, int task, int n_tasks) {
     if (r1 > c->rows) r1 = c->rows;
     if (r0 >= r1) return;
     _Alignas(64) float xt[WD_SG_XT_FLOATS];
-    wd_cpu_sg_rows2(c->y, c->w, NULL, NULL, c->x, c->n, c->rows, c->cols, r0, r1, xt);
+    wd_cpu_sg_rows2(c->y, c->w, NULL, NULL, c->dt, c->x, c->n, c->rows, c->cols, r0, r1, xt);
 }
 #endif /* WD_AVX512 */
 
@@ -657,15 +698,11 @@ void wd_matmul(wd_pool *pool, float *y, const float *x, const void *w, wd_dtype 
         memset(y, 0, (size_t)n * rows * sizeof(float));
         return;
     }
-    if (wd_cpu_quant_owns(dt)) { /* Q4_0 .. Q6_K: quant.c */
-        wd_cpu_quant_matmul(pool, y, x, w, dt, n, rows, cols);
-        return;
-    }
     int nth = wd_pool_size(pool);
     if ((int64_t)rows * cols * n < WD_MATMUL_SERIAL_ELEMS) nth = 1;
     mm_ctx c = {y, x, w, dt, n, rows, cols, 16, 0};
 #ifdef WD_AVX512
-    if (wd_cpu_sg_fits(dt, n, cols)) {
+    if (wd_cpu_sg_fits(dt, n, cols)) { /* every dtype */
         c.unit = wd_cpu_sg_unit(n);
         c.n_units = (rows + c.unit - 1) / c.unit;
         int nt = nth < c.n_units ? nth : c.n_units;
@@ -673,6 +710,12 @@ void wd_matmul(wd_pool *pool, float *y, const float *x, const void *w, wd_dtype 
         else wd_pool_run(pool, sg_task, &c, nt);
         return;
     }
+#endif
+    if (wd_cpu_quant_owns(dt)) { /* Q4_0 .. Q6_K: quant.c */
+        wd_cpu_quant_matmul(pool, y, x, w, dt, n, rows, cols);
+        return;
+    }
+#ifdef WD_AVX512
     if (n >= WD_GEMM_MIN_N) {
         c.unit = GEMM_NR;
         c.n_units = (rows + GEMM_NR - 1) / GEMM_NR;

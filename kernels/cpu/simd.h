@@ -101,15 +101,16 @@ static inline __m256i wd_dp_u8s8(__m256i acc, __m256i u, __m256i s) {
 void wd_cpu_gemv_rows(float *y, const float *x, const void *w, wd_dtype dt, int n, int rows,
                       int cols, int r0, int r1);
 
-/* Small-n F32 GEMM (matmul.c; AVX-512 builds only): whether wd_matmul takes it
- * for (dt, n, cols); its thread-split granule in rows; and rows [r0, r1) of
- * y1 = W1 x (and, if w2, y2 = W2 x, sharing the packed tokens), on the
- * calling thread, with xt a 64-byte aligned scratch of WD_SG_XT_FLOATS. */
+/* Small-n GEMM, any dtype (matmul.c; AVX-512 builds only): whether wd_matmul
+ * takes it for (dt, n, cols); its thread-split granule in rows; and rows
+ * [r0, r1) of y1 = W1 x (and, if w2, y2 = W2 x, same dtype, sharing the packed
+ * tokens), on the calling thread, with xt a 64-byte aligned scratch of
+ * WD_SG_XT_FLOATS. */
 #define WD_SG_XT_FLOATS 131072
 int wd_cpu_sg_fits(wd_dtype dt, int n, int cols);
 int wd_cpu_sg_unit(int n);
-void wd_cpu_sg_rows2(float *y1, const float *w1, float *y2, const float *w2, const float *x,
-                     int n, int rows, int cols, int r0, int r1, float *xt);
+void wd_cpu_sg_rows2(float *y1, const void *w1, float *y2, const void *w2, wd_dtype dt,
+                     const float *x, int n, int rows, int cols, int r0, int r1, float *xt);
 
 /* g[i] = silu(g[i]) * u[i] for i < n (expert.c; the tail is masked, so the
  * result of an element never depends on where a range starts). */
