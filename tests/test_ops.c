@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "kernels/cpu/quant.h"
 #include "kernels/kernels.h"
 #include "tests/test_util.h"
 
@@ -287,7 +288,8 @@ static void test_matmul(wd_pool *pool) {
                 for (int p = 0; p < 2; p++) {
                     for (int i = 0; i < n * rows; i++) y[i] = NAN;
                     wd_matmul(p ? pool : NULL, y, x, w, (wd_dtype)dt, n, rows, cols);
-                    if (dt == WD_DT_Q8_0 && n < 8) {
+                    /* Q8_0 runs on quantised tokens in decode and, with VNNI, in prefill */
+                    if (dt == WD_DT_Q8_0 && (n < 8 || wd_cpu_q8x_gemm_owns(WD_DT_Q8_0))) {
                         char what[96];
                         snprintf(what, sizeof what, "matmul Q8_0 n=%d %dx%d pool=%d", n, rows, cols, p);
                         check_q8_decode(y, x, deq, yd, n, rows, cols, what);
@@ -627,8 +629,9 @@ static void test_expert_ffn(wd_pool *pool) {
                 double *u = malloc(sizeof(double) * n * F), *yd = malloc(sizeof(double) * n * H);
                 if (x && y && scr && xd && g && u && yd) {
                     for (int i = 0; i < n * H; i++) xd[i] = x[i] = 2 * rnd_uniform();
-                    /* Q8_0 decode runs on tokens quantised to Q8 blocks (x, then silu(g)*u) */
-                    const int q8 = dt == WD_DT_Q8_0 && n < 8;
+                    /* Q8_0 decode runs on tokens quantised to Q8 blocks (x, then silu(g)*u),
+                     * and so does its prefill where the build has VNNI (gemm_q8x.c) */
+                    const int q8 = dt == WD_DT_Q8_0 && (n < 8 || wd_cpu_q8x_gemm_owns(WD_DT_Q8_0));
                     if (q8)
                         for (int t = 0; t < n; t++) ref_q8x(xd + (size_t)t * H, NULL, x + (size_t)t * H, H);
                     ref_matmul(g, xd, d1, n, F, H);

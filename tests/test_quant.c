@@ -145,7 +145,9 @@ static void test_golden(wd_pool *pool) {
                     wd_cpu_gemv_q8x(y, rows, x, nn, cols, odd + 3, rb, 0, rows, wd_cpu_q4x_rows_fn(dt, 0));
                 else wd_matmul(p ? pool : NULL, y, x, odd + 3, dt, nn, rows, cols);
                 const char *what = p == 3 ? "q8x scalar" : p == 2 ? "scalar" : p ? "pool" : "serial";
-                if (p == 3 || (p < 2 && nn < 8)) {
+                /* prefill of Q8_0/Q4_0/Q4_1/Q4_K/Q5_K runs on quantised tokens where the
+                 * build has VNNI (gemm_q8x.c), as decode does */
+                if (p == 3 || (p < 2 && (nn < 8 || wd_cpu_q8x_gemm_owns(dt)))) {
                     char msg[96];
                     snprintf(msg, sizeof msg, "%s golden n %d %s", wd_dtype_name(dt), nn, what);
                     check_q8x(y, x, deq, yr, nn, rows, cols, msg);
@@ -188,7 +190,8 @@ static void ref_product(double *y, const float *x, const float *deq, int n, int 
 static void test_random(wd_pool *pool) {
     static const int rows_list[] = {1, 5, 17, 35, 67};
     static const int nblk_list[] = {1, 3, 7};
-    static const int ns[] = {1, 2, 3, 4, 5, 7, 8, 9, 21};
+    /* 8..16: one token vector per pass, 21: two, 49: passes of 32 and 17, 97: three */
+    static const int ns[] = {1, 2, 3, 4, 5, 7, 8, 9, 21, 49, 97};
     const int NN = (int)(sizeof ns / sizeof ns[0]);
     for (int qi = 0; qi < NQ; qi++) {
         wd_dtype dt = QTYPES[qi];
@@ -199,9 +202,9 @@ static void test_random(wd_pool *pool) {
                 int rows = rows_list[ri], cols = nblk_list[bi] * wd_dtype_block(dt);
                 size_t bytes = wd_dtype_bytes(dt, (int64_t)rows * cols);
                 uint8_t *mem = malloc(bytes + 5);
-                float *deq = malloc(4 * (size_t)rows * cols), *x = malloc(4 * (size_t)21 * cols);
-                float *y = malloc(4 * (size_t)21 * rows), *y1 = malloc(4 * (size_t)21 * rows);
-                double *yd = malloc(8 * (size_t)21 * rows);
+                float *deq = malloc(4 * (size_t)rows * cols), *x = malloc(4 * (size_t)97 * cols);
+                float *y = malloc(4 * (size_t)97 * rows), *y1 = malloc(4 * (size_t)97 * rows);
+                double *yd = malloc(8 * (size_t)97 * rows);
                 if (!mem || !deq || !x || !y || !y1 || !yd) {
                     CHECK(!"allocation");
                     free(mem), free(deq), free(x), free(y), free(y1), free(yd);
@@ -211,6 +214,9 @@ static void test_random(wd_pool *pool) {
                 fill_random(w, dt, rows, cols);
                 for (int r = 0; r < rows; r++) wd_row_to_f32(deq + (size_t)r * cols, w, dt, r, cols);
                 for (int i = 0; i < 21 * cols; i++) x[i] = rnd_uniform();
+                /* tokens 21..96 derived from the first 21 (the random stream, and with it
+                 * every other shape's data, stays as it was with 21 tokens) */
+                for (int i = 21 * cols; i < 97 * cols; i++) x[i] = -0.75f * x[i - 21 * cols];
                 for (int ni = 0; ni < NN; ni++) {
                     int n = ns[ni];
                     char msg[96];
@@ -225,6 +231,8 @@ static void test_random(wd_pool *pool) {
                         snprintf(msg, sizeof msg, "%s %dx%d n %d q8x scalar", wd_dtype_name(dt), rows, cols, n);
                         check_q8x(y, x, deq, yd, n, rows, cols, msg);
                         simd_scalar += wd_cpu_q4x_rows_fn(dt, 0) != wd_cpu_q4x_rows_fn(dt, 1);
+                    } else if (wd_cpu_q8x_gemm_owns(dt)) {
+                        check_q8x(y1, x, deq, yd, n, rows, cols, msg);
                     } else {
                         double e = rel_l2(y1, yd, (size_t)n * rows);
                         if (e > worst) worst = e;
@@ -285,8 +293,10 @@ static void test_expert(wd_pool *pool) {
             static const int ns[] = {1, 3, 9};
             for (int ni = 0; ni < 3; ni++) {
                 int n = ns[ni];
-                /* decode runs on tokens quantised to Q8 blocks (x, then silu(g)*u) */
-                const int q8 = n < 8;
+                /* decode runs on tokens quantised to Q8 blocks (x, then silu(g)*u), and
+                 * so does prefill of the types gemm_q8x.c runs (where the build has VNNI) */
+                const int q8 = n < 8 || wd_cpu_q8x_gemm_owns(dt);
+                const int q8b = n < 8 || wd_cpu_q8x_gemm_owns(dt2);
                 float *xr = x;
                 if (q8) {
                     q8x_values(scr, x, n, H);
@@ -295,7 +305,7 @@ static void test_expert(wd_pool *pool) {
                 ref_product(g, xr, d1, n, F, H);
                 ref_product(u, xr, d3, n, F, H);
                 for (int i = 0; i < n * F; i++) hf[i] = (float)(g[i] / (1 + exp(-g[i])) * u[i]);
-                if (q8) {
+                if (q8b) {
                     memcpy(scr, hf, 4 * (size_t)n * F);
                     q8x_values(hf, scr, n, F);
                 }
@@ -304,7 +314,7 @@ static void test_expert(wd_pool *pool) {
                 double e = rel_l2(y, yd, (size_t)n * H);
                 /* decode: silu(g)*u in fp32 by the kernel and here can quantise one
                  * level apart in a few elements (as for Q8_0 in test_ops) */
-                CHECKF(e <= (q8 ? 2e-4 : 1e-5), "expert_ffn %s/%s n %d: rel l2 %.3g",
+                CHECKF(e <= (q8 || q8b ? 2e-4 : 1e-5), "expert_ffn %s/%s n %d: rel l2 %.3g",
                        wd_dtype_name(dt), wd_dtype_name(dt2), n, e);
             }
         } else {

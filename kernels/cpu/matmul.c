@@ -664,10 +664,17 @@ int wd_cpu_sg_fits(wd_dtype dt, int n, int cols) {
            (int64_t)cols * SG_MAXN <= WD_SG_XT_FLOATS && cols % wd_dtype_block(dt) == 0;
 }
 
-int wd_cpu_sg_unit(int n) { return sg_rows_per_tile((sg_pass_tokens(n) + 15) / 16); }
+int wd_cpu_sg_unit(wd_dtype dt, int n) {
+    if (wd_cpu_q8x_gemm_owns(dt)) return wd_cpu_q8x_gemm_unit(n);
+    return sg_rows_per_tile((sg_pass_tokens(n) + 15) / 16);
+}
 
 void wd_cpu_sg_rows2(float *y1, const void *w1, float *y2, const void *w2, wd_dtype dt,
                      const float *x, int n, int rows, int cols, int r0, int r1, float *xt) {
+    if (wd_cpu_q8x_gemm_owns(dt)) { /* integer dots on quantised tokens: gemm_q8x.c */
+        wd_cpu_q8x_gemm_rows2(y1, w1, y2, w2, dt, x, n, rows, cols, r0, r1, xt);
+        return;
+    }
     const int per = sg_pass_tokens(n);
     _Alignas(64) float wb[16 * SG_KB];
     for (int t0 = 0; t0 < n; t0 += per) {
@@ -703,7 +710,7 @@ void wd_matmul(wd_pool *pool, float *y, const float *x, const void *w, wd_dtype 
     mm_ctx c = {y, x, w, dt, n, rows, cols, 16, 0};
 #ifdef WD_AVX512
     if (wd_cpu_sg_fits(dt, n, cols)) { /* every dtype */
-        c.unit = wd_cpu_sg_unit(n);
+        c.unit = wd_cpu_sg_unit(dt, n);
         c.n_units = (rows + c.unit - 1) / c.unit;
         int nt = nth < c.n_units ? nth : c.n_units;
         if (nt <= 1) sg_task(&c, 0, 1);

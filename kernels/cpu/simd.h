@@ -108,7 +108,7 @@ void wd_cpu_gemv_rows(float *y, const float *x, const void *w, wd_dtype dt, int 
  * WD_SG_XT_FLOATS. */
 #define WD_SG_XT_FLOATS 131072
 int wd_cpu_sg_fits(wd_dtype dt, int n, int cols);
-int wd_cpu_sg_unit(int n);
+int wd_cpu_sg_unit(wd_dtype dt, int n);
 void wd_cpu_sg_rows2(float *y1, const void *w1, float *y2, const void *w2, wd_dtype dt,
                      const float *x, int n, int rows, int cols, int r0, int r1, float *xt);
 
