@@ -513,6 +513,12 @@ static void gemm_task(void *arg, int task, int n_tasks) {
  * k = 0..cols-1 whatever R, so tails and thread splits give identical bits. */
 #define SG_MAXN 48 /* tokens per pass (3 vectors; a 4th spills the packed tokens to L2) */
 #define SG_KB 256  /* converted columns per chunk: a multiple of every block size */
+#if defined(__AVX512BF16__) && !defined(WD_NO_SG_BF16)
+/* BF16 weights: tokens rounded to bf16 once per pass, pairs of columns
+ * multiplied exactly and summed in fp32 by vdpbf16ps (llama.cpp's BF16 does
+ * the same); the weights are broadcast in place, 2 columns at a time. */
+#define SG_BF16 1
+#endif
 
 static int sg_rows_per_tile(int nv) { return nv == 1 ? 16 : nv == 2 ? 14 : 9; }
 
@@ -549,6 +555,46 @@ sg_kernel(float *y, int ldy, const float *xt, int n, const void *w, wd_dtype dt,
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) c[i][v] = _mm512_setzero_ps();
     const int ld = NV * 16;
+#ifdef SG_BF16
+    if (dt == WD_DT_BF16) { /* xt: bf16 pairs [cols/2 rounded up][NV*16] */
+        const uint32_t *xp = (const uint32_t *)xt;
+        const uint16_t *w16[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < R; i++) w16[i] = (const uint16_t *)w + (size_t)(r0 + i) * cols;
+        const size_t pf = (size_t)R * cols;
+        const int np = cols / 2;
+        int k = 0;
+        for (; k < np; k++) {
+            if ((k & 31) == 0)
+#pragma GCC unroll 16
+                for (int i = 0; i < R; i++) _mm_prefetch((const char *)(w16[i] + pf + 2 * k), _MM_HINT_T1);
+            __m512bh xv[4];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) xv[v] = (__m512bh)_mm512_load_si512(xp + (size_t)k * ld + 16 * v);
+#pragma GCC unroll 16
+            for (int i = 0; i < R; i++) {
+                uint32_t pr;
+                memcpy(&pr, w16[i] + 2 * k, 4);
+                __m512bh b = (__m512bh)_mm512_set1_epi32((int)pr);
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++) c[i][v] = _mm512_dpbf16_ps(c[i][v], b, xv[v]);
+            }
+        }
+        if (cols & 1) { /* the last column alone: its pair's other half is 0 */
+            __m512bh xv[4];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) xv[v] = (__m512bh)_mm512_load_si512(xp + (size_t)k * ld + 16 * v);
+#pragma GCC unroll 16
+            for (int i = 0; i < R; i++) {
+                __m512bh b = (__m512bh)_mm512_set1_epi32((int)w16[i][cols - 1]);
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; v++) c[i][v] = _mm512_dpbf16_ps(c[i][v], b, xv[v]);
+            }
+        }
+        (void)wb, (void)wr;
+        goto store;
+    }
+#endif
     const int f32 = dt == WD_DT_F32;
     const int kb = f32 ? cols : SG_KB;
     for (int k0 = 0; k0 < cols; k0 += kb) {
@@ -594,6 +640,9 @@ sg_kernel(float *y, int ldy, const float *xt, int n, const void *w, wd_dtype dt,
             }
         }
     }
+#ifdef SG_BF16
+store:;
+#endif
     _Alignas(64) float tmp[16][64];
 #pragma GCC unroll 16
     for (int i = 0; i < R; i++)
@@ -638,6 +687,31 @@ static void sg_pack_x(float *xt, const float *x, int n, int cols, int nv) {
     }
 }
 
+#ifdef SG_BF16
+/* x[t][k] (t < n) -> xt as bf16 pairs (round to nearest even):
+ * dword [k/2][16 v + t] = (bf16 x[t][k], bf16 x[t][k+1]), zero padded. */
+static void sg_pack_x_bf16(float *xt, const float *x, int n, int cols, int nv) {
+    const int ld = nv * 16;
+    for (int v = 0; v < nv; v++) {
+        int nt = n - 16 * v < 16 ? n - 16 * v : 16;
+        for (int k = 0; k < cols; k += 32) {
+            const int rem = cols - k;
+            const __mmask16 m0 = wd_tail_mask(rem), m1 = rem > 16 ? wd_tail_mask(rem - 16) : 0;
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) {
+                const float *xi = x + (size_t)(16 * v + i) * cols + k;
+                r[i] = i < nt ? (__m512)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, xi + 16),
+                                                            _mm512_maskz_loadu_ps(m0, xi))
+                              : _mm512_setzero_ps();
+            }
+            wd_transpose16(r);
+            const int np = rem >= 32 ? 16 : (rem + 1) / 2;
+            for (int j = 0; j < np; j++) _mm512_store_ps(xt + (size_t)(k / 2 + j) * ld + 16 * v, r[j]);
+        }
+    }
+}
+#endif
+
 static void sg_rows(float *y, int ldy, const float *xt, int n, int nv, const void *w, wd_dtype dt,
                     int cols, int r0, int r1, float *wb) {
     int r = r0;
@@ -664,6 +738,14 @@ int wd_cpu_sg_fits(wd_dtype dt, int n, int cols) {
            (int64_t)cols * SG_MAXN <= WD_SG_XT_FLOATS && cols % wd_dtype_block(dt) == 0;
 }
 
+int wd_cpu_sg_bf16(void) {
+#ifdef SG_BF16
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 int wd_cpu_sg_unit(wd_dtype dt, int n) {
     if (wd_cpu_q8x_gemm_owns(dt)) return wd_cpu_q8x_gemm_unit(n);
     return sg_rows_per_tile((sg_pass_tokens(n) + 15) / 16);
@@ -680,7 +762,11 @@ void wd_cpu_sg_rows2(float *y1, const void *w1, float *y2, const void *w2, wd_dt
     for (int t0 = 0; t0 < n; t0 += per) {
         int nt = n - t0 < per ? n - t0 : per;
         int nv = (nt + 15) / 16;
-        sg_pack_x(xt, x + (size_t)t0 * cols, nt, cols, nv);
+#ifdef SG_BF16
+        if (dt == WD_DT_BF16) sg_pack_x_bf16(xt, x + (size_t)t0 * cols, nt, cols, nv);
+        else
+#endif
+            sg_pack_x(xt, x + (size_t)t0 * cols, nt, cols, nv);
         sg_rows(y1 + (size_t)t0 * rows, rows, xt, nt, nv, w1, dt, cols, r0, r1, wb);
         if (w2) sg_rows(y2 + (size_t)t0 * rows, rows, xt, nt, nv, w2, dt, cols, r0, r1, wb);
     }

@@ -109,6 +109,10 @@ void wd_cpu_gemv_rows(float *y, const float *x, const void *w, wd_dtype dt, int 
 #define WD_SG_XT_FLOATS 131072
 int wd_cpu_sg_fits(wd_dtype dt, int n, int cols);
 int wd_cpu_sg_unit(wd_dtype dt, int n);
+/* Whether the small-n GEMM rounds the tokens to bf16 for BF16 weights
+ * (vdpbf16ps; AVX-512 BF16 builds): then |y - y_fp32| <= 2^-8 sum |w x|
+ * plus fp32 rounding. */
+int wd_cpu_sg_bf16(void);
 void wd_cpu_sg_rows2(float *y1, const void *w1, float *y2, const void *w2, wd_dtype dt,
                      const float *x, int n, int rows, int cols, int r0, int r1, float *xt);
 
