@@ -292,7 +292,8 @@ static void check_bf16_tokens(const float *y, const float *x, const double *deq,
 static void test_matmul(wd_pool *pool) {
     static const int shapes[][2] = {{43, 172}, {172, 43}, {64, 64}, {32, 96}, {96, 160},
                                     {512, 512}, {45, 512}, {1, 300}, {130, 1792},
-                                    {20, 3000} /* F32: too long for the small-n path */};
+                                    {20, 3000} /* F32: too long for the small-n path */,
+                                    {7, 2816} /* Q8_0 too (cols % 32 == 0) */};
     /* 150: two packed token chunks; F32 small-n path: 8..16 one token vector,
      * 33 three, 49 two passes of 32 and 17, 97 three passes */
     static const int ns[] = {1, 3, 7, 8, 16, 33, 37, 49, 97, 128, 150};

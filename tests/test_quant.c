@@ -252,6 +252,30 @@ static void test_random(wd_pool *pool) {
                 }
                 free(mem), free(deq), free(x), free(y), free(y1), free(yd);
             }
+        { /* rows too long for the small-n GEMM (2816 > 2730 columns): quant.c's GEMM, fp32 tokens */
+            const int rows = 5, cols = 2816, n = 9;
+            uint8_t *mem = malloc(wd_dtype_bytes(dt, (int64_t)rows * cols) + 3);
+            float *deq = malloc(4 * (size_t)rows * cols), *x = malloc(4 * (size_t)n * cols);
+            float *y = malloc(4 * (size_t)n * rows), *y1 = malloc(4 * (size_t)n * rows);
+            double *yd = malloc(8 * (size_t)n * rows);
+            if (mem && deq && x && y && y1 && yd) {
+                uint8_t *w = mem + 3;
+                fill_random(w, dt, rows, cols);
+                for (int r = 0; r < rows; r++) wd_row_to_f32(deq + (size_t)r * cols, w, dt, r, cols);
+                for (int i = 0; i < n * cols; i++) x[i] = rnd_uniform();
+                ref_product(yd, x, deq, n, rows, cols);
+                wd_matmul(NULL, y1, x, w, dt, n, rows, cols);
+                wd_matmul(pool, y, x, w, dt, n, rows, cols);
+                double e = rel_l2(y1, yd, (size_t)n * rows);
+                CHECKF(e <= 2e-6, "%s %dx%d n %d (long rows): rel l2 %.3g", wd_dtype_name(dt), rows,
+                       cols, n, e);
+                CHECKF(!memcmp(y, y1, 4 * (size_t)n * rows), "%s long rows: threaded differs from serial",
+                       wd_dtype_name(dt));
+            } else {
+                CHECK(!"allocation");
+            }
+            free(mem), free(deq), free(x), free(y), free(y1), free(yd);
+        }
         if (wd_cpu_q8x_gemm_owns(dt))
             printf("  %-5s random shapes: prefill on Q8 tokens (within the quantisation bound), "
                    "%d thread-split mismatches; decode on Q8 tokens, %d SIMD-vs-scalar checks\n",
