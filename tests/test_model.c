@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "host/host.h"
+#include "kernels/cpu/simd.h"
 #include "test_util.h"
 
 typedef struct {
@@ -161,7 +162,9 @@ static int select_alternating(void *ctx, int layer, int pos0, const float *probs
     return 0;
 }
 
-static void run_case(const char *name, wd_synth_spec spec, double tol) {
+/* tol: decode against the float64 reference; tol_pre: prefill (against the
+ * reference and against decode, which stays fp32). */
+static void run_case(const char *name, wd_synth_spec spec, double tol, double tol_pre) {
     char dir[512], err[512];
     snprintf(dir, sizeof(dir), "%s/test_model_%s", WD_BINARY_DIR, name);
     if (wd_synth_write(dir, &spec, err, sizeof(err))) {
@@ -192,9 +195,10 @@ static void run_case(const char *name, wd_synth_spec spec, double tol) {
     }
     printf("%-10s prefill vs ref %.2e, decode vs ref %.2e, prefill vs decode %.2e\n", name,
            e_pre, e_dec, sqrt(d / nrm));
-    CHECKF(e_pre < tol, "%s prefill rel err %.3g", name, e_pre);
+    CHECKF(e_pre < tol_pre, "%s prefill rel err %.3g", name, e_pre);
     CHECKF(e_dec < tol, "%s decode rel err %.3g", name, e_dec);
-    CHECKF(sqrt(d / nrm) < 1e-5, "%s prefill vs decode %.3g", name, sqrt(d / nrm));
+    CHECKF(sqrt(d / nrm) < (tol_pre > 1e-5 ? tol_pre : 1e-5), "%s prefill vs decode %.3g", name,
+           sqrt(d / nrm));
 
     /* a selection hook: 3 experts on even positions, 1 on odd */
     wd_moe_hooks hooks = {NULL, select_alternating, NULL};
@@ -203,7 +207,7 @@ static void run_case(const char *name, wd_synth_spec spec, double tol) {
     reference_logits(m, tokens, T, k_alternating, ref);
     CHECK(wd_forward(s, tokens, T, pre, 1, err, sizeof(err)) == 0);
     double e_hook = wd_rel_l2(pre, ref, (size_t)T * V);
-    CHECKF(e_hook < tol, "%s hook rel err %.3g", name, e_hook);
+    CHECKF(e_hook < tol_pre, "%s hook rel err %.3g", name, e_hook);
 
     /* errors: out-of-range token, context overflow */
     int bad = V;
@@ -225,10 +229,20 @@ int main(void) {
     spec.ffn = 96; spec.n_experts = 8; spec.top_k = 2; spec.vocab = 320;
     spec.rope_theta = 1e6f; spec.tied = 0; spec.dtype = WD_DT_F32; spec.seed = 7;
     spec.max_pos = 128;
-    run_case("f32", spec, 1e-5);
+    run_case("f32", spec, 1e-5, 1e-5);
     spec.dtype = WD_DT_BF16; spec.tied = 1; spec.seed = 8; spec.rope_theta = 10000;
-    run_case("bf16", spec, 1e-5);
+    /* BF16 prefill with vdpbf16ps rounds each matmul's tokens to bf16 (8
+     * significant bits: relative error <= 2^-8, ~2^-8/sqrt(3) = 2.3e-3 rms per
+     * element; test_ops checks each matmul against that bound). Here about 8
+     * rounded matmul inputs feed the logits (2 layers: qkv, o, experts' w1/w3
+     * and w2 where an expert gets 8+ tokens, and the LM head): ~sqrt(8) x 2.3e-3 =
+     * 6.5e-3 expected, 2e-2 allowed (measured 3.9e-3). */
+    int b16 = 0;
+#ifdef WD_AVX512
+    b16 = wd_cpu_sg_bf16();
+#endif
+    run_case("bf16", spec, 1e-5, b16 ? 2e-2 : 1e-5);
     spec.dtype = WD_DT_F16; spec.tied = 0; spec.seed = 9;
-    run_case("f16", spec, 1e-5);
+    run_case("f16", spec, 1e-5, 1e-5);
     return wd_test_finish("test_model");
 }

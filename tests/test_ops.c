@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "kernels/cpu/quant.h"
+#include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 #include "tests/test_util.h"
 
@@ -244,10 +246,54 @@ static void check_q8_decode(const float *y, const float *x, const double *deq, c
     free(xq), free(dx), free(yq);
 }
 
+/* Whether wd_matmul rounds the tokens to bf16 (BF16 weights, prefill on the
+ * small-n GEMM with vdpbf16ps). */
+static int bf16_tokens(int dt, int n, int cols) {
+#ifdef WD_AVX512
+    return dt == WD_DT_BF16 && wd_cpu_sg_bf16() && wd_cpu_sg_fits(WD_DT_BF16, n, cols);
+#else
+    (void)dt, (void)n, (void)cols;
+    return 0;
+#endif
+}
+
+/* x rounded to bf16 (nearest even), as double. */
+static double round_bf16(float x) { return ref_bf16(wd_f32_to_bf16(x)); }
+
+/* BF16 prefill on bf16 tokens: y against the float64 product on the rounded
+ * tokens (only fp32 accumulation apart: rel l2 <= 1e-5), and against the
+ * exact product within the rounding bound 2^-8 sum_c |w_c x_c| (bf16 keeps 8
+ * significant bits, round to nearest) plus fp32 accumulation, cols 2^-23 sum. */
+static void check_bf16_tokens(const float *y, const float *x, const double *deq, const double *yd,
+                              int n, int rows, int cols, const char *what) {
+    double *xq = malloc(sizeof(double) * n * cols), *yq = malloc(sizeof(double) * n * rows);
+    if (!xq || !yq) {
+        CHECK(!"allocation");
+        free(xq), free(yq);
+        return;
+    }
+    for (int i = 0; i < n * cols; i++) xq[i] = round_bf16(x[i]);
+    ref_matmul(yq, xq, deq, n, rows, cols);
+    double e = wd_rel_l2(y, yq, (size_t)n * rows);
+    CHECKF(e <= 1e-5, "%s: rel l2 %.3g against the bf16-token reference", what, e);
+    int bad = 0;
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < rows; r++) {
+            double mag = 0;
+            for (int c = 0; c < cols; c++)
+                mag += fabs(deq[(size_t)r * cols + c] * x[(size_t)t * cols + c]);
+            double bound = mag * (1.0 / 256 + cols * 0x1p-23) * 1.0001 + 1e-30;
+            bad += !(fabs(y[(size_t)t * rows + r] - yd[(size_t)t * rows + r]) <= bound);
+        }
+    CHECKF(bad == 0, "%s: %d outputs beyond the bf16 rounding bound", what, bad);
+    free(xq), free(yq);
+}
+
 static void test_matmul(wd_pool *pool) {
     static const int shapes[][2] = {{43, 172}, {172, 43}, {64, 64}, {32, 96}, {96, 160},
                                     {512, 512}, {45, 512}, {1, 300}, {130, 1792},
-                                    {20, 3000} /* F32: too long for the small-n path */};
+                                    {20, 3000} /* F32: too long for the small-n path */,
+                                    {7, 2816} /* Q8_0 too (cols % 32 == 0) */};
     /* 150: two packed token chunks; F32 small-n path: 8..16 one token vector,
      * 33 three, 49 two passes of 32 and 17, 97 three passes */
     static const int ns[] = {1, 3, 7, 8, 16, 33, 37, 49, 97, 128, 150};
@@ -287,10 +333,15 @@ static void test_matmul(wd_pool *pool) {
                 for (int p = 0; p < 2; p++) {
                     for (int i = 0; i < n * rows; i++) y[i] = NAN;
                     wd_matmul(p ? pool : NULL, y, x, w, (wd_dtype)dt, n, rows, cols);
-                    if (dt == WD_DT_Q8_0 && n < 8) {
+                    /* Q8_0 runs on quantised tokens in decode and, with VNNI, in prefill */
+                    if (dt == WD_DT_Q8_0 && (n < 8 || wd_cpu_q8x_gemm_owns(WD_DT_Q8_0))) {
                         char what[96];
                         snprintf(what, sizeof what, "matmul Q8_0 n=%d %dx%d pool=%d", n, rows, cols, p);
                         check_q8_decode(y, x, deq, yd, n, rows, cols, what);
+                    } else if (bf16_tokens(dt, n, cols)) {
+                        char what[96];
+                        snprintf(what, sizeof what, "matmul BF16 n=%d %dx%d pool=%d", n, rows, cols, p);
+                        check_bf16_tokens(y, x, deq, yd, n, rows, cols, what);
                     } else {
                         double e = wd_rel_l2(y, yd, (size_t)n * rows);
                         CHECKF(e <= 1e-5, "matmul %s n=%d %dx%d pool=%d: rel l2 %.3g",
@@ -627,10 +678,15 @@ static void test_expert_ffn(wd_pool *pool) {
                 double *u = malloc(sizeof(double) * n * F), *yd = malloc(sizeof(double) * n * H);
                 if (x && y && scr && xd && g && u && yd) {
                     for (int i = 0; i < n * H; i++) xd[i] = x[i] = 2 * rnd_uniform();
-                    /* Q8_0 decode runs on tokens quantised to Q8 blocks (x, then silu(g)*u) */
-                    const int q8 = dt == WD_DT_Q8_0 && n < 8;
+                    /* Q8_0 decode runs on tokens quantised to Q8 blocks (x, then silu(g)*u),
+                     * and so does its prefill where the build has VNNI (gemm_q8x.c) */
+                    const int q8 = dt == WD_DT_Q8_0 && (n < 8 || wd_cpu_q8x_gemm_owns(WD_DT_Q8_0));
+                    /* BF16 prefill rounds its tokens (x, then silu(g)*u) to bf16 */
+                    const int b16 = bf16_tokens(dt, n, H), b16b = bf16_tokens(dt, n, F);
                     if (q8)
                         for (int t = 0; t < n; t++) ref_q8x(xd + (size_t)t * H, NULL, x + (size_t)t * H, H);
+                    if (b16)
+                        for (int i = 0; i < n * H; i++) xd[i] = round_bf16(x[i]);
                     ref_matmul(g, xd, d1, n, F, H);
                     ref_matmul(u, xd, d3, n, F, H);
                     for (int i = 0; i < n * F; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
@@ -642,12 +698,15 @@ static void test_expert_ffn(wd_pool *pool) {
                         }
                         free(gf);
                     }
+                    if (b16b)
+                        for (int i = 0; i < n * F; i++) g[i] = round_bf16((float)g[i]);
                     ref_matmul(yd, g, d2, n, H, F);
                     wd_expert_ffn(pool, y, x, n, w1, w3, w2, (wd_dtype)dt, (wd_dtype)dt, H, F, scr);
                     double e = wd_rel_l2(y, yd, (size_t)n * H);
                     /* Q8_0 decode: silu(g)*u computed in fp32 by the kernel and in double
                      * here can quantise one level apart in a few elements */
-                    CHECKF(e <= (q8 ? 2e-4 : 1e-5), "expert_ffn %s n %d H %d F %d: %.3g",
+                    /* (bf16: likewise one rounding step apart in a few elements) */
+                    CHECKF(e <= (q8 || b16 || b16b ? 2e-4 : 1e-5), "expert_ffn %s n %d H %d F %d: %.3g",
                            wd_dtype_name(dt), n, H, F, e);
                 } else {
                     CHECK(!"allocation");

@@ -47,17 +47,17 @@ static void gate_up_task(void *arg, int task, int n_tasks) {
 }
 
 #ifdef WD_AVX512
-/* Prefill, F32: one run computes a block of rows of both g = w1 x and
+/* Prefill: one run computes a block of rows of both g = w1 x and
  * u = w3 x from one packing of the tokens, then silu(g)*u on that block. */
 static void gate_up_sg_task(void *arg, int task, int n_tasks) {
     const ffn_ctx *c = arg;
-    int unit = wd_cpu_sg_unit(c->n);
+    int unit = wd_cpu_sg_unit(c->dt, c->n);
     int r0 = (int)((int64_t)c->n_units * task / n_tasks) * unit;
     int r1 = (int)((int64_t)c->n_units * (task + 1) / n_tasks) * unit;
     if (r1 > c->ffn) r1 = c->ffn;
     if (r0 >= r1) return;
     _Alignas(64) float xt[WD_SG_XT_FLOATS];
-    wd_cpu_sg_rows2(c->g, c->w1, c->u, c->w3, c->x, c->n, c->ffn, c->hidden, r0, r1, xt);
+    wd_cpu_sg_rows2(c->g, c->w1, c->u, c->w3, c->dt, c->x, c->n, c->ffn, c->hidden, r0, r1, xt);
     for (int t = 0; t < c->n; t++)
         wd_cpu_silu_mul(c->g + (size_t)t * c->ffn + r0, c->u + (size_t)t * c->ffn + r0, r1 - r0);
 }
@@ -78,7 +78,7 @@ void wd_expert_ffn(wd_pool *pool, float *y, const float *x, int n, const void *w
     }
 #ifdef WD_AVX512
     else if (wd_cpu_sg_fits(dt, n, hidden)) {
-        int unit = wd_cpu_sg_unit(n);
+        int unit = wd_cpu_sg_unit(dt, n);
         ffn_ctx c = {g, u, x, w1, w3, dt, n, hidden, ffn, (ffn + unit - 1) / unit};
         int nt = wd_pool_size(pool);
         if (nt > c.n_units) nt = c.n_units;

@@ -8,7 +8,9 @@
  *    in fp32 against x in L1: one row at a time for one token (a strictly
  *    sequential stream), 4 rows at a time for 2-7 tokens. Q8_0 runs on
  *    tokens quantised to Q8 blocks with integer dot products (gemv_q8.c).
- *  - n >= WD_GEMM_MIN_N (prefill): compute bound. A blocked GEMM: per K block
+ *  - n >= WD_GEMM_MIN_N (prefill): compute bound. Rows up to 2730 columns take
+ *    the small-n GEMM (gemm_small.c: tokens in vector lanes, every dtype);
+ *    longer ones a blocked GEMM: per K block
  *    of 256, x is packed into [k][14 tokens] tiles and each 32-row weight
  *    panel is converted to fp32 and packed into [k][32 rows] (a 16x16
  *    in-register transpose); a 14x32 register tile (28 zmm accumulators,
@@ -23,10 +25,6 @@
 #include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 
-#define WD_GEMM_MIN_N 8
-#ifndef SG_SMALL_N
-#define SG_SMALL_N 4096 /* F32 GEMMs up to this many tokens use the small-n path */
-#endif
 #define GEMM_MR 14  /* tokens per register tile */
 #define GEMM_NR 32  /* weight rows per register tile */
 #define GEMM_KC 256 /* K block (a multiple of 32 for Q8_0) */
@@ -395,23 +393,6 @@ static void gemv_task(void *arg, int task, int n_tasks) {
 
 #ifdef WD_AVX512
 /* ---- GEMM ------------------------------------------------------------- */
-static inline __m512 load_w16(const void *w, wd_dtype dt, int64_t row, int cols, int k,
-                              __mmask16 m) {
-    switch (dt) {
-    case WD_DT_F32: return _mm512_maskz_loadu_ps(m, (const float *)w + row * cols + k);
-    case WD_DT_F16: return wd_load_f16x16((const uint16_t *)w + row * cols + k, m);
-    case WD_DT_BF16: return wd_load_bf16x16((const uint16_t *)w + row * cols + k, m);
-    case WD_DT_Q8_0: {
-        /* k is a multiple of 16 and cols of 32: always a full half block */
-        const uint8_t *blk = (const uint8_t *)w + (size_t)row * (size_t)(cols / 32) * WD_Q8_BYTES +
-                             (size_t)(k / 32) * WD_Q8_BYTES;
-        return _mm512_mul_ps(_mm512_set1_ps(wd_q8_scale(blk)),
-                             wd_load_q8x16((const int8_t *)blk + 2 + (k & 31)));
-    }
-    default: return _mm512_setzero_ps();
-    }
-}
-
 /* Weight panel rows [r0, r0+32) x cols [k0, k0+kc) -> wp[kc16][32], fp32, zero padded. */
 static void pack_w(float *wp, const void *w, wd_dtype dt, int rows, int cols, int r0, int k0,
                    int kc) {
@@ -421,7 +402,7 @@ static void pack_w(float *wp, const void *w, wd_dtype dt, int rows, int cols, in
             __m512 v[16];
             for (int i = 0; i < 16; i++) {
                 int row = r0 + 16 * h + i;
-                v[i] = row < rows ? load_w16(w, dt, row, cols, k0 + kk, m) : _mm512_setzero_ps();
+                v[i] = row < rows ? wd_load_w16(w, dt, row, cols, k0 + kk, m) : _mm512_setzero_ps();
             }
             wd_transpose16(v);
             for (int j = 0; j < 16; j++) _mm512_store_ps(wp + (size_t)(kk + j) * GEMM_NR + 16 * h, v[j]);
@@ -500,144 +481,6 @@ static void gemm_task(void *arg, int task, int n_tasks) {
     }
 }
 
-/* ---- small-n F32 GEMM: tokens in vector lanes, weights streamed -------- */
-/* For F32 weights and n <= SG_MAXN tokens (an expert's share of a prompt),
- * repacking each weight panel costs as much as the few FMAs it feeds. Here
- * the tokens are packed once per task as xt[k][NV*16] (NV = ceil(n/16)
- * vectors, zero padded) and the weight rows are read in place: a tile of R
- * rows x NV token vectors keeps R*NV accumulators; per k it loads NV token
- * vectors and broadcasts W[r][k] from memory. Each output is one fp32 FMA
- * chain over k = 0..cols-1 whatever R, so tails and thread splits give
- * identical bits. */
-#define SG_MAXN 48 /* tokens per pass (3 vectors; a 4th spills the packed tokens to L2) */
-
-static int sg_rows_per_tile(int nv) { return nv == 1 ? 16 : nv == 2 ? 14 : 9; }
-
-static inline __attribute__((always_inline)) void
-sg_kernel(float *y, int ldy, const float *xt, int n, const float *w, int cols, int r0,
-          const int NV, const int R) {
-    __m512 c[16][4];
-    const float *wr[16];
-#pragma GCC unroll 16
-    for (int i = 0; i < R; i++) {
-        wr[i] = w + (size_t)(r0 + i) * cols;
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) c[i][v] = _mm512_setzero_ps();
-    }
-    const int ld = NV * 16;
-    /* the same columns of the next tile's rows (prefetching ahead in a row
-     * would mostly hit the next row of this tile when rows are short) */
-    const size_t pf = (size_t)R * cols;
-    int k = 0;
-    for (; k + 16 <= cols; k += 16) {
-#pragma GCC unroll 16
-        for (int i = 0; i < R; i++) _mm_prefetch((const char *)(wr[i] + pf + k), _MM_HINT_T1);
-        for (int kk = k; kk < k + 16; kk++) {
-            __m512 xv[4];
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) xv[v] = _mm512_load_ps(xt + (size_t)kk * ld + 16 * v);
-#pragma GCC unroll 16
-            for (int i = 0; i < R; i++) {
-                __m512 b = _mm512_set1_ps(wr[i][kk]);
-#pragma GCC unroll 4
-                for (int v = 0; v < NV; v++) c[i][v] = _mm512_fmadd_ps(b, xv[v], c[i][v]);
-            }
-        }
-    }
-    for (; k < cols; k++) {
-        __m512 xv[4];
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) xv[v] = _mm512_load_ps(xt + (size_t)k * ld + 16 * v);
-#pragma GCC unroll 16
-        for (int i = 0; i < R; i++) {
-            __m512 b = _mm512_set1_ps(wr[i][k]);
-#pragma GCC unroll 4
-            for (int v = 0; v < NV; v++) c[i][v] = _mm512_fmadd_ps(b, xv[v], c[i][v]);
-        }
-    }
-    _Alignas(64) float tmp[16][64];
-#pragma GCC unroll 16
-    for (int i = 0; i < R; i++)
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) _mm512_store_ps(&tmp[i][16 * v], c[i][v]);
-    for (int t = 0; t < n; t++) {
-        float *yt = y + (size_t)t * ldy + r0;
-        for (int i = 0; i < R; i++) yt[i] = tmp[i][t];
-    }
-}
-
-#define SG_CASE(NV, R)                                                                        \
-    static void sg_kernel_##NV##_##R(float *y, int ldy, const float *xt, int n,               \
-                                     const float *w, int cols, int r0) {                      \
-        sg_kernel(y, ldy, xt, n, w, cols, r0, NV, R);                                         \
-    }
-SG_CASE(1, 16)
-SG_CASE(1, 1)
-SG_CASE(2, 14)
-SG_CASE(2, 1)
-SG_CASE(3, 9)
-SG_CASE(3, 1)
-
-/* x[t][k] (t < n) -> xt[k][nv*16], zero padded tokens. */
-static void sg_pack_x(float *xt, const float *x, int n, int cols, int nv) {
-    const int ld = nv * 16;
-    for (int v = 0; v < nv; v++) {
-        int nt = n - 16 * v < 16 ? n - 16 * v : 16;
-        int k = 0;
-        for (; k + 16 <= cols; k += 16) {
-            __m512 r[16];
-            for (int i = 0; i < 16; i++)
-                r[i] = i < nt ? _mm512_loadu_ps(x + (size_t)(16 * v + i) * cols + k)
-                              : _mm512_setzero_ps();
-            wd_transpose16(r);
-            for (int j = 0; j < 16; j++) _mm512_store_ps(xt + (size_t)(k + j) * ld + 16 * v, r[j]);
-        }
-        for (; k < cols; k++)
-            for (int i = 0; i < 16; i++)
-                xt[(size_t)k * ld + 16 * v + i] = i < nt ? x[(size_t)(16 * v + i) * cols + k] : 0.0f;
-    }
-}
-
-static void sg_rows(float *y, int ldy, const float *xt, int n, int nv, const float *w, int cols,
-                    int r0, int r1) {
-    int r = r0;
-    switch (nv) {
-#define SG_RUN(NV, RR)                                                                        \
-    for (; r + RR <= r1; r += RR) sg_kernel_##NV##_##RR(y, ldy, xt, n, w, cols, r);           \
-    for (; r < r1; r++) sg_kernel_##NV##_1(y, ldy, xt, n, w, cols, r);                        \
-    break;
-    case 1: SG_RUN(1, 16)
-    case 2: SG_RUN(2, 14)
-    default: SG_RUN(3, 9)
-#undef SG_RUN
-    }
-}
-
-/* Passes of at most SG_MAXN tokens, all but the last a multiple of 16. */
-static int sg_pass_tokens(int n) {
-    const int passes = (n + SG_MAXN - 1) / SG_MAXN;
-    return ((n + passes - 1) / passes + 15) & ~15;
-}
-
-int wd_cpu_sg_fits(wd_dtype dt, int n, int cols) {
-    return dt == WD_DT_F32 && n >= WD_GEMM_MIN_N && n <= SG_SMALL_N &&
-           (int64_t)cols * SG_MAXN <= WD_SG_XT_FLOATS;
-}
-
-int wd_cpu_sg_unit(int n) { return sg_rows_per_tile((sg_pass_tokens(n) + 15) / 16); }
-
-void wd_cpu_sg_rows2(float *y1, const float *w1, float *y2, const float *w2, const float *x,
-                     int n, int rows, int cols, int r0, int r1, float *xt) {
-    const int per = sg_pass_tokens(n);
-    for (int t0 = 0; t0 < n; t0 += per) {
-        int nt = n - t0 < per ? n - t0 : per;
-        int nv = (nt + 15) / 16;
-        sg_pack_x(xt, x + (size_t)t0 * cols, nt, cols, nv);
-        sg_rows(y1 + (size_t)t0 * rows, rows, xt, nt, nv, w1, cols, r0, r1);
-        if (w2) sg_rows(y2 + (size_t)t0 * rows, rows, xt, nt, nv, w2, cols, r0, r1);
-    }
-}
-
 static void sg_task(void *arg, int task, int n_tasks) {
     const mm_ctx *c = arg;
     int u0, u1;
@@ -646,7 +489,7 @@ static void sg_task(void *arg, int task, int n_tasks) {
     if (r1 > c->rows) r1 = c->rows;
     if (r0 >= r1) return;
     _Alignas(64) float xt[WD_SG_XT_FLOATS];
-    wd_cpu_sg_rows2(c->y, c->w, NULL, NULL, c->x, c->n, c->rows, c->cols, r0, r1, xt);
+    wd_cpu_sg_rows2(c->y, c->w, NULL, NULL, c->dt, c->x, c->n, c->rows, c->cols, r0, r1, xt);
 }
 #endif /* WD_AVX512 */
 
@@ -657,22 +500,24 @@ void wd_matmul(wd_pool *pool, float *y, const float *x, const void *w, wd_dtype 
         memset(y, 0, (size_t)n * rows * sizeof(float));
         return;
     }
-    if (wd_cpu_quant_owns(dt)) { /* Q4_0 .. Q6_K: quant.c */
-        wd_cpu_quant_matmul(pool, y, x, w, dt, n, rows, cols);
-        return;
-    }
     int nth = wd_pool_size(pool);
     if ((int64_t)rows * cols * n < WD_MATMUL_SERIAL_ELEMS) nth = 1;
     mm_ctx c = {y, x, w, dt, n, rows, cols, 16, 0};
 #ifdef WD_AVX512
-    if (wd_cpu_sg_fits(dt, n, cols)) {
-        c.unit = wd_cpu_sg_unit(n);
+    if (wd_cpu_sg_fits(dt, n, cols)) { /* every dtype */
+        c.unit = wd_cpu_sg_unit(dt, n);
         c.n_units = (rows + c.unit - 1) / c.unit;
         int nt = nth < c.n_units ? nth : c.n_units;
         if (nt <= 1) sg_task(&c, 0, 1);
         else wd_pool_run(pool, sg_task, &c, nt);
         return;
     }
+#endif
+    if (wd_cpu_quant_owns(dt)) { /* Q4_0 .. Q6_K: quant.c */
+        wd_cpu_quant_matmul(pool, y, x, w, dt, n, rows, cols);
+        return;
+    }
+#ifdef WD_AVX512
     if (n >= WD_GEMM_MIN_N) {
         c.unit = GEMM_NR;
         c.n_units = (rows + GEMM_NR - 1) / GEMM_NR;

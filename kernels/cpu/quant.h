@@ -34,4 +34,15 @@ void wd_cpu_quant_gemv_rows_scalar(float *y, const float *x, const void *w, wd_d
 void wd_cpu_quant_matmul(wd_pool *pool, float *y, const float *x, const void *w, wd_dtype dt,
                          int n, int rows, int cols);
 
+/* Prefill (n >= 8) on tokens quantised to Q8 blocks, VNNI integer dots
+ * (gemm_q8x.c; AVX-512 VNNI builds, elsewhere owns nothing): whether it runs
+ * dt (Q4_0, Q4_K, Q5_K); its row tile for n tokens (the thread
+ * split granule); rows [r0, r1) of y1 = W1 x and, if w2, y2 = W2 x, on the
+ * calling thread, with a 64-byte aligned scratch of WD_SG_XT_FLOATS floats.
+ * wd_matmul reaches it through wd_cpu_sg_* (matmul.c) when wd_cpu_sg_fits. */
+int wd_cpu_q8x_gemm_owns(wd_dtype dt);
+int wd_cpu_q8x_gemm_unit(int n);
+void wd_cpu_q8x_gemm_rows2(float *y1, const void *w1, float *y2, const void *w2, wd_dtype dt,
+                           const float *x, int n, int rows, int cols, int r0, int r1, void *scratch);
+
 #endif

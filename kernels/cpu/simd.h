@@ -101,15 +101,23 @@ static inline __m256i wd_dp_u8s8(__m256i acc, __m256i u, __m256i s) {
 void wd_cpu_gemv_rows(float *y, const float *x, const void *w, wd_dtype dt, int n, int rows,
                       int cols, int r0, int r1);
 
-/* Small-n F32 GEMM (matmul.c; AVX-512 builds only): whether wd_matmul takes it
- * for (dt, n, cols); its thread-split granule in rows; and rows [r0, r1) of
- * y1 = W1 x (and, if w2, y2 = W2 x, sharing the packed tokens), on the
- * calling thread, with xt a 64-byte aligned scratch of WD_SG_XT_FLOATS. */
+/* wd_matmul runs n >= WD_GEMM_MIN_N tokens as a GEMM (prefill), fewer as GEMVs. */
+#define WD_GEMM_MIN_N 8
+
+/* Small-n GEMM, any dtype (gemm_small.c; AVX-512 builds only): whether wd_matmul
+ * takes it for (dt, n, cols); its thread-split granule in rows; and rows
+ * [r0, r1) of y1 = W1 x (and, if w2, y2 = W2 x, same dtype, sharing the packed
+ * tokens), on the calling thread, with xt a 64-byte aligned scratch of
+ * WD_SG_XT_FLOATS. */
 #define WD_SG_XT_FLOATS 131072
 int wd_cpu_sg_fits(wd_dtype dt, int n, int cols);
-int wd_cpu_sg_unit(int n);
-void wd_cpu_sg_rows2(float *y1, const float *w1, float *y2, const float *w2, const float *x,
-                     int n, int rows, int cols, int r0, int r1, float *xt);
+int wd_cpu_sg_unit(wd_dtype dt, int n);
+/* Whether the small-n GEMM rounds the tokens to bf16 for BF16 weights
+ * (vdpbf16ps; AVX-512 BF16 builds): then |y - y_fp32| <= 2^-8 sum |w x|
+ * plus fp32 rounding. */
+int wd_cpu_sg_bf16(void);
+void wd_cpu_sg_rows2(float *y1, const void *w1, float *y2, const void *w2, wd_dtype dt,
+                     const float *x, int n, int rows, int cols, int r0, int r1, float *xt);
 
 /* g[i] = silu(g[i]) * u[i] for i < n (expert.c; the tail is masked, so the
  * result of an element never depends on where a range starts). */
@@ -171,6 +179,24 @@ static inline __m512 wd_load_bf16x16(const uint16_t *p, __mmask16 m) {
 }
 static inline __m512 wd_load_q8x16(const int8_t *q) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q)));
+}
+/* 16 weights of row `row` from column k (k % 16 == 0) of an F32, F16, BF16 or
+ * Q8_0 matrix (cols wide) as fp32, lanes outside m zero. */
+static inline __m512 wd_load_w16(const void *w, wd_dtype dt, int64_t row, int cols, int k,
+                                 __mmask16 m) {
+    switch (dt) {
+    case WD_DT_F32: return _mm512_maskz_loadu_ps(m, (const float *)w + row * cols + k);
+    case WD_DT_F16: return wd_load_f16x16((const uint16_t *)w + row * cols + k, m);
+    case WD_DT_BF16: return wd_load_bf16x16((const uint16_t *)w + row * cols + k, m);
+    case WD_DT_Q8_0: {
+        /* k is a multiple of 16 and cols of 32: always a full half block */
+        const uint8_t *blk = (const uint8_t *)w + (size_t)row * (size_t)(cols / 32) * WD_Q8_BYTES +
+                             (size_t)(k / 32) * WD_Q8_BYTES;
+        return _mm512_mul_ps(_mm512_set1_ps(wd_q8_scale(blk)),
+                             wd_load_q8x16((const int8_t *)blk + 2 + (k & 31)));
+    }
+    default: return _mm512_setzero_ps();
+    }
 }
 
 /* In-register transpose of a 16x16 block: r[i][j] -> r[j][i]. */
