@@ -803,6 +803,7 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
     if (crit < 0 && na) crit = 0;
     if (wd_emu_account_faults(emu, n_tokens, n, expert, t1))
         return wd_fail(err, errlen, "step: out of memory");
+    if (!emu->pipe_n) emu->pipe_carry = 0; /* a synchronous step: nothing busy after it */
     if (emu->pipe_n) {
         wd_emu_pipe_commit(emu);
         if (wd_emu_pipe_bs_reserve(emu, t0, tbs)) return wd_fail(err, errlen, "step: out of memory");

@@ -82,6 +82,8 @@ struct wd_emu {
      * layer step): each micro-batch's clock and open forward pass, the BS, every
      * device and every link busy until */
     int pipe_n, pipe_cur;
+    int pipe_carry;    /* the busy state carries into the next begin with start times */
+    double pipe_floor; /* the earliest micro-batch clock at the last end */
     struct mb_ctx {
         double ready; /* the micro-batch's clock: its next BS work may start */
         int fwd_open, f_phase, fwd_n, last_closed, last_new;

@@ -541,9 +541,14 @@ void wd_emu_devices_print(FILE *f, const wd_emu *emu);
  * micro-batch's transfer then), a link of its own half while it carries one;
  * a transfer keeps the share it started with. The micro-batch's clock moves
  * to its last result back. end: the clock becomes the latest micro-batch's;
- * back to the synchronous step. n = 1 is the synchronous step exactly.
- * Returns non-zero on a bad n or no memory. */
-int wd_emu_pipeline_begin(wd_emu *emu, int n, char *err, size_t errlen);
+ * back to the synchronous step. start NULL: every micro-batch starts now and
+ * nothing is busy (the step barrier); n = 1 is then the synchronous step
+ * exactly. start[n]: micro-batch m starts at start[m] (none before the
+ * earliest micro-batch clock at the previous end, or now after a synchronous
+ * step), and the BS, devices and links still busy from the previous pipelined
+ * step stay busy (a cross-step queue; n = 1 is then one micro-batch).
+ * Returns non-zero on a bad n, a start too early or no memory. */
+int wd_emu_pipeline_begin(wd_emu *emu, int n, const double *start, char *err, size_t errlen);
 void wd_emu_pipeline_switch(wd_emu *emu, int m);
 /* Micro-batch m's clock: the host runs the one with the earliest next. */
 double wd_emu_pipeline_ready(const wd_emu *emu, int m);

@@ -49,11 +49,21 @@ static void load_fwd(wd_emu *emu, const struct mb_ctx *c) {
     }
 }
 
-int wd_emu_pipeline_begin(wd_emu *emu, int n, char *err, size_t errlen) {
+int wd_emu_pipeline_begin(wd_emu *emu, int n, const double *start, char *err, size_t errlen) {
     if (n < 1 || n > 4096)
         return wd_fail(err, errlen, "pipeline: %d micro-batches (1 to 4096)", n);
     if (emu->pipe_n) return wd_fail(err, errlen, "pipeline: already begun");
-    if (n == 1) return 0; /* the synchronous step */
+    if (n == 1 && !start) return 0; /* the synchronous step */
+    /* carried over: the BS, devices and links busy from the previous
+     * pipelined step (none since a synchronous step: free from now on) */
+    int carry = start && emu->pipe_carry;
+    double floor = carry ? emu->pipe_floor : emu->t;
+    for (int m = 0; start && m < n; m++)
+        if (!(start[m] >= floor) || !isfinite(start[m]))
+            return wd_fail(err, errlen,
+                           "pipeline: micro-batch %d starts at %.9g s, before %.9g s (the "
+                           "earliest clock of the step before)",
+                           m, start[m], floor);
     if (n > emu->mb_cap) {
         struct mb_ctx *p = realloc(emu->mb, (size_t)n * sizeof *p);
         if (!p) return wd_fail(err, errlen, "pipeline: out of memory");
@@ -69,12 +79,15 @@ int wd_emu_pipeline_begin(wd_emu *emu, int n, char *err, size_t errlen) {
         if (!emu->dev_free || !emu->link_free || !emu->jobs || !emu->t_start_dir)
             return wd_fail(err, errlen, "pipeline: out of memory");
     }
-    /* the synchronous steps before left nothing busy */
-    for (int d = 0; d < nd; d++) {
-        emu->dev_free[d] = emu->link_free[2 * d] = emu->link_free[2 * d + 1] = emu->t;
-        for (int j = 0; j < WD_EMU_JOBS; j++)
-            emu->jobs[d * WD_EMU_JOBS + j] = (struct dev_job){-INFINITY, 0};
+    if (!carry) { /* the synchronous steps before left nothing busy */
+        for (int d = 0; d < nd; d++) {
+            emu->dev_free[d] = emu->link_free[2 * d] = emu->link_free[2 * d + 1] = emu->t;
+            for (int j = 0; j < WD_EMU_JOBS; j++)
+                emu->jobs[d * WD_EMU_JOBS + j] = (struct dev_job){-INFINITY, 0};
+        }
+        emu->n_iv = 0;
     }
+    if (start) emu->t = start[0];
     if (save_fwd(emu, &emu->mb[0])) return wd_fail(err, errlen, "pipeline: out of memory");
     for (int m = 1; m < n; m++) {
         struct mb_ctx *c = &emu->mb[m];
@@ -82,11 +95,10 @@ int wd_emu_pipeline_begin(wd_emu *emu, int n, char *err, size_t errlen) {
         int cap = c->flag_cap;
         memset(c, 0, sizeof *c);
         c->flag = flag, c->flag_cap = cap;
-        c->ready = emu->t;
+        c->ready = start ? start[m] : emu->t;
         c->last_closed = -1;
     }
-    emu->n_iv = 0;
-    emu->pipe_n = n, emu->pipe_cur = 0;
+    emu->pipe_n = n, emu->pipe_cur = 0, emu->pipe_carry = start != NULL;
     return 0;
 }
 
@@ -148,10 +160,13 @@ double wd_emu_pipe_keep(const wd_emu *emu) {
 void wd_emu_pipeline_end(wd_emu *emu) {
     if (!emu->pipe_n) return;
     emu->mb[emu->pipe_cur].ready = emu->t;
-    double t = emu->t;
-    for (int m = 0; m < emu->pipe_n; m++)
+    double t = emu->t, lo = emu->t;
+    for (int m = 0; m < emu->pipe_n; m++) {
         if (emu->mb[m].ready > t) t = emu->mb[m].ready;
-    emu->t = t; /* the last micro-batch's LM head is done: nothing is busy after */
+        if (emu->mb[m].ready < lo) lo = emu->mb[m].ready;
+    }
+    emu->t = t; /* the last micro-batch's LM head is done */
+    emu->pipe_floor = lo; /* no micro-batch of the next step starts before */
     emu->pipe_n = 0;
 }
 
