@@ -94,13 +94,16 @@ struct wd_emu {
     int mb_cap;
     double *bs_iv; /* [2 n_iv] the BS's busy intervals [start, end), sorted */
     int n_iv, cap_iv;
-    double *dev_free;   /* [nd] */
-    double *link_free;  /* [2 nd] */
-    struct dev_job {    /* [nd][JOBS]: the last jobs of each device (end, calls) */
-        double end;
+    double *dev_free;   /* [nd] busy until at least: the latest end of a job dropped from jobs */
+    double *link_free;  /* [2 nd] busy until at least: the latest end of a transfer dropped from xfers */
+    struct xfer {       /* [2 nd][JOBS]: the last transfers on each link [start, end) */
+        double start, end;
+    } *xfers;
+    struct dev_job {    /* [nd][JOBS]: the last jobs of each device (busy [start, end), calls) */
+        double start, end;
         int calls;
     } *jobs;
-    double *t_start_dir; /* [2 nd] scratch of plan: transfer start per active slot */
+    double *t_start_dir; /* [3 nd] scratch of plan: downlink start, compute end and start per active slot */
 };
 
 #define WD_EMU_JOBS 16
@@ -114,7 +117,11 @@ double wd_emu_expert_time(const wd_emu *emu, int d, int n);   /* roofline of n t
 
 /* pipeline.c: the pipelined micro-batches' state */
 double wd_emu_pipe_scale(const wd_emu *emu, int d, int dir, double t); /* share scale at t */
-int wd_emu_pipe_ahead(const wd_emu *emu, int d, double t);     /* calls of jobs ahead at t */
+/* Device d's job arriving at t for dur: it starts in the earliest idle gap of
+ * the device from t (after dev_free) that holds dur; ahead: the calls of the
+ * jobs it finds unfinished at t and served before its start. */
+double wd_emu_pipe_dev_fit(const wd_emu *emu, int d, double t, double dur);
+int wd_emu_pipe_ahead(const wd_emu *emu, int d, double t, double start);
 void wd_emu_pipe_commit(wd_emu *emu);                          /* the step just planned */
 /* BS work of dur from t on: the earliest start >= t where the BS is idle for
  * dur (dur 0: idle at that instant); reserve: and mark it busy (1: no memory). */

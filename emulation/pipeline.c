@@ -5,9 +5,10 @@
  * serving). The accounting is event-driven on the virtual clock: each
  * micro-batch has its own clock; the BS has busy intervals (a micro-batch's
  * work, attention + routers or the LM head, fills the earliest idle gap from
- * the time it can start); every device is busy until dev_free (it serves
- * jobs, one per micro-batch layer step, in arrival order); every link carries
- * a transfer until link_free (the band is shared by all transfers in flight).
+ * the time it can start); every device has busy intervals too (it serves
+ * jobs, one per micro-batch layer step: a job takes the earliest idle gap
+ * from its arrival that holds it, behind the jobs planned before); every link carries
+ * its last transfers (the band is shared by all transfers in flight).
  * A micro-batch's next layer starts when all its chosen experts of this layer
  * are back and the BS is idle. The host runs the micro-batch with the
  * earliest clock next (wd_emu_pipeline_ready). emu.c plans a step with these
@@ -71,20 +72,21 @@ int wd_emu_pipeline_begin(wd_emu *emu, int n, const double *start, char *err, si
         emu->mb = p, emu->mb_cap = n;
     }
     int nd = emu->nd;
-    if (!emu->dev_free) {
-        emu->dev_free = malloc((size_t)nd * sizeof(double));
-        emu->link_free = malloc((size_t)2 * nd * sizeof(double));
-        emu->jobs = malloc((size_t)nd * WD_EMU_JOBS * sizeof *emu->jobs);
-        emu->t_start_dir = malloc((size_t)2 * nd * sizeof(double));
-        if (!emu->dev_free || !emu->link_free || !emu->jobs || !emu->t_start_dir)
-            return wd_fail(err, errlen, "pipeline: out of memory");
-    }
+    if (!emu->dev_free) emu->dev_free = malloc((size_t)nd * sizeof(double));
+    if (!emu->link_free) emu->link_free = malloc((size_t)2 * nd * sizeof(double));
+    if (!emu->jobs) emu->jobs = malloc((size_t)nd * WD_EMU_JOBS * sizeof *emu->jobs);
+    if (!emu->t_start_dir) emu->t_start_dir = malloc((size_t)3 * nd * sizeof(double));
+    if (!emu->xfers) emu->xfers = malloc((size_t)2 * nd * WD_EMU_JOBS * sizeof *emu->xfers);
+    if (!emu->dev_free || !emu->link_free || !emu->jobs || !emu->t_start_dir || !emu->xfers)
+        return wd_fail(err, errlen, "pipeline: out of memory");
     if (!carry) { /* the synchronous steps before left nothing busy */
         for (int d = 0; d < nd; d++) {
             emu->dev_free[d] = emu->link_free[2 * d] = emu->link_free[2 * d + 1] = emu->t;
             for (int j = 0; j < WD_EMU_JOBS; j++)
-                emu->jobs[d * WD_EMU_JOBS + j] = (struct dev_job){-INFINITY, 0};
+                emu->jobs[d * WD_EMU_JOBS + j] = (struct dev_job){-INFINITY, -INFINITY, 0};
         }
+        for (int j = 0; j < 2 * nd * WD_EMU_JOBS; j++)
+            emu->xfers[j] = (struct xfer){-INFINITY, -INFINITY};
         emu->n_iv = 0;
     }
     if (start) emu->t = start[0];
@@ -170,27 +172,65 @@ void wd_emu_pipeline_end(wd_emu *emu) {
     emu->pipe_n = 0;
 }
 
+/* A transfer on link k (2 d + dir) in flight at t. */
+static int link_busy(const wd_emu *emu, int k, double t) {
+    if (emu->link_free[k] > t) return 1;
+    for (int j = 0; j < WD_EMU_JOBS; j++) {
+        const struct xfer *x = &emu->xfers[k * WD_EMU_JOBS + j];
+        if (x->start <= t && x->end > t) return 1;
+    }
+    return 0;
+}
+
+/* Link k carries [start, end): the slot of the earliest end takes it; one
+ * dropped in flight keeps the link busy until its end. */
+static void link_add(wd_emu *emu, int k, double start, double end) {
+    struct xfer *x = &emu->xfers[k * WD_EMU_JOBS], *old = x;
+    for (int j = 1; j < WD_EMU_JOBS; j++)
+        if (x[j].end < old->end) old = &x[j];
+    if (old->end > emu->link_free[k]) emu->link_free[k] = old->end;
+    *old = (struct xfer){start, end};
+}
+
 double wd_emu_pipe_scale(const wd_emu *emu, int d, int dir, double t) {
     if (!emu->split[2 * d + dir]) /* its own link: halved while another transfer is on it */
-        return emu->link_free[2 * d + dir] > t ? 0.5 : 1.0;
+        return link_busy(emu, 2 * d + dir, t) ? 0.5 : 1.0;
     int n = 0, busy = 0;
     for (int i = 0; i < emu->n_active; i++) n += emu->split[2 * emu->active[i] + dir];
     for (int e = 0; e < emu->nd; e++)
-        busy += emu->split[2 * e + dir] && emu->link_free[2 * e + dir] > t;
+        busy += emu->split[2 * e + dir] && link_busy(emu, 2 * e + dir, t);
     return n > 0 ? (double)n / (n + busy) : 1.0;
 }
 
-int wd_emu_pipe_ahead(const wd_emu *emu, int d, double t) {
+double wd_emu_pipe_dev_fit(const wd_emu *emu, int d, double t, double dur) {
+    const struct dev_job *jb = &emu->jobs[d * WD_EMU_JOBS];
+    int ord[WD_EMU_JOBS], n = 0;
+    if (emu->dev_free[d] > t) t = emu->dev_free[d];
+    for (int j = 0; j < WD_EMU_JOBS; j++) { /* the jobs unfinished at t, by start */
+        if (!(jb[j].end > t)) continue;
+        int at = n++;
+        while (at > 0 && jb[ord[at - 1]].start > jb[j].start) ord[at] = ord[at - 1], at--;
+        ord[at] = j;
+    }
+    for (int i = 0; i < n; i++) {
+        const struct dev_job *x = &jb[ord[i]];
+        if (t + dur <= x->start) break; /* the gap before it holds the job */
+        if (x->end > t) t = x->end;
+    }
+    return t;
+}
+
+int wd_emu_pipe_ahead(const wd_emu *emu, int d, double t, double start) {
     int a = 0;
     for (int j = 0; j < WD_EMU_JOBS; j++) {
         const struct dev_job *x = &emu->jobs[d * WD_EMU_JOBS + j];
-        if (x->end > t) a += x->calls;
+        if (x->end > t && x->start < start) a += x->calls;
     }
     return a;
 }
 
-/* The step just planned (dt; t_start_dir[i], [nd + i]: the downlink start and
- * compute end of slot i): the links are busy until its transfers end, the
+/* The step just planned (dt; t_start_dir[i], [nd + i], [2 nd + i]: the
+ * downlink start, compute end and compute start of slot i): the links are busy until its transfers end, the
  * devices until its jobs end; the device's queue statistics. */
 void wd_emu_pipe_commit(wd_emu *emu) {
     for (int i = 0; i < emu->n_active; i++) {
@@ -198,14 +238,15 @@ void wd_emu_pipe_commit(wd_emu *emu) {
         int d = x->device;
         double end_c = emu->t_start_dir[emu->nd + i];
         double dl_end = emu->t_start_dir[i] + x->t_dl;
-        if (dl_end > emu->link_free[2 * d]) emu->link_free[2 * d] = dl_end;
-        emu->dev_free[d] = end_c;
-        if (x->t_back > emu->link_free[2 * d + 1]) emu->link_free[2 * d + 1] = x->t_back;
-        /* the oldest job slot (the earliest end) takes this job */
+        link_add(emu, 2 * d, emu->t_start_dir[i], dl_end);
+        link_add(emu, 2 * d + 1, end_c, x->t_back);
+        /* the oldest job slot (the earliest end) takes this job; a job
+         * dropped unfinished still keeps the device busy until its end */
         struct dev_job *jb = &emu->jobs[d * WD_EMU_JOBS], *old = jb;
         for (int j = 1; j < WD_EMU_JOBS; j++)
             if (jb[j].end < old->end) old = &jb[j];
-        *old = (struct dev_job){end_c, x->calls};
+        if (old->end > emu->dev_free[d]) emu->dev_free[d] = old->end;
+        *old = (struct dev_job){emu->t_start_dir[2 * emu->nd + i], end_c, x->calls};
         struct dev_acc *v = &emu->dacc[d];
         v->jobs++;
         v->queued_jobs += x->queue_s > 0;
@@ -220,6 +261,7 @@ void wd_emu_pipe_free(wd_emu *emu) {
     free(emu->mb);
     free(emu->dev_free);
     free(emu->link_free);
+    free(emu->xfers);
     free(emu->jobs);
     free(emu->t_start_dir);
     free(emu->bs_iv);

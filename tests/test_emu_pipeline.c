@@ -203,26 +203,35 @@ static void test_one_is_sync(void) {
  * over: A's step-2 job arrives while the device still computes B's step-1
  * job and waits c - (b + d + u + lm); B's step-2 job then waits as long
  * behind A's. */
-static void test_across_steps(void) {
-    wd_scenario sc;
+/* one slow device of one expert and one layer: compute c > b + d + u + lm;
+ * dl 10 Mbit/s + 0.1 ms, ul 100 Mbit/s + 0.1 ms */
+static wd_emu *make_slow(wd_scenario *sc, double *b, double *d, double *c, double *u) {
     char err[256];
-    CHECK(wd_scenario_default(&sc, 1, err, sizeof err) == 0);
-    sc.bs = BS;
+    CHECK(wd_scenario_default(sc, 1, err, sizeof err) == 0);
+    sc->bs = BS;
     wd_compute_profile slow = DEV;
     slow.peak_flops = 1e7;
-    sc.dev[0].profile = slow;
+    sc->dev[0].profile = slow;
     for (int k = 0; k < 2; k++) {
-        sc.dev[0].link[k].model = WD_LINK_CONSTANT;
-        sc.dev[0].link[k].rate_bps = k ? 100e6 : 10e6;
-        sc.dev[0].link[k].latency_s = 1e-4;
+        sc->dev[0].link[k].model = WD_LINK_CONSTANT;
+        sc->dev[0].link[k].rate_bps = k ? 100e6 : 10e6;
+        sc->dev[0].link[k].latency_s = 1e-4;
     }
     wd_emu_shape sh = {H, F, 1, 1, 1, 2.0, 0, 0, 0, 0, 0};
     wd_emu *emu;
-    CHECKF(wd_emu_create(&emu, &sc, &sh, err, sizeof err) == 0, "%s", err);
+    CHECKF(wd_emu_create(&emu, sc, &sh, err, sizeof err) == 0, "%s", err);
+    double c0;
+    times(b, d, &c0, u);
+    *c = roofline(&slow, 6.0 * H * F, 3.0 * H * F * 2.0 + (2.0 * H + 3.0 * F) * 4);
+    *u = 1e-4 + H * 16 / 100e6;
+    return emu;
+}
+
+static void test_across_steps(void) {
+    wd_scenario sc;
+    char err[256];
     double b, d, c, u, lm = 2e-5;
-    times(&b, &d, &c, &u);
-    c = roofline(&slow, 6.0 * H * F, 3.0 * H * F * 2.0 + (2.0 * H + 3.0 * F) * 4);
-    u = 1e-4 + H * 16 / 100e6;
+    wd_emu *emu = make_slow(&sc, &b, &d, &c, &u);
     double d2 = 1e-4 + 2 * H * 16 / 10e6; /* B's step-1 downlink: A's in flight */
     CHECKF(b + d + u + lm < c && b < d, "the case needs b + d + u + lm < c (%g %g %g %g)", b, d,
            c, u);
@@ -290,10 +299,62 @@ static void test_across_steps(void) {
     wd_scenario_free(&sc);
 }
 
+/* A job takes an idle gap of the device before a job planned earlier but
+ * later in virtual time: B of step 1 starts at T = 10c; A's step-2 job
+ * arrives long before B's step-1 job and fits before it (no wait); a job
+ * that does not fit in the gap goes after it. */
+static void test_device_gap(void) {
+    wd_scenario sc;
+    char err[256];
+    double b, d, c, u, lm = 2e-5;
+    wd_emu *emu = make_slow(&sc, &b, &d, &c, &u);
+    double T = 10 * c;
+    wd_emu_step_result r;
+    double s1[2] = {0, T};
+    CHECK(wd_emu_pipeline_begin(emu, 2, s1, err, sizeof err) == 0);
+    wd_emu_pipeline_switch(emu, 0);
+    step(emu, 0, 0, &r);
+    wd_emu_finish_forward(emu, lm);
+    double EA = b + d + c + u + lm;
+    CHECK_NEAR(wd_emu_time(emu), EA, 1e-15);
+    wd_emu_pipeline_switch(emu, 1);
+    CHECK_NEAR(wd_emu_time(emu), T, 1e-15);
+    step(emu, 0, 0, &r); /* its job computes [T + b + d, T + b + d + c) */
+    CHECK_NEAR(r.dev[0].queue_s, 0, 0);
+    wd_emu_finish_forward(emu, lm);
+    double EB = T + b + d + c + u + lm;
+    wd_emu_pipeline_end(emu);
+    /* step 2: A's job arrives at EA + b + d and is done by EA + b + d + c,
+     * before B's step-1 job starts: no queue */
+    double s2[2] = {EA, EB};
+    CHECK(wd_emu_pipeline_begin(emu, 2, s2, err, sizeof err) == 0);
+    wd_emu_pipeline_switch(emu, 0);
+    step(emu, 0, 0, &r);
+    CHECK(EA + b + d + c < T + b + d);
+    CHECK_NEAR(r.dev[0].queue_s, 0, 0);
+    CHECK_NEAR(r.dev[0].t_back, EA + b + d + c + u, 1e-15);
+    wd_emu_finish_forward(emu, lm);
+    wd_emu_pipeline_end(emu);
+    /* step 3: A's job now arrives at EA2 + b + d; the gap until B's
+     * step-1 job (T + b + d) is shorter than c: it waits for its end */
+    double EA2 = EA + b + d + c + u + lm;
+    double s3[1] = {EA2 + 7 * c};
+    CHECK(s3[0] + b + d < T + b + d && s3[0] + b + d + c > T + b + d);
+    CHECK(wd_emu_pipeline_begin(emu, 1, s3, err, sizeof err) == 0);
+    wd_emu_pipeline_switch(emu, 0);
+    step(emu, 0, 0, &r);
+    CHECK_NEAR(r.dev[0].queue_s, (T + b + d + c) - (s3[0] + b + d), 1e-15);
+    CHECK(r.dev[0].queue_ahead == 1);
+    wd_emu_pipeline_end(emu);
+    wd_emu_free(emu);
+    wd_scenario_free(&sc);
+}
+
 int main(void) {
     test_one_device();
     test_band_shared();
     test_one_is_sync();
     test_across_steps();
+    test_device_gap();
     return wd_test_finish("test_emu_pipeline");
 }
