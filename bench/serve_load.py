@@ -16,9 +16,10 @@ TPOT). The load at which each policy's p95 TPOT crosses the SLO is linearly
 interpolated between the measured rates. --micro-batches 1,2 runs every
 point with the synchronous step and with 2 pipelined micro-batches (a series
 per policy and M; dashed in the plot). --merge runs nothing: it writes the
-outputs from the rows of earlier outputs made with the same policies, rates,
-seeds, users, tokens and SLO (e.g. the synchronous step's rows and the
-pipelined ones rerun after a change of the pipelined step). Not part of the
+outputs from the rows of earlier outputs made with the same model, scenario,
+policies, rates, seeds, users, tokens and SLO, a later file's rows replacing
+an earlier one's of the same M (e.g. the pipelined rows rerun after a change
+of the pipelined step over an output of M = 1 and 2). Not part of the
 tests.
 """
 import argparse
@@ -73,7 +74,7 @@ def main():
                     help="comma list of pipelined micro-batches per step (1: synchronous)")
     ap.add_argument("--out", default="results/serve_load")
     ap.add_argument("--merge", nargs="+", metavar="JSON",
-                    help="no runs: the rows of these serve_load.json (other M each)")
+                    help="no runs: the rows of these serve_load.json (later ones replace an M)")
     a = ap.parse_args()
     if a.merge:
         merge(a)
@@ -153,10 +154,8 @@ def merge(a):
         if conf is not None and c != conf:
             sys.exit(f"serve_load: {path}: made with another configuration than {a.merge[0]}")
         conf = c
-        have = {r["micro_batches"] for r in rows}
-        if any(r["micro_batches"] in have for r in d["rows"]):
-            sys.exit(f"serve_load: {path}: rows of a micro-batch count already merged")
-        rows += d["rows"]
+        new = {r["micro_batches"] for r in d["rows"]}
+        rows = [r for r in rows if r["micro_batches"] not in new] + d["rows"]
     for k in keys:
         setattr(a, k, type(getattr(a, k))(conf[k]) if k in ("users", "max_new", "slo_ms")
                 else conf[k])
@@ -211,6 +210,21 @@ def write_outputs(a, rows, series, label, policies, rates, seeds):
     md.append(f"Load at which p95 TPOT crosses {a.slo_ms:g} ms: " + ", ".join(
         f"{p} {'beyond the rates' if k is None else 'below the rates' if k == 0 else f'{k:.3g}/s'}"
         for p, k in knee.items()))
+    # condensed (docs/serving.md): p95 TPOT per rate, the ranges over rates, the crossing
+    def span(xs, f):
+        lo, hi = f.format(min(xs)), f.format(max(xs))
+        return lo if lo == hi else f"{lo}-{hi}"
+    md += ["", "| policy | M | " + " | ".join(f"{r:g}/s" for r in rates)
+           + " | p95 / topk | exp/tok | SLO crossed at |",
+           "|---|---:|" + "---:|" * (len(rates) + 3)]
+    for pol, mb in series:
+        rs = [r for r in rows if r["policy"] == pol and r["micro_batches"] == mb]
+        k = knee[label[pol, mb]]
+        md.append(f"| {pol} | {mb} | " + " | ".join(
+            f"{r['tpot_p95_ms']:.0f} ± {r['tpot_p95_ms_ci']:.0f}" for r in rs)
+            + f" | {'1' if pol == 'topk' else span([r['p95_vs_topk'] for r in rs], '{:.2f}')}"
+            + f" | {span([r['experts_per_token'] for r in rs], '{:.2f}')} | "
+            + ("beyond" if k is None else "below" if k == 0 else f"{k:.2g}/s") + " |")
     write_atomic(os.path.join(a.out, "serve_load.md"), "\n".join(md) + "\n")
     print("\n".join(md))
     plt = plot_common.pyplot()

@@ -807,8 +807,8 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
         return wd_fail(err, errlen, "step: out of memory");
     if (!emu->pipe_n) emu->pipe_carry = 0; /* a synchronous step: nothing busy after it */
     if (emu->pipe_n) {
-        wd_emu_pipe_commit(emu);
-        if (wd_emu_pipe_bs_reserve(emu, t0, tbs)) return wd_fail(err, errlen, "step: out of memory");
+        if (wd_emu_pipe_commit(emu) || wd_emu_pipe_bs_reserve(emu, t0, tbs))
+            return wd_fail(err, errlen, "step: out of memory");
     }
     emu->t = emu->pipe_n ? back : t1 + wait;
     /* pipelined: no micro-batch starts a step before the earliest clock */

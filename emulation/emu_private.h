@@ -94,19 +94,19 @@ struct wd_emu {
     int mb_cap;
     double *bs_iv; /* [2 n_iv] the BS's busy intervals [start, end), sorted */
     int n_iv, cap_iv;
-    double *dev_free;   /* [nd] busy until at least: the latest end of a job dropped from jobs */
-    double *link_free;  /* [2 nd] busy until at least: the latest end of a transfer dropped from xfers */
-    struct xfer {       /* [2 nd][JOBS]: the last transfers on each link [start, end) */
+    double *dev_free;   /* [nd] busy until at least (the reset's time) */
+    double *link_free;  /* [2 nd] busy until at least (the reset's time) */
+    int jobs_cap;       /* slots per device in jobs, per link in xfers (doubled when full) */
+    struct xfer {       /* [2 nd][jobs_cap]: the transfers on each link [start, end) */
         double start, end;
     } *xfers;
-    struct dev_job {    /* [nd][JOBS]: the last jobs of each device (busy [start, end), calls) */
+    struct dev_job {    /* [nd][jobs_cap]: the jobs of each device (busy [start, end), calls) */
         double start, end;
         int calls;
     } *jobs;
     double *t_start_dir; /* [3 nd] scratch of plan: downlink start, compute end and start per active slot */
 };
 
-#define WD_EMU_JOBS 16
 
 enum { PH_PREFILL = 0, PH_DECODE = 1 };
 enum { FL_REROUTED = 1, FL_FALLBACK = 2, FL_DROPPED = 4, FL_SLOWED = 8, FL_LINK = 16 };
@@ -122,7 +122,7 @@ double wd_emu_pipe_scale(const wd_emu *emu, int d, int dir, double t); /* share 
  * jobs it finds unfinished at t and served before its start. */
 double wd_emu_pipe_dev_fit(const wd_emu *emu, int d, double t, double dur);
 int wd_emu_pipe_ahead(const wd_emu *emu, int d, double t, double start);
-void wd_emu_pipe_commit(wd_emu *emu);                          /* the step just planned */
+int wd_emu_pipe_commit(wd_emu *emu); /* the step just planned; 1: no memory */
 /* BS work of dur from t on: the earliest start >= t where the BS is idle for
  * dur (dur 0: idle at that instant); reserve: and mark it busy (1: no memory). */
 double wd_emu_pipe_bs_fit(const wd_emu *emu, double t, double dur);

@@ -74,18 +74,19 @@ int wd_emu_pipeline_begin(wd_emu *emu, int n, const double *start, char *err, si
     int nd = emu->nd;
     if (!emu->dev_free) emu->dev_free = malloc((size_t)nd * sizeof(double));
     if (!emu->link_free) emu->link_free = malloc((size_t)2 * nd * sizeof(double));
-    if (!emu->jobs) emu->jobs = malloc((size_t)nd * WD_EMU_JOBS * sizeof *emu->jobs);
+    if (!emu->jobs || !emu->xfers) emu->jobs_cap = 16;
+    if (!emu->jobs) emu->jobs = malloc((size_t)nd * emu->jobs_cap * sizeof *emu->jobs);
     if (!emu->t_start_dir) emu->t_start_dir = malloc((size_t)3 * nd * sizeof(double));
-    if (!emu->xfers) emu->xfers = malloc((size_t)2 * nd * WD_EMU_JOBS * sizeof *emu->xfers);
+    if (!emu->xfers) emu->xfers = malloc((size_t)2 * nd * emu->jobs_cap * sizeof *emu->xfers);
     if (!emu->dev_free || !emu->link_free || !emu->jobs || !emu->t_start_dir || !emu->xfers)
         return wd_fail(err, errlen, "pipeline: out of memory");
     if (!carry) { /* the synchronous steps before left nothing busy */
         for (int d = 0; d < nd; d++) {
             emu->dev_free[d] = emu->link_free[2 * d] = emu->link_free[2 * d + 1] = emu->t;
-            for (int j = 0; j < WD_EMU_JOBS; j++)
-                emu->jobs[d * WD_EMU_JOBS + j] = (struct dev_job){-INFINITY, -INFINITY, 0};
+            for (int j = 0; j < emu->jobs_cap; j++)
+                emu->jobs[d * emu->jobs_cap + j] = (struct dev_job){-INFINITY, -INFINITY, 0};
         }
-        for (int j = 0; j < 2 * nd * WD_EMU_JOBS; j++)
+        for (int j = 0; j < 2 * nd * emu->jobs_cap; j++)
             emu->xfers[j] = (struct xfer){-INFINITY, -INFINITY};
         emu->n_iv = 0;
     }
@@ -175,21 +176,47 @@ void wd_emu_pipeline_end(wd_emu *emu) {
 /* A transfer on link k (2 d + dir) in flight at t. */
 static int link_busy(const wd_emu *emu, int k, double t) {
     if (emu->link_free[k] > t) return 1;
-    for (int j = 0; j < WD_EMU_JOBS; j++) {
-        const struct xfer *x = &emu->xfers[k * WD_EMU_JOBS + j];
-        if (x->start <= t && x->end > t) return 1;
-    }
+    const struct xfer *x = &emu->xfers[(size_t)k * emu->jobs_cap];
+    for (int j = 0; j < emu->jobs_cap; j++)
+        if (x[j].start <= t && x[j].end > t) return 1;
     return 0;
 }
 
-/* Link k carries [start, end): the slot of the earliest end takes it; one
- * dropped in flight keeps the link busy until its end. */
-static void link_add(wd_emu *emu, int k, double start, double end) {
-    struct xfer *x = &emu->xfers[k * WD_EMU_JOBS], *old = x;
-    for (int j = 1; j < WD_EMU_JOBS; j++)
+/* The slot of the earliest end (a free one: -inf) of link k, of device d. */
+static struct xfer *oldest_xfer(wd_emu *emu, int k) {
+    struct xfer *x = &emu->xfers[(size_t)k * emu->jobs_cap], *old = x;
+    for (int j = 1; j < emu->jobs_cap; j++)
         if (x[j].end < old->end) old = &x[j];
-    if (old->end > emu->link_free[k]) emu->link_free[k] = old->end;
-    *old = (struct xfer){start, end};
+    return old;
+}
+
+static struct dev_job *oldest_job(wd_emu *emu, int d) {
+    struct dev_job *jb = &emu->jobs[(size_t)d * emu->jobs_cap], *old = jb;
+    for (int j = 1; j < emu->jobs_cap; j++)
+        if (jb[j].end < old->end) old = &jb[j];
+    return old;
+}
+
+/* Twice the slots per device and link (1: no memory). */
+static int grow_slots(wd_emu *emu) {
+    int nd = emu->nd, c = emu->jobs_cap, c2 = 2 * c;
+    struct dev_job *jb = malloc((size_t)nd * c2 * sizeof *jb);
+    struct xfer *xf = malloc((size_t)2 * nd * c2 * sizeof *xf);
+    if (!jb || !xf) {
+        free(jb), free(xf);
+        return 1;
+    }
+    for (int d = 0; d < nd; d++)
+        for (int j = 0; j < c2; j++)
+            jb[(size_t)d * c2 + j] = j < c ? emu->jobs[(size_t)d * c + j]
+                                           : (struct dev_job){-INFINITY, -INFINITY, 0};
+    for (int k = 0; k < 2 * nd; k++)
+        for (int j = 0; j < c2; j++)
+            xf[(size_t)k * c2 + j] = j < c ? emu->xfers[(size_t)k * c + j]
+                                           : (struct xfer){-INFINITY, -INFINITY};
+    free(emu->jobs), free(emu->xfers);
+    emu->jobs = jb, emu->xfers = xf, emu->jobs_cap = c2;
+    return 0;
 }
 
 double wd_emu_pipe_scale(const wd_emu *emu, int d, int dir, double t) {
@@ -203,50 +230,42 @@ double wd_emu_pipe_scale(const wd_emu *emu, int d, int dir, double t) {
 }
 
 double wd_emu_pipe_dev_fit(const wd_emu *emu, int d, double t, double dur) {
-    const struct dev_job *jb = &emu->jobs[d * WD_EMU_JOBS];
-    int ord[WD_EMU_JOBS], n = 0;
+    const struct dev_job *jb = &emu->jobs[(size_t)d * emu->jobs_cap];
     if (emu->dev_free[d] > t) t = emu->dev_free[d];
-    for (int j = 0; j < WD_EMU_JOBS; j++) { /* the jobs unfinished at t, by start */
-        if (!(jb[j].end > t)) continue;
-        int at = n++;
-        while (at > 0 && jb[ord[at - 1]].start > jb[j].start) ord[at] = ord[at - 1], at--;
-        ord[at] = j;
-    }
-    for (int i = 0; i < n; i++) {
-        const struct dev_job *x = &jb[ord[i]];
-        if (t + dur <= x->start) break; /* the gap before it holds the job */
-        if (x->end > t) t = x->end;
+    /* a job overlapping [t, t + dur) rules out every start before its end */
+    for (int moved = 1; moved;) {
+        moved = 0;
+        for (int j = 0; j < emu->jobs_cap; j++)
+            if (jb[j].end > t && jb[j].start < t + dur) t = jb[j].end, moved = 1;
     }
     return t;
 }
 
 int wd_emu_pipe_ahead(const wd_emu *emu, int d, double t, double start) {
+    const struct dev_job *jb = &emu->jobs[(size_t)d * emu->jobs_cap];
     int a = 0;
-    for (int j = 0; j < WD_EMU_JOBS; j++) {
-        const struct dev_job *x = &emu->jobs[d * WD_EMU_JOBS + j];
-        if (x->end > t && x->start < start) a += x->calls;
-    }
+    for (int j = 0; j < emu->jobs_cap; j++)
+        if (jb[j].end > t && jb[j].start < start) a += jb[j].calls;
     return a;
 }
 
 /* The step just planned (dt; t_start_dir[i], [nd + i], [2 nd + i]: the
- * downlink start, compute end and compute start of slot i): the links are busy until its transfers end, the
- * devices until its jobs end; the device's queue statistics. */
-void wd_emu_pipe_commit(wd_emu *emu) {
+ * downlink start, compute end and compute start of slot i): its transfers and
+ * jobs into the links' and devices' busy intervals (a slot is reused only
+ * when its interval ended before any micro-batch's clock: nothing later can
+ * meet it; else the slots double); the device's queue statistics. */
+int wd_emu_pipe_commit(wd_emu *emu) {
+    double keep = wd_emu_pipe_keep(emu);
     for (int i = 0; i < emu->n_active; i++) {
         const wd_emu_dev_time *x = &emu->dt[i];
         int d = x->device;
+        while (oldest_job(emu, d)->end > keep || oldest_xfer(emu, 2 * d)->end > keep ||
+               oldest_xfer(emu, 2 * d + 1)->end > keep)
+            if (grow_slots(emu)) return 1;
         double end_c = emu->t_start_dir[emu->nd + i];
-        double dl_end = emu->t_start_dir[i] + x->t_dl;
-        link_add(emu, 2 * d, emu->t_start_dir[i], dl_end);
-        link_add(emu, 2 * d + 1, end_c, x->t_back);
-        /* the oldest job slot (the earliest end) takes this job; a job
-         * dropped unfinished still keeps the device busy until its end */
-        struct dev_job *jb = &emu->jobs[d * WD_EMU_JOBS], *old = jb;
-        for (int j = 1; j < WD_EMU_JOBS; j++)
-            if (jb[j].end < old->end) old = &jb[j];
-        if (old->end > emu->dev_free[d]) emu->dev_free[d] = old->end;
-        *old = (struct dev_job){emu->t_start_dir[2 * emu->nd + i], end_c, x->calls};
+        *oldest_xfer(emu, 2 * d) = (struct xfer){emu->t_start_dir[i], emu->t_start_dir[i] + x->t_dl};
+        *oldest_xfer(emu, 2 * d + 1) = (struct xfer){end_c, x->t_back};
+        *oldest_job(emu, d) = (struct dev_job){emu->t_start_dir[2 * emu->nd + i], end_c, x->calls};
         struct dev_acc *v = &emu->dacc[d];
         v->jobs++;
         v->queued_jobs += x->queue_s > 0;
@@ -254,6 +273,7 @@ void wd_emu_pipe_commit(wd_emu *emu) {
         v->qwait += x->queue_s;
         if (x->queue_ahead + x->calls - 1 > v->max_q) v->max_q = x->queue_ahead + x->calls - 1;
     }
+    return 0;
 }
 
 void wd_emu_pipe_free(wd_emu *emu) {
