@@ -350,11 +350,39 @@ static void test_device_gap(void) {
     wd_scenario_free(&sc);
 }
 
+/* 20 micro-batches at once on one slow device: every job arrives before the
+ * first ends, so they run back to back and job k has all k before it ahead:
+ * more busy intervals than the first 16 slots hold are all kept. */
+static void test_many_jobs(void) {
+    wd_scenario sc;
+    char err[256];
+    double b, d, c, u;
+    wd_emu *emu = make_slow(&sc, &b, &d, &c, &u);
+    enum { N = 20 };
+    double s0[N] = {0};
+    CHECK(wd_emu_pipeline_begin(emu, N, s0, err, sizeof err) == 0);
+    wd_emu_step_result r;
+    double first = 0;
+    for (int k = 0; k < N; k++) {
+        wd_emu_pipeline_switch(emu, k);
+        step(emu, 0, 0, &r);
+        double arrive = r.t_start + r.t_bs + r.dev[0].t_dl;
+        if (k == 0) first = arrive;
+        CHECKF(arrive < first + c, "job %d arrives after the first ends", k);
+        CHECK_NEAR(arrive + r.dev[0].queue_s, first + k * c, 1e-12);
+        CHECKF(r.dev[0].queue_ahead == k, "job %d: %d ahead", k, r.dev[0].queue_ahead);
+    }
+    wd_emu_pipeline_end(emu);
+    wd_emu_free(emu);
+    wd_scenario_free(&sc);
+}
+
 int main(void) {
     test_one_device();
     test_band_shared();
     test_one_is_sync();
     test_across_steps();
     test_device_gap();
+    test_many_jobs();
     return wd_test_finish("test_emu_pipeline");
 }
