@@ -160,6 +160,7 @@ def merge(a):
         setattr(a, k, type(getattr(a, k))(conf[k]) if k in ("users", "max_new", "slo_ms")
                 else conf[k])
     a.micro_batches = ",".join(str(m) for m in sorted({r["micro_batches"] for r in rows}))
+    a.bin = a.threads = None  # those of the merged runs: in their own outputs
     policies = a.policies.split(",")
     rates = [float(r) for r in a.rates.split(",")]
     seeds = [int(s) for s in a.seeds.split(",")]
