@@ -528,17 +528,18 @@ struct json_object *wd_emu_devices_json(const wd_emu *emu);
 void wd_emu_devices_print(FILE *f, const wd_emu *emu);
 /* Pipelined micro-batches (docs/serving.md, "Pipelined micro-batches"): the
  * BS splits a step's batch into n micro-batches that run through the layers
- * interleaved. begin: every micro-batch's clock is now. switch(m): what
+ * interleaved. begin: every micro-batch's clock starts (start below). switch(m): what
  * follows (select, step, finish_forward) belongs to micro-batch m, and the
  * clock becomes its own (or the end of the BS's work then). The BS's work
  * (a layer's attention and routers, the LM head) takes the earliest idle gap
  * of the BS from the micro-batch's clock; the downlinks start when it is
- * done, the device serves jobs in arrival order (a job queues while the
- * device is busy with an earlier micro-batch or layer), the uplink starts
- * when the compute is done. The band is shared by every transfer in flight:
- * a band-sharing link gets its share of the step's allocation (among the
- * step's n devices) times n / (n + the links still carrying an earlier
- * micro-batch's transfer then), a link of its own half while it carries one;
+ * done, a device's job takes the earliest idle gap of the device from its
+ * arrival that holds it (a job queues while the device is busy with another
+ * micro-batch's, layer's or step's job), the uplink starts when the compute
+ * is done. The band is shared by every transfer in flight: a band-sharing
+ * link gets its share of the step's allocation (among the step's n devices)
+ * times n / (n + the links carrying another micro-batch's transfer at its
+ * start), a link of its own half while it carries one;
  * a transfer keeps the share it started with. The micro-batch's clock moves
  * to its last result back. end: the clock becomes the latest micro-batch's;
  * back to the synchronous step. start NULL: every micro-batch starts now and
