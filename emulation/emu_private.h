@@ -104,7 +104,8 @@ struct wd_emu {
         double start, end;
         int calls;
     } *jobs;
-    double *t_start_dir; /* [3 nd] scratch of plan: downlink start, compute end and start per active slot */
+    double *t_start_dir; /* [3 nd] scratch of plan: per active slot the downlink start,
+                          * the compute end and the compute start */
 };
 
 

@@ -263,7 +263,8 @@ int wd_emu_pipe_commit(wd_emu *emu) {
                oldest_xfer(emu, 2 * d + 1)->end > keep)
             if (grow_slots(emu)) return 1;
         double end_c = emu->t_start_dir[emu->nd + i];
-        *oldest_xfer(emu, 2 * d) = (struct xfer){emu->t_start_dir[i], emu->t_start_dir[i] + x->t_dl};
+        double dl0 = emu->t_start_dir[i];
+        *oldest_xfer(emu, 2 * d) = (struct xfer){dl0, dl0 + x->t_dl};
         *oldest_xfer(emu, 2 * d + 1) = (struct xfer){end_c, x->t_back};
         *oldest_job(emu, d) = (struct dev_job){emu->t_start_dir[2 * emu->nd + i], end_c, x->calls};
         struct dev_acc *v = &emu->dacc[d];

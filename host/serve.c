@@ -221,7 +221,8 @@ static int forward_pipelined(wd_emu *emu, const timed_hooks *proto, wd_session *
         }
     for (int m = 0; m < started; m++) pthread_join(tid[m], NULL);
     for (int m = 0; m < n_mb; m++) /* each sequence's output: its micro-batch's LM head end */
-        for (int i = 0; i < runs[m].n; i++) end[runs[m].seqs - seqs + i] = wd_emu_pipeline_ready(emu, m);
+        for (int i = 0; i < runs[m].n; i++)
+            end[runs[m].seqs - seqs + i] = wd_emu_pipeline_ready(emu, m);
     wd_emu_pipeline_end(emu);
     if (started < n_mb) goto out;
     for (int m = 0; m < n_mb; m++) {
@@ -324,7 +325,8 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
     const int **toks = malloc((size_t)n_req * sizeof *toks);
     int *ntok = malloc((size_t)n_req * sizeof(int)), *who = malloc((size_t)n_req * sizeof(int));
     float *logits = malloc((size_t)n_req * vocab * sizeof(float));
-    double *rdy = malloc((size_t)n_req * sizeof(double)), *end = malloc((size_t)n_req * sizeof(double));
+    double *rdy = malloc((size_t)n_req * sizeof(double));
+    double *end = malloc((size_t)n_req * sizeof(double));
     res->users = calloc((size_t)n_req, sizeof *res->users);
     res->n_users = n_req;
     wd_session *batch = wd_session_create(m, 1, pool), *plain = NULL;
