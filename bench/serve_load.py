@@ -6,6 +6,7 @@ energy-vs-latency trade-off.
     bench/serve_load.py [--model DIR] [--scenario FILE] [--policies topk,wdmoe,...]
                         [--rates 50,100,...] [--seeds 1,2,3] [--users 64]
                         [--max-new 32] [--slo-ms 2] [--micro-batches 1,2] [--out DIR]
+    bench/serve_load.py --merge A/serve_load.json B/serve_load.json [--out DIR]
 
 Each (policy, rate, seed) is one `wdmoe serve-cell` run (Poisson arrivals,
 prompts from bench/prompts/story-openers.txt, continuous batching). Writes
@@ -14,7 +15,12 @@ rate per policy with CIs and the SLO line; energy per output token vs p95
 TPOT). The load at which each policy's p95 TPOT crosses the SLO is linearly
 interpolated between the measured rates. --micro-batches 1,2 runs every
 point with the synchronous step and with 2 pipelined micro-batches (a series
-per policy and M; dashed in the plot). Not part of the tests.
+per policy and M; dashed in the plot). --merge runs nothing: it writes the
+outputs from the rows of earlier outputs made with the same model, scenario,
+policies, rates, seeds, users, tokens and SLO, a later file's rows replacing
+an earlier one's of the same M (e.g. the pipelined rows rerun after a change
+of the pipelined step over an output of M = 1 and 2). Not part of the
+tests.
 """
 import argparse
 import csv
@@ -67,7 +73,12 @@ def main():
     ap.add_argument("--micro-batches", default="1",
                     help="comma list of pipelined micro-batches per step (1: synchronous)")
     ap.add_argument("--out", default="results/serve_load")
+    ap.add_argument("--merge", nargs="+", metavar="JSON",
+                    help="no runs: the rows of these serve_load.json (later ones replace an M)")
     a = ap.parse_args()
+    if a.merge:
+        merge(a)
+        return
     os.makedirs(a.out, exist_ok=True)
     policies = a.policies.split(",")
     rates = [float(r) for r in a.rates.split(",")]
@@ -129,6 +140,38 @@ def main():
                 [x / y for x, y in zip(r["_p95"], base["_p95"])])
     for r in rows:
         del r["_p95"]
+    write_outputs(a, rows, series, label, policies, rates, seeds)
+
+
+def merge(a):
+    rows, conf = [], None
+    keys = ("model", "scenario", "prompts", "policies", "rates", "seeds", "users", "max_new",
+            "slo_ms")
+    for path in a.merge:
+        with open(path) as f:
+            d = json.load(f)
+        c = {k: str(d["config"][k]) for k in keys}
+        if conf is not None and c != conf:
+            sys.exit(f"serve_load: {path}: made with another configuration than {a.merge[0]}")
+        conf = c
+        new = {r["micro_batches"] for r in d["rows"]}
+        rows = [r for r in rows if r["micro_batches"] not in new] + d["rows"]
+    for k in keys:
+        setattr(a, k, type(getattr(a, k))(conf[k]) if k in ("users", "max_new", "slo_ms")
+                else conf[k])
+    a.micro_batches = ",".join(str(m) for m in sorted({r["micro_batches"] for r in rows}))
+    a.bin = a.threads = None  # those of the merged runs: in their own outputs
+    policies = a.policies.split(",")
+    rates = [float(r) for r in a.rates.split(",")]
+    seeds = [int(s) for s in a.seeds.split(",")]
+    mbs = [int(m) for m in a.micro_batches.split(",")]
+    series = [(pol, mb) for mb in mbs for pol in policies]
+    label = {(p, m): p if m == 1 else f"{p} M={m}" for p, m in series}
+    os.makedirs(a.out, exist_ok=True)
+    write_outputs(a, rows, series, label, policies, rates, seeds)
+
+
+def write_outputs(a, rows, series, label, policies, rates, seeds):
     # the load at which p95 TPOT crosses the SLO
     knee = {}
     for pol, mb in series:
@@ -168,6 +211,21 @@ def main():
     md.append(f"Load at which p95 TPOT crosses {a.slo_ms:g} ms: " + ", ".join(
         f"{p} {'beyond the rates' if k is None else 'below the rates' if k == 0 else f'{k:.3g}/s'}"
         for p, k in knee.items()))
+    # condensed (docs/serving.md): p95 TPOT per rate, the ranges over rates, the crossing
+    def span(xs, f):
+        lo, hi = f.format(min(xs)), f.format(max(xs))
+        return lo if lo == hi else f"{lo}-{hi}"
+    md += ["", "| policy | M | " + " | ".join(f"{r:g}/s" for r in rates)
+           + " | p95 / topk | exp/tok | SLO crossed at |",
+           "|---|---:|" + "---:|" * (len(rates) + 3)]
+    for pol, mb in series:
+        rs = [r for r in rows if r["policy"] == pol and r["micro_batches"] == mb]
+        k = knee[label[pol, mb]]
+        md.append(f"| {pol} | {mb} | " + " | ".join(
+            f"{r['tpot_p95_ms']:.0f} ± {r['tpot_p95_ms_ci']:.0f}" for r in rs)
+            + f" | {'1' if pol == 'topk' else span([r['p95_vs_topk'] for r in rs], '{:.2f}')}"
+            + f" | {span([r['experts_per_token'] for r in rs], '{:.2f}')} | "
+            + ("beyond" if k is None else "below" if k == 0 else f"{k:.2g}/s") + " |")
     write_atomic(os.path.join(a.out, "serve_load.md"), "\n".join(md) + "\n")
     print("\n".join(md))
     plt = plot_common.pyplot()

@@ -538,7 +538,8 @@ static void allocate(wd_emu *emu, int dir, int minmax) {
  * micro-batches still in flight then (wd_emu_pipe_scale; a transfer keeps the
  * share it started with); the device computes when the job has arrived and it
  * is free of earlier jobs (the queue); the uplink starts when the compute is
- * done. t_start_dir[i]: the downlink start of slot i, [nd + i]: its compute end. */
+ * done. t_start_dir[i]: the downlink start of slot i, [nd + i]: its compute
+ * end, [2 nd + i]: its compute start. */
 static void plan_pipelined(wd_emu *emu, double t1, int minmax) {
     int na = emu->n_active, nd = emu->nd;
     double *t_dl0 = emu->t_start_dir, *end_c = emu->t_start_dir + nd;
@@ -557,10 +558,11 @@ static void plan_pipelined(wd_emu *emu, double t1, int minmax) {
         x->t_dl = tx_time(emu, d, WD_DL, t1, x->bits[WD_DL], x->share[WD_DL], &x->air[WD_DL]);
         double arrive = t1 + x->t_dl;
         if (emu->sc.n_faults) x->t_c *= wd_emu_slow_factor(emu, d, arrive);
-        double start = emu->dev_free[d] > arrive ? emu->dev_free[d] : arrive;
+        double start = wd_emu_pipe_dev_fit(emu, d, arrive, x->t_c);
         x->queue_s = start - arrive;
-        x->queue_ahead = x->queue_s > 0 ? wd_emu_pipe_ahead(emu, d, arrive) : 0;
+        x->queue_ahead = x->queue_s > 0 ? wd_emu_pipe_ahead(emu, d, arrive, start) : 0;
         end_c[i] = emu->ready[i] = start + x->t_c;
+        end_c[nd + i] = start;
         emu->bits[i] = x->bits[WD_UL];
     }
     allocate(emu, WD_UL, minmax);
@@ -803,9 +805,10 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
     if (crit < 0 && na) crit = 0;
     if (wd_emu_account_faults(emu, n_tokens, n, expert, t1))
         return wd_fail(err, errlen, "step: out of memory");
+    if (!emu->pipe_n) emu->pipe_carry = 0; /* a synchronous step: nothing busy after it */
     if (emu->pipe_n) {
-        wd_emu_pipe_commit(emu);
-        if (wd_emu_pipe_bs_reserve(emu, t0, tbs)) return wd_fail(err, errlen, "step: out of memory");
+        if (wd_emu_pipe_commit(emu) || wd_emu_pipe_bs_reserve(emu, t0, tbs))
+            return wd_fail(err, errlen, "step: out of memory");
     }
     emu->t = emu->pipe_n ? back : t1 + wait;
     /* pipelined: no micro-batch starts a step before the earliest clock */

@@ -82,6 +82,8 @@ struct wd_emu {
      * layer step): each micro-batch's clock and open forward pass, the BS, every
      * device and every link busy until */
     int pipe_n, pipe_cur;
+    int pipe_carry;    /* the busy state carries into the next begin with start times */
+    double pipe_floor; /* the earliest micro-batch clock at the last end */
     struct mb_ctx {
         double ready; /* the micro-batch's clock: its next BS work may start */
         int fwd_open, f_phase, fwd_n, last_closed, last_new;
@@ -92,16 +94,20 @@ struct wd_emu {
     int mb_cap;
     double *bs_iv; /* [2 n_iv] the BS's busy intervals [start, end), sorted */
     int n_iv, cap_iv;
-    double *dev_free;   /* [nd] */
-    double *link_free;  /* [2 nd] */
-    struct dev_job {    /* [nd][JOBS]: the last jobs of each device (end, calls) */
-        double end;
+    double *dev_free;   /* [nd] busy until at least (the reset's time) */
+    double *link_free;  /* [2 nd] busy until at least (the reset's time) */
+    int jobs_cap;       /* slots per device in jobs, per link in xfers (doubled when full) */
+    struct xfer {       /* [2 nd][jobs_cap]: the transfers on each link [start, end) */
+        double start, end;
+    } *xfers;
+    struct dev_job {    /* [nd][jobs_cap]: the jobs of each device (busy [start, end), calls) */
+        double start, end;
         int calls;
     } *jobs;
-    double *t_start_dir; /* [2 nd] scratch of plan: transfer start per active slot */
+    double *t_start_dir; /* [3 nd] scratch of plan: per active slot the downlink start,
+                          * the compute end and the compute start */
 };
 
-#define WD_EMU_JOBS 16
 
 enum { PH_PREFILL = 0, PH_DECODE = 1 };
 enum { FL_REROUTED = 1, FL_FALLBACK = 2, FL_DROPPED = 4, FL_SLOWED = 8, FL_LINK = 16 };
@@ -112,8 +118,12 @@ double wd_emu_expert_time(const wd_emu *emu, int d, int n);   /* roofline of n t
 
 /* pipeline.c: the pipelined micro-batches' state */
 double wd_emu_pipe_scale(const wd_emu *emu, int d, int dir, double t); /* share scale at t */
-int wd_emu_pipe_ahead(const wd_emu *emu, int d, double t);     /* calls of jobs ahead at t */
-void wd_emu_pipe_commit(wd_emu *emu);                          /* the step just planned */
+/* Device d's job arriving at t for dur: it starts in the earliest idle gap of
+ * the device from t (after dev_free) that holds dur; ahead: the calls of the
+ * jobs it finds unfinished at t and served before its start. */
+double wd_emu_pipe_dev_fit(const wd_emu *emu, int d, double t, double dur);
+int wd_emu_pipe_ahead(const wd_emu *emu, int d, double t, double start);
+int wd_emu_pipe_commit(wd_emu *emu); /* the step just planned; 1: no memory */
 /* BS work of dur from t on: the earliest start >= t where the BS is idle for
  * dur (dur 0: idle at that instant); reserve: and mark it busy (1: no memory). */
 double wd_emu_pipe_bs_fit(const wd_emu *emu, double t, double dur);

@@ -528,22 +528,28 @@ struct json_object *wd_emu_devices_json(const wd_emu *emu);
 void wd_emu_devices_print(FILE *f, const wd_emu *emu);
 /* Pipelined micro-batches (docs/serving.md, "Pipelined micro-batches"): the
  * BS splits a step's batch into n micro-batches that run through the layers
- * interleaved. begin: every micro-batch's clock is now. switch(m): what
+ * interleaved. begin: every micro-batch's clock starts (start below). switch(m): what
  * follows (select, step, finish_forward) belongs to micro-batch m, and the
  * clock becomes its own (or the end of the BS's work then). The BS's work
  * (a layer's attention and routers, the LM head) takes the earliest idle gap
  * of the BS from the micro-batch's clock; the downlinks start when it is
- * done, the device serves jobs in arrival order (a job queues while the
- * device is busy with an earlier micro-batch or layer), the uplink starts
- * when the compute is done. The band is shared by every transfer in flight:
- * a band-sharing link gets its share of the step's allocation (among the
- * step's n devices) times n / (n + the links still carrying an earlier
- * micro-batch's transfer then), a link of its own half while it carries one;
+ * done, a device's job takes the earliest idle gap of the device from its
+ * arrival that holds it (a job queues while the device is busy with another
+ * micro-batch's, layer's or step's job), the uplink starts when the compute
+ * is done. The band is shared by every transfer in flight: a band-sharing
+ * link gets its share of the step's allocation (among the step's n devices)
+ * times n / (n + the links carrying another micro-batch's transfer at its
+ * start), a link of its own half while it carries one;
  * a transfer keeps the share it started with. The micro-batch's clock moves
  * to its last result back. end: the clock becomes the latest micro-batch's;
- * back to the synchronous step. n = 1 is the synchronous step exactly.
- * Returns non-zero on a bad n or no memory. */
-int wd_emu_pipeline_begin(wd_emu *emu, int n, char *err, size_t errlen);
+ * back to the synchronous step. start NULL: every micro-batch starts now and
+ * nothing is busy (the step barrier); n = 1 is then the synchronous step
+ * exactly. start[n]: micro-batch m starts at start[m] (none before the
+ * earliest micro-batch clock at the previous end, or now after a synchronous
+ * step), and the BS, devices and links still busy from the previous pipelined
+ * step stay busy (a cross-step queue; n = 1 is then one micro-batch).
+ * Returns non-zero on a bad n, a start too early or no memory. */
+int wd_emu_pipeline_begin(wd_emu *emu, int n, const double *start, char *err, size_t errlen);
 void wd_emu_pipeline_switch(wd_emu *emu, int m);
 /* Micro-batch m's clock: the host runs the one with the earliest next. */
 double wd_emu_pipeline_ready(const wd_emu *emu, int m);

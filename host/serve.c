@@ -20,8 +20,14 @@
  * devices queue jobs of several micro-batches. Each micro-batch's forward is
  * a thread that runs only when it is its turn (one at a time: the numbers do
  * not depend on the order, the clock does), at every layer's selection the
- * micro-batch with the earliest clock goes next. The step ends when the last
- * micro-batch's LM head is done; the batch is formed again for the next. */
+ * micro-batch with the earliest clock goes next. There is no barrier in
+ * virtual time between steps: each sequence is ready when its previous token's
+ * LM head is done (a new request: at its arrival, not before the step
+ * boundary), a micro-batch starts when all its sequences are ready, and the
+ * BS, devices and links stay busy from the step before (a micro-batch of step
+ * s+1 may queue behind one of step s). The host still forms the steps one
+ * after another (arrivals up to the end of the last micro-batch of step s
+ * join step s+1); the step boundary is the earliest micro-batch end. */
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -170,13 +176,15 @@ static void *mb_thread(void *arg) {
  * in tokens). Sessions mbs[0..n_mb) are the micro-batches' batch sessions. */
 static int forward_pipelined(wd_emu *emu, const timed_hooks *proto, wd_session **mbs, int n_mb,
                              wd_session *const *seqs, const int *const *toks, const int *ntok,
-                             int nb, int n_tok, float *logits, int vocab, double *flops,
-                             double *wall, char *err, size_t errlen) {
+                             int nb, int n_tok, const double *ready, double floor_t, double *end,
+                             float *logits, int vocab, double *flops, double *wall, char *err,
+                             size_t errlen) {
     mb_run *runs = calloc((size_t)n_mb, sizeof *runs);
     int *done = calloc((size_t)n_mb, sizeof(int));
     pthread_t *tid = calloc((size_t)n_mb, sizeof *tid);
+    double *start = malloc((size_t)n_mb * sizeof(double));
     int rc = 1, started = 0;
-    if (!runs || !done || !tid) {
+    if (!runs || !done || !tid || !start) {
         snprintf(err, errlen, "serve: out of memory for the micro-batches");
         goto out;
     }
@@ -195,8 +203,12 @@ static int forward_pipelined(wd_emu *emu, const timed_hooks *proto, wd_session *
                            at - first, logits + (size_t)first * vocab, ""};
         runs[m].th.batch = mbs[m];
         runs[m].th.flops = runs[m].th.wall = 0;
+        /* it starts when all its sequences are ready, not before the boundary */
+        start[m] = floor_t;
+        for (int i = first; i < at; i++)
+            if (ready[i] > start[m]) start[m] = ready[i];
     }
-    if (wd_emu_pipeline_begin(emu, n_mb, err, errlen)) goto out;
+    if (wd_emu_pipeline_begin(emu, n_mb, start, err, errlen)) goto out;
     for (; started < n_mb; started++)
         if (pthread_create(&tid[started], NULL, mb_thread, &runs[started])) {
             snprintf(err, errlen, "serve: cannot start a micro-batch thread");
@@ -208,6 +220,9 @@ static int forward_pipelined(wd_emu *emu, const timed_hooks *proto, wd_session *
             break;
         }
     for (int m = 0; m < started; m++) pthread_join(tid[m], NULL);
+    for (int m = 0; m < n_mb; m++) /* each sequence's output: its micro-batch's LM head end */
+        for (int i = 0; i < runs[m].n; i++)
+            end[runs[m].seqs - seqs + i] = wd_emu_pipeline_ready(emu, m);
     wd_emu_pipeline_end(emu);
     if (started < n_mb) goto out;
     for (int m = 0; m < n_mb; m++) {
@@ -219,7 +234,7 @@ static int forward_pipelined(wd_emu *emu, const timed_hooks *proto, wd_session *
     }
     rc = 0;
 out:
-    free(runs), free(done), free(tid);
+    free(runs), free(done), free(tid), free(start);
     return rc;
 }
 
@@ -228,6 +243,7 @@ typedef struct {
     int done_prompt; /* prompt tokens already in the cache */
     int last;        /* last sampled token (decode input) */
     double last_t;   /* virtual time of the last output token */
+    double ready;    /* virtual time its next tokens may start (pipelined) */
     float *lp;       /* [max_new][vocab] policy log-probs (compare) */
     wd_rng rng;
 } user_state;
@@ -309,6 +325,8 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
     const int **toks = malloc((size_t)n_req * sizeof *toks);
     int *ntok = malloc((size_t)n_req * sizeof(int)), *who = malloc((size_t)n_req * sizeof(int));
     float *logits = malloc((size_t)n_req * vocab * sizeof(float));
+    double *rdy = malloc((size_t)n_req * sizeof(double));
+    double *end = malloc((size_t)n_req * sizeof(double));
     res->users = calloc((size_t)n_req, sizeof *res->users);
     res->n_users = n_req;
     wd_session *batch = wd_session_create(m, 1, pool), *plain = NULL;
@@ -318,7 +336,7 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
     long *j0d = NULL, *a0d = NULL;
     int *scratch_idx = malloc((size_t)vocab * sizeof(int));
     if (!order || !running || !waiting || !us || !seqs || !toks || !ntok || !who || !logits ||
-        !res->users || !batch || !scratch_idx || !mbs) {
+        !res->users || !batch || !scratch_idx || !mbs || !rdy || !end) {
         snprintf(err, errlen, "serve: out of memory");
         goto done;
     }
@@ -362,6 +380,9 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
     wd_moe_hooks hooks = {&th, th_select, th_run};
     wd_session_set_hooks(batch, &hooks);
     double kv_used = 0, wall0 = now_s();
+    /* the step boundary: the earliest micro-batch end of the step before (the
+     * synchronous step: its end); nothing of the next step starts earlier */
+    double floor_t = wd_emu_time(emu);
     int phase = -1;
     while (finished < n_req) {
         double t = wd_emu_time(emu);
@@ -382,7 +403,9 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
             }
             wd_rng_seed(&us[id].rng, o->seed + (uint64_t)id);
             kv_used += need;
-            res->users[id].admit_s = t;
+            /* admitted at the step boundary, or at its arrival if later */
+            us[id].ready = req[id].arrival_s > floor_t ? req[id].arrival_s : floor_t;
+            res->users[id].admit_s = us[id].ready;
             running[n_run++] = id;
             memmove(waiting, waiting + 1, (size_t)(--n_wait) * sizeof(int));
         }
@@ -392,6 +415,7 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
                 goto done;
             }
             wd_emu_advance(emu, req[order[next]].arrival_s - t);
+            floor_t = wd_emu_time(emu);
             continue;
         }
         /* the batch: decode tokens of every user past its prompt, then prompt
@@ -401,7 +425,7 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
             int id = running[i];
             user_state *u = &us[id];
             if (u->done_prompt < req[id].n_prompt) continue;
-            seqs[nb] = u->s, toks[nb] = &u->last, ntok[nb] = 1, who[nb++] = id;
+            rdy[nb] = u->ready, seqs[nb] = u->s, toks[nb] = &u->last, ntok[nb] = 1, who[nb++] = id;
         }
         for (int i = 0; i < n_run && budget > 0; i++) {
             int id = running[i];
@@ -409,7 +433,8 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
             int left = req[id].n_prompt - u->done_prompt;
             if (left <= 0) continue;
             int take = left < budget ? left : budget;
-            seqs[nb] = u->s, toks[nb] = req[id].prompt + u->done_prompt, ntok[nb] = take;
+            rdy[nb] = u->ready, seqs[nb] = u->s, toks[nb] = req[id].prompt + u->done_prompt;
+            ntok[nb] = take;
             who[nb++] = id;
             budget -= take, pre = 1;
         }
@@ -419,13 +444,18 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
         double e0 = wd_emu_energy_active_j(emu), b0, q0, b1, q1;
         device_totals(emu, &b0, &q0, b0d, q0d, j0d, a0d);
         int n_mb = n_mbs < nb ? n_mbs : nb;
-        if (n_mb > 1) {
-            if (forward_pipelined(emu, &th, mbs, n_mb, seqs, toks, ntok, nb, n_tok, logits, vocab,
-                                  &th.flops, &th.wall, err, errlen))
+        if (n_mbs > 1) { /* pipelined, also a step of one sequence (devices may be busy) */
+            if (forward_pipelined(emu, &th, mbs, n_mb, seqs, toks, ntok, nb, n_tok, rdy, floor_t,
+                                  end, logits, vocab, &th.flops, &th.wall, err, errlen))
                 goto done;
         } else if (wd_forward_batch(batch, seqs, toks, ntok, nb, logits, err, errlen))
             goto done;
         double t1 = wd_emu_time(emu), e_step = wd_emu_energy_active_j(emu) - e0;
+        floor_t = t1;
+        for (int i = 0; i < nb; i++) {
+            if (n_mbs <= 1) end[i] = t1;
+            if (end[i] < floor_t) floor_t = end[i];
+        }
         if (res->n_timeline == tl_cap) {
             long cap = tl_cap ? 2 * tl_cap : 256;
             wd_serve_step *p = realloc(res->timeline, (size_t)cap * sizeof *p);
@@ -465,13 +495,15 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
             user_state *u = &us[id];
             wd_serve_user *r = &res->users[id];
             r->energy_j += e_step * ntok[i] / n_tok;
+            double te = end[i];
+            u->ready = te;
             int in_prefill = u->done_prompt < req[id].n_prompt;
             if (in_prefill) {
                 u->done_prompt += ntok[i];
                 if (u->done_prompt < req[id].n_prompt) continue;
-                r->first_s = t1;
+                r->first_s = te;
             } else {
-                double gap = t1 - u->last_t;
+                double gap = te - u->last_t;
                 if (gap > r->max_gap_s) r->max_gap_s = gap;
             }
             const float *lg = logits + (size_t)i * vocab;
@@ -481,9 +513,9 @@ int wd_serve_run(const wd_model *m, wd_pool *pool, wd_scheduler *k, const wd_ser
             }
             int tok = wd_sample(lg, vocab, o->temperature, o->top_p, &u->rng, scratch_idx);
             r->tokens[r->n_out++] = tok;
-            u->last = tok, u->last_t = t1;
+            u->last = tok, u->last_t = te;
             if (tok == c->eos_id || r->n_out >= req[id].max_new) { /* leaves the batch */
-                r->finish_s = t1;
+                r->finish_s = te;
                 r->ttft_s = r->first_s - r->arrival_s;
                 r->tpot_s = r->n_out > 1 ? (r->finish_s - r->first_s) / (r->n_out - 1) : 0;
                 if (u->lp && compare_user(plain, &req[id], r, u->lp, vocab, err, errlen))
@@ -517,6 +549,6 @@ done:
     free(mbs), free(b0d), free(q0d), free(j0d), free(a0d);
     wd_session_free(plain);
     free(order), free(running), free(waiting), free(us), free(seqs), free(toks), free(ntok);
-    free(who), free(logits), free(scratch_idx);
+    free(who), free(logits), free(scratch_idx), free(rdy), free(end);
     return rc;
 }

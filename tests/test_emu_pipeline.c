@@ -3,7 +3,8 @@
  * micro-batches on one device (the BS's idle gaps, the device queue, the band
  * halved while the other's transfer is in flight), two micro-batches on two devices (the band shared with a transfer
  * still in flight), the LM head waiting for the BS, and one micro-batch
- * being the synchronous step. */
+ * being the synchronous step; no barrier between steps (a micro-batch of
+ * the next step queues behind one of the step before). */
 #include "emulation/emulation.h"
 
 #include <string.h>
@@ -61,7 +62,7 @@ static void test_one_device(void) {
     double xd = H * 16 / 10e6, xu = H * 16 / 2e6; /* data airtime at the whole band */
     double d2 = 1e-4 + 2 * xd, u2 = 1e-3 + 2 * xu; /* at half of it */
     CHECKF(b + xd < c && c < u && lm < d, "the case needs b + xd < c < u (%g %g %g %g)", b, d, c, u);
-    CHECK(wd_emu_pipeline_begin(emu, 2, err, sizeof err) == 0);
+    CHECK(wd_emu_pipeline_begin(emu, 2, NULL, err, sizeof err) == 0);
     wd_emu_step_result r;
     /* micro-batch 0, layer 0: nothing busy */
     wd_emu_pipeline_switch(emu, 0);
@@ -147,7 +148,7 @@ static void test_band_shared(void) {
     char err[256];
     double b, d, c, u;
     times(&b, &d, &c, &u);
-    CHECK(wd_emu_pipeline_begin(emu, 2, err, sizeof err) == 0);
+    CHECK(wd_emu_pipeline_begin(emu, 2, NULL, err, sizeof err) == 0);
     wd_emu_step_result r;
     wd_emu_pipeline_switch(emu, 0);
     step(emu, 0, 0, &r);
@@ -171,8 +172,8 @@ static void test_one_is_sync(void) {
     wd_scenario sc, sc2;
     wd_emu *a = make(2, &sc), *p = make(2, &sc2);
     char err[256];
-    CHECK(wd_emu_pipeline_begin(p, 0, err, sizeof err) != 0 && strstr(err, "micro-batches"));
-    CHECK(wd_emu_pipeline_begin(p, 1, err, sizeof err) == 0);
+    CHECK(wd_emu_pipeline_begin(p, 0, NULL, err, sizeof err) != 0 && strstr(err, "micro-batches"));
+    CHECK(wd_emu_pipeline_begin(p, 1, NULL, err, sizeof err) == 0);
     wd_emu_pipeline_switch(p, 0);
     wd_emu_step_result r;
     for (int l = 0; l < 2; l++) step(a, l, l, &r), step(p, l, l, &r);
@@ -185,7 +186,7 @@ static void test_one_is_sync(void) {
     /* two micro-batches of which one runs: its layers one after another, as
      * the synchronous step (to rounding) */
     a = make(2, &sc), p = make(2, &sc2);
-    CHECK(wd_emu_pipeline_begin(p, 2, err, sizeof err) == 0);
+    CHECK(wd_emu_pipeline_begin(p, 2, NULL, err, sizeof err) == 0);
     for (int l = 0; l < 2; l++) {
         wd_emu_pipeline_switch(p, 0);
         step(a, l, l, &r), step(p, l, l, &r);
@@ -196,9 +197,192 @@ static void test_one_is_sync(void) {
     wd_scenario_free(&sc), wd_scenario_free(&sc2);
 }
 
+/* No barrier between steps: two micro-batches A and B of one layer on one
+ * slow device (compute c > b + d + u + lm), two steps. Step 2's micro-batches
+ * start at their own step-1 ends (A's before B's), the busy state carries
+ * over: A's step-2 job arrives while the device still computes B's step-1
+ * job and waits c - (b + d + u + lm); B's step-2 job then waits as long
+ * behind A's. */
+/* one slow device of one expert and one layer: compute c > b + d + u + lm;
+ * dl 10 Mbit/s + 0.1 ms, ul 100 Mbit/s + 0.1 ms */
+static wd_emu *make_slow(wd_scenario *sc, double *b, double *d, double *c, double *u) {
+    char err[256];
+    CHECK(wd_scenario_default(sc, 1, err, sizeof err) == 0);
+    sc->bs = BS;
+    wd_compute_profile slow = DEV;
+    slow.peak_flops = 1e7;
+    sc->dev[0].profile = slow;
+    for (int k = 0; k < 2; k++) {
+        sc->dev[0].link[k].model = WD_LINK_CONSTANT;
+        sc->dev[0].link[k].rate_bps = k ? 100e6 : 10e6;
+        sc->dev[0].link[k].latency_s = 1e-4;
+    }
+    wd_emu_shape sh = {H, F, 1, 1, 1, 2.0, 0, 0, 0, 0, 0};
+    wd_emu *emu;
+    CHECKF(wd_emu_create(&emu, sc, &sh, err, sizeof err) == 0, "%s", err);
+    double c0;
+    times(b, d, &c0, u);
+    *c = roofline(&slow, 6.0 * H * F, 3.0 * H * F * 2.0 + (2.0 * H + 3.0 * F) * 4);
+    *u = 1e-4 + H * 16 / 100e6;
+    return emu;
+}
+
+static void test_across_steps(void) {
+    wd_scenario sc;
+    char err[256];
+    double b, d, c, u, lm = 2e-5;
+    wd_emu *emu = make_slow(&sc, &b, &d, &c, &u);
+    double d2 = 1e-4 + 2 * H * 16 / 10e6; /* B's step-1 downlink: A's in flight */
+    CHECKF(b + d + u + lm < c && b < d, "the case needs b + d + u + lm < c (%g %g %g %g)", b, d,
+           c, u);
+    wd_emu_step_result r;
+    /* step 1 (the first: starts now, nothing busy) */
+    double s1[2] = {0, 0};
+    CHECK(wd_emu_pipeline_begin(emu, 2, s1, err, sizeof err) == 0);
+    wd_emu_pipeline_switch(emu, 0);
+    step(emu, 0, 0, &r);
+    CHECK_NEAR(r.dev[0].queue_s, 0, 0);
+    wd_emu_finish_forward(emu, lm);
+    double EA = b + d + c + u + lm;
+    CHECK_NEAR(wd_emu_time(emu), EA, 1e-15);
+    wd_emu_pipeline_switch(emu, 1);
+    step(emu, 0, 0, &r);
+    double q1 = (b + d + c) - (2 * b + d2);
+    CHECK_NEAR(r.dev[0].t_dl, d2, 1e-15);
+    CHECK_NEAR(r.dev[0].queue_s, q1, 1e-15);
+    CHECK_NEAR(r.dev[0].share[WD_UL], 1.0, 0); /* A's uplink ended */
+    wd_emu_finish_forward(emu, lm);
+    double EB = b + d + 2 * c + u + lm;
+    CHECK_NEAR(wd_emu_time(emu), EB, 1e-15);
+    wd_emu_pipeline_end(emu);
+    CHECK_NEAR(wd_emu_time(emu), EB, 1e-15);
+    /* step 2 may not start before A's end (the earliest clock) */
+    double early[2] = {EA - 1e-6, EB};
+    CHECK(wd_emu_pipeline_begin(emu, 2, early, err, sizeof err) != 0 && strstr(err, "before"));
+    double s2[2] = {EA, EB};
+    CHECK(wd_emu_pipeline_begin(emu, 2, s2, err, sizeof err) == 0);
+    /* A at EA (not EB): BS, its downlink alone, then the device is still busy
+     * with B's step-1 job until b + d + 2c: the cross-step queue */
+    wd_emu_pipeline_switch(emu, 0);
+    CHECK_NEAR(wd_emu_time(emu), EA, 1e-15);
+    step(emu, 0, 0, &r);
+    CHECK_NEAR(r.t_start, EA, 1e-15);
+    CHECK_NEAR(r.dev[0].t_dl, d, 1e-15);
+    double q2 = c - (b + d + u + lm);
+    CHECK_NEAR(r.dev[0].queue_s, q2, 1e-15);
+    CHECK(r.dev[0].queue_ahead == 1);
+    CHECK_NEAR(r.dev[0].t_back, b + d + 3 * c + u, 1e-15);
+    wd_emu_finish_forward(emu, lm);
+    double EA2 = b + d + 3 * c + u + lm;
+    CHECK_NEAR(wd_emu_time(emu), EA2, 1e-15);
+    /* B at EB: behind A's step-2 job, as long */
+    CHECK(wd_emu_pipeline_ready(emu, 1) < EA2);
+    wd_emu_pipeline_switch(emu, 1);
+    CHECK_NEAR(wd_emu_time(emu), EB, 1e-15);
+    step(emu, 0, 0, &r);
+    CHECK_NEAR(r.dev[0].queue_s, q2, 1e-15);
+    CHECK(r.dev[0].queue_ahead == 1);
+    wd_emu_finish_forward(emu, lm);
+    wd_emu_pipeline_end(emu);
+    CHECK_NEAR(wd_emu_time(emu), b + d + 4 * c + u + lm, 1e-15);
+    wd_emu_device_stats ds;
+    CHECK(wd_emu_device_stats_get(emu, 0, &ds) == 0);
+    CHECK(ds.jobs == 4 && ds.queued_jobs == 3 && ds.queue_ahead_sum == 3);
+    CHECK_NEAR(ds.queue_wait_s, q1 + 2 * q2, 1e-15);
+    CHECK_NEAR(ds.busy_s, 4 * c, 1e-15);
+    /* latency samples: A's step-2 forward is 2c long (its wait included) */
+    size_t nl;
+    const double *lat = wd_emu_token_latencies(emu, &nl);
+    CHECK(nl == 4);
+    CHECK_NEAR(lat[2], 2 * c, 1e-15);
+    wd_emu_free(emu);
+    wd_scenario_free(&sc);
+}
+
+/* A job takes an idle gap of the device before a job planned earlier but
+ * later in virtual time: B of step 1 starts at T = 10c; A's step-2 job
+ * arrives long before B's step-1 job and fits before it (no wait); a job
+ * that does not fit in the gap goes after it. */
+static void test_device_gap(void) {
+    wd_scenario sc;
+    char err[256];
+    double b, d, c, u, lm = 2e-5;
+    wd_emu *emu = make_slow(&sc, &b, &d, &c, &u);
+    double T = 10 * c;
+    wd_emu_step_result r;
+    double s1[2] = {0, T};
+    CHECK(wd_emu_pipeline_begin(emu, 2, s1, err, sizeof err) == 0);
+    wd_emu_pipeline_switch(emu, 0);
+    step(emu, 0, 0, &r);
+    wd_emu_finish_forward(emu, lm);
+    double EA = b + d + c + u + lm;
+    CHECK_NEAR(wd_emu_time(emu), EA, 1e-15);
+    wd_emu_pipeline_switch(emu, 1);
+    CHECK_NEAR(wd_emu_time(emu), T, 1e-15);
+    step(emu, 0, 0, &r); /* its job computes [T + b + d, T + b + d + c) */
+    CHECK_NEAR(r.dev[0].queue_s, 0, 0);
+    wd_emu_finish_forward(emu, lm);
+    double EB = T + b + d + c + u + lm;
+    wd_emu_pipeline_end(emu);
+    /* step 2: A's job arrives at EA + b + d and is done by EA + b + d + c,
+     * before B's step-1 job starts: no queue */
+    double s2[2] = {EA, EB};
+    CHECK(wd_emu_pipeline_begin(emu, 2, s2, err, sizeof err) == 0);
+    wd_emu_pipeline_switch(emu, 0);
+    step(emu, 0, 0, &r);
+    CHECK(EA + b + d + c < T + b + d);
+    CHECK_NEAR(r.dev[0].queue_s, 0, 0);
+    CHECK_NEAR(r.dev[0].t_back, EA + b + d + c + u, 1e-15);
+    wd_emu_finish_forward(emu, lm);
+    wd_emu_pipeline_end(emu);
+    /* step 3: A's job now arrives at EA2 + b + d; the gap until B's
+     * step-1 job (T + b + d) is shorter than c: it waits for its end */
+    double EA2 = EA + b + d + c + u + lm;
+    double s3[1] = {EA2 + 7 * c};
+    CHECK(s3[0] + b + d < T + b + d && s3[0] + b + d + c > T + b + d);
+    CHECK(wd_emu_pipeline_begin(emu, 1, s3, err, sizeof err) == 0);
+    wd_emu_pipeline_switch(emu, 0);
+    step(emu, 0, 0, &r);
+    CHECK_NEAR(r.dev[0].queue_s, (T + b + d + c) - (s3[0] + b + d), 1e-15);
+    CHECK(r.dev[0].queue_ahead == 1);
+    wd_emu_pipeline_end(emu);
+    wd_emu_free(emu);
+    wd_scenario_free(&sc);
+}
+
+/* 20 micro-batches at once on one slow device: every job arrives before the
+ * first ends, so they run back to back and job k has all k before it ahead:
+ * more busy intervals than the first 16 slots hold are all kept. */
+static void test_many_jobs(void) {
+    wd_scenario sc;
+    char err[256];
+    double b, d, c, u;
+    wd_emu *emu = make_slow(&sc, &b, &d, &c, &u);
+    enum { N = 20 };
+    double s0[N] = {0};
+    CHECK(wd_emu_pipeline_begin(emu, N, s0, err, sizeof err) == 0);
+    wd_emu_step_result r;
+    double first = 0;
+    for (int k = 0; k < N; k++) {
+        wd_emu_pipeline_switch(emu, k);
+        step(emu, 0, 0, &r);
+        double arrive = r.t_start + r.t_bs + r.dev[0].t_dl;
+        if (k == 0) first = arrive;
+        CHECKF(arrive < first + c, "job %d arrives after the first ends", k);
+        CHECK_NEAR(arrive + r.dev[0].queue_s, first + k * c, 1e-12);
+        CHECKF(r.dev[0].queue_ahead == k, "job %d: %d ahead", k, r.dev[0].queue_ahead);
+    }
+    wd_emu_pipeline_end(emu);
+    wd_emu_free(emu);
+    wd_scenario_free(&sc);
+}
+
 int main(void) {
     test_one_device();
     test_band_shared();
     test_one_is_sync();
+    test_across_steps();
+    test_device_gap();
+    test_many_jobs();
     return wd_test_finish("test_emu_pipeline");
 }

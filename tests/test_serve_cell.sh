@@ -139,6 +139,12 @@ for d, dev in enumerate(p["devices"]):
         q = sum(row[d] for row in t["device_queue_wait_s"])
         assert abs(q - dev["queue_wait_s"]) < 1e-9, "queue wait over time"
 assert [len(u["tokens"]) for u in p["users"]] == [len(u["tokens"]) for u in g["users"]]
+# no barrier between steps: a user's token is out when its micro-batch's LM head is
+# done, not when the step's last one is (the step ends, the next step's start)
+ends = set(t["t_s"][1:]) | {max(u["finish_s"] for u in p["users"])}
+assert any(u["first_token_s"] not in ends or u["finish_s"] not in ends for u in p["users"])
+for u in p["users"]:
+    assert u["arrival_s"] <= u["admit_s"] < u["first_token_s"] <= u["finish_s"], u
 PY
 
 echo "test_serve_cell: $pass passed, $fail failed"
