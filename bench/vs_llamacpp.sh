@@ -43,7 +43,8 @@ and weight type (default "$TYPES"; a type wdmoe cannot load is reported as such)
 Prints one table of medians, min-max and ratios; --md FILE writes it as Markdown;
 --gguf FILE compares on that model file instead (for example SmolLM2-135M-Instruct's Q4_1
 GGUF), as it is: one row per thread count, no quantisation.
---update-docs puts it into docs/performance.md between its markers; --wdmoe-opts passes
+--update-docs puts it into docs/performance.md between its markers (vs_llamacpp; with
+another --prompt vs_llamacpp_pN, with --gguf vs_llamacpp_gguf); --wdmoe-opts passes
 options to bench_decode (e.g. --hugepages) and is named in the table's note.
 Needs ./build (cmake -S . -B build && cmake --build build) and, the first time,
 PyPI for llama-cpp-python's source (built into build/llamacpp, never the system).
@@ -267,11 +268,16 @@ EOF
 if [ "$UPDATE_DOCS" = 1 ]; then
     [ -n "$MD" ] || { echo "vs_llamacpp.sh: --update-docs needs --md FILE" >&2; exit 2; }
     DOC=$ROOT/docs/performance.md
-    python3 - "$DOC" "$MD" <<'EOF'
+    # the default run (mini Mixtral, prompt 128) has the plain markers; another prompt
+    # length or a --gguf model its own: vs_llamacpp_p512, vs_llamacpp_gguf
+    tag=vs_llamacpp
+    [ "$PROMPT" != 128 ] && tag=${tag}_p$PROMPT
+    [ -n "$GGUF" ] && tag=${tag}_gguf
+    python3 - "$DOC" "$MD" "$tag" <<'EOF'
 import sys, os
-doc, md = sys.argv[1:]
+doc, md, tag = sys.argv[1:]
 text = open(doc).read()
-a, b = "<!-- vs_llamacpp:begin -->", "<!-- vs_llamacpp:end -->"
+a, b = "<!-- %s:begin -->" % tag, "<!-- %s:end -->" % tag
 if a not in text or b not in text:
     sys.exit("vs_llamacpp.sh: %s has no %s ... %s markers" % (doc, a, b))
 new = text[:text.index(a) + len(a)] + "\n" + open(md).read() + text[text.index(b):]
