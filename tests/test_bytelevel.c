@@ -84,7 +84,7 @@ static void check_json_tokenizers(void) {
         snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
         CHECK(system(cmd) == 0);
     }
-    /* tokenizer.json pre-tokenizers that are not implemented: one line naming file and key */
+    /* tokenizer.json pre-tokenizers outside the supported set are refused: one line naming file and key */
     const struct {
         const char *pre, *want;
     } bad[] = {
