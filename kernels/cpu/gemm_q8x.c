@@ -168,15 +168,7 @@ qx_kernel(float *y, int ldy, const uint8_t *xq, const float *xd, const float *xs
             }
         }
     }
-    _Alignas(64) float tmp[12][48];
-#pragma GCC unroll 12
-    for (int i = 0; i < R; i++)
-#pragma GCC unroll 3
-        for (int v = 0; v < NV; v++) _mm512_store_ps(&tmp[i][16 * v], c[i][v]);
-    for (int t = 0; t < n; t++) {
-        float *yt = y + (size_t)t * ldy + r0;
-        for (int i = 0; i < R; i++) yt[i] = tmp[i][t];
-    }
+    wd_store_lane_tile(y, ldy, r0, n, &c[0][0], R, NV, 3);
 }
 
 #define QX_CASE(NV, R)                                                                        \

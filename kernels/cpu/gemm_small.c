@@ -160,15 +160,7 @@ sg_kernel(float *y, int ldy, const float *xt, int n, const void *w, wd_dtype dt,
 #ifdef SG_BF16
 store:;
 #endif
-    _Alignas(64) float tmp[16][64];
-#pragma GCC unroll 16
-    for (int i = 0; i < R; i++)
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; v++) _mm512_store_ps(&tmp[i][16 * v], c[i][v]);
-    for (int t = 0; t < n; t++) {
-        float *yt = y + (size_t)t * ldy + r0;
-        for (int i = 0; i < R; i++) yt[i] = tmp[i][t];
-    }
+    wd_store_lane_tile(y, ldy, r0, n, &c[0][0], R, NV, 4);
 }
 
 #define SG_CASE(NV, R)                                                                        \

@@ -169,6 +169,22 @@ static inline void wd_store_tile32(float *y, size_t ldy, const __m512 (*c)[2], i
     }
 }
 
+/* The epilogue of a tokens-in-lanes tile (the small-n prefill GEMMs of
+ * gemm_small.c and gemm_q8x.c): c[i * nv_max + v] holds row r0 + i, tokens
+ * 16 v .. 16 v + 15; tokens t < n of rows i < R are written to y[t * ldy + r0 + i]. */
+static inline __attribute__((always_inline)) void
+wd_store_lane_tile(float *y, int ldy, int r0, int n, const __m512 *c, int R, int NV, int nv_max) {
+    _Alignas(64) float tmp[16][64];
+#pragma GCC unroll 16
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) _mm512_store_ps(&tmp[i][16 * v], c[i * nv_max + v]);
+    for (int t = 0; t < n; t++) {
+        float *yt = y + (size_t)t * ldy + r0;
+        for (int i = 0; i < R; i++) yt[i] = tmp[i][t];
+    }
+}
+
 /* 16 converted weights of dtype-specific rows (masked: lanes >= n are 0). */
 static inline __m512 wd_load_f16x16(const uint16_t *p, __mmask16 m) {
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
