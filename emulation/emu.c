@@ -45,7 +45,7 @@ void wd_emu_free(wd_emu *emu) {
                  emu->bits,      emu->share,    emu->pscratch, emu->ph[0].lat, emu->sel_flag,
                  emu->fwd_flag,  emu->dev_flag, emu->top_ids, emu->ph[1].lat, emu->air_on,
                  emu->split, emu->c_active, emu->c_ready, emu->c_bits, emu->c_share,
-                 emu->base_ids, emu->en_dev, emu->en_e, emu->dacc};
+                 emu->base_ids, emu->en_dev, emu->en_e, emu->dacc, emu->planned_sel};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free(p[i]);
     free(emu);
 }
@@ -581,6 +581,7 @@ static void plan(wd_emu *emu, int n_tokens, const int *n, const int *expert, dou
                  const double *measured) {
     int E = emu->E;
     long gen = ++emu->gen;
+    emu->planned_valid = 0;
     emu->n_active = emu->n_exp = 0;
     for (int t = 0; t < n_tokens; t++) {
         long tok = ++emu->tok;
@@ -662,6 +663,23 @@ static int check_sel(const wd_emu *emu, int n_tokens, const int *n, const int *e
     return 0;
 }
 
+/* The selection of a plan, n[t] then each token's expert row, kept so that the
+ * step can tell whether select's last plan is the one it needs. */
+static size_t sel_len(const wd_emu *emu, int n_tokens) {
+    return (size_t)n_tokens * (1 + (size_t)emu->E);
+}
+
+static int sel_same(const wd_emu *emu, int n_tokens, const int *n, const int *expert) {
+    if (!emu->planned_valid || emu->planned_tokens != n_tokens) return 0;
+    const int *k = emu->planned_sel;
+    if (memcmp(k, n, (size_t)n_tokens * sizeof(int))) return 0;
+    for (int t = 0; t < n_tokens; t++)
+        if (memcmp(k + n_tokens + (size_t)t * emu->E, expert + (size_t)t * emu->E,
+                   (size_t)n[t] * sizeof(int)))
+            return 0;
+    return 1;
+}
+
 int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *expert, float *weight,
                   char *err, size_t errlen) {
     if (!emu->has_shape) return wd_fail(err, errlen, "emulator: no model shape");
@@ -673,6 +691,11 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
         emu->pscratch = p, emu->pscratch_n = need;
     }
     if (wd_emu_reserve_flags(emu, n_tokens)) return wd_fail(err, errlen, "select: out of memory");
+    if (sel_len(emu, n_tokens) > emu->planned_cap) {
+        int *b = realloc(emu->planned_sel, sel_len(emu, n_tokens) * sizeof(int));
+        if (!b) return wd_fail(err, errlen, "select: out of memory");
+        emu->planned_sel = b, emu->planned_cap = sel_len(emu, n_tokens);
+    }
     if ((size_t)n_tokens * emu->k > emu->base_cap) {
         int *b = realloc(emu->base_ids, (size_t)n_tokens * emu->k * sizeof(int));
         if (!b) return wd_fail(err, errlen, "select: out of memory");
@@ -736,7 +759,15 @@ int wd_emu_select(wd_emu *emu, int n_tokens, const float *probs, int *n, int *ex
                 if (emu->rep[e] == x->device && emu->avail_e[e])
                     emu->avail_e[e] = 0, emu->tau_e[e] = INFINITY, lost = 1;
         }
-        if (!lost) break;
+        if (!lost) { /* dt is the plan of the final set: the step may reuse it */
+            int *k = emu->planned_sel;
+            memcpy(k, n, (size_t)n_tokens * sizeof(int));
+            for (int t = 0; t < n_tokens; t++)
+                memcpy(k + n_tokens + (size_t)t * emu->E, expert + (size_t)t * emu->E,
+                       (size_t)n[t] * sizeof(int));
+            emu->planned_valid = 1, emu->planned_tokens = n_tokens, emu->planned_t1 = t1;
+            break;
+        }
         int any = 0; /* nothing left to choose: keep the set, the step says why it fails */
         for (int e = 0; e < emu->E && !any; e++) any = emu->avail_e[e];
         if (!any) break;
@@ -790,7 +821,9 @@ int wd_emu_step_measured(wd_emu *emu, int layer, int n_tokens, const int *n, con
     if (emu->rep_time != emu->t) wd_emu_predict(emu, NULL, NULL);
     double tbs = n_tokens == 1 ? emu->bs1 : bs_time(emu, n_tokens);
     double t0 = emu->pipe_n ? wd_emu_pipe_bs_fit(emu, emu->t, tbs) : emu->t, t1 = t0 + tbs;
-    plan(emu, n_tokens, n, expert, t1, emu->sc.alloc != WD_ALLOC_EQUAL, t_c);
+    if (t_c || emu->pipe_n || emu->planned_t1 != t1 || !sel_same(emu, n_tokens, n, expert))
+        plan(emu, n_tokens, n, expert, t1, emu->sc.alloc != WD_ALLOC_EQUAL, t_c);
+    emu->planned_valid = 0;
     double wait = 0, sum = 0, back = t1;
     int crit = -1, na = emu->n_active;
     for (int i = 0; i < na; i++) {

@@ -72,6 +72,12 @@ struct wd_emu {
     long sel_nonstraggler; /* of the last selection: drops of experts faster than the wait */
     int *base_ids;         /* [base_cap] scratch of mark_selection */
     size_t base_cap;
+    /* the plan select's outage check left in dt, for the step to reuse: valid
+     * while no other plan ran, for the same start t1 and selection */
+    int planned_valid, planned_tokens;
+    double planned_t1;
+    int *planned_sel; /* [planned_cap]: n[t] then expert rows */
+    size_t planned_cap;
     /* faults and unreachable experts: per-token flags (FL_*) of the last
      * selection (sel_n tokens, -1: none pending) and of the open forward */
     unsigned char *sel_flag, *fwd_flag, *dev_flag;
