@@ -189,9 +189,20 @@ static double send(const wd_air *A, wd_link *l, int dir, double t0, double t, do
     while (rem > 0) {
         double a, b;
         on_interval(A, dir, t, &a, &b);
-        double cap = wd_link_bits(l, a, b, share);
+        /* one sample or block of a synthetic link holds [a, b): its rate r gives what
+           wd_link_bits and wd_link_tx_time compute, the same operations in one step */
+        double r = wd_link_piece_rate(l, a, b, share);
+        double cap = r > 0 ? r * (b - a) : r == 0 ? 0.0 : wd_link_bits(l, a, b, share);
         if (cap >= rem) {
-            double d = wd_link_tx_time(l, a, rem, share) - l->latency, f = a + d;
+            double d;
+            if (r > 0) {
+                d = a + rem / r - a + l->latency;
+                d = d - l->latency > l->max_wait ? INFINITY : d;
+            } else {
+                d = wd_link_tx_time(l, a, rem, share);
+            }
+            d -= l->latency;
+            double f = a + d;
             if (f > b) f = b; /* rounding */
             *on += f - a;
             *slots += (int)(floor((f - AIR_EPS) / slot) - floor((a + AIR_EPS) / slot)) + 1;
@@ -244,10 +255,14 @@ double wd_air_tx_time(const wd_air *A, wd_link *l, int dir, double t0, double bi
         } else {
             /* the largest of the blocks' retransmission counts, drawn at once by
                inverting P(max <= r) = (1 - bler^(r+1))^blocks */
+            int blocks = slots > 0 ? slots : 1, r = 0;
+            if (l->harq_blocks != blocks || l->harq_bler != A->bler || l->harq_retx != A->max_retx) {
+                for (int q = 0; q < A->max_retx; q++) /* the same pow calls, once per link */
+                    l->harq_thr[q] = pow_1(1.0 - pow_1(A->bler, q + 1), blocks);
+                l->harq_blocks = blocks, l->harq_bler = A->bler, l->harq_retx = A->max_retx;
+            }
             double u = harq_u(seed, device, dir, t0, slots, 0);
-            int r = 0;
-            while (r < A->max_retx && !(u < pow_1(1.0 - pow_1(A->bler, r + 1), slots > 0 ? slots : 1)))
-                r++;
+            while (r < A->max_retx && !(u < l->harq_thr[r])) r++;
             rounds = r;
         }
     }

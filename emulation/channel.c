@@ -123,8 +123,12 @@ void wd_fading_at(const wd_fading *f, double t, double *re, double *im) {
  * x = q pi/2 + r, |r| <= pi/4, Taylor to r^16 / r^17 (the first omitted terms are
  * below 2e-18). */
 static inline double trig_fast(double x, int shift) {
-    double y = x * 0.63661977236758134308, qd = (double)(long long)y; /* trunc(2 x / pi) */
-    qd += y - qd > 0.5 ? 1.0 : y - qd < -0.5 ? -1.0 : 0.0;                /* round */
+    /* q = round(2 x / pi) by the 1.5 2^52 trick (|2 x / pi| < 2^51): q sits in the low
+       bits of the sum's representation, and every step vectorises */
+    const double magic = 6755399441055744.0;
+    double big = x * 0.63661977236758134308 + magic, qd = big - magic;
+    uint64_t bits;
+    memcpy(&bits, &big, sizeof bits);
     double r = ((x - qd * PIO2_1) - qd * PIO2_2) - qd * PIO2_3, z = r * r;
     double c = 1.0 + z * (-1.0 / 2 + z * (1.0 / 24 + z * (-1.0 / 720 + z * (1.0 / 40320 +
                z * (-1.0 / 3628800 + z * (1.0 / 479001600 + z * (-1.0 / 87178291200.0 +
@@ -132,7 +136,7 @@ static inline double trig_fast(double x, int shift) {
     double sn = r * (1.0 + z * (-1.0 / 6 + z * (1.0 / 120 + z * (-1.0 / 5040 + z * (1.0 / 362880 +
                 z * (-1.0 / 39916800 + z * (1.0 / 6227020800.0 + z * (-1.0 / 1307674368000.0 +
                 z * (1.0 / 355687428096000.0)))))))));
-    long long m = ((long long)qd + shift) & 3; /* cos, -sin, -cos, sin */
+    uint64_t m = (bits + (uint64_t)shift) & 3; /* cos, -sin, -cos, sin */
     double v = m & 1 ? sn : c;
     return m == 1 || m == 2 ? -v : v;
 }
@@ -498,7 +502,7 @@ static void synth_gen(wd_synth *s, long m) {
 
 static int synth_reserve(wd_synth *s, long need) {
     if (need <= s->cap) return 0;
-    long cap = s->cap ? s->cap : 4096;
+    long cap = s->cap ? s->cap : s->block ? 512 : 4096;
     while (cap < need) cap *= 2;
     for (int d = 0; d < 2; d++) {
         double *a = realloc(s->snr[d], cap * sizeof(double));
@@ -592,17 +596,21 @@ long wd_synth_at(wd_synth *s, long k) {
     return k - s->k0;
 }
 
-#define FORGET_MIN 8192 /* samples: drop only this many or more at once */
+/* samples: drop only this many or more at once (blocks: fewer, longer samples, cheap
+ * to regenerate; a small buffer stays in the cache and is not reallocated) */
+#define FORGET_MIN 8192
+#define FORGET_MIN_BLOCK 256
+#define FORGET_AT(s) ((s)->block ? FORGET_MIN_BLOCK : FORGET_MIN)
 
 double wd_synth_forget_time(const wd_synth *s) {
     /* t < (k0 + 8192) ts: floor(t / ts) <= k0 + 8192, drop <= 8191 */
-    return (double)(s->k0 + FORGET_MIN) * s->ts;
+    return (double)(s->k0 + FORGET_AT(s)) * s->ts;
 }
 
 void wd_synth_forget(wd_synth *s, double t) {
     long k = (long)floor(t / s->ts) - 1;
     long drop = k - s->k0;
-    if (drop < FORGET_MIN || drop < s->n / 2) return;
+    if (drop < FORGET_AT(s) || drop < s->n / 2) return;
     if (drop > s->n) drop = s->n;
     long keep = s->n - drop;
     for (int d = 0; d < 2; d++) memmove(s->snr[d], s->snr[d] + drop, keep * sizeof(double));

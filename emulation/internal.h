@@ -164,6 +164,10 @@ struct wd_link {
     int borrowed;   /* ms, ms32, tab belong to another link of the same emulator */
     /* fault windows */
     wd_window *win;
+    /* air interface: the HARQ draw's thresholds P(max <= r) = (1 - bler^(r+1))^blocks,
+       r < max_retx, of the last (bler, max_retx, blocks) (harq_blocks 0: none yet) */
+    int harq_blocks, harq_retx;
+    double harq_bler, harq_thr[33];
 };
 
 /* wd_link_create, but a Mahimahi link whose file one of prev[0 .. n_prev)
@@ -184,6 +188,9 @@ double wd_link_share_needed(wd_link *l, double a, double bits, double deadline);
 int wd_link_fixed_se(const wd_link *l); /* rate proportional to the share */
 /* Bits deliverable in [a, b) at a share, fault windows included. */
 double wd_link_bits(wd_link *l, double a, double b, double share);
+/* A synthetic link without fault windows whose rate is one sample's (one block's) on
+ * all of [a, b): that rate at the share (rate_scale included); else -1. */
+double wd_link_piece_rate(wd_link *l, double a, double b, double share);
 
 /* ---- air interface (air.c) ------------------------------------------------------ */
 /* The SNRs [*lo, *hi) around snr whose CQI at this gap is snr's for certain
