@@ -256,13 +256,20 @@ double wd_air_tx_time(const wd_air *A, wd_link *l, int dir, double t0, double bi
             /* the largest of the blocks' retransmission counts, drawn at once by
                inverting P(max <= r) = (1 - bler^(r+1))^blocks */
             int blocks = slots > 0 ? slots : 1, r = 0;
-            if (l->harq_blocks != blocks || l->harq_bler != A->bler || l->harq_retx != A->max_retx) {
-                for (int q = 0; q < A->max_retx; q++) /* the same pow calls, once per link */
-                    l->harq_thr[q] = pow_1(1.0 - pow_1(A->bler, q + 1), blocks);
-                l->harq_blocks = blocks, l->harq_bler = A->bler, l->harq_retx = A->max_retx;
-            }
             double u = harq_u(seed, device, dir, t0, slots, 0);
-            while (r < A->max_retx && !(u < l->harq_thr[r])) r++;
+            if (blocks <= WD_HARQ_CACHE) { /* the same pow calls, once per link */
+                if (l->harq_bler != A->bler || l->harq_retx != A->max_retx)
+                    l->harq_have = 0, l->harq_bler = A->bler, l->harq_retx = A->max_retx;
+                double *thr = l->harq_thr[blocks - 1];
+                if (!(l->harq_have >> (blocks - 1) & 1)) {
+                    for (int q = 0; q < A->max_retx; q++)
+                        thr[q] = pow_1(1.0 - pow_1(A->bler, q + 1), blocks);
+                    l->harq_have |= 1u << (blocks - 1);
+                }
+                while (r < A->max_retx && !(u < thr[r])) r++;
+            } else {
+                while (r < A->max_retx && !(u < pow_1(1.0 - pow_1(A->bler, r + 1), blocks))) r++;
+            }
             rounds = r;
         }
     }

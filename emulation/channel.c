@@ -150,15 +150,12 @@ void wd_fading_fast(const wd_fading *f, double t, double *re, double *im) {
         return;
     }
     enum { M = WD_FADING_SINUSOIDS };
-    double ph[M], c[M], big = 0.0, x = 0.0, y = 0.0;
-    for (int n = 0; n < M; n++) {
-        ph[n] = f->w[n] * t + f->phase[n];
-        big = fabs(ph[n]) > big ? fabs(ph[n]) : big;
-    }
-    if (big < COS_FAST_MAX) {
-        for (int n = 0; n < M; n++) c[n] = trig_fast(ph[n], 0);
+    double c[M], x = 0.0, y = 0.0;
+    /* |w_n| <= 2 pi f_D, |phase_n| <= pi */
+    if (2.0 * PI * f->doppler_hz * fabs(t) + 4.0 < COS_FAST_MAX) {
+        for (int n = 0; n < M; n++) c[n] = trig_fast(f->w[n] * t + f->phase[n], 0);
     } else {
-        for (int n = 0; n < M; n++) c[n] = cos(ph[n]); /* hours of virtual time */
+        for (int n = 0; n < M; n++) c[n] = cos(f->w[n] * t + f->phase[n]); /* hours of time */
     }
     for (int n = 0; n < M; n++) x += f->ci[n] * c[n], y += f->cq[n] * c[n];
     if (f->kind == WD_FADING_RICIAN) {

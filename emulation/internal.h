@@ -120,6 +120,7 @@ typedef struct {
 typedef struct {
     uint32_t pre, nxt;
 } wd_mm_entry;
+#define WD_HARQ_CACHE 4 /* transport blocks per transfer whose HARQ thresholds a link keeps */
 #define WD_MM_WRAP UINT32_MAX
 
 /* Fields in the order the per-step paths read them: the first two cache
@@ -165,9 +166,11 @@ struct wd_link {
     /* fault windows */
     wd_window *win;
     /* air interface: the HARQ draw's thresholds P(max <= r) = (1 - bler^(r+1))^blocks,
-       r < max_retx, of the last (bler, max_retx, blocks) (harq_blocks 0: none yet) */
-    int harq_blocks, harq_retx;
-    double harq_bler, harq_thr[33];
+       r < max_retx, for blocks 1 .. WD_HARQ_CACHE (bit b - 1 of harq_have: computed)
+       at (harq_bler, harq_retx) */
+    unsigned harq_have;
+    int harq_retx;
+    double harq_bler, harq_thr[WD_HARQ_CACHE][33];
 };
 
 /* wd_link_create, but a Mahimahi link whose file one of prev[0 .. n_prev)
