@@ -220,8 +220,16 @@ static double send(const wd_air *A, wd_link *l, int dir, double t0, double t, do
 /* pow(x, n) for a whole n >= 1: pow itself, but x at n = 1 (what pow returns there) */
 static double pow_1(double x, int n) { return n == 1 ? x : pow(x, n); }
 
+/* llround(x) without the libm call where x >= 0 fits a long long (half away from zero: the
+ * fraction x - trunc(x) is exact) */
+static long long round_ns(double x) {
+    if (!(x >= 0 && x < 9.2e18)) return llround(x);
+    long long i = (long long)x;
+    return x - (double)i >= 0.5 ? i + 1 : i;
+}
+
 static double harq_u(uint64_t seed, int device, int dir, double t0, int blocks, int attempt) {
-    uint64_t x = seed ^ wd_mix64((uint64_t)llround(t0 * 1e9) + 0x9e3779b97f4a7c15ULL);
+    uint64_t x = seed ^ wd_mix64((uint64_t)round_ns(t0 * 1e9) + 0x9e3779b97f4a7c15ULL);
     x = wd_mix64(x ^ ((uint64_t)device << 32) ^ ((uint64_t)dir << 31) ^
                  ((uint64_t)blocks << 8) ^ (uint64_t)attempt);
     return (double)(x >> 11) * (1.0 / 9007199254740992.0);
