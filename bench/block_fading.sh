@@ -30,15 +30,18 @@ while [ $# -gt 0 ]; do
     *) echo "block_fading.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
-case "$SEEDS" in ''|*[!0-9]*|0) echo "block_fading.sh: --seeds wants a positive integer" >&2; exit 2 ;; esac
+case "$SEEDS" in
+''|*[!0-9]*|0) echo "block_fading.sh: --seeds wants a positive integer" >&2; exit 2 ;;
+esac
 [ -x build/wdmoe ] || { echo "block_fading.sh: build/wdmoe not found: build first" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for rec in stories260k-moe4 smollm2-moe8; do
     for sc in paper-cell paper-cell-block; do
         for seed in $(seq 1 "$SEEDS"); do
-            build/wdmoe replay --probs "tests/data/replay/$rec.wdpr" --scenario "bench/scenarios/$sc.json" \
-                --policy wdmoe --seed "$seed" --json "$tmp/$rec.$sc.$seed.json" >/dev/null 2>&1
+            build/wdmoe replay --probs "tests/data/replay/$rec.wdpr" \
+                --scenario "bench/scenarios/$sc.json" --policy wdmoe --seed "$seed" \
+                --json "$tmp/$rec.$sc.$seed.json" >/dev/null 2>&1
         done
     done
 done

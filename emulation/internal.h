@@ -96,9 +96,9 @@ int wd_synth_init(wd_synth *s, const wd_radio *radio, double pl_db, double sigma
 double wd_synth_period(const wd_radio *radio, double speed_mps);
 /* wd_fading_at with wd_cos instead of libm's cos (block fading). */
 void wd_fading_fast(const wd_fading *f, double t, double *re, double *im);
-/* cos(x) without libm (for |x| >= 1e6 libm's): quadrant reduction and Taylor polynomials on [-pi/4, pi/4]
- * (absolute error below 1e-15 for |x| < 1e6); the same bits with any compiler
- * (plain arithmetic, the library compiled with -ffp-contract=off). */
+/* cos(x) without libm (libm's for |x| >= 1e6): quadrant reduction and Taylor polynomials
+ * on [-pi/4, pi/4] (absolute error below 1e-15 for |x| < 1e6); the same bits with any
+ * compiler (plain arithmetic, the library compiled with -ffp-contract=off). */
 double wd_cos(double x);
 double wd_sin(double x); /* the same for sin(x) */
 void wd_synth_free(wd_synth *s);

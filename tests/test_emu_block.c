@@ -30,23 +30,26 @@ static double j0_series(double x) { /* sum (-1)^k (x/2)^2k / (k!)^2 */
     return sum;
 }
 
+#define ONE_DEVICE "\"devices\": [{\"distance_m\": 100}]"
+
 static void test_key(void) {
     wd_scenario sc;
     char err[512];
-    CHECKF(wd_scenario_parse(&sc, "{\"devices\": [{\"distance_m\": 100}], \"radio\": {\"fading_block_s\": \"coherence\"}}", "b.json",
-                             err, sizeof err) == 0,
-           "%s", err);
+    const char *coh = "{" ONE_DEVICE ", \"radio\": {\"fading_block_s\": \"coherence\"}}";
+    int rc = wd_scenario_parse(&sc, coh, "b.json", err, sizeof err);
+    CHECKF(rc == 0, "%s", err);
     CHECK(sc.radio.fading_block_s == WD_FADING_BLOCK_COHERENCE);
     /* f_D = v f_c / c = 1 * 3.5e9 / 3e8 = 11.67 Hz: T_c = 0.423 / f_D = 36.26 ms */
     CHECK_NEAR(wd_synth_period(&sc.radio, 1.0), 0.423 * 3e8 / 3.5e9, 1e-15);
     CHECK_NEAR(wd_synth_period(&sc.radio, 0.0), WD_FADING_BLOCK_MAX_S, 0); /* no Doppler */
     wd_scenario_free(&sc);
-    CHECKF(wd_scenario_parse(&sc, "{\"devices\": [{\"distance_m\": 100}], \"radio\": {\"fading_block_s\": 0.01}}", "b.json", err,
-                             sizeof err) == 0,
-           "%s", err);
+    rc = wd_scenario_parse(&sc, "{" ONE_DEVICE ", \"radio\": {\"fading_block_s\": 0.01}}", "b.json",
+                           err, sizeof err);
+    CHECKF(rc == 0, "%s", err);
     CHECK_NEAR(wd_synth_period(&sc.radio, 1.0), 0.01, 0);
     wd_scenario_free(&sc);
-    CHECKF(wd_scenario_parse(&sc, "{\"devices\": [{\"distance_m\": 100}]}", "b.json", err, sizeof err) == 0, "%s", err);
+    rc = wd_scenario_parse(&sc, "{" ONE_DEVICE "}", "b.json", err, sizeof err);
+    CHECKF(rc == 0, "%s", err);
     CHECK(sc.radio.fading_block_s == 0); /* default: samples of sample_period_s */
     CHECK_NEAR(wd_synth_period(&sc.radio, 1.0), sc.radio.sample_period_s, 0);
     wd_scenario_free(&sc);
@@ -54,11 +57,12 @@ static void test_key(void) {
                             sizeof err) != 0);
     CHECKF(strstr(err, "b.json") && strstr(err, "radio.fading_block_s") && strstr(err, "often"),
            "%s", err);
-    CHECK(wd_scenario_parse(&sc, "{\"radio\": {\"fading_block_s\": 0}}", "b.json", err,
-                            sizeof err) != 0);
+    CHECK(wd_scenario_parse(&sc, "{" ONE_DEVICE ", \"radio\": {\"fading_block_s\": 0}}", "b.json",
+                            err, sizeof err) != 0);
     CHECKF(strstr(err, "radio.fading_block_s"), "%s", err);
-    CHECK(wd_scenario_parse(&sc, "{\"radio\": {\"fading_block_s\": 2}}", "b.json", err,
-                            sizeof err) != 0);
+    CHECK(wd_scenario_parse(&sc, "{" ONE_DEVICE ", \"radio\": {\"fading_block_s\": 2}}", "b.json",
+                            err, sizeof err) != 0);
+    CHECKF(strstr(err, "radio.fading_block_s") && strstr(err, "out of range"), "%s", err);
 }
 
 static void test_cos(void) { /* and wd_sin */
