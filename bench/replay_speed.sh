@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Replay speed and the emulation's own cost (docs/performance.md, "Replay speed and the
 # emulation's cost"): bench_policy's end-to-end replays (wd_probs_replay, as `wdmoe replay`
-# runs them) on paper-cell, att-lte-driving and tmobile-lte-short beside the goal of issue 14
-# (10 M decisions/s topk, 5 M wdmoe), then bench_decode's share of a decode step spent in the
-# BS scheduler (policy + radio emulation) on paper-cell for the real models that are here.
+# runs them) on paper-cell, paper-cell-block (block fading), att-lte-driving and
+# tmobile-lte-short beside the goal of issue 14 (10 M decisions/s topk, 5 M wdmoe), then
+# bench_decode's share of a decode step spent in the BS scheduler (policy + radio emulation)
+# on paper-cell and paper-cell-block for the real models that are here.
 # Prints Markdown; --update-docs puts it into docs/performance.md between its markers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,17 +19,16 @@ usage: bash bench/replay_speed.sh [--reps N] [--seconds S] [--decode-reps N] [--
                                   [--update-docs]
 
 Replay speed: build/bench_policy --reps N (default $REPS) --seconds S (default $SECONDS_PER)
-on bench/scenarios/{paper-cell,att-lte-driving,tmobile-lte-short}.json: the end-to-end
+on bench/scenarios/{paper-cell,paper-cell-block,att-lte-driving,tmobile-lte-short}.json:
+the end-to-end
 replay (every forward pass and the summary, on a fresh emulator whose creation, reading
 trace files, is not timed) of one 512-token decode of the Mixtral-8x7B shape, topk and
 wdmoe, median [min-max] and spread of the rounds, against
-the goal (10 M decisions/s topk, 5 M wdmoe), the same on paper-cell with its fading sampled
-every 20 ms instead of 1 ms (what the channel costs: a measurement, it changes the results),
-and on paper-cell for the router
-probabilities recorded from SmolLM2-135M-moe8 in tests/data/replay (top-6 of 8); and the
-batch-1 select+step loop.
+the goal (10 M decisions/s topk, 5 M wdmoe), the same on paper-cell and paper-cell-block
+for the router probabilities recorded from SmolLM2-135M-moe8 in tests/data/replay (top-6
+of 8); and the batch-1 select+step loop.
 Emulation cost: build/bench_decode --threads 1 --reps N (--decode-reps, default $DEC_REPS)
---scenario bench/scenarios/paper-cell.json on stories260k (moe4-top2) and SmolLM2-135M
+--scenario bench/scenarios/paper-cell{,-block}.json on stories260k (moe4-top2) and SmolLM2-135M
 MoEfied into 8 experts (--smollm2 FILE, default $SMOL; made by
 \`wdmoe moefy --experts 8\`, skipped when absent): the time in the BS scheduler as a share
 of the rest of the decode step. Prints Markdown (the load average before and after: the
@@ -57,27 +57,20 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 S=bench/scenarios
-# what the channel costs: paper-cell with its fading sampled every 20 ms instead of 1 ms
-# (a measurement, not a proposal: it changes the results)
-python3 - $S/paper-cell.json "$tmp/pc20.json" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-d["name"] = "paper-cell-20ms-samples"
-d["radio"]["sample_period_s"] = 0.02
-json.dump(d, open(sys.argv[2], "w"), indent=1)
-PY
-build/bench_policy --scenario $S/paper-cell.json --scenario $S/att-lte-driving.json \
-    --scenario $S/tmobile-lte-short.json --scenario "$tmp/pc20.json" --reps "$REPS" \
+build/bench_policy --scenario $S/paper-cell.json --scenario $S/paper-cell-block.json \
+    --scenario $S/att-lte-driving.json --scenario $S/tmobile-lte-short.json --reps "$REPS" \
     --seconds "$SECONDS_PER" --json "$tmp/policy.json" >/dev/null
 REC=tests/data/replay/smollm2-moe8.wdpr
-build/bench_policy --scenario $S/paper-cell.json --probs "$REC" --reps "$REPS" --seconds "$SECONDS_PER" \
-    --json "$tmp/policy-rec.json" >/dev/null
+build/bench_policy --scenario $S/paper-cell.json --scenario $S/paper-cell-block.json --probs "$REC" \
+    --reps "$REPS" --seconds "$SECONDS_PER" --json "$tmp/policy-rec.json" >/dev/null
 models=("stories260k weights/models/stories260k/moe4-top2.gguf")
 if [ -f "$SMOL" ]; then models+=("SmolLM2-135M-moe8 $SMOL"); fi
 for m in "${models[@]}"; do
     set -- $m
-    build/bench_decode --model "$2" --threads 1 --reps "$DEC_REPS" --bw-passes 0 --prompt 16 \
-        --decode 64 --scenario $S/paper-cell.json --json "$tmp/dec-$1.json" >/dev/null
+    for sc in paper-cell paper-cell-block; do
+        build/bench_decode --model "$2" --threads 1 --reps "$DEC_REPS" --bw-passes 0 --prompt 16 \
+            --decode 64 --scenario $S/$sc.json --json "$tmp/dec-$1@$sc.json" >/dev/null
+    done
 done
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
 python3 - "$tmp" "$load0" "$load1" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
@@ -115,16 +108,17 @@ print("The batch-1 select + step loop alone (`bench_policy`, same probabilities,
                 for r in p["with_latency_model"] if r["batch"] == 1) + ".")
 print()
 print("Emulation cost inside a real decode (`bench_decode --threads 1 --scenario "
-      "bench/scenarios/paper-cell.json`, the scenario's policy wdmoe; time in the BS scheduler "
-      "as a share of the rest of the step, median [min-max] of the repetitions):")
+      "bench/scenarios/SCENARIO.json`, the scenario's policy wdmoe; time in the BS scheduler "
+      "as a share of the rest of the step, median [min-max] of the repetitions; goal: under 1 %):")
 print()
-print("| model | decode tok/s (no emulation) | scheduler share of the step |")
-print("|---|---|---|")
+print("| model | scenario | decode tok/s (no emulation) | scheduler share of the step |")
+print("|---|---|---|---|")
 for f in sorted(glob.glob(os.path.join(tmp, "dec-*.json"))):
     d = json.load(open(f))
-    name = os.path.basename(f)[4:-5]
-    print("| %s (%s) | %s | %s %% |" % (name, d["weight_dtype"], mm(d["decode_tok_per_s"], "%.1f", 1),
-                                       mm(d["emulation"]["scheduler_share"], "%.2f", 100)))
+    name, sc = os.path.basename(f)[4:-5].split("@")
+    print("| %s (%s) | %s | %s | %s %% |" % (name, d["weight_dtype"], sc,
+                                            mm(d["decode_tok_per_s"], "%.1f", 1),
+                                            mm(d["emulation"]["scheduler_share"], "%.2f", 100)))
 if not os.path.exists(smol):
     print()
     print("(SmolLM2-135M moe8 not found at %s: skipped.)" % smol)

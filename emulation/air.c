@@ -189,9 +189,20 @@ static double send(const wd_air *A, wd_link *l, int dir, double t0, double t, do
     while (rem > 0) {
         double a, b;
         on_interval(A, dir, t, &a, &b);
-        double cap = wd_link_bits(l, a, b, share);
+        /* one sample or block of a synthetic link holds [a, b): its rate r gives what
+           wd_link_bits and wd_link_tx_time compute, the same operations in one step */
+        double r = wd_link_piece_rate(l, a, b, share);
+        double cap = r > 0 ? r * (b - a) : r == 0 ? 0.0 : wd_link_bits(l, a, b, share);
         if (cap >= rem) {
-            double d = wd_link_tx_time(l, a, rem, share) - l->latency, f = a + d;
+            double d;
+            if (r > 0) {
+                d = a + rem / r - a + l->latency;
+                d = d - l->latency > l->max_wait ? INFINITY : d;
+            } else {
+                d = wd_link_tx_time(l, a, rem, share);
+            }
+            d -= l->latency;
+            double f = a + d;
             if (f > b) f = b; /* rounding */
             *on += f - a;
             *slots += (int)(floor((f - AIR_EPS) / slot) - floor((a + AIR_EPS) / slot)) + 1;
@@ -209,8 +220,16 @@ static double send(const wd_air *A, wd_link *l, int dir, double t0, double t, do
 /* pow(x, n) for a whole n >= 1: pow itself, but x at n = 1 (what pow returns there) */
 static double pow_1(double x, int n) { return n == 1 ? x : pow(x, n); }
 
+/* llround(x) without the libm call where x >= 0 fits a long long (half away from zero: the
+ * fraction x - trunc(x) is exact) */
+static long long round_ns(double x) {
+    if (!(x >= 0 && x < 9.2e18)) return llround(x);
+    long long i = (long long)x;
+    return x - (double)i >= 0.5 ? i + 1 : i;
+}
+
 static double harq_u(uint64_t seed, int device, int dir, double t0, int blocks, int attempt) {
-    uint64_t x = seed ^ wd_mix64((uint64_t)llround(t0 * 1e9) + 0x9e3779b97f4a7c15ULL);
+    uint64_t x = seed ^ wd_mix64((uint64_t)round_ns(t0 * 1e9) + 0x9e3779b97f4a7c15ULL);
     x = wd_mix64(x ^ ((uint64_t)device << 32) ^ ((uint64_t)dir << 31) ^
                  ((uint64_t)blocks << 8) ^ (uint64_t)attempt);
     return (double)(x >> 11) * (1.0 / 9007199254740992.0);
@@ -244,10 +263,21 @@ double wd_air_tx_time(const wd_air *A, wd_link *l, int dir, double t0, double bi
         } else {
             /* the largest of the blocks' retransmission counts, drawn at once by
                inverting P(max <= r) = (1 - bler^(r+1))^blocks */
+            int blocks = slots > 0 ? slots : 1, r = 0;
             double u = harq_u(seed, device, dir, t0, slots, 0);
-            int r = 0;
-            while (r < A->max_retx && !(u < pow_1(1.0 - pow_1(A->bler, r + 1), slots > 0 ? slots : 1)))
-                r++;
+            if (blocks <= WD_HARQ_CACHE) { /* the same pow calls, once per link */
+                if (l->harq_bler != A->bler || l->harq_retx != A->max_retx)
+                    l->harq_have = 0, l->harq_bler = A->bler, l->harq_retx = A->max_retx;
+                double *thr = l->harq_thr[blocks - 1];
+                if (!(l->harq_have >> (blocks - 1) & 1)) {
+                    for (int q = 0; q < A->max_retx; q++)
+                        thr[q] = pow_1(1.0 - pow_1(A->bler, q + 1), blocks);
+                    l->harq_have |= 1u << (blocks - 1);
+                }
+                while (r < A->max_retx && !(u < thr[r])) r++;
+            } else {
+                while (r < A->max_retx && !(u < pow_1(1.0 - pow_1(A->bler, r + 1), blocks))) r++;
+            }
             rounds = r;
         }
     }

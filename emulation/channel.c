@@ -113,13 +113,77 @@ void wd_fading_at(const wd_fading *f, double t, double *re, double *im) {
     *re = x, *im = y;
 }
 
+/* ---- block fading: the sum of sinusoids without libm ------------------------------- */
+#define COS_FAST_MAX 1e6 /* |x| below this: q < 2^20, so q * PIO2_1 and q * PIO2_2 are exact */
+#define PIO2_1 1.57079632673412561417e+00 /* pi / 2 in three parts (fdlibm), 33 bits each */
+#define PIO2_2 6.07710050630396597660e-11
+#define PIO2_3 2.02226624871116645580e-21
+
+/* cos(x) (shift 0) or sin(x) = cos(x - pi/2) (shift 3) for |x| < COS_FAST_MAX:
+ * x = q pi/2 + r, |r| <= pi/4, Taylor to r^16 / r^17 (the first omitted terms are
+ * below 2e-18). */
+static inline double trig_fast(double x, int shift) {
+    /* q = round(2 x / pi) by the 1.5 2^52 trick (|2 x / pi| < 2^51): q sits in the low
+       bits of the sum's representation, and every step vectorises */
+    const double magic = 6755399441055744.0;
+    double big = x * 0.63661977236758134308 + magic, qd = big - magic;
+    uint64_t bits;
+    memcpy(&bits, &big, sizeof bits);
+    double r = ((x - qd * PIO2_1) - qd * PIO2_2) - qd * PIO2_3, z = r * r;
+    double c = 1.0 + z * (-1.0 / 2 + z * (1.0 / 24 + z * (-1.0 / 720 + z * (1.0 / 40320 +
+               z * (-1.0 / 3628800 + z * (1.0 / 479001600 + z * (-1.0 / 87178291200.0 +
+               z * (1.0 / 20922789888000.0))))))));
+    double sn = r * (1.0 + z * (-1.0 / 6 + z * (1.0 / 120 + z * (-1.0 / 5040 + z * (1.0 / 362880 +
+                z * (-1.0 / 39916800 + z * (1.0 / 6227020800.0 + z * (-1.0 / 1307674368000.0 +
+                z * (1.0 / 355687428096000.0)))))))));
+    uint64_t m = (bits + (uint64_t)shift) & 3; /* cos, -sin, -cos, sin */
+    double v = m & 1 ? sn : c;
+    return m == 1 || m == 2 ? -v : v;
+}
+
+double wd_cos(double x) { return fabs(x) < COS_FAST_MAX ? trig_fast(x, 0) : cos(x); }
+double wd_sin(double x) { return fabs(x) < COS_FAST_MAX ? trig_fast(x, 3) : sin(x); }
+
+void wd_fading_fast(const wd_fading *f, double t, double *re, double *im) {
+    if (f->kind == WD_FADING_NONE) {
+        *re = 1.0, *im = 0.0;
+        return;
+    }
+    enum { M = WD_FADING_SINUSOIDS };
+    double c[M], x = 0.0, y = 0.0;
+    /* |w_n| <= 2 pi f_D, |phase_n| <= pi */
+    if (2.0 * PI * f->doppler_hz * fabs(t) + 4.0 < COS_FAST_MAX) {
+        for (int n = 0; n < M; n++) c[n] = trig_fast(f->w[n] * t + f->phase[n], 0);
+    } else {
+        for (int n = 0; n < M; n++) c[n] = cos(f->w[n] * t + f->phase[n]); /* hours of time */
+    }
+    for (int n = 0; n < M; n++) x += f->ci[n] * c[n], y += f->cq[n] * c[n];
+    if (f->kind == WD_FADING_RICIAN) {
+        double K = f->k_linear, a = sqrt(1.0 / (K + 1.0)), b = sqrt(K / (K + 1.0));
+        double p = 2.0 * PI * f->doppler_hz * t * cos(f->theta0) + f->phi0;
+        x = a * x + b * wd_cos(p);
+        y = a * y + b * wd_sin(p);
+    }
+    *re = x, *im = y;
+}
+
+double wd_synth_period(const wd_radio *rd, double speed) {
+    if (rd->fading_block_s > 0) return rd->fading_block_s;
+    if (rd->fading_block_s == WD_FADING_BLOCK_COHERENCE) {
+        double fd = speed * rd->carrier_ghz * 1e9 / C_LIGHT;
+        return fd > 0 && 0.423 / fd < WD_FADING_BLOCK_MAX_S ? 0.423 / fd : WD_FADING_BLOCK_MAX_S;
+    }
+    return rd->sample_period_s;
+}
+
 /* ---- synthetic channel generator -------------------------------------------- */
 static void synth_restart(wd_synth *s);
 
 int wd_synth_init(wd_synth *s, const wd_radio *rd, double pl_db, double sigma_db, double decorr_m,
                   double speed, uint64_t seed) {
     memset(s, 0, sizeof *s);
-    s->ts = rd->sample_period_s;
+    s->ts = wd_synth_period(rd, speed);
+    s->block = rd->fading_block_s != 0;
     double n0 = wd_dbm_to_watt(rd->noise_density_dbm_hz); /* W/Hz */
     double gain_db = rd->bs_antenna_gain_dbi + rd->ue_antenna_gain_dbi - pl_db;
     s->bw[WD_DL] = rd->bandwidth_hz[WD_DL];
@@ -435,7 +499,7 @@ static void synth_gen(wd_synth *s, long m) {
 
 static int synth_reserve(wd_synth *s, long need) {
     if (need <= s->cap) return 0;
-    long cap = s->cap ? s->cap : 4096;
+    long cap = s->cap ? s->cap : s->block ? 512 : 4096;
     while (cap < need) cap *= 2;
     for (int d = 0; d < 2; d++) {
         double *a = realloc(s->snr[d], cap * sizeof(double));
@@ -465,8 +529,44 @@ static void synth_skip(wd_synth *s, long k) {
     if (jump) synth_anchor(s, k);
 }
 
+/* Block fading: sample k's SNRs from its shadowing gain (kept in the uplink buffer)
+ * and the sum of sinusoids at k ts. */
+static void block_fill(wd_synth *s, long k, long i) {
+    double g = s->snr[WD_UL][i], t = (double)k * s->ts;
+    for (int d = 0; d < 2; d++) {
+        double x, y;
+        wd_fading_fast(&s->fad[d], t, &x, &y);
+        double snr = s->snr0[d] * g * (x * x + y * y);
+        s->snr[d][i] = snr < s->outage ? 0.0 : snr;
+    }
+}
+
+/* wd_synth_at for block fading: the shadowing is generated in order (its AR(1)),
+ * the fading of a sample only when it is read. */
+static long block_at(wd_synth *s, long k) {
+    if (k < s->k0) { /* rare: regenerate from the start, keep from k */
+        synth_restart(s);
+        s->k0 = s->n = 0;
+    }
+    if (s->n == 0) { /* empty buffer: skip ahead to k without storing */
+        while (s->next_k < k) synth_shadow_next(s);
+        s->k0 = s->next_k;
+    }
+    if (k >= s->k0 + s->n) {
+        long m = k + 1 - s->next_k;
+        if (synth_reserve(s, s->n + m)) return -1;
+        synth_shadow_run(s, s->snr[WD_UL] + s->n, m);
+        for (long j = 0; j < m; j++) s->snr[WD_DL][s->n + j] = NAN;
+        s->n += m;
+    }
+    long i = k - s->k0;
+    if (isnan(s->snr[WD_DL][i])) block_fill(s, k, i);
+    return i;
+}
+
 long wd_synth_at(wd_synth *s, long k) {
     if (k < 0) k = 0;
+    if (s->block) return block_at(s, k);
     if (k >= s->k0 && k < s->k0 + s->n) {
         long i = k - s->k0;
         if (isnan(s->snr[WD_DL][i])) synth_fill(s, k, i); /* stepped over before */
@@ -493,17 +593,21 @@ long wd_synth_at(wd_synth *s, long k) {
     return k - s->k0;
 }
 
-#define FORGET_MIN 8192 /* samples: drop only this many or more at once */
+/* samples: drop only this many or more at once (blocks: fewer, longer samples, cheap
+ * to regenerate; a small buffer stays in the cache and is not reallocated) */
+#define FORGET_MIN 8192
+#define FORGET_MIN_BLOCK 256
+#define FORGET_AT(s) ((s)->block ? FORGET_MIN_BLOCK : FORGET_MIN)
 
 double wd_synth_forget_time(const wd_synth *s) {
     /* t < (k0 + 8192) ts: floor(t / ts) <= k0 + 8192, drop <= 8191 */
-    return (double)(s->k0 + FORGET_MIN) * s->ts;
+    return (double)(s->k0 + FORGET_AT(s)) * s->ts;
 }
 
 void wd_synth_forget(wd_synth *s, double t) {
     long k = (long)floor(t / s->ts) - 1;
     long drop = k - s->k0;
-    if (drop < FORGET_MIN || drop < s->n / 2) return;
+    if (drop < FORGET_AT(s) || drop < s->n / 2) return;
     if (drop > s->n) drop = s->n;
     long keep = s->n - drop;
     for (int d = 0; d < 2; d++) memmove(s->snr[d], s->snr[d] + drop, keep * sizeof(double));

@@ -175,6 +175,9 @@ double wd_cqi_efficiency(int cqi); /* Table 5.2.2.1-3; 0 for CQI 0 (out of range
 int wd_cqi_from_snr(double snr_linear, double gap_linear);
 double wd_link_se(wd_link_adaptation la, double snr_linear, double gap_linear);
 
+#define WD_FADING_BLOCK_COHERENCE (-1.0)
+#define WD_FADING_BLOCK_MAX_S 1.0 /* blocks longer than this are cut to it */
+
 typedef struct {
     wd_pathloss_model model;
     double carrier_ghz;
@@ -190,6 +193,11 @@ typedef struct {
     double rician_k_db;
     double speed_mps;       /* default device speed */
     double sample_period_s; /* channel sample period */
+    /* block fading (docs/radio.md): 0 off (fading rotated sample by sample);
+     * > 0: the channel is constant over blocks of this length (s), each block's
+     * fading the sum of sinusoids at its start; WD_FADING_BLOCK_COHERENCE: blocks
+     * of each device's coherence time 0.423 / f_D (at most 1 s) */
+    double fading_block_s;
     double outage_snr_db;   /* full-band SNR below this: rate 0 */
     double latency_s;       /* default per-transfer latency */
     wd_link_adaptation link_adaptation; /* synthetic links: CQI table (default) or Shannon */

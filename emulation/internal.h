@@ -55,7 +55,7 @@ static inline uint64_t wd_stream_seed(uint64_t seed, int device, int purpose) {
 #define WD_SYNTH_ANCHOR 256 /* fading phasors are recomputed exactly every this many samples */
 typedef struct {
     /* read by every rate query: first */
-    double ts;    /* sample period */
+    double ts;    /* sample period (block fading: the block length) */
     double bw[2]; /* Hz */
     wd_link_adaptation la;
     double gap; /* CQI: SNR gap (linear) */
@@ -68,6 +68,8 @@ typedef struct {
     double sigma_db, rho; /* shadowing std, AR(1) coefficient per grid step */
     long grid;            /* samples per shadowing grid step (d_corr / 100 of travel) */
     int shadowing;
+    int block; /* block fading: sample k's fading is the sum of sinusoids at k ts, computed
+                  when the sample is first read (no phasors) */
     wd_fading fad[2];
     uint64_t seed;
     /* generator state: sample next_k is generated next */
@@ -89,6 +91,16 @@ typedef struct {
 
 int wd_synth_init(wd_synth *s, const wd_radio *radio, double pl_db, double sigma_db,
                   double decorr_m, double speed_mps, uint64_t seed);
+/* The channel's sample period for a radio and a device speed: sample_period_s, or the
+ * block of block fading (the coherence time 0.423 / f_D, at most WD_FADING_BLOCK_MAX_S). */
+double wd_synth_period(const wd_radio *radio, double speed_mps);
+/* wd_fading_at with wd_cos instead of libm's cos (block fading). */
+void wd_fading_fast(const wd_fading *f, double t, double *re, double *im);
+/* cos(x) without libm (libm's for |x| >= 1e6): quadrant reduction and Taylor polynomials
+ * on [-pi/4, pi/4] (absolute error below 1e-15 for |x| < 1e6); the same bits with any
+ * compiler (plain arithmetic, the library compiled with -ffp-contract=off). */
+double wd_cos(double x);
+double wd_sin(double x); /* the same for sin(x) */
 void wd_synth_free(wd_synth *s);
 /* Make sample k available; returns its offset in the buffers or -1 (no memory). */
 long wd_synth_at(wd_synth *s, long k);
@@ -108,6 +120,7 @@ typedef struct {
 typedef struct {
     uint32_t pre, nxt;
 } wd_mm_entry;
+#define WD_HARQ_CACHE 4 /* transport blocks per transfer whose HARQ thresholds a link keeps */
 #define WD_MM_WRAP UINT32_MAX
 
 /* Fields in the order the per-step paths read them: the first two cache
@@ -152,6 +165,12 @@ struct wd_link {
     int borrowed;   /* ms, ms32, tab belong to another link of the same emulator */
     /* fault windows */
     wd_window *win;
+    /* air interface: the HARQ draw's thresholds P(max <= r) = (1 - bler^(r+1))^blocks,
+       r < max_retx, for blocks 1 .. WD_HARQ_CACHE (bit b - 1 of harq_have: computed)
+       at (harq_bler, harq_retx) */
+    unsigned harq_have;
+    int harq_retx;
+    double harq_bler, harq_thr[WD_HARQ_CACHE][33];
 };
 
 /* wd_link_create, but a Mahimahi link whose file one of prev[0 .. n_prev)
@@ -172,6 +191,9 @@ double wd_link_share_needed(wd_link *l, double a, double bits, double deadline);
 int wd_link_fixed_se(const wd_link *l); /* rate proportional to the share */
 /* Bits deliverable in [a, b) at a share, fault windows included. */
 double wd_link_bits(wd_link *l, double a, double b, double share);
+/* A synthetic link without fault windows whose rate is one sample's (one block's) on
+ * all of [a, b): that rate at the share (rate_scale included); else -1. */
+double wd_link_piece_rate(wd_link *l, double a, double b, double share);
 
 /* ---- air interface (air.c) ------------------------------------------------------ */
 /* The SNRs [*lo, *hi) around snr whose CQI at this gap is snr's for certain

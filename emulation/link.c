@@ -447,6 +447,14 @@ static double pw_bits(wd_link *l, double a, double b, double share, int windows)
     }
 }
 
+double wd_link_piece_rate(wd_link *l, double a, double b, double share) {
+    if (l->model != WD_LINK_SYNTHETIC || l->n_win || !(b > a) || !(share > 0)) return -1.0;
+    piece p;
+    piece_start(l, &p, a);
+    if (p.b < b) return -1.0;
+    return piece_rate(l, &p, share) * l->scale;
+}
+
 double wd_link_bits(wd_link *l, double a, double b, double share) {
     if (l->model == WD_LINK_MAHIMAHI) return share * mm_bits(l, a, b, 0, 1);
     return pw_bits(l, a, b, share, 1);

@@ -323,6 +323,7 @@ static int parse_radio(pctx *c, json_object *o, wd_radio *r) {
                                        "rician_k_db",
                                        "speed_mps",
                                        "sample_period_s",
+                                       "fading_block_s",
                                        "outage_snr_db",
                                        "latency_s",
                                        "link_adaptation",
@@ -355,6 +356,16 @@ static int parse_radio(pctx *c, json_object *o, wd_radio *r) {
         num(c, o, P, "outage_snr_db", -60, 0, 60, 1, &r->outage_snr_db) ||
         num(c, o, P, "latency_s", 0, 0, 10, 1, &r->latency_s))
         return 1;
+    json_object *fb = get(o, "fading_block_s");
+    if (fb && json_object_is_type(fb, json_type_string)) {
+        if (strcmp(json_object_get_string(fb), "coherence"))
+            return fail(c, "radio.fading_block_s", "expected \"coherence\" or seconds, not \"%s\"",
+                        json_object_get_string(fb));
+        r->fading_block_s = WD_FADING_BLOCK_COHERENCE;
+    } else if (num(c, o, P, "fading_block_s", 1e-5, 0, WD_FADING_BLOCK_MAX_S, 1,
+                   &r->fading_block_s)) {
+        return 1;
+    }
     int la = r->link_adaptation;
     if (choice(c, o, P, "link_adaptation", la_names, &la) ||
         num(c, o, P, "snr_gap_db", 0, 0, 30, 1, &r->snr_gap_db))

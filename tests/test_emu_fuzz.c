@@ -57,11 +57,17 @@ int main(void) {
         "  {\"position_m\": [30, 40], \"experts\": [1, 2, 3], \"uplink\": {\"model\": "
         "\"constant\", \"rate_mbps\": 20}}],"
         " \"faults\": [{\"kind\": \"slow\", \"device\": 1, \"factor\": 2, \"from_s\": 0.001}]}";
+    const char *seed_block = /* block fading (radio.fading_block_s) */
+        "{\"name\": \"b\", \"seed\": 4, \"radio\": {\"fading_block_s\": \"coherence\", "
+        "\"speed_mps\": 30}, \"policy\": {\"name\": \"topk\"},"
+        " \"devices\": [{\"distance_m\": 400, \"experts\": [0, 1]},"
+        "  {\"distance_m\": 90, \"speed_mps\": 0, \"experts\": [2, 3]}]}";
     wd_emu_shape sh = {64, 128, 2, 4, 2, 2.0, 0, 0, 0, 0, 0};
     int ok = 0;
     for (int it = 0; it < 20000; it++) {
-        size_t n = strlen(seed_json);
-        memcpy(buf, seed_json, n + 1);
+        const char *seed = it % 4 == 3 ? seed_block : seed_json;
+        size_t n = strlen(seed);
+        memcpy(buf, seed, n + 1);
         n = mutate(buf, n, 1 << 16);
         wd_scenario sc;
         if (wd_scenario_parse(&sc, buf, "fz.json", err, sizeof err) == 0) {
