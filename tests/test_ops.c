@@ -518,7 +518,13 @@ static void test_rope(void) {
                         ref[h * hd + i] = x0 * cs - x1 * sn;
                         ref[h * hd + i + half] = x1 * cs + x0 * sn;
                     }
+                float w[3 * 128], cs[128];
+                memcpy(w, v, sizeof(float) * nh * hd);
                 wd_rope(v, nh, hd, pos, thetas[b]);
+                wd_rope_cs(cs, hd, pos, thetas[b]); /* the two-step form: same bits */
+                wd_rope_apply(w, nh, hd, cs);
+                CHECKF(memcmp(v, w, sizeof(float) * nh * hd) == 0,
+                       "rope hd %d pos %d: wd_rope_cs + wd_rope_apply differ from wd_rope", hd, pos);
                 double e = wd_rel_l2(v, ref, (size_t)nh * hd);
                 CHECKF(e <= 1e-6, "rope hd %d theta %g pos %d: %.3g", hd, thetas[b], pos, e);
             }
