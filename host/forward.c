@@ -21,6 +21,7 @@ struct wd_session {
     /* scratch sized for `cap` tokens */
     int cap;
     float *x, *xb, *q, *k, *v, *att, *probs, *moe, *xg, *yg, *ffn_scratch, *att_scratch;
+    float *rope; /* each token's RoPE cos/sin (wd_rope_cs), once for every layer */
     float *dec_scratch; /* one token through every expert at once: E x (2 F + H) */
     size_t att_scratch_len;
     wd_selection sel;
@@ -40,11 +41,12 @@ static void free_scratch(wd_session *s) {
     free(s->ffn_scratch);
     free(s->att_scratch);
     free(s->dec_scratch);
+    free(s->rope);
     free(s->sel.n);
     free(s->sel.expert);
     free(s->sel.weight);
     s->x = s->xb = s->q = s->k = s->v = s->att = s->probs = s->moe = NULL;
-    s->xg = s->yg = s->ffn_scratch = s->att_scratch = s->dec_scratch = NULL;
+    s->xg = s->yg = s->ffn_scratch = s->att_scratch = s->dec_scratch = s->rope = NULL;
     s->att_scratch_len = 0;
     s->sel.n = NULL;
     s->sel.expert = NULL;
@@ -75,7 +77,8 @@ static int reserve(wd_session *s, int n) {
     s->sel.expert = malloc(n * E * sizeof(int));
     s->sel.weight = malloc(n * E * sizeof(float));
     s->dec_scratch = malloc(E * (2 * F + H) * 4);
-    if (!s->dec_scratch || !s->x || !s->xb || !s->q || !s->k || !s->v || !s->att || !s->probs || !s->moe ||
+    s->rope = malloc(n * (size_t)c->head_dim * 4);
+    if (!s->dec_scratch || !s->rope || !s->x || !s->xb || !s->q || !s->k || !s->v || !s->att || !s->probs || !s->moe ||
         !s->xg || !s->yg || !s->ffn_scratch || !s->sel.n || !s->sel.expert || !s->sel.weight) {
         free_scratch(s);
         return 1;
@@ -94,6 +97,7 @@ double wd_session_bytes(const wd_model *m, int max_ctx) {
     double H = c->hidden, Q = (double)c->n_heads * c->head_dim,
            KV = (double)c->n_kv_heads * c->head_dim, big = H > Q ? H : Q;
     double scratch = 4 * (4 * H + big + 2 * Q + 2 * KV + 2.0 * c->ffn + 3.0 * c->n_experts + 1 +
+                          c->head_dim +
                           c->n_experts * (2.0 * c->ffn + H));
     return 2 * 4 * kv_elems(m, max_ctx) + scratch;
 }
@@ -423,6 +427,9 @@ static int forward_core(wd_session *s, wd_session *const *seqs, const int *const
     for (int i = 0, r = 0; i < n_seq; i++)
         for (int t = 0; t < n_seq_tok[i]; t++, r++)
             wd_row_to_f32(s->x + (size_t)r * H, m->embed->data, m->embed->dtype, tokens[i][t], H);
+    for (int i = 0, r = 0; i < n_seq; i++)
+        for (int t = 0; t < n_seq_tok[i]; t++, r++)
+            wd_rope_cs(s->rope + (size_t)r * hd, hd, seqs[i]->pos + t, c->rope_theta);
 
     for (int l = 0; l < c->n_layers; l++) {
         const wd_layer *L = &m->layers[l];
@@ -440,8 +447,9 @@ static int forward_core(wd_session *s, wd_session *const *seqs, const int *const
             size_t cache_off = (size_t)l * q->max_ctx * KV;
             float *kc = q->k_cache + cache_off, *vc = q->v_cache + cache_off;
             for (int t = 0; t < ni; t++) {
-                wd_rope(s->q + (size_t)(r + t) * Q, c->n_heads, hd, p0 + t, c->rope_theta);
-                wd_rope(s->k + (size_t)(r + t) * KV, c->n_kv_heads, hd, p0 + t, c->rope_theta);
+                const float *cs = s->rope + (size_t)(r + t) * hd;
+                wd_rope_apply(s->q + (size_t)(r + t) * Q, c->n_heads, hd, cs);
+                wd_rope_apply(s->k + (size_t)(r + t) * KV, c->n_kv_heads, hd, cs);
             }
             memcpy(kc + (size_t)p0 * KV, s->k + (size_t)r * KV, (size_t)ni * KV * 4);
             memcpy(vc + (size_t)p0 * KV, s->v + (size_t)r * KV, (size_t)ni * KV * 4);

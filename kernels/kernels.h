@@ -91,6 +91,11 @@ void wd_rmsnorm(float *y, const float *x, const float *w, int dim, float eps);
 /* Rotate-half RoPE in place on n_heads vectors of head_dim at position pos:
  * for i < head_dim/2, (v[i], v[i+half]) rotated by pos * theta^(-2i/head_dim). */
 void wd_rope(float *v, int n_heads, int head_dim, int pos, float theta);
+/* The same in two steps, so a prefill computes a position's angles once for
+ * every layer, q and k: cs[2i], cs[2i+1] = cos, sin of the angle of pair i
+ * (head_dim floats), then the rotation; the same bits as wd_rope. */
+void wd_rope_cs(float *cs, int head_dim, int pos, float theta);
+void wd_rope_apply(float *v, int n_heads, int head_dim, const float *cs);
 
 void wd_softmax(float *x, int n);
 /* x[i] -= log(sum_j exp(x[j])) in place (the sum in double); the index of the

@@ -518,7 +518,13 @@ static void test_rope(void) {
                         ref[h * hd + i] = x0 * cs - x1 * sn;
                         ref[h * hd + i + half] = x1 * cs + x0 * sn;
                     }
+                float w[3 * 128], cs[128];
+                memcpy(w, v, sizeof(float) * nh * hd);
                 wd_rope(v, nh, hd, pos, thetas[b]);
+                wd_rope_cs(cs, hd, pos, thetas[b]); /* the two-step form: same bits */
+                wd_rope_apply(w, nh, hd, cs);
+                CHECKF(memcmp(v, w, sizeof(float) * nh * hd) == 0,
+                       "rope hd %d pos %d: wd_rope_cs + wd_rope_apply differ from wd_rope", hd, pos);
                 double e = wd_rel_l2(v, ref, (size_t)nh * hd);
                 CHECKF(e <= 1e-6, "rope hd %d theta %g pos %d: %.3g", hd, thetas[b], pos, e);
             }
@@ -626,7 +632,11 @@ static void test_attention(wd_pool *pool) {
     static const int cfg[][5] = {/* n, pos0, n_heads, n_kv, head_dim */
                                  {1, 0, 8, 2, 24},  {9, 0, 8, 2, 24},  {9, 5, 8, 2, 24},
                                  {1, 300, 8, 2, 64}, {17, 40, 8, 2, 64}, {5, 3, 4, 4, 16},
-                                 {3, 2, 6, 1, 7},   {2, 700, 4, 2, 32}, {1, 1000, 8, 8, 128}};
+                                 {3, 2, 6, 1, 7},   {2, 700, 4, 2, 32}, {1, 1000, 8, 8, 128},
+                                 /* several tiles of 64 rows and key blocks of 64, odd
+                                  * lengths; head_dim past one chunk of 256 */
+                                 {33, 0, 8, 2, 64}, {513, 0, 8, 2, 64}, {7, 60, 8, 2, 40},
+                                 {70, 3, 3, 3, 18}, {20, 50, 4, 1, 300}, {65, 129, 16, 2, 8}};
     for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
         int n = cfg[c][0], pos0 = cfg[c][1], nh = cfg[c][2], nkv = cfg[c][3], hd = cfg[c][4];
         int ctx = pos0 + n, qd = nh * hd, kvd = nkv * hd;
@@ -644,10 +654,12 @@ static void test_attention(wd_pool *pool) {
             for (int i = 0; i < ctx * kvd; i++) k[i] = 2 * rnd_uniform(), v[i] = rnd_uniform();
             ref_attention(ref, q, k, v, n, pos0, nh, nkv, hd);
             for (int p = 0; p < 2; p++) {
-                wd_attention(p ? pool : NULL, out, q, k, v, n, pos0, nh, nkv, hd, scr);
-                double e = wd_rel_l2(out, ref, (size_t)n * qd);
+                wd_attention(p ? pool : NULL, p ? out : one, q, k, v, n, pos0, nh, nkv, hd, scr);
+                double e = wd_rel_l2(p ? out : one, ref, (size_t)n * qd);
                 CHECKF(e <= 1e-5, "attention cfg %zu pool %d: %.3g", c, p, e);
             }
+            CHECKF(memcmp(one, out, sizeof(float) * n * qd) == 0,
+                   "attention cfg %zu: pool and serial differ", c);
             /* prefill == one decode call per position (KV beyond pos untouched) */
             for (int t = 0; t < n; t++)
                 wd_attention(pool, one + (size_t)t * qd, q + (size_t)t * qd, k, v, 1, pos0 + t, nh,

@@ -1,138 +1,296 @@
-/* Causal GQA attention over a KV cache. One task per (query position, head).
- * Keys are taken in blocks of WD_ATTN_BLOCK: scores q.k_p (AVX-512 dot
- * products over head_dim) go to a block buffer on the stack, and an online
- * softmax (running max and sum; the output is rescaled when the max grows)
- * accumulates sum_p exp(s_p - max) v_p, so no context-sized scratch is
- * needed. Query head h reads KV head h / (n_heads / n_kv_heads). Each
- * (position, head) result is computed the same way whatever n is, so a
- * prefill gives bit-identical results to one decode call per position. */
+/* Causal GQA attention over a KV cache, as tiles.
+ *
+ * A task takes one KV head and a tile of up to WD_ATTN_ROWS query rows: the
+ * rows are the (token, head) pairs of the query heads that read that KV head
+ * (head h reads KV head h / (n_heads / n_kv_heads)), token-major, so every
+ * key and value loaded serves all rows of the tile. Keys go in blocks of
+ * WD_ATTN_KB at absolute positions 0, KB, 2 KB, ...; per block:
+ *   - scores: rows in vector lanes (the tile's queries transposed once per
+ *     task, WD_ATTN_DC head dims at a time), 4 keys broadcast per step, a
+ *     register tile of up to 64 rows x 4 keys; each score is one FMA chain
+ *     over the head dims, then scaled by 1/sqrt(head_dim);
+ *   - online softmax, still rows in lanes (no horizontal reduction): keys
+ *     past a row's position are masked, the running max and sum are updated
+ *     per row and a row's output is rescaled when its max grows;
+ *   - weighted values: head dims in lanes, a register tile of 4 rows x 64
+ *     dims, one FMA chain over the block's keys per output, straight into out.
+ * A row's arithmetic is the same whatever tile, block of queries or thread
+ * it lands in (masked keys add exact zeros, a row with no key in a block is
+ * left as it was), so a prefill is bit-identical to one decode call per
+ * position and the thread split never changes a result. Tiles further down
+ * the prompt see more keys: tasks run the last tiles first, so the dynamic
+ * split of the pool stays balanced under the causal mask. */
 #include <math.h>
 #include <string.h>
 
 #include "kernels/cpu/simd.h"
 #include "kernels/kernels.h"
 
+#define WD_ATTN_KB 64   /* keys per softmax block */
+#define WD_ATTN_ROWS 64 /* query rows (token, head) per task: 4 vectors of lanes */
+#define WD_ATTN_DC 256  /* head dims per transposed chunk of the queries */
+
 typedef struct {
     float *out;
     const float *q, *k, *v;
-    int n, pos0, n_heads, n_kv_heads, head_dim;
+    int n, pos0, n_heads, n_kv_heads, head_dim, group, n_tiles;
 } attn_ctx;
 
-#define WD_ATTN_BLOCK 256
-
-/* The scratch argument is no longer used (scores live in a stack block); the
+/* The scratch argument is not used (a task's buffers live on its stack); the
  * function stays for API compatibility and asks for a token amount. */
 size_t wd_attention_scratch(int n, int n_heads, int ctx) {
     (void)n, (void)n_heads, (void)ctx;
     return 16;
 }
 
-/* x[i] = exp(x[i] - m) for i < n; returns the sum. */
-static float exp_shift_sum(float *x, int n, float m) {
-    int i = 0;
-    float s = 0;
+/* Per task: the tile's rows and its softmax state. */
+typedef struct {
+    int nr;                      /* rows in the tile */
+    const float *qr[WD_ATTN_ROWS];
+    float *orow[WD_ATTN_ROWS];
+    _Alignas(64) int32_t pos[WD_ATTN_ROWS]; /* -1 for lanes past nr */
+    _Alignas(64) float m[WD_ATTN_ROWS], l[WD_ATTN_ROWS], r[WD_ATTN_ROWS];
+    _Alignas(64) float s[WD_ATTN_KB * WD_ATTN_ROWS]; /* s[j][row] */
+    _Alignas(64) float qt[WD_ATTN_DC * WD_ATTN_ROWS]; /* qt[d][row] */
+} attn_tile;
+
+/* qt[d][i] = row i's query at head dim d0 + d (lanes past nr are 0). */
+static void transpose_q(attn_tile *t, int d0, int dn) {
+    for (int d = 0; d < dn; d++) {
+        float *dst = t->qt + (size_t)d * WD_ATTN_ROWS;
+        for (int i = 0; i < t->nr; i++) dst[i] = t->qr[i][d0 + d];
+        for (int i = t->nr; i < WD_ATTN_ROWS; i++) dst[i] = 0;
+    }
+}
+
 #ifdef WD_AVX512
-    __m512 vm = _mm512_set1_ps(m), vs = _mm512_setzero_ps();
-    for (; i + 16 <= n; i += 16) {
-        __m512 e = wd_exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
-        _mm512_storeu_ps(x + i, e);
-        vs = _mm512_add_ps(vs, e);
+/* s[j][rows] for keys j0..j0+nj-1 (nj <= 4) of the block, head dims d0..d0+dn-1
+ * of k (k points at the block's first key, head dim d0), nrv vectors of rows;
+ * acc_in: continue the chains stored in s (a later chunk of head dims). */
+static inline __attribute__((always_inline)) void score_step(attn_tile *t, const float *k,
+                                                             size_t kvd, int j0, int nj, int dn,
+                                                             int acc_in, const int nrv) {
+    const float *kp[4];
+    for (int u = 0; u < 4; u++) kp[u] = k + (size_t)(j0 + (u < nj ? u : 0)) * kvd;
+    __m512 acc[4][4];
+    for (int v = 0; v < nrv; v++)
+        for (int u = 0; u < 4; u++)
+            acc[v][u] = acc_in ? _mm512_load_ps(t->s + (size_t)(j0 + u) * WD_ATTN_ROWS + 16 * v)
+                               : _mm512_setzero_ps();
+    for (int d = 0; d < dn; d++) {
+        __m512 b0 = _mm512_set1_ps(kp[0][d]), b1 = _mm512_set1_ps(kp[1][d]);
+        __m512 b2 = _mm512_set1_ps(kp[2][d]), b3 = _mm512_set1_ps(kp[3][d]);
+        for (int v = 0; v < nrv; v++) {
+            __m512 q = _mm512_load_ps(t->qt + (size_t)d * WD_ATTN_ROWS + 16 * v);
+            acc[v][0] = _mm512_fmadd_ps(q, b0, acc[v][0]);
+            acc[v][1] = _mm512_fmadd_ps(q, b1, acc[v][1]);
+            acc[v][2] = _mm512_fmadd_ps(q, b2, acc[v][2]);
+            acc[v][3] = _mm512_fmadd_ps(q, b3, acc[v][3]);
+        }
     }
-    s = _mm512_reduce_add_ps(vs);
-#endif
-    for (; i < n; i++) {
-        x[i] = expf(x[i] - m);
-        s += x[i];
+    for (int u = 0; u < nj; u++)
+        for (int v = 0; v < nrv; v++)
+            _mm512_store_ps(t->s + (size_t)(j0 + u) * WD_ATTN_ROWS + 16 * v, acc[v][u]);
+}
+
+static void scores(attn_tile *t, const float *k, size_t kvd, int nk, int dn, int acc_in) {
+    int nrv = (t->nr + 15) / 16;
+    for (int j0 = 0; j0 < nk; j0 += 4) {
+        int nj = nk - j0 < 4 ? nk - j0 : 4;
+        switch (nrv) {
+        case 1: score_step(t, k, kvd, j0, nj, dn, acc_in, 1); break;
+        case 2: score_step(t, k, kvd, j0, nj, dn, acc_in, 2); break;
+        case 3: score_step(t, k, kvd, j0, nj, dn, acc_in, 3); break;
+        default: score_step(t, k, kvd, j0, nj, dn, acc_in, 4); break;
+        }
     }
-    return s;
+}
+
+/* Scores of the block's nk keys (first at p0) -> weights; updates m, l and
+ * sets r (the factor a row's output is rescaled by, 1 when its max holds). */
+static void softmax_block(attn_tile *t, int p0, int nk, float scale) {
+    int nrv = (t->nr + 15) / 16;
+    const __m512 vs = _mm512_set1_ps(scale), ninf = _mm512_set1_ps(-INFINITY);
+    for (int v = 0; v < nrv; v++) {
+        __m512i pos = _mm512_load_si512(t->pos + 16 * v);
+        __m512 mold = _mm512_load_ps(t->m + 16 * v), bm = ninf;
+        for (int j = 0; j < nk; j++) {
+            float *sj = t->s + (size_t)j * WD_ATTN_ROWS + 16 * v;
+            __mmask16 ok = _mm512_cmple_epi32_mask(_mm512_set1_epi32(p0 + j), pos);
+            __m512 x = _mm512_mask_mul_ps(ninf, ok, _mm512_load_ps(sj), vs);
+            _mm512_store_ps(sj, x);
+            bm = _mm512_max_ps(bm, x);
+        }
+        __m512 mnew = _mm512_max_ps(mold, bm);
+        __mmask16 grew = _mm512_cmp_ps_mask(mnew, mold, _CMP_GT_OQ);
+        __m512 r = _mm512_mask_blend_ps(grew, _mm512_set1_ps(1.0f),
+                                        wd_exp512(_mm512_sub_ps(mold, mnew)));
+        __m512 l = _mm512_mul_ps(_mm512_load_ps(t->l + 16 * v), r);
+        for (int j = 0; j < nk; j++) {
+            float *sj = t->s + (size_t)j * WD_ATTN_ROWS + 16 * v;
+            __mmask16 ok = _mm512_cmple_epi32_mask(_mm512_set1_epi32(p0 + j), pos);
+            __m512 p = _mm512_maskz_mov_ps(ok, wd_exp512(_mm512_sub_ps(_mm512_load_ps(sj), mnew)));
+            _mm512_store_ps(sj, p);
+            l = _mm512_add_ps(l, p);
+        }
+        _mm512_store_ps(t->m + 16 * v, mnew);
+        _mm512_store_ps(t->l + 16 * v, l);
+        _mm512_store_ps(t->r + 16 * v, r);
+    }
+}
+
+/* o_i += sum_j s[j][i] v_j for rows i0..i0+3 (rows past nr skipped), keys
+ * j < nj, head dims in chunks of 64 (4 vectors, the last masked). */
+static void pv_rows(attn_tile *t, int i0, const float *v, size_t kvd, int nj, int hd) {
+    int nrow = t->nr - i0 < 4 ? t->nr - i0 : 4;
+    float *o[4];
+    const float *w[4];
+    for (int i = 0; i < 4; i++) {
+        int ii = i < nrow ? i0 + i : i0;
+        o[i] = t->orow[ii];
+        w[i] = t->s + ii;
+    }
+    for (int d0 = 0; d0 < hd; d0 += 64) {
+        __mmask16 mk[4];
+        for (int u = 0; u < 4; u++) {
+            int left = hd - d0 - 16 * u;
+            mk[u] = left <= 0 ? 0 : wd_tail_mask(left);
+        }
+        __m512 acc[4][4];
+        for (int i = 0; i < 4; i++)
+            for (int u = 0; u < 4; u++) acc[i][u] = _mm512_maskz_loadu_ps(mk[u], o[i] + d0 + 16 * u);
+        for (int j = 0; j < nj; j++) {
+            const float *vj = v + (size_t)j * kvd + d0;
+            __m512 x0 = _mm512_maskz_loadu_ps(mk[0], vj), x1 = _mm512_maskz_loadu_ps(mk[1], vj + 16);
+            __m512 x2 = _mm512_maskz_loadu_ps(mk[2], vj + 32), x3 = _mm512_maskz_loadu_ps(mk[3], vj + 48);
+            for (int i = 0; i < 4; i++) {
+                __m512 p = _mm512_set1_ps(w[i][(size_t)j * WD_ATTN_ROWS]);
+                acc[i][0] = _mm512_fmadd_ps(p, x0, acc[i][0]);
+                acc[i][1] = _mm512_fmadd_ps(p, x1, acc[i][1]);
+                acc[i][2] = _mm512_fmadd_ps(p, x2, acc[i][2]);
+                acc[i][3] = _mm512_fmadd_ps(p, x3, acc[i][3]);
+            }
+        }
+        for (int i = 0; i < nrow; i++)
+            for (int u = 0; u < 4; u++) _mm512_mask_storeu_ps(o[i] + d0 + 16 * u, mk[u], acc[i][u]);
+    }
 }
 
 static void scale_vec(float *y, float a, int n) {
-    int i = 0;
-#ifdef WD_AVX512
     __m512 va = _mm512_set1_ps(a);
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_mul_ps(va, _mm512_loadu_ps(y + i)));
-#endif
-    for (; i < n; i++) y[i] *= a;
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = wd_tail_mask(n - i);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, y + i)));
+    }
+}
+#else
+static void scores(attn_tile *t, const float *k, size_t kvd, int nk, int dn, int acc_in) {
+    for (int j = 0; j < nk; j++) {
+        float *sj = t->s + (size_t)j * WD_ATTN_ROWS;
+        const float *kj = k + (size_t)j * kvd;
+        for (int i = 0; i < t->nr; i++) {
+            float a = acc_in ? sj[i] : 0.0f;
+            for (int d = 0; d < dn; d++) a += t->qt[(size_t)d * WD_ATTN_ROWS + i] * kj[d];
+            sj[i] = a;
+        }
+    }
 }
 
-static inline float dot(const float *a, const float *b, int n) {
-    int i = 0;
-    float s = 0;
-#ifdef WD_AVX512
-    __m512 acc = _mm512_setzero_ps();
-    for (; i + 16 <= n; i += 16)
-        acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
-    if (i < n) {
-        __mmask16 m = wd_tail_mask(n - i);
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc);
-        i = n;
+static void softmax_block(attn_tile *t, int p0, int nk, float scale) {
+    for (int i = 0; i < t->nr; i++) {
+        float bm = -INFINITY;
+        for (int j = 0; j < nk; j++) {
+            float *x = t->s + (size_t)j * WD_ATTN_ROWS + i;
+            *x = p0 + j <= t->pos[i] ? *x * scale : -INFINITY;
+            if (*x > bm) bm = *x;
+        }
+        float mnew = bm > t->m[i] ? bm : t->m[i];
+        float r = mnew > t->m[i] ? expf(t->m[i] - mnew) : 1.0f, l = t->l[i] * r;
+        for (int j = 0; j < nk; j++) {
+            float *x = t->s + (size_t)j * WD_ATTN_ROWS + i;
+            *x = p0 + j <= t->pos[i] ? expf(*x - mnew) : 0.0f;
+            l += *x;
+        }
+        t->m[i] = mnew;
+        t->l[i] = l;
+        t->r[i] = r;
     }
-    s = _mm512_reduce_add_ps(acc);
-#endif
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
 }
 
-static inline void axpy(float *y, float a, const float *x, int n) {
-    int i = 0;
-#ifdef WD_AVX512
-    __m512 va = _mm512_set1_ps(a);
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
-    if (i < n) {
-        __mmask16 m = wd_tail_mask(n - i);
-        _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i),
-                                                        _mm512_maskz_loadu_ps(m, y + i)));
-        i = n;
-    }
-#endif
-    for (; i < n; i++) y[i] += a * x[i];
+static void pv_rows(attn_tile *t, int i0, const float *v, size_t kvd, int nj, int hd) {
+    int nrow = t->nr - i0 < 4 ? t->nr - i0 : 4;
+    for (int i = i0; i < i0 + nrow; i++)
+        for (int j = 0; j < nj; j++) {
+            float p = t->s[(size_t)j * WD_ATTN_ROWS + i];
+            const float *vj = v + (size_t)j * kvd;
+            for (int d = 0; d < hd; d++) t->orow[i][d] += p * vj[d];
+        }
 }
+
+static void scale_vec(float *y, float a, int n) {
+    for (int i = 0; i < n; i++) y[i] *= a;
+}
+#endif
 
 static void attn_task(void *arg, int task, int n_tasks) {
-    attn_ctx *c = arg;
-    int t = task / c->n_heads, h = task % c->n_heads;
-    int pos = c->pos0 + t;
-    int hd = c->head_dim, kvd = c->n_kv_heads * hd;
-    int kvh = h / (c->n_heads / c->n_kv_heads);
-    const float *qv = c->q + (size_t)t * c->n_heads * hd + (size_t)h * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    const float *kb = c->k + (size_t)kvh * hd, *vb = c->v + (size_t)kvh * hd;
-    float *o = c->out + (size_t)t * c->n_heads * hd + (size_t)h * hd;
-    float sc[WD_ATTN_BLOCK];
-    float m = -INFINITY, l = 0;
-    memset(o, 0, (size_t)hd * sizeof(float));
-    for (int p0 = 0; p0 <= pos; p0 += WD_ATTN_BLOCK) {
-        int nb = pos + 1 - p0 < WD_ATTN_BLOCK ? pos + 1 - p0 : WD_ATTN_BLOCK;
-        float bm = -INFINITY;
-        for (int j = 0; j < nb; j++) {
-            sc[j] = dot(qv, kb + (size_t)(p0 + j) * kvd, hd) * scale;
-            if (sc[j] > bm) bm = sc[j];
-        }
-        if (bm > m) { /* new running max: rescale what was accumulated */
-            if (l > 0) {
-                float r = expf(m - bm);
-                l *= r;
-                scale_vec(o, r, hd);
-            }
-            m = bm;
-        }
-        l += exp_shift_sum(sc, nb, m);
-        for (int j = 0; j < nb; j++) axpy(o, sc[j], vb + (size_t)(p0 + j) * kvd, hd);
+    (void)n_tasks;
+    const attn_ctx *c = arg;
+    attn_tile t;
+    int G = c->group, hd = c->head_dim;
+    size_t kvd = (size_t)c->n_kv_heads * hd, qd = (size_t)c->n_heads * hd;
+    int kvh = task % c->n_kv_heads, tile = c->n_tiles - 1 - task / c->n_kv_heads;
+    int r0 = tile * WD_ATTN_ROWS, r1 = r0 + WD_ATTN_ROWS;
+    if (r1 > c->n * G) r1 = c->n * G;
+    t.nr = r1 - r0;
+    for (int i = 0; i < WD_ATTN_ROWS; i++) {
+        t.m[i] = -INFINITY;
+        t.l[i] = 0;
+        t.pos[i] = -1;
     }
-    scale_vec(o, 1.0f / l, hd);
+    for (int i = 0; i < t.nr; i++) {
+        int tok = (r0 + i) / G, h = kvh * G + (r0 + i) % G;
+        t.qr[i] = c->q + tok * qd + (size_t)h * hd;
+        t.orow[i] = c->out + tok * qd + (size_t)h * hd;
+        t.pos[i] = c->pos0 + tok;
+        memset(t.orow[i], 0, (size_t)hd * sizeof(float));
+    }
+    const float *kb = c->k + (size_t)kvh * hd, *vb = c->v + (size_t)kvh * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    int last = t.pos[t.nr - 1], one_chunk = hd <= WD_ATTN_DC;
+    if (one_chunk) transpose_q(&t, 0, hd);
+    for (int p0 = 0; p0 <= last; p0 += WD_ATTN_KB) {
+        int nk = last + 1 - p0 < WD_ATTN_KB ? last + 1 - p0 : WD_ATTN_KB;
+        for (int d0 = 0; d0 < hd; d0 += WD_ATTN_DC) {
+            int dn = hd - d0 < WD_ATTN_DC ? hd - d0 : WD_ATTN_DC;
+            if (!one_chunk) transpose_q(&t, d0, dn);
+            scores(&t, kb + (size_t)p0 * kvd + d0, kvd, nk, dn, d0 > 0);
+        }
+        softmax_block(&t, p0, nk, scale);
+        int ra = 0; /* rows are in position order: the first with a key in the block */
+        while (t.pos[ra] < p0) ra++;
+        for (int i = ra; i < t.nr; i++)
+            if (t.r[i] != 1.0f) scale_vec(t.orow[i], t.r[i], hd);
+        for (int i = ra; i < t.nr; i += 4) {
+            int il = i + 3 < t.nr ? i + 3 : t.nr - 1; /* the group's last row sees the most keys */
+            int nj = t.pos[il] + 1 - p0 < nk ? t.pos[il] + 1 - p0 : nk;
+            pv_rows(&t, i, vb + (size_t)p0 * kvd, kvd, nj, hd);
+        }
+    }
+    for (int i = 0; i < t.nr; i++) scale_vec(t.orow[i], 1.0f / t.l[i], hd);
 }
 
 void wd_attention(wd_pool *pool, float *out, const float *q, const float *k, const float *v,
                   int n, int pos0, int n_heads, int n_kv_heads, int head_dim, float *scratch) {
     if (n <= 0 || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0) return;
     (void)scratch;
-    attn_ctx c = {out, q, k, v, n, pos0, n_heads, n_kv_heads, head_dim};
+    int group = n_heads / n_kv_heads;
+    int n_tiles = (int)(((int64_t)n * group + WD_ATTN_ROWS - 1) / WD_ATTN_ROWS);
+    attn_ctx c = {out, q, k, v, n, pos0, n_heads, n_kv_heads, head_dim, group, n_tiles};
+    int n_tasks = n_tiles * n_kv_heads;
     /* tiny decode contexts are cheaper than a pool hand-off */
     if ((int64_t)n * n_heads * (pos0 + n) * head_dim < 16384) {
-        for (int t = 0; t < n * n_heads; t++) attn_task(&c, t, n * n_heads);
+        for (int i = 0; i < n_tasks; i++) attn_task(&c, i, n_tasks);
         return;
     }
-    wd_pool_run(pool, attn_task, &c, n * n_heads);
+    wd_pool_run(pool, attn_task, &c, n_tasks);
 }

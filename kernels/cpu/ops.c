@@ -34,6 +34,29 @@ void wd_rmsnorm(float *y, const float *x, const float *w, int dim, float eps) {
 
 /* Angles in double: freq_i = theta^(-2i/head_dim), angle = pos * freq_i, so
  * positions in the thousands keep full float accuracy in cos/sin. */
+void wd_rope_cs(float *cs, int head_dim, int pos, float theta) {
+    int half = head_dim / 2;
+    double lt = log((double)theta);
+    for (int i = 0; i < half; i++) {
+        double ang = pos * exp(-2.0 * i / head_dim * lt);
+        cs[2 * i] = (float)cos(ang);
+        cs[2 * i + 1] = (float)sin(ang);
+    }
+}
+
+void wd_rope_apply(float *v, int n_heads, int head_dim, const float *cs) {
+    int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float c = cs[2 * i], s = cs[2 * i + 1];
+        for (int h = 0; h < n_heads; h++) {
+            float *p = v + (size_t)h * head_dim;
+            float a = p[i], b = p[i + half];
+            p[i] = a * c - b * s;
+            p[i + half] = b * c + a * s;
+        }
+    }
+}
+
 void wd_rope(float *v, int n_heads, int head_dim, int pos, float theta) {
     int half = head_dim / 2;
     double lt = log((double)theta);
