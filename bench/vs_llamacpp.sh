@@ -34,7 +34,7 @@ GGUF=""
 usage() {
     cat <<EOF
 usage: bench/vs_llamacpp.sh [--rounds N] [--threads "1 2"] [--types "F32 F16 ..."]
-                            [--prompt N] [--decode N] [--wdmoe-opts "--hugepages"]
+                            [--prompt N] [--decode N] [--wdmoe-opts "--no-hugepages"]
                             [--md FILE] [--update-docs] [--gguf FILE]
 
 Runs wdmoe (build/bench_decode) and llama.cpp (llama-bench) on the same GGUF files,
@@ -45,7 +45,8 @@ Prints one table of medians, min-max and ratios; --md FILE writes it as Markdown
 GGUF), as it is: one row per thread count, no quantisation.
 --update-docs puts it into docs/performance.md between its markers (vs_llamacpp; with
 another --prompt vs_llamacpp_pN, with --gguf vs_llamacpp_gguf); --wdmoe-opts passes
-options to bench_decode (e.g. --hugepages) and is named in the table's note.
+options to bench_decode (e.g. --no-hugepages: its weights stay file-mapped, 4 KB pages, as
+llama.cpp's; by default they are copied into huge pages) and is named in the table's note.
 Needs ./build (cmake -S . -B build && cmake --build build) and, the first time,
 PyPI for llama-cpp-python's source (built into build/llamacpp, never the system).
 EOF
@@ -165,7 +166,8 @@ d = json.load(open('$j'))
 print('wdmoe\t$1\t$2\t$3\tprefill\t%.3f' % d['prefill_tok_per_s']['median'])
 print('wdmoe\t$1\t$2\t$3\tdecode\t%.3f' % d['decode_tok_per_s']['median'])
 print('wdmoe\t$1\t$2\t$3\tdecode_cpu\t%.3f' % d['decode_tok_per_cpu_s']['median'])
-print('wdmoe\t$1\t$2\t$3\tactive_bytes\t%.0f' % d['active_bytes_per_token'])" >>"$RES"
+print('wdmoe\t$1\t$2\t$3\tactive_bytes\t%.0f' % d['active_bytes_per_token'])
+print('wdmoe\t$1\t$2\t$3\thugepages\t%d' % d['hugepages'])" >>"$RES"
     else
         echo -e "wdmoe\t$1\t$2\t$3\tunsupported\t0" >>"$RES"
     fi
@@ -247,14 +249,20 @@ for t in types.split():
             fmt(lc) if lc else "", fmt(wc) if (wc and th == "1") else "", rc if th == "1" else ""))
 bws = ", ".join("%s thread%s %.1f GB/s" % (th, "" if th == "1" else "s", med("machine", "-", th, "bandwidth")[0] / 1e9)
                 for th in threads.split() if med("machine", "-", th, "bandwidth"))
+hp = [v for (eng, t, th, kind), vs in val.items() if kind == "hugepages" for v in vs]
+hp_note = ("copied into transparent huge pages (its default)" if hp and all(hp) else
+           "read from the file mapping (4 KB pages)" if hp and not any(hp) else
+           "huge pages in some runs only" if hp else "n/a")
 note = ("%s; %s, %s cores online; wdmoe %s%s; llama.cpp from llama-cpp-python's source package. "
         "%s, "
         "decode %s tokens, prefill %s tokens; medians of %s interleaved rounds (min-max); "
         "ratio = wdmoe / llama.cpp. Decode per CPU-second (1 thread): tokens per CPU-second of the "
         "process, llama.cpp's from the CPU time of 6 minus 1 tg repetitions (from an empty context; "
         "wdmoe's after its prompt), immune to the time slices other processes take. Read bandwidth (median of 7 whole passes over max(1 GiB, 8x LLC)): %s. "
+        "wdmoe's weights: %s; llama.cpp reads the 4 KB pages of its file mapping. "
         "Load average %s at the start, %s at the end (the machine is shared: figures are noisy)."
-        % (date, cpu, cores, commit, (" with " + wopts) if wopts else "", model_note, decode, prompt, rounds, bws or "n/a", load0, load1))
+        % (date, cpu, cores, commit, (" with " + wopts) if wopts else "", model_note, decode, prompt, rounds, bws or "n/a",
+           hp_note, load0, load1))
 text = "\n".join(lines)
 print(text)
 print()

@@ -47,6 +47,21 @@ void wd_model_free(wd_model *m);
 /* Bytes of weights one decode token reads with k experts per layer. */
 double wd_model_active_bytes(const wd_model *m, int k);
 
+/* Huge pages for CPU decode, the default of the decode-serving commands
+ * (generate, serve-cell, bench_decode; eval keeps the file mapping):
+ * WD_HUGEPAGES_ON copies the mapped weights into anonymous memory advised for
+ * transparent huge pages (wd_tensors_to_hugepages), OFF keeps the mapping,
+ * AUTO copies when the copy takes at most half of wd_mem_available() and
+ * otherwise keeps the mapping and says why in note (also when the copy
+ * fails). Sets *copied. Returns 0, or 1 with err (ON only: out of memory; the
+ * tensors stay usable). */
+enum { WD_HUGEPAGES_OFF = 0, WD_HUGEPAGES_ON = 1, WD_HUGEPAGES_AUTO = 2 };
+int wd_model_hugepages(wd_model *m, int mode, int *copied, char *note, size_t notelen, char *err,
+                       size_t errlen);
+/* MemAvailable of /proc/meminfo in bytes (0 when unknown); the environment
+ * variable WDMOE_MEM_AVAILABLE_MB overrides it (tests force the fallback). */
+size_t wd_mem_available(void);
+
 /* ---- expert selection ------------------------------------------------- */
 /* Per-token expert choice for one layer: for token t, n[t] experts
  * expert[t*E + j] with combine weights weight[t*E + j], j < n[t]. */
