@@ -38,12 +38,9 @@ static void help(FILE *f) {
             "  --top-p P             nucleus sampling mass in (0, 1] (default 0.9)\n"
             "  --seed S              random seed for sampling (default 42)\n"
             "  --threads N           CPU threads (default: all cores)\n"
-            "  --hugepages           copy the weights into transparent huge pages even when the\n"
-            "                        copy takes more than half of the available memory\n"
-            "  --no-hugepages        read the weights from the file mapping (4 KB pages). The\n"
-            "                        default (CPU backend): copy them into huge pages when the\n"
-            "                        copy takes at most half of MemAvailable (decode reads them\n"
-            "                        5-15 %% faster; costs ~0.3 s/GB at load and anonymous RSS)\n"
+            "  --hugepages           copy the weights into transparent huge pages when the copy\n"
+            "                        takes at most half of MemAvailable (CPU decode reads them\n"
+            "                        5-15 %% faster; the copy costs time at load and anonymous RSS)\n"
             "  --ctx N               context length (default: model's max_position_embeddings)\n"
             "  --backend B           cpu (default) or cuda (when built with CUDA)\n"
             "  --ids                 also print the token ids (BOS first) after the text\n"
@@ -206,7 +203,7 @@ int wd_cmd_generate(int argc, char **argv) {
     const char *backend = "cpu", *prompt_file = NULL, *prompt_ids = NULL, *logits_path = NULL;
     char *prompt_buf = NULL;
     int chat = 0;
-    int steps = 128, threads = 0, hugepages = -1, ctx = 0, seed = 42, print_ids = 0, compare = 1;
+    int steps = 128, threads = 0, hugepages = 0, ctx = 0, seed = 42, print_ids = 0, compare = 1;
     double temperature = 0, top_p = 0.9;
     int realtime = 0;
     wd_cli_cuda gpu;
@@ -260,9 +257,7 @@ int wd_cmd_generate(int argc, char **argv) {
                 wd_cli_int(cmd, a, v, 0, 1024, &threads))
                 return 2;
         } else if (!strcmp(a, "--hugepages")) {
-            hugepages = WD_HUGEPAGES_ON;
-        } else if (!strcmp(a, "--no-hugepages")) {
-            hugepages = WD_HUGEPAGES_OFF;
+            hugepages = 1;
         } else if (!strcmp(a, "--ctx")) {
             if (!(v = wd_cli_value(cmd, argc, argv, &i)) || wd_cli_int(cmd, a, v, 1, 1 << 24, &ctx))
                 return 2;
@@ -350,18 +345,15 @@ int wd_cmd_generate(int argc, char **argv) {
                     scenario_path);
     }
     wd_model *m = NULL;
-    if (hugepages < 0) /* the weights of the CPU backend only */
-        hugepages = strcmp(backend, "cpu") ? WD_HUGEPAGES_OFF : WD_HUGEPAGES_AUTO;
-    int copied;
-    char note[512];
-    if (wd_model_load(&m, model_path, err, sizeof(err)) ||
-        wd_model_hugepages(m, hugepages, &copied, note, sizeof note, err, sizeof err)) {
+    if (wd_model_load(&m, model_path, err, sizeof(err))) {
         fprintf(stderr, "wdmoe generate: %s%s%s\n", m ? model_path : "", m ? ": " : "", err);
         wd_model_free(m);
         if (have_sc) wd_scenario_free(&sc);
         return 1;
     }
-    if (note[0]) fprintf(stderr, "wdmoe generate: %s: %s\n", model_path, note);
+    char note[512];
+    if (hugepages && !wd_model_hugepages(m, note, sizeof note) && note[0])
+        fprintf(stderr, "wdmoe generate: %s: %s\n", model_path, note);
     int rc = 1, vocab = m->cfg.vocab;
     if (wd_cli_route_apply(cmd, &route, m->cfg.n_experts, &m->cfg.top_k, !strcmp(backend, "cuda"),
                            have_sc)) {

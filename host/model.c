@@ -247,31 +247,21 @@ size_t wd_mem_available(void) {
     return (size_t)kb << 10;
 }
 
-int wd_model_hugepages(wd_model *m, int mode, int *copied, char *note, size_t notelen, char *err,
-                       size_t errlen) {
-    *copied = 0;
+int wd_model_hugepages(wd_model *m, char *note, size_t notelen) {
     if (notelen) note[0] = 0;
-    size_t need = wd_tensors_mapped_bytes(m->tensors);
-    if (mode == WD_HUGEPAGES_OFF || need == 0) return 0;
-    if (mode == WD_HUGEPAGES_AUTO) {
-        size_t avail = wd_mem_available();
-        if (need > avail / 2) {
-            snprintf(note, notelen,
-                     "the weights stay file-mapped (4 KB pages): their huge-page copy (%.1f MB) "
-                     "would take more than half of the available memory (%.1f MB)",
-                     need / 1e6, avail / 1e6);
-            return 0;
-        }
+    size_t need = wd_tensors_mapped_bytes(m->tensors), avail = wd_mem_available();
+    if (need == 0) return 0;
+    if (need > avail / 2) {
+        snprintf(note, notelen,
+                 "the weights stay file-mapped (4 KB pages): their huge-page copy (%.1f MB) would "
+                 "take more than half of the available memory (%.1f MB)",
+                 need / 1e6, avail / 1e6);
+        return 0;
     }
     char e[512];
     if (wd_tensors_to_hugepages(m->tensors, e, sizeof e)) {
-        if (mode == WD_HUGEPAGES_ON) {
-            snprintf(err, errlen, "%s", e);
-            return 1;
-        }
         snprintf(note, notelen, "the weights stay file-mapped (4 KB pages): %s", e);
         return 0;
     }
-    *copied = 1;
-    return 0;
+    return 1;
 }
