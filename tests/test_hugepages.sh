@@ -27,6 +27,7 @@ for model in "$M/moe4-top2" "$M/moe4-top2.gguf" "$M/sliced4-top4"; do
         first=${outs#|}; first=${first%%|*}
         [ "$outs" = "|$first|$first" ] || { echo "FAILED: huge pages change the output ($model $opts)"; fail=1; }
         # the fallback: too little memory for the copy
+        # shellcheck disable=SC2086
         o=$(WDMOE_MEM_AVAILABLE_MB=1 "$WDMOE" generate --model "$model" --prompt "Once upon a time" -n 40 --ids \
             $opts --hugepages 2>"$tmp/err") || { echo "FAILED: generate with the fallback ($model $opts)"; fail=1; }
         grep -q "stay file-mapped (4 KB pages): their huge-page copy" "$tmp/err" ||
