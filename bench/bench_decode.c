@@ -30,7 +30,7 @@ static double cpu_s(void) {
 static void help(void) {
     printf("usage: bench_decode [--model DIR|FILE.gguf] [--threads N] [--prompt N] [--decode N]\n"
            "                    [--reps N] [--bw-passes N] [--dir DIR] [--dtype f32|f16|bf16]\n"
-           "                    [--hugepages] [--scenario FILE] [--json FILE|-]\n\n"
+           "                    [--no-hugepages] [--scenario FILE] [--json FILE|-]\n\n"
            "Without --model, writes (once, into --dir, default /tmp/wdmoe-bench-mini[-DTYPE]) the\n"
            "synthetic mini Mixtral: hidden 512, 8 layers, 8 heads, 2 KV heads, FFN 1792, 8 experts,\n"
            "top-2, vocab 32000, --dtype (default f32).\n"
@@ -43,8 +43,10 @@ static void help(void) {
            "With --scenario, decode runs again through the BS scheduler (policy + radio emulation\n"
            "on the virtual clock); the time spent in the scheduler is printed as a share of the\n"
            "rest of the decode step (the emulation's overhead).\n"
-           "--hugepages copies the weights into memory advised for transparent huge pages\n"
-           "(wd_tensors_to_hugepages) instead of reading the 4 KB pages of the file mapping.\n"
+           "The weights are copied into memory advised for transparent huge pages\n"
+           "(wd_model_hugepages, as serve-cell and generate --hugepages do) when the copy takes\n"
+           "at most half of MemAvailable (the copy's time is printed); --no-hugepages reads the\n"
+           "4 KB pages of the file mapping.\n"
            "--json FILE writes every figure and its samples as JSON (\"-\": stdout).\n");
 }
 
@@ -82,7 +84,7 @@ static void print_row(FILE *out, const char *name, const char *unit, const doubl
 
 int main(int argc, char **argv) {
     const char *model_dir = NULL, *dir = NULL, *scenario = NULL, *json_path = NULL;
-    int threads = 0, prompt = 128, decode = 64, reps = 5, bw_passes = 7, hugepages = 0;
+    int threads = 0, prompt = 128, decode = 64, reps = 5, bw_passes = 7, hugepages = 1;
     wd_dtype dtype = WD_DT_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -99,8 +101,10 @@ int main(int argc, char **argv) {
             if (iopt == &bw_passes && !strcmp(v, "0")) *iopt = 0; /* 0: no bandwidth probe */
             else if ((*iopt = wd_bench_posint("bench_decode", a, v)) < 0) return 2;
             i++;
-        } else if (!strcmp(a, "--hugepages")) {
+        } else if (!strcmp(a, "--hugepages")) { /* the default; kept for old scripts */
             hugepages = 1;
+        } else if (!strcmp(a, "--no-hugepages")) {
+            hugepages = 0;
         } else if (!strcmp(a, "--model") && v) {
             model_dir = argv[++i];
         } else if (!strcmp(a, "--scenario") && v) {
@@ -153,11 +157,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_decode: %s\n", err);
         return 1;
     }
-    if (hugepages && wd_tensors_to_hugepages(m->tensors, err, sizeof(err))) {
-        fprintf(stderr, "bench_decode: %s: %s\n", model_dir, err);
-        wd_model_free(m);
-        return 1;
-    }
+    char hp_note[512] = "";
+    double copy_s = now_s();
+    int copied = hugepages && wd_model_hugepages(m, hp_note, sizeof hp_note);
+    copy_s = copied ? now_s() - copy_s : 0;
+    if (hp_note[0]) fprintf(stderr, "bench_decode: %s: %s\n", model_dir, hp_note);
     const wd_config *c = &m->cfg;
     if (prompt + decode > c->max_pos) {
         fprintf(stderr, "bench_decode: prompt + decode exceeds the context %d\n", c->max_pos);
@@ -275,8 +279,11 @@ int main(int argc, char **argv) {
     snprintf(note, sizeof note, "(%d-token prompt)", prompt);
     print_row(out, "prefill", "tok/s", pf, reps, 1, note);
     print_row(out, "prefill", "GFLOP/s", pflops, reps, 1e-9, "");
-    fprintf(out, "%-18s %10.1f MB = %.2fx the weights (%.1f MB, mapped)\n", "peak RSS", rss / 1e6,
-           rss / wbytes, wbytes / 1e6);
+    fprintf(out, "%-18s %10.1f MB = %.2fx the weights (%.1f MB, %s)\n", "peak RSS", rss / 1e6,
+            rss / wbytes, wbytes / 1e6, copied ? "copied into huge pages" : "mapped");
+    if (copied)
+        fprintf(out, "%-18s %10.2f s   (%.2f s per GB, once at load)\n", "huge-page copy", copy_s,
+                copy_s / (wd_tensors_mapped_bytes(m->tensors) / 1e9));
     if (scenario) {
         print_row(out, "decode+emulation", "tok/s", emu_tps, reps, 1, "");
         snprintf(note, sizeof note, "time in the BS scheduler / rest of the step (policy %s, %s)",
@@ -292,7 +299,7 @@ int main(int argc, char **argv) {
         json_object_object_add(doc, "model", json_object_new_string(model_dir));
         json_object_object_add(doc, "weight_dtype", json_object_new_string(wdt));
         json_object_object_add(doc, "threads", json_object_new_int(nt));
-        json_object_object_add(doc, "hugepages", json_object_new_boolean(hugepages));
+        json_object_object_add(doc, "hugepages", json_object_new_boolean(copied));
         json_object_object_add(doc, "reps", json_object_new_int(reps));
         json_object_object_add(doc, "prompt_tokens", json_object_new_int(prompt));
         json_object_object_add(doc, "decode_tokens", json_object_new_int(decode));
@@ -311,6 +318,7 @@ int main(int argc, char **argv) {
         json_object_object_add(doc, "prefill_flop_per_s", wd_bstats_json(pflops, reps));
         json_object_object_add(doc, "peak_rss_bytes", json_object_new_double(rss));
         json_object_object_add(doc, "weights_bytes", json_object_new_double(wbytes));
+        json_object_object_add(doc, "hugepages_copy_s", json_object_new_double(copy_s));
         if (scenario) {
             json_object *e = json_object_new_object();
             json_object_object_add(e, "policy", json_object_new_string(emu_policy));

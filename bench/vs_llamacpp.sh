@@ -28,14 +28,15 @@ PROMPT=128
 DECODE=64
 MD=""
 UPDATE_DOCS=0
+WAIT_IDLE=0
 WDMOE_OPTS=""
 GGUF=""
 
 usage() {
     cat <<EOF
 usage: bench/vs_llamacpp.sh [--rounds N] [--threads "1 2"] [--types "F32 F16 ..."]
-                            [--prompt N] [--decode N] [--wdmoe-opts "--hugepages"]
-                            [--md FILE] [--update-docs] [--gguf FILE]
+                            [--prompt N] [--decode N] [--wdmoe-opts "--no-hugepages"]
+                            [--md FILE] [--update-docs] [--gguf FILE] [--wait-idle S]
 
 Runs wdmoe (build/bench_decode) and llama.cpp (llama-bench) on the same GGUF files,
 interleaved, --rounds rounds (default $ROUNDS), for each thread count (default "$THREADS")
@@ -45,7 +46,11 @@ Prints one table of medians, min-max and ratios; --md FILE writes it as Markdown
 GGUF), as it is: one row per thread count, no quantisation.
 --update-docs puts it into docs/performance.md between its markers (vs_llamacpp; with
 another --prompt vs_llamacpp_pN, with --gguf vs_llamacpp_gguf); --wdmoe-opts passes
-options to bench_decode (e.g. --hugepages) and is named in the table's note.
+options to bench_decode (e.g. --no-hugepages: its weights stay file-mapped, 4 KB pages, as
+llama.cpp's; by default they are copied into huge pages) and is named in the table's note.
+--wait-idle S: before each llama.cpp/wdmoe pair, wait up to S seconds for a quiet machine
+(the CPUs at least 95 % idle over 2 s; on a shared machine); the note says how many pairs
+started quiet.
 Needs ./build (cmake -S . -B build && cmake --build build) and, the first time,
 PyPI for llama-cpp-python's source (built into build/llamacpp, never the system).
 EOF
@@ -62,10 +67,12 @@ while [ $# -gt 0 ]; do
     --wdmoe-opts) WDMOE_OPTS=$2; shift 2 ;;
     --gguf) GGUF=$2; shift 2 ;;
     --update-docs) UPDATE_DOCS=1; shift ;;
+    --wait-idle) WAIT_IDLE=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "vs_llamacpp.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
+case "$WAIT_IDLE" in ''|*[!0-9]*) echo "vs_llamacpp.sh: --wait-idle wants seconds (0: no wait)" >&2; exit 2 ;; esac
 for v in "$ROUNDS" "$PROMPT" "$DECODE"; do
     case "$v" in ''|*[!0-9]*|0) echo "vs_llamacpp.sh: --rounds, --prompt, --decode want positive integers" >&2; exit 2 ;; esac
 done
@@ -165,7 +172,8 @@ d = json.load(open('$j'))
 print('wdmoe\t$1\t$2\t$3\tprefill\t%.3f' % d['prefill_tok_per_s']['median'])
 print('wdmoe\t$1\t$2\t$3\tdecode\t%.3f' % d['decode_tok_per_s']['median'])
 print('wdmoe\t$1\t$2\t$3\tdecode_cpu\t%.3f' % d['decode_tok_per_cpu_s']['median'])
-print('wdmoe\t$1\t$2\t$3\tactive_bytes\t%.0f' % d['active_bytes_per_token'])" >>"$RES"
+print('wdmoe\t$1\t$2\t$3\tactive_bytes\t%.0f' % d['active_bytes_per_token'])
+print('wdmoe\t$1\t$2\t$3\thugepages\t%d' % d['hugepages'])" >>"$RES"
     else
         echo -e "wdmoe\t$1\t$2\t$3\tunsupported\t0" >>"$RES"
     fi
@@ -193,11 +201,28 @@ for th in $THREADS; do
 import json; d = json.load(open('$VS/bw-$th.json'))
 print('machine\t-\t$th\t0\tbandwidth\t%.0f' % d['read_bandwidth_bytes_per_s']['median'])" >>"$RES"
 done
+idle_pct() { # percent of CPU time idle over the next 2 s (/proc/stat)
+    local a b
+    read -r _ a </proc/stat; sleep 2; read -r _ b </proc/stat
+    python3 -c "a, b = [list(map(int, s.split())) for s in ('$a', '$b')]; d = [y - x for x, y in zip(a, b)]
+print(100 * (d[3] + d[4]) // max(1, sum(d[:8])))"
+}
+PAIRS=0 QUIET=0
+wait_idle() { # up to WAIT_IDLE seconds for >= 95 % idle
+    [ "$WAIT_IDLE" -gt 0 ] || return 0
+    local end=$((SECONDS + WAIT_IDLE))
+    PAIRS=$((PAIRS + 1))
+    while [ "$SECONDS" -lt "$end" ]; do
+        [ "$(idle_pct)" -ge 95 ] && { QUIET=$((QUIET + 1)); return 0; }
+    done
+    return 0 # not quiet in time: run anyway (the note counts it)
+}
 for r in $(seq 1 "$ROUNDS"); do
     echo "vs_llamacpp.sh: round $r of $ROUNDS ..."
     for t in $TYPES; do
         [ -s "$VS/mini-$t.gguf" ] || continue
         for th in $THREADS; do
+            wait_idle
             if [ $((r % 2)) -eq 1 ]; then run_llama "$t" "$th" "$r"; run_wdmoe "$t" "$th" "$r"
             else run_wdmoe "$t" "$th" "$r"; run_llama "$t" "$th" "$r"; fi
             [ "$th" = 1 ] && [ -x /usr/bin/time ] && run_llama_cpu "$t" "$r"
@@ -205,11 +230,14 @@ for r in $(seq 1 "$ROUNDS"); do
     done
 done
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+QUIET_NOTE=""
+[ "$PAIRS" -gt 0 ] && QUIET_NOTE=" $QUIET of $PAIRS pairs started on a quiet machine (at least 95 % idle over 2 s; --wait-idle $WAIT_IDLE)."
+export QUIET_NOTE
 
 # ---- the table ----------------------------------------------------------------------------
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 python3 - "$RES" "$ROUNDS" "$PROMPT" "$DECODE" "$CPU" "$(nproc)" "$COMMIT" "$LOAD0" "$LOAD1" "${MD:-}" "$THREADS" "$TYPES" "$WDMOE_OPTS" "$MODEL_NOTE" <<'EOF'
-import statistics, sys, datetime
+import datetime, os, statistics, sys
 res, rounds, prompt, decode, cpu, cores, commit, load0, load1, md, threads, types, wopts, model_note = sys.argv[1:]
 rows = [l.rstrip("\n").split("\t") for l in open(res) if l.strip()]
 val = {}
@@ -247,14 +275,20 @@ for t in types.split():
             fmt(lc) if lc else "", fmt(wc) if (wc and th == "1") else "", rc if th == "1" else ""))
 bws = ", ".join("%s thread%s %.1f GB/s" % (th, "" if th == "1" else "s", med("machine", "-", th, "bandwidth")[0] / 1e9)
                 for th in threads.split() if med("machine", "-", th, "bandwidth"))
+hp = [v for (eng, t, th, kind), vs in val.items() if kind == "hugepages" for v in vs]
+hp_note = ("copied into transparent huge pages (its default)" if hp and all(hp) else
+           "read from the file mapping (4 KB pages)" if hp and not any(hp) else
+           "huge pages in some runs only" if hp else "n/a")
 note = ("%s; %s, %s cores online; wdmoe %s%s; llama.cpp from llama-cpp-python's source package. "
         "%s, "
         "decode %s tokens, prefill %s tokens; medians of %s interleaved rounds (min-max); "
         "ratio = wdmoe / llama.cpp. Decode per CPU-second (1 thread): tokens per CPU-second of the "
         "process, llama.cpp's from the CPU time of 6 minus 1 tg repetitions (from an empty context; "
         "wdmoe's after its prompt), immune to the time slices other processes take. Read bandwidth (median of 7 whole passes over max(1 GiB, 8x LLC)): %s. "
-        "Load average %s at the start, %s at the end (the machine is shared: figures are noisy)."
-        % (date, cpu, cores, commit, (" with " + wopts) if wopts else "", model_note, decode, prompt, rounds, bws or "n/a", load0, load1))
+        "wdmoe's weights: %s; llama.cpp reads the 4 KB pages of its file mapping. "
+        "Load average %s at the start, %s at the end (the machine is shared: figures are noisy).%s"
+        % (date, cpu, cores, commit, (" with " + wopts) if wopts else "", model_note, decode, prompt, rounds, bws or "n/a",
+           hp_note, load0, load1, os.environ.get("QUIET_NOTE", "")))
 text = "\n".join(lines)
 print(text)
 print()

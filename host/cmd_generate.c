@@ -38,8 +38,9 @@ static void help(FILE *f) {
             "  --top-p P             nucleus sampling mass in (0, 1] (default 0.9)\n"
             "  --seed S              random seed for sampling (default 42)\n"
             "  --threads N           CPU threads (default: all cores)\n"
-            "  --hugepages           copy the weights into transparent huge pages (CPU decode\n"
-            "                        reads them 10-15 %% faster; costs a load-time copy)\n"
+            "  --hugepages           copy the weights into transparent huge pages when the copy\n"
+            "                        takes at most half of MemAvailable (CPU decode reads them\n"
+            "                        5-15 %% faster; the copy costs time at load and anonymous RSS)\n"
             "  --ctx N               context length (default: model's max_position_embeddings)\n"
             "  --backend B           cpu (default) or cuda (when built with CUDA)\n"
             "  --ids                 also print the token ids (BOS first) after the text\n"
@@ -344,13 +345,15 @@ int wd_cmd_generate(int argc, char **argv) {
                     scenario_path);
     }
     wd_model *m = NULL;
-    if (wd_model_load(&m, model_path, err, sizeof(err)) ||
-        (hugepages && wd_tensors_to_hugepages(m->tensors, err, sizeof(err)))) {
+    if (wd_model_load(&m, model_path, err, sizeof(err))) {
         fprintf(stderr, "wdmoe generate: %s%s%s\n", m ? model_path : "", m ? ": " : "", err);
         wd_model_free(m);
         if (have_sc) wd_scenario_free(&sc);
         return 1;
     }
+    char note[512];
+    if (hugepages && !wd_model_hugepages(m, note, sizeof note) && note[0])
+        fprintf(stderr, "wdmoe generate: %s: %s\n", model_path, note);
     int rc = 1, vocab = m->cfg.vocab;
     if (wd_cli_route_apply(cmd, &route, m->cfg.n_experts, &m->cfg.top_k, !strcmp(backend, "cuda"),
                            have_sc)) {

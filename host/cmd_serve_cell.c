@@ -42,6 +42,9 @@ static void help(FILE *f) {
             "  --top-p P             nucleus mass (default 0.9)\n"
             "  --threads N           CPU threads (default: all cores)\n"
             "  --no-compare          skip the quality comparison against top-k\n"
+            "  --no-hugepages        read the weights from the file mapping (4 KB pages); by\n"
+            "                        default they are copied into huge pages when the copy takes\n"
+            "                        at most half of MemAvailable\n"
             "  --json FILE           result JSON (per user, per device, timeline), atomically\n"
             "  --users-table         print the per-user table too\n"
             "  -h, --help            this help\n");
@@ -248,7 +251,7 @@ int wd_cmd_serve_cell(int argc, char **argv) {
     const char *cmd = "serve-cell", *model_path = NULL, *scenario_path = NULL, *policy = NULL;
     const char *trace = NULL, *prompts = NULL, *json_path = NULL;
     int users = -1, max_new = -1, chunk = -1, max_batch = -1, threads = 0, compare = 1, n_mb = -1,
-        users_table = 0, seed = -1;
+        users_table = 0, seed = -1, hugepages = 1;
     double rate = -1, kv_mb = -1, tpot_slo_ms = -1, ttft_slo_ms = -1, temperature = 0, top_p = 0.9;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -277,6 +280,7 @@ int wd_cmd_serve_cell(int argc, char **argv) {
         else if (!strcmp(a, "--temperature")) { VAL(); if (wd_cli_double(cmd, a, v, 0, 100, &temperature)) return 2; }
         else if (!strcmp(a, "--top-p")) { VAL(); if (wd_cli_double(cmd, a, v, 1e-6, 1, &top_p)) return 2; }
         else if (!strcmp(a, "--no-compare")) compare = 0;
+        else if (!strcmp(a, "--no-hugepages")) hugepages = 0;
         else if (!strcmp(a, "--users-table")) users_table = 1;
         else {
             fprintf(stderr, "wdmoe serve-cell: unknown option '%s' (see --help)\n", a);
@@ -327,10 +331,13 @@ int wd_cmd_serve_cell(int argc, char **argv) {
     if (!prompts && wl->prompts[0]) prompts = wl->prompts;
     uint64_t run_seed = seed >= 0 ? (uint64_t)seed : sc.seed;
     sc.seed = run_seed;
+    char note[512];
     if (wd_model_load(&m, model_path, err, sizeof err)) {
         fprintf(stderr, "wdmoe serve-cell: %s\n", err);
         goto done;
     }
+    if (hugepages && !wd_model_hugepages(m, note, sizeof note) && note[0])
+        fprintf(stderr, "wdmoe serve-cell: %s: %s\n", model_path, note);
     if (!m->tok) {
         fprintf(stderr, "wdmoe serve-cell: %s: no tokenizer.json\n", model_path);
         goto done;

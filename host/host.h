@@ -47,6 +47,17 @@ void wd_model_free(wd_model *m);
 /* Bytes of weights one decode token reads with k experts per layer. */
 double wd_model_active_bytes(const wd_model *m, int k);
 
+/* Huge pages for CPU decode (the default of bench_decode and serve-cell,
+ * `--hugepages` of generate; eval keeps the file mapping): copies the mapped
+ * weights into anonymous memory advised for transparent huge pages
+ * (wd_tensors_to_hugepages) when the copy takes at most half of
+ * wd_mem_available(). Returns 1 when copied; 0 when the weights stay mapped,
+ * with the reason in note (empty when nothing was mapped). */
+int wd_model_hugepages(wd_model *m, char *note, size_t notelen);
+/* MemAvailable of /proc/meminfo in bytes (0 when unknown); the environment
+ * variable WDMOE_MEM_AVAILABLE_MB overrides it (tests force the fallback). */
+size_t wd_mem_available(void);
+
 /* ---- expert selection ------------------------------------------------- */
 /* Per-token expert choice for one layer: for token t, n[t] experts
  * expert[t*E + j] with combine weights weight[t*E + j], j < n[t]. */

@@ -229,3 +229,39 @@ double wd_model_active_bytes(const wd_model *m, int k) {
     }
     return b;
 }
+
+size_t wd_mem_available(void) {
+    const char *e = getenv("WDMOE_MEM_AVAILABLE_MB");
+    if (e && *e) {
+        char *end;
+        unsigned long long mb = strtoull(e, &end, 10);
+        if (!*end) return (size_t)mb << 20;
+    }
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (size_t)kb << 10;
+}
+
+int wd_model_hugepages(wd_model *m, char *note, size_t notelen) {
+    if (notelen) note[0] = 0;
+    size_t need = wd_tensors_mapped_bytes(m->tensors), avail = wd_mem_available();
+    if (need == 0) return 0;
+    if (need > avail / 2) {
+        snprintf(note, notelen,
+                 "the weights stay file-mapped (4 KB pages): their huge-page copy (%.1f MB) would "
+                 "take more than half of the available memory (%.1f MB)",
+                 need / 1e6, avail / 1e6);
+        return 0;
+    }
+    char e[512];
+    if (wd_tensors_to_hugepages(m->tensors, e, sizeof e)) {
+        snprintf(note, notelen, "the weights stay file-mapped (4 KB pages): %s", e);
+        return 0;
+    }
+    return 1;
+}

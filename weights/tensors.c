@@ -125,6 +125,12 @@ size_t wd_tensors_total_bytes(const wd_tensors *ts) {
     return s;
 }
 
+size_t wd_tensors_mapped_bytes(const wd_tensors *ts) {
+    size_t s = 0;
+    for (int i = 0; ts && i < ts->n_maps; i++) s += ts->maps[i].len;
+    return s;
+}
+
 void wd_tensors_free(wd_tensors *ts) {
     if (!ts) return;
     for (int i = 0; i < ts->n; i++) free(ts->t[i].name);

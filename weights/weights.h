@@ -45,6 +45,8 @@ const wd_tensor *wd_tensors_find(const wd_tensors *ts, const char *name);
 int wd_tensors_count(const wd_tensors *ts);
 const wd_tensor *wd_tensors_at(const wd_tensors *ts, int i);
 size_t wd_tensors_total_bytes(const wd_tensors *ts);
+/* Bytes of the file mappings the tensors point into (what wd_tensors_to_hugepages copies). */
+size_t wd_tensors_mapped_bytes(const wd_tensors *ts);
 /* Moves the tensors of every mapped file into anonymous memory advised for
  * transparent huge pages (a copy, read-only afterwards; the file mappings
  * are dropped chunk by chunk as they are copied). Decode reads weights
