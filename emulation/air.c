@@ -136,14 +136,29 @@ static long pattern_pos(double k, int n) {
     return fabs(k) < 4e18 ? (long)k % n : (long)fmod(k, n);
 }
 
+/* Slot and symbol length and the pattern's slot count, once per transfer (the
+ * same divisions as wd_air_slot_s(A) and slot / 14 each time). */
+typedef struct {
+    double slot, sym;
+    int n;
+} air_geom;
+
+static air_geom air_geom_of(const wd_air *A) {
+    air_geom g;
+    g.slot = wd_air_slot_s(A), g.sym = g.slot / 14;
+    g.n = A->duplex == WD_DUPLEX_FDD ? 1 : (int)strlen(A->pattern);
+    return g;
+}
+
 #define AIR_EPS 1e-12 /* s: times this close to a boundary are on it */
 
 /* The first region of direction dir that ends after t: [*a, *b), merged with
  * the regions that follow it without a gap (a few slots at most); *a >= t. */
-static void on_interval(const wd_air *A, int dir, double t, double *a, double *b) {
+static void on_interval(const wd_air *A, const air_geom *g, int dir, double t, double *a,
+                        double *b) {
     *a = t, *b = INFINITY;
-    double slot = wd_air_slot_s(A), sym = slot / 14;
-    int n = A->duplex == WD_DUPLEX_FDD ? 1 : (int)strlen(A->pattern), found = 0;
+    double slot = g->slot, sym = g->sym;
+    int n = g->n, found = 0;
     double k = floor((t + AIR_EPS) / slot);
     long j = pattern_pos(k, n); /* then counted along */
     for (int guard = 0; guard < 8 * n + 8; k += 1, guard++, j = j + 1 == n ? 0 : j + 1) {
@@ -167,9 +182,9 @@ static void on_interval(const wd_air *A, int dir, double t, double *a, double *b
 
 /* Start of the next region of dir at or after t that begins a slot's
  * region (a transmission starts at its first symbol). */
-static double next_start(const wd_air *A, int dir, double t) {
-    double slot = wd_air_slot_s(A), sym = slot / 14;
-    int n = A->duplex == WD_DUPLEX_FDD ? 1 : (int)strlen(A->pattern);
+static double next_start(const wd_air *A, const air_geom *g, int dir, double t) {
+    double slot = g->slot, sym = g->sym;
+    int n = g->n;
     double k = floor((t + AIR_EPS) / slot);
     for (long j = pattern_pos(k, n);; k += 1, j = j + 1 == n ? 0 : j + 1) {
         int lo, hi;
@@ -183,12 +198,12 @@ static double next_start(const wd_air *A, int dir, double t) {
 /* Send bits from t over dir's regions; returns the finish time (INFINITY:
  * never within max_wait of t0), adds the time spent sending to *on and the
  * slots it spans to *slots. */
-static double send(const wd_air *A, wd_link *l, int dir, double t0, double t, double bits,
-                   double share, double *on, int *slots) {
-    double rem = bits, slot = wd_air_slot_s(A);
+static double send(const wd_air *A, const air_geom *g, wd_link *l, int dir, double t0, double t,
+                   double bits, double share, double *on, int *slots) {
+    double rem = bits, slot = g->slot;
     while (rem > 0) {
         double a, b;
-        on_interval(A, dir, t, &a, &b);
+        on_interval(A, g, dir, t, &a, &b);
         /* one sample or block of a synthetic link holds [a, b): its rate r gives what
            wd_link_bits and wd_link_tx_time compute, the same operations in one step */
         double r = wd_link_piece_rate(l, a, b, share);
@@ -240,19 +255,20 @@ double wd_air_tx_time(const wd_air *A, wd_link *l, int dir, double t0, double bi
     *overhead = 0;
     if (bits <= 0) return 0.0;
     if (!(share > 0)) return INFINITY;
-    double sym = wd_air_slot_s(A) / 14, gnb = A->gnb_proc_sym * sym, t;
+    air_geom g = air_geom_of(A);
+    double sym = g.sym, gnb = A->gnb_proc_sym * sym, t;
     if (dir == WD_DL) {
-        t = next_start(A, WD_DL, t0 + gnb);
+        t = next_start(A, &g, WD_DL, t0 + gnb);
     } else if (A->ul_sched == WD_UL_CONFIGURED) {
-        t = next_start(A, WD_UL, t0 + A->n2_sym * sym);
+        t = next_start(A, &g, WD_UL, t0 + A->n2_sym * sym);
     } else {
-        double sr = next_start(A, WD_UL, t0);                    /* SR, one symbol */
-        double grant = next_start(A, WD_DL, sr + sym + gnb);     /* PDCCH */
-        t = next_start(A, WD_UL, grant + (A->pdcch_sym + A->n2_sym) * sym);
+        double sr = next_start(A, &g, WD_UL, t0);                    /* SR, one symbol */
+        double grant = next_start(A, &g, WD_DL, sr + sym + gnb);     /* PDCCH */
+        t = next_start(A, &g, WD_UL, grant + (A->pdcch_sym + A->n2_sym) * sym);
     }
     double on = 0;
     int slots = 0;
-    double te = send(A, l, dir, t0, t, bits, share, &on, &slots);
+    double te = send(A, &g, l, dir, t0, t, bits, share, &on, &slots);
     if (!isfinite(te)) return INFINITY;
     /* HARQ rounds: the most retransmissions any block needed */
     double rounds = 0;
@@ -286,14 +302,14 @@ double wd_air_tx_time(const wd_air *A, wd_link *l, int dir, double t0, double bi
     for (int r = 0; r < (int)ceil(rounds); r++) {
         double start = te, t1;
         if (dir == WD_DL) {
-            double ack = next_start(A, WD_UL, te + A->n1_sym * sym) + sym; /* HARQ-ACK */
-            t1 = next_start(A, WD_DL, ack + gnb);
+            double ack = next_start(A, &g, WD_UL, te + A->n1_sym * sym) + sym; /* HARQ-ACK */
+            t1 = next_start(A, &g, WD_DL, ack + gnb);
         } else {
-            double grant = next_start(A, WD_DL, te + gnb);
-            t1 = next_start(A, WD_UL, grant + (A->pdcch_sym + A->n2_sym) * sym);
+            double grant = next_start(A, &g, WD_DL, te + gnb);
+            t1 = next_start(A, &g, WD_UL, grant + (A->pdcch_sym + A->n2_sym) * sym);
         }
         int s2 = 0;
-        te = send(A, l, dir, t0, t1, block, share, &spare, &s2);
+        te = send(A, &g, l, dir, t0, t1, block, share, &spare, &s2);
         if (!isfinite(te)) return INFINITY;
         if (expected) { /* a fractional number of rounds: the first one, scaled */
             te = start + rounds * (te - start);

@@ -593,14 +593,17 @@ long wd_synth_at(wd_synth *s, long k) {
     return k - s->k0;
 }
 
-/* samples: drop only this many or more at once (blocks: fewer, longer samples, cheap
- * to regenerate; a small buffer stays in the cache and is not reallocated) */
-#define FORGET_MIN 8192
+/* drop only this many samples or more at once (and at least half the buffer): the
+ * memmove stays O(1) per sample, and a buffer of samples stays within its first 4096
+ * (in the cache, never reallocated; with 8192, a fresh emulator replaying 11 s of
+ * virtual time grew its 16 buffers to 16384 samples, and realloc, copies and page
+ * faults took a fifth of the replay) */
+#define FORGET_MIN 1024
 #define FORGET_MIN_BLOCK 256
 #define FORGET_AT(s) ((s)->block ? FORGET_MIN_BLOCK : FORGET_MIN)
 
 double wd_synth_forget_time(const wd_synth *s) {
-    /* t < (k0 + 8192) ts: floor(t / ts) <= k0 + 8192, drop <= 8191 */
+    /* t < (k0 + F) ts: floor(t / ts) <= k0 + F, drop <= F - 1 (F = FORGET_AT) */
     return (double)(s->k0 + FORGET_AT(s)) * s->ts;
 }
 
@@ -609,6 +612,7 @@ void wd_synth_forget(wd_synth *s, double t) {
     long drop = k - s->k0;
     if (drop < FORGET_AT(s) || drop < s->n / 2) return;
     if (drop > s->n) drop = s->n;
+    if (drop <= 0) return; /* nothing kept yet (the buffers may not exist) */
     long keep = s->n - drop;
     for (int d = 0; d < 2; d++) memmove(s->snr[d], s->snr[d] + drop, keep * sizeof(double));
     s->k0 += drop;

@@ -163,11 +163,14 @@ static double piece_rate(wd_link *l, const piece *p, double share) {
     long i = wd_synth_at(s, p->k);
     if (i < 0) return 0.0;
     double snr = s->snr[l->dir][i], x = l->dir == WD_DL ? snr : snr / share, se;
-    if (s->la == WD_LA_CQI && x >= l->cqi_lo && x < l->cqi_hi) {
-        se = l->cqi_se; /* the last CQI's band, 2e-9 inside its thresholds */
-    } else {
+    if (s->la != WD_LA_CQI) {
         se = wd_link_se(s->la, x, s->gap);
-        if (s->la == WD_LA_CQI) wd_cqi_band(x, s->gap, &l->cqi_lo, &l->cqi_hi, &l->cqi_se);
+    } else {
+        /* the last CQI's band, 2e-9 inside its thresholds; else the CQI of x once,
+           with its band (wd_cqi_band's se is wd_link_se's) */
+        if (!(x >= l->cqi_lo && x < l->cqi_hi))
+            wd_cqi_band(x, s->gap, &l->cqi_lo, &l->cqi_hi, &l->cqi_se);
+        se = l->cqi_se;
     }
     int j = l->memo_next; /* samples never change: the memo needs no invalidation */
     l->memo_k[j] = p->k, l->memo_share[j] = key, l->memo_se[j] = se;
