@@ -45,7 +45,8 @@ Prints one table of medians, min-max and ratios; --md FILE writes it as Markdown
 --gguf FILE compares on that model file instead (for example SmolLM2-135M-Instruct's Q4_1
 GGUF), as it is: one row per thread count, no quantisation.
 --update-docs puts it into docs/performance.md between its markers (vs_llamacpp; with
-another --prompt vs_llamacpp_pN, with --gguf vs_llamacpp_gguf); --wdmoe-opts passes
+another --prompt vs_llamacpp_pN, with --gguf vs_llamacpp_gguf), and into build/vs/table.md
+without --md; --wdmoe-opts passes
 options to bench_decode (e.g. --no-hugepages: its weights stay file-mapped, 4 KB pages, as
 llama.cpp's; by default they are copied into huge pages) and is named in the table's note.
 --wait-idle S: before each llama.cpp/wdmoe pair, wait up to S seconds for a quiet machine
@@ -73,6 +74,17 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$WAIT_IDLE" in ''|*[!0-9]*) echo "vs_llamacpp.sh: --wait-idle wants seconds (0: no wait)" >&2; exit 2 ;; esac
+# --update-docs without --md: the table also goes to build/vs/table.md (checked before the run, not after it)
+[ "$UPDATE_DOCS" = 1 ] && [ -z "$MD" ] && MD=$BUILD/vs/table.md
+# the default run (mini Mixtral, prompt 128) has the plain markers; another prompt
+# length or a --gguf model its own: vs_llamacpp_p512, vs_llamacpp_gguf
+tag=vs_llamacpp
+[ "$PROMPT" != 128 ] && tag=${tag}_p$PROMPT
+[ -n "$GGUF" ] && tag=${tag}_gguf
+if [ "$UPDATE_DOCS" = 1 ] && ! grep -q "<!-- $tag:end -->" "$ROOT/docs/performance.md"; then
+    echo "vs_llamacpp.sh: docs/performance.md has no <!-- $tag:begin --> ... <!-- $tag:end --> markers for this run" >&2
+    exit 2
+fi
 for v in "$ROUNDS" "$PROMPT" "$DECODE"; do
     case "$v" in ''|*[!0-9]*|0) echo "vs_llamacpp.sh: --rounds, --prompt, --decode want positive integers" >&2; exit 2 ;; esac
 done
@@ -300,13 +312,7 @@ if md:
     os.replace(md + ".tmp", md)
 EOF
 if [ "$UPDATE_DOCS" = 1 ]; then
-    [ -n "$MD" ] || { echo "vs_llamacpp.sh: --update-docs needs --md FILE" >&2; exit 2; }
     DOC=$ROOT/docs/performance.md
-    # the default run (mini Mixtral, prompt 128) has the plain markers; another prompt
-    # length or a --gguf model its own: vs_llamacpp_p512, vs_llamacpp_gguf
-    tag=vs_llamacpp
-    [ "$PROMPT" != 128 ] && tag=${tag}_p$PROMPT
-    [ -n "$GGUF" ] && tag=${tag}_gguf
     python3 - "$DOC" "$MD" "$tag" <<'EOF'
 import sys, os
 doc, md, tag = sys.argv[1:]
