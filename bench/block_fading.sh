@@ -68,12 +68,6 @@ for rec in ("stories260k-moe4", "smollm2-moe8"):
 PY
 cat "$tmp/table.md"
 if [ "$UPDATE_DOCS" = 1 ]; then
-    python3 - docs/radio.md "$tmp/table.md" <<'PY'
-import sys
-doc, table = open(sys.argv[1]).read(), open(sys.argv[2]).read()
-b, e = "<!-- block_fading:begin -->\n", "<!-- block_fading:end -->"
-i, j = doc.index(b) + len(b), doc.index(e)
-open(sys.argv[1], "w").write(doc[:i] + table + doc[j:])
-PY
+    python3 bench/update_docs.py docs/radio.md block_fading "$tmp/table.md" || exit 1
     echo "block_fading.sh: docs/radio.md updated"
 fi

@@ -125,12 +125,6 @@ if not os.path.exists(smol):
 PY
 cat "$tmp/table.md"
 if [ "$UPDATE_DOCS" = 1 ]; then
-    python3 - docs/performance.md "$tmp/table.md" <<'PY'
-import sys
-doc, table = open(sys.argv[1]).read(), open(sys.argv[2]).read()
-b, e = "<!-- replay_speed:begin -->\n", "<!-- replay_speed:end -->"
-i, j = doc.index(b) + len(b), doc.index(e)
-open(sys.argv[1], "w").write(doc[:i] + table + doc[j:])
-PY
+    python3 bench/update_docs.py docs/performance.md replay_speed "$tmp/table.md" || exit 1
     echo "replay_speed.sh: docs/performance.md updated"
 fi

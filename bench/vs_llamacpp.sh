@@ -81,9 +81,8 @@ case "$WAIT_IDLE" in ''|*[!0-9]*) echo "vs_llamacpp.sh: --wait-idle wants second
 tag=vs_llamacpp
 [ "$PROMPT" != 128 ] && tag=${tag}_p$PROMPT
 [ -n "$GGUF" ] && tag=${tag}_gguf
-if [ "$UPDATE_DOCS" = 1 ] && ! grep -q "<!-- $tag:end -->" "$ROOT/docs/performance.md"; then
-    echo "vs_llamacpp.sh: docs/performance.md has no <!-- $tag:begin --> ... <!-- $tag:end --> markers for this run" >&2
-    exit 2
+if [ "$UPDATE_DOCS" = 1 ]; then
+    python3 "$ROOT/bench/update_docs.py" "$ROOT/docs/performance.md" "$tag" --check || exit 2
 fi
 for v in "$ROUNDS" "$PROMPT" "$DECODE"; do
     case "$v" in ''|*[!0-9]*|0) echo "vs_llamacpp.sh: --rounds, --prompt, --decode want positive integers" >&2; exit 2 ;; esac
@@ -313,16 +312,6 @@ if md:
 EOF
 if [ "$UPDATE_DOCS" = 1 ]; then
     DOC=$ROOT/docs/performance.md
-    python3 - "$DOC" "$MD" "$tag" <<'EOF'
-import sys, os
-doc, md, tag = sys.argv[1:]
-text = open(doc).read()
-a, b = "<!-- %s:begin -->" % tag, "<!-- %s:end -->" % tag
-if a not in text or b not in text:
-    sys.exit("vs_llamacpp.sh: %s has no %s ... %s markers" % (doc, a, b))
-new = text[:text.index(a) + len(a)] + "\n" + open(md).read() + text[text.index(b):]
-open(doc + ".tmp", "w").write(new)
-os.replace(doc + ".tmp", doc)
-print("vs_llamacpp.sh: updated %s" % doc)
-EOF
+    python3 "$ROOT/bench/update_docs.py" "$DOC" "$tag" "$MD" || exit 1
+    echo "vs_llamacpp.sh: updated $DOC"
 fi
