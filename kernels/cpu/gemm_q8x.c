@@ -98,10 +98,8 @@ static void qx_convert(qx_tile *t, const uint8_t *w, wd_dtype dt, int cols, int 
                     }
                     const int j = 2 * c + h;
                     st16(q + 32 * j, va), st16(q + 32 * j + 16, vb);
-                    const uint8_t *sc = src + 4;
                     int s, m;
-                    if (j < 4) s = sc[j] & 63, m = sc[j + 4] & 63;
-                    else s = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4), m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+                    wd_k4_scale_min(j, src + 4, &s, &m);
                     t->a[i][j] = d * (float)s, t->b[i][j] = -(dmin * (float)m);
                 }
             }

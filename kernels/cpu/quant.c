@@ -43,17 +43,6 @@
 #define QUANT_SERIAL_ELEMS 32768
 
 
-/* Scale and min of sub-block j (0..7) from the 12 packed bytes (get_scale_min_k4). */
-static inline void k4_scale_min(int j, const uint8_t *q, int *sc, int *mn) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *mn = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
 static size_t block_bytes(wd_dtype dt) {
     switch (dt) {
     case WD_DT_Q4_0: return WD_Q4_0_BYTES;
@@ -91,9 +80,9 @@ static void deq_block(float *y, const uint8_t *b, wd_dtype dt) {
         const uint8_t *qh = b + 16, *ql = dt == WD_DT_Q4_K ? b + 16 : b + 48;
         for (int c = 0; c < 4; c++) {
             int sc, mn;
-            k4_scale_min(2 * c, scales, &sc, &mn);
+            wd_k4_scale_min(2 * c, scales, &sc, &mn);
             float d1 = d * (float)sc, m1 = dmin * (float)mn;
-            k4_scale_min(2 * c + 1, scales, &sc, &mn);
+            wd_k4_scale_min(2 * c + 1, scales, &sc, &mn);
             float d2 = d * (float)sc, m2 = dmin * (float)mn;
             const uint8_t *q = ql + 32 * c;
             for (int l = 0; l < 32; l++) {
@@ -170,7 +159,7 @@ static void deq_block512(float *y, const uint8_t *b, wd_dtype dt) {
                     va = _mm_or_si128(va, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(ha, sh), one), 4));
                     vb = _mm_or_si128(vb, _mm_slli_epi16(_mm_and_si128(_mm_srl_epi16(hb, sh), one), 4));
                 }
-                k4_scale_min(2 * c + h, b + 4, &sc, &mn);
+                wd_k4_scale_min(2 * c + h, b + 4, &sc, &mn);
                 __m512 d1 = _mm512_set1_ps(d * (float)sc), m1 = _mm512_set1_ps(dmin * (float)mn);
                 _mm512_storeu_ps(y + 64 * c + 32 * h, _mm512_fmsub_ps(d1, cvt16u(va), m1));
                 _mm512_storeu_ps(y + 64 * c + 32 * h + 16, _mm512_fmsub_ps(d1, cvt16u(vb), m1));

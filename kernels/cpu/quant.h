@@ -16,6 +16,17 @@
 /* Whether quant.c runs matmuls of dt (Q4_0 .. Q6_K). */
 static inline int wd_cpu_quant_owns(wd_dtype dt) { return dt >= WD_DT_Q4_0 && dt < WD_DT_COUNT; }
 
+/* Scale and min of sub-block j (0..7) from the 12 packed bytes (Q4_K/Q5_K; ggml's get_scale_min_k4). */
+static inline void wd_k4_scale_min(int j, const uint8_t *q, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *mn = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
 /* cols weights (a whole number of blocks) from src, exactly as llama.cpp's
  * dequantize_row_<type>. */
 void wd_cpu_dequant_row(float *dst, const uint8_t *src, wd_dtype dt, int cols);
