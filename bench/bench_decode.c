@@ -292,10 +292,7 @@ int main(int argc, char **argv) {
     }
     int rc = 0;
     if (json_path) {
-        json_object *doc = json_object_new_object();
-        json_object_object_add(doc, "command", json_object_new_string("bench_decode"));
-        json_object_object_add(doc, "version", json_object_new_string("wdmoe 0.1.0"));
-        json_object_object_add(doc, "machine", wd_bench_machine_json());
+        json_object *doc = wd_bench_doc_json("bench_decode");
         json_object_object_add(doc, "model", json_object_new_string(model_dir));
         json_object_object_add(doc, "weight_dtype", json_object_new_string(wdt));
         json_object_object_add(doc, "threads", json_object_new_int(nt));

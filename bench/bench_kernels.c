@@ -336,11 +336,8 @@ int main(int argc, char **argv) {
         }
     int rc = 0;
     if (json_path) {
-        json_object *doc = json_object_new_object(), *jg = json_object_new_array(),
+        json_object *doc = wd_bench_doc_json("bench_kernels"), *jg = json_object_new_array(),
                     *jm = json_object_new_array(), *jd = json_object_new_array();
-        json_object_object_add(doc, "command", json_object_new_string("bench_kernels"));
-        json_object_object_add(doc, "version", json_object_new_string("wdmoe 0.1.0"));
-        json_object_object_add(doc, "machine", wd_bench_machine_json());
         json_object_object_add(doc, "threads", json_object_new_int(nth));
         json_object_object_add(doc, "rounds", json_object_new_int(rounds));
         json_object_object_add(doc, "pool_overhead_s", json_object_new_double(hot_us * 1e-6));

@@ -270,7 +270,7 @@ int main(int argc, char **argv) {
             LAYERS, EXPERTS, reps);
     fprintf(out, "%-22s %-9s %6s %14s %27s %12s\n", "scenario", "policy", "batch", "decisions/s",
             "[min-max]", "latency ms");
-    json_object *doc = json_object_new_object(), *jr = json_object_new_array(),
+    json_object *doc = wd_bench_doc_json("bench_policy"), *jr = json_object_new_array(),
                 *ja = json_object_new_array();
     for (int i = 0; i < ns; i++)
         for (int b = 0; b < 2; b++)
@@ -329,9 +329,6 @@ int main(int argc, char **argv) {
     json_object_object_add(doc, "with_latency_model", jr);
     json_object_object_add(doc, "policy_alone", ja);
     if (json_path) {
-        json_object_object_add(doc, "command", json_object_new_string("bench_policy"));
-        json_object_object_add(doc, "version", json_object_new_string("wdmoe 0.1.0"));
-        json_object_object_add(doc, "machine", wd_bench_machine_json());
         json_object_object_add(doc, "seconds_per_round", json_object_new_double(seconds));
         json_object_object_add(doc, "reps", json_object_new_int(reps));
         rc = wd_bench_write_json(json_path, doc, "bench_policy");

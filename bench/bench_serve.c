@@ -207,10 +207,7 @@ int main(int argc, char **argv) {
     }
     rc = 0;
     if (json_path) {
-        json_object *doc = json_object_new_object(), *ja = json_object_new_array();
-        json_object_object_add(doc, "command", json_object_new_string("bench_serve"));
-        json_object_object_add(doc, "version", json_object_new_string("wdmoe 0.1.0"));
-        json_object_object_add(doc, "machine", wd_bench_machine_json());
+        json_object *doc = wd_bench_doc_json("bench_serve"), *ja = json_object_new_array();
         json_object_object_add(doc, "model", json_object_new_string(model));
         json_object_object_add(doc, "scenario", json_object_new_string(scen));
         json_object_object_add(doc, "threads", json_object_new_int(nth));

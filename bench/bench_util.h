@@ -105,6 +105,18 @@ static inline json_object *wd_bench_machine_json(void) {
     return o;
 }
 
+/* A bench binary's JSON document, started with the keys every one of them has:
+ * "command", "version" ("wdmoe X.Y.Z") and "machine" (wd_bench_machine_json). */
+static inline json_object *wd_bench_doc_json(const char *command) {
+    char version[64];
+    snprintf(version, sizeof version, "wdmoe %s", wd_version());
+    json_object *doc = json_object_new_object();
+    json_object_object_add(doc, "command", json_object_new_string(command));
+    json_object_object_add(doc, "version", json_object_new_string(version));
+    json_object_object_add(doc, "machine", wd_bench_machine_json());
+    return doc;
+}
+
 /* Writes doc (pretty) to path ("-": stdout); takes ownership of doc. */
 static inline int wd_bench_write_json(const char *path, json_object *doc, const char *prog) {
     const char *text = json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PRETTY |

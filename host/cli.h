@@ -83,8 +83,6 @@ int wd_cli_takes_value(const char *cmd, const char *opt);
 struct json_object;
 void wd_cli_provenance(struct json_object *doc, const char *cmd, int argc, char **argv,
                        const char *const *seed_names, const long long *seeds, int n_seeds);
-const char *wd_version(void);    /* "0.1.0": CMake's PROJECT_VERSION */
-const char *wd_git_commit(void); /* of the source tree at build time, or "unknown" */
 
 /* Option parsing helpers: each prints "wdmoe CMD: bad value for --opt: 'x'"
  * and returns non-zero when the value is not a number in [lo, hi]. */

@@ -273,6 +273,10 @@ double wd_rng_uniform(wd_rng *r); /* [0, 1) */
 int wd_sample(const float *logits, int vocab, float temperature, float top_p, wd_rng *rng,
               int *scratch_idx);
 
+/* ---- the build (host/provenance.c) ------------------------------------- */
+const char *wd_version(void);    /* "0.1.0": CMake's PROJECT_VERSION */
+const char *wd_git_commit(void); /* of the source tree at build time, or "unknown" */
+
 #ifdef __cplusplus
 }
 #endif

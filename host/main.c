@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "host/cli.h"
+#include "host/host.h"
 
 static const wd_command commands[] = {
     {"generate", "generate text from a prompt (optionally over an emulated wireless scenario)",

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "host/cli.h"
+#include "host/host.h"
 #include "wd_version.h"
 
 const char *wd_version(void) { return WDMOE_VERSION; }
