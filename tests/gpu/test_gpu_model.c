@@ -20,7 +20,7 @@
 
 #include "host/host.h"
 #include "host/cuda_runner.h"
-#include "tests/test_util.h"
+#include "tests/gpu/gpu_test_util.h"
 
 #define MAXL 8
 #define MAXP 64
@@ -122,17 +122,6 @@ static void cpu_forward(cpu_ref *r, const int *tokens, int n, int pos0, float *l
     for (int t = 0; t < n; t++) wd_rmsnorm(xb + (size_t)t * H, x + (size_t)t * H, nw, H, c->rms_eps);
     wd_matmul(NULL, logits, xb, m->lm_head->data, m->lm_head->dtype, n, V, H);
     free(nw); free(x); free(xb); free(q); free(att); free(o); free(rl); free(y); free(scr); free(ascr);
-}
-
-static double rel_err(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (isnan(a[i]) || isnan(b[i])) return INFINITY;
-        double d = (double)a[i] - b[i];
-        num += d * d;
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num) / (den > 0 ? sqrt(den) : 1.0);
 }
 
 /* ---- a synthetic model in memory ------------------------------------------------ */
@@ -273,7 +262,7 @@ static void run_synthetic(synth *s, wd_dtype dt, int top1) {
     cpu_forward(&r, toks, npre, 0, ref, rec, &mismatch);
     for (int i = 0; i < ndec; i++)
         cpu_forward(&r, toks + npre + i, 1, npre + i, ref + (size_t)(npre + i) * V, rec, &mismatch);
-    double e = rel_err(g, ref, (size_t)total * V);
+    double e = wd_gpu_rel_err(g, ref, (size_t)total * V);
     double tol = dt == WD_DT_F32 ? 2e-5 : 3e-2;
     printf("  synthetic %s%s%s: logits rel L2 %.3g (tol %.3g), routing differs from CPU top-k in %d "
            "choices\n", wd_dtype_name(dt), top1 ? " top-1 hook" : "",
@@ -387,7 +376,7 @@ static void run_modes(synth *s) {
     if (!run_mode(s, &spec, toks, npre, ndec, got, NULL, NULL)) {
         int same = !memcmp(got, ref, nl * 4);
         CHECKF(same, "CUDA graphs: logits differ from the plain run (rel L2 %.3g)",
-               rel_err(got, ref, nl));
+               wd_gpu_rel_err(got, ref, nl));
         printf("  CUDA graphs: %d decode steps bit-identical: %s\n", ndec, same ? "yes" : "NO");
     }
     spec.realtime = 1;
@@ -409,7 +398,7 @@ static void run_modes(synth *s) {
         spec.n_gpus = 2;
         if (!run_mode(s, &spec, toks, npre, ndec, got, NULL, NULL)) {
             int same = !memcmp(got, ref, nl * 4);
-            CHECKF(same, "two GPUs: logits differ from one GPU (rel L2 %.3g)", rel_err(got, ref, nl));
+            CHECKF(same, "two GPUs: logits differ from one GPU (rel L2 %.3g)", wd_gpu_rel_err(got, ref, nl));
             printf("  two GPUs (NCCL): bit-identical to one GPU: %s\n", same ? "yes" : "NO");
         }
     } else {
@@ -479,7 +468,7 @@ static void run_stories(void) {
                 rc = wd_cuda_model_forward(cm, want + NP + i, 1, gpu + (size_t)(NP + i) * V, 0,
                                            NULL, NULL, err, sizeof err);
             CHECKF(rc == 0, "stories260k forward: %s", err);
-            double e = rel_err(gpu, cpu, (size_t)(NP + ND) * V);
+            double e = wd_gpu_rel_err(gpu, cpu, (size_t)(NP + ND) * V);
             double tol = mode ? 3e-2 : 2e-5;
             CHECKF(e <= tol, "stories260k %s logits vs the CPU backend: rel L2 %.3g > %.3g",
                    mode ? "BF16" : "F32", e, tol);

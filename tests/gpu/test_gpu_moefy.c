@@ -4,13 +4,7 @@
  * prefill and decode. Skipped (exit 77) without a GPU. */
 #include "host/host.h"
 #include "host/cuda_runner.h"
-#include "tests/test_util.h"
-
-static double rel_l2(const float *a, const float *b, size_t n) {
-    double d = 0, q = 0;
-    for (size_t i = 0; i < n; i++) d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), q += (double)b[i] * b[i];
-    return sqrt(d / (q > 0 ? q : 1));
-}
+#include "tests/gpu/gpu_test_util.h"
 
 int main(void) {
     if (wd_cuda_device_count() <= 0) {
@@ -70,7 +64,7 @@ int main(void) {
             for (int i = NP; i < N; i++)
                 CHECKF(wd_cuda_model_forward(cm, tok + i, 1, gpu + (size_t)i * V, 0, NULL, NULL, err,
                                              sizeof err) == 0, "%s", err);
-            double r = rel_l2(gpu, cpu, N * V), rd = rel_l2(gpu, dense, N * V);
+            double r = wd_gpu_rel_err(gpu, cpu, N * V), rd = wd_gpu_rel_err(gpu, dense, N * V);
             printf("%s k=%d: GPU vs CPU rel L2 %.3g, vs dense %.3g\n", v ? "BF16" : "F32", k, r, rd);
             CHECKF(r < 1e-4, "k=%d: rel L2 %g", k, r);
             if (k == 4) CHECKF(rd < 1e-4, "all experts vs dense: rel L2 %g", rd);

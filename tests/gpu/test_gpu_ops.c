@@ -5,8 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "kernels/cuda/cuda_backend.h"
-#include "tests/test_util.h"
+#include "tests/gpu/gpu_test_util.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static float frand(void) { /* uniform in [-1, 1) */
@@ -21,6 +20,8 @@ static float *rand_vec(size_t n, float scale) {
     for (size_t i = 0; i < n; i++) v[i] = frand() * scale;
     return v;
 }
+/* n floats back from the device */
+static float *down_f32(const void *d, size_t n) { return wd_gpu_down(d, n * sizeof(float)); }
 /* Round an fp32 array to bf16 values (kept as fp32) and return its bf16 bits. */
 static uint16_t *to_bf16(float *v, size_t n) {
     uint16_t *b = malloc(n * 2);
@@ -31,55 +32,16 @@ static uint16_t *to_bf16(float *v, size_t n) {
     }
     return b;
 }
-static void *up(const void *h, size_t bytes) {
-    void *d = wd_cuda_malloc(bytes);
-    if (!d || wd_cuda_upload(d, h, bytes)) {
-        fprintf(stderr, "upload of %zu bytes failed\n", bytes);
-        abort();
-    }
-    return d;
-}
-static void *poisoned(size_t bytes) {
-    void *d = wd_cuda_malloc(bytes);
-    if (!d || wd_cuda_poison(d, bytes)) abort();
-    return d;
-}
-static float *down(const void *d, size_t n) {
-    float *h = malloc(n * sizeof(float));
-    int rc = wd_cuda_sync();
-    if (!h || rc || wd_cuda_download(h, d, n * sizeof(float))) {
-        fprintf(stderr, "kernel or download failed: %s\n", wd_cuda_error_string(rc));
-        abort();
-    }
-    return h;
-}
-/* Relative L2 error of a against b; NaN anywhere gives +inf. */
-static double rel_err(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (isnan(a[i]) || isnan(b[i])) return INFINITY;
-        double d = (double)a[i] - b[i];
-        num += d * d;
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num) / (den > 0 ? sqrt(den) : 1.0);
-}
-#define CHECK_ERR(name, a, b, n, tol)                                                          \
-    do {                                                                                       \
-        double e_ = rel_err((a), (b), (n));                                                    \
-        CHECKF(e_ <= (tol), "%s: relative L2 error %.3g > %.3g", name, e_, (double)(tol));     \
-        printf("  %-40s rel L2 %.3g\n", name, e_);                                             \
-    } while (0)
 
 static void test_rmsnorm(void) {
     int n = 3, dim = 4101;
     float *x = rand_vec((size_t)n * dim, 3.0f), *w = rand_vec(dim, 1.0f);
     float *ref = malloc((size_t)n * dim * 4);
     for (int t = 0; t < n; t++) wd_rmsnorm(ref + (size_t)t * dim, x + (size_t)t * dim, w, dim, 1e-5f);
-    float *dx = up(x, (size_t)n * dim * 4), *dw = up(w, dim * 4), *dy = poisoned((size_t)n * dim * 4);
+    float *dx = wd_gpu_up(x, (size_t)n * dim * 4), *dw = wd_gpu_up(w, dim * 4), *dy = wd_gpu_poisoned((size_t)n * dim * 4);
     CHECK(wd_cuda_rmsnorm(dy, dx, dw, n, dim, 1e-5f, NULL) == 0);
-    float *y = down(dy, (size_t)n * dim);
-    CHECK_ERR("rmsnorm", y, ref, (size_t)n * dim, 1e-6);
+    float *y = down_f32(dy, (size_t)n * dim);
+    WD_GPU_CHECK_ERR("rmsnorm", y, ref, (size_t)n * dim, 1e-6);
     free(x); free(w); free(ref); free(y);
     wd_cuda_free(dx); wd_cuda_free(dw); wd_cuda_free(dy);
 }
@@ -89,26 +51,26 @@ static void test_rope_kv(wd_dtype cdt) {
     int qd = nh * hd, kvd = nkv * hd;
     float *q = rand_vec((size_t)n * qd, 1), *k = rand_vec((size_t)n * kvd, 1),
           *v = rand_vec((size_t)n * kvd, 1);
-    float *dq = up(q, (size_t)n * qd * 4), *dk = up(k, (size_t)n * kvd * 4),
-          *dv = up(v, (size_t)n * kvd * 4);
+    float *dq = wd_gpu_up(q, (size_t)n * qd * 4), *dk = wd_gpu_up(k, (size_t)n * kvd * 4),
+          *dv = wd_gpu_up(v, (size_t)n * kvd * 4);
     size_t es = wd_dtype_bytes(cdt, 1);
-    void *kc = poisoned((size_t)ctx * kvd * es), *vc = poisoned((size_t)ctx * kvd * es);
+    void *kc = wd_gpu_poisoned((size_t)ctx * kvd * es), *vc = wd_gpu_poisoned((size_t)ctx * kvd * es);
     CHECK(wd_cuda_rope_kv(dq, dk, dv, kc, vc, cdt, n, pos0, nh, nkv, hd, 10000.0f, NULL) == 0);
     float *kc32 = wd_cuda_malloc((size_t)ctx * kvd * 4), *vc32 = wd_cuda_malloc((size_t)ctx * kvd * 4);
     CHECK(wd_cuda_convert(kc32, WD_DT_F32, kc, cdt, (size_t)ctx * kvd, NULL) == 0);
     CHECK(wd_cuda_convert(vc32, WD_DT_F32, vc, cdt, (size_t)ctx * kvd, NULL) == 0);
-    float *gq = down(dq, (size_t)n * qd);
-    float *gk = down(kc32 + (size_t)pos0 * kvd, (size_t)n * kvd);
-    float *gv = down(vc32 + (size_t)pos0 * kvd, (size_t)n * kvd);
+    float *gq = down_f32(dq, (size_t)n * qd);
+    float *gk = down_f32(kc32 + (size_t)pos0 * kvd, (size_t)n * kvd);
+    float *gv = down_f32(vc32 + (size_t)pos0 * kvd, (size_t)n * kvd);
     for (int t = 0; t < n; t++) {
         wd_rope(q + (size_t)t * qd, nh, hd, pos0 + t, 10000.0f);
         wd_rope(k + (size_t)t * kvd, nkv, hd, pos0 + t, 10000.0f);
     }
     double tol = cdt == WD_DT_F32 ? 1e-6 : 8e-3;
-    CHECK_ERR("rope q", gq, q, (size_t)n * qd, 1e-6);
-    CHECK_ERR(cdt == WD_DT_F32 ? "rope k -> f32 cache" : "rope k -> bf16 cache", gk, k,
+    WD_GPU_CHECK_ERR("rope q", gq, q, (size_t)n * qd, 1e-6);
+    WD_GPU_CHECK_ERR(cdt == WD_DT_F32 ? "rope k -> f32 cache" : "rope k -> bf16 cache", gk, k,
               (size_t)n * kvd, tol);
-    CHECK_ERR(cdt == WD_DT_F32 ? "v -> f32 cache" : "v -> bf16 cache", gv, v, (size_t)n * kvd, tol);
+    WD_GPU_CHECK_ERR(cdt == WD_DT_F32 ? "v -> f32 cache" : "v -> bf16 cache", gv, v, (size_t)n * kvd, tol);
     free(q); free(k); free(v); free(gq); free(gk); free(gv);
     wd_cuda_free(dq); wd_cuda_free(dk); wd_cuda_free(dv); wd_cuda_free(kc); wd_cuda_free(vc);
     wd_cuda_free(kc32); wd_cuda_free(vc32);
@@ -121,34 +83,34 @@ static void test_attention(wd_dtype cdt, int n, int pos0, int nh, int nkv, int h
     void *kc, *vc;
     if (cdt == WD_DT_BF16) {
         uint16_t *kb = to_bf16(k, (size_t)ctx * kvd), *vb = to_bf16(v, (size_t)ctx * kvd);
-        kc = up(kb, (size_t)ctx * kvd * 2);
-        vc = up(vb, (size_t)ctx * kvd * 2);
+        kc = wd_gpu_up(kb, (size_t)ctx * kvd * 2);
+        vc = wd_gpu_up(vb, (size_t)ctx * kvd * 2);
         free(kb); free(vb);
     } else {
-        kc = up(k, (size_t)ctx * kvd * 4);
-        vc = up(v, (size_t)ctx * kvd * 4);
+        kc = wd_gpu_up(k, (size_t)ctx * kvd * 4);
+        vc = wd_gpu_up(v, (size_t)ctx * kvd * 4);
     }
     float *ref = malloc((size_t)n * qd * 4);
     float *scr = malloc(wd_attention_scratch(n, nh, ctx) * 4);
     wd_attention(NULL, ref, q, k, v, n, pos0, nh, nkv, hd, scr);
-    float *dq = up(q, (size_t)n * qd * 4), *dout = poisoned((size_t)n * qd * 4);
+    float *dq = wd_gpu_up(q, (size_t)n * qd * 4), *dout = wd_gpu_poisoned((size_t)n * qd * 4);
     void *dscr = wd_cuda_malloc(wd_cuda_attention_scratch_bytes(n, nh, ctx, hd));
     CHECK(wd_cuda_attention(dout, dq, kc, vc, cdt, n, pos0, nh, nkv, hd, dscr, NULL) == 0);
-    float *out = down(dout, (size_t)n * qd);
+    float *out = down_f32(dout, (size_t)n * qd);
     char name[96];
     snprintf(name, sizeof name, "attention %s n=%d pos0=%d hd=%d", wd_dtype_name(cdt), n, pos0, hd);
-    CHECK_ERR(name, out, ref, (size_t)n * qd, 2e-5);
+    WD_GPU_CHECK_ERR(name, out, ref, (size_t)n * qd, 2e-5);
     free(q); free(k); free(v); free(ref); free(scr); free(out);
     wd_cuda_free(kc); wd_cuda_free(vc); wd_cuda_free(dq); wd_cuda_free(dout); wd_cuda_free(dscr);
 }
 
 static void test_router(int n, int E, int k) {
     float *l = rand_vec((size_t)n * E, 4);
-    float *dl = up(l, (size_t)n * E * 4), *dp = poisoned((size_t)n * E * 4),
-          *dw = poisoned((size_t)n * k * 4);
-    int *di = poisoned((size_t)n * k * 4);
+    float *dl = wd_gpu_up(l, (size_t)n * E * 4), *dp = wd_gpu_poisoned((size_t)n * E * 4),
+          *dw = wd_gpu_poisoned((size_t)n * k * 4);
+    int *di = wd_gpu_poisoned((size_t)n * k * 4);
     CHECK(wd_cuda_router(dp, di, dw, dl, n, E, k, NULL) == 0);
-    float *p = down(dp, (size_t)n * E), *w = down(dw, (size_t)n * k);
+    float *p = down_f32(dp, (size_t)n * E), *w = down_f32(dw, (size_t)n * k);
     int *idx = malloc((size_t)n * k * 4);
     CHECK(wd_cuda_download(idx, di, (size_t)n * k * 4) == 0);
     int bad = 0;
@@ -167,7 +129,7 @@ static void test_router(int n, int E, int k) {
     CHECKF(bad == 0, "router: %d top-k indices differ", bad);
     char name[64];
     snprintf(name, sizeof name, "router softmax E=%d k=%d", E, k);
-    CHECK_ERR(name, p, l, (size_t)n * E, 1e-6);
+    WD_GPU_CHECK_ERR(name, p, l, (size_t)n * E, 1e-6);
     free(l); free(p); free(w); free(idx);
     wd_cuda_free(dl); wd_cuda_free(dp); wd_cuda_free(dw); wd_cuda_free(di);
 }
@@ -179,9 +141,9 @@ static void test_router_nan(void) {
     int n = 2, E = 8, k = 2;
     float *l = rand_vec((size_t)n * E, 4);
     l[3] = NAN;
-    float *dl = up(l, (size_t)n * E * 4), *dp = poisoned((size_t)n * E * 4),
-          *dw = poisoned((size_t)n * k * 4);
-    int *di = poisoned((size_t)n * k * 4);
+    float *dl = wd_gpu_up(l, (size_t)n * E * 4), *dp = wd_gpu_poisoned((size_t)n * E * 4),
+          *dw = wd_gpu_poisoned((size_t)n * k * 4);
+    int *di = wd_gpu_poisoned((size_t)n * k * 4);
     CHECK(wd_cuda_router(dp, di, dw, dl, n, E, k, NULL) == 0);
     int rc = wd_cuda_sync();
     CHECKF(rc == 0, "router with a NaN logit: %s", wd_cuda_error_string(rc));
@@ -215,24 +177,24 @@ static void test_gemv_unaligned(wd_dtype dt) {
     if (dt == WD_DT_BF16) hw = wb = to_bf16(w, (size_t)rows * cols);
     CHECK(wd_cuda_upload(dw + es, hw, (size_t)rows * cols * es) == 0);
     CHECK(wd_cuda_upload(dx + 1, x, (size_t)n * cols * 4) == 0);
-    float *dy = up(y0, (size_t)n * rows * 4);
+    float *dy = wd_gpu_up(y0, (size_t)n * rows * 4);
     float *ref = malloc((size_t)n * rows * 4);
     wd_matmul(NULL, ref, x, w, WD_DT_F32, n, rows, cols);
     for (size_t i = 0; i < (size_t)n * rows; i++) ref[i] += y0[i];
     CHECK(wd_cuda_gemv(dy, dx + 1, dw + es, dt, n, rows, cols, 1.0f, NULL) == 0);
-    float *y = down(dy, (size_t)n * rows);
+    float *y = down_f32(dy, (size_t)n * rows);
     char name[96];
     snprintf(name, sizeof name, "gemv %s unaligned, beta 1", wd_dtype_name(dt));
-    CHECK_ERR(name, y, ref, (size_t)n * rows, 1e-5);
+    WD_GPU_CHECK_ERR(name, y, ref, (size_t)n * rows, 1e-5);
     free(w); free(x); free(y0); free(wb); free(ref); free(y);
     wd_cuda_free(dw); wd_cuda_free(dx); wd_cuda_free(dy);
 }
 
 /* W as both dtypes: w32 holds the bf16-rounded values when dt is BF16. */
 static void *weights(float *w32, size_t n, wd_dtype dt) {
-    if (dt == WD_DT_F32) return up(w32, n * 4);
+    if (dt == WD_DT_F32) return wd_gpu_up(w32, n * 4);
     uint16_t *b = to_bf16(w32, n);
-    void *d = up(b, n * 2);
+    void *d = wd_gpu_up(b, n * 2);
     free(b);
     return d;
 }
@@ -240,17 +202,17 @@ static void *weights(float *w32, size_t n, wd_dtype dt) {
 static void test_matmul(wd_cuda_blas *blas, wd_dtype dt, int n, int rows, int cols) {
     float *w = rand_vec((size_t)rows * cols, 0.05f), *x = rand_vec((size_t)n * cols, 1);
     void *dw = weights(w, (size_t)rows * cols, dt);
-    float *dx = up(x, (size_t)n * cols * 4), *dy = poisoned((size_t)n * rows * 4);
+    float *dx = wd_gpu_up(x, (size_t)n * cols * 4), *dy = wd_gpu_poisoned((size_t)n * rows * 4);
     float *ref = malloc((size_t)n * rows * 4);
     wd_matmul(NULL, ref, x, w, WD_DT_F32, n, rows, cols);
     CHECK(wd_cuda_matmul(blas, dy, dx, dw, dt, n, rows, cols) == 0);
-    float *y = down(dy, (size_t)n * rows);
+    float *y = down_f32(dy, (size_t)n * rows);
     char name[96];
     int gemm = n > WD_CUDA_GEMV_MAX_N;
     snprintf(name, sizeof name, "%s %s n=%d %dx%d", gemm ? "gemm" : "gemv", wd_dtype_name(dt), n,
              rows, cols);
     /* cuBLAS BF16 rounds the activations to bf16 (2^-9 relative) */
-    CHECK_ERR(name, y, ref, (size_t)n * rows, gemm && dt == WD_DT_BF16 ? 1e-2 : 1e-5);
+    WD_GPU_CHECK_ERR(name, y, ref, (size_t)n * rows, gemm && dt == WD_DT_BF16 ? 1e-2 : 1e-5);
     free(w); free(x); free(ref); free(y);
     wd_cuda_free(dw); wd_cuda_free(dx); wd_cuda_free(dy);
 }
@@ -277,21 +239,21 @@ static void test_expert(wd_cuda_blas *blas, wd_dtype dt, int n, int H, int F, in
     float *dout;
     if (accumulate) {
         memcpy(ref, base, (size_t)total * H * 4);
-        dout = up(base, (size_t)total * H * 4);
+        dout = wd_gpu_up(base, (size_t)total * H * 4);
     } else {
         for (size_t i = 0; i < (size_t)total * H; i++) ref[i] = NAN; /* untouched rows */
-        dout = poisoned((size_t)total * H * 4);
+        dout = wd_gpu_poisoned((size_t)total * H * 4);
     }
     for (int t = 0; t < n; t++)
         for (int i = 0; i < H; i++)
             ref[(size_t)rows[t] * H + i] =
                 (accumulate ? ref[(size_t)rows[t] * H + i] : 0.0f) + scale[t] * ys[(size_t)t * H + i];
-    float *dx = up(x, (size_t)total * H * 4), *dsc = up(scale, (size_t)n * 4);
-    int *drows = up(rows, (size_t)n * 4);
+    float *dx = wd_gpu_up(x, (size_t)total * H * 4), *dsc = wd_gpu_up(scale, (size_t)n * 4);
+    int *drows = wd_gpu_up(rows, (size_t)n * 4);
     void *dscr = wd_cuda_malloc(wd_cuda_expert_scratch_bytes(n, H, F));
     CHECK(wd_cuda_expert_ffn(blas, &e, dout, dx, drows, dsc, n, accumulate, dscr,
                              wd_cuda_blas_stream(blas)) == 0);
-    float *out = down(dout, (size_t)total * H);
+    float *out = down_f32(dout, (size_t)total * H);
     /* compare the rows the expert wrote; untouched rows must stay as they were */
     float *a = malloc((size_t)n * H * 4), *b = malloc((size_t)n * H * 4);
     for (int t = 0; t < n; t++) {
@@ -302,7 +264,7 @@ static void test_expert(wd_cuda_blas *blas, wd_dtype dt, int n, int H, int F, in
     char name[96];
     snprintf(name, sizeof name, "expert %s %s n=%d H=%d F=%d %s", gemm ? "cublas" : "fused",
              wd_dtype_name(dt), n, H, F, accumulate ? "add" : "write");
-    CHECK_ERR(name, a, b, (size_t)n * H, gemm && dt == WD_DT_BF16 ? 1.5e-2 : 2e-5);
+    WD_GPU_CHECK_ERR(name, a, b, (size_t)n * H, gemm && dt == WD_DT_BF16 ? 1.5e-2 : 2e-5);
     if (accumulate) {
         int changed = 0;
         for (int r = 0; r < total; r++) {
@@ -322,8 +284,8 @@ static void test_expert(wd_cuda_blas *blas, wd_dtype dt, int n, int H, int F, in
 static void test_convert_embed_combine(void) {
     size_t n = 10007;
     float *x = rand_vec(n, 100);
-    float *dx = up(x, n * 4);
-    uint16_t *db = poisoned(n * 2);
+    float *dx = wd_gpu_up(x, n * 4);
+    uint16_t *db = wd_gpu_poisoned(n * 2);
     CHECK(wd_cuda_convert(db, WD_DT_BF16, dx, WD_DT_F32, n, NULL) == 0);
     uint16_t *hb = malloc(n * 2);
     CHECK(wd_cuda_sync() == 0 && wd_cuda_download(hb, db, n * 2) == 0);
@@ -332,10 +294,10 @@ static void test_convert_embed_combine(void) {
     CHECKF(bad == 0, "f32 -> bf16: %d values differ from wd_f32_to_bf16", bad);
     uint16_t *hh = malloc(n * 2);
     for (size_t i = 0; i < n; i++) hh[i] = wd_f32_to_f16(x[i]);
-    void *dh = up(hh, n * 2);
-    float *df = poisoned(n * 4);
+    void *dh = wd_gpu_up(hh, n * 2);
+    float *df = wd_gpu_poisoned(n * 4);
     CHECK(wd_cuda_convert(df, WD_DT_F32, dh, WD_DT_F16, n, NULL) == 0);
-    float *f = down(df, n);
+    float *f = down_f32(df, n);
     bad = 0;
     for (size_t i = 0; i < n; i++) bad += f[i] != wd_f16_to_f32(hh[i]);
     CHECKF(bad == 0, "f16 -> f32: %d values differ from wd_f16_to_f32", bad);
@@ -343,38 +305,38 @@ static void test_convert_embed_combine(void) {
     int V = 50, dim = 96, toks[4] = {3, 49, 0, 3};
     float *tab = rand_vec((size_t)V * dim, 1);
     uint16_t *tb = to_bf16(tab, (size_t)V * dim);
-    void *dtab = up(tb, (size_t)V * dim * 2);
-    int *dtok = up(toks, sizeof toks);
-    float *demb = poisoned(4 * dim * 4);
+    void *dtab = wd_gpu_up(tb, (size_t)V * dim * 2);
+    int *dtok = wd_gpu_up(toks, sizeof toks);
+    float *demb = wd_gpu_poisoned(4 * dim * 4);
     CHECK(wd_cuda_embed(demb, dtab, WD_DT_BF16, dtok, 4, dim, NULL) == 0);
-    float *emb = down(demb, 4 * dim), ref[4 * 96];
+    float *emb = down_f32(demb, 4 * dim), ref[4 * 96];
     for (int t = 0; t < 4; t++) memcpy(ref + t * dim, tab + (size_t)toks[t] * dim, dim * 4);
-    CHECK_ERR("embed bf16", emb, ref, 4 * dim, 0);
+    WD_GPU_CHECK_ERR("embed bf16", emb, ref, 4 * dim, 0);
     /* more tokens than a grid's y dimension takes (65535) */
     int nt = 70000, d8 = 8;
     int *many = malloc((size_t)nt * 4);
     for (int t = 0; t < nt; t++) many[t] = (t * 7) % V;
-    float *tab32 = rand_vec((size_t)V * d8, 1), *dtab32 = up(tab32, (size_t)V * d8 * 4);
-    int *dmany = up(many, (size_t)nt * 4);
-    float *dembm = poisoned((size_t)nt * d8 * 4);
+    float *tab32 = rand_vec((size_t)V * d8, 1), *dtab32 = wd_gpu_up(tab32, (size_t)V * d8 * 4);
+    int *dmany = wd_gpu_up(many, (size_t)nt * 4);
+    float *dembm = wd_gpu_poisoned((size_t)nt * d8 * 4);
     CHECK(wd_cuda_embed(dembm, dtab32, WD_DT_F32, dmany, nt, d8, NULL) == 0);
-    float *embm = down(dembm, (size_t)nt * d8), *refm = malloc((size_t)nt * d8 * 4);
+    float *embm = down_f32(dembm, (size_t)nt * d8), *refm = malloc((size_t)nt * d8 * 4);
     for (int t = 0; t < nt; t++) memcpy(refm + (size_t)t * d8, tab32 + (size_t)many[t] * d8, d8 * 4);
-    CHECK_ERR("embed f32, 70000 tokens", embm, refm, (size_t)nt * d8, 0);
+    WD_GPU_CHECK_ERR("embed f32, 70000 tokens", embm, refm, (size_t)nt * d8, 0);
     free(many); free(tab32); free(embm); free(refm);
     wd_cuda_free(dtab32); wd_cuda_free(dmany); wd_cuda_free(dembm);
     /* combine: out += s0 + s1 + s2 */
     int m = 3, d = 1000;
     float *o = rand_vec((size_t)m * d, 1), *s[3], *ds[3];
-    float *dout = up(o, (size_t)m * d * 4);
+    float *dout = wd_gpu_up(o, (size_t)m * d * 4);
     for (int j = 0; j < 3; j++) {
         s[j] = rand_vec((size_t)m * d, 1);
-        ds[j] = up(s[j], (size_t)m * d * 4);
+        ds[j] = wd_gpu_up(s[j], (size_t)m * d * 4);
     }
     CHECK(wd_cuda_combine(dout, (const float *const *)ds, 3, m, d, NULL) == 0);
-    float *go = down(dout, (size_t)m * d);
+    float *go = down_f32(dout, (size_t)m * d);
     for (size_t i = 0; i < (size_t)m * d; i++) o[i] = ((o[i] + s[0][i]) + s[1][i]) + s[2][i];
-    CHECK_ERR("combine", go, o, (size_t)m * d, 0);
+    WD_GPU_CHECK_ERR("combine", go, o, (size_t)m * d, 0);
     for (int j = 0; j < 3; j++) { free(s[j]); wd_cuda_free(ds[j]); }
     free(o); free(go); wd_cuda_free(dout);
     free(x); free(hb); free(hh); free(f); free(tab); free(tb); free(emb);

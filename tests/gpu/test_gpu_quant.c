@@ -13,8 +13,7 @@
  * per case. Skipped (exit 77) without a GPU. */
 #include <stdint.h>
 
-#include "kernels/cuda/cuda_backend.h"
-#include "tests/test_util.h"
+#include "tests/gpu/gpu_test_util.h"
 
 static const wd_dtype QT[] = {WD_DT_Q8_0, WD_DT_Q4_0, WD_DT_Q4_1, WD_DT_Q4_K, WD_DT_Q5_K, WD_DT_Q6_K};
 #define NQT (int)(sizeof QT / sizeof QT[0])
@@ -67,41 +66,6 @@ static void *up_at(const void *h, size_t n, size_t off, void **base) {
     *base = d;
     return d + off;
 }
-static void *up(const void *h, size_t n) {
-    void *d = wd_cuda_malloc(n);
-    if (!d || wd_cuda_upload(d, h, n)) abort();
-    return d;
-}
-static void *poisoned(size_t bytes) {
-    void *d = wd_cuda_malloc(bytes);
-    if (!d || wd_cuda_poison(d, bytes)) abort();
-    return d;
-}
-static void *down(const void *d, size_t bytes) {
-    void *h = malloc(bytes);
-    int rc = wd_cuda_sync();
-    if (!h || rc || wd_cuda_download(h, d, bytes)) {
-        fprintf(stderr, "kernel or download failed: %s\n", wd_cuda_error_string(rc));
-        abort();
-    }
-    return h;
-}
-static double rel_err(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (isnan(a[i]) || isnan(b[i])) return INFINITY;
-        double d = (double)a[i] - b[i];
-        num += d * d;
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num) / (den > 0 ? sqrt(den) : 1.0);
-}
-#define CHECK_ERR(name, a, b, n, tol)                                                          \
-    do {                                                                                       \
-        double e_ = rel_err((a), (b), (n));                                                    \
-        CHECKF(e_ <= (tol), "%s: relative L2 error %.3g > %.3g", name, e_, (double)(tol));     \
-        printf("  %-44s rel L2 %.3g\n", name, e_);                                             \
-    } while (0)
 
 static void test_dequant(wd_dtype dt, int rows, int cols) {
     float *deq;
@@ -110,28 +74,28 @@ static void test_dequant(wd_dtype dt, int rows, int cols) {
     void *base;
     void *dw = up_at(w, bytes, 3, &base);
     /* all rows in order, then a gather (the embedding lookup) */
-    float *df = poisoned((size_t)rows * cols * 4);
+    float *df = wd_gpu_poisoned((size_t)rows * cols * 4);
     CHECK(wd_cuda_dequant_rows(df, WD_DT_F32, dw, dt, NULL, rows, cols, NULL) == 0);
-    float *f = down(df, (size_t)rows * cols * 4);
+    float *f = wd_gpu_down(df, (size_t)rows * cols * 4);
     int bad = 0;
     for (size_t i = 0; i < (size_t)rows * cols; i++) bad += memcmp(&f[i], &deq[i], 4) != 0;
     CHECKF(bad == 0, "dequant %s %dx%d: %d values differ from the CPU", wd_dtype_name(dt), rows, cols, bad);
     printf("  dequant %-5s %4dx%-5d to F32: %s\n", wd_dtype_name(dt), rows, cols,
            bad ? "DIFFERS" : "bit-exact");
     uint16_t *hb = NULL;
-    uint16_t *db = poisoned((size_t)rows * cols * 2);
+    uint16_t *db = wd_gpu_poisoned((size_t)rows * cols * 2);
     CHECK(wd_cuda_dequant_rows(db, WD_DT_BF16, dw, dt, NULL, rows, cols, NULL) == 0);
-    hb = down(db, (size_t)rows * cols * 2);
+    hb = wd_gpu_down(db, (size_t)rows * cols * 2);
     int badb = 0;
     for (size_t i = 0; i < (size_t)rows * cols; i++) badb += hb[i] != wd_f32_to_bf16(deq[i]);
     CHECKF(badb == 0, "dequant %s to BF16: %d values differ", wd_dtype_name(dt), badb);
     printf("  dequant %-5s %4dx%-5d to BF16: %s\n", wd_dtype_name(dt), rows, cols,
            badb ? "DIFFERS" : "bit-exact");
     int n = 5, tok[5] = {rows - 1, 0, rows / 2, rows - 1, 1 % rows};
-    int *dtok = up(tok, sizeof tok);
-    float *de = poisoned((size_t)n * cols * 4);
+    int *dtok = wd_gpu_up(tok, sizeof tok);
+    float *de = wd_gpu_poisoned((size_t)n * cols * 4);
     CHECK(wd_cuda_embed(de, dw, dt, dtok, n, cols, NULL) == 0);
-    float *e = down(de, (size_t)n * cols * 4);
+    float *e = wd_gpu_down(de, (size_t)n * cols * 4);
     int bade = 0;
     for (int t = 0; t < n; t++) bade += memcmp(e + (size_t)t * cols, deq + (size_t)tok[t] * cols, (size_t)cols * 4) != 0;
     CHECKF(bade == 0, "embed %s: %d rows differ", wd_dtype_name(dt), bade);
@@ -148,8 +112,8 @@ static void test_matmul(wd_cuda_blas *blas, wd_dtype dt, int n, int rows, int co
     float *x = rand_vec((size_t)n * cols, 1), *y0 = rand_vec((size_t)n * rows, 1);
     void *wbase;
     void *dw = up_at(w, wd_dtype_bytes(dt, (int64_t)rows * cols), woff, &wbase);
-    float *dx = up(x, (size_t)n * cols * 4);
-    float *dy = beta1 ? up(y0, (size_t)n * rows * 4) : poisoned((size_t)n * rows * 4);
+    float *dx = wd_gpu_up(x, (size_t)n * cols * 4);
+    float *dy = beta1 ? wd_gpu_up(y0, (size_t)n * rows * 4) : wd_gpu_poisoned((size_t)n * rows * 4);
     float *ref = malloc((size_t)n * rows * 4);
     wd_matmul(NULL, ref, x, w, dt, n, rows, cols); /* the CPU kernel on the same blocks */
     int rc;
@@ -160,11 +124,11 @@ static void test_matmul(wd_cuda_blas *blas, wd_dtype dt, int n, int rows, int co
         rc = wd_cuda_matmul(blas, dy, dx, dw, dt, n, rows, cols);
     }
     CHECKF(rc == 0, "matmul %s: %s", wd_dtype_name(dt), wd_cuda_error_string(rc));
-    float *y = down(dy, (size_t)n * rows * 4);
+    float *y = wd_gpu_down(dy, (size_t)n * rows * 4);
     char name[96];
     snprintf(name, sizeof name, "%s %s n=%d %dx%d%s%s", n > WD_CUDA_GEMV_MAX_N ? "gemm" : "gemv",
              wd_dtype_name(dt), n, rows, cols, woff ? " unaligned" : "", beta1 ? " beta 1" : "");
-    CHECK_ERR(name, y, ref, (size_t)n * rows, 1e-5);
+    WD_GPU_CHECK_ERR(name, y, ref, (size_t)n * rows, 1e-5);
     free(w); free(deq); free(x); free(y0); free(ref); free(y);
     wd_cuda_free(wbase); wd_cuda_free(dx); wd_cuda_free(dy);
 }
@@ -177,7 +141,7 @@ static void test_expert(wd_cuda_blas *blas, wd_dtype dt, wd_dtype dt2, int n, in
     float *d1, *d3, *d2;
     uint8_t *w1 = rand_quant(dt, F, H, &d1), *w3 = rand_quant(dt, F, H, &d3), *w2 = rand_quant(dt2, H, F, &d2);
     size_t b13 = wd_dtype_bytes(dt, (int64_t)F * H), b2 = wd_dtype_bytes(dt2, (int64_t)H * F);
-    wd_cuda_expert e = {up(w1, b13), up(w3, b13), up(w2, b2), dt, H, F, dt2};
+    wd_cuda_expert e = {wd_gpu_up(w1, b13), wd_gpu_up(w3, b13), wd_gpu_up(w2, b2), dt, H, F, dt2};
     int *rows = malloc((size_t)n * 4);
     float *scale = malloc((size_t)n * 4);
     for (int t = 0; t < n; t++) {
@@ -191,21 +155,21 @@ static void test_expert(wd_cuda_blas *blas, wd_dtype dt, wd_dtype dt2, int n, in
     float *dout;
     if (accumulate) {
         memcpy(ref, base, (size_t)total * H * 4);
-        dout = up(base, (size_t)total * H * 4);
+        dout = wd_gpu_up(base, (size_t)total * H * 4);
     } else {
-        dout = poisoned((size_t)total * H * 4);
+        dout = wd_gpu_poisoned((size_t)total * H * 4);
     }
     for (int t = 0; t < n; t++)
         for (int i = 0; i < H; i++)
             ref[(size_t)rows[t] * H + i] =
                 (accumulate ? ref[(size_t)rows[t] * H + i] : 0.0f) + scale[t] * ys[(size_t)t * H + i];
-    float *dx = up(x, (size_t)total * H * 4), *dsc = up(scale, (size_t)n * 4);
-    int *drows = up(rows, (size_t)n * 4);
+    float *dx = wd_gpu_up(x, (size_t)total * H * 4), *dsc = wd_gpu_up(scale, (size_t)n * 4);
+    int *drows = wd_gpu_up(rows, (size_t)n * 4);
     void *dscr = wd_cuda_malloc(wd_cuda_expert_scratch_bytes(n, H, F));
     int rc = wd_cuda_expert_ffn(blas, &e, dout, dx, drows, dsc, n, accumulate, dscr,
                                 wd_cuda_blas_stream(blas));
     CHECKF(rc == 0, "expert %s: %s", wd_dtype_name(dt), wd_cuda_error_string(rc));
-    float *out = down(dout, (size_t)total * H * 4);
+    float *out = wd_gpu_down(dout, (size_t)total * H * 4);
     float *a = malloc((size_t)n * H * 4), *b = malloc((size_t)n * H * 4);
     for (int t = 0; t < n; t++) {
         memcpy(a + (size_t)t * H, out + (size_t)rows[t] * H, (size_t)H * 4);
@@ -215,7 +179,7 @@ static void test_expert(wd_cuda_blas *blas, wd_dtype dt, wd_dtype dt2, int n, in
     snprintf(name, sizeof name, "expert %s %s%s%s n=%d H %d F %d%s",
              n > WD_CUDA_GEMV_MAX_N ? "gemm" : "fused", wd_dtype_name(dt), dt2 != dt ? "/" : "",
              dt2 != dt ? wd_dtype_name(dt2) : "", n, H, F, accumulate ? " +=" : "");
-    CHECK_ERR(name, a, b, (size_t)n * H, 2e-5);
+    WD_GPU_CHECK_ERR(name, a, b, (size_t)n * H, 2e-5);
     /* rows the expert does not own: untouched (accumulate) */
     if (accumulate) {
         int bad = 0;
@@ -232,8 +196,8 @@ static void test_expert(wd_cuda_blas *blas, wd_dtype dt, wd_dtype dt2, int n, in
 
 static void test_bad_shape(void) {
     /* rows that are not whole blocks are refused, not read past */
-    float *dy = poisoned(64 * 4), *dx = poisoned(300 * 4);
-    void *dw = poisoned(4096);
+    float *dy = wd_gpu_poisoned(64 * 4), *dx = wd_gpu_poisoned(300 * 4);
+    void *dw = wd_gpu_poisoned(4096);
     CHECK(wd_cuda_gemv(dy, dx, dw, WD_DT_Q4_K, 1, 4, 300, 0.0f, NULL) != 0);
     CHECK(wd_cuda_dequant_rows(dy, WD_DT_F32, dw, WD_DT_Q4_0, NULL, 1, 40, NULL) != 0);
     CHECK(wd_cuda_sync() == 0);
