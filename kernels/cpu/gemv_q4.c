@@ -575,6 +575,111 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
     }
 }
 
+#if Q4_Z512
+/* ---- Q4_K, 512-bit, one sub-block per 128-bit lane --------------------------
+ * Per super-block the 128 code bytes (4 chunks of 32: low nibbles sub-block
+ * 2c, high 2c+1) are loaded as two zmm and regrouped by two vshufi64x2 into
+ * V0 = the first 16 bytes of each chunk, V1 = the last 16: lane L of both
+ * holds sub-blocks 2L (low nibbles) and 2L+1 (high). The token is regrouped
+ * to match once per call (kq: xA, xB for the low nibbles of V0, V1; xC, xD
+ * for the high), so one chain of two vpdpbusd per nibble half leaves each
+ * 128-bit lane with one sub-block's dot: Dl = sub-blocks 0 2 4 6, Dh = 16 x
+ * sub-blocks 1 3 5 7 (the high nibbles dotted in place, 16 u <= 240). The
+ * 16 scales and mins of the row are converted once, F = [sc mn] [d dmin]
+ * kw, kw = [dx_j (odd j: dx_j / 16) | 1] of the token; two vpermps spread
+ * F's scales over Dl's and Dh's lanes, and the mins are one FMA of F with
+ * [0 | -xs_j]: per super-block and row 2 + 4 + 4 vector ops on codes and
+ * dots, 2 conversions and 3 FMAs. */
+#define KQ_STACK 65536 /* bytes of regrouped tokens (1.5 x cols each) per call */
+
+static inline __attribute__((always_inline)) void
+q4k_tile(float *y, int ldy, const int8_t *kq, const float *kw, int n, int nb8, const uint8_t *w, size_t rb,
+         int r, const int R, int cols) {
+    const uint8_t *wr[4];
+    for (int i = 0; i < R; i++) wr[i] = w + (size_t)(r + i) * rb;
+    const __m512i mlo = _mm512_set1_epi8(0x0F), mhi = _mm512_set1_epi8((char)0xF0);
+    const __m512i iL = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
+    const __m512i iH = _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 5, 5, 5, 5, 7, 7, 7, 7);
+    const __m512i iD = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    for (int t = 0; t < n; t++) {
+        const int8_t *xt = kq + (size_t)t * cols;
+        const float *wt = kw + (size_t)t * 32 * nb8;
+        __m512 acc[4], acc2[4], accm[4];
+        for (int i = 0; i < R; i++) acc[i] = acc2[i] = accm[i] = _mm512_setzero_ps();
+        for (int g = 0; g < nb8; g++) {
+            const size_t o = (size_t)g * WD_Q4_K_BYTES;
+            if (t == 0) PF_TILE(wr[0], o, WD_Q4_K_BYTES, R);
+            const int8_t *xb = xt + 256 * g;
+            const __m512i xA = _mm512_load_si512(xb), xB = _mm512_load_si512(xb + 64),
+                          xC = _mm512_load_si512(xb + 128), xD = _mm512_load_si512(xb + 192);
+            const __m512 kwg = _mm512_load_ps(wt + 32 * g), xsm = _mm512_load_ps(wt + 32 * g + 16);
+            _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+                const uint8_t *blk = wr[i] + o;
+                const __m512i q0 = _mm512_loadu_si512(blk + 16), q1 = _mm512_loadu_si512(blk + 80);
+                const __m512i v0 = _mm512_shuffle_i64x2(q0, q1, 0x88), v1 = _mm512_shuffle_i64x2(q0, q1, 0xDD);
+                __m512i dl = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v0, mlo), xA);
+                dl = _mm512_dpbusd_epi32(dl, _mm512_and_si512(v1, mlo), xB);
+                __m512i dh = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v0, mhi), xC);
+                dh = _mm512_dpbusd_epi32(dh, _mm512_and_si512(v1, mhi), xD);
+                uint32_t dm;
+                memcpy(&dm, blk, 4);
+                const __m512 dd = _mm512_permutexvar_ps(iD, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dm))));
+                const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(k4_unpack_v(blk + 4))),
+                                               _mm512_mul_ps(dd, kwg));
+                accm[i] = _mm512_fmadd_ps(f, xsm, accm[i]);
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dl), _mm512_permutexvar_ps(iL, f), acc[i]);
+                acc2[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dh), _mm512_permutexvar_ps(iH, f), acc2[i]);
+            }
+        }
+        for (int i = 0; i < R; i++)
+            y[(size_t)t * ldy + r + i] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[i], acc2[i]), accm[i]));
+    }
+}
+
+static void q4k_tile4(float *y, int ldy, const int8_t *kq, const float *kw, int n, int nb8, const uint8_t *w,
+                      size_t rb, int r, int cols) {
+    q4k_tile(y, ldy, kq, kw, n, nb8, w, rb, r, 4, cols);
+}
+static void q4k_tile1(float *y, int ldy, const int8_t *kq, const float *kw, int n, int nb8, const uint8_t *w,
+                      size_t rb, int r, int cols) {
+    q4k_tile(y, ldy, kq, kw, n, nb8, w, rb, r, 1, cols);
+}
+
+/* The tokens regrouped for q4k_tile: kq[t][256 g ..] = xA xB xC xD of
+ * super-block g; kw[t][32 g ..] = [dx_j (odd j / 16), 1 x 8 | 0 x 8, -xs_j]. */
+static void q4k_regroup(int8_t *kq, float *kw, const wd_q8x *xq, int n, int nb8, int cols) {
+    for (int t = 0; t < n; t++)
+        for (int g = 0; g < nb8; g++) {
+            int8_t *o = kq + (size_t)t * cols + 256 * g;
+            const int8_t *x = xq[t].q + 256 * g;
+            for (int part = 0; part < 4; part++) /* xA: j even, bytes 0-15; xB: j even, 16-31; xC, xD: j odd */
+                for (int L = 0; L < 4; L++)
+                    memcpy(o + 64 * part + 16 * L, x + 32 * (2 * L + (part >> 1)) + 16 * (part & 1), 16);
+            float *f = kw + (size_t)t * 32 * nb8 + 32 * g;
+            for (int j = 0; j < 8; j++) {
+                f[j] = xq[t].d[8 * g + j] * (j & 1 ? 0.0625f : 1.0f);
+                f[8 + j] = 1.0f;
+                f[16 + j] = 0.0f;
+                f[24 + j] = -xq[t].xs[8 * g + j];
+            }
+        }
+}
+
+static int q4k_rows_z512(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb, int cols,
+                         int r0, int r1) {
+    _Alignas(64) unsigned char buf[KQ_STACK];
+    const int nb8 = cols / 256;
+    if ((size_t)n * (size_t)cols * 3 / 2 > sizeof buf) return 0;
+    int8_t *kq = (int8_t *)buf;
+    float *kw = (float *)(buf + (size_t)n * cols);
+    q4k_regroup(kq, kw, xq, n, nb8, cols);
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) q4k_tile4(y, ldy, kq, kw, n, nb8, w, rb, r, cols);
+    for (; r < r1; r++) q4k_tile1(y, ldy, kq, kw, n, nb8, w, rb, r, cols);
+    return 1;
+}
+#endif
+
 #define SIMD_ROWS(NAME, T, BB)                                                                 \
     static void NAME##_4(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w,         \
                          size_t rb, int nb, int r) {                                           \
@@ -592,7 +697,14 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
     }
 SIMD_ROWS(q4_0_rows_simd, T_Q4_0, WD_Q4_0_BYTES)
 SIMD_ROWS(q4_1_rows_simd, T_Q4_1, WD_Q4_1_BYTES)
-SIMD_ROWS(q4_k_rows_simd, T_Q4_K, WD_Q4_K_BYTES)
+SIMD_ROWS(q4_k_rows_simd0, T_Q4_K, WD_Q4_K_BYTES)
+static void q4_k_rows_simd(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb, int cols,
+                           int r0, int r1) {
+#if Q4_Z512
+    if (q4k_rows_z512(y, ldy, xq, n, w, rb, cols, r0, r1)) return;
+#endif
+    q4_k_rows_simd0(y, ldy, xq, n, w, rb, cols, r0, r1);
+}
 SIMD_ROWS(q5_k_rows_simd, T_Q5_K, WD_Q5_K_BYTES)
 SIMD_ROWS(q6_k_rows_simd, T_Q6_K, WD_Q6_K_BYTES)
 #endif
