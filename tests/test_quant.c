@@ -248,6 +248,17 @@ static void test_random(wd_pool *pool) {
                         snprintf(msg, sizeof msg, "%s %dx%d n %d q8x scalar", wd_dtype_name(dt), rows, cols, n);
                         check_q8x(y, x, deq, yd, n, rows, cols, msg);
                         simd_scalar += wd_cpu_q4x_rows_fn(dt, 0) != wd_cpu_q4x_rows_fn(dt, 1);
+                        /* rows [s, rows): every row in another tile of 4 (or alone) than
+                         * in the whole run above, the same bits */
+                        for (int s = 1; s < 4 && s < rows; s++) {
+                            memcpy(y, y1, 4 * (size_t)n * rows);
+                            for (int t = 0; t < n; t++)
+                                for (int r = s; r < rows; r++) y[(size_t)t * rows + r] = NAN;
+                            wd_cpu_gemv_q8x(y, rows, x, n, cols, w, wd_dtype_bytes(dt, cols), s, rows,
+                                            wd_cpu_q4x_rows_fn(dt, 1));
+                            CHECKF(!memcmp(y, y1, 4 * (size_t)n * rows), "%s %dx%d n %d: rows from %d differ in other tiles",
+                                   wd_dtype_name(dt), rows, cols, n, s);
+                        }
                     } else if (wd_cpu_q8x_gemm_owns(dt)) {
                         check_q8x(y1, x, deq, yd, n, rows, cols, msg);
                     } else {

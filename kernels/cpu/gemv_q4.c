@@ -187,6 +187,27 @@ static inline __m128i k4_unpack_v(const uint8_t *scales) {
                         _mm_and_si128(_mm_srli_epi32(b, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030)));
 }
 
+#if Q4_Z512
+/* The sums of a0..a3's 16 lanes, in that order: lane-wise adds only, so a
+ * row's sum takes the same steps whatever the other three are (a single row
+ * passes itself 4 times); 14 instructions for 4 rows instead of 4 reductions. */
+static inline __m128 hsum4_z(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    const __m512 t0 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xEE));
+    const __m512 t1 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xEE));
+    __m512 u = _mm512_add_ps(_mm512_shuffle_f32x4(t0, t1, 0x88), _mm512_shuffle_f32x4(t0, t1, 0xDD));
+    u = _mm512_add_ps(u, _mm512_permute_ps(u, 0x4E));
+    u = _mm512_add_ps(u, _mm512_permute_ps(u, 0xB1));
+    return _mm512_castps512_ps128(
+        _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), u));
+}
+
+/* y[0..R) = the lane sums of a[0..R) (R = 4 or 1, same bits per row). */
+static inline void store_sums_z(float *y, const __m512 *a, const int R) {
+    if (R == 4) _mm_storeu_ps(y, hsum4_z(a[0], a[1], a[2], a[3]));
+    else _mm_store_ss(y, hsum4_z(a[0], a[0], a[0], a[0]));
+}
+#endif
+
 /* R rows (4 or 1; the same arithmetic per row either way) x n tokens. */
 static inline __attribute__((always_inline)) void
 q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb, int nb, int r,
@@ -566,10 +587,15 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                 }
             }
         }
-        for (int i = 0; i < R; i++)
 #if Q4_Z512
-            y[(size_t)t * ldy + r + i] = wd_hsum8(_mm256_add_ps(acc[i], acc2[i])) + _mm512_reduce_add_ps(_mm512_add_ps(accz[i], accz2[i])) + macc[i];
+        __m512 az[4];
+        for (int i = 0; i < R; i++)
+            az[i] = _mm512_add_ps(_mm512_add_ps(accz[i], accz2[i]),
+                                  _mm512_zextps256_ps512(_mm256_add_ps(acc[i], acc2[i])));
+        store_sums_z(y + (size_t)t * ldy + r, az, R);
+        for (int i = 0; i < R; i++) y[(size_t)t * ldy + r + i] += macc[i];
 #else
+        for (int i = 0; i < R; i++)
             y[(size_t)t * ldy + r + i] = wd_hsum8(_mm256_add_ps(acc[i], acc2[i])) + macc[i];
 #endif
     }
@@ -631,8 +657,8 @@ q4k_tile(float *y, int ldy, const int8_t *kq, const float *kw, int n, int nb8, c
                 acc2[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dh), _mm512_permutexvar_ps(iH, f), acc2[i]);
             }
         }
-        for (int i = 0; i < R; i++)
-            y[(size_t)t * ldy + r + i] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[i], acc2[i]), accm[i]));
+        for (int i = 0; i < R; i++) acc[i] = _mm512_add_ps(_mm512_add_ps(acc[i], acc2[i]), accm[i]);
+        store_sums_z(y + (size_t)t * ldy + r, acc, R);
     }
 }
 
