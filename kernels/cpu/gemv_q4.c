@@ -201,10 +201,10 @@ static inline __m128 hsum4_z(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
         _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), u));
 }
 
-/* y[0..R) = the lane sums of a[0..R) (R = 4 or 1, same bits per row). */
-static inline void store_sums_z(float *y, const __m512 *a, const int R) {
-    if (R == 4) _mm_storeu_ps(y, hsum4_z(a[0], a[1], a[2], a[3]));
-    else _mm_store_ss(y, hsum4_z(a[0], a[0], a[0], a[0]));
+/* y[0..R) = the lane sums of a[0..R) plus m[0..R) (R = 4 or 1, same bits per row). */
+static inline void store_sums_z(float *y, const __m512 *a, const float *m, const int R) {
+    if (R == 4) _mm_storeu_ps(y, _mm_add_ps(hsum4_z(a[0], a[1], a[2], a[3]), _mm_loadu_ps(m)));
+    else _mm_store_ss(y, _mm_add_ss(hsum4_z(a[0], a[0], a[0], a[0]), _mm_load_ss(m)));
 }
 #endif
 
@@ -592,8 +592,7 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
         for (int i = 0; i < R; i++)
             az[i] = _mm512_add_ps(_mm512_add_ps(accz[i], accz2[i]),
                                   _mm512_zextps256_ps512(_mm256_add_ps(acc[i], acc2[i])));
-        store_sums_z(y + (size_t)t * ldy + r, az, R);
-        for (int i = 0; i < R; i++) y[(size_t)t * ldy + r + i] += macc[i];
+        store_sums_z(y + (size_t)t * ldy + r, az, macc, R);
 #else
         for (int i = 0; i < R; i++)
             y[(size_t)t * ldy + r + i] = wd_hsum8(_mm256_add_ps(acc[i], acc2[i])) + macc[i];
@@ -658,7 +657,8 @@ q4k_tile(float *y, int ldy, const int8_t *kq, const float *kw, int n, int nb8, c
             }
         }
         for (int i = 0; i < R; i++) acc[i] = _mm512_add_ps(_mm512_add_ps(acc[i], acc2[i]), accm[i]);
-        store_sums_z(y + (size_t)t * ldy + r, acc, R);
+        const float zero4[4] = {0, 0, 0, 0};
+        store_sums_z(y + (size_t)t * ldy + r, acc, zero4, R);
     }
 }
 
