@@ -691,6 +691,113 @@ static void q4k_regroup(int8_t *kq, float *kw, const wd_q8x *xq, int n, int nb8,
         }
 }
 
+/* ---- Q4_0 / Q4_1, 512-bit, the token regrouped once per call -------------
+ * q4_tile's 4-block steps (lanes 4j..4j+3 = block j) with everything that
+ * depends on the token alone precomputed per group of 4 blocks (q4x_regroup:
+ * the low and high halves of the 4 blocks, the 4 d_x and Q4_1's xs or Q4_0's
+ * -8 sum(q) spread over their lanes), so a row's step is 2 loads, one
+ * vpermi2b, 3 mask/shift ops, 2 vpdpbusd, one vpermi2w + conversion of its
+ * scales (Q4_1: and its mins), one conversion and 1-2 FMAs. Rows whose block
+ * count is not a multiple of 4 take q4_tile. */
+#define Q4G_BYTES 256 /* per token and 4 blocks: xlo, xhi, dx4, iv (Q4_0) or xs4 (Q4_1) */
+
+static void q4x_regroup(uint8_t *kx, const wd_q8x *xq, int n, int ng, const int T) {
+    for (int t = 0; t < n; t++)
+        for (int g = 0; g < ng; g++) {
+            uint8_t *o = kx + ((size_t)t * ng + g) * Q4G_BYTES;
+            const int8_t *x = xq[t].q + 128 * g;
+            for (int j = 0; j < 4; j++) {
+                memcpy(o + 16 * j, x + 32 * j, 16);
+                memcpy(o + 64 + 16 * j, x + 32 * j + 16, 16);
+            }
+            float *dx4 = (float *)(o + 128), *xs4 = (float *)(o + 192);
+            int32_t *iv = (int32_t *)(o + 192);
+            for (int l = 0; l < 16; l++) {
+                const int b = 4 * g + l / 4;
+                dx4[l] = xq[t].d[b];
+                if (T == T_Q4_1) xs4[l] = xq[t].xs[b];
+                else iv[l] = l % 4 ? 0 : xq[t].init[8 * b] >> 4;
+            }
+        }
+}
+
+static inline __attribute__((always_inline)) void
+q4x_tile(float *y, int ldy, const uint8_t *kx, int n, int ng, const uint8_t *w, size_t rb, int r, const int R,
+         const int T) {
+    const size_t bb = T == T_Q4_0 ? WD_Q4_0_BYTES : WD_Q4_1_BYTES;
+    const int qo = T == T_Q4_0 ? 2 : 4;
+    const uint8_t *wr[4];
+    for (int i = 0; i < R; i++) wr[i] = w + (size_t)(r + i) * rb;
+    /* as q4_tile: byte l of block j's codes in the pair (16 bytes at 0, 64 at 4 bb - 64) */
+    _Alignas(64) uint8_t bix[64];
+    for (int j = 0; j < 4; j++)
+        for (int l = 0; l < 16; l++) {
+            const int off = j * (int)bb + qo + l, base = 4 * (int)bb - 64;
+            bix[16 * j + l] = (uint8_t)(off >= base ? 64 + off - base : off);
+        }
+    _Alignas(64) uint16_t dix[32] = {0}, mix[32] = {0};
+    for (int k = 0; k < 16; k++) {
+        const int base = 4 * (int)bb - 64, od = k / 4 * (int)bb, om = od + 2;
+        dix[k] = (uint16_t)(od >= base ? 32 + (od - base) / 2 : od / 2);
+        mix[k] = (uint16_t)(om >= base ? 32 + (om - base) / 2 : om / 2);
+    }
+    const __m512i didx = _mm512_load_si512(dix), midx = _mm512_load_si512(mix);
+    const __m512i bidx = _mm512_load_si512(bix), m4z = _mm512_set1_epi8(0xF);
+    for (int t = 0; t < n; t++) {
+        __m512 acc[4], acc2[4];
+        for (int i = 0; i < R; i++) acc[i] = acc2[i] = _mm512_setzero_ps();
+        for (int g = 0; g < ng; g++) {
+            const uint8_t *xg = kx + ((size_t)t * ng + g) * Q4G_BYTES;
+            const size_t o = (size_t)g * 4 * bb;
+            if (t == 0) PF_TILE(wr[0], o, 4 * bb, R);
+            const __m512i xlo = _mm512_load_si512(xg), xhi = _mm512_load_si512(xg + 64);
+            const __m512 dx4 = _mm512_load_ps(xg + 128);
+            const __m512i iv = T == T_Q4_0 ? _mm512_load_si512(xg + 192) : _mm512_setzero_si512();
+            const __m512 xs4 = T == T_Q4_1 ? _mm512_load_ps(xg + 192) : _mm512_setzero_ps();
+            _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+                const uint8_t *p = wr[i] + o;
+                const __m512i A = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p)),
+                              B = _mm512_loadu_si512(p + 4 * bb - 64);
+                const __m512i q = _mm512_permutex2var_epi8(A, bidx, B);
+                __m512i sd = _mm512_dpbusd_epi32(iv, _mm512_and_si512(q, m4z), xlo);
+                sd = _mm512_dpbusd_epi32(sd, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4z), xhi);
+                const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(A, didx, B)));
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sd), _mm512_mul_ps(dw, dx4), acc[i]);
+                if (T == T_Q4_1) {
+                    const __m512i mh = _mm512_maskz_permutex2var_epi16(0x1111, A, midx, B);
+                    acc2[i] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(mh)), xs4, acc2[i]);
+                }
+            }
+        }
+        for (int i = 0; i < R; i++) acc[i] = _mm512_add_ps(acc[i], acc2[i]);
+        const float zero4[4] = {0, 0, 0, 0};
+        store_sums_z(y + (size_t)t * ldy + r, acc, zero4, R);
+    }
+}
+
+#define Q4X_ROWS(NAME, T)                                                                      \
+    static void NAME##_4(float *y, int ldy, const uint8_t *kx, int n, int ng, const uint8_t *w, \
+                         size_t rb, int r) {                                                   \
+        q4x_tile(y, ldy, kx, n, ng, w, rb, r, 4, T);                                           \
+    }                                                                                          \
+    static void NAME##_1(float *y, int ldy, const uint8_t *kx, int n, int ng, const uint8_t *w, \
+                         size_t rb, int r) {                                                   \
+        q4x_tile(y, ldy, kx, n, ng, w, rb, r, 1, T);                                           \
+    }                                                                                          \
+    static int NAME(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb,      \
+                    int cols, int r0, int r1) {                                                \
+        _Alignas(64) uint8_t buf[KQ_STACK];                                                    \
+        const int ng = cols / 128;                                                             \
+        if (cols % 128 || (size_t)n * ng * Q4G_BYTES > sizeof buf) return 0;                   \
+        q4x_regroup(buf, xq, n, ng, T);                                                        \
+        int r = r0;                                                                            \
+        for (; r + 4 <= r1; r += 4) NAME##_4(y, ldy, buf, n, ng, w, rb, r);                    \
+        for (; r < r1; r++) NAME##_1(y, ldy, buf, n, ng, w, rb, r);                            \
+        return 1;                                                                              \
+    }
+Q4X_ROWS(q4_0_rows_z512, T_Q4_0)
+Q4X_ROWS(q4_1_rows_z512, T_Q4_1)
+
 static int q4k_rows_z512(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb, int cols,
                          int r0, int r1) {
     _Alignas(64) unsigned char buf[KQ_STACK];
@@ -721,8 +828,22 @@ static int q4k_rows_z512(float *y, int ldy, const wd_q8x *xq, int n, const void 
         for (; r + 4 <= r1; r += 4) NAME##_4(y, ldy, xq, n, w, rb, cols / 32, r);              \
         for (; r < r1; r++) NAME##_1(y, ldy, xq, n, w, rb, cols / 32, r);                      \
     }
-SIMD_ROWS(q4_0_rows_simd, T_Q4_0, WD_Q4_0_BYTES)
-SIMD_ROWS(q4_1_rows_simd, T_Q4_1, WD_Q4_1_BYTES)
+SIMD_ROWS(q4_0_rows_simd0, T_Q4_0, WD_Q4_0_BYTES)
+SIMD_ROWS(q4_1_rows_simd0, T_Q4_1, WD_Q4_1_BYTES)
+static void q4_0_rows_simd(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb, int cols,
+                           int r0, int r1) {
+#if Q4_Z512
+    if (q4_0_rows_z512(y, ldy, xq, n, w, rb, cols, r0, r1)) return;
+#endif
+    q4_0_rows_simd0(y, ldy, xq, n, w, rb, cols, r0, r1);
+}
+static void q4_1_rows_simd(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb, int cols,
+                           int r0, int r1) {
+#if Q4_Z512
+    if (q4_1_rows_z512(y, ldy, xq, n, w, rb, cols, r0, r1)) return;
+#endif
+    q4_1_rows_simd0(y, ldy, xq, n, w, rb, cols, r0, r1);
+}
 SIMD_ROWS(q4_k_rows_simd0, T_Q4_K, WD_Q4_K_BYTES)
 static void q4_k_rows_simd(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb, int cols,
                            int r0, int r1) {
