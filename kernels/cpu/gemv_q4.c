@@ -615,7 +615,11 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
  * F's scales over Dl's and Dh's lanes, and the mins are one FMA of F with
  * [0 | -xs_j]: per super-block and row 2 + 4 + 4 vector ops on codes and
  * dots, 2 conversions and 3 FMAs. */
-#define KQ_STACK 65536 /* bytes of regrouped tokens (1.5 x cols each) per call */
+/* Bytes of regrouped tokens per call (Q4_K 1.5, Q4_0/Q4_1 2 per column and
+ * token): wd_cpu_gemv_q8x's chunks of quantised tokens take more than 2 bytes
+ * per column and token of its 98304, so any chunk it passes fits; a direct
+ * call with more takes q4_tile. */
+#define KQ_STACK 98304
 
 static inline __attribute__((always_inline)) void
 q4k_tile(float *y, int ldy, const int8_t *kq, const float *kw, int n, int nb8, const uint8_t *w, size_t rb,
