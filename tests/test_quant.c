@@ -206,7 +206,8 @@ static void test_random(wd_pool *pool) {
     static const int rows_list[] = {1, 5, 17, 35, 67};
     /* 45 and 67 blocks (32-block types only): Q4_0/Q4_1's 4-block steps, their
      * tails within a chunk of 64 blocks and past it */
-    static const int nblk_list[] = {1, 3, 7, 45, 67};
+    /* 68 (32-block types), 4 (K-quants): whole groups of 4 blocks or 1024 columns */
+    static const int nblk_list[] = {1, 3, 7, 45, 67, 68};
     /* 8..16: one token vector per pass, 21: two, 49: passes of 32 and 17, 97: three */
     static const int ns[] = {1, 2, 3, 4, 5, 7, 8, 9, 21, 49, 97};
     const int NN = (int)(sizeof ns / sizeof ns[0]);
@@ -215,8 +216,9 @@ static void test_random(wd_pool *pool) {
         int worst_bad = 0, simd_scalar = 0;
         double worst = 0;
         for (int ri = 0; ri < 5; ri++)
-            for (int bi = 0; bi < (wd_dtype_block(dt) == 32 ? 5 : 3); bi++) {
-                int rows = rows_list[ri], cols = nblk_list[bi] * wd_dtype_block(dt);
+            for (int bi = 0; bi < (wd_dtype_block(dt) == 32 ? 6 : 4); bi++) {
+                int rows = rows_list[ri];
+                int cols = (wd_dtype_block(dt) == 32 || bi < 3 ? nblk_list[bi] : 4) * wd_dtype_block(dt);
                 size_t bytes = wd_dtype_bytes(dt, (int64_t)rows * cols);
                 uint8_t *mem = malloc(bytes + 5);
                 float *deq = malloc(4 * (size_t)rows * cols), *x = malloc(4 * (size_t)97 * cols);
@@ -248,6 +250,17 @@ static void test_random(wd_pool *pool) {
                         snprintf(msg, sizeof msg, "%s %dx%d n %d q8x scalar", wd_dtype_name(dt), rows, cols, n);
                         check_q8x(y, x, deq, yd, n, rows, cols, msg);
                         simd_scalar += wd_cpu_q4x_rows_fn(dt, 0) != wd_cpu_q4x_rows_fn(dt, 1);
+                        /* rows [s, rows): every row in another tile of 4 (or alone) than
+                         * in the whole run above, the same bits */
+                        for (int s = 1; s < 4 && s < rows; s++) {
+                            memcpy(y, y1, 4 * (size_t)n * rows);
+                            for (int t = 0; t < n; t++)
+                                for (int r = s; r < rows; r++) y[(size_t)t * rows + r] = NAN;
+                            wd_cpu_gemv_q8x(y, rows, x, n, cols, w, wd_dtype_bytes(dt, cols), s, rows,
+                                            wd_cpu_q4x_rows_fn(dt, 1));
+                            CHECKF(!memcmp(y, y1, 4 * (size_t)n * rows), "%s %dx%d n %d: rows from %d differ in other tiles",
+                                   wd_dtype_name(dt), rows, cols, n, s);
+                        }
                     } else if (wd_cpu_q8x_gemm_owns(dt)) {
                         check_q8x(y1, x, deq, yd, n, rows, cols, msg);
                     } else {

@@ -187,6 +187,27 @@ static inline __m128i k4_unpack_v(const uint8_t *scales) {
                         _mm_and_si128(_mm_srli_epi32(b, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030)));
 }
 
+#if Q4_Z512
+/* The sums of a0..a3's 16 lanes, in that order: lane-wise adds only, so a
+ * row's sum takes the same steps whatever the other three are (a single row
+ * passes itself 4 times); 14 instructions for 4 rows instead of 4 reductions. */
+static inline __m128 hsum4_z(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    const __m512 t0 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xEE));
+    const __m512 t1 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xEE));
+    __m512 u = _mm512_add_ps(_mm512_shuffle_f32x4(t0, t1, 0x88), _mm512_shuffle_f32x4(t0, t1, 0xDD));
+    u = _mm512_add_ps(u, _mm512_permute_ps(u, 0x4E));
+    u = _mm512_add_ps(u, _mm512_permute_ps(u, 0xB1));
+    return _mm512_castps512_ps128(
+        _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), u));
+}
+
+/* y[0..R) = the lane sums of a[0..R) plus m[0..R) (R = 4 or 1, same bits per row). */
+static inline void store_sums_z(float *y, const __m512 *a, const float *m, const int R) {
+    if (R == 4) _mm_storeu_ps(y, _mm_add_ps(hsum4_z(a[0], a[1], a[2], a[3]), _mm_loadu_ps(m)));
+    else _mm_store_ss(y, _mm_add_ss(hsum4_z(a[0], a[0], a[0], a[0]), _mm_load_ss(m)));
+}
+#endif
+
 /* R rows (4 or 1; the same arithmetic per row either way) x n tokens. */
 static inline __attribute__((always_inline)) void
 q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb, int nb, int r,
@@ -566,14 +587,235 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                 }
             }
         }
-        for (int i = 0; i < R; i++)
 #if Q4_Z512
-            y[(size_t)t * ldy + r + i] = wd_hsum8(_mm256_add_ps(acc[i], acc2[i])) + _mm512_reduce_add_ps(_mm512_add_ps(accz[i], accz2[i])) + macc[i];
+        __m512 az[4];
+        for (int i = 0; i < R; i++)
+            az[i] = _mm512_add_ps(_mm512_add_ps(accz[i], accz2[i]),
+                                  _mm512_zextps256_ps512(_mm256_add_ps(acc[i], acc2[i])));
+        store_sums_z(y + (size_t)t * ldy + r, az, macc, R);
 #else
+        for (int i = 0; i < R; i++)
             y[(size_t)t * ldy + r + i] = wd_hsum8(_mm256_add_ps(acc[i], acc2[i])) + macc[i];
 #endif
     }
 }
+
+#if Q4_Z512
+/* ---- Q4_K, 512-bit, one sub-block per 128-bit lane --------------------------
+ * Per super-block the 128 code bytes (4 chunks of 32: low nibbles sub-block
+ * 2c, high 2c+1) are loaded as two zmm and regrouped by two vshufi64x2 into
+ * V0 = the first 16 bytes of each chunk, V1 = the last 16: lane L of both
+ * holds sub-blocks 2L (low nibbles) and 2L+1 (high). The token is regrouped
+ * to match once per call (kq: xA, xB for the low nibbles of V0, V1; xC, xD
+ * for the high), so one chain of two vpdpbusd per nibble half leaves each
+ * 128-bit lane with one sub-block's dot: Dl = sub-blocks 0 2 4 6, Dh = 16 x
+ * sub-blocks 1 3 5 7 (the high nibbles dotted in place, 16 u <= 240). The
+ * 16 scales and mins of the row are converted once, F = [sc mn] [d dmin]
+ * kw, kw = [dx_j (odd j: dx_j / 16) | 1] of the token; two vpermps spread
+ * F's scales over Dl's and Dh's lanes, and the mins are one FMA of F with
+ * [0 | -xs_j]: per super-block and row 2 + 4 + 4 vector ops on codes and
+ * dots, 2 conversions and 3 FMAs. */
+/* Bytes of regrouped tokens per call (Q4_K 1.5, Q4_0/Q4_1 2 per column and
+ * token): wd_cpu_gemv_q8x's chunks of quantised tokens take more than 2 bytes
+ * per column and token of its 98304, so any chunk it passes fits; a direct
+ * call with more takes q4_tile. */
+#define KQ_STACK 98304
+
+static inline __attribute__((always_inline)) void
+q4k_tile(float *y, int ldy, const int8_t *kq, const float *kw, int n, int nb8, const uint8_t *w, size_t rb,
+         int r, const int R, int cols) {
+    const uint8_t *wr[4];
+    for (int i = 0; i < R; i++) wr[i] = w + (size_t)(r + i) * rb;
+    const __m512i mlo = _mm512_set1_epi8(0x0F), mhi = _mm512_set1_epi8((char)0xF0);
+    const __m512i iL = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
+    const __m512i iH = _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 5, 5, 5, 5, 7, 7, 7, 7);
+    const __m512i iD = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    for (int t = 0; t < n; t++) {
+        const int8_t *xt = kq + (size_t)t * cols;
+        const float *wt = kw + (size_t)t * 32 * nb8;
+        __m512 acc[4], acc2[4], accm[4];
+        for (int i = 0; i < R; i++) acc[i] = acc2[i] = accm[i] = _mm512_setzero_ps();
+        for (int g = 0; g < nb8; g++) {
+            const size_t o = (size_t)g * WD_Q4_K_BYTES;
+            if (t == 0) PF_TILE(wr[0], o, WD_Q4_K_BYTES, R);
+            const int8_t *xb = xt + 256 * g;
+            const __m512i xA = _mm512_load_si512(xb), xB = _mm512_load_si512(xb + 64),
+                          xC = _mm512_load_si512(xb + 128), xD = _mm512_load_si512(xb + 192);
+            const __m512 kwg = _mm512_load_ps(wt + 32 * g), xsm = _mm512_load_ps(wt + 32 * g + 16);
+            _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+                const uint8_t *blk = wr[i] + o;
+                const __m512i q0 = _mm512_loadu_si512(blk + 16), q1 = _mm512_loadu_si512(blk + 80);
+                const __m512i v0 = _mm512_shuffle_i64x2(q0, q1, 0x88), v1 = _mm512_shuffle_i64x2(q0, q1, 0xDD);
+                __m512i dl = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v0, mlo), xA);
+                dl = _mm512_dpbusd_epi32(dl, _mm512_and_si512(v1, mlo), xB);
+                __m512i dh = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v0, mhi), xC);
+                dh = _mm512_dpbusd_epi32(dh, _mm512_and_si512(v1, mhi), xD);
+                uint32_t dm;
+                memcpy(&dm, blk, 4);
+                const __m512 dd = _mm512_permutexvar_ps(iD, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dm))));
+                const __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(k4_unpack_v(blk + 4))),
+                                               _mm512_mul_ps(dd, kwg));
+                accm[i] = _mm512_fmadd_ps(f, xsm, accm[i]);
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dl), _mm512_permutexvar_ps(iL, f), acc[i]);
+                acc2[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dh), _mm512_permutexvar_ps(iH, f), acc2[i]);
+            }
+        }
+        for (int i = 0; i < R; i++) acc[i] = _mm512_add_ps(_mm512_add_ps(acc[i], acc2[i]), accm[i]);
+        const float zero4[4] = {0, 0, 0, 0};
+        store_sums_z(y + (size_t)t * ldy + r, acc, zero4, R);
+    }
+}
+
+static void q4k_tile4(float *y, int ldy, const int8_t *kq, const float *kw, int n, int nb8, const uint8_t *w,
+                      size_t rb, int r, int cols) {
+    q4k_tile(y, ldy, kq, kw, n, nb8, w, rb, r, 4, cols);
+}
+static void q4k_tile1(float *y, int ldy, const int8_t *kq, const float *kw, int n, int nb8, const uint8_t *w,
+                      size_t rb, int r, int cols) {
+    q4k_tile(y, ldy, kq, kw, n, nb8, w, rb, r, 1, cols);
+}
+
+/* The tokens regrouped for q4k_tile: kq[t][256 g ..] = xA xB xC xD of
+ * super-block g; kw[t][32 g ..] = [dx_j (odd j / 16), 1 x 8 | 0 x 8, -xs_j]. */
+static void q4k_regroup(int8_t *kq, float *kw, const wd_q8x *xq, int n, int nb8, int cols) {
+    for (int t = 0; t < n; t++)
+        for (int g = 0; g < nb8; g++) {
+            int8_t *o = kq + (size_t)t * cols + 256 * g;
+            const int8_t *x = xq[t].q + 256 * g;
+            for (int part = 0; part < 4; part++) /* xA: j even, bytes 0-15; xB: j even, 16-31; xC, xD: j odd */
+                for (int L = 0; L < 4; L++)
+                    memcpy(o + 64 * part + 16 * L, x + 32 * (2 * L + (part >> 1)) + 16 * (part & 1), 16);
+            float *f = kw + (size_t)t * 32 * nb8 + 32 * g;
+            for (int j = 0; j < 8; j++) {
+                f[j] = xq[t].d[8 * g + j] * (j & 1 ? 0.0625f : 1.0f);
+                f[8 + j] = 1.0f;
+                f[16 + j] = 0.0f;
+                f[24 + j] = -xq[t].xs[8 * g + j];
+            }
+        }
+}
+
+/* ---- Q4_0 / Q4_1, 512-bit, the token regrouped once per call -------------
+ * q4_tile's 4-block steps (lanes 4j..4j+3 = block j) with everything that
+ * depends on the token alone precomputed per group of 4 blocks (q4x_regroup:
+ * the low and high halves of the 4 blocks, the 4 d_x and Q4_1's xs or Q4_0's
+ * -8 sum(q) spread over their lanes), so a row's step is 2 loads, one
+ * vpermi2b, 3 mask/shift ops, 2 vpdpbusd, one vpermi2w + conversion of its
+ * scales (Q4_1: and its mins), one conversion and 1-2 FMAs. Rows whose block
+ * count is not a multiple of 4 take q4_tile. */
+#define Q4G_BYTES 256 /* per token and 4 blocks: xlo, xhi, dx4, iv (Q4_0) or xs4 (Q4_1) */
+
+static void q4x_regroup(uint8_t *kx, const wd_q8x *xq, int n, int ng, const int T) {
+    for (int t = 0; t < n; t++)
+        for (int g = 0; g < ng; g++) {
+            uint8_t *o = kx + ((size_t)t * ng + g) * Q4G_BYTES;
+            const int8_t *x = xq[t].q + 128 * g;
+            for (int j = 0; j < 4; j++) {
+                memcpy(o + 16 * j, x + 32 * j, 16);
+                memcpy(o + 64 + 16 * j, x + 32 * j + 16, 16);
+            }
+            float *dx4 = (float *)(o + 128), *xs4 = (float *)(o + 192);
+            int32_t *iv = (int32_t *)(o + 192);
+            for (int l = 0; l < 16; l++) {
+                const int b = 4 * g + l / 4;
+                dx4[l] = xq[t].d[b];
+                if (T == T_Q4_1) xs4[l] = xq[t].xs[b];
+                else iv[l] = l % 4 ? 0 : xq[t].init[8 * b] >> 4;
+            }
+        }
+}
+
+static inline __attribute__((always_inline)) void
+q4x_tile(float *y, int ldy, const uint8_t *kx, int n, int ng, const uint8_t *w, size_t rb, int r, const int R,
+         const int T) {
+    const size_t bb = T == T_Q4_0 ? WD_Q4_0_BYTES : WD_Q4_1_BYTES;
+    const int qo = T == T_Q4_0 ? 2 : 4;
+    const uint8_t *wr[4];
+    for (int i = 0; i < R; i++) wr[i] = w + (size_t)(r + i) * rb;
+    /* as q4_tile: byte l of block j's codes in the pair (16 bytes at 0, 64 at 4 bb - 64) */
+    _Alignas(64) uint8_t bix[64];
+    for (int j = 0; j < 4; j++)
+        for (int l = 0; l < 16; l++) {
+            const int off = j * (int)bb + qo + l, base = 4 * (int)bb - 64;
+            bix[16 * j + l] = (uint8_t)(off >= base ? 64 + off - base : off);
+        }
+    _Alignas(64) uint16_t dix[32] = {0}, mix[32] = {0};
+    for (int k = 0; k < 16; k++) {
+        const int base = 4 * (int)bb - 64, od = k / 4 * (int)bb, om = od + 2;
+        dix[k] = (uint16_t)(od >= base ? 32 + (od - base) / 2 : od / 2);
+        mix[k] = (uint16_t)(om >= base ? 32 + (om - base) / 2 : om / 2);
+    }
+    const __m512i didx = _mm512_load_si512(dix), midx = _mm512_load_si512(mix);
+    const __m512i bidx = _mm512_load_si512(bix), m4z = _mm512_set1_epi8(0xF);
+    for (int t = 0; t < n; t++) {
+        __m512 acc[4], acc2[4];
+        for (int i = 0; i < R; i++) acc[i] = acc2[i] = _mm512_setzero_ps();
+        for (int g = 0; g < ng; g++) {
+            const uint8_t *xg = kx + ((size_t)t * ng + g) * Q4G_BYTES;
+            const size_t o = (size_t)g * 4 * bb;
+            if (t == 0) PF_TILE(wr[0], o, 4 * bb, R);
+            const __m512i xlo = _mm512_load_si512(xg), xhi = _mm512_load_si512(xg + 64);
+            const __m512 dx4 = _mm512_load_ps(xg + 128);
+            const __m512i iv = T == T_Q4_0 ? _mm512_load_si512(xg + 192) : _mm512_setzero_si512();
+            const __m512 xs4 = T == T_Q4_1 ? _mm512_load_ps(xg + 192) : _mm512_setzero_ps();
+            _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
+                const uint8_t *p = wr[i] + o;
+                const __m512i A = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p)),
+                              B = _mm512_loadu_si512(p + 4 * bb - 64);
+                const __m512i q = _mm512_permutex2var_epi8(A, bidx, B);
+                __m512i sd = _mm512_dpbusd_epi32(iv, _mm512_and_si512(q, m4z), xlo);
+                sd = _mm512_dpbusd_epi32(sd, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4z), xhi);
+                const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(A, didx, B)));
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sd), _mm512_mul_ps(dw, dx4), acc[i]);
+                if (T == T_Q4_1) {
+                    const __m512i mh = _mm512_maskz_permutex2var_epi16(0x1111, A, midx, B);
+                    acc2[i] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(mh)), xs4, acc2[i]);
+                }
+            }
+        }
+        for (int i = 0; i < R; i++) acc[i] = _mm512_add_ps(acc[i], acc2[i]);
+        const float zero4[4] = {0, 0, 0, 0};
+        store_sums_z(y + (size_t)t * ldy + r, acc, zero4, R);
+    }
+}
+
+#define Q4X_ROWS(NAME, T)                                                                      \
+    static void NAME##_4(float *y, int ldy, const uint8_t *kx, int n, int ng, const uint8_t *w, \
+                         size_t rb, int r) {                                                   \
+        q4x_tile(y, ldy, kx, n, ng, w, rb, r, 4, T);                                           \
+    }                                                                                          \
+    static void NAME##_1(float *y, int ldy, const uint8_t *kx, int n, int ng, const uint8_t *w, \
+                         size_t rb, int r) {                                                   \
+        q4x_tile(y, ldy, kx, n, ng, w, rb, r, 1, T);                                           \
+    }                                                                                          \
+    static int NAME(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb,      \
+                    int cols, int r0, int r1) {                                                \
+        _Alignas(64) uint8_t buf[KQ_STACK];                                                    \
+        const int ng = cols / 128;                                                             \
+        if (cols % 128 || (size_t)n * ng * Q4G_BYTES > sizeof buf) return 0;                   \
+        q4x_regroup(buf, xq, n, ng, T);                                                        \
+        int r = r0;                                                                            \
+        for (; r + 4 <= r1; r += 4) NAME##_4(y, ldy, buf, n, ng, w, rb, r);                    \
+        for (; r < r1; r++) NAME##_1(y, ldy, buf, n, ng, w, rb, r);                            \
+        return 1;                                                                              \
+    }
+Q4X_ROWS(q4_0_rows_z512, T_Q4_0)
+Q4X_ROWS(q4_1_rows_z512, T_Q4_1)
+
+static int q4k_rows_z512(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb, int cols,
+                         int r0, int r1) {
+    _Alignas(64) unsigned char buf[KQ_STACK];
+    const int nb8 = cols / 256;
+    if ((size_t)n * (size_t)cols * 3 / 2 > sizeof buf) return 0;
+    int8_t *kq = (int8_t *)buf;
+    float *kw = (float *)(buf + (size_t)n * cols);
+    q4k_regroup(kq, kw, xq, n, nb8, cols);
+    int r = r0;
+    for (; r + 4 <= r1; r += 4) q4k_tile4(y, ldy, kq, kw, n, nb8, w, rb, r, cols);
+    for (; r < r1; r++) q4k_tile1(y, ldy, kq, kw, n, nb8, w, rb, r, cols);
+    return 1;
+}
+#endif
 
 #define SIMD_ROWS(NAME, T, BB)                                                                 \
     static void NAME##_4(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w,         \
@@ -590,9 +832,30 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
         for (; r + 4 <= r1; r += 4) NAME##_4(y, ldy, xq, n, w, rb, cols / 32, r);              \
         for (; r < r1; r++) NAME##_1(y, ldy, xq, n, w, rb, cols / 32, r);                      \
     }
-SIMD_ROWS(q4_0_rows_simd, T_Q4_0, WD_Q4_0_BYTES)
-SIMD_ROWS(q4_1_rows_simd, T_Q4_1, WD_Q4_1_BYTES)
-SIMD_ROWS(q4_k_rows_simd, T_Q4_K, WD_Q4_K_BYTES)
+SIMD_ROWS(q4_0_rows_simd0, T_Q4_0, WD_Q4_0_BYTES)
+SIMD_ROWS(q4_1_rows_simd0, T_Q4_1, WD_Q4_1_BYTES)
+static void q4_0_rows_simd(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb, int cols,
+                           int r0, int r1) {
+#if Q4_Z512
+    if (q4_0_rows_z512(y, ldy, xq, n, w, rb, cols, r0, r1)) return;
+#endif
+    q4_0_rows_simd0(y, ldy, xq, n, w, rb, cols, r0, r1);
+}
+static void q4_1_rows_simd(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb, int cols,
+                           int r0, int r1) {
+#if Q4_Z512
+    if (q4_1_rows_z512(y, ldy, xq, n, w, rb, cols, r0, r1)) return;
+#endif
+    q4_1_rows_simd0(y, ldy, xq, n, w, rb, cols, r0, r1);
+}
+SIMD_ROWS(q4_k_rows_simd0, T_Q4_K, WD_Q4_K_BYTES)
+static void q4_k_rows_simd(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb, int cols,
+                           int r0, int r1) {
+#if Q4_Z512
+    if (q4k_rows_z512(y, ldy, xq, n, w, rb, cols, r0, r1)) return;
+#endif
+    q4_k_rows_simd0(y, ldy, xq, n, w, rb, cols, r0, r1);
+}
 SIMD_ROWS(q5_k_rows_simd, T_Q5_K, WD_Q5_K_BYTES)
 SIMD_ROWS(q6_k_rows_simd, T_Q6_K, WD_Q6_K_BYTES)
 #endif

@@ -114,6 +114,16 @@ void wd_cpu_gemv_q8x(float *y, int ldy, const float *x, int n, int cols, const v
     int chunk = (int)(sizeof buf / per);
     if (chunk > WD_Q8X_MAXT) chunk = WD_Q8X_MAXT;
     wd_q8x xq[WD_Q8X_MAXT];
+#if defined(WD_AVX512) || defined(WD_AVX2)
+    { /* the kernels prefetch Q8_PF_BYTES ahead of their progress: the first
+       * Q8_PF_BYTES of the rows here, requested all at once before the
+       * token's quantisation (small matrices, e.g. attention's, are mostly this) */
+        const char *p = (const char *)w + (size_t)r0 * row_bytes;
+        size_t nbytes = (size_t)(r1 > r0 ? r1 - r0 : 0) * row_bytes;
+        if (nbytes > Q8_PF_BYTES) nbytes = Q8_PF_BYTES;
+        for (size_t k = 0; k < nbytes; k += 64) _mm_prefetch(p + k, _MM_HINT_T0);
+    }
+#endif
     for (int t = 0; t < chunk; t++) {
         unsigned char *p = buf + (size_t)t * per;
         xq[t].q = (int8_t *)p;
