@@ -258,17 +258,27 @@ typedef struct {
 
 /* Scores of keys j0..j0+15 of the block (k: the block's first key, nj valid)
  * for the nr (== R) heads, into s[row][j0..j0+15]. */
-static inline __attribute__((always_inline)) void dec_scores16(attn_dec *t, const float *k,
-                                                               size_t kvd, int j0, int nj, int hd,
-                                                               const int R) {
+static inline __attribute__((always_inline)) void
+dec_scores16(attn_dec *t, const float *k, const float *v, size_t kvd, int j0, int nj, int nk_next,
+             int hd, const int R) {
     __m512 acc[WD_DEC_ROWS];
-    const float *kr[16], *qr[WD_DEC_ROWS];
-    for (int i = 0; i < 16; i++) kr[i] = k + (size_t)(j0 + (i < nj ? i : 0)) * kvd;
+    const float *kr[16], *qr[WD_DEC_ROWS], *pk[16], *pv[16];
+    for (int i = 0; i < 16; i++) {
+        kr[i] = k + (size_t)(j0 + (i < nj ? i : 0)) * kvd;
+        pv[i] = v + (kr[i] - k);
+        pk[i] = j0 + i < nk_next ? k + (size_t)(WD_ATTN_KB + j0 + i) * kvd : kr[i];
+    }
     for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps(), qr[r] = t->qr[r];
     int d0 = 0;
     for (; d0 + 16 <= hd; d0 += 16) {
         __m512 x[16];
-        for (int i = 0; i < 16; i++) x[i] = _mm512_loadu_ps(kr[i] + d0);
+        for (int i = 0; i < 16; i++) {
+            x[i] = _mm512_loadu_ps(kr[i] + d0);
+            /* the KV cache comes from DRAM (the weights streamed through the caches
+             * since the last token): the next block's keys, this block's values */
+            _mm_prefetch((const char *)(pk[i] + d0), _MM_HINT_T0);
+            _mm_prefetch((const char *)(pv[i] + d0), _MM_HINT_T0);
+        }
         wd_transpose16(x); /* x[d]: head dim d0 + d of the 16 keys */
 #pragma GCC unroll 16
         for (int d = 0; d < 16; d++)
@@ -288,18 +298,20 @@ static inline __attribute__((always_inline)) void dec_scores16(attn_dec *t, cons
     for (int r = 0; r < R; r++) _mm512_store_ps(&t->s[r][j0], acc[r]);
 }
 
-static void dec_scores(attn_dec *t, const float *k, size_t kvd, int nk, int hd) {
+/* k, v: the block's first key and value; nk_next: keys in the next block. */
+static void dec_scores(attn_dec *t, const float *k, const float *v, size_t kvd, int nk,
+                       int nk_next, int hd) {
     for (int j0 = 0; j0 < nk; j0 += 16) {
         int nj = nk - j0 < 16 ? nk - j0 : 16;
         switch (t->nr) {
-        case 1: dec_scores16(t, k, kvd, j0, nj, hd, 1); break;
-        case 2: dec_scores16(t, k, kvd, j0, nj, hd, 2); break;
-        case 3: dec_scores16(t, k, kvd, j0, nj, hd, 3); break;
-        case 4: dec_scores16(t, k, kvd, j0, nj, hd, 4); break;
-        case 5: dec_scores16(t, k, kvd, j0, nj, hd, 5); break;
-        case 6: dec_scores16(t, k, kvd, j0, nj, hd, 6); break;
-        case 7: dec_scores16(t, k, kvd, j0, nj, hd, 7); break;
-        default: dec_scores16(t, k, kvd, j0, nj, hd, 8); break;
+        case 1: dec_scores16(t, k, v, kvd, j0, nj, nk_next, hd, 1); break;
+        case 2: dec_scores16(t, k, v, kvd, j0, nj, nk_next, hd, 2); break;
+        case 3: dec_scores16(t, k, v, kvd, j0, nj, nk_next, hd, 3); break;
+        case 4: dec_scores16(t, k, v, kvd, j0, nj, nk_next, hd, 4); break;
+        case 5: dec_scores16(t, k, v, kvd, j0, nj, nk_next, hd, 5); break;
+        case 6: dec_scores16(t, k, v, kvd, j0, nj, nk_next, hd, 6); break;
+        case 7: dec_scores16(t, k, v, kvd, j0, nj, nk_next, hd, 7); break;
+        default: dec_scores16(t, k, v, kvd, j0, nj, nk_next, hd, 8); break;
         }
     }
 }
@@ -382,36 +394,56 @@ static void dec_pv_rows(attn_dec *t, int i0, const float *v, size_t kvd, int nj,
     }
 }
 
-/* Task: KV head task % n_kv_heads, its heads from WD_DEC_ROWS * (task / n_kv_heads). */
+/* A unit: KV head u % n_kv_heads and its query heads from WD_DEC_ROWS * (u / n_kv_heads).
+ * A task takes a contiguous range of units, at most WD_DEC_UNITS at a time, block by
+ * block across them: on one thread the KV heads of a position are read together, whole
+ * cache rows one after another instead of a strided pass per KV head. A unit's
+ * arithmetic does not depend on the others or on the split. */
+#define WD_DEC_UNITS 8
+
 static void attn_dec_task(void *arg, int task, int n_tasks) {
-    (void)n_tasks;
     const attn_ctx *c = arg;
-    attn_dec t;
-    int G = c->group, hd = c->head_dim, pos = c->pos0;
-    size_t kvd = (size_t)c->n_kv_heads * hd;
-    int kvh = task % c->n_kv_heads, r0 = WD_DEC_ROWS * (task / c->n_kv_heads);
-    t.nr = G - r0 < WD_DEC_ROWS ? G - r0 : WD_DEC_ROWS;
-    for (int i = 0; i < t.nr; i++) {
-        int h = kvh * G + r0 + i;
-        t.qr[i] = c->q + (size_t)h * hd;
-        t.orow[i] = c->out + (size_t)h * hd;
-        t.m[i] = -INFINITY;
-        t.l[i] = 0;
-        memset(t.orow[i], 0, (size_t)hd * sizeof(float));
-    }
-    const float *kb = c->k + (size_t)kvh * hd, *vb = c->v + (size_t)kvh * hd;
+    attn_dec ts[WD_DEC_UNITS];
+    int G = c->group, hd = c->head_dim, pos = c->pos0, nkv = c->n_kv_heads;
+    size_t kvd = (size_t)nkv * hd;
+    int units = nkv * ((G + WD_DEC_ROWS - 1) / WD_DEC_ROWS);
+    int u0 = (int)((int64_t)units * task / n_tasks), u1 = (int)((int64_t)units * (task + 1) / n_tasks);
     float scale = 1.0f / sqrtf((float)hd);
-    for (int p0 = 0; p0 <= pos; p0 += WD_ATTN_KB) {
-        int nk = pos + 1 - p0 < WD_ATTN_KB ? pos + 1 - p0 : WD_ATTN_KB;
-        dec_scores(&t, kb + (size_t)p0 * kvd, kvd, nk, hd);
-        for (int i = 0; i < t.nr; i++) {
-            float rf = dec_softmax_row(&t, i, nk, scale);
-            if (rf != 1.0f) scale_vec(t.orow[i], rf, hd);
+    for (int ub = u0; ub < u1; ub += WD_DEC_UNITS) {
+        int nu = u1 - ub < WD_DEC_UNITS ? u1 - ub : WD_DEC_UNITS;
+        const float *kb[WD_DEC_UNITS], *vb[WD_DEC_UNITS];
+        for (int u = 0; u < nu; u++) {
+            attn_dec *t = &ts[u];
+            int kvh = (ub + u) % nkv, r0 = WD_DEC_ROWS * ((ub + u) / nkv);
+            t->nr = G - r0 < WD_DEC_ROWS ? G - r0 : WD_DEC_ROWS;
+            for (int i = 0; i < t->nr; i++) {
+                int h = kvh * G + r0 + i;
+                t->qr[i] = c->q + (size_t)h * hd;
+                t->orow[i] = c->out + (size_t)h * hd;
+                t->m[i] = -INFINITY;
+                t->l[i] = 0;
+                memset(t->orow[i], 0, (size_t)hd * sizeof(float));
+            }
+            kb[u] = c->k + (size_t)kvh * hd, vb[u] = c->v + (size_t)kvh * hd;
         }
-        dec_sums(&t, nk);
-        for (int i = 0; i < t.nr; i += 4) dec_pv_rows(&t, i, vb + (size_t)p0 * kvd, kvd, nk, hd);
+        for (int p0 = 0; p0 <= pos; p0 += WD_ATTN_KB) {
+            int nk = pos + 1 - p0 < WD_ATTN_KB ? pos + 1 - p0 : WD_ATTN_KB;
+            int left = pos + 1 - p0 - nk, nk_next = left < WD_ATTN_KB ? left : WD_ATTN_KB;
+            for (int u = 0; u < nu; u++) {
+                attn_dec *t = &ts[u];
+                const float *k = kb[u] + (size_t)p0 * kvd, *v = vb[u] + (size_t)p0 * kvd;
+                dec_scores(t, k, v, kvd, nk, nk_next, hd);
+                for (int i = 0; i < t->nr; i++) {
+                    float rf = dec_softmax_row(t, i, nk, scale);
+                    if (rf != 1.0f) scale_vec(t->orow[i], rf, hd);
+                }
+                dec_sums(t, nk);
+                for (int i = 0; i < t->nr; i += 4) dec_pv_rows(t, i, v, kvd, nk, hd);
+            }
+        }
+        for (int u = 0; u < nu; u++)
+            for (int i = 0; i < ts[u].nr; i++) scale_vec(ts[u].orow[i], 1.0f / ts[u].l[i], hd);
     }
-    for (int i = 0; i < t.nr; i++) scale_vec(t.orow[i], 1.0f / t.l[i], hd);
 }
 #endif
 
@@ -473,8 +505,9 @@ void wd_attention(wd_pool *pool, float *out, const float *q, const float *k, con
     void (*task)(void *, int, int) = attn_task;
 #ifdef WD_AVX512
     if (n == 1) {
+        int units = n_kv_heads * ((group + WD_DEC_ROWS - 1) / WD_DEC_ROWS);
         task = attn_dec_task;
-        n_tasks = n_kv_heads * ((group + WD_DEC_ROWS - 1) / WD_DEC_ROWS);
+        n_tasks = units < wd_pool_size(pool) ? units : wd_pool_size(pool);
     }
 #endif
     /* tiny decode contexts are cheaper than a pool hand-off */
