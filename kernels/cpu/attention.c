@@ -426,6 +426,11 @@ static void attn_dec_task(void *arg, int task, int n_tasks) {
             }
             kb[u] = c->k + (size_t)kvh * hd, vb[u] = c->v + (size_t)kvh * hd;
         }
+        /* the first block's keys (dec_scores prefetches the later ones as it goes) */
+        for (int j = 0; j <= pos && j < WD_ATTN_KB; j++)
+            for (int u = 0; u < nu; u++)
+                for (int d = 0; d < hd; d += 16)
+                    _mm_prefetch((const char *)(kb[u] + (size_t)j * kvd + d), _MM_HINT_T0);
         for (int p0 = 0; p0 <= pos; p0 += WD_ATTN_KB) {
             int nk = pos + 1 - p0 < WD_ATTN_KB ? pos + 1 - p0 : WD_ATTN_KB;
             int left = pos + 1 - p0 - nk, nk_next = left < WD_ATTN_KB ? left : WD_ATTN_KB;
