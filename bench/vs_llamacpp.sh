@@ -10,13 +10,15 @@
 # The model: the synthetic mini Mixtral (hidden 512, 8 layers, 8/2 heads, FFN 1792,
 # 8 experts top-2, vocab 32000; 214M parameters) written as F32 GGUF by
 # bench/synth_gguf.py, then quantised by llama-quantize to the other types. Per round,
-# per type and thread count, llama-bench (pp PROMPT + tg DECODE, 1 repetition after its
-# warm-up) and bench_decode (a PROMPT-token prefill and DECODE greedy steps after one
-# untimed warm-up, 1 repetition) run one after the other, the order alternating between
-# rounds (A B, B A, ...). The table gives medians over rounds, min-max, and the ratio
-# wdmoe / llama.cpp of the medians. wdmoe's decode runs after its prompt (context
-# PROMPT..PROMPT+DECODE), llama.cpp's tg from an empty context: the attention
-# work is a little larger for wdmoe.
+# per type and thread count, llama-bench (pp PROMPT from an empty context, then tg DECODE
+# at depth PROMPT: -d PROMPT; 1 repetition after its warm-up) and bench_decode (a
+# PROMPT-token prefill and DECODE greedy steps after one untimed warm-up, 1 repetition)
+# run one after the other, the order alternating between rounds (A B, B A, ...). The
+# table gives medians over rounds, min-max, and the ratio wdmoe / llama.cpp of the
+# medians. Both decode at the same depth: wdmoe's DECODE steps follow its PROMPT-token
+# prompt (the tokens at positions PROMPT..PROMPT+DECODE-1), and llama-bench's tg fills
+# its context with PROMPT tokens first (untimed), then times DECODE tokens at the same
+# positions (its JSON's n_depth is checked).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -157,19 +159,23 @@ LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | head -1)" ] &&
     COMMIT="$COMMIT+local changes"
-run_llama() { # type threads round
-    local j=$VS/llama-$1-$2.json
-    if ! "$LBIN/llama-bench" -m "$VS/mini-$1.gguf" -t "$2" -p "$PROMPT" -n "$DECODE" -r 1 -o json \
-        >"$j" 2>"$VS/llama-$1-$2.err"; then
-        echo "vs_llamacpp.sh: llama-bench failed on $1 (see $VS/llama-$1-$2.err)"
+run_llama() { # type threads round: pp PROMPT at depth 0, tg DECODE at depth PROMPT (two calls)
+    local j=$VS/llama-$1-$2
+    if ! "$LBIN/llama-bench" -m "$VS/mini-$1.gguf" -t "$2" -p "$PROMPT" -n 0 -r 1 -o json \
+        >"$j-pp.json" 2>"$j-pp.err" ||
+       ! "$LBIN/llama-bench" -m "$VS/mini-$1.gguf" -t "$2" -p 0 -n "$DECODE" -d "$PROMPT" -r 1 -o json \
+        >"$j-tg.json" 2>"$j-tg.err"; then
+        echo "vs_llamacpp.sh: llama-bench failed on $1 (see $j-pp.err, $j-tg.err)"
         return
     fi
-    python3 - "$j" "$1" "$2" "$3" >>"$RES" <<'EOF'
+    python3 - "$j" "$1" "$2" "$3" "$PROMPT" >>"$RES" <<'EOF'
 import json, sys
-j, t, th, r = sys.argv[1:]
-for e in json.load(open(j)):
-    kind = "prefill" if e["n_prompt"] > 0 else "decode"
-    print("llama.cpp\t%s\t%s\t%s\t%s\t%.3f" % (t, th, r, kind, e["avg_ts"]))
+j, t, th, r, prompt = sys.argv[1:]
+for part, kind, depth in (("pp", "prefill", 0), ("tg", "decode", int(prompt))):
+    for e in json.load(open("%s-%s.json" % (j, part))):
+        if e.get("n_depth", 0) != depth:
+            sys.exit("vs_llamacpp.sh: %s-%s.json: n_depth %s, expected %d" % (j, part, e.get("n_depth"), depth))
+        print("llama.cpp\t%s\t%s\t%s\t%s\t%.3f" % (t, th, r, kind, e["avg_ts"]))
 EOF
 }
 run_wdmoe() {
@@ -190,14 +196,16 @@ print('wdmoe\t$1\t$2\t$3\thugepages\t%d' % d['hugepages'])" >>"$RES"
     fi
 }
 # One thread, decode per CPU-second (what the time slices other processes take do not change):
-# the CPU time of llama-bench with 6 tg repetitions minus that with 1 (no warm-up) is the CPU
-# time of 5 decodes; wdmoe's is bench_decode's "decode, CPU time".
+# the CPU time of llama-bench with 6 tg repetitions at depth PROMPT minus that with 1 (no
+# warm-up) is the CPU time of 5 decodes (llama-bench fills the context to depth PROMPT in
+# the first repetition and restores that state in the later ones, a copy of the KV cache);
+# wdmoe's is bench_decode's "decode, CPU time", at the same depth.
 run_llama_cpu() { # type round
     local a b
     /usr/bin/time -f "%U %S" -o "$VS/cpu-1.txt" "$LBIN/llama-bench" -m "$VS/mini-$1.gguf" -t 1 -p 0 \
-        -n "$DECODE" -r 1 --no-warmup -o json >/dev/null 2>&1 || return 0
+        -n "$DECODE" -d "$PROMPT" -r 1 --no-warmup -o json >/dev/null 2>&1 || return 0
     /usr/bin/time -f "%U %S" -o "$VS/cpu-6.txt" "$LBIN/llama-bench" -m "$VS/mini-$1.gguf" -t 1 -p 0 \
-        -n "$DECODE" -r 6 --no-warmup -o json >/dev/null 2>&1 || return 0
+        -n "$DECODE" -d "$PROMPT" -r 6 --no-warmup -o json >/dev/null 2>&1 || return 0
     python3 -c "
 a = sum(map(float, open('$VS/cpu-1.txt').read().split()))
 b = sum(map(float, open('$VS/cpu-6.txt').read().split()))
@@ -292,13 +300,15 @@ hp_note = ("copied into transparent huge pages (its default)" if hp and all(hp) 
            "huge pages in some runs only" if hp else "n/a")
 note = ("%s; %s, %s cores online; wdmoe %s%s; llama.cpp from llama-cpp-python's source package. "
         "%s, "
-        "decode %s tokens, prefill %s tokens; medians of %s interleaved rounds (min-max); "
-        "ratio = wdmoe / llama.cpp. Decode per CPU-second (1 thread): tokens per CPU-second of the "
-        "process, llama.cpp's from the CPU time of 6 minus 1 tg repetitions (from an empty context; "
-        "wdmoe's after its prompt), immune to the time slices other processes take. Read bandwidth (median of 7 whole passes over max(1 GiB, 8x LLC)): %s. "
-        "wdmoe's weights: %s; llama.cpp reads the 4 KB pages of its file mapping. "
+        "decode %s tokens at depth %s (both engines: positions %s..%d after a %s-token context; "
+        "llama-bench -d %s), prefill %s tokens from an empty context; medians of %s interleaved "
+        "rounds (min-max); ratio = wdmoe / llama.cpp. Decode per CPU-second (1 thread, same depth): "
+        "tokens per CPU-second of the process, llama.cpp's from the CPU time of 6 minus 1 tg "
+        "repetitions, immune to the time slices other processes take. Read bandwidth (median of 7 whole passes over max(1 GiB, 8x LLC)): %s. "
+        "wdmoe's weights: %s; llama.cpp reads the 4 KB pages of its file mapping. KV cache: llama.cpp F16 (its default), wdmoe F32. "
         "Load average %s at the start, %s at the end (the machine is shared: figures are noisy).%s"
-        % (date, cpu, cores, commit, (" with " + wopts) if wopts else "", model_note, decode, prompt, rounds, bws or "n/a",
+        % (date, cpu, cores, commit, (" with " + wopts) if wopts else "", model_note, decode, prompt, prompt,
+           int(prompt) + int(decode) - 1, prompt, prompt, prompt, rounds, bws or "n/a",
            hp_note, load0, load1, os.environ.get("QUIET_NOTE", "")))
 text = "\n".join(lines)
 print(text)

@@ -636,7 +636,18 @@ static void test_attention(wd_pool *pool) {
                                  /* several tiles of 64 rows and key blocks of 64, odd
                                   * lengths; head_dim past one chunk of 256 */
                                  {33, 0, 8, 2, 64}, {513, 0, 8, 2, 64}, {7, 60, 8, 2, 40},
-                                 {70, 3, 3, 3, 18}, {20, 50, 4, 1, 300}, {65, 129, 16, 2, 8}};
+                                 {70, 3, 3, 3, 18}, {20, 50, 4, 1, 300}, {65, 129, 16, 2, 8},
+                                 /* decode (n = 1, keys in lanes): positions around the key
+                                  * blocks of 64 and the 16-key steps, odd head dims, MHA,
+                                  * GQA 4:1, 6:1, 8:1, 16:1 (two passes of 8 heads) */
+                                 {1, 1, 8, 2, 64},  {1, 2, 8, 8, 7},   {1, 17, 8, 1, 33},
+                                 {1, 63, 8, 2, 64}, {1, 64, 4, 4, 24}, {1, 65, 16, 2, 40},
+                                 {1, 600, 8, 2, 64}, {1, 1500, 8, 2, 64}, {1, 1500, 16, 16, 17},
+                                 {1, 600, 32, 2, 64}, {1, 300, 12, 2, 96}, {1, 77, 10, 1, 300},
+                                 /* prefills whose rows the decode path must reproduce bit for
+                                  * bit (checked below, one decode call per position) */
+                                 {66, 0, 8, 2, 64}, {3, 598, 8, 2, 64}, {2, 1499, 8, 1, 33},
+                                 {17, 48, 40, 4, 20}};
     for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
         int n = cfg[c][0], pos0 = cfg[c][1], nh = cfg[c][2], nkv = cfg[c][3], hd = cfg[c][4];
         int ctx = pos0 + n, qd = nh * hd, kvd = nkv * hd;
