@@ -139,17 +139,13 @@ static void softmax_block(attn_tile *t, int p0, int nk, float scale) {
     }
 }
 
-/* o_i += sum_j s[j][i] v_j for rows i0..i0+3 (rows past nr skipped), keys
- * j < nj, head dims in chunks of 64 (4 vectors, the last masked). */
-static void pv_rows(attn_tile *t, int i0, const float *v, size_t kvd, int nj, int hd) {
-    int nrow = t->nr - i0 < 4 ? t->nr - i0 : 4;
-    float *o[4];
-    const float *w[4];
-    for (int i = 0; i < 4; i++) {
-        int ii = i < nrow ? i0 + i : i0;
-        o[i] = t->orow[ii];
-        w[i] = t->s + ii;
-    }
+/* o[i] += sum_j w[i][j ws] v_j for rows i < nrow of 4 (o[i], w[i] valid for all 4),
+ * keys j < nj, head dims in chunks of 64 (4 vectors, the last masked): the PV
+ * product of the prefill tile (ws = WD_ATTN_ROWS) and of decode (ws = 1), the same
+ * operations in the same order. */
+static inline __attribute__((always_inline)) void pv4(float *const o[4], const float *const w[4],
+                                                      const size_t ws, int nrow, const float *v,
+                                                      size_t kvd, int nj, int hd) {
     for (int d0 = 0; d0 < hd; d0 += 64) {
         __mmask16 mk[4];
         for (int u = 0; u < 4; u++) {
@@ -164,7 +160,7 @@ static void pv_rows(attn_tile *t, int i0, const float *v, size_t kvd, int nj, in
             __m512 x0 = _mm512_maskz_loadu_ps(mk[0], vj), x1 = _mm512_maskz_loadu_ps(mk[1], vj + 16);
             __m512 x2 = _mm512_maskz_loadu_ps(mk[2], vj + 32), x3 = _mm512_maskz_loadu_ps(mk[3], vj + 48);
             for (int i = 0; i < 4; i++) {
-                __m512 p = _mm512_set1_ps(w[i][(size_t)j * WD_ATTN_ROWS]);
+                __m512 p = _mm512_set1_ps(w[i][(size_t)j * ws]);
                 acc[i][0] = _mm512_fmadd_ps(p, x0, acc[i][0]);
                 acc[i][1] = _mm512_fmadd_ps(p, x1, acc[i][1]);
                 acc[i][2] = _mm512_fmadd_ps(p, x2, acc[i][2]);
@@ -174,6 +170,19 @@ static void pv_rows(attn_tile *t, int i0, const float *v, size_t kvd, int nj, in
         for (int i = 0; i < nrow; i++)
             for (int u = 0; u < 4; u++) _mm512_mask_storeu_ps(o[i] + d0 + 16 * u, mk[u], acc[i][u]);
     }
+}
+
+/* o_i += sum_j s[j][i] v_j for rows i0..i0+3 (rows past nr skipped), keys j < nj. */
+static void pv_rows(attn_tile *t, int i0, const float *v, size_t kvd, int nj, int hd) {
+    int nrow = t->nr - i0 < 4 ? t->nr - i0 : 4;
+    float *o[4];
+    const float *w[4];
+    for (int i = 0; i < 4; i++) {
+        int ii = i < nrow ? i0 + i : i0;
+        o[i] = t->orow[ii];
+        w[i] = t->s + ii;
+    }
+    pv4(o, w, WD_ATTN_ROWS, nrow, v, kvd, nj, hd);
 }
 
 static void scale_vec(float *y, float a, int n) {
@@ -368,30 +377,7 @@ static void dec_pv_rows(attn_dec *t, int i0, const float *v, size_t kvd, int nj,
         o[i] = t->orow[ii];
         w[i] = t->s[ii];
     }
-    for (int d0 = 0; d0 < hd; d0 += 64) {
-        __mmask16 mk[4];
-        for (int u = 0; u < 4; u++) {
-            int left = hd - d0 - 16 * u;
-            mk[u] = left <= 0 ? 0 : wd_tail_mask(left);
-        }
-        __m512 acc[4][4];
-        for (int i = 0; i < 4; i++)
-            for (int u = 0; u < 4; u++) acc[i][u] = _mm512_maskz_loadu_ps(mk[u], o[i] + d0 + 16 * u);
-        for (int j = 0; j < nj; j++) {
-            const float *vj = v + (size_t)j * kvd + d0;
-            __m512 x0 = _mm512_maskz_loadu_ps(mk[0], vj), x1 = _mm512_maskz_loadu_ps(mk[1], vj + 16);
-            __m512 x2 = _mm512_maskz_loadu_ps(mk[2], vj + 32), x3 = _mm512_maskz_loadu_ps(mk[3], vj + 48);
-            for (int i = 0; i < 4; i++) {
-                __m512 p = _mm512_set1_ps(w[i][j]);
-                acc[i][0] = _mm512_fmadd_ps(p, x0, acc[i][0]);
-                acc[i][1] = _mm512_fmadd_ps(p, x1, acc[i][1]);
-                acc[i][2] = _mm512_fmadd_ps(p, x2, acc[i][2]);
-                acc[i][3] = _mm512_fmadd_ps(p, x3, acc[i][3]);
-            }
-        }
-        for (int i = 0; i < nrow; i++)
-            for (int u = 0; u < 4; u++) _mm512_mask_storeu_ps(o[i] + d0 + 16 * u, mk[u], acc[i][u]);
-    }
+    pv4(o, w, 1, nrow, v, kvd, nj, hd);
 }
 
 /* A unit: KV head u % n_kv_heads and its query heads from WD_DEC_ROWS * (u / n_kv_heads).

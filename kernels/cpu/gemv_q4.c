@@ -201,6 +201,25 @@ static inline __m128 hsum4_z(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
         _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), u));
 }
 
+/* Gather indices for 4 Q4_0/Q4_1 blocks of bb bytes (codes at qo) loaded as a
+ * pair of vectors (16 bytes at 0, 64 bytes at 4 bb - 64): bix[16 j + l] is byte l
+ * of block j's codes; words 4j..4j+3 of dix / mix are block j's f16 scale d (at
+ * j bb) / its min m (at j bb + 2); the upper 16 words are 0. */
+static void q4_pair_index(int bb, int qo, uint8_t bix[64], uint16_t dix[32], uint16_t mix[32]) {
+    const int base = 4 * bb - 64;
+    for (int j = 0; j < 4; j++)
+        for (int l = 0; l < 16; l++) {
+            const int off = j * bb + qo + l;
+            bix[16 * j + l] = (uint8_t)(off >= base ? 64 + off - base : off);
+        }
+    for (int w = 0; w < 32; w++) dix[w] = mix[w] = 0;
+    for (int w = 0; w < 16; w++) {
+        const int od = w / 4 * bb, om = od + 2;
+        dix[w] = (uint16_t)(od >= base ? 32 + (od - base) / 2 : od / 2);
+        mix[w] = (uint16_t)(om >= base ? 32 + (om - base) / 2 : om / 2);
+    }
+}
+
 /* y[0..R) = the lane sums of a[0..R) plus m[0..R) (R = 4 or 1, same bits per row). */
 static inline void store_sums_z(float *y, const __m512 *a, const float *m, const int R) {
     if (R == 4) _mm_storeu_ps(y, _mm_add_ps(hsum4_z(a[0], a[1], a[2], a[3]), _mm_loadu_ps(m)));
@@ -233,21 +252,9 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                                                      (long long)0xf0f0f0f0f0f0f0f0ull, (long long)0xf0f0f0f0f0f0f0f0ull);
             (void)nib16;
 #if Q4_Z512
-            /* byte l of block j's codes (offset j bb + qo + l of the 4 blocks) in the
-             * pair (16 bytes at 0, 64 bytes at 4 bb - 64) */
             _Alignas(64) uint8_t bix[64];
-            for (int j = 0; j < 4; j++)
-                for (int l = 0; l < 16; l++) {
-                    const int off = j * (int)bb + qo + l, base = 4 * (int)bb - 64;
-                    bix[16 * j + l] = (uint8_t)(off >= base ? 64 + off - base : off);
-                }
-            /* word 4j..4j+3: block j's f16 scale d (at j bb), likewise its min m */
-            _Alignas(64) uint16_t dix[32] = {0}, mix[32] = {0};
-            for (int w = 0; w < 16; w++) {
-                const int base = 4 * (int)bb - 64, od = w / 4 * (int)bb, om = od + 2;
-                dix[w] = (uint16_t)(od >= base ? 32 + (od - base) / 2 : od / 2);
-                mix[w] = (uint16_t)(om >= base ? 32 + (om - base) / 2 : om / 2);
-            }
+            _Alignas(64) uint16_t dix[32], mix[32];
+            q4_pair_index((int)bb, qo, bix, dix, mix);
             const __m512i didx = _mm512_load_si512(dix), midx = _mm512_load_si512(mix);
             const __m512i rep4 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
             const __m512i bidx = _mm512_load_si512(bix), m4z = _mm512_set1_epi8(0xF);
@@ -732,19 +739,9 @@ q4x_tile(float *y, int ldy, const uint8_t *kx, int n, int ng, const uint8_t *w, 
     const int qo = T == T_Q4_0 ? 2 : 4;
     const uint8_t *wr[4];
     for (int i = 0; i < R; i++) wr[i] = w + (size_t)(r + i) * rb;
-    /* as q4_tile: byte l of block j's codes in the pair (16 bytes at 0, 64 at 4 bb - 64) */
     _Alignas(64) uint8_t bix[64];
-    for (int j = 0; j < 4; j++)
-        for (int l = 0; l < 16; l++) {
-            const int off = j * (int)bb + qo + l, base = 4 * (int)bb - 64;
-            bix[16 * j + l] = (uint8_t)(off >= base ? 64 + off - base : off);
-        }
-    _Alignas(64) uint16_t dix[32] = {0}, mix[32] = {0};
-    for (int k = 0; k < 16; k++) {
-        const int base = 4 * (int)bb - 64, od = k / 4 * (int)bb, om = od + 2;
-        dix[k] = (uint16_t)(od >= base ? 32 + (od - base) / 2 : od / 2);
-        mix[k] = (uint16_t)(om >= base ? 32 + (om - base) / 2 : om / 2);
-    }
+    _Alignas(64) uint16_t dix[32], mix[32];
+    q4_pair_index((int)bb, qo, bix, dix, mix);
     const __m512i didx = _mm512_load_si512(dix), midx = _mm512_load_si512(mix);
     const __m512i bidx = _mm512_load_si512(bix), m4z = _mm512_set1_epi8(0xF);
     for (int t = 0; t < n; t++) {
