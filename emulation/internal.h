@@ -149,6 +149,10 @@ struct wd_link {
     long memo_k[2];
     double memo_share[2], memo_se[2];
     int memo_next;
+    /* synthetic: the sample (block) pc_k = (k + 1) ts = pc_b holds every t in
+       [pc_lo, pc_safe) (pc_lo: a time found in it; pc_safe: pc_b less 1e-12 of it) */
+    long pc_k;
+    double pc_lo, pc_safe, pc_b;
     /* synthetic, CQI: SNRs in [cqi_lo, cqi_hi) have efficiency cqi_se (the
        last CQI's band, empty at first) */
     double cqi_lo, cqi_hi, cqi_se;
@@ -199,6 +203,30 @@ double wd_link_piece_rate(wd_link *l, double a, double b, double share);
 /* The SNRs [*lo, *hi) around snr whose CQI at this gap is snr's for certain
  * (2e-9 inside its thresholds; empty near one), and its efficiency. */
 void wd_cqi_band(double snr, double gap, double *lo, double *hi, double *se);
+/* floor(x / d) given inv = 1 / d: from x * inv where that is far enough from a whole
+ * number that the quotient's rounding cannot cross it (the same value, without the
+ * division); else floor(x / d) itself. */
+static inline double wd_floor_div(double x, double d, double inv) {
+    double y = x * inv, k = floor(y), f = y - k, m = 1e-14 * (y + 1);
+    return y >= 0 && y < 1e15 && f > m && 1 - f > m ? k : floor(x / d);
+}
+
+/* The air interface's geometry, once per emulator: slot and symbol lengths (the same
+ * divisions as wd_air_slot_s and slot / 14), 1 / slot, the pattern's slot count; and the
+ * last answer of each slot-alignment question a transfer asks (by the time asked: the
+ * same time gives the same answer), e.g. the downlink start of the devices of one step. */
+#define WD_AIR_SITES 9
+typedef struct {
+    double slot, sym, inv_slot;
+    int n;
+    double ns_in[WD_AIR_SITES], ns_out[WD_AIR_SITES]; /* next_start by call site */
+    double oi_t[2], oi_a[2], oi_b[2];                 /* on_interval by direction */
+} wd_air_geo;
+void wd_air_geo_init(wd_air_geo *g, const wd_air *a);
+/* wd_air_tx_time with the geometry g of a (the same result) */
+double wd_air_tx_time_geo(const wd_air *a, wd_air_geo *g, wd_link *l, int dir, double t0,
+                          double bits, double share, uint64_t seed, int device, int expected,
+                          double *overhead);
 /* Time (s) to deliver bits from t0 over link l (direction dir) through the
  * air interface: scheduling, slot alignment, TDD regions, processing, HARQ
  * (drawn from seed, device, dir, t0; expected 1: the expected number of

@@ -24,6 +24,7 @@ static wd_link *link_alloc(wd_link_model model, int dir, int device, double late
     l->bin = -1;
     l->bin_end_x = NAN;
     l->memo_k[0] = l->memo_k[1] = LONG_MIN;
+    l->pc_lo = INFINITY; /* no sample cached */
     return l;
 }
 
@@ -228,12 +229,19 @@ static void piece_start(wd_link *l, piece *p, double t) {
         p->a = t;
         p->b = base + (p->k + 1 < l->n ? l->t[p->k + 1] : l->period);
         if (p->b <= t) p->b = nextafter(t, INFINITY);
+    } else if (t >= l->pc_lo && t < l->pc_safe) {
+        /* the last sample found holds t: k(t) = floor(t / ts), one more where (k + 1) ts <= t,
+           never decreases with t, so k(t) >= k(pc_lo) = pc_k; and t < pc_safe keeps t / ts
+           rounded below pc_k + 1, so k(t) <= pc_k */
+        p->k = l->pc_k, p->a = t, p->b = l->pc_b;
     } else {
         double ts = l->syn->ts;
         p->k = (long)floor(t / ts);
         p->a = t;
         p->b = (double)(p->k + 1) * ts;
         if (p->b <= t) p->k++, p->b = (double)(p->k + 1) * ts;
+        if (p->b > 0 && p->b < 1e15) /* else no cache: pc_safe stays below pc_lo */
+            l->pc_k = p->k, l->pc_lo = t, l->pc_b = p->b, l->pc_safe = p->b - p->b * 1e-12;
     }
 }
 
