@@ -123,9 +123,9 @@ typedef struct {
 #define WD_HARQ_CACHE 4 /* transport blocks per transfer whose HARQ thresholds a link keeps */
 #define WD_MM_WRAP UINT32_MAX
 
-/* Fields in the order the per-step paths read them: the first two cache
- * lines hold everything a rate or transfer-time query needs (allocated
- * 64-byte aligned). */
+/* Fields in the order the per-step paths read them: the first three cache
+ * lines hold everything a rate or transfer-time query of a synthetic link needs
+ * (allocated 64-byte aligned; the forward pass between two layer steps evicts them). */
 struct wd_link {
     wd_link_model model;
     int dir, device, n_win;
@@ -133,6 +133,26 @@ struct wd_link {
     double offset;  /* csv, mahimahi */
     wd_synth *syn;  /* synthetic */
     double rate;    /* constant */
+    /* synthetic: the last spectral efficiencies by sample and share (the
+     * rate is share x band x efficiency; downlink: share 0 stands for every
+     * share); two entries, since prediction and transfers use different
+     * shares */
+    long memo_k[2];
+    double memo_share[2], memo_se[2];
+    int memo_next;
+    /* synthetic, CQI: SNRs in [cqi_lo, cqi_hi) have efficiency cqi_se (the
+       last CQI's band, empty at first) */
+    double cqi_lo, cqi_hi, cqi_se;
+    /* synthetic: the sample (block) pc_k = (k + 1) ts = pc_b holds every t in
+       [pc_lo, pc_safe) (pc_lo: a time found in it; pc_safe: pc_b less 1e-12 of it) */
+    long pc_k;
+    double pc_lo, pc_safe, pc_b;
+    /* air interface: the HARQ draw's thresholds P(max <= r) = (1 - bler^(r+1))^blocks,
+       r < max_retx, for blocks 1 .. WD_HARQ_CACHE (bit b - 1 of harq_have: computed)
+       at (harq_bler, harq_retx); harq_thr below */
+    unsigned harq_have;
+    int harq_retx;
+    double harq_bler;
     /* mahimahi: loop period and opportunity count, lookup table (NULL for
      * huge periods: binary search on ms), first timestamp */
     double period_ms;
@@ -142,20 +162,6 @@ struct wd_link {
     long bin; /* cached estimate bin and value */
     double bin_rate;
     double bin_end_x, bin_end_cnt; /* count of opportunities before bin_end_x (ms) */
-    /* synthetic: the last spectral efficiencies by sample and share (the
-     * rate is share x band x efficiency; downlink: share 0 stands for every
-     * share); two entries, since prediction and transfers use different
-     * shares */
-    long memo_k[2];
-    double memo_share[2], memo_se[2];
-    int memo_next;
-    /* synthetic: the sample (block) pc_k = (k + 1) ts = pc_b holds every t in
-       [pc_lo, pc_safe) (pc_lo: a time found in it; pc_safe: pc_b less 1e-12 of it) */
-    long pc_k;
-    double pc_lo, pc_safe, pc_b;
-    /* synthetic, CQI: SNRs in [cqi_lo, cqi_hi) have efficiency cqi_se (the
-       last CQI's band, empty at first) */
-    double cqi_lo, cqi_hi, cqi_se;
     /* csv: start times t[i] (t[0] = 0), rates r[i], loops with period */
     double *t, *r, period, period_bits; /* period_bits: bits of one loop at share 1 */
     long cur; /* cursor: last segment used */
@@ -169,12 +175,7 @@ struct wd_link {
     int borrowed;   /* ms, ms32, tab belong to another link of the same emulator */
     /* fault windows */
     wd_window *win;
-    /* air interface: the HARQ draw's thresholds P(max <= r) = (1 - bler^(r+1))^blocks,
-       r < max_retx, for blocks 1 .. WD_HARQ_CACHE (bit b - 1 of harq_have: computed)
-       at (harq_bler, harq_retx) */
-    unsigned harq_have;
-    int harq_retx;
-    double harq_bler, harq_thr[WD_HARQ_CACHE][33];
+    double harq_thr[WD_HARQ_CACHE][33];
 };
 
 /* wd_link_create, but a Mahimahi link whose file one of prev[0 .. n_prev)

@@ -14,7 +14,7 @@
 
 static wd_link *link_alloc(wd_link_model model, int dir, int device, double latency, double scale,
                            double max_wait) {
-    size_t size = (sizeof(wd_link) + 63) / 64 * 64; /* hot fields: two cache lines */
+    size_t size = (sizeof(wd_link) + 63) / 64 * 64; /* hot fields: three cache lines */
     wd_link *l = aligned_alloc(64, size);
     if (!l) return NULL;
     memset(l, 0, size);
