@@ -215,7 +215,7 @@ static double send(const wd_air *A, wd_air_geo *g, wd_link *l, int dir, double t
         on_interval(A, g, dir, t, &a, &b);
         /* one sample or block of a synthetic link holds [a, b): its rate r gives what
            wd_link_bits and wd_link_tx_time compute, the same operations in one step */
-        double r = wd_link_piece_rate(l, a, b, share);
+        double r = wd_link_piece_rate_last(l, a, b, share);
         double cap = r > 0 ? r * (b - a) : r == 0 ? 0.0 : wd_link_bits(l, a, b, share);
         if (cap >= rem) {
             double d;

@@ -199,6 +199,18 @@ double wd_link_bits(wd_link *l, double a, double b, double share);
 /* A synthetic link without fault windows whose rate is one sample's (one block's) on
  * all of [a, b): that rate at the share (rate_scale included); else -1. */
 double wd_link_piece_rate(wd_link *l, double a, double b, double share);
+/* wd_link_piece_rate where [a, b) lies in the link's last sample and its efficiency at
+ * this share is remembered (the same operations, without the calls); else that. */
+static inline double wd_link_piece_rate_last(wd_link *l, double a, double b, double share) {
+    if (l->model == WD_LINK_SYNTHETIC && !l->n_win && b > a && share > 0 && a >= l->pc_lo &&
+        a < l->pc_safe && !(l->pc_b < b)) {
+        double key = l->dir == WD_DL ? 0.0 : share;
+        for (int j = 0; j < 2; j++)
+            if (l->memo_k[j] == l->pc_k && key == l->memo_share[j])
+                return share * l->syn->bw[l->dir] * l->memo_se[j] * l->scale;
+    }
+    return wd_link_piece_rate(l, a, b, share);
+}
 
 /* ---- air interface (air.c) ------------------------------------------------------ */
 /* The SNRs [*lo, *hi) around snr whose CQI at this gap is snr's for certain

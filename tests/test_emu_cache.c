@@ -3,10 +3,10 @@
  * - wd_floor_div (floor(x / d) from x * (1 / d) away from whole numbers) against
  *   floor(x / d) at whole multiples of d and a few ulps around them, 1e-12 off them
  *   (the air interface's AIR_EPS), and at random;
- * - a synthetic link's last sample (piece_start's cache) against a link whose cache
- *   is emptied before every query: rates, their end, one-piece rates and transfer
- *   times, over walks forward, jumps back and times a few ulps around block
- *   boundaries, downlink and uplink, several shares;
+ * - a synthetic link's last sample (piece_start's cache, wd_link_piece_rate_last)
+ *   against a link whose cache is emptied before every query: rates, their end,
+ *   one-piece rates and transfer times, over walks forward, jumps back and times a
+ *   few ulps around block boundaries, downlink and uplink, several shares;
  * - the air interface's geometry and its last answers (wd_air_tx_time_geo with one
  *   wd_air_geo kept over a run, as the emulator keeps it) against wd_air_tx_time (a
  *   fresh one per transfer): transfer time and overhead, for TDD patterns,
@@ -106,7 +106,10 @@ static void test_piece_cache(void) {
             bad += !same_bits(wd_link_piece_rate(a, t, w, share), wd_link_piece_rate(b, t, w, share));
             b->pc_lo = INFINITY;
             bad += !same_bits(wd_link_tx_time(a, t, bits, share), wd_link_tx_time(b, t, bits, share));
-            n += 3;
+            b->pc_lo = INFINITY; /* the inline one-sample rate (send's) */
+            bad += !same_bits(wd_link_piece_rate_last(a, t, w, share),
+                              wd_link_piece_rate(b, t, w, share));
+            n += 4;
         }
         wd_link_free(a);
         wd_link_free(b);
