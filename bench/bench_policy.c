@@ -215,10 +215,10 @@ static void help(void) {
            "thread (without the time slices other processes took). Probabilities: the same\n"
            "as above as one 512-token decode, or --probs FILE.wdpr (recorded by\n"
            "`wdmoe generate --record-probs`, read once before timing).\n\n"
-           "--evict MB: also the decode loop (select and step per layer of those probabilities, the\n"
-           "model's shape, one emulator) in ns per decision, without and with MB megabytes read\n"
-           "between two layer steps (untimed), as a decode's forward pass streams the weights\n"
-           "through the caches between two calls of the BS scheduler.\n");
+           "--evict MB: also the decode loop (select and step per layer of those probabilities,\n"
+           "the model's shape, one emulator) in ns per decision, without and with MB megabytes\n"
+           "read between two layer steps (untimed), as a decode's forward pass streams the\n"
+           "weights through the caches between two calls of the BS scheduler.\n");
 }
 
 int main(int argc, char **argv) {
@@ -391,8 +391,9 @@ int main(int argc, char **argv) {
     if (evict) {
         json_object *jd = json_object_new_array();
         fprintf(out,
-                "\ndecode loop (select and step per layer, one emulator), ns per decision, without and\n"
-                "with %d MB read between two layer steps (as a decode's forward pass evicts the caches):\n",
+                "\ndecode loop (select and step per layer, one emulator), ns per decision, without\n"
+                "and with %d MB read between two layer steps (as a decode's forward pass evicts\n"
+                "the caches):\n",
                 evict_mb);
         fprintf(out, "%-22s %-9s %22s %26s\n", "scenario", "policy", "ns, median [min-max]",
                 "evicted, median [min-max]");
@@ -400,8 +401,8 @@ int main(int argc, char **argv) {
             for (int p = 0; p < 2; p++) {
                 const double *v0 = dl + (((size_t)i * 2 + p) * 2) * reps, *v1 = v0 + reps;
                 wd_bstats a = wd_bstats_of(v0, reps), b = wd_bstats_of(v1, reps);
-                fprintf(out, "%-22.22s %-9s %8.0f [%5.0f-%5.0f] %12.0f [%5.0f-%5.0f]\n", sc[i].name,
-                        pols[p], a.median, a.min, a.max, b.median, b.min, b.max);
+                fprintf(out, "%-22.22s %-9s %8.0f [%5.0f-%5.0f] %12.0f [%5.0f-%5.0f]\n",
+                        sc[i].name, pols[p], a.median, a.min, a.max, b.median, b.min, b.max);
                 json_object *o = json_object_new_object();
                 json_object_object_add(o, "scenario", json_object_new_string(sc[i].name));
                 json_object_object_add(o, "policy", json_object_new_string(pols[p]));

@@ -108,9 +108,9 @@ print("The batch-1 select + step loop alone (`bench_policy`, same probabilities,
       "; ".join("%s %s %s" % (r["scenario"], r["policy"], mm(r["decisions_per_s"]))
                 for r in p["with_latency_model"] if r["batch"] == 1) + ".")
 print()
-print("The decode loop on the recorded SmolLM2-moe8 probabilities (`bench_policy --evict 4`: select "
-      "and step per layer, one emulator; ns per decision, without and with 4 MB read between two "
-      "layer steps, as a decode's forward pass evicts the caches): " +
+print("The decode loop on the recorded SmolLM2-moe8 probabilities (`bench_policy --evict 4`: "
+      "select and step per layer, one emulator; ns per decision, without and with 4 MB read "
+      "between two layer steps, as a decode's forward pass evicts the caches): " +
       "; ".join("%s %s %s, evicted %s" % (r["scenario"], r["policy"],
                                           mm(r["ns_per_decision"], "%.0f", 1),
                                           mm(r["ns_per_decision_evicted"], "%.0f", 1))

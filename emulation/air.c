@@ -322,7 +322,8 @@ double wd_air_tx_time_geo(const wd_air *A, wd_air_geo *g, wd_link *l, int dir, d
     for (int r = 0; r < (int)ceil(rounds); r++) {
         double start = te, t1;
         if (dir == WD_DL) {
-            double ack = next_start(A, g, NS_ACK, WD_UL, te + A->n1_sym * sym) + sym; /* HARQ-ACK */
+            /* HARQ-ACK */
+            double ack = next_start(A, g, NS_ACK, WD_UL, te + A->n1_sym * sym) + sym;
             t1 = next_start(A, g, NS_RE_DL, WD_DL, ack + gnb);
         } else {
             double grant = next_start(A, g, NS_RE_GRANT, WD_DL, te + gnb);

@@ -100,12 +100,15 @@ static void test_piece_cache(void) {
             double share = shares[q % 5], ua, ub, w = t + wd_erng_uniform(&g) * 3e-3;
             double bits = 1000 + wd_erng_uniform(&g) * 1e5;
             b->pc_lo = INFINITY; /* the uncached path */
-            double ra = wd_link_rate_until(a, t, share, &ua), rb = wd_link_rate_until(b, t, share, &ub);
+            double ra = wd_link_rate_until(a, t, share, &ua);
+            double rb = wd_link_rate_until(b, t, share, &ub);
             bad += !same_bits(ra, rb) || !same_bits(ua, ub);
             b->pc_lo = INFINITY;
-            bad += !same_bits(wd_link_piece_rate(a, t, w, share), wd_link_piece_rate(b, t, w, share));
+            bad += !same_bits(wd_link_piece_rate(a, t, w, share),
+                              wd_link_piece_rate(b, t, w, share));
             b->pc_lo = INFINITY;
-            bad += !same_bits(wd_link_tx_time(a, t, bits, share), wd_link_tx_time(b, t, bits, share));
+            bad += !same_bits(wd_link_tx_time(a, t, bits, share),
+                              wd_link_tx_time(b, t, bits, share));
             b->pc_lo = INFINITY; /* the inline one-sample rate (send's) */
             bad += !same_bits(wd_link_piece_rate_last(a, t, w, share),
                               wd_link_piece_rate(b, t, w, share));
