@@ -216,14 +216,13 @@ static double send(const wd_air *A, wd_air_geo *g, wd_link *l, int dir, double t
         /* one sample or block of a synthetic link holds [a, b): its rate r gives what
            wd_link_bits and wd_link_tx_time compute, the same operations in one step */
         double r = wd_link_piece_rate_last(l, a, b, share);
-        double cap = r > 0 ? r * (b - a) : r == 0 ? 0.0 : wd_link_bits(l, a, b, share);
+        double d = NAN; /* else [a, b) spans samples: their bits and, when they hold rem,
+                           the time to send rem, in one walk */
+        double cap = r > 0 ? r * (b - a) : r == 0 ? 0.0 : wd_link_bits_tx(l, a, b, share, rem, &d);
         if (cap >= rem) {
-            double d;
             if (r > 0) {
                 d = a + rem / r - a + l->latency;
                 d = d - l->latency > l->max_wait ? INFINITY : d;
-            } else {
-                d = wd_link_tx_time(l, a, rem, share);
             }
             d -= l->latency;
             double f = a + d;

@@ -196,6 +196,10 @@ double wd_link_share_needed(wd_link *l, double a, double bits, double deadline);
 int wd_link_fixed_se(const wd_link *l); /* rate proportional to the share */
 /* Bits deliverable in [a, b) at a share, fault windows included. */
 double wd_link_bits(wd_link *l, double a, double b, double share);
+/* wd_link_bits(l, a, b, share) and, where that is at least rem, *d = wd_link_tx_time(l, a,
+ * rem, share): for a synthetic link without fault windows one walk over the samples of
+ * [a, b) (each one's rate once) instead of two. */
+double wd_link_bits_tx(wd_link *l, double a, double b, double share, double rem, double *d);
 /* A synthetic link without fault windows whose rate is one sample's (one block's) on
  * all of [a, b): that rate at the share (rate_scale included); else -1. */
 double wd_link_piece_rate(wd_link *l, double a, double b, double share);

@@ -466,6 +466,48 @@ double wd_link_piece_rate(wd_link *l, double a, double b, double share) {
     return piece_rate(l, &p, share) * l->scale;
 }
 
+double wd_link_bits_tx(wd_link *l, double a, double b, double share, double rem, double *d) {
+    enum { NP = 16 };
+    double pa[NP], pb[NP], pr[NP], bits = 0.0;
+    int np = 0;
+    if (l->model == WD_LINK_SYNTHETIC && !l->n_win && b > a) { /* pw_bits' walk, kept */
+        piece p;
+        piece_start(l, &p, a);
+        for (;; np++) {
+            double e = p.b < b ? p.b : b, r = piece_rate(l, &p, share) * l->scale;
+            if (r > 0) bits += r * (e - p.a);
+            if (np < NP) pa[np] = p.a, pb[np] = p.b, pr[np] = r;
+            if (p.b >= b) break;
+            piece_next(l, &p);
+        }
+        np = np + 1 > NP ? 0 : np + 1; /* pieces kept (0: too many, walk again) */
+    } else {
+        bits = wd_link_bits(l, a, b, share);
+    }
+    if (!(bits >= rem)) return bits;
+    if (rem > 0 && share > 0 && np > 0) { /* tx_time's walk over the same pieces from a */
+        double left = rem;
+        for (int i = 0; i < np; i++) {
+            double r = pr[i];
+            if (r > 0) {
+                double cap = r * (pb[i] - pa[i]);
+                if (cap >= left) {
+                    double t = pa[i] + left / r - a + l->latency;
+                    *d = t - l->latency > l->max_wait ? INFINITY : t;
+                    return bits;
+                }
+                left -= cap;
+            }
+            if (pb[i] == INFINITY || pb[i] - a > l->max_wait) {
+                *d = INFINITY;
+                return bits;
+            }
+        }
+    }
+    *d = wd_link_tx_time(l, a, rem, share); /* past the pieces kept: the walk itself */
+    return bits;
+}
+
 double wd_link_bits(wd_link *l, double a, double b, double share) {
     if (l->model == WD_LINK_MAHIMAHI) return share * mm_bits(l, a, b, 0, 1);
     return pw_bits(l, a, b, share, 1);

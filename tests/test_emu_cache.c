@@ -7,6 +7,8 @@
  *   against a link whose cache is emptied before every query: rates, their end,
  *   one-piece rates and transfer times, over walks forward, jumps back and times a
  *   few ulps around block boundaries, downlink and uplink, several shares;
+ * - the bits of an interval spanning samples and the time to send part of them in one
+ *   walk (wd_link_bits_tx) against the two walks it replaces;
  * - the air interface's geometry and its last answers (wd_air_tx_time_geo with one
  *   wd_air_geo kept over a run, as the emulator keeps it) against wd_air_tx_time (a
  *   fresh one per transfer): transfer time and overhead, for TDD patterns,
@@ -121,6 +123,46 @@ static void test_piece_cache(void) {
     wd_synth_free(&s);
 }
 
+/* wd_link_bits_tx against wd_link_bits and wd_link_tx_time (two walks), on 1 ms samples
+ * and on blocks, intervals of one to a few dozen samples, rem below and above the bits. */
+static void test_bits_tx(void) {
+    long bad = 0, n = 0, both = 0, never = 0;
+    for (int block = 0; block < 2; block++) {
+        wd_radio r = block_radio();
+        if (!block) r.fading_block_s = 0;
+        wd_synth s;
+        CHECK(wd_synth_init(&s, &r, 105.0, 6.0, 50.0, 3.0, 8) == 0);
+        for (int dir = 0; dir < 2; dir++) {
+            /* a latency, a rate scale, and a max_wait that some transfers pass */
+            wd_link *a = wd_link_new_synthetic(&s, dir, 0, 1.7e-3, 0.9, 0.05);
+            wd_link *b = wd_link_new_synthetic(&s, dir, 0, 1.7e-3, 0.9, 0.05);
+            CHECK(a && b);
+            if (!a || !b) break;
+            wd_erng g = {(uint64_t)(21 + 2 * block + dir)};
+            double t = 0;
+            for (int q = 0; q < 40000; q++) {
+                t = next_time(&g, t, s.ts);
+                double len = s.ts * (wd_erng_uniform(&g) < 0.8 ? 3 * wd_erng_uniform(&g)
+                                                               : 40 * wd_erng_uniform(&g));
+                double share = 1.0 / (1 + q % 6), w = t + len;
+                b->pc_lo = INFINITY;
+                double want = wd_link_bits(b, t, w, share);
+                double rem = want * (0.01 + 1.2 * wd_erng_uniform(&g)), d = NAN, dw = NAN;
+                if (q % 17 == 0) rem = want; /* exactly all of it */
+                double got = wd_link_bits_tx(a, t, w, share, rem, &d);
+                if (want >= rem) dw = wd_link_tx_time(b, t, rem, share), both++;
+                never += isinf(dw);
+                bad += !same_bits(got, want) || !same_bits(d, dw), n++;
+            }
+            wd_link_free(a);
+            wd_link_free(b);
+        }
+        wd_synth_free(&s);
+    }
+    CHECKF(bad == 0, "%ld of %ld one-walk bits and times differ from the two walks", bad, n);
+    CHECK(both > 10000 && never > 0);
+}
+
 static void test_air_memo(void) {
     wd_radio r = block_radio();
     wd_synth s;
@@ -179,6 +221,7 @@ static void test_air_memo(void) {
 int main(void) {
     test_floor_div();
     test_piece_cache();
+    test_bits_tx();
     test_air_memo();
     return wd_test_finish("test_emu_cache");
 }
