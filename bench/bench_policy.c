@@ -12,7 +12,7 @@
  * beside the goal of issue 14 (10 M decisions/s topk, 5 M wdmoe).
  *
  * usage: bench_policy [--scenario FILE ...] [--probs FILE.wdpr] [--seconds S] [--reps N]
- *                     [--json FILE|-]
+ *                     [--evict MB] [--json FILE|-]
  * Without --scenario: the default 8-device cell (synthetic channel) and the
  * same cell on constant-rate links. Every figure is measured in --reps
  * interleaved rounds (default 3) and printed as median [min-max]. */
@@ -129,6 +129,51 @@ static double bench_replay(const wd_scenario *sc, const char *policy, const wd_p
     return decisions / busy;
 }
 
+/* Nanoseconds per decision of the decode loop (select, step, per layer of each token of pr,
+ * the LM head after the last; one emulator, its creation not timed) for about `seconds`,
+ * with `evict` bytes of buf read between two layer steps (untimed: what a decode's forward
+ * pass does to the core's caches between two calls of the BS scheduler; then one pass over
+ * pr only, the reads take far longer than the decisions). */
+static double bench_decode_loop(const wd_scenario *sc, const char *policy, const wd_probs *pr,
+                                const double *buf, size_t evict, double seconds) {
+    wd_emu_shape sh = wd_probs_shape(pr);
+    char err[512];
+    wd_emu *emu;
+    if (wd_emu_create(&emu, sc, &sh, err, sizeof err) ||
+        wd_emu_set_policy(emu, policy, &sc->params, err, sizeof err)) {
+        fprintf(stderr, "bench_policy: %s\n", err);
+        exit(1);
+    }
+    int E = pr->n_experts, L = pr->n_layers, n[1];
+    int *ex = malloc(E * sizeof(int));
+    float *w = malloc(E * sizeof(float));
+    if (!ex || !w) {
+        fprintf(stderr, "bench_policy: out of memory\n");
+        exit(1);
+    }
+    long decisions = 0;
+    double busy = 0, sink = 0;
+    for (int pass = 0; pass == 0 || (!evict && busy < seconds); pass++) /* evicted: one pass */
+        for (long t = 0; t < pr->n_tokens; t++)
+            for (int l = 0; l < L; l++) {
+                for (size_t i = 0; i < evict / sizeof(double); i += 8) sink += buf[i];
+                double t0 = now();
+                if (wd_emu_select(emu, 1, pr->probs + ((size_t)t * L + l) * E, n, ex, w, err,
+                                  sizeof err) ||
+                    wd_emu_step(emu, l, 1, n, ex, NULL, err, sizeof err)) {
+                    fprintf(stderr, "bench_policy: %s\n", err);
+                    exit(1);
+                }
+                if (l == L - 1) wd_emu_finish_forward(emu, 1e-3);
+                busy += now() - t0;
+                decisions++;
+            }
+    if (sink == 42) printf(" ");
+    wd_emu_free(emu);
+    free(ex), free(w);
+    return busy / decisions * 1e9;
+}
+
 static double bench_policy_only(const char *policy, const float *probs, double seconds) {
     const wd_policy *pol = wd_policy_find(policy);
     wd_policy_params par;
@@ -155,7 +200,7 @@ static double bench_policy_only(const char *policy, const float *probs, double s
 
 static void help(void) {
     printf("usage: bench_policy [--scenario FILE ...] [--probs FILE.wdpr] [--seconds S] [--reps N]\n"
-           "                    [--json FILE|-]\n\n"
+           "                    [--evict MB] [--json FILE|-]\n\n"
            "Decisions per second of policy + latency model (one token through one layer:\n"
            "predict tau, select, step the emulator) on the Mixtral-8x7B shape (32 layers,\n"
            "8 experts, top-2), one core, batch 1 and 64, policies topk and wdmoe; then each\n"
@@ -169,13 +214,17 @@ static void help(void) {
            "beside the goal (10 M decisions/s topk, 5 M wdmoe), also per CPU-second of the\n"
            "thread (without the time slices other processes took). Probabilities: the same\n"
            "as above as one 512-token decode, or --probs FILE.wdpr (recorded by\n"
-           "`wdmoe generate --record-probs`, read once before timing).\n");
+           "`wdmoe generate --record-probs`, read once before timing).\n\n"
+           "--evict MB: also the decode loop (select and step per layer of those probabilities,\n"
+           "the model's shape, one emulator) in ns per decision, without and with MB megabytes\n"
+           "read between two layer steps (untimed), as a decode's forward pass streams the\n"
+           "weights through the caches between two calls of the BS scheduler.\n");
 }
 
 int main(int argc, char **argv) {
     double seconds = 0.5;
     const char *files[16], *json_path = NULL, *probs_path = NULL;
-    int nf = 0, reps = 3;
+    int nf = 0, reps = 3, evict_mb = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             help();
@@ -188,6 +237,12 @@ int main(int argc, char **argv) {
             }
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
             if ((reps = wd_bench_posint("bench_policy", "--reps", argv[++i])) < 0) return 2;
+        } else if (!strcmp(argv[i], "--evict") && i + 1 < argc) {
+            if ((evict_mb = wd_bench_posint("bench_policy", "--evict", argv[++i])) < 0) return 2;
+            if (evict_mb > 4096) {
+                fprintf(stderr, "bench_policy: --evict wants at most 4096 (MB)\n");
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--json") && i + 1 < argc) {
             json_path = argv[++i];
         } else if (!strcmp(argv[i], "--probs") && i + 1 < argc) {
@@ -247,7 +302,13 @@ int main(int argc, char **argv) {
     double *alone = calloc((size_t)np * reps, sizeof(double));
     double *e2e = calloc((size_t)ns * 2 * reps, sizeof(double)); /* [scenario][policy][rep] */
     double *e2c = calloc((size_t)ns * 2 * reps, sizeof(double)); /* the same per CPU-second */
-    if (!probs || !sc || !r || !lat || !alone || !e2e || !e2c || !pr.probs) {
+    /* decode loop: [scenario][policy][without, with eviction][rep] (--evict) */
+    double *dl = calloc((size_t)ns * 4 * reps, sizeof(double));
+    size_t evict = (size_t)evict_mb << 20;
+    double *ebuf = evict ? malloc(evict) : NULL;
+    for (size_t i = 0; ebuf && i < evict / sizeof(double); i++) ebuf[i] = 1; /* real pages */
+    if (!probs || !sc || !r || !lat || !alone || !e2e || !e2c || !pr.probs || !dl ||
+        (evict && !ebuf)) {
         fprintf(stderr, "bench_policy: out of memory\n");
         return 1;
     }
@@ -264,6 +325,11 @@ int main(int argc, char **argv) {
             for (int p = 0; p < 2; p++)
                 e2e[((size_t)i * 2 + p) * reps + rep] = bench_replay(
                     &sc[i], pols[p], &pr, seconds, &e2c[((size_t)i * 2 + p) * reps + rep]);
+        for (int i = 0; evict && i < ns; i++)
+            for (int p = 0; p < 2; p++)
+                for (int v = 0; v < 2; v++)
+                    dl[(((size_t)i * 2 + p) * 2 + v) * reps + rep] =
+                        bench_decode_loop(&sc[i], pols[p], &pr, ebuf, v ? evict : 0, seconds);
     }
     FILE *out = json_path && !strcmp(json_path, "-") ? stderr : stdout;
     fprintf(out, "bench_policy: Mixtral-8x7B shape, %d layers, %d experts, top-2, one core, %d rounds\n\n",
@@ -322,6 +388,31 @@ int main(int argc, char **argv) {
             json_object_object_add(o, "goal_decisions_per_s", json_object_new_double(goal[p]));
             json_object_array_add(je, o);
         }
+    if (evict) {
+        json_object *jd = json_object_new_array();
+        fprintf(out,
+                "\ndecode loop (select and step per layer, one emulator), ns per decision, without\n"
+                "and with %d MB read between two layer steps (as a decode's forward pass evicts\n"
+                "the caches):\n",
+                evict_mb);
+        fprintf(out, "%-22s %-9s %22s %26s\n", "scenario", "policy", "ns, median [min-max]",
+                "evicted, median [min-max]");
+        for (int i = 0; i < ns; i++)
+            for (int p = 0; p < 2; p++) {
+                const double *v0 = dl + (((size_t)i * 2 + p) * 2) * reps, *v1 = v0 + reps;
+                wd_bstats a = wd_bstats_of(v0, reps), b = wd_bstats_of(v1, reps);
+                fprintf(out, "%-22.22s %-9s %8.0f [%5.0f-%5.0f] %12.0f [%5.0f-%5.0f]\n",
+                        sc[i].name, pols[p], a.median, a.min, a.max, b.median, b.min, b.max);
+                json_object *o = json_object_new_object();
+                json_object_object_add(o, "scenario", json_object_new_string(sc[i].name));
+                json_object_object_add(o, "policy", json_object_new_string(pols[p]));
+                json_object_object_add(o, "evict_mb", json_object_new_int(evict_mb));
+                json_object_object_add(o, "ns_per_decision", wd_bstats_json(v0, reps));
+                json_object_object_add(o, "ns_per_decision_evicted", wd_bstats_json(v1, reps));
+                json_object_array_add(jd, o);
+            }
+        json_object_object_add(doc, "decode_loop", jd);
+    }
     int rc = 0;
     json_object_object_add(doc, "replay_end_to_end", je);
     json_object_object_add(doc, "probs_file",
@@ -338,7 +429,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < ns; i++) wd_scenario_free(&sc[i]);
     free(sc);
     free(probs);
-    free(r), free(lat), free(alone), free(e2e), free(e2c);
+    free(r), free(lat), free(alone), free(e2e), free(e2c), free(dl), free(ebuf);
     if (probs_path)
         wd_probs_free(&pr);
     else

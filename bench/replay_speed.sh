@@ -26,7 +26,8 @@ trace files, is not timed) of one 512-token decode of the Mixtral-8x7B shape, to
 wdmoe, median [min-max] and spread of the rounds, against
 the goal (10 M decisions/s topk, 5 M wdmoe), the same on paper-cell and paper-cell-block
 for the router probabilities recorded from SmolLM2-135M-moe8 in tests/data/replay (top-6
-of 8); and the batch-1 select+step loop.
+of 8), with the decode loop on them without and with 4 MB read between layer steps
+(--evict 4); and the batch-1 select+step loop.
 Emulation cost: build/bench_decode --threads 1 --reps N (--decode-reps, default $DEC_REPS)
 --scenario bench/scenarios/paper-cell{,-block}.json on stories260k (moe4-top2) and SmolLM2-135M
 MoEfied into 8 experts (--smollm2 FILE, default $SMOL; made by
@@ -62,7 +63,7 @@ build/bench_policy --scenario $S/paper-cell.json --scenario $S/paper-cell-block.
     --seconds "$SECONDS_PER" --json "$tmp/policy.json" >/dev/null
 REC=tests/data/replay/smollm2-moe8.wdpr
 build/bench_policy --scenario $S/paper-cell.json --scenario $S/paper-cell-block.json --probs "$REC" \
-    --reps "$REPS" --seconds "$SECONDS_PER" --json "$tmp/policy-rec.json" >/dev/null
+    --reps "$REPS" --seconds "$SECONDS_PER" --evict 4 --json "$tmp/policy-rec.json" >/dev/null
 models=("stories260k weights/models/stories260k/moe4-top2.gguf")
 if [ -f "$SMOL" ]; then models+=("SmolLM2-135M-moe8 $SMOL"); fi
 for m in "${models[@]}"; do
@@ -106,6 +107,14 @@ print()
 print("The batch-1 select + step loop alone (`bench_policy`, same probabilities, M decisions/s): " +
       "; ".join("%s %s %s" % (r["scenario"], r["policy"], mm(r["decisions_per_s"]))
                 for r in p["with_latency_model"] if r["batch"] == 1) + ".")
+print()
+print("The decode loop on the recorded SmolLM2-moe8 probabilities (`bench_policy --evict 4`: "
+      "select and step per layer, one emulator; ns per decision, without and with 4 MB read "
+      "between two layer steps, as a decode's forward pass evicts the caches): " +
+      "; ".join("%s %s %s, evicted %s" % (r["scenario"], r["policy"],
+                                          mm(r["ns_per_decision"], "%.0f", 1),
+                                          mm(r["ns_per_decision_evicted"], "%.0f", 1))
+                for r in rec["decode_loop"]) + ".")
 print()
 print("Emulation cost inside a real decode (`bench_decode --threads 1 --scenario "
       "bench/scenarios/SCENARIO.json`, the scenario's policy wdmoe; time in the BS scheduler "

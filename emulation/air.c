@@ -136,30 +136,23 @@ static long pattern_pos(double k, int n) {
     return fabs(k) < 4e18 ? (long)k % n : (long)fmod(k, n);
 }
 
-/* Slot and symbol length and the pattern's slot count, once per transfer (the
- * same divisions as wd_air_slot_s(A) and slot / 14 each time). */
-typedef struct {
-    double slot, sym;
-    int n;
-} air_geom;
-
-static air_geom air_geom_of(const wd_air *A) {
-    air_geom g;
-    g.slot = wd_air_slot_s(A), g.sym = g.slot / 14;
-    g.n = A->duplex == WD_DUPLEX_FDD ? 1 : (int)strlen(A->pattern);
-    return g;
+void wd_air_geo_init(wd_air_geo *g, const wd_air *A) {
+    g->slot = wd_air_slot_s(A), g->sym = g->slot / 14, g->inv_slot = 1 / g->slot;
+    g->n = A->duplex == WD_DUPLEX_FDD ? 1 : (int)strlen(A->pattern);
+    for (int i = 0; i < WD_AIR_SITES; i++) g->ns_in[i] = NAN; /* equal to no time */
+    g->oi_t[0] = g->oi_t[1] = NAN;
 }
 
 #define AIR_EPS 1e-12 /* s: times this close to a boundary are on it */
 
 /* The first region of direction dir that ends after t: [*a, *b), merged with
  * the regions that follow it without a gap (a few slots at most); *a >= t. */
-static void on_interval(const wd_air *A, const air_geom *g, int dir, double t, double *a,
-                        double *b) {
+static void on_interval_calc(const wd_air *A, const wd_air_geo *g, int dir, double t, double *a,
+                             double *b) {
     *a = t, *b = INFINITY;
     double slot = g->slot, sym = g->sym;
     int n = g->n, found = 0;
-    double k = floor((t + AIR_EPS) / slot);
+    double k = wd_floor_div(t + AIR_EPS, slot, g->inv_slot);
     long j = pattern_pos(k, n); /* then counted along */
     for (int guard = 0; guard < 8 * n + 8; k += 1, guard++, j = j + 1 == n ? 0 : j + 1) {
         int lo, hi;
@@ -180,12 +173,21 @@ static void on_interval(const wd_air *A, const air_geom *g, int dir, double t, d
     }
 }
 
+/* on_interval_calc, the last answer per direction kept */
+static void on_interval(const wd_air *A, wd_air_geo *g, int dir, double t, double *a, double *b) {
+    if (t != g->oi_t[dir]) {
+        on_interval_calc(A, g, dir, t, &g->oi_a[dir], &g->oi_b[dir]);
+        g->oi_t[dir] = t;
+    }
+    *a = g->oi_a[dir], *b = g->oi_b[dir];
+}
+
 /* Start of the next region of dir at or after t that begins a slot's
  * region (a transmission starts at its first symbol). */
-static double next_start(const wd_air *A, const air_geom *g, int dir, double t) {
+static double next_start_calc(const wd_air *A, const wd_air_geo *g, int dir, double t) {
     double slot = g->slot, sym = g->sym;
     int n = g->n;
-    double k = floor((t + AIR_EPS) / slot);
+    double k = wd_floor_div(t + AIR_EPS, slot, g->inv_slot);
     for (long j = pattern_pos(k, n);; k += 1, j = j + 1 == n ? 0 : j + 1) {
         int lo, hi;
         slot_region(A, A->pattern[j], dir, &lo, &hi);
@@ -194,11 +196,18 @@ static double next_start(const wd_air *A, const air_geom *g, int dir, double t) 
     }
 }
 
+/* next_start_calc, the last answer per call site kept (each site asks one direction) */
+enum { NS_DL, NS_CG, NS_SR, NS_GRANT, NS_UL, NS_ACK, NS_RE_DL, NS_RE_GRANT, NS_RE_UL };
+static double next_start(const wd_air *A, wd_air_geo *g, int site, int dir, double t) {
+    if (t != g->ns_in[site]) g->ns_out[site] = next_start_calc(A, g, dir, t), g->ns_in[site] = t;
+    return g->ns_out[site];
+}
+
 /* ---- one transfer ------------------------------------------------------------ */
 /* Send bits from t over dir's regions; returns the finish time (INFINITY:
  * never within max_wait of t0), adds the time spent sending to *on and the
  * slots it spans to *slots. */
-static double send(const wd_air *A, const air_geom *g, wd_link *l, int dir, double t0, double t,
+static double send(const wd_air *A, wd_air_geo *g, wd_link *l, int dir, double t0, double t,
                    double bits, double share, double *on, int *slots) {
     double rem = bits, slot = g->slot;
     while (rem > 0) {
@@ -206,26 +215,29 @@ static double send(const wd_air *A, const air_geom *g, wd_link *l, int dir, doub
         on_interval(A, g, dir, t, &a, &b);
         /* one sample or block of a synthetic link holds [a, b): its rate r gives what
            wd_link_bits and wd_link_tx_time compute, the same operations in one step */
-        double r = wd_link_piece_rate(l, a, b, share);
-        double cap = r > 0 ? r * (b - a) : r == 0 ? 0.0 : wd_link_bits(l, a, b, share);
+        double r = wd_link_piece_rate_last(l, a, b, share);
+        double d = NAN; /* else [a, b) spans samples: their bits and, when they hold rem,
+                           the time to send rem, in one walk */
+        double cap = r > 0 ? r * (b - a) : r == 0 ? 0.0 : wd_link_bits_tx(l, a, b, share, rem, &d);
         if (cap >= rem) {
-            double d;
             if (r > 0) {
                 d = a + rem / r - a + l->latency;
                 d = d - l->latency > l->max_wait ? INFINITY : d;
-            } else {
-                d = wd_link_tx_time(l, a, rem, share);
             }
             d -= l->latency;
             double f = a + d;
             if (f > b) f = b; /* rounding */
             *on += f - a;
-            *slots += (int)(floor((f - AIR_EPS) / slot) - floor((a + AIR_EPS) / slot)) + 1;
+            *slots += (int)(wd_floor_div(f - AIR_EPS, slot, g->inv_slot) -
+                            wd_floor_div(a + AIR_EPS, slot, g->inv_slot)) +
+                      1;
             return f;
         }
         rem -= cap;
         *on += b - a;
-        *slots += (int)(floor((b - AIR_EPS) / slot) - floor((a + AIR_EPS) / slot)) + 1;
+        *slots += (int)(wd_floor_div(b - AIR_EPS, slot, g->inv_slot) -
+                        wd_floor_div(a + AIR_EPS, slot, g->inv_slot)) +
+                  1;
         if (b - t0 > l->max_wait) return INFINITY;
         t = b;
     }
@@ -252,23 +264,30 @@ static double harq_u(uint64_t seed, int device, int dir, double t0, int blocks, 
 
 double wd_air_tx_time(const wd_air *A, wd_link *l, int dir, double t0, double bits, double share,
                       uint64_t seed, int device, int expected, double *overhead) {
+    wd_air_geo g;
+    wd_air_geo_init(&g, A);
+    return wd_air_tx_time_geo(A, &g, l, dir, t0, bits, share, seed, device, expected, overhead);
+}
+
+double wd_air_tx_time_geo(const wd_air *A, wd_air_geo *g, wd_link *l, int dir, double t0,
+                          double bits, double share, uint64_t seed, int device, int expected,
+                          double *overhead) {
     *overhead = 0;
     if (bits <= 0) return 0.0;
     if (!(share > 0)) return INFINITY;
-    air_geom g = air_geom_of(A);
-    double sym = g.sym, gnb = A->gnb_proc_sym * sym, t;
+    double sym = g->sym, gnb = A->gnb_proc_sym * sym, t;
     if (dir == WD_DL) {
-        t = next_start(A, &g, WD_DL, t0 + gnb);
+        t = next_start(A, g, NS_DL, WD_DL, t0 + gnb);
     } else if (A->ul_sched == WD_UL_CONFIGURED) {
-        t = next_start(A, &g, WD_UL, t0 + A->n2_sym * sym);
+        t = next_start(A, g, NS_CG, WD_UL, t0 + A->n2_sym * sym);
     } else {
-        double sr = next_start(A, &g, WD_UL, t0);                    /* SR, one symbol */
-        double grant = next_start(A, &g, WD_DL, sr + sym + gnb);     /* PDCCH */
-        t = next_start(A, &g, WD_UL, grant + (A->pdcch_sym + A->n2_sym) * sym);
+        double sr = next_start(A, g, NS_SR, WD_UL, t0);                   /* SR, one symbol */
+        double grant = next_start(A, g, NS_GRANT, WD_DL, sr + sym + gnb); /* PDCCH */
+        t = next_start(A, g, NS_UL, WD_UL, grant + (A->pdcch_sym + A->n2_sym) * sym);
     }
     double on = 0;
     int slots = 0;
-    double te = send(A, &g, l, dir, t0, t, bits, share, &on, &slots);
+    double te = send(A, g, l, dir, t0, t, bits, share, &on, &slots);
     if (!isfinite(te)) return INFINITY;
     /* HARQ rounds: the most retransmissions any block needed */
     double rounds = 0;
@@ -302,14 +321,15 @@ double wd_air_tx_time(const wd_air *A, wd_link *l, int dir, double t0, double bi
     for (int r = 0; r < (int)ceil(rounds); r++) {
         double start = te, t1;
         if (dir == WD_DL) {
-            double ack = next_start(A, &g, WD_UL, te + A->n1_sym * sym) + sym; /* HARQ-ACK */
-            t1 = next_start(A, &g, WD_DL, ack + gnb);
+            /* HARQ-ACK */
+            double ack = next_start(A, g, NS_ACK, WD_UL, te + A->n1_sym * sym) + sym;
+            t1 = next_start(A, g, NS_RE_DL, WD_DL, ack + gnb);
         } else {
-            double grant = next_start(A, &g, WD_DL, te + gnb);
-            t1 = next_start(A, &g, WD_UL, grant + (A->pdcch_sym + A->n2_sym) * sym);
+            double grant = next_start(A, g, NS_RE_GRANT, WD_DL, te + gnb);
+            t1 = next_start(A, g, NS_RE_UL, WD_UL, grant + (A->pdcch_sym + A->n2_sym) * sym);
         }
         int s2 = 0;
-        te = send(A, &g, l, dir, t0, t1, block, share, &spare, &s2);
+        te = send(A, g, l, dir, t0, t1, block, share, &spare, &s2);
         if (!isfinite(te)) return INFINITY;
         if (expected) { /* a fractional number of rounds: the first one, scaled */
             te = start + rounds * (te - start);

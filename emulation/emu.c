@@ -73,6 +73,7 @@ static int copy_scenario(wd_scenario *dst, const wd_scenario *src) {
 static int air_prediction(wd_emu *emu, char *err, size_t errlen) {
     const wd_air *A = &emu->sc.radio.air;
     if (!A->enabled) return 0;
+    wd_air_geo_init(&emu->air_geo, A);
     wd_link_spec ideal = {.model = WD_LINK_CONSTANT, .rate_bps = 1e15, .rate_scale = 1.0};
     wd_link *l;
     if (wd_link_create(&l, &ideal, WD_DL, 0, 0, err, errlen)) return 1;
@@ -95,7 +96,8 @@ static double tx_time(wd_emu *emu, int d, int dir, double t, double bits, double
     wd_link *l = emu->link[2 * d + dir];
     *air = 0;
     if (!emu->air_on[2 * d + dir]) return wd_link_tx_time(l, t, bits, share);
-    return wd_air_tx_time(&emu->sc.radio.air, l, dir, t, bits, share, emu->sc.seed, d, 0, air);
+    return wd_air_tx_time_geo(&emu->sc.radio.air, &emu->air_geo, l, dir, t, bits, share,
+                              emu->sc.seed, d, 0, air);
 }
 
 static int build_links(wd_emu *emu, char *err, size_t errlen) {

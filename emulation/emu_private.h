@@ -20,6 +20,7 @@ struct wd_emu {
     int *c_active;         /* [nd] the devices sharing the band in allocate() */
     double *c_ready, *c_bits, *c_share;
     double air_mean[2], air_duty[2]; /* prediction: mean overhead of a small transfer, duty */
+    wd_air_geo air_geo;              /* of sc.radio.air */
     wd_synth *syn;  /* [nd] */
     unsigned char *has_syn;
     int *los;

@@ -123,9 +123,9 @@ typedef struct {
 #define WD_HARQ_CACHE 4 /* transport blocks per transfer whose HARQ thresholds a link keeps */
 #define WD_MM_WRAP UINT32_MAX
 
-/* Fields in the order the per-step paths read them: the first two cache
- * lines hold everything a rate or transfer-time query needs (allocated
- * 64-byte aligned). */
+/* Fields in the order the per-step paths read them: the first three cache
+ * lines hold everything a rate or transfer-time query of a synthetic link needs
+ * (allocated 64-byte aligned; the forward pass between two layer steps evicts them). */
 struct wd_link {
     wd_link_model model;
     int dir, device, n_win;
@@ -133,15 +133,6 @@ struct wd_link {
     double offset;  /* csv, mahimahi */
     wd_synth *syn;  /* synthetic */
     double rate;    /* constant */
-    /* mahimahi: loop period and opportunity count, lookup table (NULL for
-     * huge periods: binary search on ms), first timestamp */
-    double period_ms;
-    long n; /* also csv: samples */
-    wd_mm_entry *tab;
-    double ms0, window;
-    long bin; /* cached estimate bin and value */
-    double bin_rate;
-    double bin_end_x, bin_end_cnt; /* count of opportunities before bin_end_x (ms) */
     /* synthetic: the last spectral efficiencies by sample and share (the
      * rate is share x band x efficiency; downlink: share 0 stands for every
      * share); two entries, since prediction and transfers use different
@@ -152,6 +143,25 @@ struct wd_link {
     /* synthetic, CQI: SNRs in [cqi_lo, cqi_hi) have efficiency cqi_se (the
        last CQI's band, empty at first) */
     double cqi_lo, cqi_hi, cqi_se;
+    /* synthetic: the sample (block) pc_k = (k + 1) ts = pc_b holds every t in
+       [pc_lo, pc_safe) (pc_lo: a time found in it; pc_safe: pc_b less 1e-12 of it) */
+    long pc_k;
+    double pc_lo, pc_safe, pc_b;
+    /* air interface: the HARQ draw's thresholds P(max <= r) = (1 - bler^(r+1))^blocks,
+       r < max_retx, for blocks 1 .. WD_HARQ_CACHE (bit b - 1 of harq_have: computed)
+       at (harq_bler, harq_retx); harq_thr below */
+    unsigned harq_have;
+    int harq_retx;
+    double harq_bler;
+    /* mahimahi: loop period and opportunity count, lookup table (NULL for
+     * huge periods: binary search on ms), first timestamp */
+    double period_ms;
+    long n; /* also csv: samples */
+    wd_mm_entry *tab;
+    double ms0, window;
+    long bin; /* cached estimate bin and value */
+    double bin_rate;
+    double bin_end_x, bin_end_cnt; /* count of opportunities before bin_end_x (ms) */
     /* csv: start times t[i] (t[0] = 0), rates r[i], loops with period */
     double *t, *r, period, period_bits; /* period_bits: bits of one loop at share 1 */
     long cur; /* cursor: last segment used */
@@ -165,12 +175,7 @@ struct wd_link {
     int borrowed;   /* ms, ms32, tab belong to another link of the same emulator */
     /* fault windows */
     wd_window *win;
-    /* air interface: the HARQ draw's thresholds P(max <= r) = (1 - bler^(r+1))^blocks,
-       r < max_retx, for blocks 1 .. WD_HARQ_CACHE (bit b - 1 of harq_have: computed)
-       at (harq_bler, harq_retx) */
-    unsigned harq_have;
-    int harq_retx;
-    double harq_bler, harq_thr[WD_HARQ_CACHE][33];
+    double harq_thr[WD_HARQ_CACHE][33];
 };
 
 /* wd_link_create, but a Mahimahi link whose file one of prev[0 .. n_prev)
@@ -191,14 +196,54 @@ double wd_link_share_needed(wd_link *l, double a, double bits, double deadline);
 int wd_link_fixed_se(const wd_link *l); /* rate proportional to the share */
 /* Bits deliverable in [a, b) at a share, fault windows included. */
 double wd_link_bits(wd_link *l, double a, double b, double share);
+/* wd_link_bits(l, a, b, share) and, where that is at least rem, *d = wd_link_tx_time(l, a,
+ * rem, share): for a synthetic link without fault windows one walk over the samples of
+ * [a, b) (each one's rate once) instead of two. */
+double wd_link_bits_tx(wd_link *l, double a, double b, double share, double rem, double *d);
 /* A synthetic link without fault windows whose rate is one sample's (one block's) on
  * all of [a, b): that rate at the share (rate_scale included); else -1. */
 double wd_link_piece_rate(wd_link *l, double a, double b, double share);
+/* wd_link_piece_rate where [a, b) lies in the link's last sample and its efficiency at
+ * this share is remembered (the same operations, without the calls); else that. */
+static inline double wd_link_piece_rate_last(wd_link *l, double a, double b, double share) {
+    if (l->model == WD_LINK_SYNTHETIC && !l->n_win && b > a && share > 0 && a >= l->pc_lo &&
+        a < l->pc_safe && !(l->pc_b < b)) {
+        double key = l->dir == WD_DL ? 0.0 : share;
+        for (int j = 0; j < 2; j++)
+            if (l->memo_k[j] == l->pc_k && key == l->memo_share[j])
+                return share * l->syn->bw[l->dir] * l->memo_se[j] * l->scale;
+    }
+    return wd_link_piece_rate(l, a, b, share);
+}
 
 /* ---- air interface (air.c) ------------------------------------------------------ */
 /* The SNRs [*lo, *hi) around snr whose CQI at this gap is snr's for certain
  * (2e-9 inside its thresholds; empty near one), and its efficiency. */
 void wd_cqi_band(double snr, double gap, double *lo, double *hi, double *se);
+/* floor(x / d) given inv = 1 / d: from x * inv where that is far enough from a whole
+ * number that the quotient's rounding cannot cross it (the same value, without the
+ * division); else floor(x / d) itself. */
+static inline double wd_floor_div(double x, double d, double inv) {
+    double y = x * inv, k = floor(y), f = y - k, m = 1e-14 * (y + 1);
+    return y >= 0 && y < 1e15 && f > m && 1 - f > m ? k : floor(x / d);
+}
+
+/* The air interface's geometry, once per emulator: slot and symbol lengths (the same
+ * divisions as wd_air_slot_s and slot / 14), 1 / slot, the pattern's slot count; and the
+ * last answer of each slot-alignment question a transfer asks (by the time asked: the
+ * same time gives the same answer), e.g. the downlink start of the devices of one step. */
+#define WD_AIR_SITES 9
+typedef struct {
+    double slot, sym, inv_slot;
+    int n;
+    double ns_in[WD_AIR_SITES], ns_out[WD_AIR_SITES]; /* next_start by call site */
+    double oi_t[2], oi_a[2], oi_b[2];                 /* on_interval by direction */
+} wd_air_geo;
+void wd_air_geo_init(wd_air_geo *g, const wd_air *a);
+/* wd_air_tx_time with the geometry g of a (the same result) */
+double wd_air_tx_time_geo(const wd_air *a, wd_air_geo *g, wd_link *l, int dir, double t0,
+                          double bits, double share, uint64_t seed, int device, int expected,
+                          double *overhead);
 /* Time (s) to deliver bits from t0 over link l (direction dir) through the
  * air interface: scheduling, slot alignment, TDD regions, processing, HARQ
  * (drawn from seed, device, dir, t0; expected 1: the expected number of

@@ -14,7 +14,7 @@
 
 static wd_link *link_alloc(wd_link_model model, int dir, int device, double latency, double scale,
                            double max_wait) {
-    size_t size = (sizeof(wd_link) + 63) / 64 * 64; /* hot fields: two cache lines */
+    size_t size = (sizeof(wd_link) + 63) / 64 * 64; /* hot fields: three cache lines */
     wd_link *l = aligned_alloc(64, size);
     if (!l) return NULL;
     memset(l, 0, size);
@@ -24,6 +24,7 @@ static wd_link *link_alloc(wd_link_model model, int dir, int device, double late
     l->bin = -1;
     l->bin_end_x = NAN;
     l->memo_k[0] = l->memo_k[1] = LONG_MIN;
+    l->pc_lo = INFINITY; /* no sample cached */
     return l;
 }
 
@@ -228,12 +229,19 @@ static void piece_start(wd_link *l, piece *p, double t) {
         p->a = t;
         p->b = base + (p->k + 1 < l->n ? l->t[p->k + 1] : l->period);
         if (p->b <= t) p->b = nextafter(t, INFINITY);
+    } else if (t >= l->pc_lo && t < l->pc_safe) {
+        /* the last sample found holds t: k(t) = floor(t / ts), one more where (k + 1) ts <= t,
+           never decreases with t, so k(t) >= k(pc_lo) = pc_k; and t < pc_safe keeps t / ts
+           rounded below pc_k + 1, so k(t) <= pc_k */
+        p->k = l->pc_k, p->a = t, p->b = l->pc_b;
     } else {
         double ts = l->syn->ts;
         p->k = (long)floor(t / ts);
         p->a = t;
         p->b = (double)(p->k + 1) * ts;
         if (p->b <= t) p->k++, p->b = (double)(p->k + 1) * ts;
+        if (p->b > 0 && p->b < 1e15) /* else no cache: pc_safe stays below pc_lo */
+            l->pc_k = p->k, l->pc_lo = t, l->pc_b = p->b, l->pc_safe = p->b - p->b * 1e-12;
     }
 }
 
@@ -456,6 +464,48 @@ double wd_link_piece_rate(wd_link *l, double a, double b, double share) {
     piece_start(l, &p, a);
     if (p.b < b) return -1.0;
     return piece_rate(l, &p, share) * l->scale;
+}
+
+double wd_link_bits_tx(wd_link *l, double a, double b, double share, double rem, double *d) {
+    enum { NP = 16 };
+    double pa[NP], pb[NP], pr[NP], bits = 0.0;
+    int np = 0;
+    if (l->model == WD_LINK_SYNTHETIC && !l->n_win && b > a) { /* pw_bits' walk, kept */
+        piece p;
+        piece_start(l, &p, a);
+        for (;; np++) {
+            double e = p.b < b ? p.b : b, r = piece_rate(l, &p, share) * l->scale;
+            if (r > 0) bits += r * (e - p.a);
+            if (np < NP) pa[np] = p.a, pb[np] = p.b, pr[np] = r;
+            if (p.b >= b) break;
+            piece_next(l, &p);
+        }
+        np = np + 1 > NP ? 0 : np + 1; /* pieces kept (0: too many, walk again) */
+    } else {
+        bits = wd_link_bits(l, a, b, share);
+    }
+    if (!(bits >= rem)) return bits;
+    if (rem > 0 && share > 0 && np > 0) { /* tx_time's walk over the same pieces from a */
+        double left = rem;
+        for (int i = 0; i < np; i++) {
+            double r = pr[i];
+            if (r > 0) {
+                double cap = r * (pb[i] - pa[i]);
+                if (cap >= left) {
+                    double t = pa[i] + left / r - a + l->latency;
+                    *d = t - l->latency > l->max_wait ? INFINITY : t;
+                    return bits;
+                }
+                left -= cap;
+            }
+            if (pb[i] == INFINITY || pb[i] - a > l->max_wait) {
+                *d = INFINITY;
+                return bits;
+            }
+        }
+    }
+    *d = wd_link_tx_time(l, a, rem, share); /* past the pieces kept: the walk itself */
+    return bits;
 }
 
 double wd_link_bits(wd_link *l, double a, double b, double share) {
