@@ -199,27 +199,32 @@ print('wdmoe\t$1\t$2\t$3\thugepages\t%d' % d['hugepages'])" >>"$RES"
 # the CPU time of llama-bench with 6 tg repetitions at depth PROMPT minus that with 1 (no
 # warm-up) is the CPU time of 5 decodes (llama-bench fills the context to depth PROMPT in
 # the first repetition and restores that state in the later ones, a copy of the KV cache);
-# wdmoe's is bench_decode's "decode, CPU time", at the same depth.
+# wdmoe's is bench_decode's "decode, CPU time", at the same depth. Both CPU times go to the
+# results per round; the table takes the least of each over the rounds: loading costs
+# llama.cpp a system time that varies by up to a second from run to run (page faults of its
+# repacked Q4_0/Q4_K weights), as much as the 5 decodes themselves.
 run_llama_cpu() { # type round
-    local a b
     /usr/bin/time -f "%U %S" -o "$VS/cpu-1.txt" "$LBIN/llama-bench" -m "$VS/mini-$1.gguf" -t 1 -p 0 \
         -n "$DECODE" -d "$PROMPT" -r 1 --no-warmup -o json >/dev/null 2>&1 || return 0
     /usr/bin/time -f "%U %S" -o "$VS/cpu-6.txt" "$LBIN/llama-bench" -m "$VS/mini-$1.gguf" -t 1 -p 0 \
         -n "$DECODE" -d "$PROMPT" -r 6 --no-warmup -o json >/dev/null 2>&1 || return 0
     python3 -c "
-a = sum(map(float, open('$VS/cpu-1.txt').read().split()))
-b = sum(map(float, open('$VS/cpu-6.txt').read().split()))
-if b > a: print('llama.cpp\t$1\t1\t$2\tdecode_cpu\t%.3f' % (5 * $DECODE / (b - a)))" >>"$RES"
+for n in (1, 6):
+    print('llama.cpp\t$1\t1\t$2\tcpu_s_%d\t%.3f' % (n, sum(map(float, open('$VS/cpu-%d.txt' % n).read().split()))))" >>"$RES"
 }
 [ -x /usr/bin/time ] || echo "vs_llamacpp.sh: no /usr/bin/time: the per-CPU-second column stays empty"
-# the read bandwidth with each thread count (median of 7 whole passes), for the roofline
-for th in $THREADS; do
-    "$BENCH" --model "$VS/mini-F32.gguf" --threads "$th" --reps 1 --prompt 8 --decode 1 --bw-passes 7 \
-        --json "$VS/bw-$th.json" >/dev/null 2>&1 &&
-        python3 -c "
+# the read bandwidth with each thread count (median of 7 whole passes), for the roofline: once
+# per round (a shared machine's bandwidth changes over minutes), each round's decode against
+# its own figure
+probe_bw() { # round
+    for th in $THREADS; do
+        "$BENCH" --model "$VS/mini-F32.gguf" --no-hugepages --threads "$th" --reps 1 --prompt 8 \
+            --decode 1 --bw-passes 7 --json "$VS/bw-$th.json" >/dev/null 2>&1 &&
+            python3 -c "
 import json; d = json.load(open('$VS/bw-$th.json'))
-print('machine\t-\t$th\t0\tbandwidth\t%.0f' % d['read_bandwidth_bytes_per_s']['median'])" >>"$RES"
-done
+print('machine\t-\t$th\t$1\tbandwidth\t%.0f' % d['read_bandwidth_bytes_per_s']['median'])" >>"$RES"
+    done
+}
 idle_pct() { # percent of CPU time idle over the next 2 s (/proc/stat)
     local a b
     read -r _ a </proc/stat; sleep 2; read -r _ b </proc/stat
@@ -238,6 +243,7 @@ wait_idle() { # up to WAIT_IDLE seconds for >= 95 % idle
 }
 for r in $(seq 1 "$ROUNDS"); do
     echo "vs_llamacpp.sh: round $r of $ROUNDS ..."
+    probe_bw "$r"
     for t in $TYPES; do
         [ -s "$VS/mini-$t.gguf" ] || continue
         for th in $THREADS; do
@@ -260,8 +266,16 @@ import datetime, os, statistics, sys
 res, rounds, prompt, decode, cpu, cores, commit, load0, load1, md, threads, types, wopts, model_note = sys.argv[1:]
 rows = [l.rstrip("\n").split("\t") for l in open(res) if l.strip()]
 val = {}
+byround = {}
 for eng, t, th, r, kind, v in rows:
     val.setdefault((eng, t, th, kind), []).append(float(v))
+    byround.setdefault((eng, t, th, kind), {})[r] = float(v)
+# llama.cpp's decode per CPU-second: 5 decodes over the least CPU time of 6 repetitions
+# minus the least of 1 (its load's system time varies by up to a second between runs)
+for (eng, t, th, kind), v1 in list(val.items()):
+    v6 = val.get((eng, t, th, "cpu_s_6"))
+    if kind == "cpu_s_1" and v6 and min(v6) > min(v1):
+        val[(eng, t, th, "decode_cpu")] = [5 * int(decode) / (min(v6) - min(v1))]
 def med(eng, t, th, kind):
     v = val.get((eng, t, th, kind))
     return (statistics.median(v), min(v), max(v)) if v else None
@@ -280,9 +294,13 @@ for t in types.split():
             if val.get(("wdmoe", t, th, "unsupported")):
                 lines.append("| %s | %s | | wdmoe cannot load this type | | | | | | | | |" % (t, th))
             continue
-        bw = med("machine", "-", th, "bandwidth")
-        ab = med("wdmoe", t, th, "active_bytes")
-        roof = "%.0f %%" % (100 * wd[0] / (bw[0] / ab[0])) if (bw and ab and wd) else "n/a"
+        # each round's decode against the bandwidth probed at the start of that round
+        fr = [100 * byround[("wdmoe", t, th, "decode")][r] * byround[("wdmoe", t, th, "active_bytes")][r]
+              / byround[("machine", "-", th, "bandwidth")][r]
+              for r in byround.get(("wdmoe", t, th, "decode"), {})
+              if r in byround.get(("machine", "-", th, "bandwidth"), {})
+              and r in byround.get(("wdmoe", t, th, "active_bytes"), {})]
+        roof = "%.0f %%" % statistics.median(fr) if fr else "n/a"
         rd = "%.2f" % (wd[0] / ld[0]) if (ld and wd) else "n/a"
         rp = "%.2f" % (wp[0] / lp[0]) if (lp and wp) else "n/a"
         if val.get(("wdmoe", t, th, "unsupported")) and not wd:
@@ -291,8 +309,9 @@ for t in types.split():
         rc = "%.2f" % (wc[0] / lc[0]) if (lc and wc) else ""
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             t, th, fmt(ld), fmt(wd), rd, roof, fmt(lp), fmt(wp), rp,
-            fmt(lc) if lc else "", fmt(wc) if (wc and th == "1") else "", rc if th == "1" else ""))
-bws = ", ".join("%s thread%s %.1f GB/s" % (th, "" if th == "1" else "s", med("machine", "-", th, "bandwidth")[0] / 1e9)
+            "%.0f" % lc[0] if lc else "", fmt(wc) if (wc and th == "1") else "", rc if th == "1" else ""))
+bws = ", ".join("%s thread%s %.1f GB/s (%.1f-%.1f)" % ((th, "" if th == "1" else "s") + tuple(
+                    x / 1e9 for x in med("machine", "-", th, "bandwidth")))
                 for th in threads.split() if med("machine", "-", th, "bandwidth"))
 hp = [v for (eng, t, th, kind), vs in val.items() if kind == "hugepages" for v in vs]
 hp_note = ("copied into transparent huge pages (its default)" if hp and all(hp) else
@@ -303,8 +322,12 @@ note = ("%s; %s, %s cores online; wdmoe %s%s; llama.cpp from llama-cpp-python's 
         "decode %s tokens at depth %s (both engines: positions %s..%d after a %s-token context; "
         "llama-bench -d %s), prefill %s tokens from an empty context; medians of %s interleaved "
         "rounds (min-max); ratio = wdmoe / llama.cpp. Decode per CPU-second (1 thread, same depth): "
-        "tokens per CPU-second of the process, llama.cpp's from the CPU time of 6 minus 1 tg "
-        "repetitions, immune to the time slices other processes take. Read bandwidth (median of 7 whole passes over max(1 GiB, 8x LLC)): %s. "
+        "tokens per CPU-second of the process, immune to the time slices other processes take; "
+        "llama.cpp's from the least CPU time of 6 tg repetitions minus the least of 1 over the rounds "
+        "(its load's system time varies by up to a second between runs). Read bandwidth (median of 7 "
+        "whole passes over max(1 GiB, 8x LLC), probed at the start of every round; median (min-max) "
+        "over the rounds): %s; the roofline column is the median over the rounds of each round's "
+        "decode against that round's bandwidth. "
         "wdmoe's weights: %s; llama.cpp reads the 4 KB pages of its file mapping. KV cache: llama.cpp F16 (its default), wdmoe F32. "
         "Load average %s at the start, %s at the end (the machine is shared: figures are noisy).%s"
         % (date, cpu, cores, commit, (" with " + wopts) if wopts else "", model_note, decode, prompt, prompt,
