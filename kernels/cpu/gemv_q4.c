@@ -220,6 +220,27 @@ static void q4_pair_index(int bb, int qo, uint8_t bix[64], uint16_t dix[32], uin
     }
 }
 
+/* One row's 4 Q4_0/Q4_1 blocks at p (bb bytes each; gathered by q4_pair_index's
+ * bidx/didx/midx from an xmm and a zmm load that end where the 4th block ends)
+ * against the token's xlo/xhi codes, block j in lanes 4j..4j+3: acc += (dot + iv)
+ * d_w dx4 (iv: Q4_0's -8 sum(q) term), and for Q4_1 acc2 += m xs4. */
+static inline __attribute__((always_inline)) void
+q4_row_step(const uint8_t *p, size_t bb, __m512i bidx, __m512i didx, __m512i midx, __m512i m4z,
+            __m512i iv, __m512i xlo, __m512i xhi, __m512 dx4, __m512 xs4, __m512 *acc, __m512 *acc2,
+            const int T) {
+    const __m512i A = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p)),
+                  B = _mm512_loadu_si512(p + 4 * bb - 64);
+    const __m512i q = _mm512_permutex2var_epi8(A, bidx, B);
+    __m512i s = _mm512_dpbusd_epi32(iv, _mm512_and_si512(q, m4z), xlo);
+    s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4z), xhi);
+    const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(A, didx, B)));
+    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx4), *acc);
+    if (T == T_Q4_1) { /* the mins, m xs per block (lanes 4j) */
+        const __m512i mh = _mm512_maskz_permutex2var_epi16(0x1111, A, midx, B);
+        *acc2 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(mh)), xs4, *acc2);
+    }
+}
+
 /* y[0..R) = the lane sums of a[0..R) plus m[0..R) (R = 4 or 1, same bits per row). */
 static inline void store_sums_z(float *y, const __m512 *a, const float *m, const int R) {
     if (R == 4) _mm_storeu_ps(y, _mm_add_ps(hsum4_z(a[0], a[1], a[2], a[3]), _mm_loadu_ps(m)));
@@ -323,20 +344,9 @@ q4_tile(float *y, int ldy, const wd_q8x *xq, int n, const uint8_t *w, size_t rb,
                     const __m512 dx4 = _mm512_permutexvar_ps(rep4, _mm512_castps128_ps512(_mm_loadu_ps(xd + b)));
                     const __m512 xs4 = T == T_Q4_1 ? _mm512_permutexvar_ps(rep4, _mm512_castps128_ps512(_mm_loadu_ps(xs + b)))
                                                    : _mm512_setzero_ps();
-                    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
-                        const uint8_t *p = wr[i] + o;
-                        const __m512i A = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p)),
-                                      B = _mm512_loadu_si512(p + 4 * bb - 64);
-                        const __m512i q = _mm512_permutex2var_epi8(A, bidx, B);
-                        __m512i s = _mm512_dpbusd_epi32(iv, _mm512_and_si512(q, m4z), xlo);
-                        s = _mm512_dpbusd_epi32(s, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4z), xhi);
-                        const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(A, didx, B)));
-                        accz[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx4), accz[i]);
-                        if (T == T_Q4_1) { /* the mins, m xs per block (lanes 4j) */
-                            const __m512i mh = _mm512_maskz_permutex2var_epi16(0x1111, A, midx, B);
-                            accz2[i] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(mh)), xs4, accz2[i]);
-                        }
-                    }
+                    _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
+                        q4_row_step(wr[i] + o, bb, bidx, didx, midx, m4z, iv, xlo, xhi, dx4, xs4,
+                                    &accz[i], &accz2[i], T);
                 }
 #else
                 for (; k + 4 <= n8; k += 4) { /* sc8 covers the whole 8-groups */
@@ -755,20 +765,9 @@ q4x_tile(float *y, int ldy, const uint8_t *kx, int n, int ng, const uint8_t *w, 
             const __m512 dx4 = _mm512_load_ps(xg + 128);
             const __m512i iv = T == T_Q4_0 ? _mm512_load_si512(xg + 192) : _mm512_setzero_si512();
             const __m512 xs4 = T == T_Q4_1 ? _mm512_load_ps(xg + 192) : _mm512_setzero_ps();
-            _Pragma("GCC unroll 4") for (int i = 0; i < R; i++) {
-                const uint8_t *p = wr[i] + o;
-                const __m512i A = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p)),
-                              B = _mm512_loadu_si512(p + 4 * bb - 64);
-                const __m512i q = _mm512_permutex2var_epi8(A, bidx, B);
-                __m512i sd = _mm512_dpbusd_epi32(iv, _mm512_and_si512(q, m4z), xlo);
-                sd = _mm512_dpbusd_epi32(sd, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4z), xhi);
-                const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(A, didx, B)));
-                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sd), _mm512_mul_ps(dw, dx4), acc[i]);
-                if (T == T_Q4_1) {
-                    const __m512i mh = _mm512_maskz_permutex2var_epi16(0x1111, A, midx, B);
-                    acc2[i] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(mh)), xs4, acc2[i]);
-                }
-            }
+            _Pragma("GCC unroll 4") for (int i = 0; i < R; i++)
+                q4_row_step(wr[i] + o, bb, bidx, didx, midx, m4z, iv, xlo, xhi, dx4, xs4, &acc[i],
+                            &acc2[i], T);
         }
         for (int i = 0; i < R; i++) acc[i] = _mm512_add_ps(acc[i], acc2[i]);
         const float zero4[4] = {0, 0, 0, 0};
