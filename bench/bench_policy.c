@@ -54,17 +54,24 @@ static float *make_probs(int n) { /* [n][E] */
     return p;
 }
 
+/* A fresh emulator of sc for shape sh running policy; exits with the message on failure. */
+static wd_emu *emu_with(const wd_scenario *sc, const wd_emu_shape *sh, const char *policy) {
+    char err[512];
+    wd_emu *emu;
+    if (wd_emu_create(&emu, sc, sh, err, sizeof err) ||
+        wd_emu_set_policy(emu, policy, &sc->params, err, sizeof err)) {
+        fprintf(stderr, "bench_policy: %s: %s\n", sc->name, err);
+        exit(1);
+    }
+    return emu;
+}
+
 /* Decisions per second for one scenario x policy with batch tokens per step. */
 static double bench(const wd_scenario *sc, const char *policy, int batch, const float *probs,
                     double seconds, double *lat_ms) {
     wd_emu_shape sh = {4096, 14336, LAYERS, EXPERTS, 2, 2.0, 32, 8, 128, 0, 0};
     char err[512];
-    wd_emu *emu;
-    if (wd_emu_create(&emu, sc, &sh, err, sizeof err) ||
-        wd_emu_set_policy(emu, policy, &sc->params, err, sizeof err)) {
-        fprintf(stderr, "bench_policy: %s\n", err);
-        exit(1);
-    }
+    wd_emu *emu = emu_with(sc, &sh, policy);
     int *n = malloc(batch * sizeof(int)), *ex = malloc(batch * EXPERTS * sizeof(int));
     float *w = malloc(batch * EXPERTS * sizeof(float));
     long decisions = 0;
@@ -108,13 +115,8 @@ static double bench_replay(const wd_scenario *sc, const char *policy, const wd_p
     long decisions = 0;
     double busy = 0, cpu = 0;
     while (busy < seconds) {
-        wd_emu *emu;
+        wd_emu *emu = emu_with(sc, &sh, policy);
         wd_emu_summary sum;
-        if (wd_emu_create(&emu, sc, &sh, err, sizeof err) ||
-            wd_emu_set_policy(emu, policy, &sc->params, err, sizeof err)) {
-            fprintf(stderr, "bench_policy: replay: %s\n", err);
-            exit(1);
-        }
         double t0 = now(), c0 = cpu_now();
         if (wd_probs_replay(emu, pr, 0, NULL, NULL, err, sizeof err)) {
             fprintf(stderr, "bench_policy: replay: %s\n", err);
@@ -138,12 +140,7 @@ static double bench_decode_loop(const wd_scenario *sc, const char *policy, const
                                 const double *buf, size_t evict, double seconds) {
     wd_emu_shape sh = wd_probs_shape(pr);
     char err[512];
-    wd_emu *emu;
-    if (wd_emu_create(&emu, sc, &sh, err, sizeof err) ||
-        wd_emu_set_policy(emu, policy, &sc->params, err, sizeof err)) {
-        fprintf(stderr, "bench_policy: %s\n", err);
-        exit(1);
-    }
+    wd_emu *emu = emu_with(sc, &sh, policy);
     int E = pr->n_experts, L = pr->n_layers, n[1];
     int *ex = malloc(E * sizeof(int));
     float *w = malloc(E * sizeof(float));
