@@ -16,6 +16,7 @@
 
 #include "emulation/emulation.h"
 #include "emulation/internal.h"
+#include "tests/emu_test_util.h"
 #include "tests/test_util.h"
 
 #define PI 3.14159265358979323846
@@ -83,11 +84,7 @@ static void test_cos(void) { /* and wd_sin */
 }
 
 static wd_radio block_radio(wd_fading_kind kind, double block_s) {
-    wd_scenario sc;
-    char err[256];
-    wd_scenario_default(&sc, 1, err, sizeof err);
-    wd_radio r = sc.radio;
-    wd_scenario_free(&sc);
+    wd_radio r = wd_test_default_radio();
     r.fading = kind;
     r.rician_k_db = 6;
     r.shadowing = 0;

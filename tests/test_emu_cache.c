@@ -19,6 +19,7 @@
 
 #include "emulation/emulation.h"
 #include "emulation/internal.h"
+#include "tests/emu_test_util.h"
 #include "tests/test_util.h"
 
 static int same_bits(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
@@ -58,11 +59,7 @@ static void test_floor_div(void) {
 }
 
 static wd_radio block_radio(void) {
-    wd_scenario sc;
-    char err[256];
-    wd_scenario_default(&sc, 1, err, sizeof err);
-    wd_radio r = sc.radio;
-    wd_scenario_free(&sc);
+    wd_radio r = wd_test_default_radio();
     r.fading = WD_FADING_RAYLEIGH;
     r.shadowing = 1;
     r.outage_snr_db = -10;

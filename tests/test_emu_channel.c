@@ -3,6 +3,7 @@
  * shadowing statistics and the link budget through the emulator. */
 #include "emulation/emulation.h"
 #include "emulation/internal.h"
+#include "tests/emu_test_util.h"
 #include "tests/test_util.h"
 
 #define PI 3.14159265358979323846
@@ -188,11 +189,9 @@ static void test_budget_and_shadowing(void) {
  * wd_fading_at, and its values depending on the sample index only (not on
  * the order of the queries). */
 static void test_synth_generator(void) {
-    char err[512];
-    wd_scenario sc;
-    CHECK(wd_scenario_default(&sc, 1, err, sizeof err) == 0);
+    const wd_radio base = wd_test_default_radio();
     for (int kind = WD_FADING_RAYLEIGH; kind <= WD_FADING_RICIAN; kind++) {
-        wd_radio r = sc.radio;
+        wd_radio r = base;
         r.fading = (wd_fading_kind)kind;
         r.rician_k_db = 6;
         r.shadowing = 0;
@@ -230,7 +229,6 @@ static void test_synth_generator(void) {
         wd_synth_free(&a);
         wd_synth_free(&b);
     }
-    wd_scenario_free(&sc);
 }
 
 int main(void) {

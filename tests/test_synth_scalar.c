@@ -10,6 +10,7 @@
 
 #include "emulation/emulation.h"
 #include "emulation/internal.h"
+#include "tests/emu_test_util.h"
 #include "tests/test_util.h"
 
 #define WD_SYNTH_SCALAR
@@ -44,11 +45,9 @@ static int same_at(wd_synth *v, wd_synth *s, long k) {
 }
 
 int main(void) {
-    char err[512];
-    wd_scenario sc;
-    CHECK(wd_scenario_default(&sc, 1, err, sizeof err) == 0);
+    const wd_radio base = wd_test_default_radio();
     for (int kind = WD_FADING_RAYLEIGH; kind <= WD_FADING_RICIAN; kind++) {
-        wd_radio r = sc.radio;
+        wd_radio r = base;
         r.fading = (wd_fading_kind)kind;
         r.rician_k_db = 6;
         r.outage_snr_db = -200; /* no outage: every sample's fading counts */
@@ -80,6 +79,5 @@ int main(void) {
         CHECKF(bad < 0, "fading kind %d, in steps of 13: sample %ld differs", kind, bad);
         wd_synth_free(&v), sc_synth_free(&s);
     }
-    wd_scenario_free(&sc);
     return wd_test_finish("test_synth_scalar");
 }
