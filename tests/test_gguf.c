@@ -290,7 +290,7 @@ static int make_tdescs(const spec *s, tdesc *t) {
 }
 
 static const char *tok_strs[SV] = {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b",
-                                   "\xE2\x96\x81" "a", "ab"};
+                                   "\xE2\x96\x81\x61", "ab"};
 
 static buf build(const spec *s, marks *m, float score_a_pref, float score_ab) {
     buf b = {0};

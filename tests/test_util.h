@@ -81,8 +81,10 @@ static inline const char *wd_test_write_tmp(const char *dir, const char *name, c
     static char path[8][512];
     static int k = 0;
     char *p = path[k++ % 8];
-    snprintf(p, 512, "%s/%s", dir, name);
-    if (wd_test_write_file(p, text, strlen(text))) fprintf(stderr, "cannot write %s\n", p);
+    if (snprintf(p, 512, "%s/%s", dir, name) >= 512)
+        fprintf(stderr, "path too long: %s/%s\n", dir, name);
+    else if (wd_test_write_file(p, text, strlen(text)))
+        fprintf(stderr, "cannot write %s\n", p);
     return p;
 }
 
