@@ -73,8 +73,6 @@ void wd_cli_io_free(wd_cli_io *io);
  * short aliases (-m -p -f -n -t -c -s, --temp) are spelled out where the
  * command has that option; NULL when out of memory. */
 char **wd_cli_normalize(const char *cmd, int argc, char **argv, int *out_argc);
-/* 1 when option opt of command cmd takes a value (its table) */
-int wd_cli_takes_value(const char *cmd, const char *opt);
 
 /* Provenance of a result file (host/provenance.c): schema_version,
  * wdmoe_version, git_commit, date, command_line, seeds. Bumped when a result

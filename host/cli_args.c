@@ -72,10 +72,6 @@ static const char *const *table_of(const char *cmd) {
     return NULL;
 }
 
-int wd_cli_takes_value(const char *cmd, const char *opt) {
-    return in_list(table_of(cmd), opt, strlen(opt));
-}
-
 /* the long name of an alias when the command has that option (or the alias
    stays itself: a command's own short options, -n of generate, keep working) */
 static const char *unalias(const char *const *v, const char *tok) {

@@ -133,7 +133,6 @@ int wd_session_pos(const wd_session *s) { return s->pos; }
 void wd_session_set_pos(wd_session *s, int pos) {
     if (pos >= 0 && pos <= s->pos) s->pos = pos;
 }
-wd_pool *wd_session_pool(const wd_session *s) { return s->pool; }
 const wd_model *wd_session_model(const wd_session *s) { return s->m; }
 int wd_session_max_ctx(const wd_session *s) { return s->max_ctx; }
 

@@ -103,7 +103,6 @@ void wd_session_set_hooks(wd_session *s, const wd_moe_hooks *hooks); /* NULL: to
  * every expert runs on every token. The router's probabilities still reach
  * the selection hook. on = 0: the router. */
 void wd_session_set_oracle(wd_session *s, int on);
-wd_pool *wd_session_pool(const wd_session *s);
 const wd_model *wd_session_model(const wd_session *s);
 
 /* Run n tokens at positions pos..pos+n-1 (prefill when n > 1) and advance

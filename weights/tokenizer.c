@@ -360,7 +360,6 @@ int wd_tokenizer_vocab_size(const wd_tokenizer *t) { return t ? t->n : 0; }
 int wd_tokenizer_bos(const wd_tokenizer *t) { return t ? t->bos : -1; }
 int wd_tokenizer_eos(const wd_tokenizer *t) { return t ? t->eos : -1; }
 int wd_tokenizer_add_bos(const wd_tokenizer *t) { return t && t->add_bos && t->bos >= 0; }
-const char *wd_tokenizer_chat_template(const wd_tokenizer *t) { return t ? t->chat_template : NULL; }
 const char *wd_tokenizer_kind(const wd_tokenizer *t) {
     if (!t) return "none";
     if (t->kind == KIND_SPM) return "spm";

@@ -103,8 +103,6 @@ int wd_tokenizer_eos(const wd_tokenizer *tok);
 /* 1 when the model's tokenizer puts BOS in front of a text (SPM and Llama
  * tokenizer.json: yes; GGUF: tokenizer.ggml.add_bos_token; byte-level: no). */
 int wd_tokenizer_add_bos(const wd_tokenizer *tok);
-/* The model's chat template (GGUF tokenizer.chat_template), or NULL. */
-const char *wd_tokenizer_chat_template(const wd_tokenizer *tok);
 /* "spm", "bpe" (Llama-style), or the byte-level pre-tokenizer's name
  * ("gpt2", "smollm", "llama-bpe", "qwen2", "deepseek-llm"). */
 const char *wd_tokenizer_kind(const wd_tokenizer *tok);
