@@ -5,7 +5,8 @@
  * Prints: measured read bandwidth (and a buffer-size sweep, to show where the
  * caches end); decode matmul (n = 1) GB/s and % of bandwidth per dtype and
  * shape, with weights cycled through a >= 1 GiB ring of copies so they come
- * from DRAM (in transparent huge pages, as the decode's weights); a synthetic "mini" Mixtral decode step (hidden 512, 8 layers,
+ * from DRAM (in transparent huge pages, as the decode's weights), and per dtype
+ * with one matrix that stays in the caches (the kernel's own speed); a synthetic "mini" Mixtral decode step (hidden 512, 8 layers,
  * 8 heads / 2 KV heads, FFN 1792, 8 experts top-2 picked at random per token,
  * vocab 32000) as bytes of weights per token over time; prefill GEMM GFLOP/s
  * (n = 128) against the nominal FP32 peak; wd_pool_run overhead. */
@@ -165,6 +166,36 @@ static double gemv_window(wd_pool *pool, wd_dtype dt, int rows, int cols, const 
     return best;
 }
 
+/* The statistics of n samples, each times k, as JSON. */
+static json_object *json_scaled(const double *a, int n, double k) {
+    double *v = malloc((size_t)n * sizeof(double));
+    if (!v) return NULL;
+    for (int i = 0; i < n; i++) v[i] = a[i] * k;
+    json_object *o = wd_bstats_json(v, n);
+    free(v);
+    return o;
+}
+
+/* n = 1 matmul GB/s on one matrix that stays in the core's caches (the same weights
+ * every call): the kernel's own speed, the ceiling that streaming from DRAM cannot pass. */
+static double gemv_cached_window(wd_pool *pool, wd_dtype dt, int rows, int cols, const void *w,
+                                 const float *x, float *y, double seconds) {
+    size_t one = wd_dtype_bytes(dt, (int64_t)rows * cols);
+    double best = 0, start = now_s();
+    while (now_s() - start < seconds) {
+        long calls = 0;
+        double t0 = now_s(), t;
+        do {
+            wd_matmul(pool, y, x, w, dt, 1, rows, cols);
+            calls++;
+            t = now_s() - t0;
+        } while (t < WD_BENCH_SUB_WINDOW);
+        double g = (double)one * calls / t / 1e9;
+        if (g > best) best = g;
+    }
+    return best;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -181,6 +212,7 @@ int main(int argc, char **argv) {
                    "  --reps N     interleaved rounds (default 8; --quick: 2)\n"
                    "  --json FILE  every figure with its per-round samples as JSON (\"-\": stdout)\n"
                    "Prints read bandwidth, decode matmul GB/s (%% of bandwidth) per dtype,\n"
+                   "streamed from DRAM and with one matrix in the caches (the kernel's own speed),\n"
                    "a synthetic mini-Mixtral decode step, prefill GEMM GFLOP/s and the\n"
                    "thread pool's per-run overhead. Each figure is measured once per round\n"
                    "(the best ~3 ms window of the round) and printed as the median over\n"
@@ -268,12 +300,15 @@ int main(int argc, char **argv) {
     double *bws = calloc((size_t)rounds, sizeof(double));
     double *gv = calloc((size_t)WD_DT_COUNT * 4 * rounds, sizeof(double));
     double *gm = calloc((size_t)WD_DT_COUNT * 2 * rounds, sizeof(double));
-    if (!bws || !gv || !gm) {
+    double *gc = calloc((size_t)WD_DT_COUNT * rounds, sizeof(double));
+    if (!bws || !gv || !gm || !gc) {
         fprintf(stderr, "bench_kernels: out of memory\n");
         return 1;
     }
 #define GV(dt, s) (gv + ((size_t)(dt) * 4 + (s)) * rounds)
 #define GM(dt, s) (gm + ((size_t)(dt) * 2 + (s)) * rounds)
+#define GC(dt) (gc + (size_t)(dt) * rounds)
+    enum { CACHED_ROWS = 1792, CACHED_COLS = 512 }; /* gw[dt][0]: an expert's gate or up shape */
     double bw, gemv[WD_DT_COUNT][4] = {{0}}, gemm[WD_DT_COUNT][2] = {{0}};
     for (int r = 0; r < rounds; r++) {
         bws[r] = wd_measure_read_bandwidth(pool, bw_bytes, 3, NULL);
@@ -281,6 +316,9 @@ int main(int argc, char **argv) {
             for (int s = 0; s < 4; s++)
                 GV(dt, s)[r] = gemv_window(pool, (wd_dtype)dt, shapes[s][0], shapes[s][1], ring,
                                            ring_bytes, x, y, win);
+        for (int dt = 0; dt < WD_DT_COUNT; dt++)
+            GC(dt)[r] = gemv_cached_window(pool, (wd_dtype)dt, CACHED_ROWS, CACHED_COLS, gw[dt][0], x,
+                                           y, win);
         for (int dt = 0; dt < WD_DT_COUNT; dt++) {
             if (!mm[dt]) continue;
             if (r == 0) mini_token(pool, mm[dt]); /* warm-up */
@@ -314,6 +352,15 @@ int main(int argc, char **argv) {
             printf("  %-6s %-11s %9.1f  [%5.1f-%5.1f] %7.1f%%\n", wd_dtype_name(dt), shape,
                    gemv[dt][s], g.min, g.max, 100 * gemv[dt][s] * 1e9 / bw);
         }
+    printf("\ndecode matmul, n = 1, one %dx%d matrix in the caches (L2 or L3 by its size; the same weights every call: the\n"
+           "kernel's own speed, which streaming from DRAM cannot pass), median [min-max] of %d rounds:\n",
+           CACHED_ROWS, CACHED_COLS, rounds);
+    printf("  %-6s %9s %15s %9s\n", "dtype", "GB/s", "[min-max]", "x bw");
+    for (int dt = 0; dt < WD_DT_COUNT; dt++) {
+        wd_bstats g = wd_bstats_of(GC(dt), rounds);
+        printf("  %-6s %9.1f  [%5.1f-%5.1f] %8.2fx\n", wd_dtype_name(dt), g.median, g.min, g.max,
+               g.median * 1e9 / bw);
+    }
 
     printf("\nsynthetic mini Mixtral decode step (H 512, 8 layers, 8/2 heads, F 1792, 8 experts,\n"
            "top-2 at random per token, vocab 32000), kernels only, %d tokens:\n",
@@ -346,7 +393,8 @@ int main(int argc, char **argv) {
     int rc = 0;
     if (json_path) {
         json_object *doc = wd_bench_doc_json("bench_kernels"), *jg = json_object_new_array(),
-                    *jm = json_object_new_array(), *jd = json_object_new_array();
+                    *jm = json_object_new_array(), *jd = json_object_new_array(),
+                    *jc = json_object_new_array();
         json_object_object_add(doc, "threads", json_object_new_int(nth));
         json_object_object_add(doc, "rounds", json_object_new_int(rounds));
         json_object_object_add(doc, "pool_overhead_s", json_object_new_double(hot_us * 1e-6));
@@ -358,10 +406,7 @@ int main(int argc, char **argv) {
                 json_object_object_add(o, "dtype", json_object_new_string(wd_dtype_name(dt)));
                 json_object_object_add(o, "rows", json_object_new_int(shapes[s][0]));
                 json_object_object_add(o, "cols", json_object_new_int(shapes[s][1]));
-                double v[64];
-                int nr = rounds < 64 ? rounds : 64;
-                for (int r = 0; r < nr; r++) v[r] = GV(dt, s)[r] * 1e9;
-                json_object_object_add(o, "bytes_per_s", wd_bstats_json(v, nr));
+                json_object_object_add(o, "bytes_per_s", json_scaled(GV(dt, s), rounds, 1e9));
                 json_object_array_add(jg, o);
             }
             for (int s = 0; s < 2; s++) {
@@ -370,12 +415,15 @@ int main(int argc, char **argv) {
                 json_object_object_add(o, "n", json_object_new_int(128));
                 json_object_object_add(o, "rows", json_object_new_int(gshapes[s][0]));
                 json_object_object_add(o, "cols", json_object_new_int(gshapes[s][1]));
-                double v[64];
-                int nr = rounds < 64 ? rounds : 64;
-                for (int r = 0; r < nr; r++) v[r] = GM(dt, s)[r] * 1e9;
-                json_object_object_add(o, "flop_per_s", wd_bstats_json(v, nr));
+                json_object_object_add(o, "flop_per_s", json_scaled(GM(dt, s), rounds, 1e9));
                 json_object_array_add(jm, o);
             }
+            json_object *o = json_object_new_object();
+            json_object_object_add(o, "dtype", json_object_new_string(wd_dtype_name(dt)));
+            json_object_object_add(o, "rows", json_object_new_int(CACHED_ROWS));
+            json_object_object_add(o, "cols", json_object_new_int(CACHED_COLS));
+            json_object_object_add(o, "bytes_per_s", json_scaled(GC(dt), rounds, 1e9));
+            json_object_array_add(jc, o);
             if (mm[dt]) {
                 json_object *o = json_object_new_object();
                 json_object_object_add(o, "dtype", json_object_new_string(wd_dtype_name(dt)));
@@ -385,11 +433,12 @@ int main(int argc, char **argv) {
             }
         }
         json_object_object_add(doc, "gemv", jg);
+        json_object_object_add(doc, "gemv_cached", jc);
         json_object_object_add(doc, "gemm", jm);
         json_object_object_add(doc, "mini_decode", jd);
         rc = wd_bench_write_json(json_path, doc, "bench_kernels");
     }
-    free(bws), free(gv), free(gm);
+    free(bws), free(gv), free(gm), free(gc);
     for (int dt = 0; dt < WD_DT_COUNT; dt++) {
         mini_free(mm[dt]);
         free(tt[dt]);
