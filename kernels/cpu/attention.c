@@ -172,17 +172,25 @@ static inline __attribute__((always_inline)) void pv4(float *const o[4], const f
     }
 }
 
-/* o_i += sum_j s[j][i] v_j for rows i0..i0+3 (rows past nr skipped), keys j < nj. */
-static void pv_rows(attn_tile *t, int i0, const float *v, size_t kvd, int nj, int hd) {
-    int nrow = t->nr - i0 < 4 ? t->nr - i0 : 4;
+/* pv4 for rows i0..i0+3 of orow (rows past nr skipped), row i's weights from
+ * s + i row_off, key j's at j ws: the prefill tile's s[j][row] (row_off 1, ws
+ * WD_ATTN_ROWS) and decode's s[row][key] (row_off WD_ATTN_KB, ws 1). */
+static void pv_group(float *const *orow, int nr, int i0, const float *s, size_t row_off, int ws,
+                     const float *v, size_t kvd, int nj, int hd) {
+    int nrow = nr - i0 < 4 ? nr - i0 : 4;
     float *o[4];
     const float *w[4];
     for (int i = 0; i < 4; i++) {
         int ii = i < nrow ? i0 + i : i0;
-        o[i] = t->orow[ii];
-        w[i] = t->s + ii;
+        o[i] = orow[ii];
+        w[i] = s + (size_t)ii * row_off;
     }
-    pv4(o, w, WD_ATTN_ROWS, nrow, v, kvd, nj, hd);
+    pv4(o, w, ws, nrow, v, kvd, nj, hd);
+}
+
+/* o_i += sum_j s[j][i] v_j for rows i0..i0+3 (rows past nr skipped), keys j < nj. */
+static void pv_rows(attn_tile *t, int i0, const float *v, size_t kvd, int nj, int hd) {
+    pv_group(t->orow, t->nr, i0, t->s, 1, WD_ATTN_ROWS, v, kvd, nj, hd);
 }
 
 static void scale_vec(float *y, float a, int n) {
@@ -367,19 +375,6 @@ static void dec_sums(attn_dec *t, int nk) {
         for (int r = 0; r < t->nr; r++) t->l[r] += t->s[r][j];
 }
 
-/* pv_rows for rows i0..i0+3 (past nr skipped) with the weights in s[row][key]. */
-static void dec_pv_rows(attn_dec *t, int i0, const float *v, size_t kvd, int nj, int hd) {
-    int nrow = t->nr - i0 < 4 ? t->nr - i0 : 4;
-    float *o[4];
-    const float *w[4];
-    for (int i = 0; i < 4; i++) {
-        int ii = i < nrow ? i0 + i : i0;
-        o[i] = t->orow[ii];
-        w[i] = t->s[ii];
-    }
-    pv4(o, w, 1, nrow, v, kvd, nj, hd);
-}
-
 /* A unit: KV head u % n_kv_heads and its query heads from WD_DEC_ROWS * (u / n_kv_heads).
  * A task takes a contiguous range of units, at most WD_DEC_UNITS at a time, block by
  * block across them: on one thread the KV heads of a position are read together, whole
@@ -429,7 +424,8 @@ static void attn_dec_task(void *arg, int task, int n_tasks) {
                     if (rf != 1.0f) scale_vec(t->orow[i], rf, hd);
                 }
                 dec_sums(t, nk);
-                for (int i = 0; i < t->nr; i += 4) dec_pv_rows(t, i, v, kvd, nk, hd);
+                for (int i = 0; i < t->nr; i += 4)
+                    pv_group(t->orow, t->nr, i, t->s[0], WD_ATTN_KB, 1, v, kvd, nk, hd);
             }
         }
         for (int u = 0; u < nu; u++)

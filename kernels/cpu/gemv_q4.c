@@ -828,30 +828,26 @@ static int q4k_rows_z512(float *y, int ldy, const wd_q8x *xq, int n, const void 
         for (; r + 4 <= r1; r += 4) NAME##_4(y, ldy, xq, n, w, rb, cols / 32, r);              \
         for (; r < r1; r++) NAME##_1(y, ldy, xq, n, w, rb, cols / 32, r);                      \
     }
+/* NAME: the 512-bit kernel Z where it takes the shape (it returns 0 where not), else BASE */
+#if Q4_Z512
+#define Z512_FIRST(NAME, Z, BASE)                                                              \
+    static void NAME(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb,     \
+                     int cols, int r0, int r1) {                                               \
+        if (!Z(y, ldy, xq, n, w, rb, cols, r0, r1)) BASE(y, ldy, xq, n, w, rb, cols, r0, r1);   \
+    }
+#else
+#define Z512_FIRST(NAME, Z, BASE)                                                              \
+    static void NAME(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb,     \
+                     int cols, int r0, int r1) {                                               \
+        BASE(y, ldy, xq, n, w, rb, cols, r0, r1);                                              \
+    }
+#endif
 SIMD_ROWS(q4_0_rows_simd0, T_Q4_0, WD_Q4_0_BYTES)
 SIMD_ROWS(q4_1_rows_simd0, T_Q4_1, WD_Q4_1_BYTES)
-static void q4_0_rows_simd(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb, int cols,
-                           int r0, int r1) {
-#if Q4_Z512
-    if (q4_0_rows_z512(y, ldy, xq, n, w, rb, cols, r0, r1)) return;
-#endif
-    q4_0_rows_simd0(y, ldy, xq, n, w, rb, cols, r0, r1);
-}
-static void q4_1_rows_simd(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb, int cols,
-                           int r0, int r1) {
-#if Q4_Z512
-    if (q4_1_rows_z512(y, ldy, xq, n, w, rb, cols, r0, r1)) return;
-#endif
-    q4_1_rows_simd0(y, ldy, xq, n, w, rb, cols, r0, r1);
-}
 SIMD_ROWS(q4_k_rows_simd0, T_Q4_K, WD_Q4_K_BYTES)
-static void q4_k_rows_simd(float *y, int ldy, const wd_q8x *xq, int n, const void *w, size_t rb, int cols,
-                           int r0, int r1) {
-#if Q4_Z512
-    if (q4k_rows_z512(y, ldy, xq, n, w, rb, cols, r0, r1)) return;
-#endif
-    q4_k_rows_simd0(y, ldy, xq, n, w, rb, cols, r0, r1);
-}
+Z512_FIRST(q4_0_rows_simd, q4_0_rows_z512, q4_0_rows_simd0)
+Z512_FIRST(q4_1_rows_simd, q4_1_rows_z512, q4_1_rows_simd0)
+Z512_FIRST(q4_k_rows_simd, q4k_rows_z512, q4_k_rows_simd0)
 SIMD_ROWS(q5_k_rows_simd, T_Q5_K, WD_Q5_K_BYTES)
 SIMD_ROWS(q6_k_rows_simd, T_Q6_K, WD_Q6_K_BYTES)
 #endif
